@@ -1,0 +1,3 @@
+from nnxlint.cli import main
+
+main()

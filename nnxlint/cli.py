@@ -1,0 +1,195 @@
+"""The command line, following ruff's conventions (check / --fix / --diff / rules / explain)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from nnxlint import __version__
+
+# Sub-commands that need heavy imports are loaded only when invoked.
+LAZY_COMMANDS = {
+    "verify": "nnxlint.verify.command:verify",
+    "report": "nnxlint.report:report",
+}
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        available = [name for name, target in LAZY_COMMANDS.items() if _module_exists(target)]
+        return sorted(set(super().list_commands(ctx)) | set(available))
+
+    def get_command(self, ctx, name):
+        if name in LAZY_COMMANDS and _module_exists(LAZY_COMMANDS[name]):
+            module, _, attribute = LAZY_COMMANDS[name].partition(":")
+            return getattr(importlib.import_module(module), attribute)
+        return super().get_command(ctx, name)
+
+
+def _module_exists(target: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(target.partition(":")[0]) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def fail(message: str) -> "click.exceptions.Exit":
+    click.echo(f"nnxlint: error: {message}", err=True)
+    return click.exceptions.Exit(EXIT_ERROR)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="nnxlint")
+def main() -> None:
+    """Flag Flax Linen usage and NNX anti-patterns; fix them to NNX idioms."""
+
+
+def _codes(option: tuple[str, ...]) -> list[str]:
+    return [code for value in option for code in value.split(",") if code.strip()]
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--fix", is_flag=True, help="Apply safe fixes.")
+@click.option("--unsafe-fixes", is_flag=True, help="Also apply (with --fix) or show unsafe fixes.")
+@click.option("--diff", is_flag=True, help="Print the diff --fix would apply; write nothing.")
+@click.option("--select", multiple=True, help="Rule codes or prefixes to enable (comma-separated).")
+@click.option("--extend-select", multiple=True, help="Codes to enable on top of the configured ones.")
+@click.option("--ignore", multiple=True, help="Rule codes or prefixes to disable (comma-separated).")
+@click.option("--output-format", type=click.Choice(["text", "json", "github", "sarif"]), default="text",
+              show_default=True)
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings remain.")
+@click.option("--statistics", is_flag=True, help="Print counts per rule instead of each finding.")
+@click.option("-q", "--quiet", is_flag=True, help="Print findings only, no summary.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Use this pyproject.toml / nnxlint.toml instead of discovering one.")
+@click.option("--force-exclude", is_flag=True, help="Apply exclude patterns to files named explicitly too.")
+@click.option("-j", "--jobs", type=int, default=None, help="Worker processes (default: CPU count).")
+def check(paths, fix, unsafe_fixes, diff, select, extend_select, ignore, output_format, exit_zero,
+          statistics, quiet, config_file, force_exclude, jobs):
+    """Check PATHS (default: the current directory) for Linen usage and NNX pitfalls."""
+    from nnxlint import output
+    from nnxlint.config import ConfigError, load_settings
+    from nnxlint.discovery import FileFinder
+    from nnxlint.runner import Job, check_files
+
+    paths = list(paths) or ["."]
+    try:
+        settings = load_settings(config_file, Path(paths[0]))
+        if select:
+            settings.select, settings.extend_select = _codes(select), ()
+        if extend_select:
+            settings.extend_select = list(settings.extend_select) + _codes(extend_select)
+        if ignore:
+            settings.ignore = list(settings.ignore) + _codes(ignore)
+        codes = settings.enabled_codes()
+        per_file = settings.per_file_ignore_codes()
+    except ConfigError as error:
+        raise fail(str(error))
+    for path in paths:
+        if not Path(path).exists():
+            raise fail(f"{path}: no such file or directory")
+
+    finder = FileFinder(settings.root, [*settings.exclude, *settings.extend_exclude], settings.respect_gitignore)
+    files = [str(path) for path in finder.files(paths, force_exclude)]
+    fix_level = ("unsafe" if unsafe_fixes else "safe") if (fix or diff) else None
+    job = Job(frozenset(codes), tuple((pattern, frozenset(c)) for pattern, c in per_file),
+              str(settings.root), fix_level, write=fix and not diff, diff=diff)
+    outcomes = check_files(files, job, jobs)
+
+    findings = [finding for outcome in outcomes for finding in outcome.findings]
+    errors = [message for outcome in outcomes for message in outcome.errors]
+    warnings = [message for outcome in outcomes for message in outcome.warnings]
+    fixed = sum(outcome.fixes_applied for outcome in outcomes)
+    for message in warnings:
+        click.echo(f"nnxlint: warning: {message}", err=True)
+    for message in errors:
+        click.echo(f"nnxlint: error: {message}", err=True)
+
+    if diff:
+        patch = "".join(outcome.diff for outcome in outcomes)
+        click.echo(patch, nl=False)
+        if not quiet:
+            changed = sum(1 for outcome in outcomes if outcome.diff)
+            click.echo(f"Would fix {fixed} finding(s) in {changed} file(s).", err=True)
+        code = EXIT_ERROR if errors else (EXIT_FINDINGS if patch and not exit_zero else EXIT_OK)
+        raise click.exceptions.Exit(code)
+
+    if statistics:
+        if findings:
+            click.echo(output.statistics(findings))
+    elif output_format == "json":
+        click.echo(output.render_json(findings))
+    elif output_format == "github":
+        if findings:
+            click.echo(output.render_github(findings))
+    elif output_format == "sarif":
+        click.echo(output.render_sarif(findings))
+    else:
+        for finding in findings:
+            click.echo(output.text_line(finding))
+    if output_format == "text" and not quiet:
+        click.echo(_summary(findings, fixed, fix_level, statistics))
+    code = EXIT_ERROR if errors else (EXIT_FINDINGS if findings and not exit_zero else EXIT_OK)
+    raise click.exceptions.Exit(code)
+
+
+def _summary(findings, fixed: int, fix_level: Optional[str], statistics: bool) -> str:
+    remaining = len(findings)
+    if not remaining and not fixed:
+        return "All checks passed!"
+    lines = []
+    if fix_level:
+        lines.append(f"Found {remaining + fixed} error{'s' * (remaining + fixed != 1)} "
+                     f"({fixed} fixed, {remaining} remaining).")
+    else:
+        lines.append(f"Found {remaining} error{'s' * (remaining != 1)}.")
+    safe = sum(1 for f in findings if f.fix is not None and f.fix.applicability == "safe")
+    unsafe = sum(1 for f in findings if f.fix is not None and f.fix.applicability == "unsafe")
+    if safe and fix_level is None:
+        lines.append(f"[*] {safe} fixable with the `--fix` option.")
+    if unsafe and fix_level != "unsafe":
+        lines.append(f"[-] {unsafe} more fixable with `--fix --unsafe-fixes`.")
+    return "\n".join(lines)
+
+
+@main.command(name="rules")
+@click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def list_rules(output_format):
+    """List every rule: code, name, fix availability, summary."""
+    import json
+
+    from nnxlint.registry import all_rules
+
+    rules = all_rules().values()
+    if output_format == "json":
+        click.echo(json.dumps([{"code": r.code, "name": r.name, "summary": r.summary, "fix": r.fixable}
+                               for r in rules], indent=2))
+        return
+    for rule in rules:
+        click.echo(f"{rule.code}  {rule.name:<32} {(rule.fixable or '-'):<7} {rule.summary}")
+
+
+@main.command()
+@click.argument("code")
+def explain(code):
+    """Print the documentation of the rule CODE."""
+    from nnxlint.registry import all_rules
+
+    rule = all_rules().get(code.strip().upper())
+    if rule is None:
+        raise fail(f"unknown rule code {code!r}; `nnxlint rules` lists the codes")
+    fix = {"safe": "Fix is always available (safe).", "unsafe": "Fix is sometimes available (unsafe).",
+           None: "No automatic fix."}[rule.fixable]
+    click.echo(f"# {rule.code} {rule.name}\n\n{rule.summary}. {fix}\n\n{rule.documentation()}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The per-file state a rule sees, and the single traversal that drives all rules."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Callable, Iterator, Optional, Sequence
+
+import libcst as cst
+
+from nnxlint import names
+from nnxlint.flax_api import FLAX_NNX, nnx_member
+from nnxlint.rule import Rule
+
+SCOPE_NODES = (cst.Module, cst.ClassDef, cst.FunctionDef, cst.Lambda) + names.COMPREHENSIONS
+
+
+class RuleCrash(Exception):
+    """A rule raised while checking a file; the run goes on without it."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class FileContext:
+    """What rules may ask about the file being checked, at the current node."""
+
+    def __init__(self, module: cst.Module, path: str) -> None:
+        self.module = module
+        self.path = path
+        self.scopes: list[names.Scope] = []
+
+    # -- scopes and names -------------------------------------------------
+    @property
+    def scope(self) -> names.Scope:
+        return self.scopes[-1]
+
+    @property
+    def module_scope(self) -> names.Scope:
+        return self.scopes[0]
+
+    def resolve(self, node: cst.BaseExpression) -> Optional[str]:
+        """Canonical qualified name of a Name/Attribute that refers to an import."""
+        return names.resolve(self.scope, node)
+
+    def nnx_member(self, node: cst.BaseExpression) -> Optional[str]:
+        """``'Linear'`` when ``node`` refers to ``flax.nnx.Linear``, else None."""
+        return nnx_member(self.resolve(node))
+
+    def lookup(self, name: str) -> Optional[names.Binding]:
+        return self.scope.lookup(name)
+
+    def enclosing(self, kind: type) -> Iterator[cst.CSTNode]:
+        """Enclosing scope nodes of a type, innermost first."""
+        for scope in reversed(self.scopes):
+            if isinstance(scope.node, kind):
+                yield scope.node
+
+    def enclosing_function(self) -> Optional[cst.FunctionDef]:
+        return next(iter(self.enclosing(cst.FunctionDef)), None)  # type: ignore[return-value]
+
+    def enclosing_class(self) -> Optional[cst.ClassDef]:
+        return next(iter(self.enclosing(cst.ClassDef)), None)  # type: ignore[return-value]
+
+    def scope_of(self, node: cst.CSTNode) -> Optional[names.Scope]:
+        for scope in self.scopes:
+            if scope.node is node:
+                return scope
+        return None
+
+    # -- building fixes ----------------------------------------------------
+    def module_alias(self, qualified_module: str) -> Optional[cst.BaseExpression]:
+        """An expression naming ``qualified_module`` through the file's own imports."""
+        module_scope = self.module_scope
+        for local, bindings in module_scope.bindings.items():
+            for binding in bindings:
+                if binding.qualified_name == qualified_module and not binding.in_except:
+                    return cst.Name(local)
+        for local, bindings in module_scope.bindings.items():  # ``import flax`` -> flax.nnx
+            for binding in bindings:
+                if binding.qualified_name and qualified_module.startswith(binding.qualified_name + "."):
+                    rest = qualified_module[len(binding.qualified_name) + 1:]
+                    expression: cst.BaseExpression = cst.Name(local)
+                    for part in rest.split("."):
+                        expression = cst.Attribute(expression, cst.Name(part))
+                    return expression
+        return None
+
+    def nnx_ref(self, attribute: str) -> tuple[cst.BaseExpression, frozenset[str]]:
+        """``nnx.<attribute>`` spelled with the file's alias for flax.nnx.
+
+        Returns the expression and the imports a fix using it must add.
+        """
+        alias = self.module_alias(FLAX_NNX)
+        imports: frozenset[str] = frozenset()
+        if alias is None:
+            alias, imports = cst.Name("nnx"), frozenset({FLAX_NNX})
+        return cst.Attribute(alias, cst.Name(attribute)), imports
+
+
+Handler = Callable[[cst.CSTNode], None]
+
+
+class Traversal(cst.CSTVisitor):
+    """Walks a module once, keeping scopes, and calls every rule's handlers."""
+
+    def __init__(self, context: FileContext, rules: Sequence[Rule]) -> None:
+        super().__init__()
+        self.context = context
+        self.crashes: list[RuleCrash] = []
+        self._visit: dict[str, list[tuple[Rule, Handler]]] = {}
+        self._leave: dict[str, list[tuple[Rule, Handler]]] = {}
+        self._disabled: set[str] = set()
+        for rule in rules:
+            for attribute in dir(type(rule)):
+                if attribute.startswith("visit_"):
+                    self._visit.setdefault(attribute[6:], []).append((rule, getattr(rule, attribute)))
+                elif attribute.startswith("leave_"):
+                    self._leave.setdefault(attribute[6:], []).append((rule, getattr(rule, attribute)))
+
+    def _call(self, handlers: list[tuple[Rule, Handler]], node: cst.CSTNode) -> None:
+        for rule, handler in handlers:
+            if rule.code in self._disabled:
+                continue
+            try:
+                handler(node)
+            except Exception as error:  # a broken rule must not stop the run
+                self._disabled.add(rule.code)
+                where = traceback.extract_tb(error.__traceback__)[-1]
+                self.crashes.append(RuleCrash(
+                    rule.code, f"{type(error).__name__}: {error} (at {where.filename}:{where.lineno})"))
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        scopes = self.context.scopes
+        if scopes:
+            index = scopes[-1].statement_index.get(id(node))
+            if index is not None:
+                scopes[-1].current_index = index
+        if isinstance(node, SCOPE_NODES):
+            scopes.append(names.collect_scope(node, scopes[-1] if scopes else None))  # type: ignore[arg-type]
+        handlers = self._visit.get(type(node).__name__)
+        if handlers:
+            self._call(handlers, node)
+        return True
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        handlers = self._leave.get(type(original_node).__name__)
+        if handlers:
+            self._call(handlers, original_node)
+        if isinstance(original_node, SCOPE_NODES):
+            self.context.scopes.pop()

@@ -1,0 +1,114 @@
+"""Which files to check: walk directories, skip what users never want linted."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+SOURCE_SUFFIXES = (".py", ".pyi")
+# Directories that never hold the user's own sources (ruff's list, plus ours).
+SKIPPED_DIRECTORIES = frozenset({
+    ".bzr", ".direnv", ".eggs", ".git", ".git-rewrite", ".hg", ".ipynb_checkpoints", ".mypy_cache",
+    ".nox", ".pants.d", ".pyenv", ".pytest_cache", ".pytype", ".ruff_cache", ".nnxlint_cache", ".svn",
+    ".tox", ".venv", ".vscode", "__pycache__", "__pypackages__", "_build", "buck-out", "build", "dist",
+    "node_modules", "site-packages", "venv",
+})
+
+
+class _Patterns:
+    """gitignore-style patterns anchored at a directory."""
+
+    def __init__(self, base: Path, lines: Sequence[str]) -> None:
+        import pathspec  # only when there is something to match
+
+        self.base = base
+        self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
+
+    def matches(self, path: Path, is_dir: bool) -> bool:
+        try:
+            relative = path.relative_to(self.base).as_posix()
+        except ValueError:
+            return False
+        return self.spec.match_file(relative + "/" if is_dir else relative)
+
+
+def _gitignore(directory: Path) -> Optional[_Patterns]:
+    candidate = directory / ".gitignore"
+    if candidate.is_file():
+        try:
+            lines = candidate.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return None
+        return _Patterns(directory, lines)
+    return None
+
+
+def _git_root(directory: Path) -> Optional[Path]:
+    for candidate in [directory, *directory.parents]:
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+class FileFinder:
+    def __init__(self, root: Path, exclude: Sequence[str], respect_gitignore: bool,
+                 suffixes: Sequence[str] = SOURCE_SUFFIXES) -> None:
+        self.exclude = _Patterns(root, exclude) if exclude else None
+        self.respect_gitignore = respect_gitignore
+        self.suffixes = tuple(suffixes)
+
+    def excluded(self, path: Path, is_dir: bool) -> bool:
+        return self.exclude is not None and self.exclude.matches(path.resolve(), is_dir)
+
+    def _ancestor_ignores(self, directory: Path) -> list[_Patterns]:
+        """The .gitignore files from the repository root (if any) down to ``directory``."""
+        if not self.respect_gitignore:
+            return []
+        root = _git_root(directory) or directory
+        chain = [root]
+        for part in directory.relative_to(root).parts:
+            chain.append(chain[-1] / part)
+        return [patterns for patterns in map(_gitignore, chain) if patterns is not None]
+
+    def files(self, paths: Sequence[str], force_exclude: bool = False) -> Iterator[Path]:
+        seen: set[Path] = set()
+        for raw in paths:
+            path = Path(raw)
+            if path.is_dir():
+                for found in self._walk(path.resolve(), Path(raw)):
+                    if found not in seen:
+                        seen.add(found)
+                        yield found
+            elif not (force_exclude and self.excluded(path, False)) and path not in seen:
+                seen.add(path)
+                yield path  # a file named explicitly is always checked (unless --force-exclude)
+
+    def _walk(self, top: Path, shown: Path) -> Iterator[Path]:
+        ignores = self._ancestor_ignores(top)
+        stack: list[tuple[Path, Path, list[_Patterns]]] = [(top, shown, ignores)]
+        while stack:
+            directory, shown_directory, active = stack.pop()
+            try:
+                entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+            except OSError:
+                continue
+            local = _gitignore(directory) if self.respect_gitignore and directory != top else None
+            if local is not None:
+                active = active + [local]
+            subdirectories = []
+            for entry in entries:
+                path = directory / entry.name
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if is_dir and (entry.name in SKIPPED_DIRECTORIES or entry.name.endswith(".egg-info")
+                               or (path / "pyvenv.cfg").exists()):
+                    continue
+                if not is_dir and not entry.name.endswith(self.suffixes):
+                    continue
+                if self.excluded(path, is_dir) or any(p.matches(path, is_dir) for p in active):
+                    continue
+                if is_dir:
+                    subdirectories.append((path, shown_directory / entry.name, active))
+                elif entry.is_file():
+                    yield shown_directory / entry.name
+            stack.extend(reversed(subdirectories))

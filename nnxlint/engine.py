@@ -1,0 +1,262 @@
+"""Checking and fixing one source text: parse once, run every rule in one traversal."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from nnxlint.context import FileContext, RuleCrash, Traversal
+from nnxlint.imports import add_imports
+from nnxlint.rule import Applicability, Fix, Report, Rule
+
+SOURCE_ERROR_CODE = "NNX000"
+MAX_FIX_PASSES = 10
+
+_SKIP_FILE = re.compile(r"^[ \t]*#[ \t]*nnxlint:[ \t]*skip-file\b", re.MULTILINE)
+_NOQA = re.compile(r"#[ \t]*noqa(?::[ \t]*(?P<codes>[A-Za-z]+[0-9]+(?:[ \t,]+[A-Za-z]+[0-9]+)*))?", re.IGNORECASE)
+
+
+class SourceErrorRule(Rule):
+    """## What it does
+    Reports a file that nnxlint cannot check: it does not parse, is not valid
+    in its declared encoding (UTF-8 by default), or cannot be read.
+
+    ## Why is this bad?
+    Nothing in such a file can be checked, so a migration gate that skipped it
+    silently would pass code it never saw.
+
+    ## Example
+    ```python
+    def f(:
+        pass
+    ```
+
+    ## Use instead
+    Fix the syntax error or the encoding (add a `# -*- coding: ... -*-`
+    declaration or convert the file to UTF-8).
+
+    ## Fix safety
+    No fix: nnxlint never writes to a file it cannot parse.
+    """
+
+    code = SOURCE_ERROR_CODE
+    name = "invalid-source"
+    summary = "File cannot be read, decoded or parsed"
+    triggers = ()
+
+
+@dataclass(frozen=True)
+class FixSummary:
+    applicability: Applicability
+    description: str
+
+
+@dataclass
+class Finding:
+    path: str
+    code: str
+    name: str
+    message: str
+    line: int
+    column: int  # 1-based
+    end_line: int
+    end_column: int
+    fix: Optional[FixSummary] = None
+    cell: Optional[int] = None  # notebooks: 1-based code cell
+
+
+@dataclass
+class CheckResult:
+    """The outcome for one source text."""
+
+    findings: list[Finding] = field(default_factory=list)
+    crashes: list[RuleCrash] = field(default_factory=list)
+    fixed_text: Optional[str] = None  # set when fixes changed the text
+    fixes_applied: int = 0
+    dropped_fixes: list[str] = field(default_factory=list)  # fixes whose output did not parse
+
+
+def source_error(path: str, message: str, line: int = 1, column: int = 1) -> Finding:
+    return Finding(path, SOURCE_ERROR_CODE, SourceErrorRule.name, message, line, column, line, column)
+
+
+def is_skipped(text: str) -> bool:
+    return _SKIP_FILE.search(text) is not None
+
+
+def active_rules(text: str, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
+    """The rules whose text triggers occur in the file: the cheap pre-check."""
+    return [rule for rule in rules if any(trigger in text for trigger in rule.triggers)]
+
+
+@dataclass
+class _Pass:
+    module: cst.Module
+    reports: list[Report]
+    crashes: list[RuleCrash]
+    positions: dict
+
+
+def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]]) -> _Pass:
+    context = FileContext(module, path)
+    instances = [rule(context) for rule in rules]
+    traversal = Traversal(context, instances)
+    module.visit(traversal)
+    reports = [report for rule in instances for report in rule.reports]
+    positions: dict = {}
+    if reports:  # positions cost a second walk: only for files with findings
+        positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    return _Pass(module, reports, traversal.crashes, positions)
+
+
+def _noqa_codes(line_text: str) -> Optional[set[str]]:
+    """None when the line has no noqa comment; an empty set for a bare ``# noqa``."""
+    match = _NOQA.search(line_text)
+    if match is None:
+        return None
+    codes = match.group("codes")
+    return {code.upper() for code in re.split(r"[ \t,]+", codes.strip())} if codes else set()
+
+
+def _suppressed(code: str, lines: Sequence[str], first: int, last: int) -> bool:
+    for number in {first, last}:
+        if 1 <= number <= len(lines):
+            codes = _noqa_codes(lines[number - 1])
+            if codes is not None and (not codes or code in codes):
+                return True
+    return False
+
+
+def _findings(path: str, current: _Pass, lines: Sequence[str]) -> list[tuple[Finding, Report]]:
+    found = []
+    for report in current.reports:
+        position = current.positions[report.node]
+        start, end = position.start, position.end
+        if _suppressed(report.rule.code, lines, start.line, end.line):
+            continue
+        summary = FixSummary(report.fix.applicability, report.fix.description) if report.fix else None
+        found.append((Finding(path, report.rule.code, report.rule.name, report.message,
+                              start.line, start.column + 1, end.line, end.column + 1, summary), report))
+    found.sort(key=lambda pair: (pair[0].line, pair[0].column, pair[0].code))
+    return found
+
+
+class _Replacer(cst.CSTTransformer):
+    def __init__(self, replacements: dict[int, object]) -> None:
+        super().__init__()
+        self.replacements = replacements
+
+    def on_leave(self, original_node, updated_node):  # type: ignore[override]
+        return self.replacements.get(id(original_node), updated_node)
+
+
+def _span(fix: Fix, positions: dict) -> Optional[list[tuple]]:
+    spans = []
+    for node in fix.replacements:
+        position = positions.get(node)
+        if position is None:
+            return None
+        spans.append(((position.start.line, position.start.column), (position.end.line, position.end.column)))
+    return spans
+
+
+def _overlaps(spans: list[tuple], taken: list[tuple]) -> bool:
+    return any(start < other_end and other_start < end
+               for start, end in spans for other_start, other_end in taken)
+
+
+def _apply(module: cst.Module, fixes: Sequence[Fix]) -> Optional[str]:
+    """The new source with ``fixes`` applied, or None if it would not parse."""
+    replacements: dict[int, object] = {}
+    imports: set[str] = set()
+    for fix in fixes:
+        replacements.update({id(node): new for node, new in fix.replacements.items()})
+        imports |= fix.imports
+    new_module = module.visit(_Replacer(replacements))
+    new_module = add_imports(new_module, imports)
+    code = new_module.code
+    try:
+        cst.parse_module(code)
+    except cst.ParserSyntaxError:
+        return None
+    return code
+
+
+def _choose_fixes(candidates: Iterable[Report], positions: dict) -> list[Fix]:
+    """Fixes that touch disjoint parts of the file; the others wait for the next pass."""
+    chosen: list[Fix] = []
+    taken: list[tuple] = []
+    for report in candidates:
+        assert report.fix is not None
+        spans = _span(report.fix, positions)
+        if spans is None or _overlaps(spans, taken):
+            continue
+        chosen.append(report.fix)
+        taken.extend(spans)
+    return chosen
+
+
+def check_source(text: str, path: str, rules: Sequence[type[Rule]],
+                 fix_level: Optional[Applicability] = None) -> CheckResult:
+    """Check ``text``; with ``fix_level``, also apply fixes up to that applicability."""
+    result = CheckResult()
+    if is_skipped(text):
+        return result
+    rules = active_rules(text, rules)
+    if not rules:
+        return result
+    allowed = {"safe"} if fix_level == "safe" else {"safe", "unsafe"} if fix_level == "unsafe" else set()
+    current_text = text
+    dropped: set[str] = set()
+    for _ in range(MAX_FIX_PASSES):
+        try:
+            module = cst.parse_module(current_text)
+        except cst.ParserSyntaxError as error:
+            result.findings = [source_error(path, f"syntax error: {error.message}", error.raw_line,
+                                            error.raw_column + 1)]
+            return result
+        current = _run_rules(module, path, rules)
+        lines = current_text.splitlines()
+        pairs = _findings(path, current, lines)
+        result.crashes = current.crashes
+        result.findings = [finding for finding, _ in pairs]
+        fixable = [report for finding, report in pairs
+                   if report.fix is not None and report.fix.applicability in allowed
+                   and report.fix.description not in dropped]
+        if not fixable:
+            break
+        fixes = _choose_fixes(fixable, current.positions)
+        new_text = _apply(module, fixes)
+        if new_text is None:  # find the culprits one by one and drop them
+            new_text, applied = current_text, []
+            for fix in fixes:
+                attempt = _apply(module, applied + [fix])
+                if attempt is None:
+                    dropped.add(fix.description)
+                else:
+                    applied.append(fix)
+                    new_text = attempt
+            fixes = applied
+        if not fixes or new_text == current_text:
+            break
+        result.fixes_applied += len(fixes)
+        current_text = new_text
+    if current_text != text:
+        result.fixed_text = current_text
+    result.dropped_fixes = sorted(dropped)
+    return result
+
+
+def unknown_noqa_codes(text: str, known: set[str]) -> list[tuple[int, str]]:
+    """(line, code) for every nnxlint-style code in a noqa comment that no rule has."""
+    unknown = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        codes = _noqa_codes(line) if "noqa" in line.lower() else None
+        for code in sorted(codes or ()):
+            if code.startswith("NNX") and code not in known:
+                unknown.append((number, code))
+    return unknown

@@ -1,0 +1,70 @@
+"""Adding the imports that fixes need, where a careful person would put them."""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import libcst as cst
+
+from nnxlint.names import dotted_name
+
+
+def _imported_modules(statement: cst.CSTNode) -> list[str]:
+    """Qualified names an import statement binds (``from flax import nnx`` -> flax.nnx)."""
+    if not isinstance(statement, cst.SimpleStatementLine):
+        return []
+    found = []
+    for small in statement.body:
+        if isinstance(small, cst.Import):
+            found += [dotted_name(alias.name) or "" for alias in small.names]
+        elif isinstance(small, cst.ImportFrom) and not small.relative and small.module is not None:
+            module = dotted_name(small.module)
+            if not isinstance(small.names, cst.ImportStar):
+                found += [f"{module}.{dotted_name(alias.name)}" for alias in small.names]
+    return found
+
+
+def _is_import(statement: cst.CSTNode) -> bool:
+    return isinstance(statement, cst.SimpleStatementLine) and all(
+        isinstance(small, (cst.Import, cst.ImportFrom)) for small in statement.body)
+
+
+def _is_docstring(statement: cst.CSTNode) -> bool:
+    return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
+            and isinstance(statement.body[0], cst.Expr)
+            and isinstance(statement.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))
+
+
+def _insertion_index(body: list[cst.CSTNode], package: str) -> int:
+    """After the last import of the same package, else after the leading imports,
+    else after the docstring."""
+    last_same: Optional[int] = None
+    last_leading_import: Optional[int] = None
+    for index, statement in enumerate(body):
+        if _is_import(statement):
+            last_leading_import = index
+            if any(name.split(".")[0] == package for name in _imported_modules(statement)):
+                last_same = index
+        elif not (index == 0 and _is_docstring(statement)):
+            break
+    if last_same is not None:
+        return last_same + 1
+    if last_leading_import is not None:
+        return last_leading_import + 1
+    return 1 if body and _is_docstring(body[0]) else 0
+
+
+def _statement_for(qualified: str) -> cst.SimpleStatementLine:
+    package, _, name = qualified.rpartition(".")
+    source = f"from {package} import {name}\n" if package else f"import {qualified}\n"
+    return cst.parse_statement(source)  # type: ignore[return-value]
+
+
+def add_imports(module: cst.Module, qualified_names: Iterable[str]) -> cst.Module:
+    """``module`` with an import for each name it does not import yet."""
+    body = list(module.body)
+    present = {name for statement in body for name in _imported_modules(statement)}
+    for qualified in sorted(set(qualified_names) - present):
+        index = _insertion_index(body, qualified.split(".")[0])
+        body.insert(index, _statement_for(qualified))
+    return module.with_changes(body=body)

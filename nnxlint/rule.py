@@ -1,0 +1,97 @@
+"""The rule interface: what a rule module defines and what the engine gives it.
+
+A rule is a class with a ``code``, a kebab-case ``name``, a one-line ``summary``,
+its documentation in the class docstring (Markdown, with the sections listed in
+``DOC_SECTIONS``), examples that the test suite runs, and ``visit_<Node>`` /
+``leave_<Node>`` methods that the engine calls during its single traversal of the
+file.  A rule reports with ``self.report(node, message, fix=...)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal, Mapping, Optional, Sequence, Union
+
+import libcst as cst
+
+if TYPE_CHECKING:
+    from nnxlint.context import FileContext
+
+Applicability = Literal["safe", "unsafe"]
+DOC_SECTIONS = ("## What it does", "## Why is this bad?", "## Example", "## Use instead", "## Fix safety")
+
+Replacement = Union[cst.CSTNode, cst.FlattenSentinel, cst.RemovalSentinel]
+
+
+@dataclass(frozen=True)
+class Fix:
+    """An edit that resolves a finding: node replacements plus imports to add.
+
+    ``replacements`` maps nodes of the parsed module (by identity) to their new
+    version; ``imports`` names modules the new code refers to, such as
+    ``"flax.nnx"``, which the engine imports when the file does not already.
+    """
+
+    description: str
+    applicability: Applicability
+    replacements: Mapping[cst.CSTNode, Replacement]
+    imports: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Valid:
+    """Code on which the rule must report nothing."""
+
+    code: str
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Code on which the rule must report ``count`` findings.
+
+    ``fixed`` is the exact output of ``--fix`` (with ``--unsafe-fixes`` when
+    ``unsafe``); None means the rule offers no fix for this code.
+    ``message`` is a substring every finding's message must contain.
+    """
+
+    code: str
+    fixed: Optional[str] = None
+    unsafe: bool = False
+    count: int = 1
+    message: Optional[str] = None
+
+
+@dataclass
+class Report:
+    """A finding as a rule raised it, before positions are known."""
+
+    rule: "Rule"
+    node: cst.CSTNode
+    message: str
+    fix: Optional[Fix] = None
+
+
+class Rule:
+    code: ClassVar[str]
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    # The best applicability this rule's fixes can have: None (never fixes),
+    # "safe" or "unsafe".  Shown by ``nnxlint rules``.
+    fixable: ClassVar[Optional[Applicability]] = None
+    # The file is parsed for this rule only if its text contains one of these.
+    triggers: ClassVar[Sequence[str]] = ("flax",)
+    valid: ClassVar[Sequence[Valid]] = ()
+    invalid: ClassVar[Sequence[Invalid]] = ()
+
+    def __init__(self, context: "FileContext") -> None:
+        self.context = context
+        self.reports: list[Report] = []
+
+    def report(self, node: cst.CSTNode, message: str, fix: Optional[Fix] = None) -> None:
+        self.reports.append(Report(self, node, message, fix))
+
+    @classmethod
+    def documentation(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "")
+

@@ -1,0 +1,83 @@
+"""Reading and writing source files without changing a byte the user did not ask for."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import tokenize
+from dataclasses import dataclass
+
+BOM = b"\xef\xbb\xbf"
+
+
+class SourceError(Exception):
+    """The file cannot be read or decoded; the message says why."""
+
+
+@dataclass(frozen=True)
+class Source:
+    text: str  # newlines exactly as in the file
+    encoding: str
+    bom: bool
+
+    def encode(self, text: str) -> bytes:
+        data = text.encode(self.encoding)
+        return BOM + data if self.bom else data
+
+
+def decode(data: bytes) -> Source:
+    bom = data.startswith(BOM)
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as error:
+        raise SourceError(f"invalid encoding declaration: {error}") from None
+    if encoding == "utf-8-sig":
+        encoding = "utf-8"
+    body = data[len(BOM):] if bom else data
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise SourceError(
+            f"file is not valid {encoding} (byte 0x{body[error.start]:02x} at offset {error.start}); "
+            "declare its encoding with a coding comment or convert it to UTF-8") from None
+    except LookupError:
+        raise SourceError(f"unknown encoding {encoding!r} in the coding declaration") from None
+    return Source(text, encoding, bom)
+
+
+def read_source(path: str) -> Source:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise SourceError(f"cannot read file: {error.strerror or error}") from None
+    return decode(data)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` all at once, keeping the file's mode.
+
+    Raises OSError (file vanished, directory or file not writable) without
+    touching the original.
+    """
+    mode = os.stat(path).st_mode
+    # the write bits, not os.access: root may write anything, but a file marked
+    # read-only is one the user does not want rewritten
+    if not mode & 0o222 or not os.access(path, os.W_OK):
+        raise PermissionError(13, "file is read-only", path)
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".nnxlint-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, mode & 0o7777)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise

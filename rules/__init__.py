@@ -1,0 +1,1 @@
+"""nnxlint's rules, one module per rule (installed as ``nnxlint.rules``)."""

@@ -1,0 +1,88 @@
+"""NNX102: nnx.Optimizer(...) without wrt."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from nnxlint.rule import Fix, Invalid, Rule, Valid
+
+
+class OptimizerWithoutWrt(Rule):
+    """## What it does
+    Flags `nnx.Optimizer(model, tx)` calls that do not pass `wrt`.
+
+    ## Why is this bad?
+    Since Flax 0.11 `wrt` is a required keyword-only argument; the call fails with
+    `TypeError: Missing required argument `wrt`. As of Flax 0.11.0 the `wrt`
+    argument is required, if you want to keep the previous use
+    nnx.ModelAndOptimizer instead of nnx.Optimizer.` Code written for Flax 0.10,
+    where `wrt` defaulted to `nnx.Param`, stops working.
+
+    ## Example
+    ```python
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3))
+    ```
+
+    ## Use instead
+    ```python
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+    ```
+
+    ## Fix safety
+    Safe: `wrt=nnx.Param` is exactly what Flax 0.10 used when `wrt` was left out,
+    so the optimizer updates the same variables as before. (`nnx.ModelAndOptimizer`,
+    the compatibility class, still defaults `wrt` and is not flagged.)
+    """
+
+    code = "NNX102"
+    name = "optimizer-without-wrt"
+    summary = "`nnx.Optimizer` without the required `wrt` argument"
+    fixable = "safe"
+    triggers = ("Optimizer",)
+    valid = (
+        Valid("from flax import nnx\nopt = nnx.Optimizer(model, tx, wrt=nnx.Param)\n"),
+        Valid("from flax import nnx\nopt = nnx.ModelAndOptimizer(model, tx)\n"),
+        Valid("from flax import nnx\nopt = nnx.Optimizer(model, tx, **options)\n"),
+        Valid("import optax\nclass Optimizer: ...\nopt = Optimizer(model, tx)\n"),
+        Valid("from flax import nnx\nfrom mylib import Optimizer\nopt = Optimizer(model, tx)\n"),
+    )
+    invalid = (
+        Invalid(
+            "from flax import nnx\nimport optax\n\noptimizer = nnx.Optimizer(model, optax.adam(1e-3))  # keep\n",
+            fixed="from flax import nnx\nimport optax\n\n"
+                  "optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)  # keep\n",
+            message="wrt",
+        ),
+        Invalid(
+            "from flax.nnx import Optimizer\nopt = Optimizer(\n    model,\n    tx,\n)\n",
+            fixed="from flax.nnx import Optimizer\nfrom flax import nnx\nopt = Optimizer(\n    model,\n    tx, wrt=nnx.Param,\n)\n",
+        ),
+        Invalid(
+            "import flax\nopt = flax.nnx.Optimizer(model, tx)\n",
+            fixed="import flax\nopt = flax.nnx.Optimizer(model, tx, wrt=flax.nnx.Param)\n",
+        ),
+        Invalid(
+            "from flax import nnx as fx\nopt = fx.Optimizer(model, tx=tx)\n",
+            fixed="from flax import nnx as fx\nopt = fx.Optimizer(model, tx=tx, wrt=fx.Param)\n",
+        ),
+    )
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if self.context.nnx_member(node.func) != "Optimizer":
+            return
+        if any(arg.star == "**" or (arg.keyword is not None and arg.keyword.value == "wrt") for arg in node.args):
+            return
+        param, imports = self.context.nnx_ref("Param")
+        args = list(node.args)
+        wrt = cst.Arg(param, keyword=cst.Name("wrt"),
+                      equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
+        if args:
+            last = args[-1]
+            # keep the user's trailing comma / line break after the new argument
+            args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+            wrt = wrt.with_changes(comma=last.comma)
+        args.append(wrt)
+        fix = Fix("add `wrt=nnx.Param` (what Flax 0.10 defaulted to)", "safe",
+                  {node: node.with_changes(args=args)}, imports)
+        self.report(node, "`nnx.Optimizer` without `wrt`: required since Flax 0.11 (TypeError); "
+                          "pass `wrt=nnx.Param`", fix)
