@@ -51,6 +51,17 @@ class FileContext:
     def lookup(self, name: str) -> Optional[names.Binding]:
         return self.scope.lookup(name)
 
+    def lookup_as_of(self, name: str, anchor: names.Binding) -> Optional[names.Binding]:
+        """What ``name`` referred to at the statement that made ``anchor``."""
+        for position, scope in enumerate(self.scopes):
+            if any(anchor is binding for bindings in scope.bindings.values() for binding in bindings):
+                found = scope.lookup_here(name, anchor.index)
+                if found is not None:
+                    return found
+                outer = [s for s in self.scopes[:position] if not s.is_class]
+                return next((b for s in reversed(outer) if (b := s.lookup_here(name, None))), None)
+        return self.lookup(name)
+
     def enclosing(self, kind: type) -> Iterator[cst.CSTNode]:
         """Enclosing scope nodes of a type, innermost first."""
         for scope in reversed(self.scopes):

@@ -1,0 +1,338 @@
+"""What objects names hold: NNX module classes of the file and nnx.Optimizer instances.
+
+Rules that ask "is this receiver an nnx.Optimizer?" or "does this class's
+``__init__`` need ``rngs``?" share these answers.  Everything is static and
+deliberately conservative: when in doubt, the answer is "unknown".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import libcst as cst
+
+from nnxlint import names
+from nnxlint.context import FileContext
+from nnxlint.names import Binding
+
+MODULE_BASE = "flax.nnx.Module"
+
+
+def top_level_classes(context: FileContext) -> dict[str, cst.ClassDef]:
+    classes = {}
+    for name, bindings in context.module_scope.bindings.items():
+        node = bindings[-1].node
+        if isinstance(node, cst.ClassDef):
+            classes[name] = node
+    return classes
+
+
+def nnx_module_classes(context: FileContext) -> dict[str, cst.ClassDef]:
+    """Top-level classes that subclass flax.nnx.Module, directly or through each other."""
+    classes = top_level_classes(context)
+    found: dict[str, cst.ClassDef] = {}
+    changed = True
+    while changed:
+        changed = False
+        for name, node in classes.items():
+            if name in found:
+                continue
+            for base in node.bases:
+                if names.resolve(context.module_scope, base.value) == MODULE_BASE or (
+                        isinstance(base.value, cst.Name) and base.value.value in found):
+                    found[name] = node
+                    changed = True
+                    break
+    return found
+
+
+def method(class_node: cst.ClassDef, name: str) -> Optional[cst.FunctionDef]:
+    body = class_node.body.body if isinstance(class_node.body, cst.IndentedBlock) else ()
+    for statement in body:
+        if isinstance(statement, cst.FunctionDef) and statement.name.value == name:
+            return statement
+    return None
+
+
+def all_params(function: cst.FunctionDef) -> Iterator[cst.Param]:
+    params = function.params
+    yield from params.posonly_params
+    yield from params.params
+    if isinstance(params.star_arg, cst.Param):
+        yield params.star_arg
+    yield from params.kwonly_params
+    if params.star_kwarg is not None:
+        yield params.star_kwarg
+
+
+def param_named(function: cst.FunctionDef, name: str) -> Optional[cst.Param]:
+    return next((param for param in all_params(function) if param.name.value == name), None)
+
+
+def requires_rngs(class_node: cst.ClassDef) -> bool:
+    """Its ``__init__`` has an ``rngs`` parameter without a default."""
+    init = method(class_node, "__init__")
+    if init is None:
+        return False
+    param = param_named(init, "rngs")
+    return param is not None and param.default is None and param.star == ""
+
+
+def init_of_module_class(context: FileContext) -> Optional[tuple[cst.FunctionDef, cst.ClassDef]]:
+    """The (``__init__``, class) the current node is in, for an NNX module class."""
+    scopes = [scope for scope in context.scopes
+              if not isinstance(scope.node, (cst.Lambda, *names.COMPREHENSIONS))]
+    if len(scopes) < 3:
+        return None
+    function, owner = scopes[-1].node, scopes[-2].node
+    if not (isinstance(function, cst.FunctionDef) and function.name.value == "__init__"
+            and isinstance(owner, cst.ClassDef) and owner is nnx_module_classes(context).get(owner.name.value)):
+        return None
+    return function, owner
+
+
+def rngs_in_scope(context: FileContext) -> Optional[str]:
+    """A name visible here that holds an ``nnx.Rngs``: a parameter called ``rngs`` or
+    annotated ``nnx.Rngs``, or a variable assigned ``nnx.Rngs(...)``."""
+    for scope in reversed(context.scopes):
+        if scope.is_class and scope is not context.scope:
+            continue
+        for name, bindings in scope.bindings.items():
+            binding = bindings[-1]
+            if context.lookup(name) is not binding:
+                continue  # shadowed closer in
+            if _holds_rngs(context, binding, name):
+                return name
+    return None
+
+
+def _holds_rngs(context: FileContext, binding: Binding, name: str) -> bool:
+    node = binding.node
+    if isinstance(node, cst.Param):
+        if node.star:
+            return False
+        annotation = node.annotation.annotation if node.annotation is not None else None
+        if annotation is not None:
+            return context.nnx_member(annotation) == "Rngs"
+        return name == "rngs"
+    value = assigned_value(node, name)
+    return isinstance(value, cst.Call) and context.nnx_member(value.func) == "Rngs"
+
+
+def assigned_value(node: Optional[cst.CSTNode], name: str) -> Optional[cst.BaseExpression]:
+    """The value ``name`` gets from the assignment statement ``node`` (single target)."""
+    if isinstance(node, cst.Assign) and len(node.targets) == 1:
+        target = node.targets[0].target
+        if isinstance(target, cst.Name) and target.value == name:
+            return node.value
+    if isinstance(node, cst.AnnAssign) and isinstance(node.target, cst.Name) and node.target.value == name:
+        return node.value
+    return None
+
+
+@dataclass
+class OptimizerInfo:
+    """An ``nnx.Optimizer(model, ...)`` construction."""
+
+    call: cst.Call
+    model: Optional[cst.BaseExpression]  # the model expression it was built with
+    model_binding: Optional[Binding]  # what a Name model referred to at construction
+
+
+def optimizer_call(context: FileContext, value: Optional[cst.BaseExpression],
+                   made_by: Optional[Binding] = None) -> Optional[OptimizerInfo]:
+    """Info when ``value`` is an ``nnx.Optimizer(...)`` call (not ModelAndOptimizer);
+    ``made_by`` is the binding of the variable it was assigned to, if any."""
+    if not isinstance(value, cst.Call) or context.nnx_member(value.func) != "Optimizer":
+        return None
+    model = next((arg.value for arg in value.args if arg.keyword is None and not arg.star), None)
+    if model is None:
+        model = next((arg.value for arg in value.args if arg.keyword and arg.keyword.value == "model"), None)
+    binding = None
+    if isinstance(model, cst.Name):
+        binding = context.lookup_as_of(model.value, made_by) if made_by else context.lookup(model.value)
+    return OptimizerInfo(value, model, binding)
+
+
+@dataclass
+class CallSite:
+    """A call of a function of this file, with what each argument is known to hold."""
+
+    function: cst.FunctionDef
+    optimizers: dict[str, OptimizerInfo]  # parameter name -> optimizer passed there
+    arguments: dict[str, cst.BaseExpression]  # parameter name -> argument expression
+    bindings: dict[str, Optional[Binding]]  # parameter name -> binding of a Name argument
+
+
+@dataclass
+class OptimizerUse:
+    """An expression used where an optimizer may be: ``<receiver>.update(...)``,
+    ``<receiver>.model``.  ``node`` is what the rule reports and fixes."""
+
+    node: cst.CSTNode
+    local: Optional[OptimizerInfo] = None  # known at once (a variable of this scope)
+    local_model: Optional[cst.BaseExpression] = None
+    self_attribute: Optional[tuple[str, str]] = None  # (class, attribute) for ``self.<attribute>``
+    parameter: Optional[tuple[cst.FunctionDef, str]] = None
+    annotated: bool = False  # a parameter annotated nnx.Optimizer
+
+
+@dataclass
+class ResolvedUse:
+    node: cst.CSTNode
+    model: Optional[cst.BaseExpression]  # what to pass as ``model``; None when unknown
+
+
+class OptimizerTracker:
+    """Finds the expressions that hold an ``nnx.Optimizer`` and the model each wraps.
+
+    A rule feeds it every Assign and Call (``observe_assign``, ``observe_call``),
+    records candidate uses with ``use(receiver, node)`` during the traversal, and
+    gets them back with ``resolve()`` in ``leave_Module``, once every assignment
+    and call site of the file has been seen (the order of methods in a class or
+    of functions in the file does not matter).
+    """
+
+    def __init__(self, context: FileContext) -> None:
+        self.context = context
+        self.attribute_optimizers: dict[tuple[str, str], OptimizerInfo] = {}
+        # (class, id(binding of a Name)) -> attribute: ``self.model = model``
+        self.self_aliases: dict[tuple[str, int], str] = {}
+        self.call_sites: list[CallSite] = []
+        self.uses: list[OptimizerUse] = []
+
+    def observe_assign(self, node: cst.Assign) -> None:
+        owner = self.context.enclosing_class()
+        if owner is None:
+            return
+        info = optimizer_call(self.context, node.value)
+        for target in node.targets:
+            attribute = self_attribute(target.target)
+            if attribute is None:
+                continue
+            if info is not None:
+                self.attribute_optimizers[(owner.name.value, attribute)] = info
+            elif isinstance(node.value, cst.Name):
+                binding = self.context.lookup(node.value.value)
+                if binding is not None:
+                    self.self_aliases[(owner.name.value, id(binding))] = attribute
+
+    def observe_call(self, node: cst.Call) -> None:
+        function = self._called_function(node.func)
+        if function is None:
+            return
+        positional = [*function.params.posonly_params, *function.params.params]
+        site = CallSite(function, {}, {}, {})
+        for index, arg in enumerate(node.args):
+            if arg.star:
+                return  # *args / **kwargs: arguments cannot be mapped to parameters
+            if arg.keyword is not None:
+                name = arg.keyword.value
+            elif index < len(positional):
+                name = positional[index].name.value
+            else:
+                continue
+            site.arguments[name] = arg.value
+            if isinstance(arg.value, cst.Name):
+                binding = self.context.lookup(arg.value.value)
+                site.bindings[name] = binding
+                info = optimizer_call(self.context, assigned_value(binding.node if binding else None,
+                                                                   arg.value.value), binding)
+                if info is not None:
+                    site.optimizers[name] = info
+        self.call_sites.append(site)
+
+    def _called_function(self, func: cst.BaseExpression) -> Optional[cst.FunctionDef]:
+        """The file's own function a call goes to, through ``step = nnx.jit(fn)`` too."""
+        if not isinstance(func, cst.Name):
+            return None
+        binding = self.context.lookup(func.value)
+        node = binding.node if binding else None
+        if isinstance(node, cst.FunctionDef):
+            return node
+        value = assigned_value(node, func.value)
+        if (isinstance(value, cst.Call) and value.args and isinstance(value.args[0].value, cst.Name)
+                and self.context.resolve(value.func) is not None):  # a transform: nnx.jit(fn)
+            return self._called_function(value.args[0].value)
+        return None
+
+    def use(self, receiver: cst.BaseExpression, node: cst.CSTNode) -> None:
+        """Record ``node``, whose receiver may be an optimizer."""
+        context = self.context
+        if isinstance(receiver, cst.Name):
+            binding = context.lookup(receiver.value)
+            if binding is None:
+                return
+            info = optimizer_call(context, assigned_value(binding.node, receiver.value), binding)
+            if info is not None:
+                self.uses.append(OptimizerUse(node, local=info, local_model=self._model_here(info)))
+            elif isinstance(binding.node, cst.Param):
+                function = context.enclosing_function()
+                annotation = binding.node.annotation
+                annotated = annotation is not None and context.nnx_member(annotation.annotation) == "Optimizer"
+                if function is not None and param_named(function, receiver.value) is binding.node:
+                    self.uses.append(OptimizerUse(node, parameter=(function, receiver.value), annotated=annotated))
+            return
+        attribute = self_attribute(receiver)
+        owner = context.enclosing_class()
+        if attribute is not None and owner is not None:
+            self.uses.append(OptimizerUse(node, self_attribute=(owner.name.value, attribute)))
+
+    def _model_here(self, info: OptimizerInfo) -> Optional[cst.BaseExpression]:
+        """The optimizer's model expression, if it still means the same object here."""
+        model = info.model
+        if isinstance(model, cst.Name):
+            return model if self.context.lookup(model.value) is info.model_binding else None
+        if self_attribute(model) is not None and self.context.enclosing_class() is not None:
+            return model
+        return None
+
+    def resolve(self) -> list[ResolvedUse]:
+        resolved = []
+        for use in self.uses:
+            if use.local is not None:
+                resolved.append(ResolvedUse(use.node, use.local_model))
+            elif use.self_attribute is not None:
+                info = self.attribute_optimizers.get(use.self_attribute)
+                if info is not None:
+                    resolved.append(ResolvedUse(use.node, self._self_model(use.self_attribute[0], info)))
+            elif use.parameter is not None:
+                known, model = self._parameter_optimizer(*use.parameter)
+                if known or use.annotated:
+                    resolved.append(ResolvedUse(use.node, model))
+        return resolved
+
+    def _self_model(self, owner: str, info: OptimizerInfo) -> Optional[cst.BaseExpression]:
+        if self_attribute(info.model) is not None:
+            return info.model
+        if isinstance(info.model, cst.Name) and info.model_binding is not None:
+            alias = self.self_aliases.get((owner, id(info.model_binding)))
+            if alias is not None:
+                return cst.Attribute(cst.Name("self"), cst.Name(alias))
+        return None
+
+    def _parameter_optimizer(self, function: cst.FunctionDef,
+                             parameter: str) -> tuple[bool, Optional[cst.BaseExpression]]:
+        """Whether every call site passes an optimizer as ``parameter``, and, when they
+        all also pass the model it wraps as the same other parameter, that one."""
+        sites = [site for site in self.call_sites if site.function is function and parameter in site.arguments]
+        if not sites or any(parameter not in site.optimizers for site in sites):
+            return False, None
+        choices: Optional[set[str]] = None
+        for site in sites:
+            info = site.optimizers[parameter]
+            model = info.model.value if isinstance(info.model, cst.Name) else None
+            matching = {name for name, argument in site.arguments.items()
+                        if name != parameter and isinstance(argument, cst.Name) and argument.value == model
+                        and site.bindings.get(name) is info.model_binding}
+            choices = matching if choices is None else choices & matching
+        return True, (cst.Name(choices.pop()) if choices and len(choices) == 1 else None)
+
+
+def self_attribute(expression: Optional[cst.BaseExpression]) -> Optional[str]:
+    """``'model'`` for ``self.model``."""
+    if (isinstance(expression, cst.Attribute) and isinstance(expression.value, cst.Name)
+            and expression.value.value == "self"):
+        return expression.attr.value
+    return None
