@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import traceback
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import libcst as cst
 
@@ -30,6 +30,13 @@ class FileContext:
         self.module = module
         self.path = path
         self.scopes: list[names.Scope] = []
+        self._memo: dict[str, Any] = {}
+
+    def memoized(self, key: str, compute: Callable[[], Any]) -> Any:
+        """A per-file analysis result shared by all rules (computed once)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     # -- scopes and names -------------------------------------------------
     @property

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-SOURCE_SUFFIXES = (".py", ".pyi")
+SOURCE_SUFFIXES = (".py", ".pyi", ".ipynb")
 # Directories that never hold the user's own sources (ruff's list, plus ours).
 SKIPPED_DIRECTORIES = frozenset({
     ".bzr", ".direnv", ".eggs", ".git", ".git-rewrite", ".hg", ".ipynb_checkpoints", ".mypy_cache",

@@ -101,3 +101,35 @@ def nnx_member(qualified: Optional[str]) -> Optional[str]:
 
 def is_linen(qualified: Optional[str]) -> bool:
     return bool(qualified) and (qualified == FLAX_LINEN or qualified.startswith(FLAX_LINEN + "."))
+
+
+# -- tables for the NNX pitfall rules (NNX104 and up) --------------------------
+
+# Variables that the built-in layers create in ``__init__``, by attribute name.
+LAYER_VARIABLES = {
+    "Linear": {"kernel": "Param", "bias": "Param"},
+    "LinearGeneral": {"kernel": "Param", "bias": "Param"},
+    "Conv": {"kernel": "Param", "bias": "Param"},
+    "ConvTranspose": {"kernel": "Param", "bias": "Param"},
+    "Embed": {"embedding": "Param"},
+    "LayerNorm": {"scale": "Param", "bias": "Param"},
+    "RMSNorm": {"scale": "Param"},
+    "GroupNorm": {"scale": "Param", "bias": "Param"},
+    "BatchNorm": {"scale": "Param", "bias": "Param", "mean": "BatchStat", "var": "BatchStat"},
+}
+# flax.nnx classes that are Modules (instances hold state, are pytrees since 0.11).
+MODULE_CLASSES = RNGS_REQUIRED_LAYERS | RNGS_OPTIONAL_LAYERS | frozenset({"Module", "Sequential", "PReLU", "List", "Dict"})
+OPTIMIZER_CLASSES = frozenset({"Optimizer", "ModelAndOptimizer"})
+
+# Keyword arguments the nnx transform accepts: a ``jax.<transform>(...)`` call can
+# become ``nnx.<transform>(...)`` only if every keyword it passes is listed here.
+# The nnx transforms take the function as their only positional argument
+# (``jax.pmap(f, "batch")`` and ``jax.grad(f, 1)`` cannot move over as written).
+NNX_TRANSFORM_KEYWORDS = {
+    "jit": frozenset({"in_shardings", "out_shardings", "static_argnums", "static_argnames", "donate_argnums",
+                      "donate_argnames", "keep_unused", "device", "backend", "inline"}),
+    "pmap": frozenset({"axis_name", "in_axes", "out_axes", "static_broadcasted_argnums", "devices", "backend",
+                       "axis_size", "donate_argnums"}),
+    "grad": frozenset({"argnums", "has_aux", "holomorphic", "allow_int", "reduce_axes"}),
+    "value_and_grad": frozenset({"argnums", "has_aux", "holomorphic", "allow_int", "reduce_axes"}),
+}

@@ -30,6 +30,10 @@ def top_level_classes(context: FileContext) -> dict[str, cst.ClassDef]:
 
 def nnx_module_classes(context: FileContext) -> dict[str, cst.ClassDef]:
     """Top-level classes that subclass flax.nnx.Module, directly or through each other."""
+    return context.memoized("nnx_module_classes", lambda: _subclasses_of(context, MODULE_BASE))
+
+
+def _subclasses_of(context: FileContext, base_name: str) -> dict[str, cst.ClassDef]:
     classes = top_level_classes(context)
     found: dict[str, cst.ClassDef] = {}
     changed = True
@@ -39,7 +43,7 @@ def nnx_module_classes(context: FileContext) -> dict[str, cst.ClassDef]:
             if name in found:
                 continue
             for base in node.bases:
-                if names.resolve(context.module_scope, base.value) == MODULE_BASE or (
+                if names.resolve(context.module_scope, base.value) == base_name or (
                         isinstance(base.value, cst.Name) and base.value.value in found):
                     found[name] = node
                     changed = True

@@ -8,12 +8,15 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
+from nnxlint import output
+from nnxlint.cache import Cache, content_digest
 from nnxlint.engine import Finding, check_source, source_error, unknown_noqa_codes
+from nnxlint.notebook import NOTEBOOK_SUFFIX, Notebook, NotebookError
 from nnxlint.registry import all_rules
 from nnxlint.rule import Applicability
-from nnxlint.textio import SourceError, read_source, write_atomic
+from nnxlint.textio import Source, SourceError, decode, write_atomic
 
 PARALLEL_THRESHOLD = 32  # below this many files a process pool costs more than it saves
 
@@ -28,6 +31,11 @@ class Job:
     fix_level: Optional[Applicability] = None
     write: bool = False  # write fixes back (``--fix``); otherwise only diff them
     diff: bool = False
+    cache_dir: Optional[str] = None  # None: no cache (``--no-cache``)
+
+    def codes_for(self, path: str) -> frozenset[str]:
+        """The codes enabled for ``path``: the run's codes less its per-file ignores."""
+        return self.codes - _ignored_here(path, self)
 
 
 @dataclass
@@ -38,6 +46,7 @@ class FileOutcome:
     diff: str = ""
     errors: list[str] = field(default_factory=list)  # rule crashes, unknown noqa codes: exit 2
     warnings: list[str] = field(default_factory=list)  # write failures, dropped fixes
+    digest: str = ""  # of the bytes checked, for the cache
 
 
 def _ignored_here(path: str, job: Job) -> frozenset[str]:
@@ -52,39 +61,88 @@ def _ignored_here(path: str, job: Job) -> frozenset[str]:
     return frozenset(ignored)
 
 
+class _PythonFile:
+    """A .py/.pyi file seen through the interface notebooks also offer."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.text = self.python = source.text
+
+    def locate(self, finding: Finding) -> Finding:
+        return finding
+
+    def with_python(self, fixed: str) -> Optional[str]:
+        return fixed
+
+    def encode(self, text: str) -> bytes:
+        return self.source.encode(text)
+
+
+class _NotebookFile(Notebook):
+    def encode(self, text: str) -> bytes:
+        return text.encode("utf-8")
+
+
+def load_document(path: str) -> tuple[Union[_PythonFile, _NotebookFile], str]:
+    """The file as something to check, and the digest of its bytes."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise SourceError(f"cannot read file: {error.strerror or error}") from None
+    digest = content_digest(data)
+    if not path.endswith(NOTEBOOK_SUFFIX):
+        return _PythonFile(decode(data)), digest
+    try:
+        return _NotebookFile(data.decode("utf-8-sig")), digest
+    except UnicodeDecodeError:
+        raise SourceError("notebook is not valid UTF-8") from None
+    except NotebookError as error:
+        raise SourceError(str(error)) from None
+
+
 def check_file(path: str, job: Job) -> FileOutcome:
     outcome = FileOutcome(path)
     try:
-        source = read_source(path)
+        document, outcome.digest = load_document(path)
     except SourceError as error:
         outcome.findings.append(source_error(path, str(error)))
         return outcome
     known = all_rules()
-    codes = job.codes - _ignored_here(path, job)
-    rules = [known[code] for code in sorted(codes)]
-    result = check_source(source.text, path, rules, job.fix_level)
-    if "noqa" in source.text:
-        for line, code in unknown_noqa_codes(source.text, set(known)):
-            outcome.errors.append(f"{path}:{line}: unknown rule code {code} in a noqa comment")
-    outcome.findings = result.findings
+    rules = [known[code] for code in sorted(job.codes_for(path))]
+    result = check_source(document.python, path, rules, job.fix_level)
+    if "noqa" in document.python:
+        for line, code in unknown_noqa_codes(document.python, set(known)):
+            where = output.location(document.locate(source_error(path, "", line)))
+            outcome.errors.append(f"{where}: unknown rule code {code} in a noqa comment")
+    outcome.findings = [document.locate(finding) for finding in result.findings]
     outcome.errors += [f"{path}: rule {crash.code} crashed: {crash.detail}" for crash in result.crashes]
     outcome.warnings += [f"{path}: fix dropped because its output did not parse: {description}"
                          for description in result.dropped_fixes]
-    if result.fixed_text is not None:
-        if job.diff:
-            outcome.diff = "".join(difflib.unified_diff(
-                source.text.splitlines(keepends=True), result.fixed_text.splitlines(keepends=True),
-                fromfile=f"a/{path}", tofile=f"b/{path}"))
-        if job.write:
-            try:
-                write_atomic(path, source.encode(result.fixed_text))
-            except OSError as error:
-                outcome.warnings.append(f"{path}: fixes not written: {error.strerror or error}")
-                # the file is unchanged: report what it still contains
-                result = check_source(source.text, path, rules)
-                outcome.findings = result.findings
-                return outcome
-        outcome.fixes_applied = result.fixes_applied
+    if result.fixed_text is None:
+        return outcome
+    fixed_text = document.with_python(result.fixed_text)
+    if fixed_text is None:
+        outcome.warnings.append(f"{path}: fixes not applied: they moved code across notebook cells "
+                                "or removed an IPython magic")
+        return _unfixed(outcome, document, path, rules)
+    if job.diff:
+        outcome.diff = "".join(difflib.unified_diff(
+            document.text.splitlines(keepends=True), fixed_text.splitlines(keepends=True),
+            fromfile=f"a/{path}", tofile=f"b/{path}"))
+    if job.write:
+        try:
+            write_atomic(path, document.encode(fixed_text))
+        except OSError as error:
+            outcome.warnings.append(f"{path}: fixes not written: {error.strerror or error}")
+            return _unfixed(outcome, document, path, rules)
+    outcome.fixes_applied = result.fixes_applied
+    return outcome
+
+
+def _unfixed(outcome: FileOutcome, document, path: str, rules) -> FileOutcome:
+    """``outcome`` with the findings of the file as it still is, fixes not applied."""
+    outcome.findings = [document.locate(finding) for finding in check_source(document.python, path, rules).findings]
     return outcome
 
 
@@ -93,6 +151,26 @@ def _check_one(arguments: tuple[str, Job]) -> FileOutcome:
 
 
 def check_files(paths: Sequence[str], job: Job, jobs: Optional[int] = None) -> list[FileOutcome]:
+    """Outcomes in the order of ``paths``; cached results where the file and config are unchanged."""
+    cache = Cache(Path(job.cache_dir)) if job.cache_dir else None
+    outcomes: dict[str, FileOutcome] = {}
+    if cache is not None:
+        for path in paths:
+            findings = cache.load(path, job.codes_for(path), job.fix_level)
+            if findings is not None:
+                outcomes[path] = FileOutcome(path, findings)
+    missing = [path for path in paths if path not in outcomes]
+    for outcome in _compute(missing, job, jobs):
+        outcomes[outcome.path] = outcome
+        # only a result that is the file's own, complete and final is worth keeping
+        if (cache is not None and outcome.digest and not outcome.fixes_applied and not outcome.diff
+                and not outcome.errors and not outcome.warnings):
+            cache.store(outcome.path, job.codes_for(outcome.path), job.fix_level, outcome.digest,
+                        outcome.findings)
+    return [outcomes[path] for path in paths]
+
+
+def _compute(paths: Sequence[str], job: Job, jobs: Optional[int]) -> list[FileOutcome]:
     workers = jobs or os.cpu_count() or 1
     if workers <= 1 or len(paths) < PARALLEL_THRESHOLD:
         return [check_file(path, job) for path in paths]

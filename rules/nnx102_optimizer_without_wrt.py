@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from nnxlint.edits import has_double_star, has_keyword, with_keyword
 from nnxlint.rule import Fix, Invalid, Rule, Valid
 
 
@@ -70,19 +71,10 @@ class OptimizerWithoutWrt(Rule):
     def visit_Call(self, node: cst.Call) -> None:
         if self.context.nnx_member(node.func) != "Optimizer":
             return
-        if any(arg.star == "**" or (arg.keyword is not None and arg.keyword.value == "wrt") for arg in node.args):
+        if has_double_star(node) or has_keyword(node, "wrt"):
             return
         param, imports = self.context.nnx_ref("Param")
-        args = list(node.args)
-        wrt = cst.Arg(param, keyword=cst.Name("wrt"),
-                      equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
-        if args:
-            last = args[-1]
-            # keep the user's trailing comma / line break after the new argument
-            args[-1] = last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
-            wrt = wrt.with_changes(comma=last.comma)
-        args.append(wrt)
         fix = Fix("add `wrt=nnx.Param` (what Flax 0.10 defaulted to)", "safe",
-                  {node: node.with_changes(args=args)}, imports)
+                  {node: with_keyword(node, "wrt", param)}, imports)
         self.report(node, "`nnx.Optimizer` without `wrt`: required since Flax 0.11 (TypeError); "
                           "pass `wrt=nnx.Param`", fix)

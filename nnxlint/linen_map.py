@@ -1,0 +1,128 @@
+"""The Linen -> NNX layer table that the conversion reads.
+
+One entry per Linen layer: its NNX counterpart, how positional arguments map
+to names on each side, which NNX argument receives the input size that Linen
+infers, renamed keywords (construction and call time), and the defaults that
+differ.  ``tests/test_linen_map.py`` checks every name and every default claim
+against the installed Flax; measured on flax 0.12.8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+
+@dataclass(frozen=True)
+class LayerMapping:
+    linen: str
+    nnx: str
+    # Linen dataclass fields in order: the names of positional constructor arguments.
+    linen_positional: tuple[str, ...]
+    # NNX parameters that may be passed positionally, in order.
+    nnx_positional: tuple[str, ...]
+    # The NNX argument that takes the input's feature size (last axis), if any.
+    input_size: Optional[str] = None
+    # The Linen argument giving the output's last axis; None: same as the input's.
+    output_size: Optional[str] = None
+    # Linen keyword -> NNX keyword at construction.
+    renamed: Mapping[str, str] = field(default_factory=dict)
+    # Linen keyword -> NNX keyword at call time.
+    call_renamed: Mapping[str, str] = field(default_factory=dict)
+    # Linen positional call parameters after the input, by name.
+    call_positional: tuple[str, ...] = ()
+    # Arguments NNX needs that Linen does not: keyword -> source text.
+    added: Mapping[str, str] = field(default_factory=dict)
+    # The train/eval switch: Linen argument (construction or call) that
+    # ``model.train()`` / ``model.eval()`` set in NNX, and its value in eval mode.
+    mode_flag: Optional[str] = None
+    # Keywords whose defaults are equal on both sides (checked by the tests).
+    same_defaults: tuple[str, ...] = ()
+    # Keyword -> (Linen default, NNX default), where they differ.
+    different_defaults: Mapping[str, tuple[object, object]] = field(default_factory=dict)
+
+
+_INIT_DEFAULTS = ("use_bias", "kernel_init", "bias_init", "param_dtype", "dtype", "precision")
+_NORM_DEFAULTS = ("epsilon", "use_bias", "use_scale", "bias_init", "scale_init", "param_dtype",
+                  "dtype", "use_fast_variance")
+
+LAYERS: dict[str, LayerMapping] = {mapping.linen: mapping for mapping in (
+    LayerMapping("Dense", "Linear", ("features", "use_bias", "dtype", "param_dtype"),
+                 ("in_features", "out_features"), input_size="in_features", output_size="features",
+                 renamed={"features": "out_features"}, same_defaults=_INIT_DEFAULTS),
+    LayerMapping("DenseGeneral", "LinearGeneral", ("features", "axis"),
+                 ("in_features", "out_features"), input_size="in_features", output_size="features",
+                 renamed={"features": "out_features"}, same_defaults=_INIT_DEFAULTS + ("axis",)),
+    LayerMapping("Conv", "Conv", ("features", "kernel_size", "strides", "padding"),
+                 ("in_features", "out_features", "kernel_size", "strides"), input_size="in_features",
+                 output_size="features", renamed={"features": "out_features"},
+                 same_defaults=_INIT_DEFAULTS + ("strides", "padding", "input_dilation", "kernel_dilation",
+                                                 "feature_group_count")),
+    LayerMapping("ConvTranspose", "ConvTranspose", ("features", "kernel_size", "strides", "padding"),
+                 ("in_features", "out_features", "kernel_size", "strides"), input_size="in_features",
+                 output_size="features", renamed={"features": "out_features"},
+                 same_defaults=_INIT_DEFAULTS + ("strides", "padding", "kernel_dilation", "transpose_kernel")),
+    LayerMapping("Embed", "Embed", ("num_embeddings", "features"), ("num_embeddings", "features"),
+                 output_size="features", same_defaults=("embedding_init", "param_dtype", "dtype")),
+    LayerMapping("LayerNorm", "LayerNorm", ("epsilon", "dtype", "param_dtype", "use_bias"),
+                 ("num_features",), input_size="num_features",
+                 same_defaults=_NORM_DEFAULTS + ("reduction_axes", "feature_axes")),
+    LayerMapping("RMSNorm", "RMSNorm", ("epsilon", "dtype", "param_dtype", "use_scale"),
+                 ("num_features",), input_size="num_features",
+                 same_defaults=("epsilon", "use_scale", "scale_init", "param_dtype", "dtype",
+                                "reduction_axes", "feature_axes", "use_fast_variance")),
+    LayerMapping("GroupNorm", "GroupNorm", ("num_groups", "group_size", "epsilon"),
+                 ("num_features", "num_groups", "group_size"), input_size="num_features",
+                 same_defaults=_NORM_DEFAULTS + ("num_groups", "group_size")),
+    LayerMapping("BatchNorm", "BatchNorm", ("use_running_average", "axis", "momentum", "epsilon"),
+                 ("num_features",), input_size="num_features", mode_flag="use_running_average",
+                 call_positional=("use_running_average",),
+                 same_defaults=_NORM_DEFAULTS + ("axis", "momentum"),
+                 different_defaults={"use_running_average": (None, False)}),
+    LayerMapping("Dropout", "Dropout", ("rate", "broadcast_dims", "deterministic", "rng_collection"),
+                 ("rate",), mode_flag="deterministic", call_renamed={"rng": "rngs"},
+                 call_positional=("deterministic", "rng"),
+                 same_defaults=("broadcast_dims", "rng_collection"),
+                 different_defaults={"deterministic": (None, False)}),
+    LayerMapping("MultiHeadDotProductAttention", "MultiHeadAttention", ("num_heads",),
+                 ("num_heads", "in_features", "qkv_features", "out_features"), input_size="in_features",
+                 call_renamed={"dropout_rng": "rngs"}, call_positional=("inputs_k", "inputs_v"),
+                 added={"decode": "False"}, mode_flag="deterministic",
+                 same_defaults=_INIT_DEFAULTS + ("qkv_features", "out_features", "broadcast_dropout",
+                                                 "dropout_rate", "out_kernel_init", "out_bias_init"),
+                 different_defaults={"decode": (False, None)}),
+    LayerMapping("SelfAttention", "MultiHeadAttention", ("num_heads",),
+                 ("num_heads", "in_features", "qkv_features", "out_features"), input_size="in_features",
+                 call_renamed={"dropout_rng": "rngs"}, call_positional=("mask", "deterministic"),
+                 added={"decode": "False"}, mode_flag="deterministic",
+                 same_defaults=_INIT_DEFAULTS + ("qkv_features", "out_features", "broadcast_dropout",
+                                                 "dropout_rate", "out_kernel_init", "out_bias_init"),
+                 different_defaults={"decode": (False, None)}),
+    LayerMapping("LSTMCell", "LSTMCell", ("features", "gate_fn", "activation_fn"),
+                 ("in_features", "hidden_features"), input_size="in_features", output_size="features",
+                 renamed={"features": "hidden_features"},
+                 same_defaults=("gate_fn", "activation_fn", "kernel_init", "bias_init", "param_dtype", "dtype")),
+    LayerMapping("GRUCell", "GRUCell", ("features", "gate_fn", "activation_fn"),
+                 ("in_features", "hidden_features"), input_size="in_features", output_size="features",
+                 renamed={"features": "hidden_features"},
+                 same_defaults=("gate_fn", "activation_fn", "kernel_init", "recurrent_kernel_init",
+                                "bias_init", "param_dtype", "dtype")),
+)}
+LAYERS["MultiHeadAttention"] = LAYERS["MultiHeadDotProductAttention"]  # Linen's alias
+
+# Linen functions that flax.nnx re-exports as the very same objects.
+SAME_FUNCTIONS = frozenset({
+    "relu", "gelu", "silu", "swish", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "leaky_relu",
+    "one_hot", "softplus", "celu", "selu", "glu", "standardize", "relu6", "hard_tanh", "logsumexp",
+    "log_sigmoid", "hard_sigmoid", "hard_silu", "soft_sign", "max_pool", "avg_pool", "pool",
+})
+# Functions that keep the array's shape (for the static shape inference).
+ELEMENTWISE_FUNCTIONS = frozenset({
+    "relu", "gelu", "silu", "swish", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "leaky_relu",
+    "softplus", "celu", "selu", "standardize", "relu6", "hard_tanh", "log_sigmoid", "hard_sigmoid",
+    "hard_silu", "soft_sign",
+})
+POOLING_FUNCTIONS = frozenset({"max_pool", "avg_pool"})
+
+# Linen variable collections and the NNX Variable type that holds them.
+COLLECTION_TYPES = {"params": "Param", "batch_stats": "BatchStat"}

@@ -1,0 +1,233 @@
+"""Jupyter notebooks: check the code cells as one program, write fixes back cell by cell.
+
+The code cells are joined into one Python text, so an import in an earlier cell
+is visible in later ones.  IPython magics (``%time``, ``%%bash``), shell escapes
+(``!pip install``) and help lines (``obj?``) are not Python: each such line is
+replaced by a numbered placeholder of the same indentation, and restored when
+fixes are written back.  Every cell after the first starts with a marker
+comment, so the fixed text can be split into cells again; a fix that lost a
+marker or a placeholder is refused rather than guessed at.
+
+Writing touches only the ``"source"`` values of the cells whose code changed:
+every other byte of the file (outputs, metadata, indentation, key order) stays
+as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from typing import Optional
+
+from nnxlint.engine import Finding
+
+NOTEBOOK_SUFFIX = ".ipynb"
+_CELL_MARKER = "# nnxlint: cell {index}"
+_CELL_MARKER_LINE = re.compile(r"^# nnxlint: cell (\d+)$")
+_PLACEHOLDER = "{indent}pass  # nnxlint: magic {index}"
+_PLACEHOLDER_LINE = re.compile(r"^[ \t]*pass  # nnxlint: magic (\d+)$")
+# `%magic`, `!shell`, `?help`, `obj?`, and assignments from them (`files = !ls`)
+_MAGIC_LINE = re.compile(r"^[ \t]*(?:[%!?]|[\w.]+[ \t]*=[ \t]*[%!]|[\w.]+\?\??[ \t]*$)")
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+class NotebookError(ValueError):
+    """The file is not a notebook nnxlint can read; the message says why."""
+
+
+@dataclass
+class _Cell:
+    index: int  # 1-based position among all cells of the notebook
+    span: tuple[int, int]  # character offsets of the cell's "source" value in the file
+    source: str  # the cell's code as Jupyter shows it
+    first_line: int = 0  # line of the cell's first line in the joined text (1-based)
+    line_count: int = 0
+
+
+def _skip_whitespace(text: str, position: int) -> int:
+    return _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
+
+
+def _expect(text: str, position: int, character: str) -> int:
+    position = _skip_whitespace(text, position)
+    if text[position:position + 1] != character:
+        raise NotebookError(f"expected {character!r} at offset {position}")
+    return position + 1
+
+
+def _object_members(text: str, position: int, decoder: json.JSONDecoder):
+    """Yield (key, value start, value end) for the JSON object starting at ``position``.
+
+    The caller may leave a value unparsed (the generator parses it); the last
+    item yielded is (None, end of object, end of object).
+    """
+    position = _expect(text, position, "{")
+    position = _skip_whitespace(text, position)
+    if text[position:position + 1] == "}":
+        yield None, position + 1, position + 1
+        return
+    while True:
+        key, position = decoder.raw_decode(text, _skip_whitespace(text, position))
+        position = _skip_whitespace(text, _expect(text, position, ":"))
+        _, end = decoder.raw_decode(text, position)
+        yield key, position, end
+        position = _skip_whitespace(text, end)
+        if text[position:position + 1] == "}":
+            yield None, position + 1, position + 1
+            return
+        position = _expect(text, position, ",")
+
+
+def _array_items(text: str, position: int, decoder: json.JSONDecoder):
+    """Yield the start offset of each element of the JSON array at ``position``."""
+    position = _skip_whitespace(text, _expect(text, position, "["))
+    if text[position:position + 1] == "]":
+        return
+    while True:
+        yield position
+        _, end = decoder.raw_decode(text, position)
+        position = _skip_whitespace(text, end)
+        if text[position:position + 1] == "]":
+            return
+        position = _skip_whitespace(text, _expect(text, position, ","))
+
+
+def _cell_source_spans(text: str) -> list[tuple[int, Optional[tuple[int, int]]]]:
+    """For each cell of the notebook, (position, span of its "source" value if a code cell)."""
+    decoder = json.JSONDecoder()
+    cells_start = None
+    for key, start, _ in _object_members(text, 0, decoder):
+        if key == "cells":
+            cells_start = start
+    if cells_start is None:
+        raise NotebookError("no `cells` list")
+    spans = []
+    for position, cell_start in enumerate(_array_items(text, cells_start, decoder), start=1):
+        cell_type, source_span = None, None
+        for key, start, end in _object_members(text, cell_start, decoder):
+            if key == "cell_type":
+                cell_type = decoder.raw_decode(text, start)[0]
+            elif key == "source":
+                source_span = (start, end)
+        spans.append((position, source_span if cell_type == "code" else None))
+    return spans
+
+
+def _source_text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(line, str) for line in value):
+        return "".join(value)
+    raise NotebookError("a cell's `source` is neither a string nor a list of strings")
+
+
+class Notebook:
+    """A parsed .ipynb file: its text, its code cells and their Python."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        try:
+            spans = _cell_source_spans(text)
+        except (ValueError, IndexError) as error:
+            raise NotebookError(f"not a valid notebook: {error}") from None
+        self.cells = [_Cell(index, span, _source_text(json.loads(text[span[0]:span[1]])))
+                      for index, span in spans if span is not None]
+        self.magics: list[str] = []
+        self.python = self._join()
+
+    def _hide_magics(self, source: str) -> list[str]:
+        lines = source.splitlines()
+        if lines and lines[0].lstrip().startswith("%%"):  # a cell magic: the whole cell is not Python
+            self.magics.extend(lines)
+            first = len(self.magics) - len(lines)
+            return [_PLACEHOLDER.format(indent="", index=first + offset) for offset in range(len(lines))]
+        shown = []
+        continued = False  # a line after a backslash continues Python, even if it starts with %
+        for line in lines:
+            if not continued and _MAGIC_LINE.match(line) and not line.lstrip().startswith("#"):
+                indent = line[:len(line) - len(line.lstrip())]
+                shown.append(_PLACEHOLDER.format(indent=indent, index=len(self.magics)))
+                self.magics.append(line)
+            else:
+                shown.append(line)
+            continued = line.endswith("\\")
+        return shown
+
+    def _join(self) -> str:
+        lines: list[str] = []
+        for position, cell in enumerate(self.cells):
+            if position:
+                lines.append(_CELL_MARKER.format(index=cell.index))
+            cell.first_line = len(lines) + 1
+            cell_lines = self._hide_magics(cell.source)
+            cell.line_count = len(cell_lines)
+            lines.extend(cell_lines)
+        return "".join(line + "\n" for line in lines)
+
+    def _cell_at(self, line: int) -> _Cell:
+        for cell in reversed(self.cells):
+            if line >= cell.first_line:
+                return cell
+        return self.cells[0]
+
+    def locate(self, finding: Finding) -> Finding:
+        """``finding`` (lines of the joined text) with its cell and cell-relative lines."""
+        if not self.cells:
+            return finding
+        cell = self._cell_at(finding.line)
+        offset = cell.first_line - 1
+        return replace(finding, cell=cell.index, line=max(1, finding.line - offset),
+                       end_line=max(1, finding.end_line - offset))
+
+    def cell_source(self, index: int) -> str:
+        return next(cell.source for cell in self.cells if cell.index == index)
+
+    def with_python(self, fixed: str) -> Optional[str]:
+        """The notebook's text with the cells' code replaced by ``fixed`` (the joined
+        text after fixes), or None when ``fixed`` cannot be split back into cells."""
+        cells_code: list[list[str]] = [[]]
+        expected_markers = [cell.index for cell in self.cells[1:]]
+        seen_markers, seen_magics = [], set()
+        for line in fixed.splitlines():
+            marker = _CELL_MARKER_LINE.match(line)
+            if marker:
+                seen_markers.append(int(marker.group(1)))
+                cells_code.append([])
+                continue
+            placeholder = _PLACEHOLDER_LINE.match(line)
+            if placeholder:
+                index = int(placeholder.group(1))
+                if index >= len(self.magics):
+                    return None
+                seen_magics.add(index)
+                line = self.magics[index]
+            cells_code[-1].append(line)
+        if seen_markers != expected_markers or len(seen_magics) != len(self.magics):
+            return None  # a fix moved a cell boundary or removed a magic line
+        pieces, end = [], 0
+        for cell, code in zip(self.cells, cells_code):
+            new_source = "\n".join(code)
+            if cell.source.endswith("\n"):
+                new_source += "\n"
+            if new_source == cell.source:
+                continue
+            start, stop = cell.span
+            pieces += [self.text[end:start], _render_source(self.text[start:stop], new_source)]
+            end = stop
+        return "".join(pieces) + self.text[end:]
+
+
+def _render_source(original: str, source: str) -> str:
+    """``source`` as a JSON value written in the style of ``original`` (the old value)."""
+    ensure_ascii = original.isascii() and "\\u" in original
+    if original.startswith('"'):
+        return json.dumps(source, ensure_ascii=ensure_ascii)
+    lines = source.splitlines(keepends=True)
+    items = [json.dumps(line, ensure_ascii=ensure_ascii) for line in lines]
+    layout = re.match(r"\[(\s*)", original)
+    opening = layout.group(1) if layout else ""  # type: ignore[union-attr]
+    if "\n" not in opening:  # a one-line list
+        return "[" + ", ".join(items) + "]"
+    closing = re.search(r"(\s*)\]$", original).group(1)  # type: ignore[union-attr]
+    return "[" + opening + ("," + opening).join(items) + closing + "]"

@@ -1,0 +1,140 @@
+"""Load Linen variables into an NNX model: the checkpoint converter of the Linen migration.
+
+Linen and NNX lay out every built-in layer's parameters identically (Dense and
+Linear, Conv, Embed, the norms, BatchNorm statistics, attention); only the
+submodule names differ.  ``load_linen_variables`` maps a Linen variables tree
+(``{'params': ..., 'batch_stats': ...}``, as ``Module.init`` returns it or as a
+checkpoint stores it) onto the state of an NNX model built by the converted code:
+
+- Linen auto-names become the NNX attribute names nnxlint's conversion gives
+  them (``Dense_0`` -> ``dense_0``, see ``nnxlint.naming``); explicit names
+  (``name='encoder'``, ``setup`` attributes) are kept;
+- a Linen list attribute element (``layers_0``) becomes the ``nnx.List`` entry
+  ``layers/0``;
+- the LSTM gate parameter ``if`` becomes ``if_`` (``if`` is a Python keyword);
+- ``params`` fills the ``nnx.Param`` variables, ``batch_stats`` the
+  ``nnx.BatchStat`` ones.
+
+Every value is checked against the variable it replaces: shape and dtype must
+agree (``nnx.update`` itself does not check shapes), every Linen entry must
+find its NNX variable and every NNX variable of a loaded collection must be
+filled.  Any mismatch raises ``TransplantError`` naming the path.
+
+Example::
+
+    variables = LinenModel().init(jax.random.key(0), x)
+    model = NNXModel(rngs=nnx.Rngs(0))
+    load_linen_variables(model, variables)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from flax import nnx
+
+from nnxlint.naming import nnx_attribute_name
+
+COLLECTION_TYPES: dict[str, type[nnx.Variable]] = {"params": nnx.Param, "batch_stats": nnx.BatchStat}
+# Linen parameter names that are Python keywords and so renamed as NNX attributes.
+RENAMED_PARAMETERS = {"if": "if_"}
+_LIST_ELEMENT = re.compile(r"(?P<attribute>.+)_(?P<index>\d+)")
+
+Path = tuple[Any, ...]
+
+
+class TransplantError(ValueError):
+    """The Linen variables do not fit the NNX model."""
+
+
+def load_linen_variables(model: nnx.Module, variables: Mapping[str, Any]) -> None:
+    """Replace ``model``'s Param and BatchStat values with the Linen ``variables``, in place."""
+    if not isinstance(variables, Mapping):
+        raise TransplantError(f"expected a mapping of Linen collections, got {type(variables).__name__}")
+    unknown = sorted(set(variables) - set(COLLECTION_TYPES))
+    if unknown:
+        raise TransplantError(
+            f"unknown Linen collection(s) {unknown}: expected the variables dict itself "
+            f"(collections {sorted(COLLECTION_TYPES)}), as Module.init returns it")
+    for collection, variable_type in COLLECTION_TYPES.items():
+        state = nnx.state(model, variable_type)
+        targets = dict(nnx.to_flat_state(state))
+        if collection not in variables:
+            if targets:
+                raise TransplantError(
+                    f"the NNX model has {variable_type.__name__} variables "
+                    f"({_show(next(iter(targets)))}, ...) but the Linen variables have no {collection!r}")
+            continue
+        values = linen_collection_to_nnx_paths(variables[collection], targets, collection)
+        missing = sorted(set(targets) - set(values), key=str)
+        if missing:
+            raise TransplantError(
+                f"NNX {variable_type.__name__} variable(s) with no Linen value in {collection!r}: "
+                f"{', '.join(_show(path) for path in missing)}")
+        nnx.replace_by_pure_dict(state, _nest(values))
+        nnx.update(model, state)
+
+
+def linen_collection_to_nnx_paths(collection: Mapping[str, Any], targets: Mapping[Path, nnx.Variable],
+                                  collection_name: str = "params") -> dict[Path, Any]:
+    """The arrays of one Linen collection keyed by the NNX state path they belong to.
+
+    ``targets`` is the flat NNX state (path -> Variable) the values must fit.
+    """
+    prefixes = {path[:depth] for path in targets for depth in range(len(path) + 1)}
+    found: dict[Path, Any] = {}
+
+    def walk(node: Any, linen_path: tuple[str, ...], nnx_path: Path) -> None:
+        if isinstance(node, Mapping):
+            for key, child in node.items():
+                walk(child, linen_path + (key,), _child_path(nnx_path, str(key), prefixes, linen_path + (key,),
+                                                            collection_name))
+            return
+        variable = targets.get(nnx_path)
+        if variable is None:
+            raise TransplantError(f"Linen {collection_name} entry {_show(linen_path)} is a module in the "
+                                  f"NNX model ({_show(nnx_path)}), not a variable")
+        expected, given = tuple(variable.shape), tuple(getattr(node, "shape", ()))
+        if expected != given:
+            raise TransplantError(f"shape mismatch for {collection_name} {_show(linen_path)}: Linen has "
+                                  f"{given}, the NNX variable {_show(nnx_path)} has {expected}")
+        if getattr(node, "dtype", None) != variable.dtype:
+            raise TransplantError(f"dtype mismatch for {collection_name} {_show(linen_path)}: Linen has "
+                                  f"{getattr(node, 'dtype', type(node).__name__)}, the NNX variable "
+                                  f"{_show(nnx_path)} has {variable.dtype}")
+        found[nnx_path] = node
+
+    walk(collection, (), ())
+    return found
+
+
+def _child_path(parent: Path, linen_key: str, prefixes: set[Path], linen_path: tuple[str, ...],
+                collection_name: str) -> Path:
+    candidates = [parent + (RENAMED_PARAMETERS.get(linen_key, linen_key),),
+                  parent + (nnx_attribute_name(linen_key),)]
+    element = _LIST_ELEMENT.fullmatch(linen_key)
+    if element:
+        candidates.append(parent + (element["attribute"], int(element["index"])))
+    for candidate in candidates:
+        if candidate in prefixes:
+            return candidate
+    available = sorted({str(path[len(parent)]) for path in prefixes if len(path) > len(parent)
+                        and path[:len(parent)] == parent})
+    raise TransplantError(f"Linen {collection_name} entry {_show(linen_path)} has no counterpart in the NNX "
+                          f"model; at {_show(parent) or 'the top level'} it has: {', '.join(available) or 'nothing'}")
+
+
+def _nest(flat: Mapping[Path, Any]) -> dict:
+    nested: dict = {}
+    for path, value in flat.items():
+        node = nested
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return nested
+
+
+def _show(path: Path) -> str:
+    return "/".join(str(part) for part in path)

@@ -1,0 +1,206 @@
+"""Running one fixture program inside the verifying process, under the harness's patches.
+
+A program is a module exposing ``train(steps) -> (losses, eval_outputs)``.  The
+harness never edits it; what it changes, it changes by patching Flax for the
+duration of one run:
+
+- legacy semantics: ``nnx.Optimizer`` is ``nnx.ModelAndOptimizer`` (``wrt``
+  defaults to ``nnx.Param``, ``update(grads)``, ``.model``), as in Flax < 0.11;
+- dropout: counted, switched off (``deterministic=True`` forced on every call), or
+  given a different seed (the seed is folded into every mask key);
+- Linen weights: the variables the first concrete ``Module.init`` returns are
+  recorded, and loaded into the NNX model handed to the first ``nnx.Optimizer``
+  (``nnxlint.transplant``), so a Linen program and its NNX conversion start from
+  identical parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import itertools
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import jax
+import numpy as np
+from flax import linen, nnx
+from flax.linen import stochastic as linen_stochastic
+from flax.nnx.nn import stochastic as nnx_stochastic
+
+from nnxlint.transplant import COLLECTION_TYPES, load_linen_variables
+
+_module_numbers = itertools.count()
+
+
+@dataclass
+class RunOptions:
+    legacy: bool = False
+    dropout_off: bool = False
+    dropout_seed: Optional[int] = None  # folded into every dropout key
+    record_linen_init: Optional[list] = None  # receives the first Linen init's variables
+    linen_variables: Optional[dict] = None  # loaded into the model of the first nnx.Optimizer
+
+
+@dataclass
+class RunResult:
+    losses: np.ndarray
+    outputs: np.ndarray
+    dropout_masks_drawn: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class ProgramError(Exception):
+    """The program raised, or broke the entry point's contract."""
+
+    def __init__(self, message: str, cause: Optional[BaseException] = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def load_program(path: Path) -> types.ModuleType:
+    name = f"nnxlint_fixture_{next(_module_numbers)}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look modules up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def run_program(path: Path, steps: int, options: RunOptions) -> RunResult:
+    """Import ``path`` afresh and call its ``train(steps)`` under ``options``."""
+    jax.clear_caches()  # a patched dropout seed is a trace-time constant: never reuse a trace
+    with contextlib.ExitStack() as stack:
+        drawn = stack.enter_context(_dropout_control(options.dropout_off, options.dropout_seed))
+        if options.legacy:
+            stack.enter_context(_patched(nnx, "Optimizer", nnx.ModelAndOptimizer))
+        if options.record_linen_init is not None:
+            stack.enter_context(_recording_linen_init(options.record_linen_init))
+        loaded: list[bool] = []
+        if options.linen_variables is not None:
+            stack.enter_context(_loading_into_first_optimizer(options.linen_variables, loaded))
+        try:
+            module = load_program(path)
+            train = getattr(module, "train", None)
+            if not callable(train):
+                raise ProgramError(f"{path.name} defines no train(steps) function")
+            returned = train(steps)
+        except ProgramError:
+            raise
+        except Exception as error:
+            raise ProgramError(f"{path.name} raised {type(error).__name__}: {error}", error) from error
+        finally:
+            sys.modules.pop(getattr(locals().get("module"), "__name__", ""), None)
+    if options.linen_variables is not None and not loaded:
+        raise ProgramError(f"{path.name} built no nnx.Optimizer, so the Linen weights could not be loaded")
+    return RunResult(*_check_returned(path, steps, returned), dropout_masks_drawn=drawn[0])
+
+
+def expect_failure(path: Path, steps: int, error_name: str, message: Optional[str]) -> str:
+    """Run a program that must fail; returns a description of how it failed as expected.
+
+    Raises ProgramError when it runs, or fails differently.
+    """
+    try:
+        run_program(path, steps, RunOptions())
+    except ProgramError as failure:
+        error = failure.cause
+        if error is None:
+            raise
+        names = {cls.__name__ for cls in type(error).__mro__}
+        if error_name not in names:
+            raise ProgramError(f"{path.name} failed with {type(error).__name__}, expected {error_name}: {error}")
+        if message and message not in str(error):
+            raise ProgramError(f"{path.name} raised {type(error).__name__} without the expected text "
+                               f"{message!r}: {error}")
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    raise ProgramError(f"{path.name} ran to the end, but it must fail with {error_name}")
+
+
+def _check_returned(path: Path, steps: int, returned: Any) -> tuple[np.ndarray, np.ndarray]:
+    if not (isinstance(returned, tuple) and len(returned) == 2):
+        raise ProgramError(f"{path.name}: train(steps) must return (losses, eval_outputs)")
+    losses = np.asarray([float(loss) for loss in returned[0]], dtype=np.float64)
+    if losses.shape != (steps,):
+        raise ProgramError(f"{path.name}: train({steps}) returned {losses.size} losses")
+    return losses, np.asarray(returned[1], dtype=np.float64)
+
+
+@contextlib.contextmanager
+def _patched(owner: Any, attribute: str, value: Any) -> Iterator[None]:
+    original = owner.__dict__[attribute] if isinstance(owner, type) else getattr(owner, attribute)
+    setattr(owner, attribute, value)
+    try:
+        yield
+    finally:
+        setattr(owner, attribute, original)
+
+
+@contextlib.contextmanager
+def _dropout_control(off: bool, seed: Optional[int]) -> Iterator[list[int]]:
+    """Count the dropout masks drawn (at trace time), and optionally turn dropout off or reseed it."""
+    drawn = [0]
+
+    def bernoulli(key, *args, **kwargs):
+        drawn[0] += 1
+        if seed is not None:
+            key = jax.random.fold_in(key, seed)
+        return jax.random.bernoulli(key, *args, **kwargs)
+
+    # both Dropout layers call ``random.bernoulli`` through their module's ``random``
+    random_with_counter = types.SimpleNamespace(bernoulli=bernoulli)
+    with contextlib.ExitStack() as stack:
+        for stochastic in (nnx_stochastic, linen_stochastic):
+            stack.enter_context(_patched(stochastic, "random", random_with_counter))
+        if off:
+            nnx_call, linen_call = nnx.Dropout.__dict__["__call__"], linen.Dropout.__dict__["__call__"]
+            stack.enter_context(_patched(
+                nnx.Dropout, "__call__",
+                lambda self, inputs, *, deterministic=None, rngs=None: nnx_call(
+                    self, inputs, deterministic=True, rngs=rngs)))
+            stack.enter_context(_patched(
+                linen.Dropout, "__call__",
+                lambda self, inputs, deterministic=None, rng=None: linen_call(
+                    self, inputs, deterministic=True, rng=rng)))
+        yield drawn
+
+
+def _is_concrete(tree: Any) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
+
+
+@contextlib.contextmanager
+def _recording_linen_init(store: list) -> Iterator[None]:
+    original = linen.Module.__dict__["init"]
+
+    def init(self, *args, **kwargs):
+        variables = original(self, *args, **kwargs)
+        if not store and _is_concrete(variables):  # an init traced under jax.jit has no values to keep
+            store.append({name: jax.tree.map(np.asarray, variables[name])
+                          for name in COLLECTION_TYPES if name in variables})
+        return variables
+
+    with _patched(linen.Module, "init", init):
+        yield
+
+
+@contextlib.contextmanager
+def _loading_into_first_optimizer(variables: dict, loaded: list[bool]) -> Iterator[None]:
+    original = nnx.Optimizer.__dict__["__init__"]
+
+    def init(self, model, *args, **kwargs):
+        if not loaded:
+            load_linen_variables(model, jax.tree.map(jax.numpy.asarray, variables))
+            loaded.append(True)
+        original(self, model, *args, **kwargs)
+
+    with _patched(nnx.Optimizer, "__init__", init):
+        yield
