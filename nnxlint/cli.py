@@ -72,12 +72,21 @@ def _codes(option: tuple[str, ...]) -> list[str]:
               help="Use this pyproject.toml / nnxlint.toml instead of discovering one.")
 @click.option("--force-exclude", is_flag=True, help="Apply exclude patterns to files named explicitly too.")
 @click.option("-j", "--jobs", type=int, default=None, help="Worker processes (default: CPU count).")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
+@click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Report and fail only on findings not recorded in this baseline file.")
+@click.option("--write-baseline", "write_baseline_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Record all current findings in this baseline file and exit 0.")
+@click.option("--update-baseline", is_flag=True,
+              help="With --baseline: drop the entries of fixed findings from the file (never adds any).")
 def check(paths, fix, unsafe_fixes, diff, select, extend_select, ignore, output_format, exit_zero,
-          statistics, quiet, config_file, force_exclude, jobs):
+          statistics, quiet, config_file, force_exclude, jobs, no_cache, baseline_file, write_baseline_file,
+          update_baseline):
     """Check PATHS (default: the current directory) for Linen usage and NNX pitfalls."""
     from nnxlint import output
     from nnxlint.config import ConfigError, load_settings
     from nnxlint.discovery import FileFinder
+    from nnxlint.cache import CACHE_DIRECTORY
     from nnxlint.runner import Job, check_files
 
     paths = list(paths) or ["."]
@@ -96,12 +105,17 @@ def check(paths, fix, unsafe_fixes, diff, select, extend_select, ignore, output_
     for path in paths:
         if not Path(path).exists():
             raise fail(f"{path}: no such file or directory")
+    if update_baseline and not baseline_file:
+        raise fail("--update-baseline needs --baseline FILE")
+    if write_baseline_file and baseline_file:
+        raise fail("use either --baseline or --write-baseline, not both")
 
     finder = FileFinder(settings.root, [*settings.exclude, *settings.extend_exclude], settings.respect_gitignore)
     files = [str(path) for path in finder.files(paths, force_exclude)]
     fix_level = ("unsafe" if unsafe_fixes else "safe") if (fix or diff) else None
     job = Job(frozenset(codes), tuple((pattern, frozenset(c)) for pattern, c in per_file),
-              str(settings.root), fix_level, write=fix and not diff, diff=diff)
+              str(settings.root), fix_level, write=fix and not diff, diff=diff,
+              cache_dir=None if no_cache else str(settings.root / (settings.cache_dir or CACHE_DIRECTORY)))
     outcomes = check_files(files, job, jobs)
 
     findings = [finding for outcome in outcomes for finding in outcome.findings]
@@ -122,6 +136,11 @@ def check(paths, fix, unsafe_fixes, diff, select, extend_select, ignore, output_
         code = EXIT_ERROR if errors else (EXIT_FINDINGS if patch and not exit_zero else EXIT_OK)
         raise click.exceptions.Exit(code)
 
+    if write_baseline_file or baseline_file:
+        findings = _apply_baseline(findings, baseline_file, write_baseline_file, update_baseline, quiet)
+        if write_baseline_file:
+            raise click.exceptions.Exit(EXIT_ERROR if errors else EXIT_OK)
+
     if statistics:
         if findings:
             click.echo(output.statistics(findings))
@@ -139,6 +158,35 @@ def check(paths, fix, unsafe_fixes, diff, select, extend_select, ignore, output_
         click.echo(_summary(findings, fixed, fix_level, statistics))
     code = EXIT_ERROR if errors else (EXIT_FINDINGS if findings and not exit_zero else EXIT_OK)
     raise click.exceptions.Exit(code)
+
+
+def _apply_baseline(findings, baseline_file: Optional[Path], write_baseline_file: Optional[Path],
+                    update_baseline: bool, quiet: bool):
+    """The findings that the baseline does not cover (all of them once written)."""
+    from nnxlint import baseline
+
+    try:
+        if write_baseline_file:
+            records = [entry for _, entry in baseline.entries(findings, write_baseline_file)]
+            baseline.write(write_baseline_file, records)
+            click.echo(f"Wrote {len(records)} finding(s) to baseline {write_baseline_file}.", err=True)
+            return findings
+        comparison = baseline.compare(findings, baseline_file, baseline.read(baseline_file))
+        if update_baseline and comparison.stale:
+            baseline.write(baseline_file, comparison.kept)
+    except baseline.BaselineError as error:
+        raise fail(str(error))
+    if not quiet:
+        if comparison.known:
+            click.echo(f"{comparison.known} finding(s) already in baseline {baseline_file}.", err=True)
+        for entry in comparison.stale:
+            click.echo(f"nnxlint: stale baseline entry (fixed): {entry['path']}: {entry['code']} "
+                       f"{entry.get('source', '')!r}", err=True)
+        if comparison.stale:
+            action = "removed from the baseline" if update_baseline else "run with --update-baseline to drop them"
+            click.echo(f"{len(comparison.stale)} stale baseline entr{'y' if len(comparison.stale) == 1 else 'ies'}: "
+                       f"{action}.", err=True)
+    return comparison.new
 
 
 def _summary(findings, fixed: int, fix_level: Optional[str], statistics: bool) -> str:
