@@ -9,7 +9,7 @@ against the installed Flax; measured on flax 0.12.8.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional
 
 
@@ -23,7 +23,7 @@ class LayerMapping:
     nnx_positional: tuple[str, ...]
     # The NNX argument that takes the input's feature size (last axis), if any.
     input_size: Optional[str] = None
-    # The Linen argument giving the output's last axis; None: same as the input's.
+    # The Linen argument giving the output's last axis; the input's when absent.
     output_size: Optional[str] = None
     # Linen keyword -> NNX keyword at construction.
     renamed: Mapping[str, str] = field(default_factory=dict)
@@ -86,14 +86,16 @@ LAYERS: dict[str, LayerMapping] = {mapping.linen: mapping for mapping in (
                  different_defaults={"deterministic": (None, False)}),
     LayerMapping("MultiHeadDotProductAttention", "MultiHeadAttention", ("num_heads",),
                  ("num_heads", "in_features", "qkv_features", "out_features"), input_size="in_features",
-                 call_renamed={"dropout_rng": "rngs"}, call_positional=("inputs_k", "inputs_v"),
+                 output_size="out_features", call_renamed={"dropout_rng": "rngs"},
+                 call_positional=("inputs_k", "inputs_v"),
                  added={"decode": "False"}, mode_flag="deterministic",
                  same_defaults=_INIT_DEFAULTS + ("qkv_features", "out_features", "broadcast_dropout",
                                                  "dropout_rate", "out_kernel_init", "out_bias_init"),
                  different_defaults={"decode": (False, None)}),
     LayerMapping("SelfAttention", "MultiHeadAttention", ("num_heads",),
                  ("num_heads", "in_features", "qkv_features", "out_features"), input_size="in_features",
-                 call_renamed={"dropout_rng": "rngs"}, call_positional=("mask", "deterministic"),
+                 output_size="out_features", call_renamed={"dropout_rng": "rngs"},
+                 call_positional=("mask", "deterministic"),
                  added={"decode": "False"}, mode_flag="deterministic",
                  same_defaults=_INIT_DEFAULTS + ("qkv_features", "out_features", "broadcast_dropout",
                                                  "dropout_rate", "out_kernel_init", "out_bias_init"),
@@ -108,7 +110,8 @@ LAYERS: dict[str, LayerMapping] = {mapping.linen: mapping for mapping in (
                  same_defaults=("gate_fn", "activation_fn", "kernel_init", "recurrent_kernel_init",
                                 "bias_init", "param_dtype", "dtype")),
 )}
-LAYERS["MultiHeadAttention"] = LAYERS["MultiHeadDotProductAttention"]  # Linen's alias
+# Linen's subclass with the same fields and call
+LAYERS["MultiHeadAttention"] = replace(LAYERS["MultiHeadDotProductAttention"], linen="MultiHeadAttention")
 
 # Linen functions that flax.nnx re-exports as the very same objects.
 SAME_FUNCTIONS = frozenset({
