@@ -186,18 +186,23 @@ def _apply(module: cst.Module, fixes: Sequence[Fix]) -> Optional[str]:
     return code
 
 
-def _choose_fixes(candidates: Iterable[Report], positions: dict) -> list[Fix]:
-    """Fixes that touch disjoint parts of the file; the others wait for the next pass."""
-    chosen: list[Fix] = []
+def _choose_fixes(candidates: Iterable[Report], positions: dict) -> list[tuple[Fix, int]]:
+    """Fixes that touch disjoint parts of the file, each with the number of findings
+    it resolves (one fix may serve several); the others wait for the next pass."""
+    chosen: dict[int, list] = {}
     taken: list[tuple] = []
     for report in candidates:
-        assert report.fix is not None
-        spans = _span(report.fix, positions)
+        fix = report.fix
+        assert fix is not None
+        if id(fix) in chosen:
+            chosen[id(fix)][1] += 1
+            continue
+        spans = _span(fix, positions)
         if spans is None or _overlaps(spans, taken):
             continue
-        chosen.append(report.fix)
+        chosen[id(fix)] = [fix, 1]
         taken.extend(spans)
-    return chosen
+    return [(fix, count) for fix, count in chosen.values()]
 
 
 def check_source(text: str, path: str, rules: Sequence[type[Rule]],
@@ -229,21 +234,21 @@ def check_source(text: str, path: str, rules: Sequence[type[Rule]],
                    and report.fix.description not in dropped]
         if not fixable:
             break
-        fixes = _choose_fixes(fixable, current.positions)
-        new_text = _apply(module, fixes)
+        chosen = _choose_fixes(fixable, current.positions)
+        new_text = _apply(module, [fix for fix, _ in chosen])
         if new_text is None:  # find the culprits one by one and drop them
             new_text, applied = current_text, []
-            for fix in fixes:
-                attempt = _apply(module, applied + [fix])
+            for fix, count in chosen:
+                attempt = _apply(module, [f for f, _ in applied] + [fix])
                 if attempt is None:
                     dropped.add(fix.description)
                 else:
-                    applied.append(fix)
+                    applied.append((fix, count))
                     new_text = attempt
-            fixes = applied
-        if not fixes or new_text == current_text:
+            chosen = applied
+        if not chosen or new_text == current_text:
             break
-        result.fixes_applied += len(fixes)
+        result.fixes_applied += sum(count for _, count in chosen)
         current_text = new_text
     if current_text != text:
         result.fixed_text = current_text

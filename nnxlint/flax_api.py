@@ -47,6 +47,8 @@ LINEN_IMPLEMENTATION_MODULES = (
     "flax.linen.module",
     "flax.linen.transforms",
 )
+# Names in those modules that the package re-exports as a different object.
+NOT_REEXPORTED = frozenset({"flax.nnx.graphlib.Static"})
 _IMPLEMENTATION_PREFIXES = tuple(
     (module + ".", package + ".")
     for package, modules in ((FLAX_NNX, NNX_IMPLEMENTATION_MODULES), (FLAX_LINEN, LINEN_IMPLEMENTATION_MODULES))
@@ -85,6 +87,8 @@ VARIABLE_TYPES = frozenset({
 
 def canonical_name(qualified: str) -> str:
     """Map a name imported from an implementation module to its public name."""
+    if qualified in NOT_REEXPORTED:
+        return qualified
     for prefix, public in _IMPLEMENTATION_PREFIXES:
         if qualified.startswith(prefix):
             rest = qualified[len(prefix):]
