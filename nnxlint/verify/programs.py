@@ -87,6 +87,7 @@ def run_program(path: Path, steps: int, options: RunOptions) -> RunResult:
         loaded: list[bool] = []
         if options.linen_variables is not None:
             stack.enter_context(_loading_into_first_optimizer(options.linen_variables, loaded))
+        module = None
         try:
             module = load_program(path)
             train = getattr(module, "train", None)
@@ -98,7 +99,8 @@ def run_program(path: Path, steps: int, options: RunOptions) -> RunResult:
         except Exception as error:
             raise ProgramError(f"{path.name} raised {type(error).__name__}: {error}", error) from error
         finally:
-            sys.modules.pop(getattr(locals().get("module"), "__name__", ""), None)
+            if module is not None:
+                del sys.modules[module.__name__]
     if options.linen_variables is not None and not loaded:
         raise ProgramError(f"{path.name} built no nnx.Optimizer, so the Linen weights could not be loaded")
     return RunResult(*_check_returned(path, steps, returned), dropout_masks_drawn=drawn[0])
