@@ -35,6 +35,15 @@ class Settings:
     respect_gitignore: bool = True
     cache_dir: Optional[str] = None
 
+    def apply_command_line(self, select: Sequence[str], extend_select: Sequence[str],
+                           ignore: Sequence[str]) -> None:
+        """Command-line flags win: ``--select`` replaces the configured selection,
+        and the configured ``ignore`` no longer applies to it (ruff's semantics)."""
+        if select:
+            self.select, self.extend_select, self.ignore = select, (), ()
+        self.extend_select = [*self.extend_select, *extend_select]
+        self.ignore = [*self.ignore, *ignore]
+
     def enabled_codes(self) -> set[str]:
         where = f"{self.source}" if self.source else "the command line"
         try:
