@@ -92,12 +92,7 @@ def check(paths, fix, unsafe_fixes, diff, select, extend_select, ignore, output_
     paths = list(paths) or ["."]
     try:
         settings = load_settings(config_file, Path(paths[0]))
-        if select:
-            settings.select, settings.extend_select = _codes(select), ()
-        if extend_select:
-            settings.extend_select = list(settings.extend_select) + _codes(extend_select)
-        if ignore:
-            settings.ignore = list(settings.ignore) + _codes(ignore)
+        settings.apply_command_line(_codes(select), _codes(extend_select), _codes(ignore))
         codes = settings.enabled_codes()
         per_file = settings.per_file_ignore_codes()
     except ConfigError as error:
