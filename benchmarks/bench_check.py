@@ -48,6 +48,7 @@ def main() -> None:
     nnxlint = [sys.executable, "-m", "nnxlint", "check", "--no-cache", "--exit-zero", "--quiet"]
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory) / "corpus"
+        root.mkdir()
         generate(root, options.files)
         files = sorted(root.rglob("*.py"))
         lines = sum(path.read_text().count("\n") for path in files)
