@@ -1,0 +1,443 @@
+"""What the NNX pitfall rules (NNX104 and up) need to know about a file.
+
+Which expressions hold an NNX module, optimizer, Variable or Rngs; what the
+module classes of the file store on ``self`` (and so whether they hold a
+BatchNorm, a Dropout, non-Param state); which functions go through a ``jax.*``
+or ``nnx.*`` transform.  Names inside class bodies and methods are resolved
+against the module's imports (a local shadowing ``nnx`` inside a method is not
+seen); everything else answers "unknown" when in doubt, so that the rules built
+on it stay quiet.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence
+
+import libcst as cst
+
+from nnxlint import names
+from nnxlint.context import FileContext
+from nnxlint.flax_api import (
+    FLAX_NNX, LAYER_VARIABLES, MODULE_CLASSES, NNX_TRANSFORM_FOR_JAX, NNX_TRANSFORM_KEYWORDS, OPTIMIZER_CLASSES,
+    VARIABLE_TYPES, nnx_member,
+)
+from nnxlint.objects import assigned_value, method, nnx_module_classes, top_level_classes
+from nnxlint.rule import Fix
+
+MODULE, OPTIMIZER, VARIABLE, RNGS = "module", "optimizer", "variable", "rngs"
+FUNCTOOLS_PARTIAL = "functools.partial"
+# jax.numpy / numpy / jax.random calls that return an array (jax.random key functions excluded).
+RANDOM_KEY_FUNCTIONS = frozenset({"key", "PRNGKey", "split", "fold_in", "key_data", "wrap_key_data", "clone"})
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What an expression holds: its category and, when known, its class."""
+
+    category: str  # MODULE, OPTIMIZER, VARIABLE or RNGS
+    nnx_class: Optional[str] = None  # 'Linear' for flax.nnx.Linear
+    local_class: Optional[str] = None  # a class defined in this file
+    call: Optional[cst.Call] = None  # the construction, when the expression is bound to one
+
+
+class FileIndex:
+    """The module and Variable classes of a file and what their methods store on ``self``."""
+
+    def __init__(self, context: FileContext) -> None:
+        self.context = context
+        self.classes = top_level_classes(context)
+        self.module_classes = nnx_module_classes(context)
+        self.variable_classes = self._subclasses_of(lambda qualified: nnx_member(qualified) in VARIABLE_TYPES)
+        self._attributes: dict[str, dict[str, list[cst.BaseExpression]]] = {}
+
+    def resolve(self, expression: cst.BaseExpression) -> Optional[str]:
+        return names.resolve(self.context.module_scope, expression)
+
+    def _subclasses_of(self, is_root: Callable[[Optional[str]], bool]) -> set[str]:
+        found: set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for name, node in self.classes.items():
+                if name not in found and any(
+                        is_root(self.resolve(base.value))
+                        or (isinstance(base.value, cst.Name) and base.value.value in found) for base in node.bases):
+                    found.add(name)
+                    changed = True
+        return found
+
+    def kind_of_call(self, call: cst.Call, qualified: Optional[str]) -> Optional[Kind]:
+        """The kind of object ``call`` constructs; ``qualified`` is what its func resolves to."""
+        member = nnx_member(qualified)
+        if member is not None:
+            for category, members in ((OPTIMIZER, OPTIMIZER_CLASSES), (VARIABLE, VARIABLE_TYPES),
+                                      (RNGS, {"Rngs"}), (MODULE, MODULE_CLASSES)):
+                if member in members:
+                    return Kind(category, nnx_class=member, call=call)
+            return None
+        if qualified is None and isinstance(call.func, cst.Name):
+            name = call.func.value
+            if name in self.module_classes:
+                return Kind(MODULE, local_class=name, call=call)
+            if name in self.variable_classes:
+                return Kind(VARIABLE, local_class=name, call=call)
+        return None
+
+    def kind_of_annotation(self, annotation: cst.BaseExpression, qualified: Optional[str]) -> Optional[Kind]:
+        member = nnx_member(qualified)
+        if member in OPTIMIZER_CLASSES:
+            return Kind(OPTIMIZER, nnx_class=member)
+        if member in VARIABLE_TYPES:
+            return Kind(VARIABLE, nnx_class=member)
+        if member == "Rngs":
+            return Kind(RNGS, nnx_class=member)
+        if member in MODULE_CLASSES:
+            return Kind(MODULE, nnx_class=member)
+        if qualified is None and isinstance(annotation, cst.Name) and annotation.value in self.module_classes:
+            return Kind(MODULE, local_class=annotation.value)
+        return None
+
+    # -- what module classes store ---------------------------------------------
+    def attributes(self, class_name: str) -> dict[str, list[cst.BaseExpression]]:
+        """``self.<attribute> = value`` in the methods of a class and of its local bases."""
+        if class_name not in self._attributes:
+            self._attributes[class_name] = {}  # guards against cyclic bases
+            found: dict[str, list[cst.BaseExpression]] = {}
+            node = self.classes[class_name]
+            for base in node.bases:
+                if isinstance(base.value, cst.Name) and base.value.value in self.classes:
+                    for attribute, values in self.attributes(base.value.value).items():
+                        found.setdefault(attribute, []).extend(values)
+            for statement in _body(node.body):
+                if isinstance(statement, cst.FunctionDef):
+                    for attribute, value in self_assignments(statement):
+                        found.setdefault(attribute, []).append(value)
+            self._attributes[class_name] = found
+        return self._attributes[class_name]
+
+    def attribute_kind(self, owner: Kind, attribute: str) -> Optional[Kind]:
+        """The kind of ``<owner>.<attribute>``, when every assignment agrees on it."""
+        if owner.category != MODULE:
+            return None
+        if owner.nnx_class is not None:
+            variable = LAYER_VARIABLES.get(owner.nnx_class, {}).get(attribute)
+            return Kind(VARIABLE, nnx_class=variable) if variable else None
+        values = self.attributes(owner.local_class or "").get(attribute, [])
+        kinds = {self.kind_of_value(value) for value in values}
+        if len(kinds) != 1:
+            return None
+        return kinds.pop()
+
+    def kind_of_value(self, value: cst.BaseExpression) -> Optional[Kind]:
+        if isinstance(value, cst.Call):
+            return self.kind_of_call(value, self.resolve(value.func))
+        return None
+
+    def constructions(self, class_name: str, seen: Optional[set[str]] = None) -> Iterator[Kind]:
+        """Every object a module class constructs into its attributes, through the
+        file's other module classes too (``self.block = Block(...)``)."""
+        seen = set() if seen is None else seen
+        if class_name in seen or class_name not in self.classes:
+            return
+        seen.add(class_name)
+        for values in self.attributes(class_name).values():
+            for value in values:
+                for call in _calls_in(value):
+                    kind = self.kind_of_call(call, self.resolve(call.func))
+                    if kind is None:
+                        continue
+                    yield kind
+                    if kind.local_class is not None and kind.category == MODULE:
+                        yield from self.constructions(kind.local_class, seen)
+
+    def holds(self, kind: Optional[Kind], predicate: Callable[[Kind], bool]) -> bool:
+        """Whether the module ``kind`` is, or constructs, an object matching ``predicate``."""
+        if kind is None or kind.category != MODULE:
+            return False
+        if predicate(kind):
+            return True
+        return kind.local_class is not None and any(predicate(inner) for inner in self.constructions(kind.local_class))
+
+
+_INDEXES: "weakref.WeakKeyDictionary[FileContext, FileIndex]" = weakref.WeakKeyDictionary()
+
+
+def imports_nnx(context: FileContext) -> bool:
+    """Whether the file imports flax.nnx (or flax) at module level."""
+    return any(binding.qualified_name in ("flax", FLAX_NNX) or (binding.qualified_name or "").startswith(FLAX_NNX + ".")
+               for bindings in context.module_scope.bindings.values() for binding in bindings)
+
+
+def file_index(context: FileContext) -> FileIndex:
+    """The index of the file ``context`` checks, built once for all rules."""
+    index = _INDEXES.get(context)
+    if index is None:
+        index = _INDEXES[context] = FileIndex(context)
+    return index
+
+
+def kind_of(context: FileContext, expression: cst.BaseExpression) -> Optional[Kind]:
+    """What ``expression`` holds at the current point of the traversal, if the file shows it."""
+    index = file_index(context)
+    if isinstance(expression, cst.Call):
+        return index.kind_of_call(expression, context.resolve(expression.func))
+    if isinstance(expression, cst.Attribute):
+        owner = kind_of(context, expression.value)
+        return index.attribute_kind(owner, expression.attr.value) if owner else None
+    if not isinstance(expression, cst.Name):
+        return None
+    binding = context.lookup(expression.value)
+    if binding is None:
+        return None
+    if isinstance(binding.node, cst.Param):
+        return parameter_kind(context, binding.node)
+    value = assigned_value(binding.node, expression.value)
+    if isinstance(value, cst.Call):
+        return index.kind_of_call(value, context.resolve(value.func))
+    return None
+
+
+def parameter_kind(context: FileContext, param: cst.Param) -> Optional[Kind]:
+    """From the annotation, or ``self`` of a method of a module class of the file."""
+    index = file_index(context)
+    if param.annotation is not None:
+        annotation = param.annotation.annotation
+        return index.kind_of_annotation(annotation, context.resolve(annotation))
+    for position, scope in enumerate(context.scopes[1:], start=1):
+        function = scope.node
+        if isinstance(function, cst.FunctionDef) and _first_param(function) is param:
+            owner = context.scopes[position - 1].node
+            if isinstance(owner, cst.ClassDef) and index.module_classes.get(owner.name.value) is owner:
+                return Kind(MODULE, local_class=owner.name.value)
+    return None
+
+
+def method_of_module_class(context: FileContext) -> Optional[tuple[cst.FunctionDef, cst.ClassDef]]:
+    """The (method, class) the traversal is directly in, for a module class of the file."""
+    scopes = context.scopes
+    if len(scopes) < 3:
+        return None
+    function, owner = scopes[-1].node, scopes[-2].node
+    if (isinstance(function, cst.FunctionDef) and isinstance(owner, cst.ClassDef)
+            and file_index(context).module_classes.get(owner.name.value) is owner):
+        return function, owner
+    return None
+
+
+def self_assignments(function: cst.FunctionDef) -> Iterator[tuple[str, cst.BaseExpression]]:
+    """``(attribute, value)`` for each ``self.<attribute> = value`` in a method body,
+    ``self`` being the method's first parameter."""
+    first = _first_param(function)
+    if first is None:
+        return
+    owner = first.name.value
+    for node in _walk_function_body(function):
+        if isinstance(node, cst.Assign):
+            for target in node.targets:
+                attribute = attribute_of(target.target, owner)
+                if attribute is not None:
+                    yield attribute, node.value
+        elif isinstance(node, cst.AnnAssign) and node.value is not None:
+            attribute = attribute_of(node.target, owner)
+            if attribute is not None:
+                yield attribute, node.value
+
+
+def attribute_of(target: cst.BaseExpression, owner: str) -> Optional[str]:
+    """``'w'`` for ``<owner>.w``."""
+    if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) and target.value.value == owner:
+        return target.attr.value
+    return None
+
+
+def _first_param(function: cst.FunctionDef) -> Optional[cst.Param]:
+    positional = [*function.params.posonly_params, *function.params.params]
+    return positional[0] if positional else None
+
+
+def _body(suite: cst.BaseSuite) -> Sequence[cst.CSTNode]:
+    return suite.body if isinstance(suite, cst.IndentedBlock) else ()
+
+
+class _Collector(cst.CSTVisitor):
+    """Every node of a function body, without entering nested functions and classes."""
+
+    def __init__(self, root: cst.CSTNode) -> None:
+        super().__init__()
+        self.root = root
+        self.nodes: list[cst.CSTNode] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if node is not self.root and isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            return False
+        self.nodes.append(node)
+        return True
+
+
+def _walk_function_body(function: cst.FunctionDef) -> list[cst.CSTNode]:
+    collector = _Collector(function)
+    function.body.visit(collector)
+    return collector.nodes
+
+
+class _All(cst.CSTVisitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.nodes: list[cst.CSTNode] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        self.nodes.append(node)
+        return True
+
+
+def walk(node: cst.CSTNode) -> list[cst.CSTNode]:
+    """Every node under ``node``, nested functions included."""
+    collector = _All()
+    node.visit(collector)
+    return collector.nodes
+
+
+def _calls_in(value: cst.BaseExpression) -> Iterator[cst.Call]:
+    for node in walk(value):
+        if isinstance(node, cst.Call):
+            yield node
+
+
+def returned_names(function: cst.FunctionDef) -> set[str]:
+    """Names the function returns, alone or as elements of a returned tuple/list."""
+    found: set[str] = set()
+    for node in _walk_function_body(function):
+        if isinstance(node, cst.Return) and node.value is not None:
+            values = [node.value]
+            if isinstance(node.value, (cst.Tuple, cst.List)):
+                values = [element.value for element in node.value.elements]
+            found |= {value.value for value in values if isinstance(value, cst.Name)}
+    return found
+
+
+def function_body_nodes(function: cst.FunctionDef) -> list[cst.CSTNode]:
+    """Every node of the function's body, nested functions included (a loss function
+    defined inside a train step runs inside it)."""
+    return walk(function.body)
+
+
+def optimizer_update(statement: cst.CSTNode) -> Optional[tuple[str, Optional[cst.BaseExpression]]]:
+    """``(receiver, model)`` for a statement ``receiver.update(model, grads)``: nnx.Optimizer's
+    in-place update.  optax's ``tx.update(...)`` returns new state, so it is never a bare
+    statement, and a dict's ``update`` takes one argument."""
+    if not (isinstance(statement, cst.Expr) and isinstance(statement.value, cst.Call)):
+        return None
+    call = statement.value
+    func = call.func
+    positional = [arg for arg in call.args if arg.keyword is None and not arg.star]
+    if (isinstance(func, cst.Attribute) and func.attr.value == "update" and isinstance(func.value, cst.Name)
+            and len(positional) == 2 and len(call.args) == 2):
+        return func.value.value, positional[0].value
+    return None
+
+
+# -- transforms ------------------------------------------------------------
+@dataclass(frozen=True)
+class TransformUse:
+    """One application of a transform: ``@jax.jit``, ``jax.jit(f, ...)``,
+    ``@partial(jax.jit, ...)``.  ``reference`` is the ``jax.jit`` expression itself."""
+
+    library: str  # "jax" or "nnx"
+    name: str  # "jit", "pmap", "grad", "value_and_grad"
+    reference: cst.BaseExpression
+    arguments: Sequence[cst.Arg]  # the arguments besides the function
+
+    def movable_to_nnx(self) -> bool:
+        """Whether ``nnx.<name>`` accepts the same arguments with the same meaning."""
+        allowed = NNX_TRANSFORM_KEYWORDS[self.name]
+        return all(arg.keyword is not None and arg.keyword.value in allowed and not arg.star
+                   for arg in self.arguments)
+
+
+def transform_name(context: FileContext, expression: cst.BaseExpression) -> Optional[tuple[str, str]]:
+    """``("jax", "jit")`` for ``jax.jit``, ``("nnx", "grad")`` for ``nnx.grad``."""
+    return transform_of(context.resolve(expression))
+
+
+def transform_of(qualified: Optional[str]) -> Optional[tuple[str, str]]:
+    if qualified in NNX_TRANSFORM_FOR_JAX:
+        return "jax", NNX_TRANSFORM_FOR_JAX[qualified]
+    member = nnx_member(qualified)
+    if member in NNX_TRANSFORM_KEYWORDS:
+        return "nnx", member
+    return None
+
+
+def decorator_transform(context: FileContext, decorator: cst.BaseExpression) -> Optional[TransformUse]:
+    """The transform a decorator applies: ``@jax.jit``, ``@jax.jit(static_argnums=1)``,
+    ``@partial(jax.jit, static_argnums=1)``."""
+    found = transform_name(context, decorator)
+    if found is not None:
+        return TransformUse(*found, decorator, ())
+    if not isinstance(decorator, cst.Call):
+        return None
+    found = transform_name(context, decorator.func)
+    if found is not None:
+        return TransformUse(*found, decorator.func, decorator.args)
+    if context.resolve(decorator.func) == FUNCTOOLS_PARTIAL and decorator.args and not decorator.args[0].keyword:
+        found = transform_name(context, decorator.args[0].value)
+        if found is not None:
+            return TransformUse(*found, decorator.args[0].value, decorator.args[1:])
+    return None
+
+
+def call_transform(context: FileContext, call: cst.Call) -> Optional[tuple[TransformUse, cst.BaseExpression]]:
+    """For ``jax.jit(f, ...)``: the transform and the transformed expression ``f``."""
+    found = transform_name(context, call.func)
+    if found is None or not call.args or call.args[0].keyword is not None or call.args[0].star:
+        return None
+    return TransformUse(*found, call.func, call.args[1:]), call.args[0].value
+
+
+def function_transforms(context: FileContext, function: cst.FunctionDef) -> list[TransformUse]:
+    return [use for decorator in function.decorators
+            if (use := decorator_transform(context, decorator.decorator)) is not None]
+
+
+def nnx_transform_fix(context: FileContext, use: TransformUse, applicability: str) -> Optional[Fix]:
+    """Replace ``jax.<transform>`` by ``nnx.<transform>``, when the arguments allow it."""
+    if use.library != "jax" or not use.movable_to_nnx():
+        return None
+    replacement, imports = context.nnx_ref(use.name)
+    return Fix(f"use `nnx.{use.name}` instead of `jax.{use.name}`", applicability,  # type: ignore[arg-type]
+               {use.reference: replacement}, imports)
+
+
+def function_of(context: FileContext, expression: cst.BaseExpression) -> Optional[cst.FunctionDef]:
+    """The function of this file a Name refers to here, also through a rebinding by a
+    transform of itself (``step = jax.jit(step)``)."""
+    if not isinstance(expression, cst.Name):
+        return None
+    binding = context.lookup(expression.value)
+    while binding is not None and not isinstance(binding.node, cst.FunctionDef):
+        value = assigned_value(binding.node, expression.value)
+        if not (isinstance(value, cst.Call) and value.args and isinstance(value.args[0].value, cst.Name)
+                and value.args[0].value.value == expression.value and transform_name(context, value.func)):
+            return None
+        binding = _binding_before(context, expression.value, binding)
+    return binding.node if binding is not None else None  # type: ignore[return-value]
+
+
+def _binding_before(context: FileContext, name: str, binding: names.Binding) -> Optional[names.Binding]:
+    """The binding of ``name`` that ``binding`` replaced in its scope."""
+    for scope in context.scopes:
+        candidates = scope.bindings.get(name, [])
+        if any(candidate is binding for candidate in candidates):
+            earlier = [candidate for candidate in candidates if candidate.index < binding.index]
+            return earlier[-1] if earlier else None
+    return None
+
+
+def is_constant_seed(expression: cst.BaseExpression) -> bool:
+    """An int literal (``0``, ``-1``), the seed of an ``nnx.Rngs`` that never changes."""
+    if isinstance(expression, cst.UnaryOperation) and isinstance(expression.operator, cst.Minus):
+        expression = expression.expression
+    return isinstance(expression, cst.Integer)
+

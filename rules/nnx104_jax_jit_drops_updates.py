@@ -1,0 +1,296 @@
+"""NNX104: a jax.jit / jax.pmap function that updates an NNX module or optimizer in place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import libcst as cst
+
+from nnxlint.analysis import (
+    MODULE, OPTIMIZER, FileIndex, Kind, TransformUse, call_transform, file_index, function_body_nodes,
+    function_of, function_transforms, imports_nnx, kind_of, nnx_transform_fix, optimizer_update, returned_names, transform_of,
+)
+from nnxlint.flax_api import STATEFUL_LAYERS
+from nnxlint.objects import all_params, assigned_value
+from nnxlint.rule import Invalid, Rule, Valid
+
+_GRAD_TRANSFORMS = ("grad", "value_and_grad")
+
+
+@dataclass
+class _Mutations:
+    """What a function body does to its parameters."""
+
+    explicit: dict[str, str] = field(default_factory=dict)  # parameter -> how (`optimizer.update`, ...)
+    stateful_calls: set[str] = field(default_factory=set)  # parameters called as models
+    takes_gradients: bool = False
+
+
+class JaxJitDropsUpdates(Rule):
+    """## What it does
+    Flags a function compiled with `jax.jit` or `jax.pmap` (as a decorator, through
+    `functools.partial`, or as `jax.jit(train_step)`) that updates an NNX module or
+    optimizer in place and does not return it: it calls `optimizer.update(...)` or
+    `nnx.update(model, ...)`, assigns an attribute of the module, or computes
+    gradients through a model that holds `BatchNorm`/`Dropout` state.
+
+    ## Why is this bad?
+    Since Flax 0.11 NNX modules and optimizers are pytrees. `jax.jit` flattens them
+    into arrays, traces the function on copies, and returns only what the function
+    returns: every in-place update is silently dropped. The program runs without an
+    error, but the loss never goes down, `optimizer.step` stays at 0, BatchNorm
+    statistics never move and Dropout draws the same mask at every step.
+    (Measured on Flax 0.12.8: three steps of a `jax.jit` train step give the same
+    loss; with `nnx.jit`, the loss falls.) `nnx.jit` carries the state of its module
+    arguments in and out of the compiled function.
+
+    ## Example
+    ```python
+    @jax.jit
+    def train_step(model, optimizer, x, y):
+        loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)
+        optimizer.update(model, grads)
+        return loss
+    ```
+
+    ## Use instead
+    ```python
+    @nnx.jit
+    def train_step(model, optimizer, x, y):
+        loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)
+        optimizer.update(model, grads)
+        return loss
+    ```
+    (Or return the updated objects, functional style:
+    `return model, optimizer, loss`, and rebind them at the call site.)
+
+    ## Fix safety
+    The fix replaces `jax.jit` by `nnx.jit` (`jax.pmap` by `nnx.pmap`), keeping the
+    keyword arguments, which `nnx.jit` accepts with the same meaning; it is not
+    offered when the call passes one that `nnx.jit` lacks (`compiler_options`) or
+    positional arguments after the function. It is safe when the function updates
+    the object explicitly (`optimizer.update`, `nnx.update`, attribute
+    assignment): those updates are what the code asks for. It is unsafe when the
+    only update is the state a `BatchNorm`/`Dropout` keeps while gradients are
+    taken: after the fix, calling the function advances RNG counters and running
+    statistics, which changes later results.
+    """
+
+    code = "NNX104"
+    name = "jax-jit-drops-updates"
+    summary = "`jax.jit`/`jax.pmap` function updates an NNX module or optimizer in place: updates are dropped"
+    fixable = "safe"
+    triggers = ("jit", "pmap")
+    valid = (
+        Valid("import jax\nfrom flax import nnx\n\n@nnx.jit\ndef train_step(model, optimizer, x):\n"
+              "    grads = nnx.grad(loss_fn)(model, x)\n    optimizer.update(model, grads)\n"),
+        # functional style: the updated objects come back out
+        Valid("import jax\nfrom flax import nnx\n\n@jax.jit\ndef train_step(model, optimizer, x):\n"
+              "    loss, grads = nnx.value_and_grad(loss_fn)(model, x)\n    optimizer.update(model, grads)\n"
+              "    return model, optimizer, loss\n"),
+        # a pure forward pass works under jax.jit, even with Dropout (in eval mode, say)
+        Valid("import jax\nfrom flax import nnx\n\nclass Net(nnx.Module):\n    def __init__(self, rngs):\n"
+              "        self.drop = nnx.Dropout(0.5, rngs=rngs)\n\n@jax.jit\ndef predict(model: Net, x):\n"
+              "    return model(x)\n"),
+        # optax's functional update returns new state: nothing is mutated
+        Valid("import jax\nimport optax\nfrom flax import nnx\n\n@jax.jit\ndef step(params, opt_state, x):\n"
+              "    grads = jax.grad(loss)(params, x)\n    updates, opt_state = tx.update(grads, opt_state, params)\n"
+              "    return optax.apply_updates(params, updates), opt_state\n"),
+        # a dict-like update of a plain argument, not an optimizer
+        Valid("import jax\nfrom flax import nnx\n\n@jax.jit\ndef step(stats, x):\n    stats.update(x)\n"
+              "    return x\n"),
+        Valid("import jax\n\n@jax.jit\ndef step(model, optimizer, x):\n    optimizer.update(model, x)\n"),
+    )
+    invalid = (
+        Invalid(
+            "import jax\nfrom flax import nnx\n\n@jax.jit\ndef train_step(model, optimizer, x, y):\n"
+            "    loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)\n    optimizer.update(model, grads)\n"
+            "    return loss\n",
+            fixed="import jax\nfrom flax import nnx\n\n@nnx.jit\ndef train_step(model, optimizer, x, y):\n"
+                  "    loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)\n    optimizer.update(model, grads)\n"
+                  "    return loss\n",
+            message="silently dropped",
+        ),
+        Invalid(  # call form, and the model is returned but the optimizer is not
+            "import jax\nfrom flax import nnx\n\ndef train_step(model, optimizer, x):\n"
+            "    grads = nnx.grad(loss_fn)(model, x)\n    optimizer.update(model, grads)\n    return model\n\n"
+            "train_step = jax.jit(train_step, donate_argnums=(0, 1))\n",
+            fixed="import jax\nfrom flax import nnx\n\ndef train_step(model, optimizer, x):\n"
+                  "    grads = nnx.grad(loss_fn)(model, x)\n    optimizer.update(model, grads)\n    return model\n\n"
+                  "train_step = nnx.jit(train_step, donate_argnums=(0, 1))\n",
+            message="`optimizer`",
+        ),
+        Invalid(
+            "from functools import partial\nimport jax\nfrom flax import nnx as fx\n\n"
+            "@partial(jax.pmap, axis_name='batch')\ndef step(model, optimizer, x):\n"
+            "    grads = fx.grad(loss_fn)(model, x)\n    optimizer.update(model, grads)\n",
+            fixed="from functools import partial\nimport jax\nfrom flax import nnx as fx\n\n"
+                  "@partial(fx.pmap, axis_name='batch')\ndef step(model, optimizer, x):\n"
+                  "    grads = fx.grad(loss_fn)(model, x)\n    optimizer.update(model, grads)\n",
+        ),
+        Invalid(  # only BatchNorm statistics are lost: the fix changes results, so it is unsafe
+            "import jax\nfrom flax import nnx\n\nclass Net(nnx.Module):\n    def __init__(self, rngs):\n"
+            "        self.bn = nnx.BatchNorm(3, rngs=rngs)\n\n@jax.jit\ndef grads_of(model: Net, x):\n"
+            "    def loss_fn(model):\n        return model(x).sum()\n    return nnx.grad(loss_fn)(model)\n",
+            fixed="import jax\nfrom flax import nnx\n\nclass Net(nnx.Module):\n    def __init__(self, rngs):\n"
+                  "        self.bn = nnx.BatchNorm(3, rngs=rngs)\n\n@nnx.jit\ndef grads_of(model: Net, x):\n"
+                  "    def loss_fn(model):\n        return model(x).sum()\n    return nnx.grad(loss_fn)(model)\n",
+            unsafe=True,
+        ),
+        Invalid(  # the argument is known to be a module from the call site
+            "import jax\nfrom flax import nnx\n\nclass Counter(nnx.Module):\n    def __init__(self):\n"
+            "        self.calls = 0\n\ndef bump(counter, x):\n    counter.calls += 1\n    return x\n\n"
+            "bump = jax.jit(bump)\nbump(Counter(), 1.0)\n",
+            fixed="import jax\nfrom flax import nnx\n\nclass Counter(nnx.Module):\n    def __init__(self):\n"
+                  "        self.calls = 0\n\ndef bump(counter, x):\n    counter.calls += 1\n    return x\n\n"
+                  "bump = nnx.jit(bump)\nbump(Counter(), 1.0)\n",
+        ),
+        Invalid(  # nnx.jit has no compiler_options: flagged, not fixed
+            "import jax\nfrom flax import nnx\n\ndef step(model: nnx.Module, optimizer: nnx.Optimizer, g):\n"
+            "    optimizer.update(model, g)\n\nstep = jax.jit(step, compiler_options={})\n",
+        ),
+    )
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self.index: Optional[FileIndex] = None
+        self.jitted: list[tuple[cst.FunctionDef, TransformUse]] = []
+        # id(function) -> parameter -> kind of an argument some call passes there
+        self.argument_kinds: dict[int, dict[str, Kind]] = {}
+
+    def visit_Module(self, node: cst.Module) -> None:
+        self.index = file_index(self.context)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        for use in function_transforms(self.context, node):
+            if use.library == "jax" and use.name in ("jit", "pmap"):
+                self.jitted.append((node, use))
+
+    def visit_Call(self, node: cst.Call) -> None:
+        transformed = call_transform(self.context, node)
+        if transformed is not None:
+            use, target = transformed
+            function = function_of(self.context, target)
+            if function is not None and use.library == "jax" and use.name in ("jit", "pmap"):
+                self.jitted.append((function, use))
+        function = self._called_function(node.func)
+        if function is not None:
+            self._record_arguments(function, node)
+
+    def _called_function(self, func: cst.BaseExpression) -> Optional[cst.FunctionDef]:
+        """The file's function a call runs, directly or through ``step = jax.jit(fn)``."""
+        function = function_of(self.context, func)
+        if function is not None or not isinstance(func, cst.Name):
+            return function
+        binding = self.context.lookup(func.value)
+        value = assigned_value(binding.node if binding else None, func.value)
+        if isinstance(value, cst.Call):
+            transformed = call_transform(self.context, value)
+            if transformed is not None:
+                return function_of(self.context, transformed[1])
+        return None
+
+    def _record_arguments(self, function: cst.FunctionDef, call: cst.Call) -> None:
+        positional = [*function.params.posonly_params, *function.params.params]
+        kinds = self.argument_kinds.setdefault(id(function), {})
+        for position, arg in enumerate(call.args):
+            if arg.star:
+                return  # *args / **kwargs: arguments no longer line up with parameters
+            if arg.keyword is not None:
+                parameter = arg.keyword.value
+            elif position < len(positional):
+                parameter = positional[position].name.value
+            else:
+                continue
+            kind = kind_of(self.context, arg.value)
+            if kind is not None:
+                kinds.setdefault(parameter, kind)
+
+    def leave_Module(self, node: cst.Module) -> None:
+        if not imports_nnx(self.context):
+            return
+        for function, use in self.jitted:
+            self._check(function, use)
+
+    def _parameter_kinds(self, function: cst.FunctionDef) -> dict[str, Kind]:
+        assert self.index is not None
+        kinds = dict(self.argument_kinds.get(id(function), {}))
+        for param in all_params(function):
+            if param.annotation is not None:
+                annotation = param.annotation.annotation
+                kind = self.index.kind_of_annotation(annotation, self.index.resolve(annotation))
+                if kind is not None:
+                    kinds[param.name.value] = kind
+        return kinds
+
+    def _check(self, function: cst.FunctionDef, use: TransformUse) -> None:
+        kinds = self._parameter_kinds(function)
+        mutations = self._mutations(function, kinds)
+        lost = dict(mutations.explicit)
+        assert self.index is not None
+        if mutations.takes_gradients:
+            for parameter in sorted(mutations.stateful_calls - set(lost)):
+                if self.index.holds(kinds.get(parameter), lambda kind: kind.nnx_class in STATEFUL_LAYERS):
+                    lost[parameter] = "its BatchNorm/Dropout state"
+        for parameter in returned_names(function):
+            lost.pop(parameter, None)
+        if not lost:
+            return
+        applicability = "safe" if set(lost) & set(mutations.explicit) else "unsafe"
+        updated = ", ".join(f"`{parameter}` ({how})" for parameter, how in lost.items())
+        self.report(use.reference,
+                    f"`jax.{use.name}` function `{function.name.value}` updates {updated} in place without "
+                    f"returning it: NNX modules are pytrees, so the updates are silently dropped; "
+                    f"use `nnx.{use.name}`",
+                    nnx_transform_fix(self.context, use, applicability))
+
+    def _mutations(self, function: cst.FunctionDef, kinds: dict[str, Kind]) -> _Mutations:
+        assert self.index is not None
+        parameters = {param.name.value for param in all_params(function)}
+        found = _Mutations()
+
+        def is_object(name: str) -> bool:
+            kind = kinds.get(name)
+            return kind is not None and kind.category in (MODULE, OPTIMIZER)
+
+        for node in function_body_nodes(function):
+            update = optimizer_update(node)
+            if update is not None and update[0] in parameters:
+                receiver, model = update
+                found.explicit.setdefault(receiver, f"`{receiver}.update`")
+                if isinstance(model, cst.Name) and model.value in parameters:
+                    found.explicit.setdefault(model.value, f"`{receiver}.update`")
+            if isinstance(node, cst.Call):
+                if self.index.resolve(node.func) == "flax.nnx.update":
+                    target = node.args[0].value if node.args else None
+                    if isinstance(target, cst.Name) and target.value in parameters:
+                        found.explicit.setdefault(target.value, "`nnx.update`")
+                if isinstance(node.func, cst.Call) and _is_gradient_call(self.index, node.func):
+                    found.takes_gradients = True
+                if isinstance(node.func, cst.Name) and node.func.value in parameters:
+                    found.stateful_calls.add(node.func.value)
+            targets: list[cst.BaseExpression] = []
+            if isinstance(node, cst.Assign):
+                targets = [target.target for target in node.targets]
+            elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
+                targets = [node.target]
+            for target in targets:
+                root = _attribute_root(target)
+                if root is not None and root in parameters and is_object(root):
+                    found.explicit.setdefault(root, "attribute assignment")
+        return found
+
+
+def _is_gradient_call(index: FileIndex, call: cst.Call) -> bool:
+    found = transform_of(index.resolve(call.func))
+    return found is not None and found[1] in _GRAD_TRANSFORMS
+
+
+def _attribute_root(target: cst.BaseExpression) -> Optional[str]:
+    """``'model'`` for ``model.a.b`` or ``model.a[...]`` (a Name alone is a rebinding, not a mutation)."""
+    if not isinstance(target, (cst.Attribute, cst.Subscript)):
+        return None
+    while isinstance(target, (cst.Attribute, cst.Subscript)):
+        target = target.value
+    return target.value if isinstance(target, cst.Name) else None
