@@ -85,16 +85,15 @@ def check(paths, fix, unsafe_fixes, diff, select, extend_select, ignore, output_
     """Check PATHS (default: the current directory) for Linen usage and NNX pitfalls."""
     from nnxlint import output
     from nnxlint.config import ConfigError, load_settings
-    from nnxlint.discovery import FileFinder
-    from nnxlint.cache import CACHE_DIRECTORY
-    from nnxlint.runner import Job, check_files
+    from nnxlint.runner import check_files, find_files, job_for
 
     paths = list(paths) or ["."]
     try:
         settings = load_settings(config_file, Path(paths[0]))
         settings.apply_command_line(_codes(select), _codes(extend_select), _codes(ignore))
-        codes = settings.enabled_codes()
-        per_file = settings.per_file_ignore_codes()
+        fix_level = ("unsafe" if unsafe_fixes else "safe") if (fix or diff) else None
+        job = job_for(settings, settings.enabled_codes(), fix_level, write=fix and not diff, diff=diff,
+                      use_cache=not no_cache)
     except ConfigError as error:
         raise fail(str(error))
     for path in paths:
@@ -105,13 +104,7 @@ def check(paths, fix, unsafe_fixes, diff, select, extend_select, ignore, output_
     if write_baseline_file and baseline_file:
         raise fail("use either --baseline or --write-baseline, not both")
 
-    finder = FileFinder(settings.root, [*settings.exclude, *settings.extend_exclude], settings.respect_gitignore)
-    files = [str(path) for path in finder.files(paths, force_exclude)]
-    fix_level = ("unsafe" if unsafe_fixes else "safe") if (fix or diff) else None
-    job = Job(frozenset(codes), tuple((pattern, frozenset(c)) for pattern, c in per_file),
-              str(settings.root), fix_level, write=fix and not diff, diff=diff,
-              cache_dir=None if no_cache else str(settings.root / (settings.cache_dir or CACHE_DIRECTORY)))
-    outcomes = check_files(files, job, jobs)
+    outcomes = check_files(find_files(settings, paths, force_exclude), job, jobs)
 
     findings = [finding for outcome in outcomes for finding in outcome.findings]
     errors = [message for outcome in outcomes for message in outcome.errors]

@@ -8,15 +8,18 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
 
 from nnxlint import output
-from nnxlint.cache import Cache, content_digest
+from nnxlint.cache import CACHE_DIRECTORY, Cache, content_digest
 from nnxlint.engine import Finding, check_source, source_error, unknown_noqa_codes
 from nnxlint.notebook import NOTEBOOK_SUFFIX, Notebook, NotebookError
 from nnxlint.registry import all_rules
 from nnxlint.rule import Applicability
 from nnxlint.textio import Source, SourceError, decode, write_atomic
+
+if TYPE_CHECKING:
+    from nnxlint.config import Settings
 
 PARALLEL_THRESHOLD = 32  # below this many files a process pool costs more than it saves
 
@@ -47,6 +50,22 @@ class FileOutcome:
     errors: list[str] = field(default_factory=list)  # rule crashes, unknown noqa codes: exit 2
     warnings: list[str] = field(default_factory=list)  # write failures, dropped fixes
     digest: str = ""  # of the bytes checked, for the cache
+
+
+def find_files(settings: "Settings", paths: Sequence[str], force_exclude: bool = False) -> list[str]:
+    """The files to check under ``paths``, as the configuration selects them."""
+    from nnxlint.discovery import FileFinder
+
+    finder = FileFinder(settings.root, [*settings.exclude, *settings.extend_exclude], settings.respect_gitignore)
+    return [str(path) for path in finder.files(paths, force_exclude)]
+
+
+def job_for(settings: "Settings", codes: Iterable[str], fix_level: Optional[Applicability] = None,
+            write: bool = False, diff: bool = False, use_cache: bool = True) -> Job:
+    """The run's Job; raises ConfigError for unknown codes in per-file-ignores."""
+    per_file = tuple((pattern, frozenset(codes)) for pattern, codes in settings.per_file_ignore_codes())
+    cache_dir = str(settings.root / (settings.cache_dir or CACHE_DIRECTORY)) if use_cache else None
+    return Job(frozenset(codes), per_file, str(settings.root), fix_level, write, diff, cache_dir)
 
 
 def _ignored_here(path: str, job: Job) -> frozenset[str]:
