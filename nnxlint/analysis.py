@@ -28,8 +28,15 @@ from nnxlint.rule import Fix
 
 MODULE, OPTIMIZER, VARIABLE, RNGS = "module", "optimizer", "variable", "rngs"
 FUNCTOOLS_PARTIAL = "functools.partial"
-# jax.numpy / numpy / jax.random calls that return an array (jax.random key functions excluded).
-RANDOM_KEY_FUNCTIONS = frozenset({"key", "PRNGKey", "split", "fold_in", "key_data", "wrap_key_data", "clone"})
+# jax.random samplers of float arrays, what weights are drawn from (keys, permutations
+# and integer draws are not weights).
+RANDOM_SAMPLERS = frozenset({
+    "normal", "uniform", "truncated_normal", "orthogonal", "multivariate_normal", "laplace", "logistic",
+    "cauchy", "exponential", "gumbel", "lognormal",
+})
+# jax.numpy constructors of fresh arrays, what biases and scales start from.
+ARRAY_CONSTRUCTORS = frozenset({"zeros", "ones", "full", "empty", "zeros_like", "ones_like", "full_like"})
+INITIALIZER_MODULES = ("flax.nnx.initializers.", "jax.nn.initializers.")
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class Kind:
     nnx_class: Optional[str] = None  # 'Linear' for flax.nnx.Linear
     local_class: Optional[str] = None  # a class defined in this file
     call: Optional[cst.Call] = None  # the construction, when the expression is bound to one
+    holds_array: bool = False  # a Variable known to hold a JAX array (a layer's kernel, ...)
 
 
 class FileIndex:
@@ -123,7 +131,7 @@ class FileIndex:
             return None
         if owner.nnx_class is not None:
             variable = LAYER_VARIABLES.get(owner.nnx_class, {}).get(attribute)
-            return Kind(VARIABLE, nnx_class=variable) if variable else None
+            return Kind(VARIABLE, nnx_class=variable, holds_array=True) if variable else None
         values = self.attributes(owner.local_class or "").get(attribute, [])
         kinds = {self.kind_of_value(value) for value in values}
         if len(kinds) != 1:
@@ -200,11 +208,14 @@ def kind_of(context: FileContext, expression: cst.BaseExpression) -> Optional[Ki
 
 
 def parameter_kind(context: FileContext, param: cst.Param) -> Optional[Kind]:
-    """From the annotation, or ``self`` of a method of a module class of the file."""
+    """From the annotation, ``self`` of a method of a module class of the file, or
+    an unannotated parameter called ``rngs`` (Flax's convention for an ``nnx.Rngs``)."""
     index = file_index(context)
     if param.annotation is not None:
         annotation = param.annotation.annotation
         return index.kind_of_annotation(annotation, context.resolve(annotation))
+    if param.name.value == "rngs" and not param.star:
+        return Kind(RNGS, nnx_class="Rngs")
     for position, scope in enumerate(context.scopes[1:], start=1):
         function = scope.node
         if isinstance(function, cst.FunctionDef) and _first_param(function) is param:
@@ -335,6 +346,30 @@ def optimizer_update(statement: cst.CSTNode) -> Optional[tuple[str, Optional[cst
     if (isinstance(func, cst.Attribute) and func.attr.value == "update" and isinstance(func.value, cst.Name)
             and len(positional) == 2 and len(call.args) == 2):
         return func.value.value, positional[0].value
+    return None
+
+
+def fresh_array(context: FileContext, expression: cst.BaseExpression) -> Optional[str]:
+    """How ``expression`` makes a new float array, if it is one of the ways weights are
+    made: ``jax.random.normal(...)``, ``jnp.zeros(...)``, ``initializer(key, shape)``,
+    ``rngs.params.normal(shape)``.  None otherwise."""
+    if not isinstance(expression, cst.Call):
+        return None
+    qualified = context.resolve(expression.func) or ""
+    module, _, function = qualified.rpartition(".")
+    if (module == "jax.random" and function in RANDOM_SAMPLERS) or (
+            module == "jax.numpy" and function in ARRAY_CONSTRUCTORS):
+        return f"`{module.replace('jax.numpy', 'jnp')}.{function}`"
+    if isinstance(expression.func, cst.Call):
+        initializer = context.resolve(expression.func.func) or ""
+        if initializer.startswith(INITIALIZER_MODULES):
+            return "an initializer"
+    func = expression.func
+    if isinstance(func, cst.Attribute) and func.attr.value in RANDOM_SAMPLERS:
+        root = func.value.value if isinstance(func.value, cst.Attribute) else func.value
+        kind = kind_of(context, root)
+        if kind is not None and kind.category == RNGS:
+            return f"`Rngs.{func.attr.value}`"
     return None
 
 

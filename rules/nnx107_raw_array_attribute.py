@@ -1,0 +1,129 @@
+"""NNX107: a freshly made array stored on a module in ``__init__`` instead of an nnx.Param."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+
+from nnxlint.analysis import attribute_of, fresh_array, method_of_module_class
+from nnxlint.rule import Fix, Invalid, Rule, Valid
+
+
+class RawArrayAttribute(Rule):
+    """## What it does
+    Flags `self.<name> = <array>` in the `__init__` of an NNX module when the array
+    is made the way weights are: drawn from `jax.random` (`normal`, `uniform`,
+    `truncated_normal`, ...), built by `jnp.zeros/ones/full/empty(_like)`, produced
+    by an initializer (`nnx.initializers.lecun_normal()(key, shape)`,
+    `jax.nn.initializers.*`) or by `rngs.params.normal(shape)`.
+
+    ## Why is this bad?
+    Since Flax 0.12 a module accepts a raw array attribute without complaint, but
+    it is not an `nnx.Param`: `nnx.grad` returns no gradient for it and
+    `nnx.Optimizer(model, tx, wrt=nnx.Param)` skips it, so it keeps its initial
+    value for the whole training run, silently. (Measured on Flax 0.12.8:
+    `nnx.grad` of a loss over such an attribute gives an empty `State({})`.)
+    Raw arrays reassigned later also depend on graph mode to propagate (Flax's
+    planned tree mode drops them).
+
+    ## Example
+    ```python
+    class Scale(nnx.Module):
+        def __init__(self, n: int, rngs: nnx.Rngs):
+            self.w = jax.random.normal(rngs.params(), (n,))
+    ```
+
+    ## Use instead
+    ```python
+    class Scale(nnx.Module):
+        def __init__(self, n: int, rngs: nnx.Rngs):
+            self.w = nnx.Param(jax.random.normal(rngs.params(), (n,)))
+    ```
+    Wrap state that is not meant to be trained in `nnx.Variable` (or a subclass,
+    like `nnx.BatchStat`) instead.
+
+    ## Fix safety
+    Unsafe: wrapping the array in `nnx.Param` changes what is trained (the
+    optimizer now updates it) and the state's structure (checkpoints saved before
+    hold a raw array). Arithmetic and `jnp` functions accept a `Param` as they
+    accepted the array, so the module's other code keeps working. If the array is
+    a constant or a buffer, use `nnx.Variable` instead of taking the fix.
+    """
+
+    code = "NNX107"
+    name = "raw-array-attribute"
+    summary = "Array stored on a module without `nnx.Param`: never trained"
+    fixable = "unsafe"
+    triggers = ("Module",)
+    valid = (
+        Valid("import jax\nfrom flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, rngs: nnx.Rngs):\n"
+              "        self.w = nnx.Param(jax.random.normal(rngs.params(), (3,)))\n"),
+        # a key, a constant table: not weights
+        Valid("import jax\nimport jax.numpy as jnp\nfrom flax import nnx\n\nclass M(nnx.Module):\n"
+              "    def __init__(self, n):\n        self.key = jax.random.key(0)\n"
+              "        self.mask = jnp.tril(jnp.ones((n, n)))\n        self.ids = jnp.arange(n)\n"),
+        # state written during the call, not in __init__
+        Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass M(nnx.Module):\n"
+              "    def __call__(self, x):\n        self.last = jnp.zeros_like(x)\n        return x\n"),
+        # not a module
+        Valid("import jax.numpy as jnp\n\nclass Buffer:\n    def __init__(self):\n        self.data = jnp.zeros(3)\n"),
+        Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self):\n"
+              "        w = jnp.zeros(3)\n        self.w = nnx.Param(w)\n"),
+    )
+    invalid = (
+        Invalid(
+            "import jax\nfrom flax import nnx\n\nclass Scale(nnx.Module):\n    def __init__(self, n, rngs: nnx.Rngs):\n"
+            "        self.w = jax.random.normal(rngs.params(), (n,))  # weights\n",
+            fixed="import jax\nfrom flax import nnx\n\nclass Scale(nnx.Module):\n"
+                  "    def __init__(self, n, rngs: nnx.Rngs):\n"
+                  "        self.w = nnx.Param(jax.random.normal(rngs.params(), (n,)))  # weights\n",
+            unsafe=True, message="never trained",
+        ),
+        Invalid(
+            "import jax.numpy as jnp\nfrom flax import nnx\n\nclass Affine(nnx.Module):\n"
+            "    def __init__(self, n, rngs):\n        init = nnx.initializers.lecun_normal()\n"
+            "        self.kernel = nnx.initializers.lecun_normal()(rngs.params(), (n, n))\n"
+            "        self.bias = jnp.zeros((n,))\n        self.scale = rngs.params.uniform((n,))\n",
+            fixed="import jax.numpy as jnp\nfrom flax import nnx\n\nclass Affine(nnx.Module):\n"
+                  "    def __init__(self, n, rngs):\n        init = nnx.initializers.lecun_normal()\n"
+                  "        self.kernel = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (n, n)))\n"
+                  "        self.bias = nnx.Param(jnp.zeros((n,)))\n        self.scale = nnx.Param(rngs.params.uniform((n,)))\n",
+            unsafe=True, count=3,
+        ),
+        Invalid(
+            "import jax\nfrom flax.nnx import Module\n\nclass Bias(Module):\n    def __init__(self):\n"
+            "        self.b: jax.Array = jax.numpy.zeros(4)\n",
+            fixed="import jax\nfrom flax.nnx import Module\nfrom flax import nnx\n\nclass Bias(Module):\n"
+                  "    def __init__(self):\n        self.b: jax.Array = nnx.Param(jax.numpy.zeros(4))\n",
+            unsafe=True,
+        ),
+    )
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if len(node.targets) == 1:
+            self._check(node.targets[0].target, node.value)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._check(node.target, node.value)
+
+    def _check(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        attribute = self._init_attribute(target)
+        if attribute is None:
+            return
+        made_by = fresh_array(self.context, value)
+        if made_by is None:
+            return
+        param, imports = self.context.nnx_ref("Param")
+        fix = Fix("wrap the array in `nnx.Param`", "unsafe", {value: cst.Call(param, [cst.Arg(value)])}, imports)
+        self.report(value, f"`self.{attribute}` holds an array from {made_by} that is not an `nnx.Param`: "
+                           "it is never trained (no gradient, the optimizer skips it); wrap it in `nnx.Param` "
+                           "(or `nnx.Variable` if it is not a weight)", fix)
+
+    def _init_attribute(self, target: cst.BaseExpression) -> Optional[str]:
+        found = method_of_module_class(self.context)
+        if found is None or found[0].name.value != "__init__":
+            return None
+        params = [*found[0].params.posonly_params, *found[0].params.params]
+        return attribute_of(target, params[0].name.value) if params else None
