@@ -58,6 +58,7 @@ class FileIndex:
         self.classes = top_level_classes(context)
         self.module_classes = nnx_module_classes(context)
         self.variable_classes = self._subclasses_of(lambda qualified: nnx_member(qualified) in VARIABLE_TYPES)
+        self.param_classes = self._subclasses_of(lambda qualified: nnx_member(qualified) == "Param")
         self._attributes: dict[str, dict[str, list[cst.BaseExpression]]] = {}
 
     def resolve(self, expression: cst.BaseExpression) -> Optional[str]:
