@@ -1,0 +1,328 @@
+"""Whole-file Linen -> NNX conversion: the unsafe fix behind NNX002.
+
+A Linen model and its training code only work together, so the conversion is
+all or nothing per file: the Linen classes (``nnxlint.linen_modules``), the
+training code around ``model.init`` (``nnxlint.linen_training``), the
+``model.train()`` / ``model.eval()`` switches, and the imports.  The result is
+a map from each changed top-level statement to its new version, or the reason
+why the file gets no fix.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+import libcst as cst
+
+from nnxlint import names
+from nnxlint.flax_api import FLAX_LINEN, FLAX_NNX, is_linen
+from nnxlint.linen_modules import (
+    LINEN_MODULE, ClassConverter, ConvertedClass, FileEnv, Unconvertible, drop_args, input_sizes,
+)
+from nnxlint.linen_shapes import Shape
+from nnxlint.linen_training import (
+    InitSite, RoleAnalysis, TrainingConverter, TrainingPlan, TrainingRewriter, _names, _single_assign,
+)
+
+Replacement = Union[cst.CSTNode, cst.RemovalSentinel, cst.FlattenSentinel]
+OPTIMIZER_NAME = "optimizer"
+
+
+def linen_module_classes(module: cst.Module, scope: names.Scope) -> dict[str, cst.ClassDef]:
+    """File-level classes that subclass ``flax.linen.Module``, directly or through
+    another such class of the file."""
+    found: dict[str, cst.ClassDef] = {}
+    for statement in module.body:
+        if isinstance(statement, cst.ClassDef) and any(
+                names.resolve(scope, base.value) == LINEN_MODULE
+                or (isinstance(base.value, cst.Name) and base.value.value in found)
+                for base in statement.bases):
+            found[statement.name.value] = statement
+    return found
+
+
+@dataclass
+class Conversion:
+    replacements: dict[cst.CSTNode, Replacement] = field(default_factory=dict)
+    reason: Optional[str] = None  # why there is no fix
+
+
+def convert_file(module: cst.Module, scope: names.Scope) -> Conversion:
+    try:
+        return Conversion(_Converter(module, scope).run())
+    except Unconvertible as error:
+        return Conversion(reason=str(error))
+
+
+class _Converter:
+    def __init__(self, module: cst.Module, scope: names.Scope) -> None:
+        self.module = module
+        self.scope = scope
+        self.linen_classes = linen_module_classes(module, scope)
+        self.env = FileEnv(module, scope, self._nnx_alias(), self.linen_classes, self._convert_class)
+        self.converted: dict[str, ConvertedClass] = {}
+        self.converted_keys: dict[str, tuple] = {}
+
+    def _nnx_alias(self) -> str:
+        for local, bindings in self.scope.bindings.items():
+            if any(binding.qualified_name == FLAX_NNX for binding in bindings):
+                return local
+        return "nnx"
+
+    def _convert_class(self, name: str, inputs: Sequence[Shape]) -> ConvertedClass:
+        key = tuple(None if shape is None else tuple(axis.value if axis else None for axis in shape[1:-1])
+                    for shape in inputs)
+        if name in self.converted:
+            if self.converted_keys[name] != key:
+                raise Unconvertible(f"`{name}` is used with inputs of different shapes")
+            return self.converted[name]
+        converted = ClassConverter(self.env, self.linen_classes[name], inputs).run()
+        self.converted[name] = converted
+        self.converted_keys[name] = key
+        return converted
+
+    # -- the whole file ----------------------------------------------------
+    def run(self) -> dict[cst.CSTNode, Replacement]:
+        training = TrainingConverter(self.env, self.module)
+        site = training.find_init_site()
+        inputs = training.input_shapes(site, None)
+        top = self._convert_class(site.class_name, inputs)
+        for name in self.linen_classes:
+            if name not in self.converted:
+                raise Unconvertible(f"`{name}` is not part of the model that `init` builds")
+        plan = TrainingPlan(site, top, inputs)
+        plan.converted_construction = self._construction(site, top, inputs, training.rngs_code(site))
+        if OPTIMIZER_NAME in self.scope.bindings or self._reads(self.module)[OPTIMIZER_NAME]:
+            raise Unconvertible(f"the file already uses the name `{OPTIMIZER_NAME}`")
+        analysis = RoleAnalysis(training, site)
+        analysis.run()
+        rewriter = TrainingRewriter(analysis, plan, OPTIMIZER_NAME)
+        rewriter.plan_modes(training)
+        new: dict[cst.CSTNode, Replacement] = {}
+        for statement in self.module.body:
+            if isinstance(statement, cst.ClassDef) and statement.name.value in self.converted:
+                new[statement] = self.converted[statement.name.value].node
+            elif isinstance(statement, cst.ClassDef) and training.train_state_subclass(statement.name) is not None:
+                new[statement] = cst.RemoveFromParent()
+            elif not _is_import(statement):
+                new[statement] = statement.visit(rewriter)
+        self._remove_dead_keys(new, rewriter)
+        self._check_nothing_left(new, analysis)
+        self._convert_imports(new)
+        return {old: replacement for old, replacement in new.items()
+                if not (isinstance(replacement, cst.CSTNode) and replacement.deep_equals(old))}
+
+    def _construction(self, site: InitSite, top: ConvertedClass, inputs: list[Shape], rngs: str) -> str:
+        sizes = input_sizes(top, inputs, f"`{site.class_name}` (from the example input passed to `init`)")
+        args = [size.code for size in sizes.values()]
+        args += [self.env.code(arg).rstrip(", ") for arg in site.construction.args]
+        args.append(f"rngs={rngs}")
+        return f"{site.class_name}({', '.join(args)})"
+
+    # -- cleanup -------------------------------------------------------------
+    @staticmethod
+    def _reads(node: cst.CSTNode) -> Counter:
+        """How often each name is read (not bound) in ``node``."""
+        counts: Counter = Counter()
+
+        class Reads(cst.CSTVisitor):
+            def visit_Name(self, name: cst.Name) -> None:
+                counts[name.value] += 1
+
+            def visit_Attribute(self, attribute: cst.Attribute) -> bool:
+                attribute.value.visit(self)
+                return False
+
+            def visit_Arg(self, arg: cst.Arg) -> bool:
+                arg.value.visit(self)
+                return False
+
+            def visit_Param(self, param: cst.Param) -> bool:
+                if param.default is not None:
+                    param.default.visit(self)
+                return False
+
+            def visit_AssignTarget(self, target: cst.AssignTarget) -> bool:
+                if not isinstance(target.target, (cst.Name, cst.Tuple, cst.List)):
+                    target.target.visit(self)
+                return False
+
+            def visit_FunctionDef(self, function: cst.FunctionDef) -> None:
+                counts[function.name.value] -= 1  # the def binds its name
+
+            def visit_ClassDef(self, node: cst.ClassDef) -> None:
+                counts[node.name.value] -= 1
+
+            def visit_ImportAlias(self, alias: cst.ImportAlias) -> bool:
+                return False
+
+        node.visit(Reads())
+        return counts
+
+    def _all_reads(self, new: dict[cst.CSTNode, Replacement]) -> Counter:
+        counts: Counter = Counter()
+        for node in new.values():
+            for part in _parts(node):
+                counts += self._reads(part)
+        return counts
+
+    def _remove_dead_keys(self, new: dict[cst.CSTNode, Replacement], rewriter: TrainingRewriter) -> None:
+        """PRNG keys that only fed Linen's ``rngs={'dropout': ...}``: NNX layers keep
+        their own RNG streams, so the parameters, arguments and assignments go."""
+        for _ in range(3):
+            reads = self._all_reads(new)
+            unused = {name for name in rewriter.dropped_rng_names if reads[name] <= 0}
+            cleaner = _DeadKeyRemover(unused, self.env, reads)
+            for old, node in list(new.items()):
+                new[old] = _visit(node, cleaner)
+            cleaner.finish(new)
+            if not cleaner.changed:
+                return
+
+    def _check_nothing_left(self, new: dict[cst.CSTNode, Replacement], analysis: RoleAnalysis) -> None:
+        reads = self._all_reads(new)
+        for name, role in analysis.roles.items():
+            if reads[name] > 0:
+                raise Unconvertible(f"`{name}` ({role}) is used in a way the conversion does not follow")
+        for local, bindings in self.scope.bindings.items():
+            if any(is_linen(binding.qualified_name) for binding in bindings) and reads[local] > 0:
+                raise Unconvertible(f"`{local}` (flax.linen) is still used outside the converted code")
+
+    def _convert_imports(self, new: dict[cst.CSTNode, Replacement]) -> None:
+        before = self._reads(self.module)
+        after = self._all_reads(new)
+        nnx_needed = self.env.nnx == "nnx" and not any(
+            binding.qualified_name == FLAX_NNX for bindings in self.scope.bindings.values() for binding in bindings)
+        for statement in self.module.body:
+            if not _is_import(statement):
+                continue
+            small = statement.body[0]  # type: ignore[attr-defined]
+            if _imports_linen(small):
+                if nnx_needed:
+                    nnx_line = cst.parse_statement("from flax import nnx" + self.module.default_newline)
+                    new[statement] = nnx_line.with_changes(leading_lines=statement.leading_lines,  # type: ignore
+                                                           trailing_whitespace=statement.trailing_whitespace)
+                    nnx_needed = False
+                else:
+                    new[statement] = cst.RemoveFromParent()
+                continue
+            unused = {alias_name for alias_name in _bound_names(small)
+                      if before[alias_name] > 0 and after[alias_name] <= 0}
+            if unused:
+                new[statement] = _without_aliases(statement, unused)  # type: ignore[arg-type]
+
+
+def _parts(node: Replacement) -> list[cst.CSTNode]:
+    if isinstance(node, cst.FlattenSentinel):
+        return list(node.nodes)
+    if isinstance(node, cst.CSTNode):
+        return [node]
+    return []
+
+
+def _visit(node: Replacement, visitor: cst.CSTTransformer) -> Replacement:
+    if isinstance(node, cst.FlattenSentinel):
+        parts = [part.visit(visitor) for part in node.nodes]
+        return cst.FlattenSentinel([p for p in parts if isinstance(p, cst.CSTNode)])
+    if isinstance(node, cst.CSTNode):
+        return node.visit(visitor)
+    return node
+
+
+def _is_import(statement: cst.CSTNode) -> bool:
+    return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
+            and isinstance(statement.body[0], (cst.Import, cst.ImportFrom)))
+
+
+def _imports_linen(small: cst.BaseSmallStatement) -> bool:
+    bound = list(_alias_targets(small))
+    linen = [qualified for _, qualified in bound if is_linen(qualified)]
+    if linen and len(linen) != len(bound):
+        raise Unconvertible("an import statement that mixes flax.linen with other names")
+    if linen and any(qualified != FLAX_LINEN for qualified in linen):
+        raise Unconvertible("`from flax.linen import ...`: import `flax.linen as nn` to convert")
+    return bool(linen)
+
+
+def _alias_targets(small: cst.BaseSmallStatement):
+    if isinstance(small, cst.Import):
+        for alias in small.names:
+            dotted = names.dotted_name(alias.name) or ""
+            if alias.asname is not None:
+                yield alias.asname.name.value, dotted  # type: ignore[attr-defined]
+            else:
+                yield dotted.split(".")[0], dotted
+    elif isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar) and small.module:
+        module = names.dotted_name(small.module)
+        for alias in small.names:
+            local = alias.asname.name.value if alias.asname else names.dotted_name(alias.name)  # type: ignore
+            yield local, f"{module}.{names.dotted_name(alias.name)}"
+
+
+def _bound_names(small: cst.BaseSmallStatement) -> list[str]:
+    return [local for local, _ in _alias_targets(small)]
+
+
+def _without_aliases(statement: cst.SimpleStatementLine, unused: set[str]) -> Replacement:
+    small = statement.body[0]
+    aliases = list(small.names)  # type: ignore[attr-defined]
+    kept = [alias for alias, (local, _) in zip(aliases, _alias_targets(small)) if local not in unused]
+    if not kept:
+        return cst.RemoveFromParent()
+    kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    return statement.with_changes(body=[small.with_changes(names=kept)])
+
+
+class _DeadKeyRemover(cst.CSTTransformer):
+    """Drops parameters in ``unused`` with their call-site arguments, and
+    ``name = jax.random...(...)`` assignments nobody reads any more."""
+
+    def __init__(self, unused: set[str], env: FileEnv, reads: Counter) -> None:
+        super().__init__()
+        self.unused = unused
+        self.env = env
+        self.reads = reads
+        self.changed = False
+        self.dropped_positions: dict[str, int] = {}  # function -> index of the dropped parameter
+
+    def leave_FunctionDef(self, original_node, updated_node):
+        params = list(updated_node.params.params)
+        for index, param in enumerate(params):
+            if param.name.value in self.unused:
+                self.dropped_positions[updated_node.name.value] = index
+                kept = params[:index] + params[index + 1:]
+                if kept:
+                    kept[-1] = kept[-1].with_changes(comma=params[-1].comma)
+                self.changed = True
+                return updated_node.with_changes(params=updated_node.params.with_changes(params=kept))
+        return updated_node
+
+    def leave_SimpleStatementLine(self, original_node, updated_node):
+        assign = _single_assign(original_node)
+        if assign is None:
+            return updated_node
+        targets = _names(assign.targets[0].target)
+        value = assign.value
+        if isinstance(value, cst.Call) and (self.env.resolve(value.func) or "").startswith("jax.random.") and all(
+                isinstance(t, cst.Name) and self.reads[t.value] <= 0 for t in targets):
+            self.changed = True
+            return cst.RemoveFromParent()
+        return updated_node
+
+    def finish(self, new: dict[cst.CSTNode, Replacement]) -> None:
+        """Drops the arguments that fed the dropped parameters."""
+        if not self.dropped_positions:
+            return
+        positions = self.dropped_positions
+
+        class Calls(cst.CSTTransformer):
+            def leave_Call(inner, original_node, updated_node):
+                if isinstance(original_node.func, cst.Name) and original_node.func.value in positions:
+                    position = positions[original_node.func.value]
+                    return drop_args(updated_node, lambda index, keyword: keyword is None and index == position)
+                return updated_node
+
+        for old, node in list(new.items()):
+            new[old] = _visit(node, Calls())

@@ -1,0 +1,892 @@
+"""Converting one Linen Module class into an NNX Module class.
+
+Dataclass fields become ``__init__`` parameters, ``setup()`` becomes
+``__init__``, submodules created inline under ``@nn.compact`` become attributes
+built in ``__init__`` (named by ``nnxlint.naming``), and every layer receives
+the input size Linen inferred, found by following shapes through ``__call__``
+(``nnxlint.linen_shapes``).  The train/eval switch of ``__call__`` (``train``,
+``deterministic``, ...) is removed: NNX layers carry it, set by
+``model.train()`` / ``model.eval()``.  Anything the conversion cannot do
+exactly raises ``Unconvertible`` with the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import libcst as cst
+
+from nnxlint import names
+from nnxlint.flax_api import FLAX_LINEN
+from nnxlint.linen_map import ELEMENTWISE_FUNCTIONS, LAYERS, POOLING_FUNCTIONS, SAME_FUNCTIONS, LayerMapping
+from nnxlint.linen_shapes import (
+    Shape, Size, flatten, int_literal, int_tuple, string_literal, window_output,
+)
+from nnxlint.naming import nnx_attribute_name
+
+LINEN_MODULE = f"{FLAX_LINEN}.Module"
+LINEN_COMPACT = f"{FLAX_LINEN}.compact"
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INTEGER_ARITHMETIC = re.compile(r"[0-9 ()*+\-/]+")
+
+
+class Unconvertible(Exception):
+    """The reason a piece of Linen code gets no fix."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """``__call__``'s train/eval parameter: its name, position and value in eval mode."""
+
+    name: str
+    index: int  # among the parameters after ``self``
+    eval_value: bool
+
+
+@dataclass
+class InitParam:
+    name: str
+    annotation: Optional[str]
+    default: Optional[str]  # source text
+
+
+@dataclass
+class ConvertedClass:
+    name: str
+    node: cst.ClassDef
+    size_params: dict[str, int]  # input size parameter -> the __call__ argument it sizes
+    fields: list[InitParam]
+    output: Shape  # in the terms of the class's own ``__init__``
+    mode: Optional[Mode]
+    uses_rngs: bool
+
+
+@dataclass
+class FileEnv:
+    """What a class conversion needs from the file around it."""
+
+    module: cst.Module
+    scope: names.Scope  # the module scope: import resolution
+    nnx: str  # how the converted file spells flax.nnx
+    linen_classes: dict[str, cst.ClassDef]
+    # converts a user Linen class for the given input shapes (cached by the caller)
+    convert_class: Callable[[str, Sequence[Shape]], ConvertedClass] = None  # type: ignore[assignment]
+
+    def code(self, node: cst.CSTNode) -> str:
+        return self.module.code_for_node(node)
+
+    def resolve(self, node: cst.BaseExpression) -> Optional[str]:
+        return names.resolve(self.scope, node)
+
+    def linen_member(self, node: cst.BaseExpression) -> Optional[str]:
+        qualified = self.resolve(node)
+        if qualified and qualified.startswith(FLAX_LINEN + "."):
+            return qualified[len(FLAX_LINEN) + 1:]
+        return None
+
+    def nnx_function(self, node: cst.BaseExpression) -> Optional[str]:
+        """``nnx.relu`` for ``nn.relu`` (and ``nnx.initializers.x`` for
+        ``nn.initializers.x``): the same functions under flax.nnx."""
+        member = self.linen_member(node)
+        if member in SAME_FUNCTIONS:
+            return f"{self.nnx}.{member}"
+        if member and member.startswith("initializers."):
+            return f"{self.nnx}.{member}"
+        return None
+
+
+def substitute(code: str, values: dict[str, str]) -> Size:
+    """``code`` with each name in ``values`` replaced by its text, folded to a
+    number when only integer arithmetic is left."""
+    expression = cst.parse_expression(code)
+
+    class Replace(cst.CSTTransformer):
+        def leave_Name(self, original_node, updated_node):
+            if original_node.value in values:
+                return cst.parse_expression(f"({values[original_node.value]})")
+            return updated_node
+
+    text = cst.Module([]).code_for_node(expression.visit(Replace()))
+    if _INTEGER_ARITHMETIC.fullmatch(text) and "/" not in text.replace("//", ""):
+        value = eval(text, {"__builtins__": {}})  # digits and operators only
+        return Size.number(value)
+    return Size(_strip_parens(text))
+
+
+def _strip_parens(text: str) -> str:
+    while text.startswith("(") and text.endswith(")") and _IDENTIFIER.fullmatch(text[1:-1]):
+        text = text[1:-1]
+    return text
+
+
+def _keyword(arg: cst.Arg) -> Optional[str]:
+    return arg.keyword.value if arg.keyword is not None else None
+
+
+def _is_self_attribute(node: cst.BaseExpression) -> Optional[str]:
+    if isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self":
+        return node.attr.value
+    return None
+
+
+def _function_params(function: cst.FunctionDef) -> list[cst.Param]:
+    params = function.params
+    if params.star_arg not in (None, cst.MaybeSentinel.DEFAULT) or params.star_kwarg or params.posonly_params:
+        raise Unconvertible(f"`{function.name.value}` takes *args/**kwargs or positional-only parameters")
+    return list(params.params) + list(params.kwonly_params)
+
+
+@dataclass
+class _Slot:
+    """A submodule: where Linen creates it and what the NNX ``__init__`` builds."""
+
+    attribute: str
+    construction: cst.Call
+    input_size: Optional[Size] = None
+    input_known: bool = False
+    init_code: Optional[str] = None
+
+
+@dataclass
+class _Layer:
+    """What a construction call creates: a Flax layer or a user Linen class."""
+
+    mapping: Optional[LayerMapping]
+    user_class: Optional[str]
+
+    @property
+    def display(self) -> str:
+        return self.mapping.linen if self.mapping else self.user_class  # type: ignore[return-value]
+
+
+class ClassConverter:
+    """Converts one Linen class, given the shapes of its ``__call__`` inputs."""
+
+    def __init__(self, env: FileEnv, node: cst.ClassDef, inputs: Sequence[Shape]) -> None:
+        self.env = env
+        self.node = node
+        self.inputs = inputs
+        self.fields: list[InitParam] = []
+        self.field_names: set[str] = set()
+        self.slots: dict[str, _Slot] = {}
+        self.slot_order: list[str] = []
+        self.init_lines: list[str] = []  # setup statements that are not submodules, in order
+        self.params: dict[str, str] = {}  # self.param attributes -> their NNX creation
+        self.auto_counters: dict[str, int] = {}
+        self.size_params: dict[str, int] = {}
+        self.mode: Optional[Mode] = None
+        self.uses_rngs = False
+        self._call_param_index: dict[str, int] = {}  # __call__ parameters after self
+        self._compact = False
+        self._output_shape: Shape = None
+        self.mode_consumed = 0  # reads of the mode parameter that the conversion removes
+
+    # -- entry ---------------------------------------------------------------
+    def run(self) -> ConvertedClass:
+        node = self.node
+        if node.decorators:
+            raise Unconvertible("decorated Linen classes are not converted")
+        if len(node.bases) != 1 or self.env.resolve(node.bases[0].value) != LINEN_MODULE or node.keywords:
+            raise Unconvertible("only classes that subclass `nn.Module` directly are converted")
+        body = list(node.body.body) if isinstance(node.body, cst.IndentedBlock) else []
+        methods: dict[str, cst.FunctionDef] = {}
+        for statement in body:
+            if isinstance(statement, cst.FunctionDef):
+                methods[statement.name.value] = statement
+            elif self._is_field(statement):
+                self._add_field(statement)  # type: ignore[arg-type]
+            elif not self._is_docstring(statement):
+                raise Unconvertible("class bodies with statements other than fields and methods are not converted")
+        if "__call__" not in methods:
+            raise Unconvertible("the class has no `__call__`")
+        if "__init__" in methods:
+            raise Unconvertible("a Linen class that defines `__init__` is not converted")
+        for name, method in methods.items():
+            compact = any(self.env.resolve(d.decorator) == LINEN_COMPACT for d in method.decorators)
+            if compact and name != "__call__":
+                raise Unconvertible(f"`@nn.compact` on `{name}`: only a compact `__call__` is converted")
+            if method.decorators and not compact:
+                raise Unconvertible(f"decorated method `{name}` is not converted")
+        if "setup" in methods:
+            self._read_setup(methods["setup"])
+        call = self._convert_call(methods["__call__"])
+        converted_methods = {"__call__": call}
+        for name, method in methods.items():
+            if name not in ("setup", "__call__"):
+                converted_methods[name] = self._convert_other_method(method)
+        for attribute in self.slot_order:
+            if self.slots[attribute].init_code is None:
+                raise Unconvertible(f"`self.{attribute}` is never called in `__call__`: its input size is unknown")
+        init = self._build_init(converted_methods)
+        new_body: list[cst.BaseStatement] = []
+        init_placed = False
+        for statement in body:
+            if isinstance(statement, cst.FunctionDef):
+                name = statement.name.value
+                if name == "setup":
+                    continue
+                if not init_placed:
+                    new_body.append(init)
+                    init_placed = True
+                new_body.append(converted_methods[name])
+            elif self._is_docstring(statement):
+                new_body.append(statement)
+            elif not init_placed:  # the first field's place
+                new_body.append(init.with_changes(leading_lines=statement.leading_lines))
+                init_placed = True
+        base = cst.Arg(cst.parse_expression(f"{self.env.nnx}.Module"))
+        new_node = node.with_changes(bases=[base], body=node.body.with_changes(body=new_body))
+        return ConvertedClass(node.name.value, new_node, self.size_params, self.fields,
+                              self._output_shape, self.mode, self.uses_rngs)
+
+    # -- fields and setup --------------------------------------------------
+    @staticmethod
+    def _is_docstring(statement: cst.CSTNode) -> bool:
+        return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
+                and isinstance(statement.body[0], cst.Expr)
+                and isinstance(statement.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))
+
+    @staticmethod
+    def _is_field(statement: cst.CSTNode) -> bool:
+        return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
+                and isinstance(statement.body[0], cst.AnnAssign)
+                and isinstance(statement.body[0].target, cst.Name))
+
+    def _add_field(self, statement: cst.SimpleStatementLine) -> None:
+        assign = statement.body[0]
+        assert isinstance(assign, cst.AnnAssign) and isinstance(assign.target, cst.Name)
+        annotation = self.env.code(assign.annotation.annotation)
+        if "ClassVar" in annotation or "InitVar" in annotation:
+            raise Unconvertible(f"field `{assign.target.value}: {annotation}` is not converted")
+        default = None
+        if assign.value is not None:
+            if isinstance(assign.value, cst.Call) and self.env.resolve(assign.value.func) in (
+                    "dataclasses.field", "flax.struct.field"):
+                raise Unconvertible(f"field `{assign.target.value}` uses `field(...)`")
+            default = self._init_code(assign.value, {})
+        self.fields.append(InitParam(assign.target.value, annotation, default))
+        self.field_names.add(assign.target.value)
+
+    def _read_setup(self, setup: cst.FunctionDef) -> None:
+        if len(_function_params(setup)) != 1:
+            raise Unconvertible("`setup` takes arguments")
+        for statement in setup.body.body:  # type: ignore[union-attr]
+            if not (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
+                    and isinstance(statement.body[0], cst.Assign) and len(statement.body[0].targets) == 1):
+                raise Unconvertible("`setup` has statements other than `self.x = ...` assignments")
+            assign = statement.body[0]
+            attribute = _is_self_attribute(assign.targets[0].target)
+            if attribute is None:
+                raise Unconvertible("`setup` assigns something other than `self.x`")
+            value = assign.value
+            if isinstance(value, cst.Call) and self._layer(value.func) is not None:
+                self._add_slot(attribute, value)
+            elif isinstance(value, cst.Call) and self._is_self_call(value.func, "param"):
+                self._add_param(attribute, value, {})
+            else:
+                self.init_lines.append(f"self.{attribute} = {self._init_code(value, {})}")
+                self.field_names.add(attribute)  # later reads of self.x translate to x's text
+
+    def _add_slot(self, attribute: str, construction: cst.Call) -> _Slot:
+        if attribute in self.slots:
+            raise Unconvertible(f"submodule name `{attribute}` is used twice")
+        for arg in construction.args:
+            if _keyword(arg) == "parent":
+                raise Unconvertible("`parent=` is not converted")
+        slot = _Slot(attribute, construction)
+        self.slots[attribute] = slot
+        self.slot_order.append(attribute)
+        return slot
+
+    def _is_self_call(self, func: cst.BaseExpression, method: str) -> bool:
+        return _is_self_attribute(func) == method
+
+    def _add_param(self, attribute: str, call: cst.Call, shapes: dict[str, Shape]) -> None:
+        """``self.param('w', init, *args)`` -> ``self.w = nnx.Param(init(rngs.params(), *args))``."""
+        args = list(call.args)
+        if len(args) < 2 or any(_keyword(arg) for arg in args) or any(arg.star for arg in args):
+            raise Unconvertible("`self.param` with keyword or starred arguments is not converted")
+        name = string_literal(args[0].value)
+        if name is None or not _IDENTIFIER.fullmatch(name):
+            raise Unconvertible("`self.param` needs a literal name that is an identifier")
+        if attribute != name:
+            raise Unconvertible(f"`self.param({name!r}, ...)` stored under another name (`{attribute}`)")
+        if name in self.params or name in self.slots:
+            raise Unconvertible(f"`{name}` is created twice")
+        init = self._init_code(args[1].value, shapes)
+        rest = [self._init_code(arg.value, shapes) for arg in args[2:]]
+        self.params[name] = f"self.{name} = {self.env.nnx}.Param({init}({', '.join(['rngs.params()'] + rest)}))"
+        self.uses_rngs = True
+
+    # -- expressions in __init__ terms ---------------------------------------
+    def _init_code(self, node: cst.BaseExpression, shapes: dict[str, Shape]) -> str:
+        """``node`` rewritten for ``__init__``: ``self.field`` -> ``field``,
+        ``x.shape[-1]`` -> its size, Linen functions -> NNX ones."""
+        converter = self
+
+        class Translate(cst.CSTTransformer):
+            def leave_Attribute(self, original_node, updated_node):
+                attribute = _is_self_attribute(original_node)
+                if attribute is not None:
+                    if attribute not in converter.field_names:
+                        raise Unconvertible(f"`self.{attribute}` is used where the NNX `__init__` needs it")
+                    return cst.Name(attribute)
+                return converter._nnx_reference(original_node, updated_node)
+
+            def leave_Name(self, original_node, updated_node):
+                if original_node.value in shapes:
+                    raise Unconvertible(f"a layer argument depends on `{original_node.value}`, "
+                                        "a value computed in `__call__`")
+                return converter._nnx_reference(original_node, updated_node)
+
+            def leave_Subscript(self, original_node, updated_node):
+                size = converter._shape_axis(original_node, shapes)
+                if size is not None:
+                    return cst.parse_expression(size.operand())
+                return updated_node
+
+        return self.env.code(node.visit(Translate()))
+
+    def _nnx_reference(self, original, updated):
+        replacement = self.env.nnx_function(original)
+        if replacement is not None:
+            return cst.parse_expression(replacement)
+        member = self.env.linen_member(original)
+        if member is not None and member not in LAYERS and member != "compact" and "." not in member:
+            raise Unconvertible(f"`nn.{member}` has no conversion")
+        return updated
+
+    def _shape_axis(self, node: cst.Subscript, shapes: dict[str, Shape]) -> Optional[Size]:
+        """The size for ``x.shape[i]`` when ``x``'s shape is known."""
+        value = node.value
+        if not (isinstance(value, cst.Attribute) and value.attr.value == "shape"
+                and isinstance(value.value, cst.Name) and len(node.slice) == 1
+                and isinstance(node.slice[0].slice, cst.Index)):
+            return None
+        shape = shapes.get(value.value.value)
+        index = int_literal(node.slice[0].slice.value)
+        if shape is None or index is None or not -len(shape) <= index < len(shape):
+            return None
+        return shape[index]
+
+    # -- layers ----------------------------------------------------------------
+    def _layer(self, func: cst.BaseExpression) -> Optional[_Layer]:
+        member = self.env.linen_member(func)
+        if member is not None:
+            if member in LAYERS:
+                return _Layer(LAYERS[member], None)
+            if member[:1].isupper():
+                raise Unconvertible(f"`nn.{member}` has no conversion yet")
+            return None
+        if isinstance(func, cst.Name) and func.value in self.env.linen_classes:
+            binding = self.env.scope.lookup(func.value)
+            if binding is not None and binding.node is self.env.linen_classes[func.value]:
+                return _Layer(None, func.value)
+        return None
+
+    def _construction_args(self, construction: cst.Call, mapping: LayerMapping,
+                           shapes: dict[str, Shape]) -> tuple[dict[str, cst.BaseExpression], list[str]]:
+        """Linen constructor arguments by Linen name, and which were positional."""
+        values: dict[str, cst.BaseExpression] = {}
+        positional: list[str] = []
+        for index, arg in enumerate(construction.args):
+            if arg.star:
+                raise Unconvertible(f"starred arguments to `nn.{mapping.linen}`")
+            keyword = _keyword(arg)
+            if keyword is None:
+                if index >= len(mapping.linen_positional):
+                    raise Unconvertible(f"too many positional arguments to `nn.{mapping.linen}`")
+                keyword = mapping.linen_positional[index]
+                positional.append(keyword)
+            values[keyword] = arg.value
+        return values, positional
+
+    def _layer_init(self, slot: _Slot, mapping: LayerMapping, input_size: Optional[Size],
+                    shapes: dict[str, Shape]) -> str:
+        values, positional = self._construction_args(slot.construction, mapping, shapes)
+        values.pop("name", None)
+        flag = values.pop(mapping.mode_flag, None) if mapping.mode_flag else None
+        if flag is not None:
+            constant = self._mode_use(flag, True)
+            if constant is None:
+                self.mode_consumed += 1
+            else:
+                values[mapping.mode_flag] = flag  # a constant stays as it was
+        nnx_values: dict[str, str] = {}
+        nnx_positional: set[str] = set()
+        if mapping.input_size:
+            if input_size is None:
+                raise Unconvertible(f"the input size of `{slot.attribute}` ({mapping.linen}) "
+                                    "cannot be determined statically")
+            nnx_values[mapping.input_size] = input_size.code
+            nnx_positional.add(mapping.input_size)
+        for linen_name, value in values.items():
+            nnx_name = mapping.renamed.get(linen_name, linen_name)
+            nnx_values[nnx_name] = self._init_code(value, shapes)
+            if linen_name in positional or linen_name == mapping.output_size:
+                nnx_positional.add(nnx_name)
+        for name, code in mapping.added.items():
+            nnx_values.setdefault(name, code)
+        parts: list[str] = []
+        for name in mapping.nnx_positional:  # positional while contiguous
+            if name not in nnx_values or name not in nnx_positional:
+                break
+            parts.append(nnx_values.pop(name))
+        parts += [f"{name}={code}" for name, code in nnx_values.items()]
+        parts.append("rngs=rngs")
+        self.uses_rngs = True
+        return f"{self.env.nnx}.{mapping.nnx}({', '.join(parts)})"
+
+    def _layer_output(self, mapping: LayerMapping, slot: _Slot, input_shape: Shape,
+                      shapes: dict[str, Shape]) -> Shape:
+        if input_shape is None:
+            return None
+        values, _ = self._construction_args(slot.construction, mapping, shapes)
+        if mapping.linen == "Embed":
+            return input_shape + (Size(self._init_code(values["features"], shapes)),)
+        last: Optional[Size] = input_shape[-1]
+        if mapping.output_size and mapping.output_size in values:
+            last = self._size_of(values[mapping.output_size], shapes)
+        leading = input_shape[:-1]
+        if mapping.linen in ("Conv",):
+            leading = self._conv_spatial(values, leading, shapes)
+        elif mapping.linen in ("DenseGeneral", "ConvTranspose", "LSTMCell", "GRUCell"):
+            return None
+        return tuple(leading) + (last,)
+
+    def _size_of(self, node: cst.BaseExpression, shapes: dict[str, Shape]) -> Size:
+        code = self._init_code(node, shapes)
+        value = int_literal(node)
+        return Size(code, value)
+
+    def _conv_spatial(self, values, leading, shapes) -> tuple:
+        rank = len(leading) - 1
+        kernel = int_tuple(values.get("kernel_size"), rank)
+        strides = int_tuple(values.get("strides", cst.Integer("1")), rank)
+        padding = string_literal(values.get("padding", cst.SimpleString("'SAME'")))
+        if kernel is None or strides is None or padding is None or rank < 1 or any(
+                name in values for name in ("input_dilation", "kernel_dilation")):
+            return (leading[0],) + (None,) * rank
+        return (leading[0],) + tuple(window_output(size, k, s, padding)
+                                     for size, k, s in zip(leading[1:], kernel, strides))
+
+    # -- mode flags ------------------------------------------------------------
+    def _mode_use(self, node: cst.BaseExpression, eval_value: bool) -> Optional[bool]:
+        """Records ``node`` as a use of the mode parameter that must be ``eval_value``
+        in eval mode; returns the constant when ``node`` is a literal True/False."""
+        negated = False
+        while isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Not):
+            negated, node = not negated, node.expression
+        if isinstance(node, cst.Name) and node.value in ("True", "False"):
+            return (node.value == "True") != negated
+        if not (isinstance(node, cst.Name) and node.value in self._call_param_index):
+            raise Unconvertible("a train/eval flag that is not a `__call__` argument (or its `not`) "
+                                "is not converted")
+        mode = Mode(node.value, self._call_param_index[node.value], eval_value != negated)
+        if self.mode is not None and self.mode != mode:
+            raise Unconvertible("the train/eval flags do not follow one `__call__` argument consistently")
+        self.mode = mode
+        return None
+
+    # -- __call__ ----------------------------------------------------------------
+    def _convert_call(self, function: cst.FunctionDef) -> cst.FunctionDef:
+        params = _function_params(function)[1:]
+        self._call_param_index = {param.name.value: index for index, param in enumerate(params)}
+        shapes: dict[str, Shape] = {}
+        for index, param in enumerate(params):
+            shape = self.inputs[index] if index < len(self.inputs) else None
+            shapes[param.name.value] = self._inside_shape(param.name.value, index, shape)
+        self._compact = any(self.env.resolve(d.decorator) == LINEN_COMPACT for d in function.decorators)
+        visitor = _CallRewriter(self, shapes)
+        new_function = function.with_changes(body=function.body.visit(visitor), decorators=[])
+        self._output_shape = visitor.output
+        if self.mode is not None:
+            if visitor.mode_reads.get(self.mode.name, 0) != self.mode_consumed:
+                raise Unconvertible(f"`{self.mode.name}` is used for more than the train/eval switch")
+            new_function = _drop_param(new_function, self.mode.name)
+        return new_function
+
+    def _inside_shape(self, name: str, index: int, shape: Shape) -> Shape:
+        """The caller's shape as seen inside: batch unknown, the feature axis a
+        new ``__init__`` parameter, the other axes only when they are numbers."""
+        if not shape:
+            return None
+        parameter = size_name(name, index)
+        if parameter in self.field_names:
+            raise Unconvertible(f"a field is named `{parameter}`, the name the input size parameter needs")
+        middle = tuple(axis if axis is not None and axis.value is not None else None for axis in shape[1:-1])
+        last = Size(parameter) if len(shape) > 1 else None
+        return (None,) + middle + ((last,) if len(shape) > 1 else ())
+
+    def _convert_other_method(self, method: cst.FunctionDef) -> cst.FunctionDef:
+        class Check(cst.CSTVisitor):
+            def visit_Call(inner, node: cst.Call) -> None:
+                if self._layer(node.func) is not None or self._is_self_call(node.func, "param"):
+                    raise Unconvertible(f"`{method.name.value}` creates submodules or parameters")
+        method.visit(Check())
+        return method.visit(_LinenFunctions(self))  # type: ignore[return-value]
+
+    # -- __init__ ----------------------------------------------------------------
+    def _build_init(self, methods: dict[str, cst.FunctionDef]) -> cst.FunctionDef:
+        read_fields = set()
+
+        class Reads(cst.CSTVisitor):
+            def visit_Attribute(inner, node: cst.Attribute) -> None:
+                attribute = _is_self_attribute(node)
+                if attribute is not None:
+                    read_fields.add(attribute)
+
+        for method in methods.values():
+            method.visit(Reads())
+        lines = [f"self.{f.name} = {f.name}" for f in self.fields if f.name in read_fields]
+        lines += self.init_lines
+        lines += [self.slots[attribute].init_code for attribute in self.slot_order]  # type: ignore[misc]
+        lines += list(self.params.values())
+        used_text = "\n".join(lines)
+        self.size_params = {name: index for name, index in self._size_names().items()
+                            if re.search(rf"\b{name}\b", used_text)}
+        signature = ["self"] + [f"{name}: int" for name in self.size_params]
+        for param in self.fields:
+            text = param.name + (f": {param.annotation}" if param.annotation else "")
+            signature.append(text + (f" = {param.default}" if param.default is not None else ""))
+        if self.uses_rngs:
+            signature += ["*", f"rngs: {self.env.nnx}.Rngs"]
+        indent = self.env.module.default_indent
+        newline = self.env.module.default_newline
+        body = "".join(f"{indent}{line}{newline}" for line in lines) or f"{indent}pass{newline}"
+        text = f"def __init__({', '.join(signature)}):{newline}{body}"
+        return cst.parse_statement(text, config=self.env.module.config_for_parsing)  # type: ignore[return-value]
+
+    def _size_names(self) -> dict[str, int]:
+        return {size_name(name, index): index for name, index in self._call_param_index.items()}
+
+    # -- called by the rewriter ----------------------------------------------
+    def construct(self, construction: cst.Call, attribute: Optional[str]) -> _Slot:
+        """An inline ``@nn.compact`` construction becomes an attribute."""
+        layer = self._layer(construction.func)
+        assert layer is not None
+        given = next((arg.value for arg in construction.args if _keyword(arg) == "name"), None)
+        if given is not None:
+            name = string_literal(given)
+            if name is None or not _IDENTIFIER.fullmatch(name):
+                raise Unconvertible("`name=` must be a literal identifier")
+            attribute = name
+        else:
+            type_name = layer.mapping.linen if layer.mapping else layer.user_class
+            count = self.auto_counters.get(type_name, 0)  # type: ignore[arg-type]
+            self.auto_counters[type_name] = count + 1  # type: ignore[index]
+            attribute = nnx_attribute_name(f"{type_name}_{count}")
+        if attribute in self.field_names or attribute in self.params:
+            raise Unconvertible(f"the submodule name `{attribute}` collides with a field")
+        return self._add_slot(attribute, construction)
+
+    def call_slot(self, slot: _Slot, inputs: list[Shape], shapes: dict[str, Shape]) -> tuple[Shape, Optional[Mode]]:
+        """Fixes the slot's NNX construction from the shapes it is called with;
+        returns the output shape and, for user classes, the child's mode."""
+        layer = self._layer(slot.construction.func)
+        assert layer is not None
+        first = inputs[0] if inputs else None
+        if layer.mapping is not None:
+            input_size = first[-1] if first else None
+            code = self._layer_init(slot, layer.mapping, input_size, shapes)
+            output = self._layer_output(layer.mapping, slot, first, shapes)
+            mode = None
+        else:
+            code, output, mode = self._child_init(slot, layer.user_class, inputs, shapes)  # type: ignore[arg-type]
+        if slot.init_code is not None and slot.init_code != f"self.{slot.attribute} = {code}":
+            raise Unconvertible(f"`self.{slot.attribute}` is called with inputs of different sizes")
+        slot.init_code = f"self.{slot.attribute} = {code}"
+        return output, mode
+
+    def _child_init(self, slot: _Slot, class_name: str, inputs: list[Shape],
+                    shapes: dict[str, Shape]) -> tuple[str, Shape, Optional[Mode]]:
+        child = self.env.convert_class(class_name, inputs)
+        args = []
+        values: dict[str, str] = {}
+        for parameter, size in input_sizes(child, inputs, f"`{slot.attribute}` ({class_name})").items():
+            args.append(size.code)
+            values[parameter] = size.code
+        field_values = {f.name: f.default for f in child.fields}
+        for index, arg in enumerate(slot.construction.args):
+            keyword = _keyword(arg)
+            if keyword == "name":
+                continue
+            if arg.star:
+                raise Unconvertible(f"starred arguments to `{class_name}`")
+            code = self._init_code(arg.value, shapes)
+            if keyword is None:
+                if index >= len(child.fields):
+                    raise Unconvertible(f"too many arguments to `{class_name}`")
+                field_values[child.fields[index].name] = code
+                args.append(code)
+            else:
+                field_values[keyword] = code
+                args.append(f"{keyword}={code}")
+        if child.uses_rngs:
+            args.append("rngs=rngs")
+            self.uses_rngs = True
+        values.update({name: code for name, code in field_values.items() if code is not None})
+        output = None
+        if child.output is not None:
+            output = tuple(None if axis is None else substitute(axis.code, values) for axis in child.output)
+        return f"{class_name}({', '.join(args)})", output, child.mode
+
+
+def size_name(argument: str, index: int) -> str:
+    """The ``__init__`` parameter for the feature size of a ``__call__`` argument."""
+    return "in_features" if index == 0 else f"{argument}_features"
+
+
+def input_sizes(converted: ConvertedClass, inputs: Sequence[Shape], what: str) -> dict[str, Size]:
+    """The caller's values for a converted class's input size parameters."""
+    sizes = {}
+    for parameter, index in converted.size_params.items():
+        shape = inputs[index] if index < len(inputs) else None
+        if not shape or shape[-1] is None:
+            raise Unconvertible(f"the input size of {what} cannot be determined statically")
+        sizes[parameter] = shape[-1]
+    return sizes
+
+
+def _drop_param(function: cst.FunctionDef, name: str) -> cst.FunctionDef:
+    params = function.params
+    kept = [p for p in params.params if p.name.value != name]
+    kwonly = [p for p in params.kwonly_params if p.name.value != name]
+    if kept and kept[-1].comma is not cst.MaybeSentinel.DEFAULT and not kwonly and params.star_arg in (
+            None, cst.MaybeSentinel.DEFAULT):
+        kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    star_arg = params.star_arg
+    if not kwonly and isinstance(star_arg, cst.ParamStar):
+        star_arg = cst.MaybeSentinel.DEFAULT
+        if kept:
+            kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    return function.with_changes(params=params.with_changes(params=kept, kwonly_params=kwonly, star_arg=star_arg))
+
+
+def drop_args(call: cst.Call, remove: Callable[[int, Optional[str]], bool]) -> cst.Call:
+    """``call`` without the arguments ``remove(position, keyword)`` selects."""
+    kept = [arg for index, arg in enumerate(call.args) if not remove(index, _keyword(arg))]
+    if kept and len(kept) < len(call.args):
+        last_original = call.args[-1]
+        kept[-1] = kept[-1].with_changes(comma=last_original.comma)
+    return call.with_changes(args=kept)
+
+
+class _LinenFunctions(cst.CSTTransformer):
+    """``nn.relu`` -> ``nnx.relu``; any other Linen name is unconvertible."""
+
+    def __init__(self, converter: ClassConverter) -> None:
+        super().__init__()
+        self.converter = converter
+
+    def leave_Attribute(self, original_node, updated_node):
+        return self.converter._nnx_reference(original_node, updated_node)
+
+    def leave_Name(self, original_node, updated_node):
+        return self.converter._nnx_reference(original_node, updated_node)
+
+
+class _CallRewriter(_LinenFunctions):
+    """Rewrites ``__call__`` in order, following shapes statement by statement."""
+
+    def __init__(self, converter: ClassConverter, shapes: dict[str, Shape]) -> None:
+        super().__init__(converter)
+        self.shapes = shapes
+        self.call_shapes: dict[int, Shape] = {}
+        self.output: Shape = None
+        self.mode_reads: dict[str, int] = {}
+        self.called_at_once: set[int] = set()
+        self.depth = 0  # inside loops/branches/nested functions: no inline construction
+
+    # control flow: constructions inside are not converted
+    def visit_For(self, node) -> None:
+        self.depth += 1
+
+    def leave_For(self, original_node, updated_node):
+        self.depth -= 1
+        return updated_node
+
+    visit_While, leave_While = visit_For, leave_For
+    visit_If, leave_If = visit_For, leave_For
+    visit_Lambda, leave_Lambda = visit_For, leave_For
+
+    def visit_Name(self, node: cst.Name) -> None:
+        if node.value in self.converter._call_param_index:
+            self.mode_reads[node.value] = self.mode_reads.get(node.value, 0) + 1
+
+    def leave_Assign(self, original_node, updated_node):
+        shape = self.shape_of(original_node.value)
+        for target in original_node.targets:
+            if isinstance(target.target, cst.Name):
+                self.shapes[target.target.value] = shape
+        return updated_node
+
+    def leave_Return(self, original_node, updated_node):
+        if original_node.value is not None and self.output is None:
+            self.output = self.shape_of(original_node.value)
+        return updated_node
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if isinstance(node.func, cst.Call):
+            self.called_at_once.add(id(node.func))
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        converter = self.converter
+        func = original_node.func
+        if id(original_node) in self.called_at_once:
+            return updated_node  # ``nn.Dense(3)`` in ``nn.Dense(3)(x)``: the outer call converts both
+        if converter._is_self_call(func, "param"):
+            raise Unconvertible("`self.param` inside an expression: assign it to a name first")
+        if converter._is_self_call(func, "variable"):
+            raise Unconvertible("`self.variable` (non-parameter collections) is not converted yet")
+        if converter._is_self_call(func, "make_rng") or converter._is_self_call(func, "sow"):
+            raise Unconvertible(f"`self.{func.attr.value}` is not converted yet")  # type: ignore[attr-defined]
+        if isinstance(func, cst.Call) and converter._layer(func.func) is not None:
+            if self.depth:
+                raise Unconvertible("submodules created inside a loop or branch are not converted")
+            if not converter._compact:
+                raise Unconvertible("submodules created in a method without `@nn.compact`")
+            slot = converter.construct(func, None)
+            return self._call_slot(slot, original_node, updated_node)
+        attribute = _is_self_attribute(func)
+        if attribute in converter.slots:
+            return self._call_slot(converter.slots[attribute], original_node, updated_node)
+        if converter._layer(func) is not None:
+            raise Unconvertible("a submodule created but not called at once is not converted")
+        self.call_shapes[id(original_node)] = self._function_shape(original_node)
+        return updated_node
+
+    def _call_slot(self, slot: _Slot, original: cst.Call, updated: cst.Call) -> cst.Call:
+        converter = self.converter
+        layer = converter._layer(slot.construction.func)
+        assert layer is not None
+        positional = [arg for arg in original.args if arg.keyword is None]
+        inputs = [self.shape_of(arg.value) for arg in positional]
+        output, child_mode = converter.call_slot(slot, inputs, self.shapes)
+        self.call_shapes[id(original)] = output
+        call = updated.with_changes(func=cst.parse_expression(f"self.{slot.attribute}"))
+        if layer.mapping is not None:
+            call = self._layer_call_args(layer.mapping, original, call)
+        elif child_mode is not None:
+            call = self._child_call_args(child_mode, original, call)
+        return call
+
+    def _layer_call_args(self, mapping: LayerMapping, original: cst.Call, call: cst.Call) -> cst.Call:
+        names_by_position = ("inputs",) + mapping.call_positional
+        args = []
+        for index, (arg, new_arg) in enumerate(zip(original.args, call.args)):
+            keyword = _keyword(arg)
+            if keyword is None and index >= len(names_by_position):
+                raise Unconvertible(f"too many positional arguments in a call of `{mapping.linen}`")
+            name = keyword or names_by_position[index]
+            if name == mapping.mode_flag:
+                if self._consume_mode(arg.value) is None:
+                    continue  # the flag is the module's mode: model.train()/eval() sets it
+                new_arg = new_arg.with_changes(keyword=cst.Name(name), equal=cst.AssignEqual(
+                    cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
+            elif name in mapping.call_renamed:
+                new_arg = new_arg.with_changes(keyword=cst.Name(mapping.call_renamed[name]), equal=cst.AssignEqual(
+                    cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
+            elif keyword is None and index > 0 and mapping.linen == "SelfAttention":
+                new_arg = new_arg.with_changes(keyword=cst.Name(name), equal=cst.AssignEqual(
+                    cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
+            elif name == "inputs_kv":
+                raise Unconvertible("`inputs_kv=` has no NNX equivalent: pass `inputs_k` and `inputs_v`")
+            args.append(new_arg)
+        if args and len(args) < len(call.args):
+            args[-1] = args[-1].with_changes(comma=call.args[-1].comma)
+        return call.with_changes(args=args)
+
+    def _consume_mode(self, value: cst.BaseExpression) -> Optional[bool]:
+        constant = self.converter._mode_use(value, True)
+        if constant is None:
+            self.converter.mode_consumed += 1
+        return constant
+
+    def _child_call_args(self, child_mode: Mode, original: cst.Call, call: cst.Call) -> cst.Call:
+        def is_mode(index: int, keyword: Optional[str]) -> bool:
+            return keyword == child_mode.name or (keyword is None and index == child_mode.index)
+
+        found = [arg for index, arg in enumerate(original.args) if is_mode(index, _keyword(arg))]
+        if len(found) != 1:
+            raise Unconvertible("a submodule is called without its train/eval argument")
+        if self.converter._mode_use(found[0].value, child_mode.eval_value) is not None:
+            raise Unconvertible("a submodule is called with a constant train/eval argument")
+        self.converter.mode_consumed += 1
+        return drop_args(call, is_mode)
+
+    # -- shapes ------------------------------------------------------------
+    def shape_of(self, node: cst.BaseExpression) -> Shape:
+        if isinstance(node, cst.Name):
+            return self.shapes.get(node.value)
+        if isinstance(node, cst.Call):
+            return self.call_shapes.get(id(node))
+        if isinstance(node, cst.BinaryOperation):
+            return self.shape_of(node.left) or self.shape_of(node.right)
+        return None
+
+    def _function_shape(self, call: cst.Call) -> Shape:
+        converter = self.converter
+        func = call.func
+        args = [arg for arg in call.args if arg.keyword is None]
+        keywords = {_keyword(arg): arg.value for arg in call.args if arg.keyword is not None}
+        qualified = converter.env.resolve(func) or ""
+        short = qualified.rpartition(".")[2]
+        if qualified.startswith(("flax.linen.", "jax.nn.", "jax.numpy.")) and short in ELEMENTWISE_FUNCTIONS \
+                and args:
+            return self.shape_of(args[0].value)
+        if qualified.startswith("flax.linen.") and short in POOLING_FUNCTIONS and args:
+            return self._pool_shape(args, keywords)
+        if isinstance(func, cst.Attribute) and func.attr.value == "reshape":
+            return self._reshape_shape(func.value, call)
+        if qualified in ("jax.numpy.mean", "jax.numpy.sum", "jax.numpy.max") and args:
+            return self._reduce_shape(self.shape_of(args[0].value), keywords.get("axis"))
+        if isinstance(func, cst.Attribute) and func.attr.value in ("mean", "sum", "max") and not args:
+            return self._reduce_shape(self.shape_of(func.value), keywords.get("axis"))
+        return None
+
+    def _pool_shape(self, args, keywords) -> Shape:
+        shape = self.shape_of(args[0].value)
+        given = dict(zip(("inputs", "window_shape", "strides", "padding"), (a.value for a in args)))
+        given.update(keywords)
+        if not shape or "window_shape" not in given:
+            return None
+        rank = len(shape) - 2
+        window = int_tuple(given["window_shape"], rank)
+        strides = int_tuple(given.get("strides"), rank) if "strides" in given else (1,) * rank
+        padding = string_literal(given.get("padding", cst.SimpleString("'VALID'")))
+        if window is None or strides is None or padding is None:
+            return (shape[0],) + (None,) * rank + (shape[-1],)
+        return ((shape[0],) + tuple(window_output(size, w, s, padding)
+                                    for size, w, s in zip(shape[1:-1], window, strides)) + (shape[-1],))
+
+    def _reshape_shape(self, array: cst.BaseExpression, call: cst.Call) -> Shape:
+        shape = self.shape_of(array)
+        args = [arg.value for arg in call.args]
+        if len(args) == 1 and isinstance(args[0], (cst.Tuple, cst.List)):
+            args = [element.value for element in args[0].elements]
+        if len(args) == 2 and int_literal(args[1]) == -1 and self._is_batch(args[0], array):
+            return flatten(shape)
+        return None
+
+    @staticmethod
+    def _is_batch(node: cst.BaseExpression, array: cst.BaseExpression) -> bool:
+        """``x.shape[0]`` of the reshaped array itself."""
+        return (isinstance(node, cst.Subscript) and isinstance(node.value, cst.Attribute)
+                and node.value.attr.value == "shape" and isinstance(array, cst.Name)
+                and isinstance(node.value.value, cst.Name) and node.value.value.value == array.value
+                and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index)
+                and int_literal(node.slice[0].slice.value) == 0)
+
+    @staticmethod
+    def _reduce_shape(shape: Shape, axis: Optional[cst.BaseExpression]) -> Shape:
+        if not shape or axis is None:
+            return None
+        axes = int_tuple(axis, 1) if int_literal(axis) is not None else int_tuple(axis, 0)
+        if axes is None:
+            return None
+        dropped = {a % len(shape) for a in axes}
+        return tuple(size for index, size in enumerate(shape) if index not in dropped)
+

@@ -1,0 +1,117 @@
+"""Static array shapes for the Linen -> NNX conversion.
+
+NNX layers take the input sizes that Linen infers at ``init``.  The conversion
+follows shapes through a module's ``__call__``: each axis is a ``Size`` -- source
+text valid inside the generated ``__init__`` (``16``, ``features``,
+``in_features``, ``7 * 7 * features``) and its value when it is a known number.
+An axis nobody can know statically (the batch) is None.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import libcst as cst
+
+_SIMPLE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*|\d+")
+
+
+@dataclass(frozen=True)
+class Size:
+    code: str
+    value: Optional[int] = None
+
+    @staticmethod
+    def number(value: int) -> "Size":
+        return Size(str(value), value)
+
+    def operand(self) -> str:
+        """The code, parenthesised when it is not a single name or number."""
+        return self.code if _SIMPLE.fullmatch(self.code) else f"({self.code})"
+
+
+Axis = Optional[Size]
+Shape = Optional[tuple[Axis, ...]]  # None: not known at all
+
+
+def product(sizes: Sequence[Axis]) -> Axis:
+    """The product of sizes: a number when all are numbers, else an expression."""
+    if any(size is None for size in sizes):
+        return None
+    numbers = [size.value for size in sizes if size.value is not None]  # type: ignore[union-attr]
+    symbols = [size.operand() for size in sizes if size.value is None]  # type: ignore[union-attr]
+    constant = math.prod(numbers)
+    if not symbols:
+        return Size.number(constant)
+    parts = ([str(constant)] if constant != 1 else []) + symbols
+    return Size(" * ".join(parts))
+
+
+def window_output(size: Axis, window: int, stride: int, padding: str) -> Axis:
+    """Spatial size after a convolution or pooling window (``SAME`` or ``VALID``)."""
+    if size is None or size.value is None:
+        return None
+    if padding == "SAME":
+        return Size.number(-(-size.value // stride))
+    if padding == "VALID":
+        return Size.number(-(-(size.value - window + 1) // stride))
+    return None
+
+
+def int_literal(node: cst.BaseExpression) -> Optional[int]:
+    if isinstance(node, cst.Integer):
+        return int(node.value, 0)
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        inner = int_literal(node.expression)
+        return None if inner is None else -inner
+    return None
+
+
+def int_tuple(node: Optional[cst.BaseExpression], rank: int) -> Optional[tuple[int, ...]]:
+    """``(2, 2)``, ``[2, 2]`` or ``2`` (repeated ``rank`` times) as numbers."""
+    if node is None:
+        return None
+    single = int_literal(node)
+    if single is not None:
+        return (single,) * rank
+    if isinstance(node, (cst.Tuple, cst.List)):
+        values = [int_literal(element.value) for element in node.elements]
+        if all(value is not None for value in values):
+            return tuple(values)  # type: ignore[arg-type]
+    return None
+
+
+def string_literal(node: Optional[cst.BaseExpression]) -> Optional[str]:
+    if isinstance(node, cst.SimpleString):
+        return node.evaluated_value if isinstance(node.evaluated_value, str) else None
+    return None
+
+
+def literal_shape(node: cst.BaseExpression) -> Shape:
+    """A shape written as a tuple or list of integers, e.g. ``(1, 28, 28, 1)``."""
+    if isinstance(node, (cst.Tuple, cst.List)):
+        sizes = []
+        for element in node.elements:
+            value = int_literal(element.value)
+            if value is None:
+                return None
+            sizes.append(Size.number(value))
+        return tuple(sizes)
+    return None
+
+
+def with_unknown_batch(shape: Shape) -> Shape:
+    """Axis 0 is the batch: the converted module must not depend on it."""
+    if not shape:
+        return shape
+    return (None,) + tuple(shape[1:])
+
+
+def flatten(shape: Shape) -> Shape:
+    """``x.reshape((x.shape[0], -1))``: batch kept, the rest multiplied."""
+    if not shape:
+        return None
+    return (shape[0], product(shape[1:]))

@@ -1,0 +1,840 @@
+"""Converting Linen training code: init/apply, TrainState and optax state, jitted steps.
+
+The conversion follows *roles*: which names hold the Linen model's variables
+(``params``, ``batch_stats``, the ``variables`` dict), a ``TrainState`` or an
+optax state.  In NNX all of them live in two objects, the model and an
+``nnx.Optimizer``; so a role name in a parameter list, argument list, return or
+assignment becomes ``model`` / ``optimizer`` or disappears, and the statements
+that only moved state around (``apply_updates``, ``state.replace``, ...) go.
+Any use of a role name the conversion does not understand raises
+``Unconvertible``: a half-converted training loop would be worse than none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+import libcst as cst
+
+from nnxlint.linen_modules import ConvertedClass, FileEnv, Mode, Unconvertible, drop_args
+from nnxlint.linen_shapes import Shape, int_literal, literal_shape, string_literal, with_unknown_batch
+
+PARAMS, VARIABLES, BATCH_STATS, STATE, OPT_STATE, UPDATES = (
+    "params", "variables", "batch_stats", "train state", "optimizer state", "collection updates")
+MODEL_ROLES = (PARAMS, VARIABLES, BATCH_STATS)
+TRAIN_STATE = "flax.training.train_state.TrainState"
+_ARRAY_CONSTRUCTORS = {"jax.numpy.ones": 0, "jax.numpy.zeros": 0, "jax.numpy.empty": 0,
+                       "jax.random.normal": 1, "jax.random.uniform": 1, "jax.random.bernoulli": 2}
+_RANDOM_KEYS = ("jax.random.key", "jax.random.PRNGKey")
+
+FunctionNode = Union[cst.FunctionDef, cst.Module]
+
+
+@dataclass
+class InitSite:
+    """``variables = model.init(key, x)`` and the construction it belongs to."""
+
+    statement: cst.SimpleStatementLine
+    call: cst.Call  # the .init(...) call
+    model_name: str
+    class_name: str
+    construction: cst.Call  # Class(...)
+    construction_statement: Optional[cst.SimpleStatementLine]
+    target_role: str
+
+
+@dataclass
+class TrainingPlan:
+    site: InitSite
+    converted: ConvertedClass
+    input_shapes: list[Shape]
+    converted_construction: str = ""  # ``Model(16, rngs=nnx.Rngs(0))``
+
+
+def _single_assign(statement: cst.CSTNode) -> Optional[cst.Assign]:
+    if (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
+            and isinstance(statement.body[0], cst.Assign) and len(statement.body[0].targets) == 1):
+        return statement.body[0]
+    return None
+
+
+def _keyword(arg: cst.Arg) -> Optional[str]:
+    return arg.keyword.value if arg.keyword is not None else None
+
+
+def _subscript_key(node: cst.BaseExpression) -> Optional[tuple[cst.BaseExpression, str]]:
+    """``x['params']`` -> (x, 'params')."""
+    if (isinstance(node, cst.Subscript) and len(node.slice) == 1
+            and isinstance(node.slice[0].slice, cst.Index)):
+        key = string_literal(node.slice[0].slice.value)
+        if key is not None:
+            return node.value, key
+    return None
+
+
+def _names(target: cst.BaseExpression) -> list[cst.BaseExpression]:
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [element.value for element in target.elements]
+    return [target]
+
+
+def _empty_line_replacement() -> cst.RemovalSentinel:
+    return cst.RemoveFromParent()
+
+
+class TrainingConverter:
+    """Finds the init site, the roles, and rewrites every statement that uses them."""
+
+    def __init__(self, env: FileEnv, module: cst.Module) -> None:
+        self.env = env
+        self.module = module
+        self.functions: dict[str, cst.FunctionDef] = {}
+        self.parents: dict[int, FunctionNode] = {}  # id(statement) -> enclosing function
+        self._index(module, module)
+
+    def _index(self, node: cst.CSTNode, owner: FunctionNode) -> None:
+        for child in node.children:
+            if isinstance(child, cst.BaseStatement):
+                self.parents[id(child)] = owner
+            if isinstance(child, cst.FunctionDef):
+                if child.name.value in self.functions:
+                    raise Unconvertible(f"two functions are named `{child.name.value}`")
+                self.functions[child.name.value] = child
+                self._index(child, child)
+            elif not isinstance(child, cst.ClassDef):
+                self._index(child, owner)
+
+    # -- the init site -------------------------------------------------------
+    def find_init_site(self) -> InitSite:
+        sites = []
+
+        class Finder(cst.CSTVisitor):
+            def visit_Call(inner, node: cst.Call) -> None:
+                if isinstance(node.func, cst.Attribute) and node.func.attr.value in ("init", "init_with_output"):
+                    sites.append(node)
+
+        self.module.visit(Finder())
+        found = [site for site in (self._init_site(call) for call in sites) if site is not None]
+        if len(found) != 1:
+            raise Unconvertible("the conversion needs exactly one `model.init(key, x)` of a Linen model "
+                                f"in the file (found {len(found)})")
+        return found[0]
+
+    def _init_site(self, call: cst.Call) -> Optional[InitSite]:
+        owner_model = call.func.value  # type: ignore[attr-defined]
+        statement = self._statement_of(call)
+        if statement is None:
+            return None
+        assign = _single_assign(statement)
+        if assign is None or not isinstance(assign.targets[0].target, cst.Name):
+            raise Unconvertible("`init` whose result is not assigned to one name is not converted")
+        value = assign.value
+        role = VARIABLES
+        keyed = _subscript_key(value)
+        if keyed is not None and keyed[0] is call and keyed[1] == "params":
+            role = PARAMS
+        elif value is not call:
+            raise Unconvertible("`init` must be assigned as `variables = model.init(...)` "
+                                "or `params = model.init(...)['params']`")
+        if call.func.attr.value != "init":  # type: ignore[attr-defined]
+            raise Unconvertible("`init_with_output` is not converted")
+        if isinstance(owner_model, cst.Call) and isinstance(owner_model.func, cst.Name) \
+                and owner_model.func.value in self.env.linen_classes:
+            return InitSite(statement, call, "model", owner_model.func.value, owner_model, None, role)
+        if not isinstance(owner_model, cst.Name):
+            return None
+        construction_statement = self._construction_of(owner_model.value, statement)
+        if construction_statement is None:
+            return None
+        construction = _single_assign(construction_statement).value  # type: ignore[union-attr]
+        return InitSite(statement, call, owner_model.value, construction.func.value,  # type: ignore[attr-defined]
+                        construction, construction_statement, role)
+
+    def _statement_of(self, node: cst.CSTNode) -> Optional[cst.SimpleStatementLine]:
+        found: list[cst.SimpleStatementLine] = []
+
+        class Finder(cst.CSTVisitor):
+            def visit_SimpleStatementLine(inner, statement: cst.SimpleStatementLine) -> None:
+                class Contains(cst.CSTVisitor):
+                    def on_visit(deep, child: cst.CSTNode) -> bool:
+                        if child is node:
+                            found.append(statement)
+                        return not found
+
+                statement.visit(Contains())
+
+        self.module.visit(Finder())
+        return found[0] if found else None
+
+    def _construction_of(self, name: str, before: cst.CSTNode) -> Optional[cst.SimpleStatementLine]:
+        """``name = LinenClass(...)`` in the same body as ``before``, earlier."""
+        owner = self.parents.get(id(before))
+        candidate = None
+        for statement in self._body(owner):
+            if statement is before:
+                break
+            assign = _single_assign(statement)
+            if assign and isinstance(assign.targets[0].target, cst.Name) and assign.targets[0].target.value == name:
+                candidate = statement
+        if candidate is None:
+            return None
+        value = _single_assign(candidate).value  # type: ignore[union-attr]
+        if isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and \
+                value.func.value in self.env.linen_classes:
+            return candidate
+        return None
+
+    @staticmethod
+    def _body(owner: Optional[FunctionNode]) -> Sequence[cst.BaseStatement]:
+        if isinstance(owner, cst.Module):
+            return owner.body
+        if isinstance(owner, cst.FunctionDef) and isinstance(owner.body, cst.IndentedBlock):
+            return owner.body.body
+        return ()
+
+    # -- the example input -----------------------------------------------------
+    def input_shapes(self, site: InitSite, mode: Optional[Mode]) -> list[Shape]:
+        args = [arg for arg in site.call.args if arg.keyword is None and not arg.star]
+        if len(args) < 2:
+            raise Unconvertible("`init` without an example input")
+        shapes = [self._array_shape(arg.value, site.statement) for arg in args[1:]]
+        if mode is not None and len(shapes) > mode.index:
+            shapes = shapes[:mode.index]
+        return [with_unknown_batch(shape) for shape in shapes]
+
+    def _array_shape(self, node: cst.BaseExpression, before: cst.CSTNode) -> Shape:
+        if isinstance(node, cst.Name):
+            value = self._assigned_value(node.value, before)
+            return self._array_shape(value, before) if value is not None else None
+        if isinstance(node, cst.Subscript) and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Slice):
+            shape = self._array_shape(node.value, before)  # x[:n] keeps the other axes
+            return shape
+        if isinstance(node, cst.Call):
+            position = _ARRAY_CONSTRUCTORS.get(self.env.resolve(node.func) or "")
+            args = [arg.value for arg in node.args if arg.keyword is None]
+            keywords = {_keyword(arg): arg.value for arg in node.args if arg.keyword is not None}
+            shape_node = keywords.get("shape") or (args[position] if position is not None and
+                                                   len(args) > position else None)
+            if shape_node is not None:
+                return literal_shape(shape_node)
+        return None
+
+    def _assigned_value(self, name: str, before: cst.CSTNode) -> Optional[cst.BaseExpression]:
+        owner = self.parents.get(id(before))
+        value = None
+        for body in (self._body(owner), self.module.body):
+            for statement in body:
+                if statement is before:
+                    break
+                assign = _single_assign(statement)
+                if assign and isinstance(assign.targets[0].target, cst.Name) and \
+                        assign.targets[0].target.value == name:
+                    value = assign.value
+            if value is not None:
+                return value
+        return None
+
+    def train_state_subclass(self, node: cst.BaseExpression) -> Optional[cst.ClassDef]:
+        """A file-level ``class TrainState(train_state.TrainState)`` that only adds fields."""
+        if not isinstance(node, cst.Name):
+            return None
+        for statement in self.module.body:
+            if isinstance(statement, cst.ClassDef) and statement.name.value == node.value and \
+                    len(statement.bases) == 1 and self.env.resolve(statement.bases[0].value) == TRAIN_STATE:
+                return statement
+        return None
+
+    # -- rngs ---------------------------------------------------------------
+    def rngs_code(self, site: InitSite) -> str:
+        key = site.call.args[0].value
+        nnx = self.env.nnx
+        if isinstance(key, cst.Dict):
+            parts = []
+            for element in key.elements:
+                name = string_literal(element.key) if isinstance(element, cst.DictElement) else None
+                if name is None:
+                    raise Unconvertible("an rngs dict with non-literal keys")
+                parts.append(f"{name}={self._seed_code(element.value)}")
+            return f"{nnx}.Rngs({', '.join(parts)})"
+        return f"{nnx}.Rngs({self._seed_code(key)})"
+
+    def _seed_code(self, key: cst.BaseExpression) -> str:
+        """``jax.random.key(0)`` -> ``0``: NNX takes the seed; other keys as they are."""
+        if isinstance(key, cst.Call) and self.env.resolve(key.func) in _RANDOM_KEYS and len(key.args) == 1 \
+                and int_literal(key.args[0].value) is not None:
+            return self.env.code(key.args[0].value)
+        return self.env.code(key)
+
+
+@dataclass
+class _Function:
+    """What the role analysis knows about a local function."""
+
+    node: cst.FunctionDef
+    param_roles: dict[int, str] = field(default_factory=dict)
+    return_roles: dict[int, str] = field(default_factory=dict)  # position in the returned tuple
+    returns_state_update: bool = False  # ``return state.apply_gradients(...)``
+    modes: set[str] = field(default_factory=set)
+
+
+class RoleAnalysis(cst.CSTVisitor):
+    """Which names hold Linen variables, train states, optax states."""
+
+    def __init__(self, converter: TrainingConverter, site: InitSite) -> None:
+        super().__init__()
+        self.converter = converter
+        self.env = converter.env
+        self.site = site
+        self.roles: dict[str, str] = {site_target(site): site.target_role}
+        self.functions = {name: _Function(node) for name, node in converter.functions.items()}
+        self.aliases: dict[str, str] = {}  # step = jax.jit(train_step)
+        self.owners: dict[int, _Function] = {}  # id(node) -> the innermost local function holding it
+        for function in self.functions.values():
+            self._own(function.node.body, function)
+        self.changed = True
+
+    def _own(self, node: cst.CSTNode, function: "_Function") -> None:
+        for child in node.children:
+            if isinstance(child, cst.FunctionDef) and child.name.value in self.functions:
+                continue  # its own owner
+            self.owners[id(child)] = function
+            self._own(child, function)
+
+    def run(self) -> None:
+        for _ in range(10):
+            if not self.changed:
+                return
+            self.changed = False
+            self.converter.module.visit(self)
+        raise Unconvertible("the roles of the training variables do not settle")
+
+    def _set(self, name: str, role: str) -> None:
+        current = self.roles.get(name)
+        if current is None:
+            self.roles[name] = role
+            self.changed = True
+        elif current != role and {current, role} != {UPDATES}:
+            raise Unconvertible(f"`{name}` holds both {current} and {role}")
+
+    def role_of(self, node: cst.BaseExpression) -> Optional[str]:
+        if isinstance(node, cst.Name):
+            return self.roles.get(node.value)
+        if isinstance(node, cst.Attribute) and self.role_of(node.value) == STATE:
+            return {"params": PARAMS, "batch_stats": BATCH_STATS}.get(node.attr.value)
+        keyed = _subscript_key(node)
+        if keyed is not None and self.role_of(keyed[0]) in (VARIABLES, UPDATES):
+            return {"params": PARAMS, "batch_stats": BATCH_STATS}.get(keyed[1])
+        if isinstance(node, cst.Dict) and node.elements and all(
+                isinstance(e, cst.DictElement) and self.role_of(e.value) in MODEL_ROLES for e in node.elements):
+            return VARIABLES
+        return None
+
+    def function_called(self, func: cst.BaseExpression) -> Optional[_Function]:
+        """The local function a call calls, seeing through jit/grad wrappers."""
+        if isinstance(func, cst.Name):
+            name = self.aliases.get(func.value, func.value)
+            return self.functions.get(name)
+        if isinstance(func, cst.Call) and self.env.resolve(func.func) in (
+                "jax.value_and_grad", "jax.grad", "jax.jit") and func.args:
+            return self.function_called(func.args[0].value)
+        return None
+
+    def is_train_state(self, func: cst.BaseExpression) -> bool:
+        if not (isinstance(func, cst.Attribute) and func.attr.value == "create"):
+            return False
+        owner = func.value
+        if self.env.resolve(owner) == TRAIN_STATE:
+            return True
+        subclass = self.converter.train_state_subclass(owner)
+        return subclass is not None
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        function = self.functions.get(node.name.value)
+        if function is None:
+            return
+        params = list(node.params.params)
+        for index, role in function.param_roles.items():
+            if index < len(params):
+                self._set(params[index].name.value, role)
+
+    def visit_Return(self, node: cst.Return) -> None:
+        owner = self.owners.get(id(node))
+        if owner is None or node.value is None:
+            return
+        value = node.value
+        if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) \
+                and value.func.attr.value == "apply_gradients" and self.role_of(value.func.value) == STATE:
+            owner.returns_state_update = True
+            return
+        for index, element in enumerate(_names(value)):
+            role = self.role_of(element)
+            if role is not None and owner.return_roles.get(index) != role:
+                owner.return_roles[index] = role
+                self.changed = True
+
+    def visit_Call(self, node: cst.Call) -> None:
+        function = self.function_called(node.func)
+        if function is not None:
+            for index, arg in enumerate(node.args):
+                role = self.role_of(arg.value)
+                if role is not None and arg.keyword is None and function.param_roles.get(index) != role:
+                    function.param_roles[index] = role
+                    self.changed = True
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if len(node.targets) != 1:
+            return
+        target, value = node.targets[0].target, node.value
+        if isinstance(value, cst.Call) and self.env.resolve(value.func) == "jax.jit" and isinstance(
+                target, cst.Name) and value.args and isinstance(value.args[0].value, cst.Name):
+            self.aliases[target.value] = value.args[0].value.value
+            return
+        targets, values = _names(target), _names(value)
+        if len(targets) == len(values) > 1 or (len(targets) == 1 and not isinstance(value, cst.Call)):
+            for name, element in zip(targets, values):
+                role = self.role_of(element)
+                if role is not None and isinstance(name, cst.Name):
+                    self._set(name.value, role)
+            return
+        if not isinstance(value, cst.Call):
+            return
+        if self.is_train_state(value.func) and isinstance(target, cst.Name):
+            self._set(target.value, STATE)
+        elif isinstance(value.func, cst.Attribute) and value.func.attr.value == "init" and len(value.args) == 1 \
+                and self.role_of(value.args[0].value) in MODEL_ROLES and isinstance(target, cst.Name):
+            self._set(target.value, OPT_STATE)
+        elif isinstance(value.func, cst.Attribute) and value.func.attr.value == "update" and len(targets) == 2 \
+                and len(value.args) >= 2 and self.role_of(value.args[1].value) == OPT_STATE:
+            for name, role in zip(targets, (UPDATES, OPT_STATE)):
+                if isinstance(name, cst.Name):
+                    self._set(name.value, role)
+        elif self._is_apply(value) and any(_keyword(arg) == "mutable" for arg in value.args) and len(targets) == 2:
+            if isinstance(targets[1], cst.Name):
+                self._set(targets[1].value, UPDATES)
+        else:
+            self._assign_from_function(targets, value)
+
+    def _assign_from_function(self, targets: list[cst.BaseExpression], value: cst.Call) -> None:
+        function = self.function_called(value.func)
+        if function is None:
+            return
+        grad = isinstance(value.func, cst.Call) and self.env.resolve(value.func.func) == "jax.value_and_grad"
+        if grad:  # ((loss, aux), grads): the aux part follows the function's return
+            if len(targets) != 2 or not isinstance(targets[0], (cst.Tuple, cst.List)):
+                return
+            inner = _names(targets[0])
+            if len(inner) != 2:
+                return
+            aux = _names(inner[1])
+            returned = function.return_roles
+            for index, name in enumerate(aux):
+                role = returned.get(1 + index) if len(aux) > 1 or 1 in returned else None
+                if role is not None and isinstance(name, cst.Name):
+                    self._set(name.value, role)
+            return
+        for index, name in enumerate(targets):
+            role = function.return_roles.get(index)
+            if role is not None and isinstance(name, cst.Name):
+                self._set(name.value, role)
+        if function.returns_state_update and len(targets) == 1 and isinstance(targets[0], cst.Name):
+            self._set(targets[0].value, STATE)
+
+    def _is_apply(self, call: cst.Call) -> bool:
+        func = call.func
+        if not isinstance(func, cst.Attribute):
+            return False
+        if func.attr.value == "apply" and isinstance(func.value, cst.Name) and func.value.value == self.site.model_name:
+            return True
+        return func.attr.value == "apply_fn" and self.role_of(func.value) == STATE
+
+
+def site_target(site: InitSite) -> str:
+    target = _single_assign(site.statement).targets[0].target  # type: ignore[union-attr]
+    assert isinstance(target, cst.Name)
+    return target.value
+
+
+
+class TrainingRewriter(cst.CSTTransformer):
+    """Rewrites the training code once the roles are known."""
+
+    def __init__(self, analysis: RoleAnalysis, plan: TrainingPlan, optimizer: str) -> None:
+        super().__init__()
+        self.analysis = analysis
+        self.env = analysis.env
+        self.plan = plan
+        self.site = plan.site
+        self.model = plan.site.model_name
+        self.optimizer = optimizer
+        self.nnx = self.env.nnx
+        self.mode = plan.converted.mode
+        self.dropped_rng_names: set[str] = set()  # names only passed as `rngs=` to apply
+        self.aux_removed: set[str] = set()  # functions whose return lost its aux part
+        self.function_stack: list[str] = []
+        self.switch_before: dict[int, str] = {}  # id(original statement) -> "train" / "eval"
+
+    # -- train/eval switches ------------------------------------------------
+    def apply_mode(self, call: cst.Call) -> Optional[str]:
+        """"train" or "eval" for an ``apply`` call of a model with a mode argument."""
+        mode = self.mode
+        if mode is None:
+            return None
+        for index, arg in enumerate(call.args[1:]):
+            if _keyword(arg) == mode.name or (arg.keyword is None and index == mode.index):
+                value = _bool_literal(arg.value)
+                if value is None:
+                    raise Unconvertible(f"`{mode.name}=` must be True or False at each `apply`")
+                return "eval" if value == mode.eval_value else "train"
+        raise Unconvertible(f"`apply` without `{mode.name}`")
+
+    def plan_modes(self, converter: TrainingConverter) -> None:
+        """Where ``model.train()`` / ``model.eval()`` go: before the statements of
+        the function that builds the model whose ``apply`` calls (directly or
+        through the local functions they call) change the mode."""
+        if self.mode is None:
+            return
+        analysis = self.analysis
+        own: dict[str, set[str]] = {name: set() for name in analysis.functions}
+        calls: dict[str, set[str]] = {name: set() for name in analysis.functions}
+        outer = self
+
+        class Collect(cst.CSTVisitor):
+            def visit_Call(inner, node: cst.Call) -> None:
+                owner = analysis.owners.get(id(node))
+                if owner is not None and analysis._is_apply(node):
+                    own[owner.node.name.value].add(outer.apply_mode(node))  # type: ignore[arg-type]
+
+            def visit_Name(inner, node: cst.Name) -> None:
+                owner = analysis.owners.get(id(node))
+                if owner is not None and node.value in analysis.functions:
+                    calls[owner.node.name.value].add(analysis.aliases.get(node.value, node.value))
+
+        converter.module.visit(Collect())
+        modes = {name: set(found) for name, found in own.items()}
+        for _ in range(len(modes)):
+            for name in modes:
+                for callee in calls[name]:
+                    modes[name] |= modes.get(callee, set())
+        self._function_modes = modes
+        body = TrainingConverter._body(converter.parents.get(id(self.site.statement)))
+        self._walk(body, "train")  # NNX layers start in train mode
+
+    def _statement_modes(self, statement: cst.CSTNode) -> set[str]:
+        found: set[str] = set()
+        outer = self
+
+        class Collect(cst.CSTVisitor):
+            def visit_FunctionDef(inner, node: cst.FunctionDef) -> bool:
+                return False
+
+            def visit_Call(inner, node: cst.Call) -> None:
+                if outer.analysis._is_apply(node):
+                    found.add(outer.apply_mode(node))  # type: ignore[arg-type]
+
+            def visit_Name(inner, node: cst.Name) -> None:
+                name = outer.analysis.aliases.get(node.value, node.value)
+                found.update(outer._function_modes.get(name, ()))
+
+        statement.visit(Collect())
+        return found
+
+    def _walk(self, body: Sequence[cst.BaseStatement], current: Optional[str]) -> Optional[str]:
+        for statement in body:
+            if isinstance(statement, cst.FunctionDef):
+                continue
+            modes = self._statement_modes(statement)
+            if len(modes) == 1:
+                mode = next(iter(modes))
+                if mode != current:
+                    self.switch_before[id(statement)] = mode
+                current = mode
+            elif len(modes) > 1:
+                if not isinstance(statement, (cst.For, cst.While)) or statement.orelse is not None:
+                    raise Unconvertible("one statement trains and evaluates: split it to convert")
+                # the loop's next iteration starts in the mode the body ended in
+                current = self._walk(statement.body.body, None)  # type: ignore[attr-defined]
+        return current
+
+    def on_leave(self, original_node, updated_node):
+        result = super().on_leave(original_node, updated_node)
+        switch = self.switch_before.get(id(original_node))
+        if switch is None:
+            return result
+        line = self._statement(f"{self.model}.{switch}()")
+        if isinstance(result, cst.CSTNode):
+            line = line.with_changes(leading_lines=getattr(result, "leading_lines", ()))
+            result = result.with_changes(leading_lines=()) if hasattr(result, "leading_lines") else result
+            return cst.FlattenSentinel([line, result])
+        return line
+
+    # -- helpers -----------------------------------------------------------
+    def role(self, node: cst.BaseExpression) -> Optional[str]:
+        return self.analysis.role_of(node)
+
+    def _statement(self, code: str) -> cst.SimpleStatementLine:
+        return cst.parse_statement(code + self.env.module.default_newline,
+                                   config=self.env.module.config_for_parsing)  # type: ignore[return-value]
+
+    def _replace_line(self, original: cst.SimpleStatementLine, code: str) -> cst.SimpleStatementLine:
+        new = self._statement(code)
+        return new.with_changes(leading_lines=original.leading_lines,
+                                trailing_whitespace=original.trailing_whitespace)
+
+    def _merged(self, roles: list[Optional[str]]) -> list[Optional[str]]:
+        """Per item: None (keep), "model", "optimizer", "model+optimizer" or "" (drop)."""
+        have_model = have_optimizer = False
+        result: list[Optional[str]] = []
+        for role in roles:
+            if role is None:
+                result.append(None)
+                continue
+            parts = []
+            if role in MODEL_ROLES + (STATE,) and not have_model:
+                parts.append(self.model)
+                have_model = True
+            if role in (STATE, OPT_STATE) and not have_optimizer:
+                parts.append(self.optimizer)
+                have_optimizer = True
+            result.append("+".join(parts))
+        return result
+
+    # -- functions -----------------------------------------------------------
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.function_stack.append(node.name.value)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef):
+        self.function_stack.pop()
+        function = self.analysis.functions.get(original_node.name.value)
+        if function is None or not function.param_roles:
+            return updated_node
+        params = list(updated_node.params.params)
+        merged = self._merged([function.param_roles.get(i) for i in range(len(params))])
+        new_params: list[cst.Param] = []
+        for param, action in zip(params, merged):
+            if action is None:
+                new_params.append(param)
+            for name in (action or "").split("+") if action else ():
+                new_params.append(param.with_changes(name=cst.Name(name), annotation=None, default=None))
+        new_params = [p.with_changes(comma=cst.MaybeSentinel.DEFAULT) if i == len(new_params) - 1 and
+                      not updated_node.params.kwonly_params else p for i, p in enumerate(new_params)]
+        decorators = [self._nnx_decorator(d) for d in updated_node.decorators]
+        return updated_node.with_changes(params=updated_node.params.with_changes(params=new_params),
+                                         decorators=decorators)
+
+    def _nnx_decorator(self, decorator: cst.Decorator) -> cst.Decorator:
+        if self.env.resolve(decorator.decorator) == "jax.jit":
+            return decorator.with_changes(decorator=cst.parse_expression(f"{self.nnx}.jit"))
+        if isinstance(decorator.decorator, cst.Call) and self.env.resolve(decorator.decorator.func) == "jax.jit":
+            return decorator.with_changes(decorator=decorator.decorator.with_changes(
+                func=cst.parse_expression(f"{self.nnx}.jit")))
+        raise Unconvertible("a training function with a decorator other than `jax.jit` is not converted")
+
+    # -- statements ------------------------------------------------------------
+    def leave_SimpleStatementLine(self, original_node: cst.SimpleStatementLine,
+                                  updated_node: cst.SimpleStatementLine):
+        if original_node is self.site.construction_statement:
+            return cst.RemoveFromParent()
+        if original_node is self.site.statement:
+            return self._replace_line(original_node, f"{self.model} = {self.plan.converted_construction}")
+        if len(original_node.body) != 1:
+            return updated_node
+        small = original_node.body[0]
+        if isinstance(small, cst.Assign) and len(small.targets) == 1:
+            return self._assignment(original_node, small, updated_node)
+        if isinstance(small, cst.Return) and small.value is not None:
+            return self._return(original_node, small, updated_node)
+        return updated_node
+
+    def _assignment(self, original: cst.SimpleStatementLine, assign: cst.Assign,
+                    updated: cst.SimpleStatementLine):
+        target, value = assign.targets[0].target, assign.value
+        target_roles = [self.role(name) for name in _names(target)]
+        if not any(target_roles) and not self._has_nested_role(target):
+            return updated
+        update = self._optimizer_update(value)
+        if update is not None:
+            return self._replace_line(original, update)
+        if isinstance(value, cst.Call) and (self.analysis.is_train_state(value.func) or (
+                isinstance(value.func, cst.Attribute) and value.func.attr.value == "init"
+                and target_roles == [OPT_STATE])):
+            return self._replace_line(original, self._optimizer_creation(value))
+        if isinstance(value, cst.Call) and self.analysis.function_called(value.func) is not None \
+                or isinstance(value, cst.Call) and self.analysis._is_apply(value):
+            new_small = updated.body[0]
+            assert isinstance(new_small, cst.Assign)
+            new_target = _without_roles(new_small.targets[0].target, self.role)
+            if new_target is None:
+                return updated.with_changes(body=[cst.Expr(new_small.value)])
+            return updated.with_changes(body=[new_small.with_changes(
+                targets=[new_small.targets[0].with_changes(target=new_target)])])
+        if all(target_roles) and self._only_moves_state(value):
+            return cst.RemoveFromParent()
+        raise Unconvertible(f"`{self.env.code(original).strip()}` moves training state in a way "
+                            "the conversion does not follow")
+
+    def _has_nested_role(self, target: cst.BaseExpression) -> bool:
+        return any(isinstance(name, (cst.Tuple, cst.List)) and
+                   (any(self.role(inner) for inner in _names(name)) or self._has_nested_role(name))
+                   for name in _names(target))
+
+    def _only_moves_state(self, value: cst.BaseExpression) -> bool:
+        """``params = variables['params']``, ``state = state.replace(batch_stats=...)``,
+        ``params = optax.apply_updates(params, updates)``: nothing left to do in NNX."""
+        if all(self.role(element) for element in _names(value)):
+            return True
+        if isinstance(value, cst.Call):
+            func = value.func
+            if self.env.resolve(func) == "optax.apply_updates":
+                return all(self.role(arg.value) for arg in value.args)
+            if isinstance(func, cst.Attribute) and func.attr.value == "replace" and self.role(func.value) == STATE:
+                return all(self.role(arg.value) for arg in value.args)
+        return False
+
+    def _optimizer_update(self, value: cst.BaseExpression) -> Optional[str]:
+        """``state.apply_gradients(grads=g)`` / ``tx.update(g, opt_state, ...)`` -> ``optimizer.update(model, g)``."""
+        if not isinstance(value, cst.Call) or not isinstance(value.func, cst.Attribute):
+            return None
+        func = value.func
+        if func.attr.value == "apply_gradients" and self.role(func.value) == STATE:
+            grads = [arg for arg in value.args if _keyword(arg) == "grads" or arg.keyword is None]
+            if len(value.args) != 1 or len(grads) != 1:
+                raise Unconvertible("`apply_gradients` with arguments other than `grads` is not converted")
+            return f"{self.optimizer}.update({self.model}, {self.env.code(grads[0].value)})"
+        if func.attr.value == "update" and len(value.args) >= 2 and self.role(value.args[1].value) == OPT_STATE:
+            return f"{self.optimizer}.update({self.model}, {self.env.code(value.args[0].value)})"
+        return None
+
+    def _optimizer_creation(self, value: cst.Call) -> str:
+        if isinstance(value.func, cst.Attribute) and value.func.attr.value == "init":
+            tx = self.env.code(value.func.value)
+        else:
+            keywords = {_keyword(arg): arg.value for arg in value.args}
+            if set(keywords) - {"apply_fn", "params", "tx", "batch_stats"} or None in keywords:
+                raise Unconvertible("`TrainState.create` with arguments other than apply_fn/params/tx")
+            tx = self.env.code(keywords["tx"])
+        return f"{self.optimizer} = {self.nnx}.Optimizer({self.model}, {tx}, wrt={self.nnx}.Param)"
+
+    def _return(self, original: cst.SimpleStatementLine, small: cst.Return, updated: cst.SimpleStatementLine):
+        value = small.value
+        assert value is not None
+        update = self._optimizer_update(value)
+        if update is not None:
+            return self._replace_line(original, update)
+        new_small = updated.body[0]
+        assert isinstance(new_small, cst.Return) and new_small.value is not None
+        elements = _names(value)
+        if not any(self.role(element) for element in elements):
+            return updated
+        new_value = _without_roles(new_small.value, self.role)
+        if len(elements) == 2 and self.function_stack and new_value is not None and \
+                not isinstance(new_value, cst.Tuple):
+            self.aux_removed.add(self.function_stack[-1])
+        if new_value is None:
+            return cst.RemoveFromParent()
+        return updated.with_changes(body=[new_small.with_changes(value=new_value)])
+
+    # -- expressions -----------------------------------------------------------
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        if self.analysis._is_apply(original_node):
+            return self._apply(original_node, updated_node)
+        qualified = self.env.resolve(original_node.func)
+        if qualified in ("jax.value_and_grad", "jax.grad", "jax.jit") and original_node.args:
+            function = self.analysis.function_called(original_node.args[0].value)
+            if function is not None and function.param_roles:
+                if any(_keyword(arg) == "argnums" for arg in original_node.args):
+                    raise Unconvertible("`argnums` with Linen params is not converted")
+                call = updated_node.with_changes(func=cst.parse_expression(f"{self.nnx}.{qualified[4:]}"))
+                if function.node.name.value in self.aux_removed:
+                    call = drop_args(call, lambda index, keyword: keyword == "has_aux")
+                return call
+        function = self.analysis.function_called(original_node.func)
+        if function is not None and function.param_roles:
+            return self._local_call(original_node, updated_node, function)
+        return updated_node
+
+    def _local_call(self, original: cst.Call, updated: cst.Call, function: _Function) -> cst.Call:
+        merged = self._merged([self.role(arg.value) if arg.keyword is None else None for arg in original.args])
+        for index, (arg, action) in enumerate(zip(original.args, merged)):
+            if action is None and function.param_roles.get(index) is not None:
+                raise Unconvertible(f"`{self.env.code(original)}` passes a value where training state is expected")
+        args: list[cst.Arg] = []
+        for arg, action in zip(updated.args, merged):
+            if action is None:
+                args.append(arg)
+            for name in action.split("+") if action else ():
+                args.append(arg.with_changes(value=cst.Name(name), keyword=None, equal=cst.MaybeSentinel.DEFAULT))
+        if args:
+            args[-1] = args[-1].with_changes(comma=updated.args[-1].comma)
+        return updated.with_changes(args=args)
+
+    def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute):
+        if self.role(original_node.value) == STATE and original_node.attr.value == "params":
+            return cst.Name(self.model)
+        return updated_node
+
+    def _apply(self, original: cst.Call, updated: cst.Call) -> cst.Call:
+        if not original.args or original.args[0].keyword is not None or \
+                self.role(original.args[0].value) not in MODEL_ROLES:
+            raise Unconvertible("`apply` with variables the conversion cannot trace to `init`")
+        method = None
+        mode = self.mode
+        kept: list[cst.Arg] = []
+        for index, (arg, new_arg) in enumerate(zip(original.args[1:], updated.args[1:])):
+            keyword = _keyword(arg)
+            if keyword == "method":
+                method = string_literal(arg.value) or (arg.value.attr.value if isinstance(
+                    arg.value, cst.Attribute) else None)
+                if method is None:
+                    raise Unconvertible("`method=` that is not a literal name or `Model.method`")
+            elif keyword == "rngs":
+                self._drop_rngs(arg.value)
+            elif keyword == "mutable":
+                continue
+            elif mode is not None and (keyword == mode.name or (keyword is None and index == mode.index)):
+                continue  # model.train() / model.eval() before the statement (plan_modes)
+            elif keyword is not None and keyword in ("capture_intermediates",):
+                raise Unconvertible(f"`{keyword}=` is not converted")
+            else:
+                kept.append(new_arg)
+        if kept:
+            kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+        self.apply_mode(original)  # checks the flag
+        func = f"{self.model}.{method}" if method else self.model
+        return cst.Call(cst.parse_expression(func), kept, lpar=updated.lpar, rpar=updated.rpar)
+
+    def _drop_rngs(self, value: cst.BaseExpression) -> None:
+        if not isinstance(value, cst.Dict):
+            raise Unconvertible("`rngs=` that is not a dict literal")
+        for element in value.elements:
+            if not isinstance(element, cst.DictElement) or string_literal(element.key) != "dropout":
+                raise Unconvertible("`rngs=` with streams other than 'dropout' is not converted")
+            if isinstance(element.value, cst.Name):
+                self.dropped_rng_names.add(element.value.value)
+
+
+def _bool_literal(node: cst.BaseExpression) -> Optional[bool]:
+    if isinstance(node, cst.Name) and node.value in ("True", "False"):
+        return node.value == "True"
+    return None
+
+
+def _without_roles(node: cst.BaseExpression, role) -> Optional[cst.BaseExpression]:
+    """``node`` without the tuple elements that hold training state (nested
+    tuples too); a single element left is unwrapped; None when nothing is left."""
+    if not isinstance(node, (cst.Tuple, cst.List)):
+        return None if role(node) else node
+    kept: list[cst.BaseElement] = []
+    for element in node.elements:
+        if role(element.value):
+            continue
+        value = _without_roles(element.value, role)
+        if value is None:
+            continue
+        kept.append(element.with_changes(value=value))
+    if not kept:
+        return None
+    if len(kept) == 1:
+        return kept[0].value
+    kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    return node.with_changes(elements=kept)

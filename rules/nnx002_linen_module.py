@@ -1,0 +1,160 @@
+"""NNX002: a Linen Module class (and the unsafe whole-file conversion to NNX)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+
+from nnxlint.linen_convert import convert_file
+from nnxlint.linen_modules import LINEN_MODULE
+from nnxlint.rule import Fix, Invalid, Rule, Valid
+
+_BEFORE = '''\
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+class MLP(nn.Module):
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(self.hidden)(x))
+        return nn.Dense(1)(x)
+
+
+def predict(x):
+    model = MLP(hidden=8)
+    variables = model.init(jax.random.key(0), jnp.ones((1, 4)))
+    return model.apply(variables, x)
+'''
+_AFTER = '''\
+from flax import nnx
+
+
+class MLP(nnx.Module):
+    def __init__(self, in_features: int, hidden: int, *, rngs: nnx.Rngs):
+        self.dense_0 = nnx.Linear(in_features, hidden, rngs=rngs)
+        self.dense_1 = nnx.Linear(hidden, 1, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.relu(self.dense_0(x))
+        return self.dense_1(x)
+
+
+def predict(x):
+    model = MLP(4, hidden=8, rngs=nnx.Rngs(0))
+    return model(x)
+'''
+
+
+class LinenModule(Rule):
+    """## What it does
+    Flags every class that subclasses `flax.linen.Module` (under any alias), or
+    subclasses a Linen Module class of the same file, on the class line.
+
+    ## Why is this bad?
+    Linen modules are stateless descriptions whose variables live outside the
+    object (`init`/`apply`, collections such as `params` and `batch_stats`);
+    NNX modules own their state, build it eagerly in `__init__`, and train with
+    `nnx.Optimizer` under `nnx.jit`. Each Linen class is a unit of migration work.
+
+    ## Example
+    ```python
+    class MLP(nn.Module):
+        hidden: int
+
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Dense(self.hidden)(x))
+            return nn.Dense(1)(x)
+
+    model = MLP(hidden=8)
+    variables = model.init(jax.random.key(0), jnp.ones((1, 4)))
+    y = model.apply(variables, x)
+    ```
+
+    ## Use instead
+    ```python
+    class MLP(nnx.Module):
+        def __init__(self, in_features: int, hidden: int, *, rngs: nnx.Rngs):
+            self.dense_0 = nnx.Linear(in_features, hidden, rngs=rngs)
+            self.dense_1 = nnx.Linear(hidden, 1, rngs=rngs)
+
+        def __call__(self, x):
+            x = nnx.relu(self.dense_0(x))
+            return self.dense_1(x)
+
+    model = MLP(4, hidden=8, rngs=nnx.Rngs(0))
+    y = model(x)
+    ```
+
+    ## Fix safety
+    Unsafe: the fix converts the whole file at once -- every Linen class, the
+    `init`/`apply` calls, `TrainState` or optax state, the jitted training step
+    (`nnx.jit`, `nnx.value_and_grad`, `nnx.Optimizer(..., wrt=nnx.Param)`) and
+    the imports -- and the result starts from different random weights (NNX
+    derives keys differently from Linen) and draws different dropout masks.
+    Input sizes that Linen infers are computed statically (fields, previous
+    layers, reshapes, conv/pool arithmetic, the example input given to `init`);
+    when one cannot be, or the file uses a construct the conversion does not
+    know, there is no fix and the finding says why. Submodule names follow
+    `nnxlint.naming` (`Dense_0` -> `dense_0`), so `nnxlint.transplant` maps
+    trained Linen variables onto the converted model. Train/eval flags become
+    `model.train()` / `model.eval()`: NNX `Dropout` and `BatchNorm` default to
+    train mode where Linen requires the flag.
+    """
+
+    code = "NNX002"
+    name = "linen-module"
+    summary = "Flax Linen Module class"
+    fixable = "unsafe"
+    triggers = ("linen",)
+    valid = (
+        Valid("from flax import nnx\nclass M(nnx.Module):\n    pass\n"),
+        Valid("import flax.linen as nn\nclass Module:\n    pass\nclass M(Module):\n    pass\n"),
+        Valid("from mylib import nn\nclass M(nn.Module):\n    pass\n"),
+        Valid("import flax.linen as nn\nlayer = nn.Dense(3)\n"),
+    )
+    invalid = (
+        Invalid(_BEFORE, fixed=_AFTER, unsafe=True, message="`MLP`"),
+        Invalid("import flax.linen as nn\nclass M(nn.Module):\n    pass\n", message="no fix"),
+        Invalid("from flax import linen\nclass A(linen.Module):\n    pass\nclass B(A):\n    pass\n", count=2),
+        Invalid("import flax\nclass M(flax.linen.Module):\n    pass\n"),
+        Invalid("from flax.linen import Module as Base\nclass M(Base):\n    pass\n"),
+        Invalid("import flax.linen as nn\ndef f():\n    class Local(nn.Module):\n        pass\n"),
+    )
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self._classes: list[cst.ClassDef] = []
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        outer = self.context.scopes[-2] if len(self.context.scopes) > 1 else None
+        known = {id(found) for found in self._classes}
+        for base in node.bases:
+            if self.context.resolve(base.value) == LINEN_MODULE or self._is_known_class(base.value, outer, known):
+                self._classes.append(node)
+                return
+
+    @staticmethod
+    def _is_known_class(base: cst.BaseExpression, scope, known: set[int]) -> bool:
+        if not isinstance(base, cst.Name) or scope is None:
+            return False
+        binding = scope.lookup(base.value)
+        return binding is not None and id(binding.node) in known
+
+    def leave_Module(self, node: cst.Module) -> None:
+        if not self._classes:
+            return
+        conversion = convert_file(node, self.context.module_scope)
+        fix: Optional[Fix] = None
+        if conversion.reason is None and conversion.replacements:
+            fix = Fix("convert the file from Linen to NNX", "unsafe", conversion.replacements)
+        for found in self._classes:
+            message = f"Linen Module class `{found.name.value}`: migrate to `nnx.Module`"
+            if fix is None:
+                message += f" (no fix: {conversion.reason})"
+            self.report(found, message, fix)
