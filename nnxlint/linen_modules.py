@@ -227,10 +227,12 @@ class ClassConverter:
                 name = statement.name.value
                 if name == "setup":
                     continue
+                method = converted_methods[name]
                 if not init_placed:
-                    new_body.append(init)
+                    new_body.append(init.with_changes(leading_lines=statement.leading_lines))
                     init_placed = True
-                new_body.append(converted_methods[name])
+                    method = method.with_changes(leading_lines=[cst.EmptyLine(indent=False)])  # a blank line after __init__
+                new_body.append(method)
             elif self._is_docstring(statement):
                 new_body.append(statement)
             elif not init_placed:  # the first field's place

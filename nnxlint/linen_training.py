@@ -456,6 +456,18 @@ def site_target(site: InitSite) -> str:
 
 
 
+class _References(cst.CSTVisitor):
+    """Visits the names an expression reads: not keyword or attribute names."""
+
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        node.value.visit(self)
+        return False
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        node.value.visit(self)
+        return False
+
+
 class TrainingRewriter(cst.CSTTransformer):
     """Rewrites the training code once the roles are known."""
 
@@ -499,7 +511,7 @@ class TrainingRewriter(cst.CSTTransformer):
         calls: dict[str, set[str]] = {name: set() for name in analysis.functions}
         outer = self
 
-        class Collect(cst.CSTVisitor):
+        class Collect(_References):
             def visit_Call(inner, node: cst.Call) -> None:
                 owner = analysis.owners.get(id(node))
                 if owner is not None and analysis._is_apply(node):
@@ -524,7 +536,7 @@ class TrainingRewriter(cst.CSTTransformer):
         found: set[str] = set()
         outer = self
 
-        class Collect(cst.CSTVisitor):
+        class Collect(_References):
             def visit_FunctionDef(inner, node: cst.FunctionDef) -> bool:
                 return False
 
