@@ -86,6 +86,109 @@ JAX_GRAD_WITH_DROPOUT = textwrap.dedent("""\
     print(json.dumps([float(train_step(model, optimizer, x, y)) for _ in range(5)]))
 """)
 
+LEGACY_MODULE = textwrap.dedent("""\
+    import json
+    import warnings
+
+    warnings.filterwarnings("error", message=".*now deprecated", category=DeprecationWarning)
+
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+
+    class Net(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.layers = [nnx.Linear(4, 4, rngs=rngs) for _ in range(2)]
+            self.scale = jnp.ones((4,))
+            self.calls = nnx.Variable(jnp.array(0))
+
+        def __call__(self, x):
+            self.calls.value += 1
+            for layer in self.layers:
+                x = jax.nn.relu(layer(x))
+            return (x * self.scale).sum(axis=1, keepdims=True)
+
+
+    def loss_fn(model, x, y):
+        return jnp.mean((model(x) - y) ** 2)
+
+
+    @nnx.jit
+    def train_step(model, optimizer, x, y):
+        loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)
+        optimizer.update(model, grads)
+        return loss
+
+
+    x = jax.random.normal(jax.random.key(1), (16, 4))
+    y = x.sum(axis=1, keepdims=True)
+    model = Net(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+    losses = [float(train_step(model, optimizer, x, y)) for _ in range(5)]
+    print(json.dumps({"losses": losses, "scale_trained": bool(jnp.any(jnp.asarray(model.scale) != 1.0)),
+                      "calls": int(model.calls.value)}))
+""")
+
+# The failures the other rules describe, measured in one process (one import of Flax).
+FAILURES = textwrap.dedent("""\
+    import json
+    import warnings
+
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    outcome = {}
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.linear = nnx.Linear(3, 3, rngs=rngs)
+            self.bn = nnx.BatchNorm(3, rngs=rngs)
+            self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+        def __call__(self, x, rngs=None):
+            return self.drop(self.bn(self.linear(x)), rngs=rngs)
+
+    def error(thunk):
+        try:
+            thunk()
+        except Exception as caught:
+            return f"{type(caught).__name__}: {caught}"
+        return None
+
+    x = jax.random.normal(jax.random.key(1), (4, 3))
+    model = Net(nnx.Rngs(0))
+    # NNX106: a constant-seed Rngs made in the step gives the same mask at every call
+    step = nnx.jit(lambda model, x: model(x, rngs=nnx.Rngs(dropout=0)))
+    outcome["constant_rngs_same"] = bool((step(model, x) == step(model, x)).all())
+    own = nnx.jit(lambda model, x: model(x))
+    outcome["own_stream_same"] = bool((own(model, x) == own(model, x)).all())
+
+    # NNX107: a raw array attribute gets no gradient
+    class Raw(nnx.Module):
+        def __init__(self):
+            self.w = jnp.ones((3,))
+            self.p = nnx.Param(jnp.ones((3,)))
+
+    grads = nnx.grad(lambda m: (m.w * m.p).sum())(Raw())
+    outcome["raw_array_gradients"] = sorted(str(path[0]) for path, _ in nnx.to_flat_state(grads))
+
+    # NNX111: Rngs with a params stream only cannot build a Dropout
+    outcome["params_only_rngs"] = error(lambda: Net(nnx.Rngs(params=0)))
+
+    # NNX112: Param-only filters on a model with BatchNorm/Dropout state
+    outcome["param_only_split"] = error(lambda: nnx.split(model, nnx.Param))
+
+    # NNX109: .value warns
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.linear.kernel.value
+    outcome["value_warning"] = [str(w.message) for w in caught if w.category is DeprecationWarning]
+    print(json.dumps(outcome))
+""")
+
 
 def _run(path):
     return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120,
@@ -131,3 +234,67 @@ def test_jax_grad_over_dropout_model_fails_until_fixed(tmp_path, run_cli):
     assert "nnx.value_and_grad(loss_fn)(model, x, y)" in fixed_text
     trained = _losses(program)
     assert all(later < earlier for earlier, later in zip(trained, trained[1:])), trained
+
+
+def test_legacy_module_fails_to_build_until_fixed(tmp_path, run_cli):
+    program = tmp_path / "train.py"
+    program.write_text(LEGACY_MODULE)
+    failed = _run(program)
+    assert "ValueError: Found data on value of type '<class 'list'>' assigned to static attribute" in failed.stderr
+
+    fixed = run_cli("check", "--select", "NNX107,NNX108,NNX109", "--fix", "--unsafe-fixes", program)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    fixed_text = program.read_text()
+    assert "self.layers = nnx.List([nnx.Linear(4, 4, rngs=rngs) for _ in range(2)])" in fixed_text
+    assert "self.scale = nnx.Param(jnp.ones((4,)))" in fixed_text
+    assert "self.calls[...] += 1" in fixed_text and "int(model.calls[...])" in fixed_text
+    result = _run(program)  # also proves no '.value' DeprecationWarning is left: the program makes it an error
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    losses = outcome["losses"]
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
+    assert outcome["scale_trained"]  # a Param now: the optimizer updates it
+    assert outcome["calls"] == 5
+
+
+def test_the_failures_the_rules_describe(tmp_path):
+    program = tmp_path / "failures.py"
+    program.write_text(FAILURES)
+    result = _run(program)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["constant_rngs_same"] and not outcome["own_stream_same"]  # NNX106
+    assert outcome["raw_array_gradients"] == ["p"]  # NNX107
+    assert outcome["params_only_rngs"] == "KeyError: \"No RngStream named 'dropout' found in Rngs.\""  # NNX111
+    assert outcome["param_only_split"].startswith("ValueError: Non-exhaustive filters")  # NNX112
+    assert outcome["value_warning"] and outcome["value_warning"][0].startswith(
+        "'.value' access is now deprecated")  # NNX109
+
+
+def test_flax_tables_match_the_installed_flax():
+    from flax import nnx
+
+    from nnxlint.flax_api import LAYER_VARIABLES, MODULE_CLASSES, NNX_TRANSFORM_KEYWORDS, OPTIMIZER_CLASSES
+
+    import inspect
+
+    for name in MODULE_CLASSES:
+        assert issubclass(getattr(nnx, name), nnx.Module), name
+    for name in OPTIMIZER_CLASSES:
+        assert issubclass(getattr(nnx, name), nnx.Optimizer), name
+    for transform, keywords in NNX_TRANSFORM_KEYWORDS.items():
+        parameters = inspect.signature(getattr(nnx, transform)).parameters
+        assert keywords <= set(parameters), (transform, keywords - set(parameters))
+    rngs = nnx.Rngs(0)
+    layers = {
+        "Linear": nnx.Linear(2, 2, rngs=rngs), "LinearGeneral": nnx.LinearGeneral(2, 2, rngs=rngs),
+        "Conv": nnx.Conv(2, 2, 3, rngs=rngs), "ConvTranspose": nnx.ConvTranspose(2, 2, 3, rngs=rngs),
+        "Embed": nnx.Embed(2, 2, rngs=rngs), "LayerNorm": nnx.LayerNorm(2, rngs=rngs),
+        "RMSNorm": nnx.RMSNorm(2, rngs=rngs), "GroupNorm": nnx.GroupNorm(4, num_groups=2, rngs=rngs),
+        "BatchNorm": nnx.BatchNorm(2, rngs=rngs),
+    }
+    assert set(layers) == set(LAYER_VARIABLES)
+    for name, layer in layers.items():
+        found = {attribute: type(value).__name__ for attribute, value in vars(layer).items()
+                 if isinstance(value, nnx.Variable)}
+        assert found == LAYER_VARIABLES[name], name
