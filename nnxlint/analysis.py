@@ -23,7 +23,7 @@ from nnxlint.flax_api import (
     FLAX_NNX, LAYER_VARIABLES, MODULE_CLASSES, NNX_TRANSFORM_FOR_JAX, NNX_TRANSFORM_KEYWORDS, OPTIMIZER_CLASSES,
     VARIABLE_TYPES, nnx_member,
 )
-from nnxlint.objects import assigned_value, method, nnx_module_classes, top_level_classes
+from nnxlint.objects import assigned_value, nnx_module_classes, top_level_classes
 from nnxlint.rule import Fix
 
 MODULE, OPTIMIZER, VARIABLE, RNGS = "module", "optimizer", "variable", "rngs"
@@ -133,11 +133,11 @@ class FileIndex:
         if owner.nnx_class is not None:
             variable = LAYER_VARIABLES.get(owner.nnx_class, {}).get(attribute)
             return Kind(VARIABLE, nnx_class=variable, holds_array=True) if variable else None
-        values = self.attributes(owner.local_class or "").get(attribute, [])
-        kinds = {self.kind_of_value(value) for value in values}
-        if len(kinds) != 1:
+        kinds = [self.kind_of_value(value) for value in self.attributes(owner.local_class or "").get(attribute, [])]
+        if not kinds or any(kind is None for kind in kinds):
             return None
-        return kinds.pop()
+        classes = {(kind.category, kind.nnx_class, kind.local_class) for kind in kinds}  # type: ignore[union-attr]
+        return kinds[0] if len(classes) == 1 else None
 
     def kind_of_value(self, value: cst.BaseExpression) -> Optional[Kind]:
         if isinstance(value, cst.Call):

@@ -46,9 +46,11 @@ class RawArrayAttribute(Rule):
     ## Fix safety
     Unsafe: wrapping the array in `nnx.Param` changes what is trained (the
     optimizer now updates it) and the state's structure (checkpoints saved before
-    hold a raw array). Arithmetic and `jnp` functions accept a `Param` as they
-    accepted the array, so the module's other code keeps working. If the array is
-    a constant or a buffer, use `nnx.Variable` instead of taking the fix.
+    hold a raw array). Arithmetic, indexing, `.shape`, `.at[...]` and `jnp`
+    functions accept a `Param` as they accepted the array, but on Flax 0.12.8
+    `param != x` and `param < x` raise where the array compared elementwise: read
+    `self.w[...]` there. If the array is a constant or a buffer, use
+    `nnx.Variable` instead of taking the fix.
     """
 
     code = "NNX107"

@@ -6,7 +6,9 @@ from typing import Iterator
 
 import libcst as cst
 
-from nnxlint.analysis import MODULE, VARIABLE, attribute_of, fresh_array, kind_of, method_of_module_class
+from nnxlint.analysis import (
+    MODULE, VARIABLE, attribute_of, fresh_array, function_body_nodes, kind_of, method_of_module_class,
+)
 from nnxlint.rule import Fix, Invalid, Rule, Valid
 
 _CONTAINER_NAMES = {cst.List: "list", cst.ListComp: "list", cst.Tuple: "tuple", cst.Dict: "dict",
@@ -17,7 +19,9 @@ class PlainContainerOfModules(Rule):
     """## What it does
     Flags `self.<name> = [...]` (or a tuple, a dict, a list or dict comprehension)
     in a method of an NNX module when the container holds submodules, Variables or
-    arrays: `self.layers = [nnx.Linear(...) for _ in range(3)]`.
+    arrays: `self.layers = [nnx.Linear(...) for _ in range(3)]`, and an empty
+    `self.layers = []` / `{}` that the same method then fills with them
+    (`self.layers.append(nnx.Linear(...))`, `self.heads[name] = Head(...)`).
 
     ## Why is this bad?
     Since Flax 0.12 a module treats a plain `list`/`dict`/`tuple` attribute as static
@@ -56,6 +60,9 @@ class PlainContainerOfModules(Rule):
         # plain containers of static values are fine
         Valid("from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, sizes):\n"
               "        self.sizes = [s * 2 for s in sizes]\n        self.names = ('a', 'b')\n        self.cache = {}\n"),
+        # filled with static values only
+        Valid("from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, sizes):\n"
+              "        self.sizes = []\n        for s in sizes:\n            self.sizes.append(s * 2)\n"),
         # a local list, not an attribute
         Valid("from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, rngs):\n"
               "        layers = [nnx.Linear(2, 2, rngs=rngs) for _ in range(3)]\n"
@@ -91,6 +98,17 @@ class PlainContainerOfModules(Rule):
                   "        self.params = nnx.Dict({name: nnx.Param(jnp.zeros(2)) for name in ('a', 'b')})\n",
             unsafe=True, count=2,
         ),
+        Invalid(
+            "from flax import nnx\n\nclass MLP(nnx.Module):\n    def __init__(self, n, rngs):\n"
+            "        self.layers = []\n        for _ in range(n):\n"
+            "            self.layers.append(nnx.Linear(4, 4, rngs=rngs))\n        self.heads = {}\n"
+            "        self.heads['out'] = nnx.Linear(4, 1, rngs=rngs)\n",
+            fixed="from flax import nnx\n\nclass MLP(nnx.Module):\n    def __init__(self, n, rngs):\n"
+                  "        self.layers = nnx.List([])\n        for _ in range(n):\n"
+                  "            self.layers.append(nnx.Linear(4, 4, rngs=rngs))\n        self.heads = nnx.Dict({})\n"
+                  "        self.heads['out'] = nnx.Linear(4, 1, rngs=rngs)\n",
+            unsafe=True, count=2,
+        ),
     )
 
     def visit_Assign(self, node: cst.Assign) -> None:
@@ -107,8 +125,14 @@ class PlainContainerOfModules(Rule):
         if container is None or found is None:
             return
         params = [*found[0].params.posonly_params, *found[0].params.params]
-        attribute = attribute_of(target, params[0].name.value) if params else None
-        if attribute is None or not any(self._is_data(element) for element in _elements(value)):
+        owner = params[0].name.value if params else None
+        attribute = attribute_of(target, owner) if owner else None
+        if attribute is None:
+            return
+        elements = list(_elements(value))
+        if not elements and isinstance(value, (cst.List, cst.Dict)):  # ``self.layers = []``, filled below
+            elements = list(_added_later(found[0], owner, attribute))
+        if not any(self._is_data(element) for element in elements):
             return
         wrapper = "Dict" if container == "dict" else "List"
         reference, imports = self.context.nnx_ref(wrapper)
@@ -126,6 +150,23 @@ class PlainContainerOfModules(Rule):
         if kind is not None:
             return kind.category in (MODULE, VARIABLE)
         return fresh_array(self.context, element) is not None
+
+
+def _added_later(method: cst.FunctionDef, owner: str, attribute: str) -> Iterator[cst.BaseExpression]:
+    """What the method puts into ``<owner>.<attribute>``: ``.append(v)``, ``.insert(i, v)``,
+    ``.extend([...])``, ``[key] = v``."""
+    for node in function_body_nodes(method):
+        if (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
+                and attribute_of(node.func.value, owner) == attribute and node.args):
+            name = node.func.attr.value
+            if name in ("append", "insert"):
+                yield node.args[-1].value
+            elif name == "extend":
+                yield from _elements(node.args[0].value)
+        elif isinstance(node, cst.Assign):
+            for target in node.targets:
+                if isinstance(target.target, cst.Subscript) and attribute_of(target.target.value, owner) == attribute:
+                    yield node.value
 
 
 def _elements(value: cst.BaseExpression) -> Iterator[cst.BaseExpression]:
