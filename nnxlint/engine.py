@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from nnxlint.context import FileContext, RuleCrash, Traversal
 from nnxlint.imports import add_imports
+from nnxlint.positions import Positions
 from nnxlint.rule import Applicability, Fix, Report, Rule
 
 SOURCE_ERROR_CODE = "NNX000"
@@ -98,18 +98,17 @@ class _Pass:
     module: cst.Module
     reports: list[Report]
     crashes: list[RuleCrash]
-    positions: dict
+    positions: Optional[Positions]
 
 
 def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]]) -> _Pass:
     context = FileContext(module, path)
     instances = [rule(context) for rule in rules]
     traversal = Traversal(context, instances)
-    module.visit(traversal)
+    traversal.run(module)
     reports = [report for rule in instances for report in rule.reports]
-    positions: dict = {}
-    if reports:  # positions cost a second walk: only for files with findings
-        positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    # positions cost a code-generation pass: only for files with findings
+    positions = Positions(module) if reports else None
     return _Pass(module, reports, traversal.crashes, positions)
 
 
@@ -132,7 +131,9 @@ def _suppressed(code: str, lines: Sequence[str], first: int, last: int) -> bool:
 
 
 def _findings(path: str, current: _Pass, lines: Sequence[str]) -> list[tuple[Finding, Report]]:
-    found = []
+    found: list[tuple[Finding, Report]] = []
+    if current.positions is None:
+        return found
     for report in current.reports:
         position = current.positions[report.node]
         start, end = position.start, position.end
@@ -154,7 +155,7 @@ class _Replacer(cst.CSTTransformer):
         return self.replacements.get(id(original_node), updated_node)
 
 
-def _span(fix: Fix, positions: dict) -> Optional[list[tuple]]:
+def _span(fix: Fix, positions: Positions) -> Optional[list[tuple]]:
     spans = []
     for node in fix.replacements:
         position = positions.get(node)
@@ -186,7 +187,7 @@ def _apply(module: cst.Module, fixes: Sequence[Fix]) -> Optional[str]:
     return code
 
 
-def _choose_fixes(candidates: Iterable[Report], positions: dict) -> list[tuple[Fix, int]]:
+def _choose_fixes(candidates: Iterable[Report], positions: Positions) -> list[tuple[Fix, int]]:
     """Fixes that touch disjoint parts of the file, each with the number of findings
     it resolves (one fix may serve several); the others wait for the next pass."""
     chosen: dict[int, list] = {}
@@ -234,6 +235,7 @@ def check_source(text: str, path: str, rules: Sequence[type[Rule]],
                    and report.fix.description not in dropped]
         if not fixable:
             break
+        assert current.positions is not None  # there are findings
         chosen = _choose_fixes(fixable, current.positions)
         new_text = _apply(module, [fix for fix, _ in chosen])
         if new_text is None:  # find the culprits one by one and drop them

@@ -8,6 +8,7 @@ Measured against flax 0.12.8.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional
 
 FLAX_NNX = "flax.nnx"
@@ -85,6 +86,7 @@ VARIABLE_TYPES = frozenset({
 })
 
 
+@lru_cache(maxsize=4096)
 def canonical_name(qualified: str) -> str:
     """Map a name imported from an implementation module to its public name."""
     if qualified in NOT_REEXPORTED:

@@ -110,7 +110,7 @@ def census(path: str) -> Tally:
         return tally  # reported as NNX000 by the check
     context = FileContext(module, path)
     classes, linen = _ModuleCensus(context), LinenUsage(context)
-    module.visit(Traversal(context, [classes, linen]))
+    Traversal(context, [classes, linen]).run(module)
     tally.linen_classes, tally.nnx_classes = classes.linen_classes, classes.nnx_classes
     tally.linen_files = int(bool(linen.reports))
     return tally

@@ -24,7 +24,7 @@ def resolved_calls(source: str) -> list:
     module = cst.parse_module(source)
     context = FileContext(module, "probe.py")
     probe = _Probe(context)
-    module.visit(Traversal(context, [probe]))
+    Traversal(context, [probe]).run(module)
     return probe.resolved
 
 
