@@ -157,7 +157,7 @@ class _Replacer(cst.CSTTransformer):
 
 def _span(fix: Fix, positions: Positions) -> Optional[list[tuple]]:
     spans = []
-    for node in fix.replacements:
+    for node in fix.edits:
         position = positions.get(node)
         if position is None:
             return None
@@ -175,7 +175,7 @@ def _apply(module: cst.Module, fixes: Sequence[Fix]) -> Optional[str]:
     replacements: dict[int, object] = {}
     imports: set[str] = set()
     for fix in fixes:
-        replacements.update({id(node): new for node, new in fix.replacements.items()})
+        replacements.update({id(node): new for node, new in fix.edits.items()})
         imports |= fix.imports
     new_module = module.visit(_Replacer(replacements))
     new_module = add_imports(new_module, imports)

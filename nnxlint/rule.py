@@ -10,8 +10,9 @@ file.  A rule reports with ``self.report(node, message, fix=...)``.
 from __future__ import annotations
 
 import inspect
+from functools import cached_property
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, ClassVar, Literal, Mapping, Optional, Sequence, Union
 
 import libcst as cst
 
@@ -29,14 +30,21 @@ class Fix:
     """An edit that resolves a finding: node replacements plus imports to add.
 
     ``replacements`` maps nodes of the parsed module (by identity) to their new
-    version; ``imports`` names modules the new code refers to, such as
-    ``"flax.nnx"``, which the engine imports when the file does not already.
+    version; it may also be a function returning that mapping, for fixes that are
+    costly to build (a whole-class conversion): the engine calls it only when the
+    fix is applied, so ``nnxlint check`` without ``--fix`` never pays for it.
+    ``imports`` names modules the new code refers to, such as ``"flax.nnx"``,
+    which the engine imports when the file does not already.
     """
 
     description: str
     applicability: Applicability
-    replacements: Mapping[cst.CSTNode, Replacement]
+    replacements: Union[Mapping[cst.CSTNode, Replacement], Callable[[], Mapping[cst.CSTNode, Replacement]]]
     imports: frozenset[str] = frozenset()
+
+    @cached_property
+    def edits(self) -> Mapping[cst.CSTNode, Replacement]:
+        return self.replacements() if callable(self.replacements) else self.replacements
 
 
 @dataclass(frozen=True)
