@@ -6,7 +6,7 @@ from typing import Optional
 
 import libcst as cst
 
-from nnxlint.analysis import attribute_of, fresh_array, method_of_module_class
+from nnxlint.analysis import attribute_of, fresh_array, method_of_module_class, walk
 from nnxlint.rule import Fix, Invalid, Rule, Valid
 
 
@@ -17,6 +17,9 @@ class RawArrayAttribute(Rule):
     `truncated_normal`, ...), built by `jnp.zeros/ones/full/empty(_like)`, produced
     by an initializer (`nnx.initializers.lecun_normal()(key, shape)`,
     `jax.nn.initializers.*`) or by `rngs.params.normal(shape)`.
+    Files that pick what is trained with a filter of their own
+    (`nnx.Optimizer(..., wrt=is_param)`, `nnx.DiffState`) are not checked: such a
+    filter can select raw arrays on purpose.
 
     ## Why is this bad?
     Since Flax 0.12 a module accepts a raw array attribute without complaint, but
@@ -72,6 +75,11 @@ class RawArrayAttribute(Rule):
         Valid("import jax.numpy as jnp\n\nclass Buffer:\n    def __init__(self):\n        self.data = jnp.zeros(3)\n"),
         Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self):\n"
               "        w = jnp.zeros(3)\n        self.w = nnx.Param(w)\n"),
+        # raw arrays trained on purpose, through a filter of the file's own (Flax's "array leaves" example)
+        Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass Linear(nnx.Module):\n"
+              "    def __init__(self, din, dout):\n        self.b = jnp.zeros((dout,))\n\n"
+              "def is_param(path, value):\n    return path[-1] == 'b'\n\n"
+              "optimizer = nnx.Optimizer(Linear(2, 3), tx, wrt=is_param)\n"),
     )
     invalid = (
         Invalid(
@@ -102,6 +110,25 @@ class RawArrayAttribute(Rule):
         ),
     )
 
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self.custom_filters = False
+
+    def visit_Module(self, node: cst.Module) -> None:
+        self.custom_filters = any(self._trains_by_custom_filter(inner) for inner in walk(node)
+                                  if isinstance(inner, cst.Call))
+
+    def _trains_by_custom_filter(self, call: cst.Call) -> bool:
+        """``nnx.Optimizer(..., wrt=is_param)`` or ``nnx.DiffState(...)``: the file chooses
+        what is trained by its own filter, which can select raw arrays (Flax's
+        "array leaves" example does)."""
+        member = self.context.nnx_member(call.func)
+        if member == "DiffState":
+            return True
+        return member == "Optimizer" and any(
+            arg.keyword is not None and arg.keyword.value == "wrt" and self.context.resolve(arg.value) != "flax.nnx.Param"
+            for arg in call.args)
+
     def visit_Assign(self, node: cst.Assign) -> None:
         if len(node.targets) == 1:
             self._check(node.targets[0].target, node.value)
@@ -112,7 +139,7 @@ class RawArrayAttribute(Rule):
 
     def _check(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         attribute = self._init_attribute(target)
-        if attribute is None:
+        if attribute is None or self.custom_filters:
             return
         made_by = fresh_array(self.context, value)
         if made_by is None:
