@@ -37,6 +37,10 @@ RANDOM_SAMPLERS = frozenset({
 # jax.numpy constructors of fresh arrays, what biases and scales start from.
 ARRAY_CONSTRUCTORS = frozenset({"zeros", "ones", "full", "empty", "zeros_like", "ones_like", "full_like"})
 INITIALIZER_MODULES = ("flax.nnx.initializers.", "jax.nn.initializers.")
+# Opting into Variables backed by mutable array references (hijax / refs), which
+# are designed to be updated in place under plain JAX transforms.
+MUTABLE_VARIABLE_APIS = frozenset({"var_defaults", "use_hijax", "use_refs", "vars_as"})
+MUTABLE_VARIABLE_SWITCHES = ("FLAX_MUTABLE_ARRAY", "flax_hijax_variable", "FLAX_HIJAX_VARIABLE")
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,18 @@ def imports_nnx(context: FileContext) -> bool:
     """Whether the file imports flax.nnx (or flax) at module level."""
     return any(binding.qualified_name in ("flax", FLAX_NNX) or (binding.qualified_name or "").startswith(FLAX_NNX + ".")
                for bindings in context.module_scope.bindings.values() for binding in bindings)
+
+
+def uses_mutable_variables(context: FileContext) -> bool:
+    """Whether the file opts into hijax / array-ref Variables (``nnx.var_defaults(hijax=True)``,
+    ``FLAX_MUTABLE_ARRAY``), under which in-place updates inside ``jax.jit`` are by design."""
+    for node in walk(context.module):
+        if isinstance(node, (cst.Name, cst.Attribute)):
+            if nnx_member(names.resolve(context.module_scope, node)) in MUTABLE_VARIABLE_APIS:
+                return True
+        elif isinstance(node, cst.SimpleString) and any(switch in node.value for switch in MUTABLE_VARIABLE_SWITCHES):
+            return True
+    return False
 
 
 def file_index(context: FileContext) -> FileIndex:

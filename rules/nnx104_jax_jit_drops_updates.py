@@ -8,8 +8,9 @@ from typing import Optional
 import libcst as cst
 
 from nnxlint.analysis import (
-    MODULE, OPTIMIZER, FileIndex, Kind, TransformUse, call_transform, file_index, function_body_nodes,
-    function_of, function_transforms, imports_nnx, kind_of, nnx_transform_fix, optimizer_update, returned_names, transform_of,
+    MODULE, OPTIMIZER, FileIndex, Kind, TransformUse, call_transform, file_index, function_body_nodes, function_of,
+    function_transforms, imports_nnx, kind_of, nnx_transform_fix, optimizer_update, returned_names, transform_of,
+    uses_mutable_variables,
 )
 from nnxlint.flax_api import STATEFUL_LAYERS
 from nnxlint.objects import all_params, assigned_value
@@ -34,6 +35,9 @@ class JaxJitDropsUpdates(Rule):
     optimizer in place and does not return it: it calls `optimizer.update(...)` or
     `nnx.update(model, ...)`, assigns an attribute of the module, or computes
     gradients through a model that holds `BatchNorm`/`Dropout` state.
+    Files that opt into hijax / array-ref Variables (`nnx.var_defaults(hijax=True)`,
+    `FLAX_MUTABLE_ARRAY`), which are designed for in-place updates under `jax.jit`,
+    are not checked.
 
     ## Why is this bad?
     Since Flax 0.11 NNX modules and optimizers are pytrees. `jax.jit` flattens them
@@ -101,6 +105,9 @@ class JaxJitDropsUpdates(Rule):
         Valid("import jax\nfrom flax import nnx\n\n@jax.jit\ndef step(stats, x):\n    stats.update(x)\n"
               "    return x\n"),
         Valid("import jax\n\n@jax.jit\ndef step(model, optimizer, x):\n    optimizer.update(model, x)\n"),
+        # hijax / array-ref Variables are meant to be updated in place under jax.jit
+        Valid("import jax\nfrom flax import nnx\nnnx.var_defaults(hijax=True)\n\n@jax.jit\n"
+              "def train_step(model, optimizer, x):\n    optimizer.update(model, nnx.grad(loss_fn)(model, x))\n"),
     )
     invalid = (
         Invalid(
@@ -208,7 +215,7 @@ class JaxJitDropsUpdates(Rule):
                 kinds.setdefault(parameter, kind)
 
     def leave_Module(self, node: cst.Module) -> None:
-        if not imports_nnx(self.context):
+        if not imports_nnx(self.context) or uses_mutable_variables(self.context):
             return
         for function, use in self.jitted:
             self._check(function, use)

@@ -89,7 +89,8 @@ class JaxGradOverModule(Rule):
         Invalid(
             "import jax\nfrom flax import nnx\n\ndef loss_fn(model: nnx.Module, x):\n    return model(x).sum()\n\n"
             "grad_fn = jax.grad(loss_fn)\n",
-            fixed="import jax\nfrom flax import nnx\n\ndef loss_fn(model: nnx.Module, x):\n    return model(x).sum()\n\n"
+            fixed="import jax\nfrom flax import nnx\n\ndef loss_fn(model: nnx.Module, x):\n"
+                  "    return model(x).sum()\n\n"
                   "grad_fn = nnx.grad(loss_fn)\n",
             unsafe=True,
         ),

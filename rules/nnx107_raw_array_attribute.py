@@ -98,7 +98,8 @@ class RawArrayAttribute(Rule):
             fixed="import jax.numpy as jnp\nfrom flax import nnx\n\nclass Affine(nnx.Module):\n"
                   "    def __init__(self, n, rngs):\n        init = nnx.initializers.lecun_normal()\n"
                   "        self.kernel = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (n, n)))\n"
-                  "        self.bias = nnx.Param(jnp.zeros((n,)))\n        self.scale = nnx.Param(rngs.params.uniform((n,)))\n",
+                  "        self.bias = nnx.Param(jnp.zeros((n,)))\n"
+                  "        self.scale = nnx.Param(rngs.params.uniform((n,)))\n",
             unsafe=True, count=3,
         ),
         Invalid(
@@ -126,7 +127,8 @@ class RawArrayAttribute(Rule):
         if member == "DiffState":
             return True
         return member == "Optimizer" and any(
-            arg.keyword is not None and arg.keyword.value == "wrt" and self.context.resolve(arg.value) != "flax.nnx.Param"
+            arg.keyword is not None and arg.keyword.value == "wrt"
+            and self.context.resolve(arg.value) != "flax.nnx.Param"
             for arg in call.args)
 
     def visit_Assign(self, node: cst.Assign) -> None:

@@ -59,7 +59,8 @@ class PlainContainerOfModules(Rule):
               "        self.layers = nnx.List([nnx.Linear(2, 2, rngs=rngs) for _ in range(3)])\n"),
         # plain containers of static values are fine
         Valid("from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, sizes):\n"
-              "        self.sizes = [s * 2 for s in sizes]\n        self.names = ('a', 'b')\n        self.cache = {}\n"),
+              "        self.sizes = [s * 2 for s in sizes]\n        self.names = ('a', 'b')\n"
+              "        self.cache = {}\n"),
         # filled with static values only
         Valid("from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, sizes):\n"
               "        self.sizes = []\n        for s in sizes:\n            self.sizes.append(s * 2)\n"),

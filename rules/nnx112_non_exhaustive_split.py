@@ -107,5 +107,6 @@ class NonExhaustiveSplit(Rule):
             return True
         if kind.nnx_class == "Dropout" and kind.call is not None:
             return any(arg.keyword is not None and arg.keyword.value == "rngs"
-                       and not (isinstance(arg.value, cst.Name) and arg.value.value == "None") for arg in kind.call.args)
+                       and not (isinstance(arg.value, cst.Name) and arg.value.value == "None")
+                       for arg in kind.call.args)
         return False

@@ -68,7 +68,8 @@ class RawSeedAsRngs(Rule):
             "import jax\nfrom flax import nnx as fx\nkey = jax.random.PRNGKey(0)\n"
             "conv = fx.Conv(1, 8, (3, 3), rngs=key)\ndrop = fx.Dropout(0.1, rngs=jax.random.key(1))\n",
             fixed="import jax\nfrom flax import nnx as fx\nkey = jax.random.PRNGKey(0)\n"
-                  "conv = fx.Conv(1, 8, (3, 3), rngs=fx.Rngs(key))\ndrop = fx.Dropout(0.1, rngs=fx.Rngs(jax.random.key(1)))\n",
+                  "conv = fx.Conv(1, 8, (3, 3), rngs=fx.Rngs(key))\n"
+                  "drop = fx.Dropout(0.1, rngs=fx.Rngs(jax.random.key(1)))\n",
             count=2,
         ),
     )
