@@ -197,7 +197,8 @@ def _summary(findings, fixed: int, fix_level: Optional[str], statistics: bool) -
 
 
 @main.command(name="rules")
-@click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--output-format", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True)
 def list_rules(output_format):
     """List every rule: code, name, fix availability, summary."""
     import json
@@ -208,6 +209,11 @@ def list_rules(output_format):
     if output_format == "json":
         click.echo(json.dumps([{"code": r.code, "name": r.name, "summary": r.summary, "fix": r.fixable}
                                for r in rules], indent=2))
+        return
+    if output_format == "markdown":  # the README's rule table
+        click.echo("| Code | Name | Fix | Summary |\n|---|---|---|---|")
+        for rule in rules:
+            click.echo(f"| {rule.code} | `{rule.name}` | {rule.fixable or '—'} | {rule.summary} |")
         return
     for rule in rules:
         click.echo(f"{rule.code}  {rule.name:<32} {(rule.fixable or '-'):<7} {rule.summary}")
