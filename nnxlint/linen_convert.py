@@ -171,10 +171,11 @@ class _Converter:
     def _remove_dead_keys(self, new: dict[cst.CSTNode, Replacement], rewriter: TrainingRewriter) -> None:
         """PRNG keys that only fed Linen's ``rngs={'dropout': ...}``: NNX layers keep
         their own RNG streams, so the parameters, arguments and assignments go."""
+        before = self._reads(self.module)
         for _ in range(3):
             reads = self._all_reads(new)
-            unused = {name for name in rewriter.dropped_rng_names if reads[name] <= 0}
-            cleaner = _DeadKeyRemover(unused, self.env, reads)
+            now_unused = {name for name, count in before.items() if count > 0 and reads[name] <= 0}
+            cleaner = _DeadKeyRemover(rewriter.dropped_rng_names, now_unused, self.env)
             for old, node in list(new.items()):
                 new[old] = _visit(node, cleaner)
             cleaner.finish(new)
@@ -276,21 +277,23 @@ def _without_aliases(statement: cst.SimpleStatementLine, unused: set[str]) -> Re
 
 
 class _DeadKeyRemover(cst.CSTTransformer):
-    """Drops parameters in ``unused`` with their call-site arguments, and
-    ``name = jax.random...(...)`` assignments nobody reads any more."""
+    """Drops the parameters named in ``keys`` that their function no longer
+    reads, with their call-site arguments, and ``name = jax.random...(...)``
+    assignments whose names the conversion left unread (``now_unused``)."""
 
-    def __init__(self, unused: set[str], env: FileEnv, reads: Counter) -> None:
+    def __init__(self, keys: set[str], now_unused: set[str], env: FileEnv) -> None:
         super().__init__()
-        self.unused = unused
+        self.keys = keys
+        self.now_unused = now_unused
         self.env = env
-        self.reads = reads
         self.changed = False
         self.dropped_positions: dict[str, int] = {}  # function -> index of the dropped parameter
 
     def leave_FunctionDef(self, original_node, updated_node):
         params = list(updated_node.params.params)
+        reads = _Converter._reads(updated_node.body)
         for index, param in enumerate(params):
-            if param.name.value in self.unused:
+            if param.name.value in self.keys and reads[param.name.value] <= 0:
                 self.dropped_positions[updated_node.name.value] = index
                 kept = params[:index] + params[index + 1:]
                 if kept:
@@ -306,7 +309,7 @@ class _DeadKeyRemover(cst.CSTTransformer):
         targets = _names(assign.targets[0].target)
         value = assign.value
         if isinstance(value, cst.Call) and (self.env.resolve(value.func) or "").startswith("jax.random.") and all(
-                isinstance(t, cst.Name) and self.reads[t.value] <= 0 for t in targets):
+                isinstance(t, cst.Name) and t.value in self.now_unused for t in targets):
             self.changed = True
             return cst.RemoveFromParent()
         return updated_node

@@ -700,6 +700,7 @@ class _CallRewriter(_LinenFunctions):
         self.output: Shape = None
         self.mode_reads: dict[str, int] = {}
         self.called_at_once: set[int] = set()
+        self.keyword_names: set[int] = set()  # ``deterministic`` in ``f(deterministic=...)`` reads nothing
         self.depth = 0  # inside loops/branches/nested functions: no inline construction
 
     # control flow: constructions inside are not converted
@@ -714,8 +715,12 @@ class _CallRewriter(_LinenFunctions):
     visit_If, leave_If = visit_For, leave_For
     visit_Lambda, leave_Lambda = visit_For, leave_For
 
+    def visit_Arg(self, node: cst.Arg) -> None:
+        if node.keyword is not None:
+            self.keyword_names.add(id(node.keyword))
+
     def visit_Name(self, node: cst.Name) -> None:
-        if node.value in self.converter._call_param_index:
+        if node.value in self.converter._call_param_index and id(node) not in self.keyword_names:
             self.mode_reads[node.value] = self.mode_reads.get(node.value, 0) + 1
 
     def leave_Assign(self, original_node, updated_node):

@@ -330,6 +330,11 @@ class RoleAnalysis(cst.CSTVisitor):
             return VARIABLES
         return None
 
+    def is_state_update(self, node: cst.BaseExpression) -> bool:
+        """``state.apply_gradients(...)``: a new train state."""
+        return (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
+                and node.func.attr.value == "apply_gradients" and self.role_of(node.func.value) == STATE)
+
     def function_called(self, func: cst.BaseExpression) -> Optional[_Function]:
         """The local function a call calls, seeing through jit/grad wrappers."""
         if isinstance(func, cst.Name):
@@ -363,12 +368,11 @@ class RoleAnalysis(cst.CSTVisitor):
         if owner is None or node.value is None:
             return
         value = node.value
-        if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) \
-                and value.func.attr.value == "apply_gradients" and self.role_of(value.func.value) == STATE:
+        if self.is_state_update(value):
             owner.returns_state_update = True
             return
         for index, element in enumerate(_names(value)):
-            role = self.role_of(element)
+            role = STATE if self.is_state_update(element) else self.role_of(element)
             if role is not None and owner.return_roles.get(index) != role:
                 owner.return_roles[index] = role
                 self.changed = True
@@ -736,15 +740,22 @@ class TrainingRewriter(cst.CSTTransformer):
         new_small = updated.body[0]
         assert isinstance(new_small, cst.Return) and new_small.value is not None
         elements = _names(value)
-        if not any(self.role(element) for element in elements):
+        updates = [self._replace_line(original, self._optimizer_update(element))  # type: ignore[arg-type]
+                   for element in elements if self.analysis.is_state_update(element)]
+        if not updates and not any(self.role(element) for element in elements):
             return updated
-        new_value = _without_roles(new_small.value, self.role)
+        new_value = _without_roles(new_small.value,
+                                   lambda node: self.role(node) or self.analysis.is_state_update(node))
         if len(elements) == 2 and self.function_stack and new_value is not None and \
                 not isinstance(new_value, cst.Tuple):
             self.aux_removed.add(self.function_stack[-1])
-        if new_value is None:
+        lines: list[cst.BaseStatement] = updates
+        if new_value is not None:
+            lines.append(updated.with_changes(body=[new_small.with_changes(value=new_value)],
+                                              leading_lines=() if updates else updated.leading_lines))
+        if not lines:
             return cst.RemoveFromParent()
-        return updated.with_changes(body=[new_small.with_changes(value=new_value)])
+        return lines[0] if len(lines) == 1 else cst.FlattenSentinel(lines)
 
     # -- expressions -----------------------------------------------------------
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
