@@ -27,6 +27,7 @@ from nnxlint.objects import assigned_value, nnx_module_classes, top_level_classe
 from nnxlint.rule import Fix
 
 MODULE, OPTIMIZER, VARIABLE, RNGS = "module", "optimizer", "variable", "rngs"
+GRADIENT_TRANSFORMS = ("grad", "value_and_grad")
 FUNCTOOLS_PARTIAL = "functools.partial"
 # jax.random samplers of float arrays, what weights are drawn from (keys, permutations
 # and integer draws are not weights).
@@ -388,6 +389,98 @@ def fresh_array(context: FileContext, expression: cst.BaseExpression) -> Optiona
         if kind is not None and kind.category == RNGS:
             return f"`Rngs.{func.attr.value}`"
     return None
+
+
+@dataclass(frozen=True)
+class Update:
+    """An in-place update of the object a name holds, in a function body."""
+
+    name: str
+    how: str  # "`optimizer.update`", "`nnx.update`", "attribute assignment"
+    node: cst.CSTNode
+    # an attribute assignment updates a module only if the name is known to hold one
+    needs_known_object: bool = False
+
+
+def in_place_updates(index: FileIndex, function: cst.FunctionDef) -> list[Update]:
+    """Updates of named objects in a function body (nested functions included):
+    ``optimizer.update(model, grads)`` (both), ``nnx.update(model, ...)``,
+    ``model.attribute = ...`` / ``model.attribute[...] += ...``."""
+    found = []
+    for node in function_body_nodes(function):
+        update = optimizer_update(node)
+        if update is not None:
+            receiver, model = update
+            found.append(Update(receiver, f"`{receiver}.update`", node))
+            if isinstance(model, cst.Name):
+                found.append(Update(model.value, f"`{receiver}.update`", node))
+        if isinstance(node, cst.Call) and index.resolve(node.func) == "flax.nnx.update" and node.args:
+            target = node.args[0].value
+            if isinstance(target, cst.Name):
+                found.append(Update(target.value, "`nnx.update`", node))
+        targets: list[cst.BaseExpression] = []
+        if isinstance(node, cst.Assign):
+            targets = [target.target for target in node.targets]
+        elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            root = _attribute_root(target)
+            if root is not None:
+                found.append(Update(root, "attribute assignment", node, needs_known_object=True))
+    return found
+
+
+def differentiated_names(index: FileIndex, function: cst.FunctionDef) -> list[tuple[str, cst.Call]]:
+    """``(name, call)`` for each ``grad(f)(name, ...)`` (jax or nnx grad / value_and_grad)
+    in a function body: the first argument is what is differentiated by default."""
+    found = []
+    for node in function_body_nodes(function):
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Call):
+            transform = transform_of(index.resolve(node.func.func))
+            if transform is not None and transform[1] in GRADIENT_TRANSFORMS and node.args:
+                first = node.args[0].value
+                found.append((first.value if isinstance(first, cst.Name) else "", node))
+    return found
+
+
+def _attribute_root(target: cst.BaseExpression) -> Optional[str]:
+    """``'model'`` for ``model.a.b`` or ``model.a[...]`` (a Name alone is a rebinding, not a mutation)."""
+    if not isinstance(target, (cst.Attribute, cst.Subscript)):
+        return None
+    while isinstance(target, (cst.Attribute, cst.Subscript)):
+        target = target.value
+    return target.value if isinstance(target, cst.Name) else None
+
+
+def bound_names(function: cst.FunctionDef) -> set[str]:
+    """Names a function (with its nested functions) binds: parameters, assignment and
+    loop targets, nested definitions.  The other names it uses come from outside."""
+    found: set[str] = set()
+    for node in [function, *walk(function.body)]:
+        if isinstance(node, (cst.FunctionDef, cst.Lambda)):
+            found |= {param.name.value for param in _params(node.params)}
+            if isinstance(node, cst.FunctionDef) and node is not function:
+                found.add(node.name.value)
+        elif isinstance(node, cst.Assign):
+            for target in node.targets:
+                found |= set(names.target_names(target.target))
+        elif isinstance(node, (cst.AugAssign, cst.AnnAssign, cst.For, cst.CompFor)):
+            found |= set(names.target_names(node.target))
+        elif isinstance(node, cst.AsName):
+            found |= set(names.target_names(node.name))
+        elif isinstance(node, (cst.Global, cst.Nonlocal)):
+            found -= {item.name.value for item in node.names}
+    return found
+
+
+def _params(params: cst.Parameters) -> Iterator[cst.Param]:
+    yield from params.posonly_params
+    yield from params.params
+    if isinstance(params.star_arg, cst.Param):
+        yield params.star_arg
+    yield from params.kwonly_params
+    if params.star_kwarg is not None:
+        yield params.star_kwarg
 
 
 # -- transforms ------------------------------------------------------------

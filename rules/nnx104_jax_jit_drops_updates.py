@@ -8,16 +8,13 @@ from typing import Optional
 import libcst as cst
 
 from nnxlint.analysis import (
-    MODULE, OPTIMIZER, FileIndex, Kind, TransformUse, call_transform, file_index, function_body_nodes, function_of,
-    function_transforms, imports_nnx, kind_of, nnx_transform_fix, optimizer_update, returned_names, transform_of,
-    uses_mutable_variables,
+    MODULE, OPTIMIZER, FileIndex, Kind, TransformUse, call_transform, differentiated_names, file_index,
+    function_body_nodes, function_of, function_transforms, imports_nnx, in_place_updates, kind_of,
+    nnx_transform_fix, returned_names, uses_mutable_variables,
 )
 from nnxlint.flax_api import STATEFUL_LAYERS
 from nnxlint.objects import all_params, assigned_value
 from nnxlint.rule import Invalid, Rule, Valid
-
-_GRAD_TRANSFORMS = ("grad", "value_and_grad")
-
 
 @dataclass
 class _Mutations:
@@ -256,48 +253,13 @@ class JaxJitDropsUpdates(Rule):
         assert self.index is not None
         parameters = {param.name.value for param in all_params(function)}
         found = _Mutations()
-
-        def is_object(name: str) -> bool:
-            kind = kinds.get(name)
-            return kind is not None and kind.category in (MODULE, OPTIMIZER)
-
+        for update in in_place_updates(self.index, function):
+            kind = kinds.get(update.name)
+            known = kind is not None and kind.category in (MODULE, OPTIMIZER)
+            if update.name in parameters and (known or not update.needs_known_object):
+                found.explicit.setdefault(update.name, update.how)
+        found.takes_gradients = bool(differentiated_names(self.index, function))
         for node in function_body_nodes(function):
-            update = optimizer_update(node)
-            if update is not None and update[0] in parameters:
-                receiver, model = update
-                found.explicit.setdefault(receiver, f"`{receiver}.update`")
-                if isinstance(model, cst.Name) and model.value in parameters:
-                    found.explicit.setdefault(model.value, f"`{receiver}.update`")
-            if isinstance(node, cst.Call):
-                if self.index.resolve(node.func) == "flax.nnx.update":
-                    target = node.args[0].value if node.args else None
-                    if isinstance(target, cst.Name) and target.value in parameters:
-                        found.explicit.setdefault(target.value, "`nnx.update`")
-                if isinstance(node.func, cst.Call) and _is_gradient_call(self.index, node.func):
-                    found.takes_gradients = True
-                if isinstance(node.func, cst.Name) and node.func.value in parameters:
-                    found.stateful_calls.add(node.func.value)
-            targets: list[cst.BaseExpression] = []
-            if isinstance(node, cst.Assign):
-                targets = [target.target for target in node.targets]
-            elif isinstance(node, (cst.AugAssign, cst.AnnAssign)):
-                targets = [node.target]
-            for target in targets:
-                root = _attribute_root(target)
-                if root is not None and root in parameters and is_object(root):
-                    found.explicit.setdefault(root, "attribute assignment")
+            if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value in parameters:
+                found.stateful_calls.add(node.func.value)
         return found
-
-
-def _is_gradient_call(index: FileIndex, call: cst.Call) -> bool:
-    found = transform_of(index.resolve(call.func))
-    return found is not None and found[1] in _GRAD_TRANSFORMS
-
-
-def _attribute_root(target: cst.BaseExpression) -> Optional[str]:
-    """``'model'`` for ``model.a.b`` or ``model.a[...]`` (a Name alone is a rebinding, not a mutation)."""
-    if not isinstance(target, (cst.Attribute, cst.Subscript)):
-        return None
-    while isinstance(target, (cst.Attribute, cst.Subscript)):
-        target = target.value
-    return target.value if isinstance(target, cst.Name) else None

@@ -181,6 +181,14 @@ FAILURES = textwrap.dedent("""\
     # NNX112: Param-only filters on a model with BatchNorm/Dropout state
     outcome["param_only_split"] = error(lambda: nnx.split(model, nnx.Param))
 
+    # NNX113: a seed where an Rngs belongs
+    outcome["int_rngs"] = error(lambda: nnx.Linear(2, 2, rngs=0))
+
+    # NNX114: a global module updated inside a jitted function
+    def reset():
+        model.linear.bias[...] = jnp.ones(3)
+    outcome["captured_update"] = error(nnx.jit(reset))
+
     # NNX109: .value warns
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -267,6 +275,9 @@ def test_the_failures_the_rules_describe(tmp_path):
     assert outcome["raw_array_gradients"] == ["p"]  # NNX107
     assert outcome["params_only_rngs"] == "KeyError: \"No RngStream named 'dropout' found in Rngs.\""  # NNX111
     assert outcome["param_only_split"].startswith("ValueError: Non-exhaustive filters")  # NNX112
+    assert outcome["int_rngs"] == "AttributeError: 'int' object has no attribute 'params'"  # NNX113
+    assert outcome["captured_update"].startswith(  # NNX114
+        "TraceContextError: Cannot mutate Param from a different trace level")
     assert outcome["value_warning"] and outcome["value_warning"][0].startswith(
         "'.value' access is now deprecated")  # NNX109
 
