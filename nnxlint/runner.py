@@ -16,7 +16,7 @@ from nnxlint.engine import Finding, check_source, source_error, unknown_noqa_cod
 from nnxlint.notebook import NOTEBOOK_SUFFIX, Notebook, NotebookError
 from nnxlint.registry import all_rules
 from nnxlint.rule import Applicability
-from nnxlint.textio import Source, SourceError, decode, write_atomic
+from nnxlint.textio import BOM, Source, SourceError, decode, write_atomic
 
 if TYPE_CHECKING:
     from nnxlint.config import Settings
@@ -98,8 +98,12 @@ class _PythonFile:
 
 
 class _NotebookFile(Notebook):
+    def __init__(self, text: str, bom: bool) -> None:
+        super().__init__(text)
+        self.bom = bom
+
     def encode(self, text: str) -> bytes:
-        return text.encode("utf-8")
+        return (BOM if self.bom else b"") + text.encode("utf-8")
 
 
 def load_document(path: str) -> tuple[Union[_PythonFile, _NotebookFile], str]:
@@ -113,7 +117,7 @@ def load_document(path: str) -> tuple[Union[_PythonFile, _NotebookFile], str]:
     if not path.endswith(NOTEBOOK_SUFFIX):
         return _PythonFile(decode(data)), digest
     try:
-        return _NotebookFile(data.decode("utf-8-sig")), digest
+        return _NotebookFile(data.decode("utf-8-sig"), data.startswith(BOM)), digest
     except UnicodeDecodeError:
         raise SourceError("notebook is not valid UTF-8") from None
     except NotebookError as error:

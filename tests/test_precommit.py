@@ -59,7 +59,8 @@ def hook_repository(tmp_path_factory):
 def project(tmp_path):
     project = tmp_path / "project"
     (project / "generated").mkdir(parents=True)
-    (project / "pyproject.toml").write_text("[tool.nnxlint]\nexclude = ['generated']\n")
+    # the rules this test counts, so that rules landing later do not change the expectations
+    (project / "pyproject.toml").write_text("[tool.nnxlint]\nselect = ['NNX001', 'NNX102']\nexclude = ['generated']\n")
     (project / "model.py").write_text(MODEL)
     (project / "clean.py").write_text("x = 1\n")
     (project / "generated" / "old.py").write_text("import flax.linen as nn\n")
