@@ -327,6 +327,7 @@ class ClassConverter:
         """``node`` rewritten for ``__init__``: ``self.field`` -> ``field``,
         ``x.shape[-1]`` -> its size, Linen functions -> NNX ones."""
         converter = self
+        sizes: dict[int, Size] = {}
 
         class Translate(cst.CSTTransformer):
             def leave_Attribute(self, original_node, updated_node):
@@ -343,10 +344,15 @@ class ClassConverter:
                                         "a value computed in `__call__`")
                 return converter._nnx_reference(original_node, updated_node)
 
-            def leave_Subscript(self, original_node, updated_node):
-                size = converter._shape_axis(original_node, shapes)
+            def visit_Subscript(self, node) -> bool:
+                size = converter._shape_axis(node, shapes)
                 if size is not None:
-                    return cst.parse_expression(size.operand())
+                    sizes[id(node)] = size
+                return size is None  # ``x.shape[-1]`` reads no value of ``x``
+
+            def leave_Subscript(self, original_node, updated_node):
+                if id(original_node) in sizes:
+                    return cst.parse_expression(sizes[id(original_node)].operand())
                 return updated_node
 
         return self.env.code(node.visit(Translate()))
@@ -431,6 +437,9 @@ class ClassConverter:
                 nnx_positional.add(nnx_name)
         for name, code in mapping.added.items():
             nnx_values.setdefault(name, code)
+        sizes = [mapping.input_size, mapping.renamed.get(mapping.output_size or "", mapping.output_size)]
+        last_size = max((mapping.nnx_positional.index(n) for n in sizes if n in mapping.nnx_positional), default=-1)
+        nnx_positional.update(mapping.nnx_positional[:last_size + 1])  # ``(num_heads, in_features, ...)``
         parts: list[str] = []
         for name in mapping.nnx_positional:  # positional while contiguous
             if name not in nnx_values or name not in nnx_positional:

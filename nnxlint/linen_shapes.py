@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import libcst as cst
 
@@ -90,17 +90,40 @@ def string_literal(node: Optional[cst.BaseExpression]) -> Optional[str]:
     return None
 
 
-def literal_shape(node: cst.BaseExpression) -> Shape:
-    """A shape written as a tuple or list of integers, e.g. ``(1, 28, 28, 1)``."""
+def literal_shape(node: cst.BaseExpression, constants: Mapping[str, int]) -> Shape:
+    """A shape written as a tuple or list of integers or file-level integer
+    constants, e.g. ``(1, 28, 28, 1)`` or ``(1, LENGTH)``."""
     if isinstance(node, (cst.Tuple, cst.List)):
         sizes = []
         for element in node.elements:
-            value = int_literal(element.value)
-            if value is None:
+            value = element.value
+            if isinstance(value, cst.Name) and value.value in constants:
+                sizes.append(Size(value.value, constants[value.value]))
+                continue
+            number = int_literal(value)
+            if number is None:
                 return None
-            sizes.append(Size.number(value))
+            sizes.append(Size.number(number))
         return tuple(sizes)
     return None
+
+
+def integer_constants(module: cst.Module) -> dict[str, int]:
+    """File-level ``NAME = 8`` / ``A, B = 8, 16`` integer constants."""
+    found: dict[str, int] = {}
+    for statement in module.body:
+        if not (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
+                and isinstance(statement.body[0], cst.Assign) and len(statement.body[0].targets) == 1):
+            continue
+        target, value = statement.body[0].targets[0].target, statement.body[0].value
+        pairs = [(target, value)]
+        if isinstance(target, cst.Tuple) and isinstance(value, cst.Tuple) and \
+                len(target.elements) == len(value.elements):
+            pairs = [(t.value, v.value) for t, v in zip(target.elements, value.elements)]
+        for name, number in pairs:
+            if isinstance(name, cst.Name) and int_literal(number) is not None:
+                found[name.value] = int_literal(number)  # type: ignore[assignment]
+    return found
 
 
 def with_unknown_batch(shape: Shape) -> Shape:

@@ -18,7 +18,9 @@ from typing import Optional, Sequence, Union
 import libcst as cst
 
 from nnxlint.linen_modules import ConvertedClass, FileEnv, Mode, Unconvertible, drop_args
-from nnxlint.linen_shapes import Shape, int_literal, literal_shape, string_literal, with_unknown_batch
+from nnxlint.linen_shapes import (
+    Shape, int_literal, integer_constants, literal_shape, string_literal, with_unknown_batch,
+)
 
 PARAMS, VARIABLES, BATCH_STATS, STATE, OPT_STATE, UPDATES = (
     "params", "variables", "batch_stats", "train state", "optimizer state", "collection updates")
@@ -90,6 +92,7 @@ class TrainingConverter:
         self.env = env
         self.module = module
         self.functions: dict[str, cst.FunctionDef] = {}
+        self.constants = integer_constants(module)
         self.parents: dict[int, FunctionNode] = {}  # id(statement) -> enclosing function
         self._index(module, module)
 
@@ -217,7 +220,7 @@ class TrainingConverter:
             shape_node = keywords.get("shape") or (args[position] if position is not None and
                                                    len(args) > position else None)
             if shape_node is not None:
-                return literal_shape(shape_node)
+                return literal_shape(shape_node, self.constants)
         return None
 
     def _assigned_value(self, name: str, before: cst.CSTNode) -> Optional[cst.BaseExpression]:
