@@ -4,9 +4,14 @@ The code cells are joined into one Python text, so an import in an earlier cell
 is visible in later ones.  IPython magics (``%time``, ``%%bash``), shell escapes
 (``!pip install``) and help lines (``obj?``) are not Python: each such line is
 replaced by a numbered placeholder of the same indentation, and restored when
-fixes are written back.  Every cell after the first starts with a marker
-comment, so the fixed text can be split into cells again; a fix that lost a
-marker or a placeholder is refused rather than guessed at.
+fixes are written back; a fix that lost a placeholder is refused.
+
+Fixes may rewrite code across cells (a Linen model converted in one cell, its
+``init`` call in another), so the fixed text is split into cells again by a
+line diff against the joined text: unchanged lines stay in their cell; each
+top-level statement of replaced code goes to the cell of the statement it most
+resembles, in order, so that no statement is split between cells; inserted
+lines join the cell of the line before them.
 
 Writing touches only the ``"source"`` values of the cells whose code changed:
 every other byte of the file (outputs, metadata, indentation, key order) stays
@@ -15,16 +20,17 @@ as it was.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass, replace
 from typing import Optional
 
+import libcst as cst
+
 from nnxlint.engine import Finding
 
 NOTEBOOK_SUFFIX = ".ipynb"
-_CELL_MARKER = "# nnxlint: cell {index}"
-_CELL_MARKER_LINE = re.compile(r"^# nnxlint: cell (\d+)$")
 _PLACEHOLDER = "{indent}pass  # nnxlint: magic {index}"
 _PLACEHOLDER_LINE = re.compile(r"^[ \t]*pass  # nnxlint: magic (\d+)$")
 # `%magic`, `!shell`, `?help`, `obj?`, and assignments from them (`files = !ls`)
@@ -156,9 +162,7 @@ class Notebook:
 
     def _join(self) -> str:
         lines: list[str] = []
-        for position, cell in enumerate(self.cells):
-            if position:
-                lines.append(_CELL_MARKER.format(index=cell.index))
+        for cell in self.cells:
             cell.first_line = len(lines) + 1
             cell_lines = self._hide_magics(cell.source)
             cell.line_count = len(cell_lines)
@@ -185,26 +189,34 @@ class Notebook:
 
     def with_python(self, fixed: str) -> Optional[str]:
         """The notebook's text with the cells' code replaced by ``fixed`` (the joined
-        text after fixes), or None when ``fixed`` cannot be split back into cells."""
-        cells_code: list[list[str]] = [[]]
-        expected_markers = [cell.index for cell in self.cells[1:]]
-        seen_markers, seen_magics = [], set()
-        for line in fixed.splitlines():
-            marker = _CELL_MARKER_LINE.match(line)
-            if marker:
-                seen_markers.append(int(marker.group(1)))
-                cells_code.append([])
-                continue
-            placeholder = _PLACEHOLDER_LINE.match(line)
-            if placeholder:
-                index = int(placeholder.group(1))
-                if index >= len(self.magics):
-                    return None
-                seen_magics.add(index)
-                line = self.magics[index]
-            cells_code[-1].append(line)
-        if seen_markers != expected_markers or len(seen_magics) != len(self.magics):
-            return None  # a fix moved a cell boundary or removed a magic line
+        text after fixes), or None when a fix removed an IPython magic."""
+        original = self.python.splitlines()
+        cell_of = [position for position, cell in enumerate(self.cells) for _ in range(cell.line_count)]
+        new_lines = fixed.splitlines()
+        cells_code: list[list[str]] = [[] for _ in self.cells]
+        matcher = difflib.SequenceMatcher(None, original, new_lines, autojunk=False)
+        old_starts, new_starts = _statement_starts(self.python), _statement_starts(fixed)
+        for tag, old_start, old_end, new_start, new_end in matcher.get_opcodes():
+            if tag == "equal":
+                owners = cell_of[old_start:old_end]
+            elif old_start < old_end:
+                owners = _replacement_owners(original[old_start:old_end], cell_of[old_start:old_end],
+                                             new_lines[new_start:new_end],
+                                             {line - old_start for line in old_starts},
+                                             {line - new_start for line in new_starts})
+            else:  # inserted lines: the cell of the line before them
+                owners = [cell_of[old_start - 1] if old_start else 0] * (new_end - new_start)
+            for owner, line in zip(owners, new_lines[new_start:new_end]):
+                cells_code[owner].append(line)
+        seen_magics = set()
+        for code in cells_code:
+            for number, line in enumerate(code):
+                placeholder = _PLACEHOLDER_LINE.match(line)
+                if placeholder and int(placeholder.group(1)) < len(self.magics):
+                    seen_magics.add(int(placeholder.group(1)))
+                    code[number] = self.magics[int(placeholder.group(1))]
+        if len(seen_magics) != len(self.magics):
+            return None
         pieces, end = [], 0
         for cell, code in zip(self.cells, cells_code):
             new_source = "\n".join(code)
@@ -216,6 +228,35 @@ class Notebook:
             pieces += [self.text[end:start], _render_source(self.text[start:stop], new_source)]
             end = stop
         return "".join(pieces) + self.text[end:]
+
+
+def _statement_starts(text: str) -> set[int]:
+    """The (0-based) lines where the top-level statements of ``text`` begin, decorators included."""
+    module = cst.parse_module(text)
+    line, starts = len(module.header), set()
+    for statement in module.body:
+        leading = len(statement.leading_lines)
+        starts.add(line + leading)
+        line += module.code_for_node(statement).count("\n")
+    return starts
+
+
+def _replacement_owners(old: list[str], old_cells: list[int], new: list[str], old_starts: set[int],
+                        new_starts: set[int]) -> list[int]:
+    """The cell of each line of ``new``, the code that replaced ``old`` (lines in ``old_cells``).
+
+    Lines are grouped into top-level statements (a group begins at each start, and
+    at the first line).  Each new group goes where the old group with the most
+    similar first line was, never before the previous group's choice.
+    """
+    old_groups = [0] + sorted(line for line in old_starts if 0 < line < len(old))
+    owners, chosen = [], 0
+    for number, line in enumerate(new):
+        if number in new_starts:
+            chosen = max(range(chosen, len(old_groups)), key=lambda group: (
+                difflib.SequenceMatcher(None, line.strip(), old[old_groups[group]].strip()).ratio(), -group))
+        owners.append(old_cells[old_groups[chosen]])
+    return owners
 
 
 def _render_source(original: str, source: str) -> str:

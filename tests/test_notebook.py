@@ -125,12 +125,39 @@ def test_joined_python_hides_magics_and_maps_lines_back():
     assert notebook.with_python(notebook.python) == notebook.text  # no change, same bytes
 
 
-def test_a_fix_that_loses_a_cell_boundary_is_refused():
+def test_a_fix_across_cells_keeps_each_line_in_its_cell():
+    cells = [_code(["import jax\n", "import flax.linen as nn"]),
+             _code(["class MLP(nn.Module):\n", "    @nn.compact\n", "    def __call__(self, x):\n",
+                    "        return nn.Dense(2)(x)"]),
+             _code(["model = MLP()\n", "%time x = 1\n", "params = model.init(jax.random.key(0), x)\n",
+                    "y = model.apply(params, x)\n"])]
+    notebook = Notebook(_notebook_text(cells))
+    # what a model conversion does: an import dropped, the class rewritten, init and apply replaced
+    fixed = notebook.python.replace("import jax\n", "").replace("import flax.linen as nn", "from flax import nnx")
+    fixed = fixed.replace("""class MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(2)(x)""", """class MLP(nnx.Module):
+    def __init__(self, *, rngs):
+        self.linear = nnx.Linear(1, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.linear(x)""")
+    fixed = fixed.replace("model = MLP()\n", "").replace(
+        "params = model.init(jax.random.key(0), x)\ny = model.apply(params, x)",
+        "model = MLP(rngs=nnx.Rngs(0))\ny = model(x)")
+    sources = ["".join(cell["source"]) for cell in json.loads(notebook.with_python(fixed))["cells"]]
+    assert sources == [
+        "from flax import nnx",
+        "class MLP(nnx.Module):\n    def __init__(self, *, rngs):\n        self.linear = nnx.Linear(1, 2, rngs=rngs)\n"
+        "\n    def __call__(self, x):\n        return self.linear(x)",
+        "%time x = 1\nmodel = MLP(rngs=nnx.Rngs(0))\ny = model(x)\n",
+    ]
+
+
+def test_a_fix_that_removes_a_magic_is_refused():
     notebook = Notebook(_notebook_text())
-    merged = "\n".join(line for line in notebook.python.splitlines() if not line.startswith("# nnxlint: cell"))
-    assert notebook.with_python(merged) is None
-    without_magic = notebook.python.replace("pass  # nnxlint: magic 0\n", "")
-    assert notebook.with_python(without_magic) is None
+    assert notebook.with_python(notebook.python.replace("pass  # nnxlint: magic 0\n", "")) is None
 
 
 def test_invalid_notebook_is_a_source_error(run_cli, tmp_path):
