@@ -193,21 +193,29 @@ class Notebook:
         original = self.python.splitlines()
         cell_of = [position for position, cell in enumerate(self.cells) for _ in range(cell.line_count)]
         new_lines = fixed.splitlines()
-        cells_code: list[list[str]] = [[] for _ in self.cells]
         matcher = difflib.SequenceMatcher(None, original, new_lines, autojunk=False)
-        old_starts, new_starts = _statement_starts(self.python), _statement_starts(fixed)
+        old_starts = {first for first, _ in _statement_spans(self.python)}
+        new_spans = _statement_spans(fixed)
+        new_starts = {first for first, _ in new_spans}
+        owners: list[int] = []
+        unchanged: set[int] = set()  # lines of ``fixed`` that the diff matched to the original
         for tag, old_start, old_end, new_start, new_end in matcher.get_opcodes():
             if tag == "equal":
-                owners = cell_of[old_start:old_end]
+                owners += cell_of[old_start:old_end]
+                unchanged.update(range(new_start, new_end))
             elif old_start < old_end:
-                owners = _replacement_owners(original[old_start:old_end], cell_of[old_start:old_end],
-                                             new_lines[new_start:new_end],
-                                             {line - old_start for line in old_starts},
-                                             {line - new_start for line in new_starts})
+                owners += _replacement_owners(original[old_start:old_end], cell_of[old_start:old_end],
+                                              new_lines[new_start:new_end],
+                                              {line - old_start for line in old_starts},
+                                              {line - new_start for line in new_starts})
             else:  # inserted lines: the cell of the line before them
-                owners = [cell_of[old_start - 1] if old_start else 0] * (new_end - new_start)
-            for owner, line in zip(owners, new_lines[new_start:new_end]):
-                cells_code[owner].append(line)
+                owners += [cell_of[old_start - 1] if old_start else 0] * (new_end - new_start)
+        for first, end in new_spans:  # a statement stays whole: in the cell of its first unchanged line
+            anchor = next((line for line in range(first, end) if line in unchanged), first)
+            owners[first:end] = [owners[anchor]] * (end - first)
+        cells_code: list[list[str]] = [[] for _ in self.cells]
+        for owner, line in zip(owners, new_lines):
+            cells_code[owner].append(line)
         seen_magics = set()
         for code in cells_code:
             for number, line in enumerate(code):
@@ -230,15 +238,16 @@ class Notebook:
         return "".join(pieces) + self.text[end:]
 
 
-def _statement_starts(text: str) -> set[int]:
-    """The (0-based) lines where the top-level statements of ``text`` begin, decorators included."""
+def _statement_spans(text: str) -> list[tuple[int, int]]:
+    """(first, end) lines (0-based, end exclusive) of each top-level statement of ``text``,
+    decorators included, comments and blank lines before it excluded."""
     module = cst.parse_module(text)
-    line, starts = len(module.header), set()
+    line, spans = len(module.header), []
     for statement in module.body:
-        leading = len(statement.leading_lines)
-        starts.add(line + leading)
+        first = line + len(statement.leading_lines)
         line += module.code_for_node(statement).count("\n")
-    return starts
+        spans.append((first, line))
+    return spans
 
 
 def _replacement_owners(old: list[str], old_cells: list[int], new: list[str], old_starts: set[int],

@@ -146,8 +146,7 @@ def check_file(path: str, job: Job) -> FileOutcome:
         return outcome
     fixed_text = document.with_python(result.fixed_text)
     if fixed_text is None:
-        outcome.warnings.append(f"{path}: fixes not applied: they moved code across notebook cells "
-                                "or removed an IPython magic")
+        outcome.warnings.append(f"{path}: fixes not applied: they would remove an IPython magic or shell line")
         return _unfixed(outcome, document, path, rules)
     if job.diff:
         outcome.diff = "".join(difflib.unified_diff(
