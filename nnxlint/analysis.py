@@ -184,16 +184,15 @@ def imports_nnx(context: FileContext) -> bool:
                for bindings in context.module_scope.bindings.values() for binding in bindings)
 
 
-def uses_mutable_variables(context: FileContext) -> bool:
-    """Whether the file opts into hijax / array-ref Variables (``nnx.var_defaults(hijax=True)``,
-    ``FLAX_MUTABLE_ARRAY``), under which in-place updates inside ``jax.jit`` are by design."""
-    for node in walk(context.module):
-        if isinstance(node, (cst.Name, cst.Attribute)):
-            if nnx_member(names.resolve(context.module_scope, node)) in MUTABLE_VARIABLE_APIS:
-                return True
-        elif isinstance(node, cst.SimpleString) and any(switch in node.value for switch in MUTABLE_VARIABLE_SWITCHES):
-            return True
-    return False
+def mutable_variables_switch(context: FileContext, node: cst.CSTNode) -> bool:
+    """Whether ``node`` opts the file into hijax / array-ref Variables (``nnx.var_defaults``,
+    ``"FLAX_MUTABLE_ARRAY"``), under which in-place updates inside ``jax.jit`` are by design.
+    Cheap enough to ask of every Name, Attribute and string of a file."""
+    if isinstance(node, cst.Name):
+        return node.value in MUTABLE_VARIABLE_APIS and nnx_member(context.resolve(node)) in MUTABLE_VARIABLE_APIS
+    if isinstance(node, cst.Attribute):
+        return node.attr.value in MUTABLE_VARIABLE_APIS and nnx_member(context.resolve(node)) in MUTABLE_VARIABLE_APIS
+    return isinstance(node, cst.SimpleString) and any(switch in node.value for switch in MUTABLE_VARIABLE_SWITCHES)
 
 
 def file_index(context: FileContext) -> FileIndex:

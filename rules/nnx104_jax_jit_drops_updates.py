@@ -10,7 +10,7 @@ import libcst as cst
 from nnxlint.analysis import (
     MODULE, OPTIMIZER, FileIndex, Kind, TransformUse, call_transform, differentiated_names, file_index,
     function_body_nodes, function_of, function_transforms, imports_nnx, in_place_updates, kind_of,
-    nnx_transform_fix, returned_names, uses_mutable_variables,
+    mutable_variables_switch, nnx_transform_fix, returned_names,
 )
 from nnxlint.flax_api import STATEFUL_LAYERS
 from nnxlint.objects import all_params, assigned_value
@@ -162,9 +162,19 @@ class JaxJitDropsUpdates(Rule):
         self.jitted: list[tuple[cst.FunctionDef, TransformUse]] = []
         # id(function) -> parameter -> kind of an argument some call passes there
         self.argument_kinds: dict[int, dict[str, Kind]] = {}
+        self.mutable_variables = False
 
     def visit_Module(self, node: cst.Module) -> None:
         self.index = file_index(self.context)
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.mutable_variables = self.mutable_variables or mutable_variables_switch(self.context, node)
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        self.mutable_variables = self.mutable_variables or mutable_variables_switch(self.context, node)
+
+    def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        self.mutable_variables = self.mutable_variables or mutable_variables_switch(self.context, node)
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         for use in function_transforms(self.context, node):
@@ -212,7 +222,7 @@ class JaxJitDropsUpdates(Rule):
                 kinds.setdefault(parameter, kind)
 
     def leave_Module(self, node: cst.Module) -> None:
-        if not imports_nnx(self.context) or uses_mutable_variables(self.context):
+        if not imports_nnx(self.context) or self.mutable_variables:
             return
         for function, use in self.jitted:
             self._check(function, use)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import libcst as cst
 
-from nnxlint.analysis import attribute_of, fresh_array, method_of_module_class, walk
+from nnxlint.analysis import attribute_of, fresh_array, method_of_module_class
 from nnxlint.rule import Fix, Invalid, Rule, Valid
 
 
@@ -114,10 +114,20 @@ class RawArrayAttribute(Rule):
     def __init__(self, context) -> None:
         super().__init__(context)
         self.custom_filters = False
+        self.found: list[tuple[cst.BaseExpression, str, str]] = []  # (array, attribute, how it is made)
 
-    def visit_Module(self, node: cst.Module) -> None:
-        self.custom_filters = any(self._trains_by_custom_filter(inner) for inner in walk(node)
-                                  if isinstance(inner, cst.Call))
+    def visit_Call(self, node: cst.Call) -> None:
+        self.custom_filters = self.custom_filters or self._trains_by_custom_filter(node)
+
+    def leave_Module(self, node: cst.Module) -> None:
+        if self.custom_filters:
+            return
+        for value, attribute, made_by in self.found:
+            param, imports = self.context.nnx_ref("Param")
+            fix = Fix("wrap the array in `nnx.Param`", "unsafe", {value: cst.Call(param, [cst.Arg(value)])}, imports)
+            self.report(value, f"`self.{attribute}` holds an array from {made_by} that is not an `nnx.Param`: "
+                               "it is never trained (no gradient, the optimizer skips it); wrap it in `nnx.Param` "
+                               "(or `nnx.Variable` if it is not a weight)", fix)
 
     def _trains_by_custom_filter(self, call: cst.Call) -> bool:
         """``nnx.Optimizer(..., wrt=is_param)`` or ``nnx.DiffState(...)``: the file chooses
@@ -141,16 +151,11 @@ class RawArrayAttribute(Rule):
 
     def _check(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         attribute = self._init_attribute(target)
-        if attribute is None or self.custom_filters:
+        if attribute is None:
             return
         made_by = fresh_array(self.context, value)
-        if made_by is None:
-            return
-        param, imports = self.context.nnx_ref("Param")
-        fix = Fix("wrap the array in `nnx.Param`", "unsafe", {value: cst.Call(param, [cst.Arg(value)])}, imports)
-        self.report(value, f"`self.{attribute}` holds an array from {made_by} that is not an `nnx.Param`: "
-                           "it is never trained (no gradient, the optimizer skips it); wrap it in `nnx.Param` "
-                           "(or `nnx.Variable` if it is not a weight)", fix)
+        if made_by is not None:
+            self.found.append((value, attribute, made_by))
 
     def _init_attribute(self, target: cst.BaseExpression) -> Optional[str]:
         found = method_of_module_class(self.context)
