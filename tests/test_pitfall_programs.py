@@ -1,6 +1,8 @@
-"""The NNX pitfall rules against real runs: each program is executed on CPU before
-and after ``nnxlint check --fix``, to show the failure the rule describes and that
-the fixed program trains."""
+"""The NNX pitfall rules against real runs: each program is flagged, fixed with
+``nnxlint check --fix`` on a copy, and both versions are executed on CPU (in one
+process, to import JAX once), to show the failure the rule describes and that the
+fixed program trains.  A last program measures the failures the other rules
+describe, so that their documentation stays true on the installed Flax."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 
 import pytest
 
@@ -198,79 +201,121 @@ FAILURES = textwrap.dedent("""\
 """)
 
 
-def _run(path):
-    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"})
+# Runs programs one after the other in one process, so that JAX and Flax are imported
+# once: {path: {"stdout": ..., "error": "Type: message" or None}}.
+RUNNER = textwrap.dedent("""\
+    import contextlib, io, json, runpy, sys, warnings
+
+    results = {}
+    for path in sys.argv[1:]:
+        output = io.StringIO()
+        error = None
+        with warnings.catch_warnings(), contextlib.redirect_stdout(output):
+            try:
+                runpy.run_path(path, run_name="__main__")
+            except Exception as caught:
+                error = f"{type(caught).__name__}: {caught}"
+        results[path] = {"stdout": output.getvalue(), "error": error}
+    print(json.dumps(results))
+""")
+
+# name -> (program, rules whose fixes are applied, extra options of ``nnxlint check --fix``)
+FIXED_PROGRAMS = {
+    "jax_jit": (JAX_JIT_TRAIN_STEP, "NNX104", ()),
+    "jax_grad": (JAX_GRAD_WITH_DROPOUT, "NNX105", ("--unsafe-fixes",)),
+    "legacy": (LEGACY_MODULE, "NNX107,NNX108,NNX109", ("--unsafe-fixes",)),
+}
 
 
-def _losses(path):
-    result = _run(path)
+def _nnxlint(*arguments):
+    return subprocess.run([sys.executable, "-m", "nnxlint", *map(str, arguments)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+@dataclass
+class Outcome:
+    flagged: list  # codes `nnxlint check` reports on the original program
+    fixed_text: str
+    before: dict  # {"stdout", "error"} of the original program
+    after: dict  # of the program after `nnxlint check --fix`
+
+    def last_json(self, run):
+        assert run["error"] is None, run["error"]
+        return json.loads(run["stdout"].strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Every program flagged, fixed by the CLI, and run before and after the fix."""
+    folder = tmp_path_factory.mktemp("pitfalls")
+    flagged, fixed = {}, {}
+    for name, (program, codes, options) in FIXED_PROGRAMS.items():
+        before, after = folder / f"{name}_before.py", folder / f"{name}_after.py"
+        before.write_text(program)
+        after.write_text(program)
+        found = _nnxlint("check", "--select", codes, "--output-format", "json", before)
+        flagged[name] = sorted(finding["code"] for finding in json.loads(found.stdout))
+        result = _nnxlint("check", "--select", codes, "--fix", *options, after)
+        assert result.returncode == 0, result.stdout + result.stderr
+        fixed[name] = after.read_text()
+    failures = folder / "failures.py"
+    failures.write_text(FAILURES)
+    runner = folder / "runner.py"
+    runner.write_text(RUNNER)
+    paths = [str(folder / f"{name}_{when}.py") for name in FIXED_PROGRAMS for when in ("before", "after")]
+    result = subprocess.run([sys.executable, str(runner), *paths, str(failures)], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    runs = json.loads(result.stdout.strip().splitlines()[-1])
+    found = {name: Outcome(flagged[name], fixed[name], runs[str(folder / f"{name}_before.py")],
+                           runs[str(folder / f"{name}_after.py")]) for name in FIXED_PROGRAMS}
+    found["failures"] = runs[str(failures)]
+    return found
 
 
-def _fix(run_cli, path, code, *extra):
-    found = run_cli("check", "--select", code, "--output-format", "json", path)
-    assert [finding["code"] for finding in json.loads(found.stdout)] == [code], found.stdout + found.stderr
-    fixed = run_cli("check", "--select", code, "--fix", *extra, path)
-    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    return path.read_text()
+def _decreasing(losses):
+    return all(later < earlier for earlier, later in zip(losses, losses[1:]))
 
 
-def test_jax_jit_train_step_is_stuck_until_fixed(tmp_path, run_cli):
-    program = tmp_path / "train.py"
-    program.write_text(JAX_JIT_TRAIN_STEP)
-    stuck = _losses(program)
+def test_jax_jit_train_step_is_stuck_until_fixed(outcomes):
+    outcome = outcomes["jax_jit"]
+    assert outcome.flagged == ["NNX104"]
+    stuck = outcome.last_json(outcome.before)
     assert len(set(stuck)) == 1, f"jax.jit dropped the updates, the loss cannot move: {stuck}"
-
-    fixed_text = _fix(run_cli, program, "NNX104")
-    assert "@nnx.jit\ndef train_step" in fixed_text
-    trained = _losses(program)
+    assert "@nnx.jit\ndef train_step" in outcome.fixed_text
+    trained = outcome.last_json(outcome.after)
     assert trained[0] == stuck[0]  # same model, same data: only the updates differ
-    assert all(later < earlier for earlier, later in zip(trained, trained[1:])), trained
-    assert trained[-1] < 0.5 * trained[0]
+    assert _decreasing(trained) and trained[-1] < 0.5 * trained[0], trained
 
 
-def test_jax_grad_over_dropout_model_fails_until_fixed(tmp_path, run_cli):
-    program = tmp_path / "train.py"
-    program.write_text(JAX_GRAD_WITH_DROPOUT)
-    failed = _run(program)
-    assert failed.returncode != 0
-    assert "TypeError: grad requires real- or complex-valued inputs" in failed.stderr
-
-    fixed_text = _fix(run_cli, program, "NNX105", "--unsafe-fixes")
-    assert "nnx.value_and_grad(loss_fn)(model, x, y)" in fixed_text
-    trained = _losses(program)
-    assert all(later < earlier for earlier, later in zip(trained, trained[1:])), trained
+def test_jax_grad_over_dropout_model_fails_until_fixed(outcomes):
+    outcome = outcomes["jax_grad"]
+    assert outcome.flagged == ["NNX105"]
+    assert outcome.before["error"].startswith("TypeError: grad requires real- or complex-valued inputs")
+    assert "nnx.value_and_grad(loss_fn)(model, x, y)" in outcome.fixed_text
+    trained = outcome.last_json(outcome.after)
+    assert _decreasing(trained), trained
 
 
-def test_legacy_module_fails_to_build_until_fixed(tmp_path, run_cli):
-    program = tmp_path / "train.py"
-    program.write_text(LEGACY_MODULE)
-    failed = _run(program)
-    assert "ValueError: Found data on value of type '<class 'list'>' assigned to static attribute" in failed.stderr
-
-    fixed = run_cli("check", "--select", "NNX107,NNX108,NNX109", "--fix", "--unsafe-fixes", program)
-    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    fixed_text = program.read_text()
-    assert "self.layers = nnx.List([nnx.Linear(4, 4, rngs=rngs) for _ in range(2)])" in fixed_text
-    assert "self.scale = nnx.Param(jnp.ones((4,)))" in fixed_text
-    assert "self.calls[...] += 1" in fixed_text and "int(model.calls[...])" in fixed_text
-    result = _run(program)  # also proves no '.value' DeprecationWarning is left: the program makes it an error
-    assert result.returncode == 0, result.stderr
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
-    losses = outcome["losses"]
-    assert all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
-    assert outcome["scale_trained"]  # a Param now: the optimizer updates it
-    assert outcome["calls"] == 5
+def test_legacy_module_fails_to_build_until_fixed(outcomes):
+    outcome = outcomes["legacy"]
+    assert outcome.flagged == ["NNX107", "NNX108", "NNX109", "NNX109"]
+    assert outcome.before["error"].startswith(
+        "ValueError: Found data on value of type '<class 'list'>' assigned to static attribute 'layers'")
+    assert "self.layers = nnx.List([nnx.Linear(4, 4, rngs=rngs) for _ in range(2)])" in outcome.fixed_text
+    assert "self.scale = nnx.Param(jnp.ones((4,)))" in outcome.fixed_text
+    assert "self.calls[...] += 1" in outcome.fixed_text and "int(model.calls[...])" in outcome.fixed_text
+    # runs with '.value' DeprecationWarnings turned into errors: none is left
+    result = outcome.last_json(outcome.after)
+    assert _decreasing(result["losses"]), result["losses"]
+    assert result["scale_trained"]  # a Param now: the optimizer updates it
+    assert result["calls"] == 5
 
 
-def test_the_failures_the_rules_describe(tmp_path):
-    program = tmp_path / "failures.py"
-    program.write_text(FAILURES)
-    result = _run(program)
-    assert result.returncode == 0, result.stderr
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+def test_the_failures_the_rules_describe(outcomes):
+    run = outcomes["failures"]
+    assert run["error"] is None, run["error"]
+    outcome = json.loads(run["stdout"].strip().splitlines()[-1])
     assert outcome["constant_rngs_same"] and not outcome["own_stream_same"]  # NNX106
     assert outcome["raw_array_gradients"] == ["p"]  # NNX107
     assert outcome["params_only_rngs"] == "KeyError: \"No RngStream named 'dropout' found in Rngs.\""  # NNX111
@@ -283,11 +328,11 @@ def test_the_failures_the_rules_describe(tmp_path):
 
 
 def test_flax_tables_match_the_installed_flax():
+    import inspect
+
     from flax import nnx
 
     from nnxlint.flax_api import LAYER_VARIABLES, MODULE_CLASSES, NNX_TRANSFORM_KEYWORDS, OPTIMIZER_CLASSES
-
-    import inspect
 
     for name in MODULE_CLASSES:
         assert issubclass(getattr(nnx, name), nnx.Module), name
