@@ -6,7 +6,7 @@ duration of one run:
 
 - legacy semantics: ``nnx.Optimizer`` is ``nnx.ModelAndOptimizer`` (``wrt``
   defaults to ``nnx.Param``, ``update(grads)``, ``.model``), as in Flax < 0.11;
-- dropout: counted, switched off (``deterministic=True`` forced on every call), or
+- dropout: counted, switched off (every Dropout call returns its input), or
   given a different seed (the seed is folded into every mask key);
 - Linen weights: the variables the first concrete ``Module.init`` returns are
   recorded, and loaded into the NNX model handed to the first ``nnx.Optimizer``
@@ -162,17 +162,14 @@ def _dropout_control(off: bool, seed: Optional[int]) -> Iterator[list[int]]:
     with contextlib.ExitStack() as stack:
         for stochastic in (nnx_stochastic, linen_stochastic):
             stack.enter_context(_patched(stochastic, "random", random_with_counter))
-        if off:
-            nnx_call, linen_call = nnx.Dropout.__dict__["__call__"], linen.Dropout.__dict__["__call__"]
-            stack.enter_context(_patched(
-                nnx.Dropout, "__call__",
-                lambda self, inputs, *, deterministic=None, rngs=None: nnx_call(
-                    self, inputs, deterministic=True, rngs=rngs)))
-            stack.enter_context(_patched(
-                linen.Dropout, "__call__",
-                lambda self, inputs, deterministic=None, rng=None: linen_call(
-                    self, inputs, deterministic=True, rng=rng)))
+        if off:  # deterministic dropout is the identity, in both frameworks
+            for dropout in (nnx.Dropout, linen.Dropout):
+                stack.enter_context(_patched(dropout, "__call__", _identity_dropout))
         yield drawn
+
+
+def _identity_dropout(self, inputs, *args, **kwargs):
+    return inputs
 
 
 def _is_concrete(tree: Any) -> bool:
