@@ -23,7 +23,7 @@ from nnxlint.flax_api import (
     FLAX_NNX, LAYER_VARIABLES, MODULE_CLASSES, NNX_TRANSFORM_FOR_JAX, NNX_TRANSFORM_KEYWORDS, OPTIMIZER_CLASSES,
     VARIABLE_TYPES, nnx_member,
 )
-from nnxlint.objects import assigned_value, nnx_module_classes, top_level_classes
+from nnxlint.objects import all_params, assigned_value, nnx_module_classes, top_level_classes
 from nnxlint.rule import Fix
 
 MODULE, OPTIMIZER, VARIABLE, RNGS = "module", "optimizer", "variable", "rngs"
@@ -42,6 +42,10 @@ INITIALIZER_MODULES = ("flax.nnx.initializers.", "jax.nn.initializers.")
 # are designed to be updated in place under plain JAX transforms.
 MUTABLE_VARIABLE_APIS = frozenset({"var_defaults", "use_hijax", "use_refs", "vars_as"})
 MUTABLE_VARIABLE_SWITCHES = ("FLAX_MUTABLE_ARRAY", "flax_hijax_variable", "FLAX_HIJAX_VARIABLE")
+
+
+_NNX_CATEGORIES = ((OPTIMIZER, OPTIMIZER_CLASSES), (VARIABLE, VARIABLE_TYPES), (RNGS, frozenset({"Rngs"})),
+                   (MODULE, MODULE_CLASSES))
 
 
 @dataclass(frozen=True)
@@ -82,36 +86,27 @@ class FileIndex:
                     changed = True
         return found
 
-    def kind_of_call(self, call: cst.Call, qualified: Optional[str]) -> Optional[Kind]:
-        """The kind of object ``call`` constructs; ``qualified`` is what its func resolves to."""
+    def kind_of_class(self, expression: cst.BaseExpression, qualified: Optional[str],
+                      call: Optional[cst.Call] = None) -> Optional[Kind]:
+        """The kind of an instance of the class ``expression`` names (``qualified`` is what
+        it resolves to); ``call`` is the construction, if there is one."""
         member = nnx_member(qualified)
         if member is not None:
-            for category, members in ((OPTIMIZER, OPTIMIZER_CLASSES), (VARIABLE, VARIABLE_TYPES),
-                                      (RNGS, {"Rngs"}), (MODULE, MODULE_CLASSES)):
-                if member in members:
-                    return Kind(category, nnx_class=member, call=call)
-            return None
-        if qualified is None and isinstance(call.func, cst.Name):
-            name = call.func.value
-            if name in self.module_classes:
-                return Kind(MODULE, local_class=name, call=call)
-            if name in self.variable_classes:
-                return Kind(VARIABLE, local_class=name, call=call)
+            category = next((category for category, members in _NNX_CATEGORIES if member in members), None)
+            return Kind(category, nnx_class=member, call=call) if category else None
+        if qualified is None and isinstance(expression, cst.Name):
+            if expression.value in self.module_classes:
+                return Kind(MODULE, local_class=expression.value, call=call)
+            if expression.value in self.variable_classes:
+                return Kind(VARIABLE, local_class=expression.value, call=call)
         return None
 
+    def kind_of_call(self, call: cst.Call, qualified: Optional[str]) -> Optional[Kind]:
+        """The kind of object ``call`` constructs; ``qualified`` is what its func resolves to."""
+        return self.kind_of_class(call.func, qualified, call)
+
     def kind_of_annotation(self, annotation: cst.BaseExpression, qualified: Optional[str]) -> Optional[Kind]:
-        member = nnx_member(qualified)
-        if member in OPTIMIZER_CLASSES:
-            return Kind(OPTIMIZER, nnx_class=member)
-        if member in VARIABLE_TYPES:
-            return Kind(VARIABLE, nnx_class=member)
-        if member == "Rngs":
-            return Kind(RNGS, nnx_class=member)
-        if member in MODULE_CLASSES:
-            return Kind(MODULE, nnx_class=member)
-        if qualified is None and isinstance(annotation, cst.Name) and annotation.value in self.module_classes:
-            return Kind(MODULE, local_class=annotation.value)
-        return None
+        return self.kind_of_class(annotation, qualified)
 
     # -- what module classes store ---------------------------------------------
     def attributes(self, class_name: str) -> dict[str, list[cst.BaseExpression]]:
@@ -457,7 +452,7 @@ def bound_names(function: cst.FunctionDef) -> set[str]:
     found: set[str] = set()
     for node in [function, *walk(function.body)]:
         if isinstance(node, (cst.FunctionDef, cst.Lambda)):
-            found |= {param.name.value for param in _params(node.params)}
+            found |= {param.name.value for param in all_params(node)}  # type: ignore[arg-type]  # Lambda too
             if isinstance(node, cst.FunctionDef) and node is not function:
                 found.add(node.name.value)
         elif isinstance(node, cst.Assign):
@@ -470,16 +465,6 @@ def bound_names(function: cst.FunctionDef) -> set[str]:
         elif isinstance(node, (cst.Global, cst.Nonlocal)):
             found -= {item.name.value for item in node.names}
     return found
-
-
-def _params(params: cst.Parameters) -> Iterator[cst.Param]:
-    yield from params.posonly_params
-    yield from params.params
-    if isinstance(params.star_arg, cst.Param):
-        yield params.star_arg
-    yield from params.kwonly_params
-    if params.star_kwarg is not None:
-        yield params.star_kwarg
 
 
 # -- transforms ------------------------------------------------------------
