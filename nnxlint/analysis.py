@@ -28,6 +28,8 @@ from nnxlint.rule import Fix
 
 MODULE, OPTIMIZER, VARIABLE, RNGS = "module", "optimizer", "variable", "rngs"
 GRADIENT_TRANSFORMS = ("grad", "value_and_grad")
+# nnx functions that return the state of the objects passed to them.
+STATE_EXTRACTORS = frozenset({"state", "split", "variables"})
 FUNCTOOLS_PARTIAL = "functools.partial"
 # jax.random samplers of float arrays, what weights are drawn from (keys, permutations
 # and integer draws are not weights).
@@ -328,16 +330,28 @@ def _calls_in(value: cst.BaseExpression) -> Iterator[cst.Call]:
             yield node
 
 
-def returned_names(function: cst.FunctionDef) -> set[str]:
-    """Names the function returns, alone or as elements of a returned tuple/list."""
+def returned_names(index: FileIndex, function: cst.FunctionDef) -> set[str]:
+    """Names whose objects the function hands back: returned alone, in a tuple, list or
+    dict, or as their state (``nnx.state((model, optimizer))``).  A name only called
+    (``return model(x)``) or differentiated (``return nnx.grad(f)(model)``) is not."""
     found: set[str] = set()
     for node in _walk_function_body(function):
         if isinstance(node, cst.Return) and node.value is not None:
-            values = [node.value]
-            if isinstance(node.value, (cst.Tuple, cst.List)):
-                values = [element.value for element in node.value.elements]
-            found |= {value.value for value in values if isinstance(value, cst.Name)}
+            found |= _handed_back(index, node.value)
     return found
+
+
+def _handed_back(index: FileIndex, value: cst.BaseExpression) -> set[str]:
+    if isinstance(value, cst.Name):
+        return {value.value}
+    if isinstance(value, (cst.Tuple, cst.List, cst.Set)):
+        return {name for element in value.elements for name in _handed_back(index, element.value)}
+    if isinstance(value, cst.Dict):
+        return {name for element in value.elements if isinstance(element, cst.DictElement)
+                for name in _handed_back(index, element.value)}
+    if isinstance(value, cst.Call) and nnx_member(index.resolve(value.func)) in STATE_EXTRACTORS:
+        return {name for arg in value.args for name in _handed_back(index, arg.value)}
+    return set()
 
 
 def function_body_nodes(function: cst.FunctionDef) -> list[cst.CSTNode]:

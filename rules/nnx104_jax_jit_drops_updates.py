@@ -90,6 +90,10 @@ class JaxJitDropsUpdates(Rule):
         Valid("import jax\nfrom flax import nnx\n\n@jax.jit\ndef train_step(model, optimizer, x):\n"
               "    loss, grads = nnx.value_and_grad(loss_fn)(model, x)\n    optimizer.update(model, grads)\n"
               "    return model, optimizer, loss\n"),
+        # the updated state comes back out, to be put back with nnx.update by the caller
+        Valid("import jax\nfrom flax import nnx\n\n@jax.jit\ndef train_step(model, optimizer, x):\n"
+              "    optimizer.update(model, nnx.grad(loss_fn)(model, x))\n"
+              "    return nnx.state((model, optimizer))\n"),
         # a pure forward pass works under jax.jit, even with Dropout (in eval mode, say)
         Valid("import jax\nfrom flax import nnx\n\nclass Net(nnx.Module):\n    def __init__(self, rngs):\n"
               "        self.drop = nnx.Dropout(0.5, rngs=rngs)\n\n@jax.jit\ndef predict(model: Net, x):\n"
@@ -247,7 +251,7 @@ class JaxJitDropsUpdates(Rule):
             for parameter in sorted(mutations.stateful_calls - set(lost)):
                 if self.index.holds(kinds.get(parameter), lambda kind: kind.nnx_class in STATEFUL_LAYERS):
                     lost[parameter] = "its BatchNorm/Dropout state"
-        for parameter in returned_names(function):
+        for parameter in returned_names(self.index, function):
             lost.pop(parameter, None)
         if not lost:
             return
