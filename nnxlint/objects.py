@@ -249,16 +249,20 @@ class OptimizerTracker:
 
     def _called_function(self, func: cst.BaseExpression) -> Optional[cst.FunctionDef]:
         """The file's own function a call goes to, through ``step = nnx.jit(fn)`` too."""
-        if not isinstance(func, cst.Name):
-            return None
-        binding = self.context.lookup(func.value)
-        node = binding.node if binding else None
-        if isinstance(node, cst.FunctionDef):
-            return node
-        value = assigned_value(node, func.value)
-        if (isinstance(value, cst.Call) and value.args and isinstance(value.args[0].value, cst.Name)
-                and self.context.resolve(value.func) is not None):  # a transform: nnx.jit(fn)
-            return self._called_function(value.args[0].value)
+        seen: set[int] = set()
+        while isinstance(func, cst.Name):
+            binding = self.context.lookup(func.value)
+            node = binding.node if binding else None
+            if isinstance(node, cst.FunctionDef):
+                return node
+            if node is None or id(node) in seen:  # ``f = wrap(f)`` refers to itself
+                return None
+            seen.add(id(node))
+            value = assigned_value(node, func.value)
+            if not (isinstance(value, cst.Call) and value.args
+                    and self.context.resolve(value.func) is not None):  # a transform: nnx.jit(fn)
+                return None
+            func = value.args[0].value
         return None
 
     def use(self, receiver: cst.BaseExpression, node: cst.CSTNode) -> None:

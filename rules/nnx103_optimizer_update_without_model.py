@@ -74,6 +74,7 @@ class OptimizerUpdateWithoutModel(Rule):
         Valid("from flax import nnx\nclass Tracker:\n    def update(self, x): ...\nt = Tracker()\nt.update(1)\n"),
         Valid("from flax import nnx\ndef step(opt, grads):\n    opt.update(grads)\nstep(Tracker(), g)\n"),
         Valid("from flax import nnx\nopt = nnx.Optimizer(model, tx, wrt=nnx.Param)\nopt.update(model=model, grads=g)\n"),
+        Valid("import functools\nfrom flax import nnx\nstep = functools.partial(step)\nstep(opt)\n"),
     )
     invalid = (
         Invalid(_TRAIN_STEP.format(model_arg=""), fixed=_TRAIN_STEP.format(model_arg="model, "),
