@@ -48,7 +48,8 @@ class VariableValue(Rule):
     `v.value = x` becomes `v.set_value(x)`, what the `.value` setter calls: safe.
     `v.value += x` on a known array becomes `v[...] += x`, which is unsafe: when
     `x` changes the dtype or shape, `v[...] = ...` casts or broadcasts into the old
-    array where `.value` replaced it. Other augmented assignments are not fixed.
+    array where `.value` replaced it. Other augmented assignments, chained
+    (`a.value = b.value = x`) and annotated assignments are not fixed.
     """
 
     code = "NNX109"
@@ -93,6 +94,10 @@ class VariableValue(Rule):
                   "w.set_value(w.get_value() * 2)\n",
             count=3,
         ),
+        Invalid(  # a chained assignment: flagged, not fixed
+            "from flax import nnx\na = nnx.Variable(0)\nb = nnx.Variable(0)\na.value = b.value = 1\n",
+            count=2,
+        ),
         Invalid(  # augmented assignment on a Variable of unknown content: flagged, not fixed
             "from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, n):\n"
             "        self.total = nnx.BatchStat(n)\n\n    def add(self, x):\n        self.total.value += x\n",
@@ -104,16 +109,22 @@ class VariableValue(Rule):
         self.handled: set[int] = set()  # ``.value`` targets reported with their statement
 
     def visit_Assign(self, node: cst.Assign) -> None:
-        if len(node.targets) != 1:
-            return
-        kind = self._variable(node.targets[0].target)
-        if kind is None:
-            return
-        target = node.targets[0].target
-        assert isinstance(target, cst.Attribute)
-        self.handled.add(id(target))
-        setter = cst.Call(cst.Attribute(target.value, cst.Name("set_value")), [cst.Arg(node.value)])
-        self._report(target, Fix("call `set_value(...)`", "safe", {node: cst.Expr(setter)}))
+        for assign_target in node.targets:
+            target = assign_target.target
+            if self._variable(target) is None:
+                continue
+            assert isinstance(target, cst.Attribute)
+            self.handled.add(id(target))
+            fix = None
+            if len(node.targets) == 1:  # ``a.value = b.value = x`` has no one-call equivalent
+                setter = cst.Call(cst.Attribute(target.value, cst.Name("set_value")), [cst.Arg(node.value)])
+                fix = Fix("call `set_value(...)`", "safe", {node: cst.Expr(setter)})
+            self._report(target, fix)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if self._variable(node.target) is not None:
+            self.handled.add(id(node.target))
+            self._report(node.target, None)  # type: ignore[arg-type]
 
     def visit_AugAssign(self, node: cst.AugAssign) -> None:
         kind = self._variable(node.target)
