@@ -10,11 +10,13 @@ import libcst as cst
 from nnxlint.analysis import (
     MODULE, OPTIMIZER, FileIndex, Kind, TransformUse, call_transform, differentiated_names, file_index,
     function_body_nodes, function_of, function_transforms, imports_nnx, in_place_updates, kind_of,
-    mutable_variables_switch, nnx_transform_fix, returned_names,
+    mutable_variables_switch, nnx_transform_fix, returned_names, transform_of,
 )
 from nnxlint.flax_api import STATEFUL_LAYERS
 from nnxlint.objects import all_params, assigned_value
 from nnxlint.rule import Invalid, Rule, Valid
+
+_NNX_GRADIENTS = (("nnx", "grad"), ("nnx", "value_and_grad"))
 
 @dataclass
 class _Mutations:
@@ -154,6 +156,12 @@ class JaxJitDropsUpdates(Rule):
                   "        self.calls = 0\n\ndef bump(counter, x):\n    counter.calls += 1\n    return x\n\n"
                   "bump = nnx.jit(bump)\nbump(Counter(), 1.0)\n",
         ),
+        Invalid(  # differentiated by nnx.grad, so an NNX module: its attribute assignment is lost
+            "import jax\nfrom flax import nnx\n\n@jax.jit\ndef step(model, x):\n"
+            "    grads = nnx.grad(loss_fn)(model, x)\n    model.steps[...] += 1\n    return grads\n",
+            fixed="import jax\nfrom flax import nnx\n\n@nnx.jit\ndef step(model, x):\n"
+                  "    grads = nnx.grad(loss_fn)(model, x)\n    model.steps[...] += 1\n    return grads\n",
+        ),
         Invalid(  # nnx.jit has no compiler_options: flagged, not fixed
             "import jax\nfrom flax import nnx\n\ndef step(model: nnx.Module, optimizer: nnx.Optimizer, g):\n"
             "    optimizer.update(model, g)\n\nstep = jax.jit(step, compiler_options={})\n",
@@ -267,12 +275,16 @@ class JaxJitDropsUpdates(Rule):
         assert self.index is not None
         parameters = {param.name.value for param in all_params(function)}
         found = _Mutations()
+        differentiated = differentiated_names(self.index, function)
+        for name, call in differentiated:  # ``nnx.grad(f)(model)``: model is an NNX object
+            if name in parameters and transform_of(self.index.resolve(call.func.func)) in _NNX_GRADIENTS:
+                kinds.setdefault(name, Kind(MODULE))
         for update in in_place_updates(self.index, function):
             kind = kinds.get(update.name)
             known = kind is not None and kind.category in (MODULE, OPTIMIZER)
             if update.name in parameters and (known or not update.needs_known_object):
                 found.explicit.setdefault(update.name, update.how)
-        found.takes_gradients = bool(differentiated_names(self.index, function))
+        found.takes_gradients = bool(differentiated)
         for node in function_body_nodes(function):
             if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value in parameters:
                 found.stateful_calls.add(node.func.value)
