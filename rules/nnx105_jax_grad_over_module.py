@@ -7,8 +7,8 @@ from typing import Optional, Sequence
 import libcst as cst
 
 from nnxlint.analysis import (
-    MODULE, TransformUse, call_transform, function_body_nodes, function_of, kind_of, nnx_transform_fix,
-    optimizer_update, parameter_kind,
+    GRADIENT_TRANSFORMS, MODULE, TransformUse, call_transform, function_body_nodes, function_of, kind_of,
+    nnx_transform_fix, optimizer_update, parameter_kind,
 )
 from nnxlint.objects import all_params, assigned_value
 from nnxlint.rule import Invalid, Rule, Valid
@@ -112,7 +112,7 @@ class JaxGradOverModule(Rule):
                 if position < len(node.args) and self._is_module(node.args[position]):
                     self._report(use)
         found = call_transform(self.context, node)
-        if found is not None and found[0].library == "jax" and found[0].name in ("grad", "value_and_grad"):
+        if found is not None and found[0].library == "jax" and found[0].name in GRADIENT_TRANSFORMS:
             use, target = found
             function = function_of(self.context, target)
             if function is not None:
@@ -129,7 +129,7 @@ class JaxGradOverModule(Rule):
         if not isinstance(func, cst.Call):
             return None
         found = call_transform(self.context, func)
-        if found is None or found[0].library != "jax" or found[0].name not in ("grad", "value_and_grad"):
+        if found is None or found[0].library != "jax" or found[0].name not in GRADIENT_TRANSFORMS:
             return None
         argnums = _argnums(found[0].arguments)
         return (found[0], argnums) if argnums is not None else None
