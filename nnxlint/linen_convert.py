@@ -72,6 +72,9 @@ class _Converter:
         return "nnx"
 
     def _convert_class(self, name: str, inputs: Sequence[Shape]) -> ConvertedClass:
+        inputs = list(inputs)
+        while inputs and inputs[-1] is None:  # flags and other non-array arguments
+            inputs.pop()
         key = tuple(None if shape is None else tuple(axis.value if axis else None for axis in shape[1:-1])
                     for shape in inputs)
         if name in self.converted:
@@ -169,13 +172,18 @@ class _Converter:
         return counts
 
     def _remove_dead_keys(self, new: dict[cst.CSTNode, Replacement], rewriter: TrainingRewriter) -> None:
-        """PRNG keys that only fed Linen's ``rngs={'dropout': ...}``: NNX layers keep
-        their own RNG streams, so the parameters, arguments and assignments go."""
+        """PRNG keys that only fed Linen's ``rngs={'dropout': ...}`` (NNX layers keep
+        their own RNG streams), and the model or optimizer a converted function
+        received (as part of a TrainState) but does not use: the parameters,
+        arguments and assignments go."""
         before = self._reads(self.module)
         for _ in range(3):
             reads = self._all_reads(new)
             now_unused = {name for name, count in before.items() if count > 0 and reads[name] <= 0}
-            cleaner = _DeadKeyRemover(rewriter.dropped_rng_names, now_unused, self.env)
+            converted_functions = {name for name, function in rewriter.analysis.functions.items()
+                                   if function.param_roles}
+            unneeded = rewriter.dropped_rng_names | {rewriter.model, rewriter.optimizer}
+            cleaner = _DeadKeyRemover(converted_functions, unneeded, now_unused, self.env)
             for old, node in list(new.items()):
                 new[old] = _visit(node, cleaner)
             cleaner.finish(new)
@@ -277,12 +285,13 @@ def _without_aliases(statement: cst.SimpleStatementLine, unused: set[str]) -> Re
 
 
 class _DeadKeyRemover(cst.CSTTransformer):
-    """Drops the parameters named in ``keys`` that their function no longer
-    reads, with their call-site arguments, and ``name = jax.random...(...)``
+    """Drops the parameters named in ``keys`` that a converted function no
+    longer reads, with their call-site arguments, and ``name = jax.random...(...)``
     assignments whose names the conversion left unread (``now_unused``)."""
 
-    def __init__(self, keys: set[str], now_unused: set[str], env: FileEnv) -> None:
+    def __init__(self, functions: set[str], keys: set[str], now_unused: set[str], env: FileEnv) -> None:
         super().__init__()
+        self.functions = functions
         self.keys = keys
         self.now_unused = now_unused
         self.env = env
@@ -290,6 +299,8 @@ class _DeadKeyRemover(cst.CSTTransformer):
         self.dropped_positions: dict[str, int] = {}  # function -> index of the dropped parameter
 
     def leave_FunctionDef(self, original_node, updated_node):
+        if original_node.name.value not in self.functions:
+            return updated_node
         params = list(updated_node.params.params)
         reads = _Converter._reads(updated_node.body)
         for index, param in enumerate(params):

@@ -43,6 +43,7 @@ class Mode:
     name: str
     index: int  # among the parameters after ``self``
     eval_value: bool
+    default: Optional[bool] = None  # the parameter's default, when it has one
 
 
 @dataclass
@@ -179,6 +180,7 @@ class ClassConverter:
         self.mode: Optional[Mode] = None
         self.uses_rngs = False
         self._call_param_index: dict[str, int] = {}  # __call__ parameters after self
+        self._call_param_defaults: dict[str, bool] = {}
         self._compact = False
         self._output_shape: Shape = None
         self.mode_consumed = 0  # reads of the mode parameter that the conversion removes
@@ -362,7 +364,8 @@ class ClassConverter:
         if replacement is not None:
             return cst.parse_expression(replacement)
         member = self.env.linen_member(original)
-        if member is not None and member not in LAYERS and member != "compact" and "." not in member:
+        if member is not None and member not in LAYERS and member not in ("compact", "initializers") \
+                and "." not in member:
             raise Unconvertible(f"`nn.{member}` has no conversion")
         return updated
 
@@ -495,7 +498,8 @@ class ClassConverter:
         if not (isinstance(node, cst.Name) and node.value in self._call_param_index):
             raise Unconvertible("a train/eval flag that is not a `__call__` argument (or its `not`) "
                                 "is not converted")
-        mode = Mode(node.value, self._call_param_index[node.value], eval_value != negated)
+        mode = Mode(node.value, self._call_param_index[node.value], eval_value != negated,
+                    self._call_param_defaults.get(node.value))
         if self.mode is not None and self.mode != mode:
             raise Unconvertible("the train/eval flags do not follow one `__call__` argument consistently")
         self.mode = mode
@@ -505,6 +509,9 @@ class ClassConverter:
     def _convert_call(self, function: cst.FunctionDef) -> cst.FunctionDef:
         params = _function_params(function)[1:]
         self._call_param_index = {param.name.value: index for index, param in enumerate(params)}
+        self._call_param_defaults = {param.name.value: param.default.value == "True" for param in params
+                                     if isinstance(param.default, cst.Name)
+                                     and param.default.value in ("True", "False")}
         shapes: dict[str, Shape] = {}
         for index, param in enumerate(params):
             shape = self.inputs[index] if index < len(self.inputs) else None
@@ -709,6 +716,7 @@ class _CallRewriter(_LinenFunctions):
         self.output: Shape = None
         self.mode_reads: dict[str, int] = {}
         self.called_at_once: set[int] = set()
+        self.assigned_values: set[int] = set()  # ``w = self.param(...)``: the call is converted
         self.keyword_names: set[int] = set()  # ``deterministic`` in ``f(deterministic=...)`` reads nothing
         self.depth = 0  # inside loops/branches/nested functions: no inline construction
 
@@ -732,6 +740,9 @@ class _CallRewriter(_LinenFunctions):
         if node.value in self.converter._call_param_index and id(node) not in self.keyword_names:
             self.mode_reads[node.value] = self.mode_reads.get(node.value, 0) + 1
 
+    def visit_Assign(self, node: cst.Assign) -> None:
+        self.assigned_values.add(id(node.value))
+
     def leave_Assign(self, original_node, updated_node):
         shape = self.shape_of(original_node.value)
         for target in original_node.targets:
@@ -754,7 +765,13 @@ class _CallRewriter(_LinenFunctions):
         if id(original_node) in self.called_at_once:
             return updated_node  # ``nn.Dense(3)`` in ``nn.Dense(3)(x)``: the outer call converts both
         if converter._is_self_call(func, "param"):
-            raise Unconvertible("`self.param` inside an expression: assign it to a name first")
+            if id(original_node) not in self.assigned_values:
+                raise Unconvertible("`self.param` inside an expression: assign it to a name first")
+            name = string_literal(original_node.args[0].value) if original_node.args else None
+            if name is None:
+                raise Unconvertible("`self.param` needs a literal name")
+            converter._add_param(name, original_node, self.shapes)
+            return cst.parse_expression(f"self.{name}[...]")
         if converter._is_self_call(func, "variable"):
             raise Unconvertible("`self.variable` (non-parameter collections) is not converted yet")
         if converter._is_self_call(func, "make_rng") or converter._is_self_call(func, "sow"):

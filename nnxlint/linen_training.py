@@ -26,6 +26,7 @@ PARAMS, VARIABLES, BATCH_STATS, STATE, OPT_STATE, UPDATES = (
     "params", "variables", "batch_stats", "train state", "optimizer state", "collection updates")
 MODEL_ROLES = (PARAMS, VARIABLES, BATCH_STATS)
 TRAIN_STATE = "flax.training.train_state.TrainState"
+TRANSFORMS = ("jax.value_and_grad", "jax.grad", "jax.jit")  # the ones nnx.* replaces over the model
 _ARRAY_CONSTRUCTORS = {"jax.numpy.ones": 0, "jax.numpy.zeros": 0, "jax.numpy.empty": 0,
                        "jax.random.normal": 1, "jax.random.uniform": 1, "jax.random.bernoulli": 2}
 _RANDOM_KEYS = ("jax.random.key", "jax.random.PRNGKey")
@@ -278,6 +279,7 @@ class _Function:
     param_roles: dict[int, str] = field(default_factory=dict)
     return_roles: dict[int, str] = field(default_factory=dict)  # position in the returned tuple
     returns_state_update: bool = False  # ``return state.apply_gradients(...)``
+    creates_state: bool = False  # ``return TrainState.create(...)``
     modes: set[str] = field(default_factory=set)
 
 
@@ -291,7 +293,8 @@ class RoleAnalysis(cst.CSTVisitor):
         self.site = site
         self.roles: dict[str, str] = {site_target(site): site.target_role}
         self.functions = {name: _Function(node) for name, node in converter.functions.items()}
-        self.aliases: dict[str, str] = {}  # step = jax.jit(train_step)
+        self.aliases: dict[str, str] = {}  # step = jax.jit(train_step): step -> train_step
+        self.alias_transforms: dict[str, str] = {}  # step -> jax.jit
         self.owners: dict[int, _Function] = {}  # id(node) -> the innermost local function holding it
         for function in self.functions.values():
             self._own(function.node.body, function)
@@ -328,6 +331,8 @@ class RoleAnalysis(cst.CSTVisitor):
         keyed = _subscript_key(node)
         if keyed is not None and self.role_of(keyed[0]) in (VARIABLES, UPDATES):
             return {"params": PARAMS, "batch_stats": BATCH_STATS}.get(keyed[1])
+        if isinstance(node, cst.Call) and self.env.resolve(node.func) == "optax.apply_updates" and node.args:
+            return self.role_of(node.args[0].value)  # the new params
         if isinstance(node, cst.Dict) and node.elements and all(
                 isinstance(e, cst.DictElement) and self.role_of(e.value) in MODEL_ROLES for e in node.elements):
             return VARIABLES
@@ -343,8 +348,7 @@ class RoleAnalysis(cst.CSTVisitor):
         if isinstance(func, cst.Name):
             name = self.aliases.get(func.value, func.value)
             return self.functions.get(name)
-        if isinstance(func, cst.Call) and self.env.resolve(func.func) in (
-                "jax.value_and_grad", "jax.grad", "jax.jit") and func.args:
+        if isinstance(func, cst.Call) and self.env.resolve(func.func) in TRANSFORMS and func.args:
             return self.function_called(func.args[0].value)
         return None
 
@@ -374,6 +378,9 @@ class RoleAnalysis(cst.CSTVisitor):
         if self.is_state_update(value):
             owner.returns_state_update = True
             return
+        if isinstance(value, cst.Call) and self.is_train_state(value.func):
+            owner.creates_state = True
+            return
         for index, element in enumerate(_names(value)):
             role = STATE if self.is_state_update(element) else self.role_of(element)
             if role is not None and owner.return_roles.get(index) != role:
@@ -393,9 +400,10 @@ class RoleAnalysis(cst.CSTVisitor):
         if len(node.targets) != 1:
             return
         target, value = node.targets[0].target, node.value
-        if isinstance(value, cst.Call) and self.env.resolve(value.func) == "jax.jit" and isinstance(
+        if isinstance(value, cst.Call) and self.env.resolve(value.func) in TRANSFORMS and isinstance(
                 target, cst.Name) and value.args and isinstance(value.args[0].value, cst.Name):
             self.aliases[target.value] = value.args[0].value.value
+            self.alias_transforms[target.value] = self.env.resolve(value.func)  # type: ignore[assignment]
             return
         targets, values = _names(target), _names(value)
         if len(targets) == len(values) > 1 or (len(targets) == 1 and not isinstance(value, cst.Call)):
@@ -426,7 +434,8 @@ class RoleAnalysis(cst.CSTVisitor):
         function = self.function_called(value.func)
         if function is None:
             return
-        grad = isinstance(value.func, cst.Call) and self.env.resolve(value.func.func) == "jax.value_and_grad"
+        grad = (isinstance(value.func, cst.Call) and self.env.resolve(value.func.func) == "jax.value_and_grad") or (
+            isinstance(value.func, cst.Name) and self.alias_transforms.get(value.func.value) == "jax.value_and_grad")
         if grad:  # ((loss, aux), grads): the aux part follows the function's return
             if len(targets) != 2 or not isinstance(targets[0], (cst.Tuple, cst.List)):
                 return
@@ -444,7 +453,8 @@ class RoleAnalysis(cst.CSTVisitor):
             role = function.return_roles.get(index)
             if role is not None and isinstance(name, cst.Name):
                 self._set(name.value, role)
-        if function.returns_state_update and len(targets) == 1 and isinstance(targets[0], cst.Name):
+        if (function.returns_state_update or function.creates_state) and len(targets) == 1 \
+                and isinstance(targets[0], cst.Name):
             self._set(targets[0].value, STATE)
 
     def _is_apply(self, call: cst.Call) -> bool:
@@ -505,7 +515,9 @@ class TrainingRewriter(cst.CSTTransformer):
                 if value is None:
                     raise Unconvertible(f"`{mode.name}=` must be True or False at each `apply`")
                 return "eval" if value == mode.eval_value else "train"
-        raise Unconvertible(f"`apply` without `{mode.name}`")
+        if mode.default is None:
+            raise Unconvertible(f"`apply` without `{mode.name}`")
+        return "eval" if mode.default == mode.eval_value else "train"
 
     def plan_modes(self, converter: TrainingConverter) -> None:
         """Where ``model.train()`` / ``model.eval()`` go: before the statements of
@@ -678,8 +690,11 @@ class TrainingRewriter(cst.CSTTransformer):
                 isinstance(value.func, cst.Attribute) and value.func.attr.value == "init"
                 and target_roles == [OPT_STATE])):
             return self._replace_line(original, self._optimizer_creation(value))
-        if isinstance(value, cst.Call) and self.analysis.function_called(value.func) is not None \
-                or isinstance(value, cst.Call) and self.analysis._is_apply(value):
+        called = self.analysis.function_called(value.func) if isinstance(value, cst.Call) else None
+        if called is not None and called.creates_state and target_roles == [STATE]:
+            new_value = updated.body[0].value  # type: ignore[attr-defined]
+            return self._replace_line(original, f"{self.model}, {self.optimizer} = {self.env.code(new_value)}")
+        if called is not None or isinstance(value, cst.Call) and self.analysis._is_apply(value):
             new_small = updated.body[0]
             assert isinstance(new_small, cst.Assign)
             new_target = _without_roles(new_small.targets[0].target, self.role)
@@ -740,6 +755,9 @@ class TrainingRewriter(cst.CSTTransformer):
         update = self._optimizer_update(value)
         if update is not None:
             return self._replace_line(original, update)
+        if isinstance(value, cst.Call) and self.analysis.is_train_state(value.func):
+            optimizer = self._optimizer_creation(value).partition(" = ")[2]
+            return self._replace_line(original, f"return {self.model}, {optimizer}")
         new_small = updated.body[0]
         assert isinstance(new_small, cst.Return) and new_small.value is not None
         elements = _names(value)
@@ -765,7 +783,7 @@ class TrainingRewriter(cst.CSTTransformer):
         if self.analysis._is_apply(original_node):
             return self._apply(original_node, updated_node)
         qualified = self.env.resolve(original_node.func)
-        if qualified in ("jax.value_and_grad", "jax.grad", "jax.jit") and original_node.args:
+        if qualified in TRANSFORMS and original_node.args:
             function = self.analysis.function_called(original_node.args[0].value)
             if function is not None and function.param_roles:
                 if any(_keyword(arg) == "argnums" for arg in original_node.args):
