@@ -62,6 +62,9 @@ class ConstantRngsInStep(Rule):
         # a seed that changes per call
         Valid("from flax import nnx\n\n@nnx.jit\ndef step(model, x, seed):\n"
               "    return model(x, rngs=nnx.Rngs(dropout=seed))\n"),
+        # a one-off call while constructing
+        Valid("from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, rngs):\n"
+              "        self.drop = nnx.Dropout(0.5)\n        self.probe = self.drop(x0, rngs=nnx.Rngs(0))\n"),
         # not inside a transformed function
         Valid("from flax import nnx\n\ndef evaluate(model, x):\n    return model(x, rngs=nnx.Rngs(dropout=0))\n"),
     )
@@ -105,7 +108,8 @@ class ConstantRngsInStep(Rule):
                     continue
                 method = method_of_module_class(self.context)
                 if method is not None:
-                    self._report(arg.value, f"`{method[1].name.value}.{method[0].name.value}`")
+                    if method[0].name.value != "__init__":  # runs once per construction, not per step
+                        self._report(arg.value, f"`{method[1].name.value}.{method[0].name.value}`")
                 else:
                     self.candidates.append((arg.value, list(self.context.enclosing(cst.FunctionDef))))
 
