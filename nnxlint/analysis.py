@@ -28,6 +28,8 @@ from nnxlint.rule import Fix
 
 MODULE, OPTIMIZER, VARIABLE, RNGS = "module", "optimizer", "variable", "rngs"
 GRADIENT_TRANSFORMS = ("grad", "value_and_grad")
+# nnx containers of submodules: ``nnx.List([...])``, ``nnx.Dict({...})``, ``nnx.data([...])``.
+CONTAINERS = frozenset({"List", "Dict", "data"})
 # nnx functions that return the state of the objects passed to them.
 STATE_EXTRACTORS = frozenset({"state", "split", "variables"})
 FUNCTOOLS_PARTIAL = "functools.partial"
@@ -135,11 +137,21 @@ class FileIndex:
         if owner.nnx_class is not None:
             variable = LAYER_VARIABLES.get(owner.nnx_class, {}).get(attribute)
             return Kind(VARIABLE, nnx_class=variable, holds_array=True) if variable else None
-        kinds = [self.kind_of_value(value) for value in self.attributes(owner.local_class or "").get(attribute, [])]
-        if not kinds or any(kind is None for kind in kinds):
+        values = self.attributes(owner.local_class or "").get(attribute, [])
+        return _agreed([self.kind_of_value(value) for value in values])
+
+    def element_kind(self, owner: Kind, attribute: str) -> Optional[Kind]:
+        """The kind of ``<owner>.<attribute>[i]`` when the attribute is a container
+        (``nnx.List([...])``, a list comprehension, ``nnx.Dict({...})``) whose
+        elements all agree on it."""
+        if owner.category != MODULE or owner.local_class is None:
             return None
-        classes = {(kind.category, kind.nnx_class, kind.local_class) for kind in kinds}  # type: ignore[union-attr]
-        return kinds[0] if len(classes) == 1 else None
+        kinds = []
+        for value in self.attributes(owner.local_class).get(attribute, []):
+            if isinstance(value, cst.Call) and nnx_member(self.resolve(value.func)) in CONTAINERS and value.args:
+                value = value.args[0].value
+            kinds += [self.kind_of_value(element) for element in container_elements(value)]
+        return _agreed(kinds)
 
     def kind_of_value(self, value: cst.BaseExpression) -> Optional[Kind]:
         if isinstance(value, cst.Call):
@@ -170,6 +182,14 @@ class FileIndex:
         if predicate(kind):
             return True
         return kind.local_class is not None and any(predicate(inner) for inner in self.constructions(kind.local_class))
+
+
+def _agreed(kinds: list[Optional[Kind]]) -> Optional[Kind]:
+    """The kind all of ``kinds`` share (the first of them), or None."""
+    if not kinds or any(kind is None for kind in kinds):
+        return None
+    classes = {(kind.category, kind.nnx_class, kind.local_class) for kind in kinds}  # type: ignore[union-attr]
+    return kinds[0] if len(classes) == 1 else None
 
 
 _INDEXES: "weakref.WeakKeyDictionary[FileContext, FileIndex]" = weakref.WeakKeyDictionary()
@@ -208,6 +228,9 @@ def kind_of(context: FileContext, expression: cst.BaseExpression) -> Optional[Ki
     if isinstance(expression, cst.Attribute):
         owner = kind_of(context, expression.value)
         return index.attribute_kind(owner, expression.attr.value) if owner else None
+    if isinstance(expression, cst.Subscript) and isinstance(expression.value, cst.Attribute):
+        owner = kind_of(context, expression.value.value)
+        return index.element_kind(owner, expression.value.attr.value) if owner else None
     if not isinstance(expression, cst.Name):
         return None
     binding = context.lookup(expression.value)
@@ -322,6 +345,21 @@ def walk(node: cst.CSTNode) -> list[cst.CSTNode]:
     collector = _All()
     node.visit(collector)
     return collector.nodes
+
+
+def container_elements(value: cst.BaseExpression) -> Iterator[cst.BaseExpression]:
+    """The values a list, tuple or dict literal or comprehension holds."""
+    if isinstance(value, (cst.List, cst.Tuple)):
+        for element in value.elements:
+            yield element.value
+    elif isinstance(value, cst.ListComp):
+        yield value.elt
+    elif isinstance(value, cst.Dict):
+        for element in value.elements:
+            if isinstance(element, cst.DictElement):
+                yield element.value
+    elif isinstance(value, cst.DictComp):
+        yield value.value
 
 
 def _calls_in(value: cst.BaseExpression) -> Iterator[cst.Call]:

@@ -7,7 +7,8 @@ from typing import Iterator
 import libcst as cst
 
 from nnxlint.analysis import (
-    MODULE, VARIABLE, attribute_of, fresh_array, function_body_nodes, kind_of, method_of_module_class,
+    MODULE, VARIABLE, attribute_of, container_elements, fresh_array, function_body_nodes, kind_of,
+    method_of_module_class,
 )
 from nnxlint.rule import Fix, Invalid, Rule, Valid
 
@@ -130,7 +131,7 @@ class PlainContainerOfModules(Rule):
         attribute = attribute_of(target, owner) if owner else None
         if attribute is None:
             return
-        elements = list(_elements(value))
+        elements = list(container_elements(value))
         if not elements and isinstance(value, (cst.List, cst.Dict)):  # ``self.layers = []``, filled below
             elements = list(_added_later(found[0], owner, attribute))
         if not any(self._is_data(element) for element in elements):
@@ -163,23 +164,8 @@ def _added_later(method: cst.FunctionDef, owner: str, attribute: str) -> Iterato
             if name in ("append", "insert"):
                 yield node.args[-1].value
             elif name == "extend":
-                yield from _elements(node.args[0].value)
+                yield from container_elements(node.args[0].value)
         elif isinstance(node, cst.Assign):
             for target in node.targets:
                 if isinstance(target.target, cst.Subscript) and attribute_of(target.target.value, owner) == attribute:
                     yield node.value
-
-
-def _elements(value: cst.BaseExpression) -> Iterator[cst.BaseExpression]:
-    """The values a container literal or comprehension holds."""
-    if isinstance(value, (cst.List, cst.Tuple)):
-        for element in value.elements:
-            yield element.value
-    elif isinstance(value, cst.ListComp):
-        yield value.elt
-    elif isinstance(value, cst.Dict):
-        for element in value.elements:
-            if isinstance(element, cst.DictElement):
-                yield element.value
-    elif isinstance(value, cst.DictComp):
-        yield value.value

@@ -94,6 +94,14 @@ class VariableValue(Rule):
                   "w.set_value(w.get_value() * 2)\n",
             count=3,
         ),
+        Invalid(  # an element of a list of layers
+            "from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, rngs):\n"
+            "        self.layers = nnx.List([nnx.Linear(2, 2, rngs=rngs) for _ in range(3)])\n\n"
+            "    def first_kernel(self):\n        return self.layers[0].kernel.value\n",
+            fixed="from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, rngs):\n"
+                  "        self.layers = nnx.List([nnx.Linear(2, 2, rngs=rngs) for _ in range(3)])\n\n"
+                  "    def first_kernel(self):\n        return self.layers[0].kernel[...]\n",
+        ),
         Invalid(  # a chained assignment: flagged, not fixed
             "from flax import nnx\na = nnx.Variable(0)\nb = nnx.Variable(0)\na.value = b.value = 1\n",
             count=2,
