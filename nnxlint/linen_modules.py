@@ -181,6 +181,8 @@ class ClassConverter:
         self.uses_rngs = False
         self._call_param_index: dict[str, int] = {}  # __call__ parameters after self
         self._call_param_defaults: dict[str, bool] = {}
+        self.other_methods: dict[str, cst.FunctionDef] = {}
+        self.followed_methods: dict[str, cst.FunctionDef] = {}  # converted while following __call__
         self._compact = False
         self._output_shape: Shape = None
         self.mode_consumed = 0  # reads of the mode parameter that the conversion removes
@@ -213,11 +215,11 @@ class ClassConverter:
                 raise Unconvertible(f"decorated method `{name}` is not converted")
         if "setup" in methods:
             self._read_setup(methods["setup"])
+        self.other_methods = {name: method for name, method in methods.items() if name not in ("setup", "__call__")}
         call = self._convert_call(methods["__call__"])
         converted_methods = {"__call__": call}
-        for name, method in methods.items():
-            if name not in ("setup", "__call__"):
-                converted_methods[name] = self._convert_other_method(method)
+        for name, method in self.other_methods.items():
+            converted_methods[name] = self.followed_methods.get(name) or self._convert_other_method(method)
         for attribute in self.slot_order:
             if self.slots[attribute].init_code is None:
                 raise Unconvertible(f"`self.{attribute}` is never called in `__call__`: its input size is unknown")
@@ -786,6 +788,9 @@ class _CallRewriter(_LinenFunctions):
         attribute = _is_self_attribute(func)
         if attribute in converter.slots:
             return self._call_slot(converter.slots[attribute], original_node, updated_node)
+        if attribute in converter.other_methods:
+            self.call_shapes[id(original_node)] = self._follow_method(attribute, original_node)
+            return updated_node
         if converter._layer(func) is not None:
             raise Unconvertible("a submodule created but not called at once is not converted")
         self.call_shapes[id(original_node)] = self._function_shape(original_node)
@@ -805,6 +810,20 @@ class _CallRewriter(_LinenFunctions):
         elif child_mode is not None:
             call = self._child_call_args(child_mode, original, call)
         return call
+
+    def _follow_method(self, name: str, call: cst.Call) -> Shape:
+        """``self.encode(x)``: convert ``encode`` with the shapes it is called with."""
+        converter = self.converter
+        if name in converter.followed_methods:
+            raise Unconvertible(f"`self.{name}` is called more than once in `__call__`")
+        method = converter.other_methods[name]
+        params = _function_params(method)[1:]
+        if any(arg.keyword is not None or arg.star for arg in call.args) or len(call.args) > len(params):
+            raise Unconvertible(f"`self.{name}(...)` with keyword or starred arguments is not followed")
+        shapes = {param.name.value: self.shape_of(arg.value) for param, arg in zip(params, call.args)}
+        follower = _CallRewriter(converter, shapes)
+        converter.followed_methods[name] = method.with_changes(body=method.body.visit(follower))
+        return follower.output
 
     def _layer_call_args(self, mapping: LayerMapping, original: cst.Call, call: cst.Call) -> cst.Call:
         names_by_position = ("inputs",) + mapping.call_positional
