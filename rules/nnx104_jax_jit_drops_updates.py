@@ -45,7 +45,8 @@ class JaxJitDropsUpdates(Rule):
     error, but the loss never goes down, `optimizer.step` stays at 0, BatchNorm
     statistics never move and Dropout draws the same mask at every step.
     (Measured on Flax 0.12.8: three steps of a `jax.jit` train step give the same
-    loss; with `nnx.jit`, the loss falls.) `nnx.jit` carries the state of its module
+    loss; with `nnx.jit`, the loss falls. The same with `jax.pmap` and `nnx.pmap`
+    over two devices, with the same `axis_name`.) `nnx.jit` carries the state of its module
     arguments in and out of the compiled function.
 
     ## Example
