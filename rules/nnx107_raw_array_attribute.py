@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import libcst as cst
 
-from nnxlint.analysis import attribute_of, fresh_array, method_of_module_class
+from nnxlint.analysis import VARIABLE, attribute_of, file_index, fresh_array, method_of_module_class
 from nnxlint.rule import Fix, Invalid, Rule, Valid
 
 
@@ -75,6 +73,9 @@ class RawArrayAttribute(Rule):
         Valid("import jax.numpy as jnp\n\nclass Buffer:\n    def __init__(self):\n        self.data = jnp.zeros(3)\n"),
         Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self):\n"
               "        w = jnp.zeros(3)\n        self.w = nnx.Param(w)\n"),
+        # wrapped afterwards
+        Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self):\n"
+              "        self.w = jnp.zeros(3)\n        self.w = nnx.Param(self.w)\n"),
         # raw arrays trained on purpose, through a filter of the file's own (Flax's "array leaves" example)
         Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass Linear(nnx.Module):\n"
               "    def __init__(self, din, dout):\n        self.b = jnp.zeros((dout,))\n\n"
@@ -150,16 +151,19 @@ class RawArrayAttribute(Rule):
             self._check(node.target, node.value)
 
     def _check(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
-        attribute = self._init_attribute(target)
-        if attribute is None:
-            return
-        made_by = fresh_array(self.context, value)
-        if made_by is not None:
-            self.found.append((value, attribute, made_by))
-
-    def _init_attribute(self, target: cst.BaseExpression) -> Optional[str]:
         found = method_of_module_class(self.context)
         if found is None or found[0].name.value != "__init__":
-            return None
-        params = [*found[0].params.posonly_params, *found[0].params.params]
-        return attribute_of(target, params[0].name.value) if params else None
+            return
+        method, owner = found
+        params = [*method.params.posonly_params, *method.params.params]
+        attribute = attribute_of(target, params[0].name.value) if params else None
+        made_by = fresh_array(self.context, value) if attribute else None
+        if attribute is None or made_by is None or self._wrapped_elsewhere(owner, attribute):
+            return
+        self.found.append((value, attribute, made_by))
+
+    def _wrapped_elsewhere(self, owner: cst.ClassDef, attribute: str) -> bool:
+        """``self.w = nnx.Param(self.w)`` (or any Variable) somewhere in the class."""
+        index = file_index(self.context)
+        return any(kind is not None and kind.category == VARIABLE
+                   for kind in map(index.kind_of_value, index.attributes(owner.name.value).get(attribute, [])))
