@@ -10,7 +10,8 @@ from nnxlint.rule import Invalid, Rule, Valid
 
 class LinenMutableCollections(Rule):
     """## What it does
-    Flags Linen's mutable variable collections: `apply(..., mutable=...)` (whose
+    Flags Linen's mutable variable collections: `apply(..., mutable=...)` or
+    `state.apply_fn(..., mutable=...)` (whose
     result is the pair `(output, updated_collections)`), and, inside a Linen Module
     class, `self.variable(collection, name, ...)` and `self.sow(collection, name, value)`.
 
@@ -60,13 +61,14 @@ class LinenMutableCollections(Rule):
                 "        count.value += 1\n        return x\n", message="nnx.Variable"),
         Invalid("import flax.linen as nn\n\nclass M(nn.Module):\n    @nn.compact\n    def __call__(self, x):\n"
                 "        self.sow('intermediates', 'h', x)\n        return x\n", message="nnx.Intermediate"),
+        Invalid("import flax.linen as nn\ny, updates = state.apply_fn(v, x, mutable=['batch_stats'])\n"),
     )
 
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
         if not isinstance(func, cst.Attribute):
             return
-        if func.attr.value == "apply" and any(
+        if func.attr.value in ("apply", "apply_fn") and any(
                 arg.keyword is not None and arg.keyword.value == "mutable" for arg in node.args):
             self.report(node, "`apply(..., mutable=...)` threads Linen collections by hand: NNX keeps them "
                               "in the module (`nnx.BatchStat`, updated in place; `model.train()`/`model.eval()`)")
