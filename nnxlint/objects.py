@@ -83,6 +83,26 @@ def requires_rngs(class_node: cst.ClassDef) -> bool:
     return param is not None and param.default is None and param.star == ""
 
 
+def rngs_position(class_node: cst.ClassDef) -> Optional[int]:
+    """Where ``rngs`` sits among ``__init__``'s positional parameters (after ``self``),
+    or None when it can only be passed by keyword."""
+    init = method(class_node, "__init__")
+    if init is None:
+        return None
+    positional = [*init.params.posonly_params, *init.params.params][1:]
+    return next((index for index, param in enumerate(positional) if param.name.value == "rngs"), None)
+
+
+def holds_rngs(context: FileContext, expression: cst.BaseExpression) -> bool:
+    """``nnx.Rngs(...)`` itself, or a name that holds one (see ``rngs_in_scope``)."""
+    if isinstance(expression, cst.Call):
+        return context.nnx_member(expression.func) == "Rngs"
+    if isinstance(expression, cst.Name):
+        binding = context.lookup(expression.value)
+        return binding is not None and _holds_rngs(context, binding, expression.value)
+    return False
+
+
 def init_of_module_class(context: FileContext) -> Optional[tuple[cst.FunctionDef, cst.ClassDef]]:
     """The (``__init__``, class) the current node is in, for an NNX module class."""
     scopes = [scope for scope in context.scopes

@@ -9,7 +9,8 @@ import libcst as cst
 
 from nnxlint.edits import has_double_star, has_keyword, with_keyword, with_keyword_only_param
 from nnxlint.flax_api import RNGS_REQUIRED_LAYERS
-from nnxlint.objects import init_of_module_class, nnx_module_classes, requires_rngs, rngs_in_scope
+from nnxlint.objects import (holds_rngs, init_of_module_class, nnx_module_classes, requires_rngs,
+                             rngs_in_scope, rngs_position)
 from nnxlint.rule import Fix, Invalid, Rule, Valid
 
 
@@ -20,6 +21,7 @@ class _MissingRngs:
     rngs: Optional[str]  # an nnx.Rngs visible at the call
     init: Optional[tuple[cst.FunctionDef, cst.ClassDef]]  # the NNX module __init__ it is in
     user_class: Optional[str] = None
+    positional_rngs: Optional[cst.Arg] = None  # an Rngs passed positionally to a layer
 
 
 class MissingRngs(Rule):
@@ -73,6 +75,11 @@ class MissingRngs(Rule):
         Valid("from flax import nnx\n\nclass Block(nnx.Module):\n    def __init__(self, din, *, rngs=None):\n"
               "        self.din = din\n\nblock = Block(3)\n"),
         Valid("import torch.nn as nn\nlayer = nn.Linear(2, 3)\n"),
+        Valid("from flax import nnx\n\nclass Dense(nnx.Module):\n    def __init__(self, din, dout, rngs: nnx.Rngs):\n"
+              "        self.w = nnx.Param(rngs.params.normal((din, dout)))\n\n"
+              "class MLP(nnx.Module):\n    def __init__(self, rngs: nnx.Rngs):\n"
+              "        self.dense = Dense(4, 16, rngs)\n"),
+        Valid("from flax import nnx\nlayer = nnx.Linear(*shape, **options)\n"),
     )
     invalid = (
         Invalid(
@@ -103,6 +110,15 @@ class MissingRngs(Rule):
             message="Block",
         ),
         Invalid("from flax.nnx import Conv\nconv = Conv(1, 8, (3, 3))\n"),
+        Invalid(
+            "from flax import nnx\nrngs = nnx.Rngs(0)\nlayer = nnx.Linear(2, 3, rngs)\n",
+            fixed="from flax import nnx\nrngs = nnx.Rngs(0)\nlayer = nnx.Linear(2, 3, rngs=rngs)\n",
+            message="keyword-only",
+        ),
+        Invalid(
+            "from flax import nnx\nlayer = nnx.Linear(\n    2,\n    3,\n    nnx.Rngs(0),\n)\n",
+            fixed="from flax import nnx\nlayer = nnx.Linear(\n    2,\n    3,\n    rngs=nnx.Rngs(0),\n)\n",
+        ),
         Invalid("import flax\nemb = flax.nnx.Embed(10, 4)\n"),
     )
 
@@ -112,12 +128,14 @@ class MissingRngs(Rule):
         self.class_calls: list[_MissingRngs] = []
 
     def visit_Call(self, node: cst.Call) -> None:
-        if has_keyword(node, "rngs") or has_double_star(node):
+        if has_keyword(node, "rngs") or any(arg.star for arg in node.args):
             return
         layer = self.context.nnx_member(node.func)
         if layer in RNGS_REQUIRED_LAYERS:
+            positional = next((arg for arg in node.args
+                               if arg.keyword is None and holds_rngs(self.context, arg.value)), None)
             self.missing.append(_MissingRngs(node, f"nnx.{layer}", rngs_in_scope(self.context),
-                                             init_of_module_class(self.context)))
+                                             init_of_module_class(self.context), positional_rngs=positional))
         elif isinstance(node.func, cst.Name):
             binding = self.context.lookup(node.func.value)
             if binding is not None and isinstance(binding.node, cst.ClassDef):
@@ -130,12 +148,15 @@ class MissingRngs(Rule):
         for call in self.class_calls:
             calls_of.setdefault(call.user_class or "", []).append(call)
             owner = module_classes.get(call.user_class or "")
-            if owner is not None and requires_rngs(owner):
+            if owner is not None and requires_rngs(owner) and not _passes_rngs_positionally(call.call, owner):
                 self.missing.append(call)
         # one unsafe fix per __init__ that lacks rngs, shared by all its findings
         init_fixes: dict[int, Fix] = {}
         for item in self.missing:
             fix = None
+            if item.positional_rngs is not None:
+                self._report_positional(item)
+                continue
             if item.rngs is not None:
                 fix = Fix(f"pass `rngs={item.rngs}`", "safe",
                           {item.call: with_keyword(item.call, "rngs", cst.Name(item.rngs))})
@@ -147,6 +168,21 @@ class MissingRngs(Rule):
                     init_fixes[id(init)] = fix
             self.report(item.call, f"`{item.what}` constructed without `rngs`: NNX builds parameters eagerly "
                                    "and raises TypeError (missing keyword-only argument 'rngs')", fix)
+
+    def _report_positional(self, item: _MissingRngs) -> None:
+        arg = item.positional_rngs
+        assert arg is not None
+        index = list(item.call.args).index(arg)
+        if all(later.keyword is not None for later in item.call.args[index + 1:]):  # name it where it is
+            named = arg.with_changes(keyword=cst.Name("rngs"), equal=cst.AssignEqual(
+                cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
+            fixed = item.call.with_changes(args=[*item.call.args[:index], named, *item.call.args[index + 1:]])
+        else:  # positional arguments follow: move it to the end
+            rest = [other for other in item.call.args if other is not arg]
+            fixed = with_keyword(item.call.with_changes(args=rest), "rngs", arg.value)
+        self.report(item.call, f"`{item.what}` takes `rngs` as a keyword-only argument: passed positionally it "
+                               "raises TypeError (too many positional arguments)",
+                    Fix("pass it as `rngs=`", "safe", {item.call: fixed}))
 
     def _add_rngs_parameter(self, init: cst.FunctionDef, owner: cst.ClassDef,
                             callers: list[_MissingRngs]) -> Fix:
@@ -160,3 +196,9 @@ class MissingRngs(Rule):
             replacements[caller.call] = with_keyword(caller.call, "rngs", value)
         return Fix(f"add `rngs: nnx.Rngs` to `{owner.name.value}.__init__`, pass it on, and update its calls",
                    "unsafe", replacements, imports)
+
+
+def _passes_rngs_positionally(call: cst.Call, owner: cst.ClassDef) -> bool:
+    position = rngs_position(owner)
+    positional = [arg for arg in call.args if arg.keyword is None]
+    return position is not None and len(positional) > position
