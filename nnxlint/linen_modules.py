@@ -224,24 +224,22 @@ class ClassConverter:
             if self.slots[attribute].init_code is None:
                 raise Unconvertible(f"`self.{attribute}` is never called in `__call__`: its input size is unknown")
         init = self._build_init(converted_methods)
+        # __init__ takes the place of the first field (or of the first method,
+        # setup included); a method right after it gets a blank line
         new_body: list[cst.BaseStatement] = []
-        init_placed = False
+        init_index: Optional[int] = None
         for statement in body:
-            if isinstance(statement, cst.FunctionDef):
-                name = statement.name.value
-                if name == "setup":
-                    continue
-                method = converted_methods[name]
-                if not init_placed:
-                    new_body.append(init.with_changes(leading_lines=statement.leading_lines))
-                    init_placed = True
-                    method = method.with_changes(leading_lines=[cst.EmptyLine(indent=False)])  # a blank line after __init__
-                new_body.append(method)
-            elif self._is_docstring(statement):
+            if self._is_docstring(statement):
                 new_body.append(statement)
-            elif not init_placed:  # the first field's place
+                continue
+            if init_index is None:
+                init_index = len(new_body)
                 new_body.append(init.with_changes(leading_lines=statement.leading_lines))
-                init_placed = True
+            if isinstance(statement, cst.FunctionDef) and statement.name.value != "setup":
+                method = converted_methods[statement.name.value]
+                if len(new_body) == init_index + 1 and not method.leading_lines:
+                    method = method.with_changes(leading_lines=[cst.EmptyLine(indent=False)])
+                new_body.append(method)
         base = cst.Arg(cst.parse_expression(f"{self.env.nnx}.Module"))
         new_node = node.with_changes(bases=[base], body=node.body.with_changes(body=new_body))
         return ConvertedClass(node.name.value, new_node, self.size_params, self.fields,

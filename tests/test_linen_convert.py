@@ -1,0 +1,237 @@
+"""The whole-file Linen -> NNX conversion (NNX002's unsafe fix): what it
+produces, where it refuses and why, and that it keeps the user's bytes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import libcst as cst
+import pytest
+
+from nnxlint.engine import check_source
+from nnxlint.linen_modules import substitute
+from nnxlint.linen_shapes import Size, product, window_output
+from nnxlint.registry import all_rules
+
+NNX002 = all_rules()["NNX002"]
+
+
+def convert(source: str):
+    """(fixed text or None, the NNX002 messages)."""
+    source = textwrap.dedent(source)
+    result = check_source(source, "program.py", [NNX002], "unsafe")
+    assert not result.crashes, result.crashes
+    messages = [finding.message for finding in check_source(source, "program.py", [NNX002]).findings]
+    return result.fixed_text, messages
+
+
+TRAIN_AND_EVALUATE = '''\
+import jax
+import jax.numpy as jnp
+import optax
+import flax.linen as nn
+
+
+class Net(nn.Module):
+    def setup(self):
+        self.hidden = nn.Dense(8)
+        self.drop = nn.Dropout(0.5)
+        self.out = nn.Dense(2)
+
+    def __call__(self, x, training: bool):
+        return self.out(self.drop(nn.relu(self.hidden(x)), deterministic=not training))
+
+
+def train(steps):
+    model = Net()
+    params = model.init(jax.random.key(0), jnp.ones((1, 3)), training=False)["params"]
+    tx = optax.sgd(0.1)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, x):
+        def loss_fn(params):
+            return model.apply({"params": params}, x, training=True, rngs={"dropout": jax.random.key(1)}).sum()
+
+        grads = jax.grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state
+
+    outputs = []
+    for _ in range(steps):
+        params, opt_state = step(params, opt_state, jnp.ones((4, 3)))
+        outputs.append(model.apply({"params": params}, jnp.ones((4, 3)), training=False))
+    return outputs
+'''
+
+
+def test_train_and_eval_in_one_loop_switch_modes_at_each_iteration():
+    fixed, _ = convert(TRAIN_AND_EVALUATE)
+    assert fixed is not None
+    assert "class Net(nnx.Module):\n    def __init__(self, in_features: int, *, rngs: nnx.Rngs):\n" in fixed
+    assert "        self.hidden = nnx.Linear(in_features, 8, rngs=rngs)\n" in fixed
+    assert "        self.drop = nnx.Dropout(0.5, rngs=rngs)\n" in fixed
+    assert "    def __call__(self, x):\n        return self.out(self.drop(nnx.relu(self.hidden(x))))\n" in fixed
+    assert fixed.count("def __init__") == 1
+    assert fixed.endswith(
+        "    for _ in range(steps):\n"
+        "        model.train()\n"
+        "        step(model, optimizer, jnp.ones((4, 3)))\n"
+        "        model.eval()\n"
+        "        outputs.append(model(jnp.ones((4, 3))))\n"
+        "    return outputs\n")
+    assert "def step(model, optimizer, x):" in fixed and "grads = nnx.grad(loss_fn)(model)" in fixed
+    assert "rngs=" not in fixed.split("class Net")[0] and "jax.random.key(1)" not in fixed
+
+
+@pytest.mark.parametrize("source, reason", [
+    ('''
+     import jax.numpy as jnp
+     import jax
+     import flax.linen as nn
+     class M(nn.Module):
+         @nn.compact
+         def __call__(self, x):
+             for width in (3, 4):
+                 x = nn.Dense(width)(x)
+             return x
+     params = M().init(jax.random.key(0), jnp.ones((1, 2)))
+     ''', "inside a loop or branch"),
+    ('''
+     import jax
+     import flax.linen as nn
+     class M(nn.Module):
+         @nn.compact
+         def __call__(self, x):
+             return nn.Dense(3)(x)
+     def f(x):
+         model = M()
+         variables = model.init(jax.random.key(0), x)
+         return model.apply(variables, x)
+     ''', "input size of `dense_0` (Dense) cannot be determined statically"),
+    ('''
+     import jax
+     import jax.numpy as jnp
+     import flax.linen as nn
+     class M(nn.Module):
+         @nn.compact
+         def __call__(self, x):
+             return nn.scan(nn.Dense, variable_broadcast="params", length=2)(3)(x)
+     v = M().init(jax.random.key(0), jnp.ones((1, 2)))
+     ''', "`nn.scan` has no conversion"),
+    ('''
+     import jax
+     import jax.numpy as jnp
+     import flax.linen as nn
+     class M(nn.Module):
+         @nn.compact
+         def __call__(self, x):
+             count = self.variable("counter", "n", jnp.zeros, ())
+             return x
+     v = M().init(jax.random.key(0), jnp.ones((1, 2)))
+     ''', "`self.variable`"),
+    ('''
+     import flax.linen as nn
+     class M(nn.Module):
+         @nn.compact
+         def __call__(self, x):
+             return nn.Dense(3)(x)
+     ''', "exactly one `model.init(key, x)`"),
+    ('''
+     import jax
+     import jax.numpy as jnp
+     import flax.linen as nn
+     class Unused(nn.Module):
+         pass
+     class M(nn.Module):
+         @nn.compact
+         def __call__(self, x):
+             return nn.Dense(3)(x)
+     v = M().init(jax.random.key(0), jnp.ones((1, 2)))
+     ''', "`Unused` is not part of the model"),
+    ('''
+     import jax
+     import jax.numpy as jnp
+     from flax.linen import Dense, Module, compact
+     class M(Module):
+         @compact
+         def __call__(self, x):
+             return Dense(3)(x)
+     v = M().init(jax.random.key(0), jnp.ones((1, 2)))
+     ''', "import `flax.linen as nn`"),
+    ('''
+     import jax
+     import jax.numpy as jnp
+     import flax.linen as nn
+     class M(nn.Module):
+         @nn.compact
+         def __call__(self, x):
+             return nn.Dense(3)(x)
+     model = M()
+     params = model.init(jax.random.key(0), jnp.ones((1, 2)))["params"]
+     params = jax.tree.map(lambda p: p * 2, params)
+     ''', "moves training state in a way the conversion does not follow"),
+])
+def test_no_fix_and_the_finding_says_why(source, reason):
+    fixed, messages = convert(source)
+    assert fixed is None
+    assert messages and all(f"(no fix: " in message and reason in message for message in messages), messages
+
+
+def test_untouched_lines_keep_their_bytes_crlf_and_comments():
+    source = ("import jax  # keys\r\nimport jax.numpy as jnp\r\nimport flax.linen as nn\r\n\r\n\r\n"
+              "SCALE = 2  # untouched\r\n\r\n\r\nclass M(nn.Module):\r\n    @nn.compact\r\n"
+              "    def __call__(self, x):\r\n        return nn.Dense(3)(x) * SCALE  # head\r\n\r\n\r\n"
+              "def f():\r\n    model = M()\r\n    variables = model.init(jax.random.key(0), jnp.ones((1, 5)))\r\n"
+              "    return model.apply(variables, jnp.ones((2, 5)))  # run\r\n")
+    fixed, _ = convert(source)
+    assert fixed is not None
+    assert "\n" not in fixed.replace("\r\n", "")
+    assert "SCALE = 2  # untouched\r\n" in fixed
+    assert "        return self.dense_0(x) * SCALE  # head\r\n" in fixed
+    assert "    model = M(5, rngs=nnx.Rngs(0))\r\n    return model(jnp.ones((2, 5)))  # run\r\n" in fixed
+    assert "import jax" not in fixed.replace("import jax.numpy", "")  # its only use was the init key
+    cst.parse_module(fixed)
+
+
+def test_a_file_that_already_imports_nnx_keeps_its_alias():
+    fixed, _ = convert('''
+        import jax
+        import jax.numpy as jnp
+        import flax.linen as nn
+        from flax import nnx as fx
+        class M(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return nn.LayerNorm(1e-5)(x)
+        model = M()
+        variables = model.init(jax.random.key(3), jnp.ones((1, 6)))
+        ''')
+    assert "flax.linen" not in fixed and "class M(fx.Module):" in fixed
+    assert "self.layer_norm_0 = fx.LayerNorm(in_features, epsilon=1e-5, rngs=rngs)" in fixed
+    assert "model = M(6, rngs=fx.Rngs(3))" in fixed
+
+
+def test_shape_arithmetic():
+    assert product([Size.number(7), Size.number(7), Size.number(64)]) == Size.number(3136)
+    assert product([Size.number(4), Size("features")]).code == "4 * features"
+    assert product([Size.number(2), None]) is None
+    assert window_output(Size.number(28), 3, 1, "SAME") == Size.number(28)
+    assert window_output(Size.number(28), 2, 2, "VALID") == Size.number(14)
+    assert window_output(Size.number(14), 3, 2, "VALID") == Size.number(6)
+    assert window_output(Size("h"), 2, 2, "VALID") is None
+    assert substitute("features * 2", {"features": "16"}) == Size.number(32)
+    assert substitute("in_features", {"in_features": "width"}) == Size("width")
+
+
+def test_the_check_path_does_not_import_jax():
+    code = ("import sys\nfrom nnxlint.engine import check_source\nfrom nnxlint.registry import all_rules\n"
+            "rules = [all_rules()[c] for c in ('NNX002', 'NNX003', 'NNX004', 'NNX005', 'NNX006')]\n"
+            "src = open(sys.argv[1]).read()\ncheck_source(src, 'x.py', rules, 'unsafe')\n"
+            "assert not {'jax', 'flax', 'optax'} & set(sys.modules), sorted(sys.modules)\n")
+    program = "fixtures/linen_cnn_batchnorm/before.py"
+    completed = subprocess.run([sys.executable, "-c", code, program], capture_output=True, text=True,
+                               cwd=__file__.rsplit("/tests/", 1)[0])
+    assert completed.returncode == 0, completed.stderr
