@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nnxlint.cache import write_file_atomic
-from nnxlint.engine import Finding
+from nnxlint.findings import Finding
 from nnxlint.textio import SourceError, write_atomic
 
 FORMAT_VERSION = 1

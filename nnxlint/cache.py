@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nnxlint import __version__
-from nnxlint.engine import FixSummary, Finding
+from nnxlint.findings import FixSummary, Finding
 
 CACHE_DIRECTORY = ".nnxlint_cache"
 

@@ -9,11 +9,11 @@ from typing import Iterable, Optional, Sequence
 import libcst as cst
 
 from nnxlint.context import FileContext, RuleCrash, Traversal
+from nnxlint.findings import SOURCE_ERROR_CODE, SOURCE_ERROR_NAME, Finding, FixSummary, source_error
 from nnxlint.imports import add_imports
 from nnxlint.positions import Positions
-from nnxlint.rule import Applicability, Fix, Report, Rule
+from nnxlint.rule import Fix, Report, Rule
 
-SOURCE_ERROR_CODE = "NNX000"
 MAX_FIX_PASSES = 10
 
 _SKIP_FILE = re.compile(r"^[ \t]*#[ \t]*nnxlint:[ \t]*skip-file\b", re.MULTILINE)
@@ -44,29 +44,9 @@ class SourceErrorRule(Rule):
     """
 
     code = SOURCE_ERROR_CODE
-    name = "invalid-source"
+    name = SOURCE_ERROR_NAME
     summary = "File cannot be read, decoded or parsed"
     triggers = ()
-
-
-@dataclass(frozen=True)
-class FixSummary:
-    applicability: Applicability
-    description: str
-
-
-@dataclass
-class Finding:
-    path: str
-    code: str
-    name: str
-    message: str
-    line: int
-    column: int  # 1-based
-    end_line: int
-    end_column: int
-    fix: Optional[FixSummary] = None
-    cell: Optional[int] = None  # notebooks: 1-based code cell
 
 
 @dataclass
@@ -78,10 +58,6 @@ class CheckResult:
     fixed_text: Optional[str] = None  # set when fixes changed the text
     fixes_applied: int = 0
     dropped_fixes: list[str] = field(default_factory=list)  # fixes whose output did not parse
-
-
-def source_error(path: str, message: str, line: int = 1, column: int = 1) -> Finding:
-    return Finding(path, SOURCE_ERROR_CODE, SourceErrorRule.name, message, line, column, line, column)
 
 
 def is_skipped(text: str) -> bool:

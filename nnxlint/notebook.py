@@ -26,9 +26,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Optional
 
-import libcst as cst
 
-from nnxlint.engine import Finding
+from nnxlint.findings import Finding
 
 NOTEBOOK_SUFFIX = ".ipynb"
 _PLACEHOLDER = "{indent}pass  # nnxlint: magic {index}"
@@ -241,6 +240,8 @@ class Notebook:
 def _statement_spans(text: str) -> list[tuple[int, int]]:
     """(first, end) lines (0-based, end exclusive) of each top-level statement of ``text``,
     decorators included, comments and blank lines before it excluded."""
+    import libcst as cst  # only when fixes are split back into cells
+
     module = cst.parse_module(text)
     line, spans = len(module.header), []
     for statement in module.body:

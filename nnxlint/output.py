@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Sequence
 
 from nnxlint import __version__
-from nnxlint.engine import Finding
+from nnxlint.findings import Finding
 from nnxlint.registry import all_rules
 
 FORMATS = ("text", "json", "github", "sarif")

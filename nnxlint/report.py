@@ -13,7 +13,7 @@ import libcst as cst
 
 from nnxlint.config import ConfigError, load_settings
 from nnxlint.context import FileContext, Traversal
-from nnxlint.engine import Finding
+from nnxlint.findings import Finding
 from nnxlint.flax_api import MODULE_CLASSES, is_linen, nnx_member
 from nnxlint.registry import all_rules
 from nnxlint.rule import Rule

@@ -12,14 +12,15 @@ from __future__ import annotations
 import inspect
 from functools import cached_property
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, ClassVar, Literal, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, ClassVar, Mapping, Optional, Sequence, Union
 
 import libcst as cst
+
+from nnxlint.findings import Applicability
 
 if TYPE_CHECKING:
     from nnxlint.context import FileContext
 
-Applicability = Literal["safe", "unsafe"]
 DOC_SECTIONS = ("## What it does", "## Why is this bad?", "## Example", "## Use instead", "## Fix safety")
 
 Replacement = Union[cst.CSTNode, cst.FlattenSentinel, cst.RemovalSentinel]

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
 
 from nnxlint import output
 from nnxlint.cache import CACHE_DIRECTORY, Cache, content_digest
-from nnxlint.engine import Finding, check_source, source_error, unknown_noqa_codes
+from nnxlint.findings import Finding, source_error
 from nnxlint.notebook import NOTEBOOK_SUFFIX, Notebook, NotebookError
 from nnxlint.registry import all_rules
-from nnxlint.rule import Applicability
+from nnxlint.findings import Applicability
 from nnxlint.textio import BOM, Source, SourceError, decode, write_atomic
 
 if TYPE_CHECKING:
@@ -131,6 +131,8 @@ def check_file(path: str, job: Job) -> FileOutcome:
     except SourceError as error:
         outcome.findings.append(source_error(path, str(error)))
         return outcome
+    from nnxlint.engine import check_source, unknown_noqa_codes  # the parser: only on a cache miss
+
     known = all_rules()
     rules = [known[code] for code in sorted(job.codes_for(path))]
     result = check_source(document.python, path, rules, job.fix_level)
@@ -164,6 +166,8 @@ def check_file(path: str, job: Job) -> FileOutcome:
 
 def _unfixed(outcome: FileOutcome, document, path: str, rules) -> FileOutcome:
     """``outcome`` with the findings of the file as it still is, fixes not applied."""
+    from nnxlint.engine import check_source
+
     outcome.findings = [document.locate(finding) for finding in check_source(document.python, path, rules).findings]
     return outcome
 

@@ -292,3 +292,23 @@ def test_check_path_imports_no_jax(tmp_path):
     imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines()
                 if line.startswith("import time:")}
     assert "libcst" in imported and not imported & {"jax", "flax", "optax", "numpy"}
+
+
+def test_rule_codes_are_known_without_importing_rules():
+    from nnxlint.registry import all_rules, rule_codes
+
+    assert rule_codes() == set(all_rules())
+
+
+def test_cached_run_does_not_import_the_parser(tmp_path):
+    """A warm re-run (the common pre-commit/CI case) never needs LibCST."""
+    import subprocess
+
+    path = tmp_path / "t.py"
+    path.write_text(OLD_OPTIMIZER)
+    command = [sys.executable, "-X", "importtime", "-m", "nnxlint", "check", str(path)]
+    subprocess.run(command, capture_output=True, cwd=tmp_path)
+    warm = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert "NNX102" in warm.stdout
+    imported = {line.split("|")[-1].strip() for line in warm.stderr.splitlines() if line.startswith("import time:")}
+    assert "libcst" not in imported and "nnxlint.engine" not in imported
