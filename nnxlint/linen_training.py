@@ -656,9 +656,14 @@ class TrainingRewriter(cst.CSTTransformer):
     def _nnx_decorator(self, decorator: cst.Decorator) -> cst.Decorator:
         if self.env.resolve(decorator.decorator) == "jax.jit":
             return decorator.with_changes(decorator=cst.parse_expression(f"{self.nnx}.jit"))
-        if isinstance(decorator.decorator, cst.Call) and self.env.resolve(decorator.decorator.func) == "jax.jit":
-            return decorator.with_changes(decorator=decorator.decorator.with_changes(
-                func=cst.parse_expression(f"{self.nnx}.jit")))
+        call = decorator.decorator
+        nnx_jit = cst.parse_expression(f"{self.nnx}.jit")
+        if isinstance(call, cst.Call) and self.env.resolve(call.func) == "jax.jit":
+            return decorator.with_changes(decorator=call.with_changes(func=nnx_jit))
+        if isinstance(call, cst.Call) and self.env.resolve(call.func) == "functools.partial" and call.args \
+                and self.env.resolve(call.args[0].value) == "jax.jit":  # @partial(jax.jit, static_argnums=...)
+            first = call.args[0].with_changes(value=nnx_jit)
+            return decorator.with_changes(decorator=call.with_changes(args=[first, *call.args[1:]]))
         raise Unconvertible("a training function with a decorator other than `jax.jit` is not converted")
 
     # -- statements ------------------------------------------------------------

@@ -196,6 +196,39 @@ def test_untouched_lines_keep_their_bytes_crlf_and_comments():
     cst.parse_module(fixed)
 
 
+def test_partial_jit_with_static_arguments_becomes_partial_nnx_jit():
+    fixed, _ = convert('''
+        import functools
+        import jax
+        import jax.numpy as jnp
+        import optax
+        import flax.linen as nn
+        class M(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(1)(x)
+        def train(steps):
+            model = M()
+            params = model.init(jax.random.key(0), jnp.ones((1, 2)))["params"]
+            tx = optax.sgd(0.1)
+            opt_state = tx.init(params)
+
+            @functools.partial(jax.jit, static_argnames="scale")
+            def step(params, opt_state, scale):
+                def loss_fn(params):
+                    return scale * model.apply({"params": params}, jnp.ones((1, 2))).sum()
+
+                grads = jax.grad(loss_fn)(params)
+                updates, opt_state = tx.update(grads, opt_state)
+                return optax.apply_updates(params, updates), opt_state
+
+            for _ in range(steps):
+                params, opt_state = step(params, opt_state, 2.0)
+        ''')
+    assert "    @functools.partial(nnx.jit, static_argnames=\"scale\")\n    def step(model, optimizer, scale):\n" in fixed
+    assert "step(model, optimizer, 2.0)" in fixed
+
+
 def test_a_file_that_already_imports_nnx_keeps_its_alias():
     fixed, _ = convert('''
         import jax
