@@ -90,12 +90,12 @@ class _Converter:
     def run(self) -> dict[cst.CSTNode, Replacement]:
         training = TrainingConverter(self.env, self.module)
         site = training.find_init_site()
-        inputs = training.input_shapes(site, None)
+        inputs = training.input_shapes(site)
         top = self._convert_class(site.class_name, inputs)
         for name in self.linen_classes:
             if name not in self.converted:
                 raise Unconvertible(f"`{name}` is not part of the model that `init` builds")
-        plan = TrainingPlan(site, top, inputs)
+        plan = TrainingPlan(site, top)
         plan.converted_construction = self._construction(site, top, inputs, training.rngs_code(site))
         if OPTIMIZER_NAME in self.scope.bindings or self._reads(self.module)[OPTIMIZER_NAME]:
             raise Unconvertible(f"the file already uses the name `{OPTIMIZER_NAME}`")

@@ -126,6 +126,3 @@ ELEMENTWISE_FUNCTIONS = frozenset({
     "hard_silu", "soft_sign",
 })
 POOLING_FUNCTIONS = frozenset({"max_pool", "avg_pool"})
-
-# Linen variable collections and the NNX Variable type that holds them.
-COLLECTION_TYPES = {"params": "Param", "batch_stats": "BatchStat"}

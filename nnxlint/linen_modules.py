@@ -13,7 +13,7 @@ exactly raises ``Unconvertible`` with the reason.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import libcst as cst

@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Union
 
 import libcst as cst
 
-from nnxlint.linen_modules import ConvertedClass, FileEnv, Mode, Unconvertible, drop_args
+from nnxlint.linen_modules import ConvertedClass, FileEnv, Unconvertible, drop_args
 from nnxlint.linen_shapes import (
     Shape, int_literal, integer_constants, literal_shape, string_literal, with_unknown_batch,
 )
@@ -51,7 +51,6 @@ class InitSite:
 class TrainingPlan:
     site: InitSite
     converted: ConvertedClass
-    input_shapes: list[Shape]
     converted_construction: str = ""  # ``Model(16, rngs=nnx.Rngs(0))``
 
 
@@ -80,10 +79,6 @@ def _names(target: cst.BaseExpression) -> list[cst.BaseExpression]:
     if isinstance(target, (cst.Tuple, cst.List)):
         return [element.value for element in target.elements]
     return [target]
-
-
-def _empty_line_replacement() -> cst.RemovalSentinel:
-    return cst.RemoveFromParent()
 
 
 class TrainingConverter:
@@ -198,14 +193,12 @@ class TrainingConverter:
         return ()
 
     # -- the example input -----------------------------------------------------
-    def input_shapes(self, site: InitSite, mode: Optional[Mode]) -> list[Shape]:
+    def input_shapes(self, site: InitSite) -> list[Shape]:
+        """The shapes of the example inputs given to ``init`` (None where unknown)."""
         args = [arg for arg in site.call.args if arg.keyword is None and not arg.star]
         if len(args) < 2:
             raise Unconvertible("`init` without an example input")
-        shapes = [self._array_shape(arg.value, site.statement) for arg in args[1:]]
-        if mode is not None and len(shapes) > mode.index:
-            shapes = shapes[:mode.index]
-        return [with_unknown_batch(shape) for shape in shapes]
+        return [with_unknown_batch(self._array_shape(arg.value, site.statement)) for arg in args[1:]]
 
     def _array_shape(self, node: cst.BaseExpression, before: cst.CSTNode) -> Shape:
         if isinstance(node, cst.Name):
@@ -280,7 +273,6 @@ class _Function:
     return_roles: dict[int, str] = field(default_factory=dict)  # position in the returned tuple
     returns_state_update: bool = False  # ``return state.apply_gradients(...)``
     creates_state: bool = False  # ``return TrainState.create(...)``
-    modes: set[str] = field(default_factory=set)
 
 
 class RoleAnalysis(cst.CSTVisitor):

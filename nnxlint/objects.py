@@ -7,7 +7,7 @@ deliberately conservative: when in doubt, the answer is "unknown".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import libcst as cst
@@ -31,6 +31,36 @@ def top_level_classes(context: FileContext) -> dict[str, cst.ClassDef]:
 def nnx_module_classes(context: FileContext) -> dict[str, cst.ClassDef]:
     """Top-level classes that subclass flax.nnx.Module, directly or through each other."""
     return context.memoized("nnx_module_classes", lambda: _subclasses_of(context, MODULE_BASE))
+
+
+def is_module_class(context: FileContext, node: cst.CSTNode) -> bool:
+    """Whether ``node`` is a top-level class of the file that subclasses flax.nnx.Module.
+
+    Unlike ``nnx_module_classes`` (the last class of each name), this knows every
+    definition of a name: notebooks and tutorials redefine ``MLP`` cell after cell,
+    and a call refers to the definition in effect where it is made."""
+    return id(node) in context.memoized("nnx_module_class_nodes", lambda: _module_class_nodes(context))
+
+
+def _module_class_nodes(context: FileContext) -> set[int]:
+    definitions = [(name, binding.node) for name, bindings in context.module_scope.bindings.items()
+                   for binding in bindings if isinstance(binding.node, cst.ClassDef)]
+    found: set[int] = set()
+    module_names: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, node in definitions:
+            if id(node) in found:
+                continue
+            for base in node.bases:
+                if names.resolve(context.module_scope, base.value) == MODULE_BASE or (
+                        isinstance(base.value, cst.Name) and base.value.value in module_names):
+                    found.add(id(node))
+                    module_names.add(name)
+                    changed = True
+                    break
+    return found
 
 
 def _subclasses_of(context: FileContext, base_name: str) -> dict[str, cst.ClassDef]:
@@ -111,7 +141,7 @@ def init_of_module_class(context: FileContext) -> Optional[tuple[cst.FunctionDef
         return None
     function, owner = scopes[-1].node, scopes[-2].node
     if not (isinstance(function, cst.FunctionDef) and function.name.value == "__init__"
-            and isinstance(owner, cst.ClassDef) and owner is nnx_module_classes(context).get(owner.name.value)):
+            and isinstance(owner, cst.ClassDef) and is_module_class(context, owner)):
         return None
     return function, owner
 
@@ -187,6 +217,10 @@ class CallSite:
     optimizers: dict[str, OptimizerInfo]  # parameter name -> optimizer passed there
     arguments: dict[str, cst.BaseExpression]  # parameter name -> argument expression
     bindings: dict[str, Optional[Binding]]  # parameter name -> binding of a Name argument
+    # parameter names passed something known not to be a plain nnx.Optimizer: an
+    # ``nnx.ModelAndOptimizer`` (which keeps ``.model`` and ``update(grads)``) or an
+    # instance of a class of the file (which may define them)
+    others: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -225,6 +259,9 @@ class OptimizerTracker:
         self.self_aliases: dict[tuple[str, int], str] = {}
         self.call_sites: list[CallSite] = []
         self.uses: list[OptimizerUse] = []
+        # the file builds an nnx.ModelAndOptimizer (a subclass of nnx.Optimizer that keeps
+        # ``.model`` and ``update(grads)``): a parameter annotated ``nnx.Optimizer`` may hold one
+        self.model_and_optimizer = False
 
     def observe_assign(self, node: cst.Assign) -> None:
         owner = self.context.enclosing_class()
@@ -243,6 +280,8 @@ class OptimizerTracker:
                     self.self_aliases[(owner.name.value, id(binding))] = attribute
 
     def observe_call(self, node: cst.Call) -> None:
+        if self.context.nnx_member(node.func) == "ModelAndOptimizer":
+            self.model_and_optimizer = True
         function = self._called_function(node.func)
         if function is None:
             return
@@ -265,11 +304,27 @@ class OptimizerTracker:
                                                                    arg.value.value), binding)
                 if info is not None:
                     site.optimizers[name] = info
+                elif self._not_an_optimizer(assigned_value(binding.node if binding else None, arg.value.value)):
+                    site.others.add(name)
         self.call_sites.append(site)
+
+    def _not_an_optimizer(self, value: Optional[cst.BaseExpression]) -> bool:
+        if not isinstance(value, cst.Call):
+            return False
+        if self.context.nnx_member(value.func) == "ModelAndOptimizer":
+            return True
+        if isinstance(value.func, cst.Name):
+            binding = self.context.lookup(value.func.value)
+            return binding is not None and isinstance(binding.node, cst.ClassDef)
+        return False
 
     def _called_function(self, func: cst.BaseExpression) -> Optional[cst.FunctionDef]:
         """The file's own function a call goes to, through ``step = nnx.jit(fn)`` too."""
         seen: set[int] = set()
+        if (isinstance(func, cst.Call) and func.args and isinstance(func.args[0].value, cst.Name)
+                and not func.args[0].keyword and not func.args[0].star
+                and self.context.resolve(func.func) != "functools.partial"):
+            func = func.args[0].value  # a transform applied in place: ``nnx.jit(step)(opt, ...)``
         while isinstance(func, cst.Name):
             binding = self.context.lookup(func.value)
             node = binding.node if binding else None
@@ -327,7 +382,8 @@ class OptimizerTracker:
                     resolved.append(ResolvedUse(use.node, self._self_model(use.self_attribute[0], info)))
             elif use.parameter is not None:
                 known, model = self._parameter_optimizer(*use.parameter)
-                if known or use.annotated:
+                if known or (use.annotated and not self.model_and_optimizer
+                             and not self._passed_other(*use.parameter)):
                     resolved.append(ResolvedUse(use.node, model))
         return resolved
 
@@ -339,6 +395,10 @@ class OptimizerTracker:
             if alias is not None:
                 return cst.Attribute(cst.Name("self"), cst.Name(alias))
         return None
+
+    def _passed_other(self, function: cst.FunctionDef, parameter: str) -> bool:
+        """Whether a call site passes ``parameter`` something that is no plain nnx.Optimizer."""
+        return any(site.function is function and parameter in site.others for site in self.call_sites)
 
     def _parameter_optimizer(self, function: cst.FunctionDef,
                              parameter: str) -> tuple[bool, Optional[cst.BaseExpression]]:
