@@ -9,8 +9,8 @@ import libcst as cst
 
 from nnxlint.edits import has_double_star, has_keyword, with_keyword, with_keyword_only_param
 from nnxlint.flax_api import RNGS_REQUIRED_LAYERS
-from nnxlint.objects import (holds_rngs, init_of_module_class, nnx_module_classes, requires_rngs,
-                             rngs_in_scope, rngs_position)
+from nnxlint.objects import (holds_rngs, init_of_module_class, is_module_class, requires_rngs, rngs_in_scope,
+                             rngs_position)
 from nnxlint.rule import Fix, Invalid, Rule, Valid
 
 
@@ -22,6 +22,7 @@ class _MissingRngs:
     init: Optional[tuple[cst.FunctionDef, cst.ClassDef]]  # the NNX module __init__ it is in
     user_class: Optional[str] = None
     positional_rngs: Optional[cst.Arg] = None  # an Rngs passed positionally to a layer
+    class_node: Optional[cst.ClassDef] = None  # the user's class the name refers to at the call
 
 
 class MissingRngs(Rule):
@@ -80,6 +81,10 @@ class MissingRngs(Rule):
               "class MLP(nnx.Module):\n    def __init__(self, rngs: nnx.Rngs):\n"
               "        self.dense = Dense(4, 16, rngs)\n"),
         Valid("from flax import nnx\nlayer = nnx.Linear(*shape, **options)\n"),
+        # the name is redefined later (notebooks, tutorials): the call uses the class in effect there
+        Valid("from flax import nnx\n\nclass MLP(nnx.Pytree):\n    def __init__(self, dim):\n        self.dim = dim\n\n"
+              "model = MLP(2)\n\nclass MLP(nnx.Module):\n    def __init__(self, dim, rngs: nnx.Rngs):\n"
+              "        self.linear = nnx.Linear(dim, dim, rngs=rngs)\n"),
     )
     invalid = (
         Invalid(
@@ -140,15 +145,16 @@ class MissingRngs(Rule):
             binding = self.context.lookup(node.func.value)
             if binding is not None and isinstance(binding.node, cst.ClassDef):
                 self.class_calls.append(_MissingRngs(node, node.func.value, rngs_in_scope(self.context),
-                                                     init_of_module_class(self.context), node.func.value))
+                                                     init_of_module_class(self.context), node.func.value,
+                                                     class_node=binding.node))
 
     def leave_Module(self, node: cst.Module) -> None:
-        module_classes = nnx_module_classes(self.context)
-        calls_of: dict[str, list[_MissingRngs]] = {}
+        calls_of: dict[int, list[_MissingRngs]] = {}
         for call in self.class_calls:
-            calls_of.setdefault(call.user_class or "", []).append(call)
-            owner = module_classes.get(call.user_class or "")
-            if owner is not None and requires_rngs(owner) and not _passes_rngs_positionally(call.call, owner):
+            owner = call.class_node
+            calls_of.setdefault(id(owner), []).append(call)
+            if (owner is not None and is_module_class(self.context, owner) and requires_rngs(owner)
+                    and not _passes_rngs_positionally(call.call, owner)):
                 self.missing.append(call)
         # one unsafe fix per __init__ that lacks rngs, shared by all its findings
         init_fixes: dict[int, Fix] = {}
@@ -164,7 +170,7 @@ class MissingRngs(Rule):
                 init, owner = item.init
                 fix = init_fixes.get(id(init))
                 if fix is None:
-                    fix = self._add_rngs_parameter(init, owner, calls_of.get(owner.name.value, []))
+                    fix = self._add_rngs_parameter(init, owner, calls_of.get(id(owner), []))
                     init_fixes[id(init)] = fix
             self.report(item.call, f"`{item.what}` constructed without `rngs`: NNX builds parameters eagerly "
                                    "and raises TypeError (missing keyword-only argument 'rngs')", fix)

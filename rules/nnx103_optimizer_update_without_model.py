@@ -75,6 +75,12 @@ class OptimizerUpdateWithoutModel(Rule):
         Valid("from flax import nnx\ndef step(opt, grads):\n    opt.update(grads)\nstep(Tracker(), g)\n"),
         Valid("from flax import nnx\nopt = nnx.Optimizer(model, tx, wrt=nnx.Param)\nopt.update(model=model, grads=g)\n"),
         Valid("import functools\nfrom flax import nnx\nstep = functools.partial(step)\nstep(opt)\n"),
+        # annotated nnx.Optimizer, but given an nnx.ModelAndOptimizer (a subclass that keeps update(grads))
+        Valid("from flax import nnx\n\ndef train_step(optimizer: nnx.Optimizer, grads):\n    optimizer.update(grads)\n\n"
+              "state = nnx.ModelAndOptimizer(model, tx)\nnnx.jit(train_step)(state, grads)\n"),
+        Valid("from flax import nnx\n\nclass TrainState(nnx.ModelAndOptimizer):\n    pass\n\n"
+              "def train_step(optimizer: nnx.Optimizer, grads):\n    optimizer.update(grads)\n\n"
+              "state = TrainState(model, tx)\njit_decorator(train_step)(state, grads)\n"),
     )
     invalid = (
         Invalid(_TRAIN_STEP.format(model_arg=""), fixed=_TRAIN_STEP.format(model_arg="model, "),

@@ -47,6 +47,10 @@ class OptimizerModelAttribute(Rule):
         Valid("from flax import nnx\nopt = nnx.ModelAndOptimizer(model, tx)\ny = opt.model(x)\n"),
         Valid("from flax import nnx\nopt = nnx.Optimizer(model, tx, wrt=nnx.Param)\ny = model(x)\n"),
         Valid("from flax import nnx\nclass Trainer:\n    def __init__(self, model):\n        self.model = model\n"),
+        # annotated nnx.Optimizer, but every call passes a ModelAndOptimizer subclass, which keeps .model
+        Valid("from flax import nnx\n\nclass TrainState(nnx.ModelAndOptimizer):\n    pass\n\n"
+              "def train_step(optimizer: nnx.Optimizer, x):\n    return optimizer.model(x)\n\n"
+              "state = TrainState(model, tx)\nnnx.jit(train_step)(state, x)\n"),
     )
     invalid = (
         Invalid(

@@ -8,7 +8,7 @@ import libcst as cst
 
 from nnxlint.analysis import (
     MODULE, OPTIMIZER, FileIndex, Kind, bound_names, call_transform, differentiated_names, file_index, function_of,
-    function_transforms, in_place_updates,
+    function_transforms, in_place_updates, mutable_variables_switch,
 )
 from nnxlint.objects import assigned_value
 from nnxlint.rule import Invalid, Rule, Valid
@@ -32,6 +32,9 @@ class ModuleCapturedByJit(Rule):
     `ValueError: Cannot extract graph node from different trace level`. (Measured
     on Flax 0.12.8, with `nnx.jit` and `jax.jit` alike; see also google/flax#3997.)
     A forward pass that changes nothing works, which is why the pattern slips in.
+    A file that opts into hijax Variables (`nnx.var_defaults(hijax=True)`), which
+    are updated in place across trace levels by design, is only checked for
+    differentiated globals.
 
     ## Example
     ```python
@@ -74,12 +77,20 @@ class ModuleCapturedByJit(Rule):
         Valid("from flax import nnx\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n\n@nnx.jit\n"
               "def step(state, x):\n    model = nnx.merge(graphdef, state)\n    model.kernel[...] = x\n"
               "    return nnx.state(model)\n"),
+        # hijax Variables are updated in place across trace levels by design
+        Valid("import jax\nfrom flax import nnx\nnnx.var_defaults(hijax=True)\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n\n"
+              "@jax.jit\ndef step(x):\n    model.bias[...] = model.bias[...] + 1\n    return model(x)\n"),
         # not compiled
         Valid("from flax import nnx\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n"
               "optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)\n\n"
               "def train_step(x):\n    optimizer.update(model, nnx.grad(loss_fn)(model, x))\n"),
     )
     invalid = (
+        Invalid(  # hijax Variables: in-place updates work, nnx.grad of a captured module does not
+            "import jax\nfrom flax import nnx\nnnx.var_defaults(hijax=True)\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n\n"
+            "@jax.jit\ndef step(x):\n    return nnx.grad(loss_fn)(model, x)\n",
+            message="differentiates the global",
+        ),
         Invalid(
             "import optax\nfrom flax import nnx\n\nclass MLP(nnx.Module):\n    def __init__(self, rngs):\n"
             "        self.linear = nnx.Linear(2, 1, rngs=rngs)\n\nmodel = MLP(nnx.Rngs(0))\n"
@@ -96,6 +107,16 @@ class ModuleCapturedByJit(Rule):
     def __init__(self, context) -> None:
         super().__init__(context)
         self.compiled: list[tuple[cst.FunctionDef, str]] = []
+        self.mutable_variables = False
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.mutable_variables = self.mutable_variables or mutable_variables_switch(self.context, node)
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        self.mutable_variables = self.mutable_variables or mutable_variables_switch(self.context, node)
+
+    def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        self.mutable_variables = self.mutable_variables or mutable_variables_switch(self.context, node)
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         for use in function_transforms(self.context, node):
@@ -113,8 +134,9 @@ class ModuleCapturedByJit(Rule):
         index = file_index(self.context)
         for function, transform in self.compiled:
             local = bound_names(function)
-            uses = [(update.name, f"updates the global `{update.name}` ({update.how})")
-                    for update in in_place_updates(index, function)]
+            uses = [] if self.mutable_variables else [
+                (update.name, f"updates the global `{update.name}` ({update.how})")
+                for update in in_place_updates(index, function)]
             uses += [(name, f"differentiates the global `{name}`") for name, _ in differentiated_names(index, function)]
             reported: set[str] = set()
             for name, action in uses:
