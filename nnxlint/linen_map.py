@@ -36,6 +36,8 @@ class LayerMapping:
     # The train/eval switch: Linen argument (construction or call) that
     # ``model.train()`` / ``model.eval()`` set in NNX, and its value in eval mode.
     mode_flag: Optional[str] = None
+    # Linen fields with no NNX parameter: a call that sets one gets no fix.
+    no_equivalent: tuple[str, ...] = ()
     # Keywords whose defaults are equal on both sides (checked by the tests).
     same_defaults: tuple[str, ...] = ()
     # Keyword -> (Linen default, NNX default), where they differ.
@@ -43,19 +45,25 @@ class LayerMapping:
 
 
 _INIT_DEFAULTS = ("use_bias", "kernel_init", "bias_init", "param_dtype", "dtype", "precision")
+# Linen norms reduce in float32 for low-precision inputs; NNX has no such switch.
+_FLOAT32_REDUCTIONS = ("force_float32_reductions",)
+_ATTENTION_EINSUMS = ("force_fp32_for_softmax", "qk_attn_weights_einsum_cls", "attn_weights_value_einsum_cls")
 _NORM_DEFAULTS = ("epsilon", "use_bias", "use_scale", "bias_init", "scale_init", "param_dtype",
                   "dtype", "use_fast_variance")
 
 LAYERS: dict[str, LayerMapping] = {mapping.linen: mapping for mapping in (
     LayerMapping("Dense", "Linear", ("features", "use_bias", "dtype", "param_dtype"),
                  ("in_features", "out_features"), input_size="in_features", output_size="features",
-                 renamed={"features": "out_features"}, same_defaults=_INIT_DEFAULTS),
+                 renamed={"features": "out_features"}, no_equivalent=("dot_general_cls",),
+                 same_defaults=_INIT_DEFAULTS),
     LayerMapping("DenseGeneral", "LinearGeneral", ("features", "axis"),
                  ("in_features", "out_features"), input_size="in_features", output_size="features",
-                 renamed={"features": "out_features"}, same_defaults=_INIT_DEFAULTS + ("axis",)),
+                 renamed={"features": "out_features"}, no_equivalent=("batch_dims",),
+                 same_defaults=_INIT_DEFAULTS + ("axis",)),
     LayerMapping("Conv", "Conv", ("features", "kernel_size", "strides", "padding"),
                  ("in_features", "out_features", "kernel_size", "strides"), input_size="in_features",
                  output_size="features", renamed={"features": "out_features"},
+                 no_equivalent=("conv_general_dilated_cls",),
                  same_defaults=_INIT_DEFAULTS + ("strides", "padding", "input_dilation", "kernel_dilation",
                                                  "feature_group_count")),
     LayerMapping("ConvTranspose", "ConvTranspose", ("features", "kernel_size", "strides", "padding"),
@@ -65,18 +73,18 @@ LAYERS: dict[str, LayerMapping] = {mapping.linen: mapping for mapping in (
     LayerMapping("Embed", "Embed", ("num_embeddings", "features"), ("num_embeddings", "features"),
                  output_size="features", same_defaults=("embedding_init", "param_dtype", "dtype")),
     LayerMapping("LayerNorm", "LayerNorm", ("epsilon", "dtype", "param_dtype", "use_bias"),
-                 ("num_features",), input_size="num_features",
+                 ("num_features",), input_size="num_features", no_equivalent=_FLOAT32_REDUCTIONS,
                  same_defaults=_NORM_DEFAULTS + ("reduction_axes", "feature_axes")),
     LayerMapping("RMSNorm", "RMSNorm", ("epsilon", "dtype", "param_dtype", "use_scale"),
-                 ("num_features",), input_size="num_features",
+                 ("num_features",), input_size="num_features", no_equivalent=_FLOAT32_REDUCTIONS,
                  same_defaults=("epsilon", "use_scale", "scale_init", "param_dtype", "dtype",
                                 "reduction_axes", "feature_axes", "use_fast_variance")),
     LayerMapping("GroupNorm", "GroupNorm", ("num_groups", "group_size", "epsilon"),
                  ("num_features", "num_groups", "group_size"), input_size="num_features",
-                 same_defaults=_NORM_DEFAULTS + ("num_groups", "group_size")),
+                 no_equivalent=_FLOAT32_REDUCTIONS, same_defaults=_NORM_DEFAULTS + ("num_groups", "group_size")),
     LayerMapping("BatchNorm", "BatchNorm", ("use_running_average", "axis", "momentum", "epsilon"),
                  ("num_features",), input_size="num_features", mode_flag="use_running_average",
-                 call_positional=("use_running_average",),
+                 call_positional=("use_running_average",), no_equivalent=_FLOAT32_REDUCTIONS,
                  same_defaults=_NORM_DEFAULTS + ("axis", "momentum"),
                  different_defaults={"use_running_average": (None, False)}),
     LayerMapping("Dropout", "Dropout", ("rate", "broadcast_dims", "deterministic", "rng_collection"),
@@ -88,7 +96,7 @@ LAYERS: dict[str, LayerMapping] = {mapping.linen: mapping for mapping in (
                  ("num_heads", "in_features", "qkv_features", "out_features"), input_size="in_features",
                  output_size="out_features", call_renamed={"dropout_rng": "rngs"},
                  call_positional=("inputs_k", "inputs_v"),
-                 added={"decode": "False"}, mode_flag="deterministic",
+                 added={"decode": "False"}, mode_flag="deterministic", no_equivalent=_ATTENTION_EINSUMS,
                  same_defaults=_INIT_DEFAULTS + ("qkv_features", "out_features", "broadcast_dropout",
                                                  "dropout_rate", "out_kernel_init", "out_bias_init"),
                  different_defaults={"decode": (False, None)}),
@@ -96,7 +104,7 @@ LAYERS: dict[str, LayerMapping] = {mapping.linen: mapping for mapping in (
                  ("num_heads", "in_features", "qkv_features", "out_features"), input_size="in_features",
                  output_size="out_features", call_renamed={"dropout_rng": "rngs"},
                  call_positional=("mask", "deterministic"),
-                 added={"decode": "False"}, mode_flag="deterministic",
+                 added={"decode": "False"}, mode_flag="deterministic", no_equivalent=_ATTENTION_EINSUMS,
                  same_defaults=_INIT_DEFAULTS + ("qkv_features", "out_features", "broadcast_dropout",
                                                  "dropout_rate", "out_kernel_init", "out_bias_init"),
                  different_defaults={"decode": (False, None)}),

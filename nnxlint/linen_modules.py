@@ -418,6 +418,9 @@ class ClassConverter:
                     shapes: dict[str, Shape]) -> str:
         values, positional = self._construction_args(slot.construction, mapping, shapes)
         values.pop("name", None)
+        for keyword in values:
+            if keyword in mapping.no_equivalent:
+                raise Unconvertible(f"`nn.{mapping.linen}({keyword}=...)` has no NNX equivalent")
         flag = values.pop(mapping.mode_flag, None) if mapping.mode_flag else None
         if flag is not None:
             constant = self._mode_use(flag, True)

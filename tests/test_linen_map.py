@@ -63,6 +63,13 @@ def test_every_keyword_named_exists(mapping):
 
 
 @pytest.mark.parametrize("mapping", MAPPINGS, ids=lambda mapping: mapping.linen)
+def test_every_linen_field_has_an_nnx_parameter_or_is_listed_without_one(mapping):
+    nnx_names = set(_nnx_parameters(mapping))
+    missing = [f.name for f in _linen_fields(mapping) if mapping.renamed.get(f.name, f.name) not in nnx_names]
+    assert missing == list(mapping.no_equivalent)
+
+
+@pytest.mark.parametrize("mapping", MAPPINGS, ids=lambda mapping: mapping.linen)
 def test_defaults_claimed_equal_are_equal(mapping):
     parameters = _nnx_parameters(mapping)
     for name in mapping.same_defaults:
