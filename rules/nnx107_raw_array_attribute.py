@@ -17,7 +17,10 @@ class RawArrayAttribute(Rule):
     `jax.nn.initializers.*`) or by `rngs.params.normal(shape)`.
     Files that pick what is trained with a filter of their own
     (`nnx.Optimizer(..., wrt=is_param)`, `nnx.DiffState`) are not checked: such a
-    filter can select raw arrays on purpose.
+    filter can select raw arrays on purpose. Neither is an attribute the class
+    also assigns something other than a fresh array (`self.pe =
+    self.pe.at[...].set(...)`, `self.cache = new_cache`): that is a buffer the
+    code maintains itself, not a weight.
 
     ## Why is this bad?
     Since Flax 0.12 a module accepts a raw array attribute without complaint, but
@@ -76,6 +79,13 @@ class RawArrayAttribute(Rule):
         # wrapped afterwards
         Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self):\n"
               "        self.w = jnp.zeros(3)\n        self.w = nnx.Param(self.w)\n"),
+        # a constant table computed in steps, a cache the module rewrites: buffers, not weights
+        Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass PositionalEncoding(nnx.Module):\n"
+              "    def __init__(self, d, n):\n        self.pe = jnp.zeros((n, d))\n"
+              "        self.pe = self.pe.at[:, 0::2].set(jnp.sin(jnp.arange(n)[:, None]))\n"),
+        Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass Attention(nnx.Module):\n"
+              "    def __init__(self, n, d):\n        self.cache = jnp.zeros((n, d))\n\n"
+              "    def __call__(self, x, i):\n        self.cache = self.cache.at[i].set(x)\n        return self.cache\n"),
         # raw arrays trained on purpose, through a filter of the file's own (Flax's "array leaves" example)
         Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass Linear(nnx.Module):\n"
               "    def __init__(self, din, dout):\n        self.b = jnp.zeros((dout,))\n\n"
@@ -158,9 +168,18 @@ class RawArrayAttribute(Rule):
         params = [*method.params.posonly_params, *method.params.params]
         attribute = attribute_of(target, params[0].name.value) if params else None
         made_by = fresh_array(self.context, value) if attribute else None
-        if attribute is None or made_by is None or self._wrapped_elsewhere(owner, attribute):
+        if (attribute is None or made_by is None or self._wrapped_elsewhere(owner, attribute)
+                or self._recomputed(owner, attribute)):
             return
         self.found.append((value, attribute, made_by))
+
+    def _recomputed(self, owner: cst.ClassDef, attribute: str) -> bool:
+        """The class also assigns the attribute something other than a fresh array:
+        ``self.pe = self.pe.at[:, 0::2].set(jnp.sin(...))`` (a table computed in
+        steps), ``self.cache = new_cache`` (state written by a method). Such an
+        array is a buffer the code maintains itself, not a weight left untrained."""
+        values = file_index(self.context).attributes(owner.name.value).get(attribute, [])
+        return any(fresh_array(self.context, value) is None for value in values)
 
     def _wrapped_elsewhere(self, owner: cst.ClassDef, attribute: str) -> bool:
         """``self.w = nnx.Param(self.w)`` (or any Variable) somewhere in the class."""
