@@ -62,6 +62,8 @@ class ConvertedClass:
     output: Shape  # in the terms of the class's own ``__init__``
     mode: Optional[Mode]
     uses_rngs: bool
+    # a layer keeps a constant train/eval flag, which model.train()/eval() would override
+    constant_flags: bool = False
 
 
 @dataclass
@@ -179,6 +181,7 @@ class ClassConverter:
         self.size_params: dict[str, int] = {}
         self.mode: Optional[Mode] = None
         self.uses_rngs = False
+        self.constant_flags = False
         self._call_param_index: dict[str, int] = {}  # __call__ parameters after self
         self._call_param_defaults: dict[str, bool] = {}
         self.other_methods: dict[str, cst.FunctionDef] = {}
@@ -243,7 +246,7 @@ class ClassConverter:
         base = cst.Arg(cst.parse_expression(f"{self.env.nnx}.Module"))
         new_node = node.with_changes(bases=[base], body=node.body.with_changes(body=new_body))
         return ConvertedClass(node.name.value, new_node, self.size_params, self.fields,
-                              self._output_shape, self.mode, self.uses_rngs)
+                              self._output_shape, self.mode, self.uses_rngs, self.constant_flags)
 
     # -- fields and setup --------------------------------------------------
     @staticmethod
@@ -428,6 +431,7 @@ class ClassConverter:
                 self.mode_consumed += 1
             else:
                 values[mapping.mode_flag] = flag  # a constant stays as it was
+                self.constant_flags = True
         nnx_values: dict[str, str] = {}
         nnx_positional: set[str] = set()
         if mapping.input_size:
@@ -624,6 +628,7 @@ class ClassConverter:
     def _child_init(self, slot: _Slot, class_name: str, inputs: list[Shape],
                     shapes: dict[str, Shape]) -> tuple[str, Shape, Optional[Mode]]:
         child = self.env.convert_class(class_name, inputs)
+        self.constant_flags |= child.constant_flags
         args = []
         values: dict[str, str] = {}
         for parameter, size in input_sizes(child, inputs, f"`{slot.attribute}` ({class_name})").items():
@@ -856,6 +861,8 @@ class _CallRewriter(_LinenFunctions):
         constant = self.converter._mode_use(value, True)
         if constant is None:
             self.converter.mode_consumed += 1
+        else:
+            self.converter.constant_flags = True
         return constant
 
     def _child_call_args(self, child_mode: Mode, original: cst.Call, call: cst.Call) -> cst.Call:

@@ -542,6 +542,9 @@ class TrainingRewriter(cst.CSTTransformer):
         self._function_modes = modes
         body = TrainingConverter._body(converter.parents.get(id(self.site.statement)))
         self._walk(body, "train")  # NNX layers start in train mode
+        if self.switch_before and self.plan.converted.constant_flags:
+            raise Unconvertible("a layer has a constant `deterministic`/`use_running_average`, which "
+                                "`model.train()`/`model.eval()` would override")
 
     def _statement_modes(self, statement: cst.CSTNode) -> set[str]:
         found: set[str] = set()
@@ -808,11 +811,6 @@ class TrainingRewriter(cst.CSTTransformer):
         if args:
             args[-1] = args[-1].with_changes(comma=updated.args[-1].comma)
         return updated.with_changes(args=args)
-
-    def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute):
-        if self.role(original_node.value) == STATE and original_node.attr.value == "params":
-            return cst.Name(self.model)
-        return updated_node
 
     def _apply(self, original: cst.Call, updated: cst.Call) -> cst.Call:
         if not original.args or original.args[0].keyword is not None or \

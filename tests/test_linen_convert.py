@@ -173,11 +173,40 @@ def test_train_and_eval_in_one_loop_switch_modes_at_each_iteration():
      params = model.init(jax.random.key(0), jnp.ones((1, 2)))["params"]
      params = jax.tree.map(lambda p: p * 2, params)
      ''', "moves training state in a way the conversion does not follow"),
+    ("""
+     import jax
+     import jax.numpy as jnp
+     import flax.linen as nn
+     class M(nn.Module):
+         @nn.compact
+         def __call__(self, x, train: bool):
+             x = nn.Dropout(0.5, deterministic=False)(x)  # always on, even in eval
+             return nn.BatchNorm(use_running_average=not train)(x)
+     def f(x):
+         model = M()
+         variables = model.init(jax.random.key(0), jnp.ones((1, 2)), train=False)
+         return model.apply(variables, x, train=False, rngs={"dropout": jax.random.key(1)})
+     """, "constant `deterministic`/`use_running_average`"),
+    ("""
+     import jax
+     import jax.numpy as jnp
+     import optax
+     from flax.training import train_state
+     import flax.linen as nn
+     class M(nn.Module):
+         @nn.compact
+         def __call__(self, x):
+             return nn.Dense(3)(x)
+     model = M()
+     params = model.init(jax.random.key(0), jnp.ones((1, 2)))["params"]
+     state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.sgd(0.1))
+     sizes = jax.tree.map(jnp.shape, state.params)
+     """, "`state` (train state) is used in a way the conversion does not follow"),
 ])
 def test_no_fix_and_the_finding_says_why(source, reason):
     fixed, messages = convert(source)
     assert fixed is None
-    assert messages and all(f"(no fix: " in message and reason in message for message in messages), messages
+    assert messages and all("(no fix: " in message and reason in message for message in messages), messages
 
 
 def test_untouched_lines_keep_their_bytes_crlf_and_comments():
