@@ -193,7 +193,7 @@ class _Converter:
     def _check_nothing_left(self, new: dict[cst.CSTNode, Replacement], analysis: RoleAnalysis) -> None:
         reads = self._all_reads(new)
         for name, role in analysis.roles.items():
-            if reads[name] > 0:
+            if reads[name] > 0 and name != "_":  # ``_`` is rebound freely (``for _ in ...``)
                 raise Unconvertible(f"`{name}` ({role}) is used in a way the conversion does not follow")
         for local, bindings in self.scope.bindings.items():
             if any(is_linen(binding.qualified_name) for binding in bindings) and reads[local] > 0:

@@ -466,7 +466,11 @@ def site_target(site: InitSite) -> str:
 
 
 class _References(cst.CSTVisitor):
-    """Visits the names an expression reads: not keyword or attribute names."""
+    """Visits the names code reads: not keyword or attribute names, nor the
+    names inside classes (the Linen modules, converted on their own)."""
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        return False
 
     def visit_Arg(self, node: cst.Arg) -> bool:
         node.value.visit(self)
@@ -512,14 +516,18 @@ class TrainingRewriter(cst.CSTTransformer):
         return "eval" if mode.default == mode.eval_value else "train"
 
     def plan_modes(self, converter: TrainingConverter) -> None:
-        """Where ``model.train()`` / ``model.eval()`` go: before the statements of
-        the function that builds the model whose ``apply`` calls (directly or
-        through the local functions they call) change the mode."""
+        """Where ``model.train()`` / ``model.eval()`` go: before each statement whose
+        ``apply`` calls (directly or through the local functions it calls) switch
+        the mode.  The walk starts at the module body and at every function that
+        nothing in the file calls (``train()``, called by its user), and descends
+        into loops and into the functions that both train and evaluate."""
         if self.mode is None:
             return
         analysis = self.analysis
         own: dict[str, set[str]] = {name: set() for name in analysis.functions}
         calls: dict[str, set[str]] = {name: set() for name in analysis.functions}
+        referenced: set[str] = set()
+        definitions = {id(function.node.name) for function in analysis.functions.values()}  # ``def f``: not a use
         outer = self
 
         class Collect(_References):
@@ -529,9 +537,12 @@ class TrainingRewriter(cst.CSTTransformer):
                     own[owner.node.name.value].add(outer.apply_mode(node))  # type: ignore[arg-type]
 
             def visit_Name(inner, node: cst.Name) -> None:
+                name = analysis.aliases.get(node.value, node.value)
                 owner = analysis.owners.get(id(node))
-                if owner is not None and node.value in analysis.functions:
-                    calls[owner.node.name.value].add(analysis.aliases.get(node.value, node.value))
+                if name in analysis.functions and id(node) not in definitions:
+                    referenced.add(name)
+                    if owner is not None:
+                        calls[owner.node.name.value].add(name)
 
         converter.module.visit(Collect())
         modes = {name: set(found) for name, found in own.items()}
@@ -540,14 +551,21 @@ class TrainingRewriter(cst.CSTTransformer):
                 for callee in calls[name]:
                     modes[name] |= modes.get(callee, set())
         self._function_modes = modes
-        body = TrainingConverter._body(converter.parents.get(id(self.site.statement)))
-        self._walk(body, "train")  # NNX layers start in train mode
+        self._walked: set[str] = set()
+        builder = converter.parents.get(id(self.site.statement))
+        roots: list[FunctionNode] = [converter.module] + [
+            function.node for name, function in analysis.functions.items() if name not in referenced]
+        for root in roots:
+            # NNX layers start in train mode where the model is built; elsewhere the mode is unknown
+            self._walk(TrainingConverter._body(root), "train" if root is builder else None)
         if self.switch_before and self.plan.converted.constant_flags:
             raise Unconvertible("a layer has a constant `deterministic`/`use_running_average`, which "
                                 "`model.train()`/`model.eval()` would override")
 
-    def _statement_modes(self, statement: cst.CSTNode) -> set[str]:
+    def _statement_modes(self, statement: cst.CSTNode) -> tuple[set[str], set[str]]:
+        """The modes a statement runs the model in, and the local functions it calls."""
         found: set[str] = set()
+        called: set[str] = set()
         outer = self
 
         class Collect(_References):
@@ -560,27 +578,39 @@ class TrainingRewriter(cst.CSTTransformer):
 
             def visit_Name(inner, node: cst.Name) -> None:
                 name = outer.analysis.aliases.get(node.value, node.value)
-                found.update(outer._function_modes.get(name, ()))
+                if name in outer._function_modes:
+                    called.add(name)
+                    found.update(outer._function_modes[name])
 
         statement.visit(Collect())
-        return found
+        return found, called
 
     def _walk(self, body: Sequence[cst.BaseStatement], current: Optional[str]) -> Optional[str]:
         for statement in body:
-            if isinstance(statement, cst.FunctionDef):
+            if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
                 continue
-            modes = self._statement_modes(statement)
+            modes, called = self._statement_modes(statement)
             if len(modes) == 1:
                 mode = next(iter(modes))
                 if mode != current:
                     self.switch_before[id(statement)] = mode
                 current = mode
             elif len(modes) > 1:
-                if not isinstance(statement, (cst.For, cst.While)) or statement.orelse is not None:
-                    raise Unconvertible("one statement trains and evaluates: split it to convert")
-                # the loop's next iteration starts in the mode the body ended in
-                current = self._walk(statement.body.body, None)  # type: ignore[attr-defined]
+                current = self._walk_inside(statement, called, current)
         return current
+
+    def _walk_inside(self, statement: cst.BaseStatement, called: set[str], current: Optional[str]) -> Optional[str]:
+        """A statement that both trains and evaluates: switch inside it."""
+        if isinstance(statement, (cst.For, cst.While)) and statement.orelse is None:
+            # the next iteration starts in the mode the body ended in
+            return self._walk(statement.body.body, None)  # type: ignore[attr-defined]
+        if isinstance(statement, cst.If) and statement.orelse is None:
+            return self._walk(statement.body.body, current)  # type: ignore[attr-defined]
+        mixed = [name for name in called if len(self._function_modes[name]) > 1]
+        if isinstance(statement, cst.SimpleStatementLine) and len(mixed) == 1 and mixed[0] not in self._walked:
+            self._walked.add(mixed[0])
+            return self._walk(TrainingConverter._body(self.analysis.functions[mixed[0]].node), current)
+        raise Unconvertible("one statement trains and evaluates: split it to convert")
 
     def on_leave(self, original_node, updated_node):
         result = super().on_leave(original_node, updated_node)

@@ -297,3 +297,59 @@ def test_the_check_path_does_not_import_jax():
     completed = subprocess.run([sys.executable, "-c", code, program], capture_output=True, text=True,
                                cwd=__file__.rsplit("/tests/", 1)[0])
     assert completed.returncode == 0, completed.stderr
+
+
+def test_modes_switch_where_the_model_is_used_even_when_built_in_a_helper():
+    fixed, messages = convert('''
+        import jax
+        import jax.numpy as jnp
+        import optax
+        import flax.linen as nn
+        from flax.training import train_state
+
+
+        class Net(nn.Module):
+            @nn.compact
+            def __call__(self, x, train: bool):
+                x = nn.Dense(4)(x)
+                return nn.BatchNorm(use_running_average=not train)(x)
+
+
+        def create_state(key):
+            net = Net()
+            variables = net.init(key, jnp.ones((1, 3)), train=False)
+            return train_state.TrainState.create(apply_fn=net.apply, params=variables["params"], tx=optax.sgd(0.1))
+
+
+        @jax.jit
+        def step(state, x):
+            def loss_fn(params):
+                logits, _ = state.apply_fn({"params": params}, x, train=True, mutable=["batch_stats"])
+                return logits.sum()
+
+            grads = jax.grad(loss_fn)(state.params)
+            return state.apply_gradients(grads=grads)
+
+
+        def run(steps):
+            state = create_state(jax.random.key(0))
+            for _ in range(steps):
+                state = step(state, jnp.ones((2, 3)))
+            return state.apply_fn({"params": state.params}, jnp.ones((2, 3)), train=False)
+
+
+        if __name__ == "__main__":
+            print(run(3))
+        ''')
+    assert fixed is not None, messages
+    assert fixed.endswith(
+        "def run(steps):\n"
+        "    net, optimizer = create_state(jax.random.key(0))\n"
+        "    net.train()\n"  # entered from the `__main__` block: the mode is not known there
+        "    for _ in range(steps):\n"
+        "        step(net, optimizer, jnp.ones((2, 3)))\n"
+        "    net.eval()\n"
+        "    return net(jnp.ones((2, 3)))\n"
+        "\n\n"
+        "if __name__ == \"__main__\":\n"
+        "    print(run(3))\n"), fixed
