@@ -184,6 +184,64 @@ class FileIndex:
         return kind.local_class is not None and any(predicate(inner) for inner in self.constructions(kind.local_class))
 
 
+# nnx layers whose whole state is nnx.Param (no RNG stream, statistics or cache).
+PARAM_ONLY_LAYERS = frozenset({
+    "Linear", "LinearGeneral", "Einsum", "Conv", "ConvTranspose", "Embed", "LayerNorm", "RMSNorm", "GroupNorm",
+    "InstanceNorm", "PReLU",
+})
+_LITERALS = (cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString, cst.ConcatenatedString, cst.FormattedString)
+
+
+def params_only(index: FileIndex, kind: Optional[Kind], seen: Optional[set[str]] = None) -> bool:
+    """Whether the module ``kind`` is known to hold nothing but ``nnx.Param``s: an nnx
+    layer without other state (``nnx.Linear``, a ``Dropout`` built without ``rngs``), or
+    a class of the file whose every attribute is such a layer, an ``nnx.Param``, a
+    container of them or a literal.  Anything unknown (an attribute set from an
+    argument, a raw array) answers False."""
+    if kind is None or kind.category != MODULE:
+        return False
+    if kind.nnx_class is not None:
+        if kind.nnx_class in PARAM_ONLY_LAYERS:
+            return True
+        call = kind.call
+        if call is None or any(arg.star for arg in call.args):
+            return False
+        if kind.nnx_class == "Dropout":
+            return not any(arg.keyword is not None and arg.keyword.value == "rngs" for arg in call.args)
+        if kind.nnx_class == "Sequential":
+            return all(_param_only_value(index, arg.value, seen or set()) for arg in call.args)
+        return False
+    name = kind.local_class
+    seen = set() if seen is None else seen
+    if name is None or name in seen or name not in index.classes:
+        return name in seen if name else False  # a cycle adds nothing new
+    seen.add(name)
+    for base in index.classes[name].bases:  # state inherited from an nnx layer is not shown
+        if not (index.resolve(base.value) == FLAX_NNX + ".Module"
+                or (isinstance(base.value, cst.Name) and base.value.value in index.classes)):
+            return False
+    attributes = index.attributes(name)
+    return bool(attributes) and all(_param_only_value(index, value, seen)  # an empty body shows nothing
+                                    for values in attributes.values() for value in values)
+
+
+def _param_only_value(index: FileIndex, value: cst.BaseExpression, seen: set[str]) -> bool:
+    if isinstance(value, _LITERALS) or (isinstance(value, cst.Name) and value.value in ("True", "False", "None")):
+        return True
+    if isinstance(value, (cst.List, cst.Tuple, cst.ListComp, cst.Dict, cst.DictComp)):
+        return all(_param_only_value(index, element, seen) for element in container_elements(value))
+    if not isinstance(value, cst.Call):
+        return False
+    if nnx_member(index.resolve(value.func)) in CONTAINERS:
+        return bool(value.args) and all(_param_only_value(index, arg.value, seen) for arg in value.args)
+    kind = index.kind_of_value(value)
+    if kind is None:
+        return False
+    if kind.category == VARIABLE:
+        return kind.nnx_class == "Param" or (kind.local_class is not None and kind.local_class in index.param_classes)
+    return params_only(index, kind, seen)
+
+
 def _agreed(kinds: list[Optional[Kind]]) -> Optional[Kind]:
     """The kind all of ``kinds`` share (the first of them), or None."""
     if not kinds or any(kind is None for kind in kinds):

@@ -7,8 +7,8 @@ from typing import Optional, Sequence
 import libcst as cst
 
 from nnxlint.analysis import (
-    GRADIENT_TRANSFORMS, MODULE, TransformUse, call_transform, function_body_nodes, function_of, kind_of,
-    nnx_transform_fix, optimizer_update, parameter_kind,
+    GRADIENT_TRANSFORMS, MODULE, Kind, TransformUse, call_transform, file_index, function_body_nodes, function_of,
+    kind_of, nnx_transform_fix, optimizer_update, parameter_kind, params_only,
 )
 from nnxlint.objects import all_params, assigned_value
 from nnxlint.rule import Invalid, Rule, Valid
@@ -19,7 +19,11 @@ class JaxGradOverModule(Rule):
     Flags `jax.grad(f)` / `jax.value_and_grad(f)` where the differentiated
     argument is an NNX module: a module of the file or an `nnx` layer, a parameter
     annotated as one, the model an `optimizer.update(model, grads)` in the same
-    function updates, or a parameter of `f` annotated as a module.
+    function updates, or a parameter of `f` annotated as a module. A module the
+    file shows to hold nothing but `nnx.Param`s (an `nnx.Linear`, a class whose
+    attributes are such layers and Params) is not flagged: every leaf of that
+    pytree is a parameter, and Flax 0.12 differentiates it with `jax.grad` as
+    designed.
 
     ## Why is this bad?
     Since Flax 0.11 a module is a pytree, so `jax.grad` differentiates every leaf of
@@ -68,6 +72,21 @@ class JaxGradOverModule(Rule):
         Valid("import jax\nfrom flax import nnx\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n"
               "grads = jax.grad(loss_fn, argnums=1)(model, x)\n"),
         Valid("import jax\nfrom flax import nnx\n\ndef step(params, x):\n    return jax.grad(loss_fn)(params, x)\n"),
+        # every call of the step passes a module that holds only Params
+        Valid("import jax\nfrom flax import nnx\nmodel = nnx.Linear(4, 2, rngs=nnx.Rngs(0))\n"
+              "optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)\n\n"
+              "def train_step(model, x):\n    grads = jax.grad(loss)(model, x)\n    optimizer.update(model, grads)\n\n"
+              "train_step(model, x)\n"),
+        # a module known to hold only nnx.Params: a pytree whose every leaf is a parameter, which
+        # Flax 0.12 differentiates with jax.grad as designed (its own tests and guides do)
+        Valid("import jax\nfrom flax import nnx\nmodel = nnx.Linear(4, 2, rngs=nnx.Rngs(0))\n"
+              "grads = jax.grad(loss_fn)(model, x)\n"),
+        Valid("import jax\nfrom flax import nnx\n\nclass DotReluDot(nnx.Module):\n    def __init__(self, depth, rngs):\n"
+              "        self.dot1 = nnx.Linear(depth, depth, use_bias=False, rngs=rngs)\n"
+              "        self.w2 = nnx.Param(rngs.params.normal((depth, depth)))\n\n"
+              "def loss_fn(model: DotReluDot):\n    return model(x).mean()\n\n"
+              "def train_step(model, optimizer, x):\n    loss, grads = jax.value_and_grad(loss_fn)(model)\n"
+              "    optimizer.update(model, grads)\n"),
     )
     invalid = (
         Invalid(
@@ -95,22 +114,45 @@ class JaxGradOverModule(Rule):
             unsafe=True,
         ),
         Invalid(  # argnums positional: nnx.grad takes it as a keyword only, so no fix
-            "import jax\nfrom flax import nnx\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n"
+            "import jax\nfrom flax import nnx\nmodel = nnx.BatchNorm(3, rngs=nnx.Rngs(0))\n"
             "grads = jax.grad(loss_fn, 1)(x, model)\n",
+        ),
+        Invalid(  # a Dropout with its own RNG stream: the TypeError case
+            "import jax\nfrom flax import nnx\n\nclass Block(nnx.Module):\n    def __init__(self, rngs):\n"
+            "        self.linear = nnx.Linear(2, 2, rngs=rngs)\n        self.drop = nnx.Dropout(0.1, rngs=rngs)\n\n"
+            "def loss_fn(model: Block, x):\n    return model(x).sum()\n\ngrads = jax.grad(loss_fn)(Block(nnx.Rngs(0)), x)\n",
+            fixed="import jax\nfrom flax import nnx\n\nclass Block(nnx.Module):\n    def __init__(self, rngs):\n"
+                  "        self.linear = nnx.Linear(2, 2, rngs=rngs)\n        self.drop = nnx.Dropout(0.1, rngs=rngs)\n\n"
+                  "def loss_fn(model: Block, x):\n    return model(x).sum()\n\ngrads = nnx.grad(loss_fn)(Block(nnx.Rngs(0)), x)\n",
+            unsafe=True,
         ),
     )
 
     def __init__(self, context) -> None:
         super().__init__(context)
         self.reported: set[int] = set()
+        # (use, enclosing function, parameter): a parameter known as a model only from
+        # ``optimizer.update(model, grads)``; decided once the file's calls are seen
+        self.pending: list[tuple[TransformUse, cst.FunctionDef, str]] = []
+        # id(function) -> for each call of it, the kind of what it passes to each parameter
+        self.call_sites: dict[int, list[dict[str, Optional[Kind]]]] = {}
 
     def visit_Call(self, node: cst.Call) -> None:
+        self._observe_call(node)
         transformed = self._jax_gradient(node.func)
         if transformed is not None:  # jax.grad(f)(model, ...) or grad_fn(model, ...)
-            use, argnums = transformed
+            use, argnums, function = transformed
+            parameters = [*function.params.posonly_params, *function.params.params] if function else []
             for position in argnums:
-                if position < len(node.args) and self._is_module(node.args[position]):
-                    self._report(use)
+                if position < len(node.args) and self._is_module(node.args[position]) and not (
+                        position < len(parameters) and self._params_only_parameter(parameters[position])):
+                    value = node.args[position].value
+                    enclosing = self.context.enclosing_function()
+                    if (kind_of(self.context, value) is None and isinstance(value, cst.Name)
+                            and enclosing is not None):
+                        self.pending.append((use, enclosing, value.value))
+                    else:
+                        self._report(use)
         found = call_transform(self.context, node)
         if found is not None and found[0].library == "jax" and found[0].name in GRADIENT_TRANSFORMS:
             use, target = found
@@ -118,11 +160,38 @@ class JaxGradOverModule(Rule):
             if function is not None:
                 parameters = [*function.params.posonly_params, *function.params.params]
                 for position in _argnums(use.arguments) or ():
-                    if position < len(parameters) and _annotated_module(self.context, parameters[position]):
+                    if (position < len(parameters) and _annotated_module(self.context, parameters[position])
+                            and not self._params_only_parameter(parameters[position])):
                         self._report(use)
 
-    def _jax_gradient(self, func: cst.BaseExpression) -> Optional[tuple[TransformUse, Sequence[int]]]:
-        """For a call of ``jax.grad(f)`` or of a name bound to it: the transform and its argnums."""
+    def _observe_call(self, node: cst.Call) -> None:
+        """Record the kind of what a call of a function of this file passes to each parameter."""
+        function = function_of(self.context, node.func)
+        if function is None:
+            return
+        positional = [*function.params.posonly_params, *function.params.params]
+        arguments: dict[str, Optional[Kind]] = {}
+        for index, arg in enumerate(node.args):
+            if arg.star:
+                return
+            name = arg.keyword.value if arg.keyword is not None else (
+                positional[index].name.value if index < len(positional) else None)
+            if name is not None:
+                arguments[name] = kind_of(self.context, arg.value)
+        self.call_sites.setdefault(id(function), []).append(arguments)
+
+    def leave_Module(self, node: cst.Module) -> None:
+        index = file_index(self.context)
+        for use, function, parameter in self.pending:
+            sites = self.call_sites.get(id(function), [])
+            if sites and all(params_only(index, site.get(parameter)) for site in sites):
+                continue  # every call passes a module that holds only nnx.Params
+            self._report(use)
+
+    def _jax_gradient(self, func: cst.BaseExpression
+                      ) -> Optional[tuple[TransformUse, Sequence[int], Optional[cst.FunctionDef]]]:
+        """For a call of ``jax.grad(f)`` or of a name bound to it: the transform, its argnums
+        and ``f`` when it is a function of this file."""
         if isinstance(func, cst.Name):
             binding = self.context.lookup(func.value)
             func = assigned_value(binding.node if binding else None, func.value)  # type: ignore[assignment]
@@ -132,14 +201,20 @@ class JaxGradOverModule(Rule):
         if found is None or found[0].library != "jax" or found[0].name not in GRADIENT_TRANSFORMS:
             return None
         argnums = _argnums(found[0].arguments)
-        return (found[0], argnums) if argnums is not None else None
+        return (found[0], argnums, function_of(self.context, found[1])) if argnums is not None else None
+
+    def _params_only_parameter(self, param: cst.Param) -> bool:
+        """A parameter annotated with a module known to hold only ``nnx.Param``s."""
+        if param.annotation is None:
+            return False
+        return params_only(file_index(self.context), parameter_kind(self.context, param))
 
     def _is_module(self, arg: cst.Arg) -> bool:
         if arg.keyword is not None or arg.star:
             return False
         kind = kind_of(self.context, arg.value)
         if kind is not None:
-            return kind.category == MODULE
+            return kind.category == MODULE and not params_only(file_index(self.context), kind)
         return isinstance(arg.value, cst.Name) and arg.value.value in self._updated_models()
 
     def _updated_models(self) -> set[str]:
