@@ -495,9 +495,25 @@ class TrainingRewriter(cst.CSTTransformer):
         self.nnx = self.env.nnx
         self.mode = plan.converted.mode
         self.dropped_rng_names: set[str] = set()  # names only passed as `rngs=` to apply
-        self.aux_removed: set[str] = set()  # functions whose return lost its aux part
-        self.function_stack: list[str] = []
+        self.aux_removed = self._functions_losing_aux()  # their has_aux=True goes
         self.switch_before: dict[int, str] = {}  # id(original statement) -> "train" / "eval"
+
+    def _functions_losing_aux(self) -> set[str]:
+        """Functions returning ``(loss, aux)`` whose aux holds only training state
+        (``batch_stats`` updates): they return just the loss in NNX."""
+        analysis = self.analysis
+        losing: set[str] = set()
+
+        class Returns(cst.CSTVisitor):
+            def visit_Return(inner, node: cst.Return) -> None:
+                owner = analysis.owners.get(id(node))
+                elements = _names(node.value) if node.value is not None else []
+                if owner is not None and len(elements) == 2 and analysis.role_of(elements[0]) is None \
+                        and _without_roles(elements[1], analysis.role_of) is None:
+                    losing.add(owner.node.name.value)
+
+        analysis.converter.module.visit(Returns())
+        return losing
 
     # -- train/eval switches ------------------------------------------------
     def apply_mode(self, call: cst.Call) -> Optional[str]:
@@ -656,11 +672,7 @@ class TrainingRewriter(cst.CSTTransformer):
         return result
 
     # -- functions -----------------------------------------------------------
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self.function_stack.append(node.name.value)
-
     def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef):
-        self.function_stack.pop()
         function = self.analysis.functions.get(original_node.name.value)
         if function is None or not function.param_roles:
             return updated_node
@@ -797,9 +809,6 @@ class TrainingRewriter(cst.CSTTransformer):
             return updated
         new_value = _without_roles(new_small.value,
                                    lambda node: self.role(node) or self.analysis.is_state_update(node))
-        if len(elements) == 2 and self.function_stack and new_value is not None and \
-                not isinstance(new_value, cst.Tuple):
-            self.aux_removed.add(self.function_stack[-1])
         lines: list[cst.BaseStatement] = updates
         if new_value is not None:
             lines.append(updated.with_changes(body=[new_small.with_changes(value=new_value)],
