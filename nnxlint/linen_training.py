@@ -330,6 +330,21 @@ class RoleAnalysis(cst.CSTVisitor):
             return VARIABLES
         return None
 
+    def entry_points(self) -> set[str]:
+        """Local functions nothing in the file refers to: called from outside."""
+        referenced: set[str] = set()
+        definitions = {id(function.node.name) for function in self.functions.values()}  # ``def f``: not a use
+        aliases, functions = self.aliases, self.functions
+
+        class Uses(_References):
+            def visit_Name(inner, node: cst.Name) -> None:
+                name = aliases.get(node.value, node.value)
+                if name in functions and id(node) not in definitions:
+                    referenced.add(name)
+
+        self.converter.module.visit(Uses())
+        return set(functions) - referenced
+
     def is_state_update(self, node: cst.BaseExpression) -> bool:
         """``state.apply_gradients(...)``: a new train state."""
         return (isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
@@ -496,6 +511,7 @@ class TrainingRewriter(cst.CSTTransformer):
         self.mode = plan.converted.mode
         self.dropped_rng_names: set[str] = set()  # names only passed as `rngs=` to apply
         self.aux_removed = self._functions_losing_aux()  # their has_aux=True goes
+        self.entry_points = analysis.entry_points()
         self.switch_before: dict[int, str] = {}  # id(original statement) -> "train" / "eval"
 
     def _functions_losing_aux(self) -> set[str]:
@@ -542,7 +558,6 @@ class TrainingRewriter(cst.CSTTransformer):
         analysis = self.analysis
         own: dict[str, set[str]] = {name: set() for name in analysis.functions}
         calls: dict[str, set[str]] = {name: set() for name in analysis.functions}
-        referenced: set[str] = set()
         definitions = {id(function.node.name) for function in analysis.functions.values()}  # ``def f``: not a use
         outer = self
 
@@ -555,10 +570,8 @@ class TrainingRewriter(cst.CSTTransformer):
             def visit_Name(inner, node: cst.Name) -> None:
                 name = analysis.aliases.get(node.value, node.value)
                 owner = analysis.owners.get(id(node))
-                if name in analysis.functions and id(node) not in definitions:
-                    referenced.add(name)
-                    if owner is not None:
-                        calls[owner.node.name.value].add(name)
+                if name in analysis.functions and id(node) not in definitions and owner is not None:
+                    calls[owner.node.name.value].add(name)
 
         converter.module.visit(Collect())
         modes = {name: set(found) for name, found in own.items()}
@@ -570,7 +583,7 @@ class TrainingRewriter(cst.CSTTransformer):
         self._walked: set[str] = set()
         builder = converter.parents.get(id(self.site.statement))
         roots: list[FunctionNode] = [converter.module] + [
-            function.node for name, function in analysis.functions.items() if name not in referenced]
+            analysis.functions[name].node for name in sorted(self.entry_points)]
         for root in roots:
             # NNX layers start in train mode where the model is built; elsewhere the mode is unknown
             self._walk(TrainingConverter._body(root), "train" if root is builder else None)
@@ -673,6 +686,10 @@ class TrainingRewriter(cst.CSTTransformer):
 
     # -- functions -----------------------------------------------------------
     def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef):
+        returns = updated_node.returns
+        if returns is not None and self._is_train_state_type(returns.annotation):
+            # the function now returns the model and optimizer, or nothing
+            updated_node = updated_node.with_changes(returns=None)
         function = self.analysis.functions.get(original_node.name.value)
         if function is None or not function.param_roles:
             return updated_node
@@ -689,6 +706,10 @@ class TrainingRewriter(cst.CSTTransformer):
         decorators = [self._nnx_decorator(d) for d in updated_node.decorators]
         return updated_node.with_changes(params=updated_node.params.with_changes(params=new_params),
                                          decorators=decorators)
+
+    def _is_train_state_type(self, node: cst.BaseExpression) -> bool:
+        return self.env.resolve(node) == TRAIN_STATE or \
+            self.analysis.converter.train_state_subclass(node) is not None
 
     def _nnx_decorator(self, decorator: cst.Decorator) -> cst.Decorator:
         if self.env.resolve(decorator.decorator) == "jax.jit":
@@ -800,6 +821,13 @@ class TrainingRewriter(cst.CSTTransformer):
         if isinstance(value, cst.Call) and self.analysis.is_train_state(value.func):
             optimizer = self._optimizer_creation(value).partition(" = ")[2]
             return self._replace_line(original, f"return {self.model}, {optimizer}")
+        owner = self.analysis.owners.get(id(small))
+        role = self.role(value)
+        if owner is not None and owner.node.name.value in self.entry_points and role is not None:
+            # an entry point's caller gets the NNX objects the state became
+            returned = self._merged([role])[0]
+            if returned:
+                return self._replace_line(original, f"return {returned.replace('+', ', ')}")
         new_small = updated.body[0]
         assert isinstance(new_small, cst.Return) and new_small.value is not None
         elements = _names(value)

@@ -353,3 +353,61 @@ def test_modes_switch_where_the_model_is_used_even_when_built_in_a_helper():
         "\n\n"
         "if __name__ == \"__main__\":\n"
         "    print(run(3))\n"), fixed
+
+
+def test_an_entry_point_that_returned_the_train_state_returns_model_and_optimizer():
+    fixed, messages = convert('''
+        import jax
+        import jax.numpy as jnp
+        import optax
+        import flax.linen as nn
+        from flax.training import train_state
+
+
+        class Net(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(2)(x)
+
+
+        def fit(data) -> train_state.TrainState:
+            net = Net()
+            params = net.init(jax.random.key(0), jnp.ones((1, 4)))["params"]
+            state = train_state.TrainState.create(apply_fn=net.apply, params=params, tx=optax.sgd(0.1))
+            for batch in data:
+                grads = jax.grad(lambda p: 0.0)(state.params)
+                state = state.apply_gradients(grads=grads)
+            return state
+        ''')
+    assert fixed is None and "no fix" in messages[0]  # a lambda over params is not followed
+    fixed, messages = convert('''
+        import jax
+        import jax.numpy as jnp
+        import optax
+        import flax.linen as nn
+        from flax.training import train_state
+
+
+        class Net(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(2)(x)
+
+
+        def fit(data) -> train_state.TrainState:
+            net = Net()
+            params = net.init(jax.random.key(0), jnp.ones((1, 4)))["params"]
+            state = train_state.TrainState.create(apply_fn=net.apply, params=params, tx=optax.sgd(0.1))
+
+            def loss_fn(params, batch):
+                return jnp.mean(state.apply_fn({"params": params}, batch) ** 2)
+
+            for batch in data:
+                grads = jax.grad(loss_fn)(state.params, batch)
+                state = state.apply_gradients(grads=grads)
+            return state
+        ''')
+    assert fixed is not None, messages
+    assert "from flax.training" not in fixed and "TrainState" not in fixed
+    assert "def fit(data):\n" in fixed
+    assert fixed.endswith("        optimizer.update(net, grads)\n    return net, optimizer\n"), fixed
