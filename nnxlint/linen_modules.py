@@ -147,9 +147,7 @@ class _Slot:
 
     attribute: str
     construction: cst.Call
-    input_size: Optional[Size] = None
-    input_known: bool = False
-    init_code: Optional[str] = None
+    init_code: Optional[str] = None  # set once the input size is known
 
 
 @dataclass
@@ -158,10 +156,6 @@ class _Layer:
 
     mapping: Optional[LayerMapping]
     user_class: Optional[str]
-
-    @property
-    def display(self) -> str:
-        return self.mapping.linen if self.mapping else self.user_class  # type: ignore[return-value]
 
 
 class ClassConverter:
@@ -466,13 +460,13 @@ class ClassConverter:
             return None
         values, _ = self._construction_args(slot.construction, mapping, shapes)
         if mapping.linen == "Embed":
-            return input_shape + (Size(self._init_code(values["features"], shapes)),)
+            return input_shape + (self._size_of(values["features"], shapes),)
         last: Optional[Size] = input_shape[-1]
         if mapping.output_size and mapping.output_size in values:
             last = self._size_of(values[mapping.output_size], shapes)
         leading = input_shape[:-1]
         if mapping.linen in ("Conv",):
-            leading = self._conv_spatial(values, leading, shapes)
+            leading = self._conv_spatial(values, leading)
         elif mapping.linen in ("DenseGeneral", "ConvTranspose", "LSTMCell", "GRUCell"):
             return None
         return tuple(leading) + (last,)
@@ -482,16 +476,24 @@ class ClassConverter:
         value = int_literal(node)
         return Size(code, value)
 
-    def _conv_spatial(self, values, leading, shapes) -> tuple:
-        rank = len(leading) - 1
-        kernel = int_tuple(values.get("kernel_size"), rank)
+    @staticmethod
+    def _conv_spatial(values: dict[str, cst.BaseExpression], leading: tuple) -> tuple:
+        """The axes before the features after a Conv: the kernel's rank decides how
+        many of the last ones are convolved (an int kernel size is a 1-D kernel),
+        the ones before them are batch axes."""
+        kernel_node = values.get("kernel_size")
+        kernel = int_tuple(kernel_node, 1) if int_literal(kernel_node or cst.Name("x")) is not None \
+            else int_tuple(kernel_node, 0)
+        if kernel is None or not 0 < len(kernel) < len(leading):
+            return (None,) * len(leading)
+        rank = len(kernel)
         strides = int_tuple(values.get("strides", cst.Integer("1")), rank)
         padding = string_literal(values.get("padding", cst.SimpleString("'SAME'")))
-        if kernel is None or strides is None or padding is None or rank < 1 or any(
+        batch, spatial = leading[:-rank], leading[-rank:]
+        if strides is None or len(strides) != rank or padding is None or any(
                 name in values for name in ("input_dilation", "kernel_dilation")):
-            return (leading[0],) + (None,) * rank
-        return (leading[0],) + tuple(window_output(size, k, s, padding)
-                                     for size, k, s in zip(leading[1:], kernel, strides))
+            return batch + (None,) * rank
+        return batch + tuple(window_output(size, k, s, padding) for size, k, s in zip(spatial, kernel, strides))
 
     # -- mode flags ------------------------------------------------------------
     def _mode_use(self, node: cst.BaseExpression, eval_value: bool) -> Optional[bool]:
@@ -658,6 +660,13 @@ class ClassConverter:
         if child.output is not None:
             output = tuple(None if axis is None else substitute(axis.code, values) for axis in child.output)
         return f"{class_name}({', '.join(args)})", output, child.mode
+
+
+_ELEMENTWISE_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.Power)
+
+
+def _is_false(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Name) and node.value == "False"
 
 
 def size_name(argument: str, index: int) -> str:
@@ -883,8 +892,11 @@ class _CallRewriter(_LinenFunctions):
             return self.shapes.get(node.value)
         if isinstance(node, cst.Call):
             return self.call_shapes.get(id(node))
-        if isinstance(node, cst.BinaryOperation):
-            return self.shape_of(node.left) or self.shape_of(node.right)
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, _ELEMENTWISE_OPERATORS):
+            left, right = self.shape_of(node.left), self.shape_of(node.right)
+            if left is not None and right is not None and left != right:
+                return None  # broadcasting two arrays: not followed
+            return left or right  # an array with a scalar keeps its shape
         return None
 
     def _function_shape(self, call: cst.Call) -> Shape:
@@ -902,9 +914,9 @@ class _CallRewriter(_LinenFunctions):
         if isinstance(func, cst.Attribute) and func.attr.value == "reshape":
             return self._reshape_shape(func.value, call)
         if qualified in ("jax.numpy.mean", "jax.numpy.sum", "jax.numpy.max") and args:
-            return self._reduce_shape(self.shape_of(args[0].value), keywords.get("axis"))
+            return self._reduce_shape(self.shape_of(args[0].value), keywords.get("axis"), keywords.get("keepdims"))
         if isinstance(func, cst.Attribute) and func.attr.value in ("mean", "sum", "max") and not args:
-            return self._reduce_shape(self.shape_of(func.value), keywords.get("axis"))
+            return self._reduce_shape(self.shape_of(func.value), keywords.get("axis"), keywords.get("keepdims"))
         return None
 
     def _pool_shape(self, args, keywords) -> Shape:
@@ -941,8 +953,9 @@ class _CallRewriter(_LinenFunctions):
                 and int_literal(node.slice[0].slice.value) == 0)
 
     @staticmethod
-    def _reduce_shape(shape: Shape, axis: Optional[cst.BaseExpression]) -> Shape:
-        if not shape or axis is None:
+    def _reduce_shape(shape: Shape, axis: Optional[cst.BaseExpression],
+                      keepdims: Optional[cst.BaseExpression]) -> Shape:
+        if not shape or axis is None or not (keepdims is None or _is_false(keepdims)):
             return None
         axes = int_tuple(axis, 1) if int_literal(axis) is not None else int_tuple(axis, 0)
         if axes is None:

@@ -411,3 +411,33 @@ def test_an_entry_point_that_returned_the_train_state_returns_model_and_optimize
     assert "from flax.training" not in fixed and "TrainState" not in fixed
     assert "def fit(data):\n" in fixed
     assert fixed.endswith("        optimizer.update(net, grads)\n    return net, optimizer\n"), fixed
+
+
+CONV_SHAPES = '''
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(4, 3, padding="VALID")(x)  # an int kernel size: a 1-D kernel over the last spatial axis
+        x = nn.Conv(5, (2, 3), strides=2, padding="VALID")(x)
+        x = nn.max_pool(x, (2, 2), strides=(1, 2), padding="SAME")
+        x = x.reshape((x.shape[0], -1))
+        return nn.Dense(2)(x)
+
+
+variables = Net().init(jax.random.key(0), jnp.ones((1, 11, 13, 3)))
+'''
+
+
+def test_static_sizes_match_what_linen_infers():
+    pytest.importorskip("flax.linen")
+    fixed, messages = convert(CONV_SHAPES)
+    assert fixed is not None, messages
+    namespace: dict = {}
+    exec(CONV_SHAPES, namespace)
+    kernel_rows = namespace["variables"]["params"]["Dense_0"]["kernel"].shape[0]
+    assert f"self.dense_0 = nnx.Linear({kernel_rows}, 2, rngs=rngs)" in fixed
