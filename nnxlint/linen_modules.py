@@ -202,8 +202,9 @@ class ClassConverter:
                 raise Unconvertible("class bodies with statements other than fields and methods are not converted")
         if "__call__" not in methods:
             raise Unconvertible("the class has no `__call__`")
-        if "__init__" in methods:
-            raise Unconvertible("a Linen class that defines `__init__` is not converted")
+        overridden = sorted(set(methods) & _LINEN_MODULE_API)
+        if overridden:
+            raise Unconvertible(f"the class overrides Linen's `{overridden[0]}`")
         for name, method in methods.items():
             compact = any(self.env.resolve(d.decorator) == LINEN_COMPACT for d in method.decorators)
             if compact and name != "__call__":
@@ -567,6 +568,10 @@ class ClassConverter:
 
         for method in methods.values():
             method.visit(Reads())
+        known = self.field_names | set(self.slots) | set(self.params) | set(methods)
+        unknown = sorted(read_fields - known)
+        if unknown:  # Linen's own API (`self.is_initializing()`, `self.scope`, ...) has no NNX twin
+            raise Unconvertible(f"`self.{unknown[0]}` is Linen Module API the conversion does not know")
         lines = [f"self.{f.name} = {f.name}" for f in self.fields if f.name in read_fields]
         lines += self.init_lines
         lines += [self.slots[attribute].init_code for attribute in self.slot_order]  # type: ignore[misc]
@@ -662,6 +667,12 @@ class ClassConverter:
         return f"{class_name}({', '.join(args)})", output, child.mode
 
 
+# Linen Module methods a subclass may override; their NNX meaning differs or is absent.
+_LINEN_MODULE_API = frozenset({
+    "__init__", "__post_init__", "param", "variable", "sow", "make_rng", "init", "apply", "bind", "unbind",
+    "init_with_output", "is_initializing", "is_mutable_collection", "put_variable", "get_variable",
+    "has_variable", "has_rng", "perturb", "tabulate", "lazy_init", "__getattr__", "__setattr__",
+})
 _ELEMENTWISE_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.Power)
 
 

@@ -202,6 +202,31 @@ def test_train_and_eval_in_one_loop_switch_modes_at_each_iteration():
      state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.sgd(0.1))
      sizes = jax.tree.map(jnp.shape, state.params)
      """, "`state` (train state) is used in a way the conversion does not follow"),
+    ("""
+     import jax
+     import jax.numpy as jnp
+     import flax.linen as nn
+     class M(nn.Module):
+         def param(self, name, init, *shape):
+             return super().param(name, init, *shape)
+
+         @nn.compact
+         def __call__(self, x):
+             return nn.Dense(3)(x)
+     v = M().init(jax.random.key(0), jnp.ones((1, 2)))
+     """, "overrides Linen's `param`"),
+    ("""
+     import jax
+     import jax.numpy as jnp
+     import flax.linen as nn
+     class M(nn.Module):
+         @nn.compact
+         def __call__(self, x):
+             if self.is_initializing():
+                 x = x * 0
+             return nn.Dense(3)(x)
+     v = M().init(jax.random.key(0), jnp.ones((1, 2)))
+     """, "`self.is_initializing` is Linen Module API"),
 ])
 def test_no_fix_and_the_finding_says_why(source, reason):
     fixed, messages = convert(source)
