@@ -49,6 +49,16 @@ def test_accelerators_get_a_looser_limit():
     assert tolerance_for("gpu", 1e-5) > 1e-5
 
 
+def test_unmeasurable_differences_fail_and_stay_valid_json():
+    from nnxlint.verify.worker import FixtureResult
+
+    result = FixtureResult("f", [], "current", "none", 20, "cpu", 1e-5)
+    difference = max_relative_difference([1.0, 2.0], [1.0, 2.0, 3.0])
+    result.check("eval outputs", difference <= 1e-5, "shapes (2,) vs (3,)", difference, 1e-5)
+    assert result.status == "fail"
+    assert result.checks[0].value is None and "not comparable" in result.checks[0].detail
+
+
 # -- manifests ----------------------------------------------------------------
 
 def _write_fixture(directory: Path, manifest: str, programs=("before.py", "after.py")) -> Path:

@@ -77,7 +77,6 @@ def load_program(path: Path) -> types.ModuleType:
 
 def run_program(path: Path, steps: int, options: RunOptions) -> RunResult:
     """Import ``path`` afresh and call its ``train(steps)`` under ``options``."""
-    jax.clear_caches()  # a patched dropout seed is a trace-time constant: never reuse a trace
     with contextlib.ExitStack() as stack:
         drawn = stack.enter_context(_dropout_control(options.dropout_off, options.dropout_seed))
         if options.legacy:

@@ -7,6 +7,7 @@ setting of one fixture reaches another.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,9 @@ class FixtureResult:
 
     def check(self, name: str, passed: bool, detail: str, value: Optional[float] = None,
               limit: Optional[float] = None) -> None:
+        if value is not None and not math.isfinite(value):  # JSON has no infinity
+            detail += "; not comparable: the shapes differ, or a value is NaN or infinite"
+            value = None
         self.checks.append(Check(name, passed, detail, value, limit))
         if not passed:
             self.status = "fail"
@@ -93,7 +97,7 @@ def _verify(fixture: Fixture, result: FixtureResult) -> None:
     result.curves["after.py" + suffix] = after.losses.tolist()
 
     loss_difference = max_relative_difference(after.losses, baseline.losses)
-    result.max_loss_difference = loss_difference
+    result.max_loss_difference = loss_difference if math.isfinite(loss_difference) else None
     result.check(f"losses{suffix}", loss_difference <= tolerance,
                  f"after.py vs {baseline_label}, {fixture.steps} steps", loss_difference, tolerance)
     output_difference = max_relative_difference(after.outputs, baseline.outputs)
@@ -144,7 +148,7 @@ def main(argv: list[str]) -> int:
     except Exception as error:  # a harness failure is reported, not a fixture verdict
         result = {"fixture": fixture_directory.name, "status": "error",
                   "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
-    result_path.write_text(json.dumps(result, allow_nan=True), encoding="utf-8")
+    result_path.write_text(json.dumps(result), encoding="utf-8")
     return 0
 
 
