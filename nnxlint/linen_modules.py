@@ -344,6 +344,10 @@ class ClassConverter:
                                         "a value computed in `__call__`")
                 return converter._nnx_reference(original_node, updated_node)
 
+            def visit_Call(self, node: cst.Call) -> None:
+                if converter._layer(node.func) is not None:
+                    raise Unconvertible("a submodule inside a list, dict or expression is not converted")
+
             def visit_Subscript(self, node) -> bool:
                 size = converter._shape_axis(node, shapes)
                 if size is not None:

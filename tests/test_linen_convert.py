@@ -227,6 +227,18 @@ def test_train_and_eval_in_one_loop_switch_modes_at_each_iteration():
              return nn.Dense(3)(x)
      v = M().init(jax.random.key(0), jnp.ones((1, 2)))
      """, "`self.is_initializing` is Linen Module API"),
+    ("""
+     import jax
+     import jax.numpy as jnp
+     import flax.linen as nn
+     class M(nn.Module):
+         def setup(self):
+             self.layers = [nn.Dense(3), nn.Dense(3)]
+
+         def __call__(self, x):
+             return self.layers[1](self.layers[0](x))
+     v = M().init(jax.random.key(0), jnp.ones((1, 2)))
+     """, "a submodule inside a list, dict or expression"),
 ])
 def test_no_fix_and_the_finding_says_why(source, reason):
     fixed, messages = convert(source)
