@@ -149,12 +149,17 @@ class LinenModule(Rule):
     def leave_Module(self, node: cst.Module) -> None:
         if not self._classes:
             return
-        conversion = convert_file(node, self.context.module_scope)
         fix: Optional[Fix] = None
-        if conversion.reason is None and conversion.replacements:
-            fix = Fix("convert the file from Linen to NNX", "unsafe", conversion.replacements)
+        try:
+            conversion = convert_file(node, self.context.module_scope)
+            reason = conversion.reason
+        except Exception as error:  # a conversion bug must not hide the finding itself
+            reason = f"the conversion failed ({type(error).__name__}: {error}); please report it"
+        else:
+            if reason is None and conversion.replacements:
+                fix = Fix("convert the file from Linen to NNX", "unsafe", conversion.replacements)
         for found in self._classes:
             message = f"Linen Module class `{found.name.value}`: migrate to `nnx.Module`"
             if fix is None:
-                message += f" (no fix: {conversion.reason})"
+                message += f" (no fix: {reason})"
             self.report(found, message, fix)
