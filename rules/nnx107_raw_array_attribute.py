@@ -20,7 +20,8 @@ class RawArrayAttribute(Rule):
     filter can select raw arrays on purpose. Neither is an attribute the class
     also assigns something other than a fresh array (`self.pe =
     self.pe.at[...].set(...)`, `self.cache = new_cache`): that is a buffer the
-    code maintains itself, not a weight.
+    code maintains itself, not a weight; nor is an attribute named as a cache
+    (`self.cache_k = jnp.zeros(...)`, Flax's own naming for key/value caches).
 
     ## Why is this bad?
     Since Flax 0.12 a module accepts a raw array attribute without complaint, but
@@ -86,6 +87,8 @@ class RawArrayAttribute(Rule):
         Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass Attention(nnx.Module):\n"
               "    def __init__(self, n, d):\n        self.cache = jnp.zeros((n, d))\n\n"
               "    def __call__(self, x, i):\n        self.cache = self.cache.at[i].set(x)\n        return self.cache\n"),
+        Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass Attention(nnx.Module):\n"
+              "    def __init__(self, b, n, h, d):\n        self.cache_k = jnp.zeros((b, n, h, d))\n"),
         # raw arrays trained on purpose, through a filter of the file's own (Flax's "array leaves" example)
         Valid("import jax.numpy as jnp\nfrom flax import nnx\n\nclass Linear(nnx.Module):\n"
               "    def __init__(self, din, dout):\n        self.b = jnp.zeros((dout,))\n\n"
@@ -168,8 +171,8 @@ class RawArrayAttribute(Rule):
         params = [*method.params.posonly_params, *method.params.params]
         attribute = attribute_of(target, params[0].name.value) if params else None
         made_by = fresh_array(self.context, value) if attribute else None
-        if (attribute is None or made_by is None or self._wrapped_elsewhere(owner, attribute)
-                or self._recomputed(owner, attribute)):
+        if (attribute is None or made_by is None or "cache" in attribute.lower()
+                or self._wrapped_elsewhere(owner, attribute) or self._recomputed(owner, attribute)):
             return
         self.found.append((value, attribute, made_by))
 
