@@ -44,7 +44,7 @@ ARRAY_CONSTRUCTORS = frozenset({"zeros", "ones", "full", "empty", "zeros_like", 
 INITIALIZER_MODULES = ("flax.nnx.initializers.", "jax.nn.initializers.")
 # Opting into Variables backed by mutable array references (hijax / refs), which
 # are designed to be updated in place under plain JAX transforms.
-MUTABLE_VARIABLE_APIS = frozenset({"var_defaults", "use_hijax", "use_refs", "vars_as"})
+MUTABLE_VARIABLE_APIS = frozenset({"var_defaults", "use_hijax", "use_refs", "vars_as", "use_mutable_arrays"})
 MUTABLE_VARIABLE_SWITCHES = ("FLAX_MUTABLE_ARRAY", "flax_hijax_variable", "FLAX_HIJAX_VARIABLE")
 
 

@@ -112,6 +112,9 @@ class JaxJitDropsUpdates(Rule):
         # hijax / array-ref Variables are meant to be updated in place under jax.jit
         Valid("import jax\nfrom flax import nnx\nnnx.var_defaults(hijax=True)\n\n@jax.jit\n"
               "def train_step(model, optimizer, x):\n    optimizer.update(model, nnx.grad(loss_fn)(model, x))\n"),
+        # the Flax 0.11 name of the switch (its mutable-arrays guide)
+        Valid("import jax\nfrom flax import nnx\nwith nnx.use_mutable_arrays(True):\n    model = make()\n\n@jax.jit\n"
+              "def train_step(model, optimizer, x):\n    optimizer.update(model, grads)\n    return x\n"),
     )
     invalid = (
         Invalid(
