@@ -17,6 +17,8 @@ class ConstantRngsInStep(Rule):
     function that is compiled or differentiated (`nnx.jit`/`jax.jit`/`pmap`,
     `nnx.grad`/`value_and_grad`, as a decorator or applied by name), inside a
     function nested in one, or inside a method of a module (its forward pass).
+    A call that switches dropout off (`deterministic=True`, `train=False`) draws
+    no mask and is not flagged.
 
     ## Why is this bad?
     The `Rngs` is created afresh at every call with the same seed, so every step
@@ -65,6 +67,11 @@ class ConstantRngsInStep(Rule):
         # a one-off call while constructing
         Valid("from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, rngs):\n"
               "        self.drop = nnx.Dropout(0.5)\n        self.probe = self.drop(x0, rngs=nnx.Rngs(0))\n"),
+        # dropout switched off at the call: no mask is drawn (an inference / encoding step)
+        Valid("from flax import nnx\n\n@nnx.jit\ndef encode_batch(model, videos):\n"
+              "    return model(videos, deterministic=True, rngs=nnx.Rngs(0))\n"),
+        Valid("from flax import nnx\n\n@nnx.jit\ndef eval_step(model, x):\n"
+              "    return model(x, train=False, rngs=nnx.Rngs(dropout=0))\n"),
         # not inside a transformed function
         Valid("from flax import nnx\n\ndef evaluate(model, x):\n    return model(x, rngs=nnx.Rngs(dropout=0))\n"),
     )
@@ -104,7 +111,7 @@ class ConstantRngsInStep(Rule):
                 self.transformed.add(id(function))
         for arg in node.args:
             if arg.keyword is not None and arg.keyword.value == "rngs" and self._constant_rngs(arg.value):
-                if not self._calls_model(node):
+                if not self._calls_model(node) or _dropout_off(node):
                     continue
                 method = method_of_module_class(self.context)
                 if method is not None:
@@ -140,3 +147,13 @@ class ConstantRngsInStep(Rule):
             binding = self.context.lookup(func.value)
             return binding is not None and isinstance(binding.node, cst.Param)
         return False
+
+
+# Keyword arguments by which a call switches Dropout off, with the literal that does it.
+_DROPOUT_OFF = {"deterministic": "True", "train": "False", "training": "False", "is_training": "False"}
+
+
+def _dropout_off(call: cst.Call) -> bool:
+    """``model(x, deterministic=True, ...)`` / ``train=False``: the call draws no dropout mask."""
+    return any(arg.keyword is not None and isinstance(arg.value, cst.Name)
+               and _DROPOUT_OFF.get(arg.keyword.value) == arg.value.value for arg in call.args)
