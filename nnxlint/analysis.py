@@ -73,6 +73,10 @@ class FileIndex:
         self.variable_classes = self._subclasses_of(lambda qualified: nnx_member(qualified) in VARIABLE_TYPES)
         self.param_classes = self._subclasses_of(lambda qualified: nnx_member(qualified) == "Param")
         self._attributes: dict[str, dict[str, list[cst.BaseExpression]]] = {}
+        # names the module binds to more than one class (a notebook that redefines ``MLP``
+        # cell after cell): which definition a use means is not tracked, so they stay unknown
+        self.redefined = {name for name, bindings in context.module_scope.bindings.items()
+                          if sum(isinstance(binding.node, cst.ClassDef) for binding in bindings) > 1}
 
     def resolve(self, expression: cst.BaseExpression) -> Optional[str]:
         return names.resolve(self.context.module_scope, expression)
@@ -98,7 +102,7 @@ class FileIndex:
         if member is not None:
             category = next((category for category, members in _NNX_CATEGORIES if member in members), None)
             return Kind(category, nnx_class=member, call=call) if category else None
-        if qualified is None and isinstance(expression, cst.Name):
+        if qualified is None and isinstance(expression, cst.Name) and expression.value not in self.redefined:
             if expression.value in self.module_classes:
                 return Kind(MODULE, local_class=expression.value, call=call)
             if expression.value in self.variable_classes:

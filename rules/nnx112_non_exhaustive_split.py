@@ -49,6 +49,12 @@ class NonExhaustiveSplit(Rule):
     summary = "`nnx.split(model, nnx.Param)` on a model with other state: ValueError (non-exhaustive filters)"
     triggers = ("split",)
     valid = (
+        # the class is redefined later (a notebook): the model was built from the first, Param-only one
+        Valid("from flax import nnx\n\nclass Model(nnx.Module):\n    def __init__(self, rngs):\n"
+              "        self.linear = nnx.Linear(2, 2, rngs=rngs)\n\nmodel = Model(nnx.Rngs(0))\n"
+              "graphdef, params = nnx.split(model, nnx.Param)\n\nclass Model(nnx.Module):\n"
+              "    def __init__(self, rngs):\n        self.linear = nnx.Linear(2, 2, rngs=rngs)\n"
+              "        self.bn = nnx.BatchNorm(2, rngs=rngs)\n"),
         Valid("from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, rngs):\n"
               "        self.bn = nnx.BatchNorm(2, rngs=rngs)\n\nmodel = M(nnx.Rngs(0))\n"
               "graphdef, params, rest = nnx.split(model, nnx.Param, ...)\n"),
