@@ -75,6 +75,13 @@ def _subscript_key(node: cst.BaseExpression) -> Optional[tuple[cst.BaseExpressio
     return None
 
 
+def _is_field_line(statement: cst.CSTNode) -> bool:
+    """``batch_stats: Any`` (or a docstring) in a class body."""
+    return isinstance(statement, cst.SimpleStatementLine) and all(
+        isinstance(small, cst.AnnAssign) or (isinstance(small, cst.Expr) and isinstance(small.value, cst.SimpleString))
+        for small in statement.body)
+
+
 def _names(target: cst.BaseExpression) -> list[cst.BaseExpression]:
     if isinstance(target, (cst.Tuple, cst.List)):
         return [element.value for element in target.elements]
@@ -239,6 +246,8 @@ class TrainingConverter:
         for statement in self.module.body:
             if isinstance(statement, cst.ClassDef) and statement.name.value == node.value and \
                     len(statement.bases) == 1 and self.env.resolve(statement.bases[0].value) == TRAIN_STATE:
+                if not all(_is_field_line(line) for line in statement.body.body):  # type: ignore[union-attr]
+                    raise Unconvertible(f"`{node.value}` adds more than fields to `TrainState`")
                 return statement
         return None
 
@@ -431,7 +440,7 @@ class RoleAnalysis(cst.CSTVisitor):
             for name, role in zip(targets, (UPDATES, OPT_STATE)):
                 if isinstance(name, cst.Name):
                     self._set(name.value, role)
-        elif self._is_apply(value) and any(_keyword(arg) == "mutable" for arg in value.args) and len(targets) == 2:
+        elif self.is_apply(value) and any(_keyword(arg) == "mutable" for arg in value.args) and len(targets) == 2:
             if isinstance(targets[1], cst.Name):
                 self._set(targets[1].value, UPDATES)
         else:
@@ -464,7 +473,7 @@ class RoleAnalysis(cst.CSTVisitor):
                 and isinstance(targets[0], cst.Name):
             self._set(targets[0].value, STATE)
 
-    def _is_apply(self, call: cst.Call) -> bool:
+    def is_apply(self, call: cst.Call) -> bool:
         func = call.func
         if not isinstance(func, cst.Attribute):
             return False
@@ -513,6 +522,8 @@ class TrainingRewriter(cst.CSTTransformer):
         self.aux_removed = self._functions_losing_aux()  # their has_aux=True goes
         self.entry_points = analysis.entry_points()
         self.switch_before: dict[int, str] = {}  # id(original statement) -> "train" / "eval"
+        self._function_modes: dict[str, set[str]] = {}  # local function -> modes it runs the model in
+        self._walked: set[str] = set()  # mixed-mode functions already switched inside
 
     def _functions_losing_aux(self) -> set[str]:
         """Functions returning ``(loss, aux)`` whose aux holds only training state
@@ -564,7 +575,7 @@ class TrainingRewriter(cst.CSTTransformer):
         class Collect(_References):
             def visit_Call(inner, node: cst.Call) -> None:
                 owner = analysis.owners.get(id(node))
-                if owner is not None and analysis._is_apply(node):
+                if owner is not None and analysis.is_apply(node):
                     own[owner.node.name.value].add(outer.apply_mode(node))  # type: ignore[arg-type]
 
             def visit_Name(inner, node: cst.Name) -> None:
@@ -580,7 +591,6 @@ class TrainingRewriter(cst.CSTTransformer):
                 for callee in calls[name]:
                     modes[name] |= modes.get(callee, set())
         self._function_modes = modes
-        self._walked: set[str] = set()
         builder = converter.parents.get(id(self.site.statement))
         roots: list[FunctionNode] = [converter.module] + [
             analysis.functions[name].node for name in sorted(self.entry_points)]
@@ -602,7 +612,7 @@ class TrainingRewriter(cst.CSTTransformer):
                 return False
 
             def visit_Call(inner, node: cst.Call) -> None:
-                if outer.analysis._is_apply(node):
+                if outer.analysis.is_apply(node):
                     found.add(outer.apply_mode(node))  # type: ignore[arg-type]
 
             def visit_Name(inner, node: cst.Name) -> None:
@@ -757,7 +767,7 @@ class TrainingRewriter(cst.CSTTransformer):
         if called is not None and called.creates_state and target_roles == [STATE]:
             new_value = updated.body[0].value  # type: ignore[attr-defined]
             return self._replace_line(original, f"{self.model}, {self.optimizer} = {self.env.code(new_value)}")
-        if called is not None or isinstance(value, cst.Call) and self.analysis._is_apply(value):
+        if called is not None or isinstance(value, cst.Call) and self.analysis.is_apply(value):
             new_small = updated.body[0]
             assert isinstance(new_small, cst.Assign)
             new_target = _without_roles(new_small.targets[0].target, self.role)
@@ -847,7 +857,7 @@ class TrainingRewriter(cst.CSTTransformer):
 
     # -- expressions -----------------------------------------------------------
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
-        if self.analysis._is_apply(original_node):
+        if self.analysis.is_apply(original_node):
             return self._apply(original_node, updated_node)
         qualified = self.env.resolve(original_node.func)
         if qualified in TRANSFORMS and original_node.args:
