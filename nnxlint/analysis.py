@@ -73,13 +73,26 @@ class FileIndex:
         self.variable_classes = self._subclasses_of(lambda qualified: nnx_member(qualified) in VARIABLE_TYPES)
         self.param_classes = self._subclasses_of(lambda qualified: nnx_member(qualified) == "Param")
         self._attributes: dict[str, dict[str, list[cst.BaseExpression]]] = {}
-        # names the module binds to more than one class (a notebook that redefines ``MLP``
-        # cell after cell): which definition a use means is not tracked, so they stay unknown
+        # names the module binds to different classes (a notebook that redefines ``MLP`` cell
+        # after cell): which definition a use means is not tracked, so they stay unknown
         self.redefined = {name for name, bindings in context.module_scope.bindings.items()
-                          if sum(isinstance(binding.node, cst.ClassDef) for binding in bindings) > 1}
+                          if self._ambiguous([binding.node for binding in bindings
+                                              if isinstance(binding.node, cst.ClassDef)])}
 
     def resolve(self, expression: cst.BaseExpression) -> Optional[str]:
         return names.resolve(self.context.module_scope, expression)
+
+    def _ambiguous(self, definitions: list[cst.ClassDef]) -> bool:
+        """Several definitions of one name that may differ in what their instances hold:
+        Variable subclasses are all alike (``class Count(nnx.Variable): pass`` twice);
+        other classes are alike only when written identically."""
+        if len(definitions) < 2:
+            return False
+        if all(any(nnx_member(self.resolve(base.value)) in VARIABLE_TYPES
+                   or (isinstance(base.value, cst.Name) and base.value.value in self.variable_classes)
+                   for base in node.bases) for node in definitions):
+            return False
+        return len({self.context.module.code_for_node(node) for node in definitions}) > 1
 
     def _subclasses_of(self, is_root: Callable[[Optional[str]], bool]) -> set[str]:
         found: set[str] = set()

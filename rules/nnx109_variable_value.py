@@ -68,6 +68,12 @@ class VariableValue(Rule):
               "        self.option = option\n\n    def f(self):\n        return self.option.value\n"),
     )
     invalid = (
+        Invalid(  # a Variable class defined twice (notebook cells) is still a Variable class
+            "from flax import nnx\n\nclass Count(nnx.Variable):\n    pass\n\nclass Count(nnx.Variable):\n    pass\n\n"
+            "c = Count(0)\nprint(c.value)\n",
+            fixed="from flax import nnx\n\nclass Count(nnx.Variable):\n    pass\n\nclass Count(nnx.Variable):\n    pass\n\n"
+                  "c = Count(0)\nprint(c.get_value())\n",
+        ),
         Invalid(
             "import jax.numpy as jnp\nfrom flax import nnx\n\nclass Counter(nnx.Variable):\n    pass\n\n"
             "class M(nnx.Module):\n    def __init__(self, rngs):\n        self.count = Counter(jnp.array(0))\n"
