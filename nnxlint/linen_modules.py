@@ -156,6 +156,7 @@ class _Layer:
 
     mapping: Optional[LayerMapping]
     user_class: Optional[str]
+    sequential: bool = False  # ``nn.Sequential([...])``
 
 
 class ClassConverter:
@@ -366,7 +367,7 @@ class ClassConverter:
         if replacement is not None:
             return cst.parse_expression(replacement)
         member = self.env.linen_member(original)
-        if member is not None and member not in LAYERS and member not in ("compact", "initializers") \
+        if member is not None and member not in LAYERS and member not in ("compact", "initializers", "Sequential") \
                 and "." not in member:
             raise Unconvertible(f"`nn.{member}` has no conversion")
         return updated
@@ -390,6 +391,8 @@ class ClassConverter:
         if member is not None:
             if member in LAYERS:
                 return _Layer(LAYERS[member], None)
+            if member == "Sequential":
+                return _Layer(None, None, sequential=True)
             if member[:1].isupper():
                 raise Unconvertible(f"`nn.{member}` has no conversion yet")
             return None
@@ -624,17 +627,38 @@ class ClassConverter:
         layer = self._layer(slot.construction.func)
         assert layer is not None
         first = inputs[0] if inputs else None
+        mode = None
         if layer.mapping is not None:
             input_size = first[-1] if first else None
             code = self._layer_init(slot, layer.mapping, input_size, shapes)
             output = self._layer_output(layer.mapping, slot, first, shapes)
-            mode = None
+        elif layer.sequential:
+            code, output = self._sequential_init(slot, first, shapes)
         else:
             code, output, mode = self._child_init(slot, layer.user_class, inputs, shapes)  # type: ignore[arg-type]
         if slot.init_code is not None and slot.init_code != f"self.{slot.attribute} = {code}":
             raise Unconvertible(f"`self.{slot.attribute}` is called with inputs of different sizes")
         slot.init_code = f"self.{slot.attribute} = {code}"
         return output, mode
+
+    def _sequential_init(self, slot: _Slot, shape: Shape, shapes: dict[str, Shape]) -> tuple[str, Shape]:
+        """``nn.Sequential([nn.Dense(8), nn.relu, ...])`` -> ``nnx.Sequential(nnx.Linear(d, 8, ...), nnx.relu, ...)``:
+        Linen names the layers ``layers_0``, ``layers_2``, the ``nnx.List`` entries of the NNX Sequential."""
+        parts = []
+        for index, element in enumerate(sequence_elements(slot.construction)):
+            if isinstance(element, cst.Call) and self._layer(element.func) is not None:
+                part = _Slot(f"{slot.attribute}.layers[{index}]", element)
+                shape, mode = self.call_slot(part, [shape], shapes)
+                if mode is not None:
+                    raise Unconvertible("a module with a train/eval argument inside `nn.Sequential`")
+                parts.append(part.init_code.partition(" = ")[2])  # type: ignore[union-attr]
+            elif self.env.nnx_function(element) is not None:
+                parts.append(self.env.nnx_function(element))  # type: ignore[arg-type]
+                member = self.env.linen_member(element)
+                shape = shape if member in ELEMENTWISE_FUNCTIONS else None
+            else:
+                raise Unconvertible("`nn.Sequential` with elements other than layers and Linen functions")
+        return f"{self.env.nnx}.Sequential({', '.join(parts)})", shape
 
     def _child_init(self, slot: _Slot, class_name: str, inputs: list[Shape],
                     shapes: dict[str, Shape]) -> tuple[str, Shape, Optional[Mode]]:
@@ -682,6 +706,15 @@ _ELEMENTWISE_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.P
 
 def _is_false(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Name) and node.value == "False"
+
+
+def sequence_elements(construction: cst.Call) -> list[cst.BaseExpression]:
+    """The layers of ``nn.Sequential([...])``, given as a list or tuple literal."""
+    layers = [arg.value for arg in construction.args if arg.keyword is None or arg.keyword.value == "layers"]
+    if len(layers) != 1 or not isinstance(layers[0], (cst.List, cst.Tuple)) or any(
+            arg.keyword is not None and arg.keyword.value not in ("layers", "name") for arg in construction.args):
+        raise Unconvertible("`nn.Sequential` without a literal list of layers is not converted")
+    return [element.value for element in layers[0].elements]
 
 
 def size_name(argument: str, index: int) -> str:
@@ -790,6 +823,9 @@ class _CallRewriter(_LinenFunctions):
     def visit_Call(self, node: cst.Call) -> None:
         if isinstance(node.func, cst.Call):
             self.called_at_once.add(id(node.func))
+            layer = self.converter._layer(node.func.func)
+            if layer is not None and layer.sequential:  # its layers are converted with it
+                self.called_at_once.update(id(element) for element in sequence_elements(node.func))
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
         converter = self.converter
@@ -813,6 +849,8 @@ class _CallRewriter(_LinenFunctions):
                 raise Unconvertible("submodules created inside a loop or branch are not converted")
             if not converter._compact:
                 raise Unconvertible("submodules created in a method without `@nn.compact`")
+            if converter._layer(func.func).sequential:  # type: ignore[union-attr]
+                return self._expand_sequential(func, original_node, updated_node)
             slot = converter.construct(func, None)
             return self._call_slot(slot, original_node, updated_node)
         attribute = _is_self_attribute(func)
@@ -840,6 +878,31 @@ class _CallRewriter(_LinenFunctions):
         elif child_mode is not None:
             call = self._child_call_args(child_mode, original, call)
         return call
+
+    def _expand_sequential(self, construction: cst.Call, call: cst.Call, updated: cst.Call) -> cst.BaseExpression:
+        """``nn.Sequential([nn.Dense(8), nn.relu])(x)`` under ``@nn.compact``: Linen
+        names the layers as the parent's own (``Dense_0``), so they become the
+        parent's attributes, applied in order: ``nnx.relu(self.dense_0(x))``."""
+        converter = self.converter
+        if len(call.args) != 1 or call.args[0].keyword is not None:
+            raise Unconvertible("an inline `nn.Sequential` called with more than its input")
+        expression = updated.args[0].value
+        shape = self.shape_of(call.args[0].value)
+        for element in sequence_elements(construction):
+            if isinstance(element, cst.Call) and converter._layer(element.func) is not None:
+                slot = converter.construct(element, None)
+                shape, mode = converter.call_slot(slot, [shape], self.shapes)
+                if mode is not None:
+                    raise Unconvertible("a module with a train/eval argument inside `nn.Sequential`")
+                function = f"self.{slot.attribute}"
+            elif self.converter.env.nnx_function(element) is not None:
+                function = self.converter.env.nnx_function(element)  # type: ignore[assignment]
+                shape = shape if converter.env.linen_member(element) in ELEMENTWISE_FUNCTIONS else None
+            else:
+                raise Unconvertible("`nn.Sequential` with elements other than layers and Linen functions")
+            expression = cst.Call(cst.parse_expression(function), [cst.Arg(expression)])
+        self.call_shapes[id(call)] = shape
+        return expression
 
     def _follow_method(self, name: str, call: cst.Call) -> Shape:
         """``self.encode(x)``: convert ``encode`` with the shapes it is called with."""
