@@ -177,13 +177,12 @@ class _Converter:
         received (as part of a TrainState) but does not use: the parameters,
         arguments and assignments go."""
         before = self._reads(self.module)
-        for _ in range(3):
+        for _ in range(10):  # each pass can free the next link of a key chain
             reads = self._all_reads(new)
-            now_unused = {name for name, count in before.items() if count > 0 and reads[name] <= 0}
             converted_functions = {name for name, function in rewriter.analysis.functions.items()
                                    if function.param_roles}
             unneeded = rewriter.dropped_rng_names | {rewriter.model, rewriter.optimizer}
-            cleaner = _DeadKeyRemover(converted_functions, unneeded, now_unused, self.env)
+            cleaner = _DeadKeyRemover(converted_functions, unneeded, before, reads, self.env, rewriter.analysis.aliases)
             for old, node in list(new.items()):
                 new[old] = _visit(node, cleaner)
             cleaner.finish(new)
@@ -284,21 +283,40 @@ def _without_aliases(statement: cst.SimpleStatementLine, unused: set[str]) -> Re
     return statement.with_changes(body=[small.with_changes(names=kept)])
 
 
+def _called_function(func: cst.BaseExpression, aliases: dict[str, str]) -> Optional[str]:
+    """The local function a call runs: ``f(...)``, ``step(...)`` for ``step = nnx.jit(f)``,
+    or ``nnx.value_and_grad(f)(...)``."""
+    if isinstance(func, cst.Name):
+        return aliases.get(func.value, func.value)
+    if isinstance(func, cst.Call) and func.args and isinstance(func.args[0].value, cst.Name):
+        return aliases.get(func.args[0].value.value, func.args[0].value.value)
+    return None
+
+
 class _DeadKeyRemover(cst.CSTTransformer):
     """Drops the parameters named in ``keys`` that a converted function no
     longer reads, with their call-site arguments, and ``name = jax.random...(...)``
-    assignments whose names the conversion left unread (``now_unused``)."""
+    assignments (``key, subkey = jax.random.split(key)`` too) whose names the
+    conversion left unread outside the assignment itself."""
 
-    def __init__(self, functions: set[str], keys: set[str], now_unused: set[str], env: FileEnv) -> None:
+    def __init__(self, functions: set[str], keys: set[str], before: Counter, reads: Counter, env: FileEnv,
+                 aliases: dict[str, str]) -> None:
         super().__init__()
         self.functions = functions
+        self.aliases = aliases
         self.keys = keys
-        self.now_unused = now_unused
+        self.before = before  # reads in the Linen file
+        self.reads = reads  # reads in the converted file
+        self.scopes: list[Counter] = []  # reads inside the enclosing functions, innermost last
         self.env = env
         self.changed = False
         self.dropped_positions: dict[str, int] = {}  # function -> index of the dropped parameter
 
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.scopes.append(_Converter._reads(node.body))
+
     def leave_FunctionDef(self, original_node, updated_node):
+        self.scopes.pop()
         if original_node.name.value not in self.functions:
             return updated_node
         params = list(updated_node.params.params)
@@ -319,8 +337,15 @@ class _DeadKeyRemover(cst.CSTTransformer):
             return updated_node
         targets = _names(assign.targets[0].target)
         value = assign.value
-        if isinstance(value, cst.Call) and (self.env.resolve(value.func) or "").startswith("jax.random.") and all(
-                isinstance(t, cst.Name) and t.value in self.now_unused for t in targets):
+        if not (isinstance(value, cst.Call) and (self.env.resolve(value.func) or "").startswith("jax.random.")
+                and all(isinstance(t, cst.Name) for t in targets)):
+            return updated_node
+        own_reads = _Converter._reads(value)
+        names = [t.value for t in targets]  # type: ignore[attr-defined]
+        scope_reads = self.scopes[-1] if self.scopes else self.reads
+        unread = all(scope_reads[name] - own_reads[name] <= 0 for name in names)
+        made_unread = any(self.before[name] - own_reads[name] > 0 for name in names)  # not the user's own dead code
+        if unread and made_unread:
             self.changed = True
             return cst.RemoveFromParent()
         return updated_node
@@ -330,11 +355,13 @@ class _DeadKeyRemover(cst.CSTTransformer):
         if not self.dropped_positions:
             return
         positions = self.dropped_positions
+        aliases = self.aliases
 
         class Calls(cst.CSTTransformer):
             def leave_Call(inner, original_node, updated_node):
-                if isinstance(original_node.func, cst.Name) and original_node.func.value in positions:
-                    position = positions[original_node.func.value]
+                called = _called_function(original_node.func, aliases)
+                if called in positions:
+                    position = positions[called]
                     return drop_args(updated_node, lambda index, keyword: keyword is None and index == position)
                 return updated_node
 

@@ -263,6 +263,8 @@ class TrainingConverter:
                     raise Unconvertible("an rngs dict with non-literal keys")
                 parts.append(f"{name}={self._seed_code(element.value)}")
             return f"{nnx}.Rngs({', '.join(parts)})"
+        if isinstance(key, cst.Name) and isinstance(self._assigned_value(key.value, site.statement), cst.Dict):
+            return f"{nnx}.Rngs(**{key.value})"  # a dict of keys by stream name
         return f"{nnx}.Rngs({self._seed_code(key)})"
 
     def _seed_code(self, key: cst.BaseExpression) -> str:

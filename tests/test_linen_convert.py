@@ -478,3 +478,57 @@ def test_static_sizes_match_what_linen_infers():
     exec(CONV_SHAPES, namespace)
     kernel_rows = namespace["variables"]["params"]["Dense_0"]["kernel"].shape[0]
     assert f"self.dense_0 = nnx.Linear({kernel_rows}, 2, rngs=rngs)" in fixed
+
+
+SCRIPT = """\
+import jax
+import jax.numpy as jnp
+import optax
+import flax.linen as nn
+
+
+class MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        x = nn.Dense(16)(x)
+        x = nn.Dropout(0.1, deterministic=not train)(x)
+        return nn.Dense(2)(nn.relu(x))
+
+
+def loss_fn(params, x, y, key):
+    logits = model.apply({"params": params}, x, rngs={"dropout": key})
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+@jax.jit
+def train_step(params, opt_state, x, y, key):
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, key)
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
+rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+x = jnp.ones((8, 3))
+y = jnp.zeros((8,), jnp.int32)
+model = MLP()
+params = model.init(rngs, x)["params"]
+tx = optax.adam(1e-3)
+opt_state = tx.init(params)
+key = jax.random.key(2)
+for step in range(10):
+    key, subkey = jax.random.split(key)
+    params, opt_state, loss = train_step(params, opt_state, x, y, subkey)
+print(model.apply({"params": params}, x, train=False))
+"""
+
+
+def test_a_script_with_a_key_dict_and_a_dropout_key_chain():
+    fixed, messages = convert(SCRIPT)
+    assert fixed is not None, messages
+    assert "model = MLP(3, rngs=nnx.Rngs(**rngs))\n" in fixed  # rngs is a dict of keys by stream
+    assert "def loss_fn(model, x, y):\n" in fixed and "nnx.value_and_grad(loss_fn)(model, x, y)\n" in fixed
+    assert "def train_step(model, optimizer, x, y):\n" in fixed
+    # the keys only fed Linen's rngs={'dropout': ...}: the whole chain goes
+    assert "key" not in fixed.split("optimizer = nnx.Optimizer")[1]
+    assert fixed.endswith("for step in range(10):\n    loss = train_step(model, optimizer, x, y)\n"
+                          "model.eval()\nprint(model(x))\n")
