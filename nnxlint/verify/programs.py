@@ -21,7 +21,7 @@ import importlib.util
 import itertools
 import sys
 import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -50,7 +50,6 @@ class RunResult:
     losses: np.ndarray
     outputs: np.ndarray
     dropout_masks_drawn: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 class ProgramError(Exception):
