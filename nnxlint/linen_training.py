@@ -891,6 +891,12 @@ class TrainingRewriter(cst.CSTTransformer):
             args[-1] = args[-1].with_changes(comma=updated.args[-1].comma)
         return updated.with_changes(args=args)
 
+    def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute):
+        if original_node.attr.value == "step" and self.role(original_node.value) == STATE:
+            # TrainState counts apply_gradients; nnx.Optimizer counts update() the same way
+            return cst.parse_expression(f"{self.optimizer}.step[...]")
+        return updated_node
+
     def _apply(self, original: cst.Call, updated: cst.Call) -> cst.Call:
         if not original.args or original.args[0].keyword is not None or \
                 self.role(original.args[0].value) not in MODEL_ROLES:

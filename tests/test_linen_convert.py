@@ -532,3 +532,40 @@ def test_a_script_with_a_key_dict_and_a_dropout_key_chain():
     assert "key" not in fixed.split("optimizer = nnx.Optimizer")[1]
     assert fixed.endswith("for step in range(10):\n    loss = train_step(model, optimizer, x, y)\n"
                           "model.eval()\nprint(model(x))\n")
+
+
+def test_train_state_step_becomes_the_optimizer_step():
+    fixed, messages = convert("""
+        import jax
+        import jax.numpy as jnp
+        import optax
+        import flax.linen as nn
+        from flax.training import train_state
+
+
+        class Net(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(1)(x)
+
+
+        @jax.jit
+        def train_step(state, x):
+            def loss_fn(params):
+                return jnp.mean(state.apply_fn({"params": params}, x) ** 2)
+
+            grads = jax.grad(loss_fn)(state.params)
+            return state.apply_gradients(grads=grads)
+
+
+        def run(x):
+            net = Net()
+            params = net.init(jax.random.key(0), jnp.ones((1, 2)))["params"]
+            state = train_state.TrainState.create(apply_fn=net.apply, params=params, tx=optax.sgd(0.1))
+            while state.step < 10:
+                state = train_step(state, x)
+            return state.step
+        """)
+    assert fixed is not None, messages
+    assert "    while optimizer.step[...] < 10:\n        train_step(net, optimizer, x)\n" in fixed
+    assert "    return optimizer.step[...]\n" in fixed
