@@ -299,6 +299,8 @@ class RoleAnalysis(cst.CSTVisitor):
         self.aliases: dict[str, str] = {}  # step = jax.jit(train_step): step -> train_step
         self.alias_transforms: dict[str, str] = {}  # step -> jax.jit
         self.owners: dict[int, _Function] = {}  # id(node) -> the innermost local function holding it
+        # id(apply call with mutable=) -> the name its updated collections go to
+        self.unpacked_mutable_applies: dict[int, str] = {}
         for function in self.functions.values():
             self._own(function.node.body, function)
         self.changed = True
@@ -336,6 +338,9 @@ class RoleAnalysis(cst.CSTVisitor):
             return {"params": PARAMS, "batch_stats": BATCH_STATS}.get(keyed[1])
         if isinstance(node, cst.Call) and self.env.resolve(node.func) == "optax.apply_updates" and node.args:
             return self.role_of(node.args[0].value)  # the new params
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "replace" \
+                and self.role_of(node.func.value) == STATE and all(self.role_of(arg.value) for arg in node.args):
+            return STATE  # state.replace(batch_stats=updates["batch_stats"])
         if isinstance(node, cst.Dict) and node.elements and all(
                 isinstance(e, cst.DictElement) and self.role_of(e.value) in MODEL_ROLES for e in node.elements):
             return VARIABLES
@@ -445,6 +450,7 @@ class RoleAnalysis(cst.CSTVisitor):
         elif self.is_apply(value) and any(_keyword(arg) == "mutable" for arg in value.args) and len(targets) == 2:
             if isinstance(targets[1], cst.Name):
                 self._set(targets[1].value, UPDATES)
+                self.unpacked_mutable_applies[id(value)] = targets[1].value
         else:
             self._assign_from_function(targets, value)
 
@@ -505,6 +511,22 @@ class _References(cst.CSTVisitor):
     def visit_Attribute(self, node: cst.Attribute) -> bool:
         node.value.visit(self)
         return False
+
+    @staticmethod
+    def count_reads(node: cst.CSTNode, name: str) -> int:
+        """How often ``name`` is read in ``node`` (assignment targets excluded)."""
+        count = 0
+
+        class Count(_References):
+            def visit_AssignTarget(inner, target: cst.AssignTarget) -> bool:
+                return False
+
+            def visit_Name(inner, found: cst.Name) -> None:
+                nonlocal count
+                count += found.value == name
+
+        node.visit(Count())
+        return count
 
 
 class TrainingRewriter(cst.CSTTransformer):
@@ -914,6 +936,7 @@ class TrainingRewriter(cst.CSTTransformer):
             elif keyword == "rngs":
                 self._drop_rngs(arg.value)
             elif keyword == "mutable":
+                self._check_updates_kept(original)
                 continue
             elif mode is not None and (keyword == mode.name or (keyword is None and index == mode.index)):
                 continue  # model.train() / model.eval() before the statement (plan_modes)
@@ -926,6 +949,16 @@ class TrainingRewriter(cst.CSTTransformer):
         self.apply_mode(original)  # checks the flag
         func = f"{self.model}.{method}" if method else self.model
         return cst.Call(cst.parse_expression(func), kept, lpar=updated.lpar, rpar=updated.rpar)
+
+    def _check_updates_kept(self, apply: cst.Call) -> None:
+        """NNX keeps BatchNorm statistics in place; that matches Linen only where the
+        program keeps the collections ``apply(..., mutable=...)`` returns."""
+        updates = self.analysis.unpacked_mutable_applies.get(id(apply))
+        if updates is None:
+            raise Unconvertible("`apply(..., mutable=...)` whose result is not unpacked as `output, updates`")
+        if updates == "_" or _References.count_reads(self.analysis.converter.module, updates) == 0:
+            raise Unconvertible("`apply(..., mutable=...)` discards the updated collections, "
+                                "which NNX would keep in the model")
 
     def _drop_rngs(self, value: cst.BaseExpression) -> None:
         if not isinstance(value, cst.Dict):

@@ -239,6 +239,30 @@ def test_train_and_eval_in_one_loop_switch_modes_at_each_iteration():
              return self.layers[1](self.layers[0](x))
      v = M().init(jax.random.key(0), jnp.ones((1, 2)))
      """, "a submodule inside a list, dict or expression"),
+    ("""
+     import jax
+     import jax.numpy as jnp
+     import flax.linen as nn
+     class M(nn.Module):
+         @nn.compact
+         def __call__(self, x):
+             return nn.BatchNorm(use_running_average=False)(x)
+     model = M()
+     variables = model.init(jax.random.key(0), jnp.ones((4, 2)))
+     y, _ = model.apply(variables, jnp.ones((4, 2)), mutable=["batch_stats"])  # statistics thrown away
+     """, "discards the updated collections"),
+    ("""
+     import jax
+     import jax.numpy as jnp
+     import flax.linen as nn
+     class M(nn.Module):
+         @nn.compact
+         def __call__(self, x):
+             return nn.BatchNorm(use_running_average=False)(x)
+     model = M()
+     variables = model.init(jax.random.key(0), jnp.ones((4, 2)))
+     y = model.apply(variables, jnp.ones((4, 2)), mutable=["batch_stats"])[0]
+     """, "not unpacked as `output, updates`"),
 ])
 def test_no_fix_and_the_finding_says_why(source, reason):
     fixed, messages = convert(source)
@@ -355,17 +379,24 @@ def test_modes_switch_where_the_model_is_used_even_when_built_in_a_helper():
         def create_state(key):
             net = Net()
             variables = net.init(key, jnp.ones((1, 3)), train=False)
-            return train_state.TrainState.create(apply_fn=net.apply, params=variables["params"], tx=optax.sgd(0.1))
+            return State.create(apply_fn=net.apply, params=variables["params"], tx=optax.sgd(0.1),
+                                batch_stats=variables["batch_stats"])
+
+
+        class State(train_state.TrainState):
+            batch_stats: dict
 
 
         @jax.jit
         def step(state, x):
             def loss_fn(params):
-                logits, _ = state.apply_fn({"params": params}, x, train=True, mutable=["batch_stats"])
-                return logits.sum()
+                logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x,
+                                                 train=True, mutable=["batch_stats"])
+                return logits.sum(), updates
 
-            grads = jax.grad(loss_fn)(state.params)
-            return state.apply_gradients(grads=grads)
+            (_, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+            state = state.apply_gradients(grads=grads)
+            return state.replace(batch_stats=updates["batch_stats"])
 
 
         def run(steps):
