@@ -434,6 +434,9 @@ class ClassConverter:
             else:
                 values[mapping.mode_flag] = flag  # a constant stays as it was
                 self.constant_flags = True
+        for keyword in ("axis", "feature_axes"):  # the input size is read from the last axis
+            if keyword in values and int_literal(values[keyword]) != -1 and mapping.input_size:
+                raise Unconvertible(f"`nn.{mapping.linen}({keyword}=...)` on an axis other than the last")
         nnx_values: dict[str, str] = {}
         nnx_positional: set[str] = set()
         if mapping.input_size:

@@ -263,6 +263,16 @@ def test_train_and_eval_in_one_loop_switch_modes_at_each_iteration():
      variables = model.init(jax.random.key(0), jnp.ones((4, 2)))
      y = model.apply(variables, jnp.ones((4, 2)), mutable=["batch_stats"])[0]
      """, "not unpacked as `output, updates`"),
+    ("""
+     import jax
+     import jax.numpy as jnp
+     import flax.linen as nn
+     class M(nn.Module):
+         @nn.compact
+         def __call__(self, x):
+             return nn.BatchNorm(use_running_average=True, axis=1)(x)  # channels first
+     v = M().init(jax.random.key(0), jnp.ones((4, 3, 5)))
+     """, "on an axis other than the last"),
 ])
 def test_no_fix_and_the_finding_says_why(source, reason):
     fixed, messages = convert(source)
