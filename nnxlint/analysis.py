@@ -19,6 +19,7 @@ import libcst as cst
 
 from nnxlint import names
 from nnxlint.context import FileContext
+from nnxlint.context import walk as fast_walk
 from nnxlint.flax_api import (
     FLAX_NNX, LAYER_VARIABLES, MODULE_CLASSES, NNX_TRANSFORM_FOR_JAX, NNX_TRANSFORM_KEYWORDS, OPTIMIZER_CLASSES,
     VARIABLE_TYPES, nnx_member,
@@ -384,42 +385,14 @@ def _body(suite: cst.BaseSuite) -> Sequence[cst.CSTNode]:
     return suite.body if isinstance(suite, cst.IndentedBlock) else ()
 
 
-class _Collector(cst.CSTVisitor):
-    """Every node of a function body, without entering nested functions and classes."""
-
-    def __init__(self, root: cst.CSTNode) -> None:
-        super().__init__()
-        self.root = root
-        self.nodes: list[cst.CSTNode] = []
-
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        if node is not self.root and isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
-            return False
-        self.nodes.append(node)
-        return True
-
-
 def _walk_function_body(function: cst.FunctionDef) -> list[cst.CSTNode]:
-    collector = _Collector(function)
-    function.body.visit(collector)
-    return collector.nodes
-
-
-class _All(cst.CSTVisitor):
-    def __init__(self) -> None:
-        super().__init__()
-        self.nodes: list[cst.CSTNode] = []
-
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        self.nodes.append(node)
-        return True
+    """Every node of a function body, without entering nested functions and classes."""
+    return list(fast_walk(function.body, skip=(cst.FunctionDef, cst.ClassDef, cst.Lambda)))
 
 
 def walk(node: cst.CSTNode) -> list[cst.CSTNode]:
     """Every node under ``node``, nested functions included."""
-    collector = _All()
-    node.visit(collector)
-    return collector.nodes
+    return list(fast_walk(node))
 
 
 def container_elements(value: cst.BaseExpression) -> Iterator[cst.BaseExpression]:

@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 
 import libcst as cst
 
+from nnxlint.context import walk
 from nnxlint.linen_modules import ConvertedClass, FileEnv, Unconvertible, drop_args
 from nnxlint.linen_shapes import (
     Shape, int_literal, integer_constants, literal_shape, string_literal, with_unknown_batch,
@@ -113,14 +114,8 @@ class TrainingConverter:
 
     # -- the init site -------------------------------------------------------
     def find_init_site(self) -> InitSite:
-        sites = []
-
-        class Finder(cst.CSTVisitor):
-            def visit_Call(inner, node: cst.Call) -> None:
-                if isinstance(node.func, cst.Attribute) and node.func.attr.value in ("init", "init_with_output"):
-                    sites.append(node)
-
-        self.module.visit(Finder())
+        sites = [node for node in walk(self.module) if isinstance(node, cst.Call)
+                 and isinstance(node.func, cst.Attribute) and node.func.attr.value in ("init", "init_with_output")]
         found = [site for site in (self._init_site(call) for call in sites) if site is not None]
         if len(found) != 1:
             raise Unconvertible("the conversion needs exactly one `model.init(key, x)` of a Linen model "
@@ -158,20 +153,11 @@ class TrainingConverter:
                         construction, construction_statement, role)
 
     def _statement_of(self, node: cst.CSTNode) -> Optional[cst.SimpleStatementLine]:
-        found: list[cst.SimpleStatementLine] = []
-
-        class Finder(cst.CSTVisitor):
-            def visit_SimpleStatementLine(inner, statement: cst.SimpleStatementLine) -> None:
-                class Contains(cst.CSTVisitor):
-                    def on_visit(deep, child: cst.CSTNode) -> bool:
-                        if child is node:
-                            found.append(statement)
-                        return not found
-
-                statement.visit(Contains())
-
-        self.module.visit(Finder())
-        return found[0] if found else None
+        # simple statements never nest, so this looks at each node at most twice
+        for statement in walk(self.module):
+            if isinstance(statement, cst.SimpleStatementLine) and any(child is node for child in walk(statement)):
+                return statement
+        return None
 
     def _construction_of(self, name: str, before: cst.CSTNode) -> Optional[cst.SimpleStatementLine]:
         """``name = LinenClass(...)`` in the same body as ``before``, earlier."""
