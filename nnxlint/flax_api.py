@@ -13,6 +13,7 @@ from typing import Optional
 
 FLAX_NNX = "flax.nnx"
 FLAX_LINEN = "flax.linen"
+LINEN_MODULE = "flax.linen.Module"
 
 # Implementation modules whose public names flax.nnx / flax.linen re-export at
 # the top level: ``flax.nnx.nn.linear.Linear`` is ``flax.nnx.Linear``.

@@ -19,14 +19,13 @@ from typing import Callable, Optional, Sequence
 import libcst as cst
 
 from nnxlint import names
-from nnxlint.flax_api import FLAX_LINEN
+from nnxlint.flax_api import FLAX_LINEN, LINEN_MODULE
 from nnxlint.linen_map import ELEMENTWISE_FUNCTIONS, LAYERS, POOLING_FUNCTIONS, SAME_FUNCTIONS, LayerMapping
 from nnxlint.linen_shapes import (
     Shape, Size, flatten, int_literal, int_tuple, string_literal, window_output,
 )
 from nnxlint.naming import nnx_attribute_name
 
-LINEN_MODULE = f"{FLAX_LINEN}.Module"
 LINEN_COMPACT = f"{FLAX_LINEN}.compact"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INTEGER_ARITHMETIC = re.compile(r"[0-9 ()*+\-/]+")

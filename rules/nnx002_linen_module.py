@@ -6,8 +6,7 @@ from typing import Optional
 
 import libcst as cst
 
-from nnxlint.linen_convert import convert_file
-from nnxlint.linen_modules import LINEN_MODULE
+from nnxlint.flax_api import LINEN_MODULE
 from nnxlint.rule import Fix, Invalid, Rule, Valid
 
 _BEFORE = '''\
@@ -151,6 +150,8 @@ class LinenModule(Rule):
             return
         fix: Optional[Fix] = None
         try:
+            from nnxlint.linen_convert import convert_file  # heavy: only for files with Linen modules
+
             conversion = convert_file(node, self.context.module_scope)
             reason = conversion.reason
         except Exception as error:  # a conversion bug must not hide the finding itself
