@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
-
 # A difference is relative to the larger of the two values, but never to less than
 # this fraction of the array's scale: outputs near zero do not blow up the ratio.
 SCALE_FLOOR = 1e-3
@@ -20,6 +18,8 @@ ACCELERATOR_TOLERANCE_FACTOR = 10.0
 
 def max_relative_difference(actual, expected) -> float:
     """max |a - b| / max(|a|, |b|, SCALE_FLOOR * max|b|); inf for other shapes or non-finite values."""
+    import numpy as np  # the verify extra; `nnxlint verify` checks for it before comparing
+
     a = np.asarray(actual, dtype=np.float64)
     b = np.asarray(expected, dtype=np.float64)
     if a.shape != b.shape:
@@ -38,6 +38,8 @@ def max_z_score(runs: Sequence[Sequence[float]], other_runs: Sequence[Sequence[f
 
     Each argument holds one loss curve per seed (seeds x steps).
     """
+    import numpy as np
+
     a = np.asarray(runs, dtype=np.float64)
     b = np.asarray(other_runs, dtype=np.float64)
     if a.shape[1:] != b.shape[1:] or len(a) < 2 or len(b) < 2:
