@@ -121,7 +121,8 @@ class _Converter:
         sizes = input_sizes(top, inputs, f"`{site.class_name}` (from the example input passed to `init`)")
         args = [size.code for size in sizes.values()]
         args += [self.env.code(arg).rstrip(", ") for arg in site.construction.args]
-        args.append(f"rngs={rngs}")
+        if top.uses_rngs:  # a model of BatchStats alone takes no rngs
+            args.append(f"rngs={rngs}")
         return f"{site.class_name}({', '.join(args)})"
 
     # -- cleanup -------------------------------------------------------------

@@ -134,3 +134,6 @@ ELEMENTWISE_FUNCTIONS = frozenset({
     "hard_silu", "soft_sign",
 })
 POOLING_FUNCTIONS = frozenset({"max_pool", "avg_pool"})
+
+# Linen collections of ``self.variable`` -> the NNX Variable type holding them.
+VARIABLE_TYPES = {"params": "Param", "batch_stats": "BatchStat"}

@@ -20,7 +20,9 @@ import libcst as cst
 
 from nnxlint import names
 from nnxlint.flax_api import FLAX_LINEN, LINEN_MODULE
-from nnxlint.linen_map import ELEMENTWISE_FUNCTIONS, LAYERS, POOLING_FUNCTIONS, SAME_FUNCTIONS, LayerMapping
+from nnxlint.linen_map import (
+    ELEMENTWISE_FUNCTIONS, LAYERS, POOLING_FUNCTIONS, SAME_FUNCTIONS, VARIABLE_TYPES, LayerMapping,
+)
 from nnxlint.linen_shapes import (
     Shape, Size, flatten, int_literal, int_tuple, string_literal, window_output,
 )
@@ -171,6 +173,7 @@ class ClassConverter:
         self.slot_order: list[str] = []
         self.init_lines: list[str] = []  # setup statements that are not submodules, in order
         self.params: dict[str, str] = {}  # self.param attributes -> their NNX creation
+        self.variables: dict[str, str] = {}  # self.variable attributes -> their NNX creation
         self.auto_counters: dict[str, int] = {}
         self.size_params: dict[str, int] = {}
         self.mode: Optional[Mode] = None
@@ -315,12 +318,34 @@ class ClassConverter:
             raise Unconvertible("`self.param` needs a literal name that is an identifier")
         if attribute != name:
             raise Unconvertible(f"`self.param({name!r}, ...)` stored under another name (`{attribute}`)")
-        if name in self.params or name in self.slots:
+        if name in self.params or name in self.slots or name in self.variables:
             raise Unconvertible(f"`{name}` is created twice")
         init = self._init_code(args[1].value, shapes)
         rest = [self._init_code(arg.value, shapes) for arg in args[2:]]
         self.params[name] = f"self.{name} = {self.env.nnx}.Param({init}({', '.join(['rngs.params()'] + rest)}))"
         self.uses_rngs = True
+
+    def _add_variable(self, call: cst.Call, shapes: dict[str, Shape]) -> str:
+        """``self.variable('batch_stats', 'mean', init, *args)`` ->
+        ``self.mean = nnx.BatchStat(init(*args))``; returns the attribute."""
+        args = list(call.args)
+        if len(args) < 3 or any(_keyword(arg) or arg.star for arg in args):
+            raise Unconvertible("`self.variable` needs a collection, a name and an init function, "
+                                "without keyword or starred arguments")
+        collection, name = string_literal(args[0].value), string_literal(args[1].value)
+        if collection not in VARIABLE_TYPES:
+            raise Unconvertible(f"`self.variable` in the collection {collection!r} is not converted "
+                                f"(only {', '.join(map(repr, VARIABLE_TYPES))})")
+        if name is None or not _IDENTIFIER.fullmatch(name):
+            raise Unconvertible("`self.variable` needs a literal name that is an identifier")
+        # Linen keeps each collection apart; NNX attributes share one namespace
+        if name in self.params or name in self.slots or name in self.variables or name in self.field_names:
+            raise Unconvertible(f"`{name}` is created twice")
+        init = self._init_code(args[2].value, shapes)
+        init_args = [self._init_code(arg.value, shapes) for arg in args[3:]]
+        variable_type = VARIABLE_TYPES[collection]
+        self.variables[name] = f"self.{name} = {self.env.nnx}.{variable_type}({init}({', '.join(init_args)}))"
+        return name
 
     # -- expressions in __init__ terms ---------------------------------------
     def _init_code(self, node: cst.BaseExpression, shapes: dict[str, Shape]) -> str:
@@ -577,7 +602,7 @@ class ClassConverter:
 
         for method in methods.values():
             method.visit(Reads())
-        known = self.field_names | set(self.slots) | set(self.params) | set(methods)
+        known = self.field_names | set(self.slots) | set(self.params) | set(self.variables) | set(methods)
         unknown = sorted(read_fields - known)
         if unknown:  # Linen's own API (`self.is_initializing()`, `self.scope`, ...) has no NNX twin
             raise Unconvertible(f"`self.{unknown[0]}` is Linen Module API the conversion does not know")
@@ -585,6 +610,7 @@ class ClassConverter:
         lines += self.init_lines
         lines += [self.slots[attribute].init_code for attribute in self.slot_order]  # type: ignore[misc]
         lines += list(self.params.values())
+        lines += list(self.variables.values())
         used_text = "\n".join(lines)
         self.size_params = {name: index for name, index in self._size_names().items()
                             if re.search(rf"\b{name}\b", used_text)}
@@ -619,7 +645,7 @@ class ClassConverter:
             count = self.auto_counters.get(type_name, 0)  # type: ignore[arg-type]
             self.auto_counters[type_name] = count + 1  # type: ignore[index]
             attribute = nnx_attribute_name(f"{type_name}_{count}")
-        if attribute in self.field_names or attribute in self.params:
+        if attribute in self.field_names or attribute in self.params or attribute in self.variables:
             raise Unconvertible(f"the submodule name `{attribute}` collides with a field")
         return self._add_slot(attribute, construction)
 
@@ -786,6 +812,9 @@ class _CallRewriter(_LinenFunctions):
         self.assigned_values: set[int] = set()  # ``w = self.param(...)``: the call is converted
         self.keyword_names: set[int] = set()  # ``deterministic`` in ``f(deterministic=...)`` reads nothing
         self.depth = 0  # inside loops/branches/nested functions: no inline construction
+        self.variable_locals: set[str] = set()  # ``mean`` in ``mean = self.variable(...)``
+        self.variable_reads: set[int] = set()  # the names of ``mean.value`` and of that assignment
+        self.init_guards = 0  # inside ``if not self.is_initializing():``
 
     # control flow: constructions inside are not converted
     def visit_For(self, node) -> None:
@@ -796,8 +825,52 @@ class _CallRewriter(_LinenFunctions):
         return updated_node
 
     visit_While, leave_While = visit_For, leave_For
-    visit_If, leave_If = visit_For, leave_For
     visit_Lambda, leave_Lambda = visit_For, leave_For
+
+    def visit_If(self, node: cst.If) -> None:
+        self.depth += 1
+        self.init_guards += self._is_init_guard(node)
+
+    def leave_If(self, original_node: cst.If, updated_node: cst.If):
+        """``if not self.is_initializing(): body`` -> ``body``: NNX's ``__init__``
+        never runs ``__call__``, so every call is past initialization."""
+        self.depth -= 1
+        if not self._is_init_guard(original_node):
+            return updated_node
+        self.init_guards -= 1
+        body = list(updated_node.body.body)  # type: ignore[union-attr]
+        body[0] = body[0].with_changes(leading_lines=[*updated_node.leading_lines, *body[0].leading_lines])
+        return cst.FlattenSentinel(body)
+
+    def _is_init_guard(self, node: cst.If) -> bool:
+        test = node.test
+        return (node.orelse is None and isinstance(node.body, cst.IndentedBlock)
+                and isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not)
+                and isinstance(test.expression, cst.Call) and not test.expression.args
+                and self.converter._is_self_call(test.expression.func, "is_initializing"))
+
+    def _variable_value(self, node: cst.BaseExpression) -> bool:
+        """``mean.value`` for a ``mean = self.variable(...)``."""
+        return (isinstance(node, cst.Attribute) and node.attr.value == "value"
+                and isinstance(node.value, cst.Name) and node.value.value in self.variable_locals)
+
+    def _check_variable_write(self, target: cst.BaseExpression) -> None:
+        if self._variable_value(target) and not self.init_guards:
+            raise Unconvertible("a write to a `self.variable` outside `if not self.is_initializing():` "
+                                "also runs in Linen's `init`, and NNX's `__init__` does not call `__call__`")
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self._check_variable_write(node.target)
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        self.variable_reads.add(id(node.attr))  # ``x.mean`` reads no ``mean``
+        if self._variable_value(node):
+            self.variable_reads.add(id(node.value))
+
+    def leave_Attribute(self, original_node, updated_node):
+        if self._variable_value(original_node):  # NNX reads and writes a Variable's array as ``v[...]``
+            return cst.Subscript(updated_node.value, [cst.SubscriptElement(cst.Index(cst.Ellipsis()))])
+        return super().leave_Attribute(original_node, updated_node)
 
     def visit_Arg(self, node: cst.Arg) -> None:
         if node.keyword is not None:
@@ -806,9 +879,18 @@ class _CallRewriter(_LinenFunctions):
     def visit_Name(self, node: cst.Name) -> None:
         if node.value in self.converter._call_param_index and id(node) not in self.keyword_names:
             self.mode_reads[node.value] = self.mode_reads.get(node.value, 0) + 1
+        if node.value in self.variable_locals and id(node) not in self.variable_reads | self.keyword_names:
+            raise Unconvertible(f"`{node.value}` (a Linen Variable) is used other than through `.value`")
 
     def visit_Assign(self, node: cst.Assign) -> None:
         self.assigned_values.add(id(node.value))
+        for target in node.targets:
+            self._check_variable_write(target.target)
+        if isinstance(node.value, cst.Call) and self.converter._is_self_call(node.value.func, "variable"):
+            if len(node.targets) != 1 or not isinstance(node.targets[0].target, cst.Name):
+                raise Unconvertible("`self.variable` assigned to something other than one name")
+            self.variable_locals.add(node.targets[0].target.value)
+            self.variable_reads.add(id(node.targets[0].target))
 
     def leave_Assign(self, original_node, updated_node):
         shape = self.shape_of(original_node.value)
@@ -843,7 +925,11 @@ class _CallRewriter(_LinenFunctions):
             converter._add_param(name, original_node, self.shapes)
             return cst.parse_expression(f"self.{name}[...]")
         if converter._is_self_call(func, "variable"):
-            raise Unconvertible("`self.variable` (non-parameter collections) is not converted yet")
+            if id(original_node) not in self.assigned_values:
+                raise Unconvertible("`self.variable` inside an expression: assign it to a name first")
+            if self.depth:
+                raise Unconvertible("`self.variable` inside a loop or branch is not converted")
+            return cst.parse_expression(f"self.{converter._add_variable(original_node, self.shapes)}")
         if converter._is_self_call(func, "make_rng") or converter._is_self_call(func, "sow"):
             raise Unconvertible(f"`self.{func.attr.value}` is not converted yet")  # type: ignore[attr-defined]
         if isinstance(func, cst.Call) and converter._layer(func.func) is not None:

@@ -610,3 +610,69 @@ def test_train_state_step_becomes_the_optimizer_step():
     assert fixed is not None, messages
     assert "    while optimizer.step[...] < 10:\n        train_step(net, optimizer, x)\n" in fixed
     assert "    return optimizer.step[...]\n" in fixed
+
+
+RUNNING_MEAN = """
+    import jax
+    import jax.numpy as jnp
+    import flax.linen as nn
+
+
+    class Center(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            mean = self.variable("batch_stats", "mean", jnp.zeros, (x.shape[-1],))
+            # statistics of real batches only
+            if not self.is_initializing():
+                mean.value = 0.9 * mean.value + 0.1 * x.mean(axis=0)
+            return x - mean.value
+
+
+    def run(x):
+        model = Center()
+        variables = model.init(jax.random.key(0), jnp.ones((1, 3)))
+        batch_stats = variables["batch_stats"]  # no params: the model has none
+        y, updates = model.apply({"batch_stats": batch_stats}, x, mutable=["batch_stats"])
+        batch_stats = updates["batch_stats"]
+        return y
+    """
+
+
+def test_a_batch_stats_variable_becomes_a_batch_stat_read_and_written_through_ellipsis():
+    fixed, messages = convert(RUNNING_MEAN)
+    assert fixed is not None, messages
+    assert fixed == textwrap.dedent("""
+        import jax.numpy as jnp
+        from flax import nnx
+
+
+        class Center(nnx.Module):
+            def __init__(self, in_features: int):
+                self.mean = nnx.BatchStat(jnp.zeros((in_features,)))
+
+            def __call__(self, x):
+                mean = self.mean
+                # statistics of real batches only
+                mean[...] = 0.9 * mean[...] + 0.1 * x.mean(axis=0)
+                return x - mean[...]
+
+
+        def run(x):
+            model = Center(3)
+            y = model(x)
+            return y
+        """)
+
+
+@pytest.mark.parametrize("change, reason", [
+    (("        if not self.is_initializing():\n            mean.value", "        mean.value"),
+     "outside `if not self.is_initializing():`"),
+    (("return x - mean.value", "return x - jnp.asarray(mean)"), "`mean` (a Linen Variable) is used other than"),
+    (("(x.shape[-1],))", "(x.shape[-1],), unbox=True)"), "without keyword"),
+])
+def test_batch_stats_variables_that_get_no_fix(change, reason):
+    source = textwrap.dedent(RUNNING_MEAN)
+    assert change[0] in source
+    fixed, messages = convert(source.replace(*change))
+    assert fixed is None
+    assert messages and all(reason in message for message in messages), messages
