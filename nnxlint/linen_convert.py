@@ -104,9 +104,13 @@ class _Converter:
         rewriter = TrainingRewriter(analysis, plan, OPTIMIZER_NAME)
         rewriter.plan_modes(training)
         new: dict[cst.CSTNode, Replacement] = {}
+        variable_classes = self._variable_classes()
         for statement in self.module.body:
             if isinstance(statement, cst.ClassDef) and statement.name.value in self.converted:
                 new[statement] = self.converted[statement.name.value].node
+                if variable_classes:  # defined before the first class that uses them
+                    new[statement] = cst.FlattenSentinel([*variable_classes, new[statement]])
+                    variable_classes = []
             elif isinstance(statement, cst.ClassDef) and training.train_state_subclass(statement.name) is not None:
                 new[statement] = cst.RemoveFromParent()
             elif not _is_import(statement):
@@ -124,6 +128,20 @@ class _Converter:
         if top.uses_rngs:  # a model of BatchStats alone takes no rngs
             args.append(f"rngs={rngs}")
         return f"{site.class_name}({', '.join(args)})"
+
+    def _variable_classes(self) -> list[cst.BaseStatement]:
+        """``class Counter(nnx.Variable)`` for each collection of the user's own."""
+        classes = []
+        newline, indent = self.module.default_newline, self.module.default_indent
+        for collection, type_name in self.env.custom_collections.items():
+            if type_name in self.scope.bindings:
+                raise Unconvertible(f"the file already uses the name `{type_name}`, the NNX Variable type "
+                                    f"for the collection {collection!r}")
+            text = (f"class {type_name}({self.env.nnx}.Variable):{newline}"
+                    f'{indent}"""The Linen collection {collection!r}."""{newline}')
+            statement = cst.parse_statement(text, config=self.module.config_for_parsing)
+            classes.append(statement.with_changes(leading_lines=[cst.EmptyLine(indent=False)] * 2))
+        return classes
 
     # -- cleanup -------------------------------------------------------------
     @staticmethod

@@ -137,3 +137,10 @@ POOLING_FUNCTIONS = frozenset({"max_pool", "avg_pool"})
 
 # Linen collections of ``self.variable`` -> the NNX Variable type holding them.
 VARIABLE_TYPES = {"params": "Param", "batch_stats": "BatchStat"}
+
+
+def custom_variable_type(collection: str) -> str:
+    """The ``nnx.Variable`` subclass the conversion defines for a collection of
+    its own (``'ema_stats'`` -> ``EmaStats``); ``nnxlint.transplant`` finds it by
+    this name."""
+    return "".join(part[:1].upper() + part[1:] for part in collection.split("_"))

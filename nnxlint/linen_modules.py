@@ -13,7 +13,7 @@ exactly raises ``Unconvertible`` with the reason.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import libcst as cst
@@ -22,6 +22,7 @@ from nnxlint import names
 from nnxlint.flax_api import FLAX_LINEN, LINEN_MODULE
 from nnxlint.linen_map import (
     ELEMENTWISE_FUNCTIONS, LAYERS, POOLING_FUNCTIONS, SAME_FUNCTIONS, VARIABLE_TYPES, LayerMapping,
+    custom_variable_type,
 )
 from nnxlint.linen_shapes import (
     Shape, Size, flatten, int_literal, int_tuple, string_literal, window_output,
@@ -77,6 +78,8 @@ class FileEnv:
     linen_classes: dict[str, cst.ClassDef]
     # converts a user Linen class for the given input shapes (cached by the caller)
     convert_class: Callable[[str, Sequence[Shape]], ConvertedClass] = None  # type: ignore[assignment]
+    # collections of ``self.variable`` other than params/batch_stats -> the Variable subclass defined for each
+    custom_collections: dict[str, str] = field(default_factory=dict)
 
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)
@@ -327,15 +330,15 @@ class ClassConverter:
 
     def _add_variable(self, call: cst.Call, shapes: dict[str, Shape]) -> str:
         """``self.variable('batch_stats', 'mean', init, *args)`` ->
-        ``self.mean = nnx.BatchStat(init(*args))``; returns the attribute."""
+        ``self.mean = nnx.BatchStat(init(*args))`` (a collection of the user's
+        own gets an ``nnx.Variable`` subclass); returns the attribute."""
         args = list(call.args)
         if len(args) < 3 or any(_keyword(arg) or arg.star for arg in args):
             raise Unconvertible("`self.variable` needs a collection, a name and an init function, "
                                 "without keyword or starred arguments")
         collection, name = string_literal(args[0].value), string_literal(args[1].value)
-        if collection not in VARIABLE_TYPES:
-            raise Unconvertible(f"`self.variable` in the collection {collection!r} is not converted "
-                                f"(only {', '.join(map(repr, VARIABLE_TYPES))})")
+        if collection is None or not _IDENTIFIER.fullmatch(collection):
+            raise Unconvertible("`self.variable` needs a literal collection name that is an identifier")
         if name is None or not _IDENTIFIER.fullmatch(name):
             raise Unconvertible("`self.variable` needs a literal name that is an identifier")
         # Linen keeps each collection apart; NNX attributes share one namespace
@@ -343,8 +346,11 @@ class ClassConverter:
             raise Unconvertible(f"`{name}` is created twice")
         init = self._init_code(args[2].value, shapes)
         init_args = [self._init_code(arg.value, shapes) for arg in args[3:]]
-        variable_type = VARIABLE_TYPES[collection]
-        self.variables[name] = f"self.{name} = {self.env.nnx}.{variable_type}({init}({', '.join(init_args)}))"
+        if collection in VARIABLE_TYPES:
+            variable_type = f"{self.env.nnx}.{VARIABLE_TYPES[collection]}"
+        else:
+            variable_type = self.env.custom_collections.setdefault(collection, custom_variable_type(collection))
+        self.variables[name] = f"self.{name} = {variable_type}({init}({', '.join(init_args)}))"
         return name
 
     # -- expressions in __init__ terms ---------------------------------------

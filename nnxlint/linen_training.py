@@ -318,10 +318,10 @@ class RoleAnalysis(cst.CSTVisitor):
         if isinstance(node, cst.Name):
             return self.roles.get(node.value)
         if isinstance(node, cst.Attribute) and self.role_of(node.value) == STATE:
-            return {"params": PARAMS, "batch_stats": BATCH_STATS}.get(node.attr.value)
+            return self._collection_role(node.attr.value)
         keyed = _subscript_key(node)
         if keyed is not None and self.role_of(keyed[0]) in (VARIABLES, UPDATES):
-            return {"params": PARAMS, "batch_stats": BATCH_STATS}.get(keyed[1])
+            return self._collection_role(keyed[1])
         if isinstance(node, cst.Call) and self.env.resolve(node.func) == "optax.apply_updates" and node.args:
             return self.role_of(node.args[0].value)  # the new params
         if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "replace" \
@@ -330,6 +330,15 @@ class RoleAnalysis(cst.CSTVisitor):
         if isinstance(node, cst.Dict) and node.elements and all(
                 isinstance(e, cst.DictElement) and self.role_of(e.value) in MODEL_ROLES for e in node.elements):
             return VARIABLES
+        return None
+
+    def _collection_role(self, collection: str) -> Optional[str]:
+        """``params``, or a collection the NNX model keeps in place like ``batch_stats``
+        (those of ``self.variable`` included)."""
+        if collection == "params":
+            return PARAMS
+        if collection == "batch_stats" or collection in self.env.custom_collections:
+            return BATCH_STATS
         return None
 
     def entry_points(self) -> set[str]:
@@ -827,7 +836,8 @@ class TrainingRewriter(cst.CSTTransformer):
             tx = self.env.code(value.func.value)
         else:
             keywords = {_keyword(arg): arg.value for arg in value.args}
-            if set(keywords) - {"apply_fn", "params", "tx", "batch_stats"} or None in keywords:
+            if set(keywords) - {"apply_fn", "params", "tx", "batch_stats", *self.env.custom_collections} \
+                    or None in keywords:
                 raise Unconvertible("`TrainState.create` with arguments other than apply_fn/params/tx")
             tx = self.env.code(keywords["tx"])
         return f"{self.optimizer} = {self.nnx}.Optimizer({self.model}, {tx}, wrt={self.nnx}.Param)"

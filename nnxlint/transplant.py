@@ -13,7 +13,9 @@ checkpoint stores it) onto the state of an NNX model built by the converted code
   ``layers/0``;
 - the LSTM gate parameter ``if`` becomes ``if_`` (``if`` is a Python keyword);
 - ``params`` fills the ``nnx.Param`` variables, ``batch_stats`` the
-  ``nnx.BatchStat`` ones.
+  ``nnx.BatchStat`` ones, and a collection of the user's own (``counter``) the
+  model's ``nnx.Variable`` subclass that the conversion names after it
+  (``Counter``, see ``nnxlint.linen_map.custom_variable_type``).
 
 Every value is checked against the variable it replaces: shape and dtype must
 agree (``nnx.update`` itself does not check shapes), every Linen entry must
@@ -35,6 +37,7 @@ from typing import Any
 
 from flax import nnx
 
+from nnxlint.linen_map import custom_variable_type
 from nnxlint.naming import nnx_attribute_name
 
 COLLECTION_TYPES: dict[str, type[nnx.Variable]] = {"params": nnx.Param, "batch_stats": nnx.BatchStat}
@@ -50,15 +53,17 @@ class TransplantError(ValueError):
 
 
 def load_linen_variables(model: nnx.Module, variables: Mapping[str, Any]) -> None:
-    """Replace ``model``'s Param and BatchStat values with the Linen ``variables``, in place."""
+    """Replace ``model``'s variable values with the Linen ``variables``, in place."""
     if not isinstance(variables, Mapping):
         raise TransplantError(f"expected a mapping of Linen collections, got {type(variables).__name__}")
-    unknown = sorted(set(variables) - set(COLLECTION_TYPES))
+    collection_types = {**COLLECTION_TYPES, **_custom_collection_types(model, set(variables) - set(COLLECTION_TYPES))}
+    unknown = sorted(set(variables) - set(collection_types))
     if unknown:
         raise TransplantError(
             f"unknown Linen collection(s) {unknown}: expected the variables dict itself "
-            f"(collections {sorted(COLLECTION_TYPES)}), as Module.init returns it")
-    for collection, variable_type in COLLECTION_TYPES.items():
+            f"(collections {sorted(COLLECTION_TYPES)}, or one whose nnx.Variable subclass in the model is "
+            f"named after it), as Module.init returns it")
+    for collection, variable_type in collection_types.items():
         state = nnx.state(model, variable_type)
         targets = dict(nnx.to_flat_state(state))
         if collection not in variables:
@@ -75,6 +80,17 @@ def load_linen_variables(model: nnx.Module, variables: Mapping[str, Any]) -> Non
                 f"{', '.join(_show(path) for path in missing)}")
         nnx.replace_by_pure_dict(state, _nest(values))
         nnx.update(model, state)
+
+
+def _custom_collection_types(model: nnx.Module, collections: set[str]) -> dict[str, type[nnx.Variable]]:
+    """The model's Variable subclasses named after the given Linen collections."""
+    by_name = {custom_variable_type(collection): collection for collection in collections}
+    found: dict[str, type[nnx.Variable]] = {}
+    for _, variable in nnx.to_flat_state(nnx.state(model)):
+        collection = by_name.get(type(variable).__name__)
+        if collection is not None:
+            found[collection] = type(variable)
+    return found
 
 
 def linen_collection_to_nnx_paths(collection: Mapping[str, Any], targets: Mapping[Path, nnx.Variable],

@@ -128,10 +128,9 @@ def test_train_and_eval_in_one_loop_switch_modes_at_each_iteration():
      class M(nn.Module):
          @nn.compact
          def __call__(self, x):
-             count = self.variable("counter", "n", jnp.zeros, ())
-             return x
+             return x + self.variable("counter", "n", jnp.zeros, ()).value
      v = M().init(jax.random.key(0), jnp.ones((1, 2)))
-     ''', "`self.variable`"),
+     ''', "`self.variable` inside an expression"),
     ('''
      import flax.linen as nn
      class M(nn.Module):
@@ -662,6 +661,43 @@ def test_a_batch_stats_variable_becomes_a_batch_stat_read_and_written_through_el
             y = model(x)
             return y
         """)
+
+
+def test_a_collection_of_the_users_own_gets_a_variable_type_defined_once():
+    fixed, messages = convert(RUNNING_MEAN.replace("batch_stats", "ema_stats"))
+    assert fixed is not None, messages
+    assert fixed == textwrap.dedent('''
+        import jax.numpy as jnp
+        from flax import nnx
+
+
+        class EmaStats(nnx.Variable):
+            """The Linen collection 'ema_stats'."""
+
+
+        class Center(nnx.Module):
+            def __init__(self, in_features: int):
+                self.mean = EmaStats(jnp.zeros((in_features,)))
+
+            def __call__(self, x):
+                mean = self.mean
+                # statistics of real batches only
+                mean[...] = 0.9 * mean[...] + 0.1 * x.mean(axis=0)
+                return x - mean[...]
+
+
+        def run(x):
+            model = Center(3)
+            y = model(x)
+            return y
+        ''')
+
+
+def test_a_variable_type_name_the_file_already_uses_gets_no_fix():
+    source = textwrap.dedent(RUNNING_MEAN.replace("batch_stats", "ema_stats"))
+    fixed, messages = convert(source.replace("\n\n\nclass Center", "\n\nEmaStats = dict\n\n\nclass Center"))
+    assert fixed is None
+    assert messages and all("already uses the name `EmaStats`" in message for message in messages), messages
 
 
 @pytest.mark.parametrize("change, reason", [

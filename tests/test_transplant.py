@@ -135,3 +135,24 @@ def test_list_elements_and_the_lstm_if_gate():
     model = NNXStack(rngs=nnx.Rngs(0))
     load_linen_variables(model, variables)
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(LinenStack().apply(variables, x)))
+
+
+class EmaStats(nnx.Variable):
+    """The Linen collection 'ema_stats', as the conversion defines it."""
+
+
+class NNXWithEma(nnx.Module):
+    def __init__(self, *, rngs: nnx.Rngs):
+        self.dense_0 = nnx.Linear(3, 2, rngs=rngs)
+        self.mean = EmaStats(jnp.zeros((2,)))
+
+
+def test_a_collection_of_the_users_own_fills_the_variable_type_named_after_it():
+    ema = jnp.array([0.5, -1.0])
+    params = nn.Dense(2).init(jax.random.key(0), jnp.ones((1, 3)))["params"]
+    model = NNXWithEma(rngs=nnx.Rngs(0))
+    load_linen_variables(model, {"params": {"Dense_0": params}, "ema_stats": {"mean": ema}})
+    np.testing.assert_array_equal(np.asarray(model.mean[...]), np.asarray(ema))
+    with pytest.raises(TransplantError, match=r"unknown Linen collection\(s\) \['counter'\]"):
+        load_linen_variables(model, {"params": {"Dense_0": params}, "ema_stats": {"mean": ema},
+                                     "counter": {"n": jnp.zeros(())}})
