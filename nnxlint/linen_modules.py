@@ -161,6 +161,7 @@ class _Layer:
     mapping: Optional[LayerMapping]
     user_class: Optional[str]
     sequential: bool = False  # ``nn.Sequential([...])``
+    rnn: bool = False  # ``nn.RNN(cell)``
 
 
 class ClassConverter:
@@ -290,6 +291,8 @@ class ClassConverter:
                 raise Unconvertible("`setup` assigns something other than `self.x`")
             value = assign.value
             if isinstance(value, cst.Call) and self._layer(value.func) is not None:
+                if self._layer(value.func).rnn:  # type: ignore[union-attr]
+                    raise Unconvertible("`nn.RNN` in `setup` is not converted (only inline under `@nn.compact`)")
                 self._add_slot(attribute, value)
             elif isinstance(value, cst.Call) and self._is_self_call(value.func, "param"):
                 self._add_param(attribute, value, {})
@@ -397,8 +400,7 @@ class ClassConverter:
         if replacement is not None:
             return cst.parse_expression(replacement)
         member = self.env.linen_member(original)
-        if member is not None and member not in LAYERS and member not in ("compact", "initializers", "Sequential") \
-                and "." not in member:
+        if member is not None and member not in LAYERS and member not in _CONVERTED_ELSEWHERE and "." not in member:
             raise Unconvertible(f"`nn.{member}` has no conversion")
         return updated
 
@@ -423,6 +425,8 @@ class ClassConverter:
                 return _Layer(LAYERS[member], None)
             if member == "Sequential":
                 return _Layer(None, None, sequential=True)
+            if member == "RNN":
+                return _Layer(None, None, rnn=True)
             if member[:1].isupper():
                 raise Unconvertible(f"`nn.{member}` has no conversion yet")
             return None
@@ -465,6 +469,8 @@ class ClassConverter:
                 values[mapping.mode_flag] = flag  # a constant stays as it was
                 self.constant_flags = True
         for keyword in ("axis", "feature_axes"):  # the input size is read from the last axis
+            if mapping.linen == "DenseGeneral":
+                break  # its contracted axes give its input size (``_input_size``)
             if keyword in values and int_literal(values[keyword]) != -1 and mapping.input_size:
                 raise Unconvertible(f"`nn.{mapping.linen}({keyword}=...)` on an axis other than the last")
         nnx_values: dict[str, str] = {}
@@ -502,15 +508,61 @@ class ClassConverter:
         values, _ = self._construction_args(slot.construction, mapping, shapes)
         if mapping.linen == "Embed":
             return input_shape + (self._size_of(values["features"], shapes),)
+        if mapping.linen == "DenseGeneral":  # the contracted axes give way to the features
+            return input_shape[:len(input_shape) - len(self._contracted_axes(values))] + self._features(values)
         last: Optional[Size] = input_shape[-1]
         if mapping.output_size and mapping.output_size in values:
             last = self._size_of(values[mapping.output_size], shapes)
         leading = input_shape[:-1]
         if mapping.linen in ("Conv",):
             leading = self._conv_spatial(values, leading)
-        elif mapping.linen in ("DenseGeneral", "ConvTranspose", "LSTMCell", "GRUCell"):
+        elif mapping.linen in ("ConvTranspose", "LSTMCell", "GRUCell"):
             return None
         return tuple(leading) + (last,)
+
+    def _input_size(self, mapping: LayerMapping, slot: _Slot, shape: Shape,
+                    shapes: dict[str, Shape]) -> Optional[Size]:
+        """The size a layer reads from its input: the last axis, or DenseGeneral's
+        contracted axes (their sizes as a tuple when there are several)."""
+        if not shape:
+            return None
+        if mapping.linen != "DenseGeneral":
+            return shape[-1]
+        axes = self._contracted_axes(self._construction_args(slot.construction, mapping, shapes)[0])
+        if len(axes) >= len(shape):
+            raise Unconvertible(f"`{slot.attribute}` (DenseGeneral) contracts the batch axis")
+        sizes = [shape[axis] for axis in axes]
+        if any(size is None for size in sizes):
+            return None
+        return sizes[0] if len(sizes) == 1 else Size(f"({', '.join(size.code for size in sizes)})")  # type: ignore
+
+    @staticmethod
+    def _contracted_axes(values: dict[str, cst.BaseExpression]) -> tuple[int, ...]:
+        """DenseGeneral's ``axis``: the last axes, counted from the end."""
+        node = values.get("axis")
+        axes = (-1,) if node is None else int_tuple(node, 1) if int_literal(node) is not None else int_tuple(node, 0)
+        if not axes or tuple(sorted(axes)) != tuple(range(-len(axes), 0)):
+            raise Unconvertible("`nn.DenseGeneral(axis=...)` other than the last axes counted from the end "
+                                "(`-1`, `(-2, -1)`, ...)")
+        return axes
+
+    def _features(self, values: dict[str, cst.BaseExpression]) -> tuple[Size, ...]:
+        """DenseGeneral's ``features``: an int or a tuple of ints, known to be ints
+        (a field holding a tuple would pass for one size)."""
+        node = values.get("features")
+        elements = [element.value for element in node.elements] if isinstance(node, (cst.Tuple, cst.List)) \
+            else [node]
+        sizes = []
+        for element in elements:
+            attribute = _is_self_attribute(element) if element is not None else None
+            if element is not None and int_literal(element) is not None:
+                sizes.append(Size.number(int_literal(element)))  # type: ignore[arg-type]
+            elif attribute and any(f.name == attribute and f.annotation == "int" for f in self.fields):
+                sizes.append(Size(attribute))
+            else:
+                raise Unconvertible("`nn.DenseGeneral(features=...)` that is not an int or a tuple of ints "
+                                    "(literals or `int` fields)")
+        return tuple(sizes)
 
     def _size_of(self, node: cst.BaseExpression, shapes: dict[str, Shape]) -> Size:
         code = self._init_code(node, shapes)
@@ -663,7 +715,7 @@ class ClassConverter:
         first = inputs[0] if inputs else None
         mode = None
         if layer.mapping is not None:
-            input_size = first[-1] if first else None
+            input_size = self._input_size(layer.mapping, slot, first, shapes)
             code = self._layer_init(slot, layer.mapping, input_size, shapes)
             output = self._layer_output(layer.mapping, slot, first, shapes)
         elif layer.sequential:
@@ -736,6 +788,10 @@ _LINEN_MODULE_API = frozenset({
     "has_variable", "has_rng", "perturb", "tabulate", "lazy_init", "__getattr__", "__setattr__",
 })
 _ELEMENTWISE_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.Power)
+# NNX's GRUCell fuses its gate kernels (``dense_i``, ``dense_h``): Linen's per-gate ones do not load into it.
+RNN_CELLS = ("LSTMCell",)
+# Linen names that the construction or call around them converts.
+_CONVERTED_ELSEWHERE = ("compact", "initializers", "Sequential", "RNN")
 
 
 def _is_false(node: cst.BaseExpression) -> bool:
@@ -749,6 +805,19 @@ def sequence_elements(construction: cst.Call) -> list[cst.BaseExpression]:
             arg.keyword is not None and arg.keyword.value not in ("layers", "name") for arg in construction.args):
         raise Unconvertible("`nn.Sequential` without a literal list of layers is not converted")
     return [element.value for element in layers[0].elements]
+
+
+def rnn_cell(construction: cst.Call, env: FileEnv) -> cst.Call:
+    """The cell of ``nn.RNN(nn.LSTMCell(...))``, created in place; other RNN options are not converted."""
+    cells = [arg.value for arg in construction.args if arg.keyword is None or arg.keyword.value == "cell"]
+    if len(cells) != 1 or not isinstance(cells[0], cst.Call) or any(
+            arg.keyword is not None and arg.keyword.value not in ("cell", "name") for arg in construction.args):
+        raise Unconvertible("`nn.RNN` with options or a cell not created in place is not converted")
+    cell = cells[0]
+    if env.linen_member(cell.func) not in RNN_CELLS:
+        raise Unconvertible(f"`nn.RNN` of a cell other than {', '.join(RNN_CELLS)} "
+                            "(NNX's GRUCell lays out its parameters differently)")
+    return cell
 
 
 def size_name(argument: str, index: int) -> str:
@@ -916,6 +985,8 @@ class _CallRewriter(_LinenFunctions):
             layer = self.converter._layer(node.func.func)
             if layer is not None and layer.sequential:  # its layers are converted with it
                 self.called_at_once.update(id(element) for element in sequence_elements(node.func))
+            if layer is not None and layer.rnn:  # its cell too
+                self.called_at_once.add(id(rnn_cell(node.func, self.converter.env)))
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
         converter = self.converter
@@ -945,6 +1016,8 @@ class _CallRewriter(_LinenFunctions):
                 raise Unconvertible("submodules created in a method without `@nn.compact`")
             if converter._layer(func.func).sequential:  # type: ignore[union-attr]
                 return self._expand_sequential(func, original_node, updated_node)
+            if converter._layer(func.func).rnn:  # type: ignore[union-attr]
+                return self._expand_rnn(func, original_node, updated_node)
             slot = converter.construct(func, None)
             return self._call_slot(slot, original_node, updated_node)
         attribute = _is_self_attribute(func)
@@ -997,6 +1070,26 @@ class _CallRewriter(_LinenFunctions):
             expression = cst.Call(cst.parse_expression(function), [cst.Arg(expression)])
         self.call_shapes[id(call)] = shape
         return expression
+
+    def _expand_rnn(self, construction: cst.Call, call: cst.Call, updated: cst.Call) -> cst.BaseExpression:
+        """``nn.RNN(nn.LSTMCell(16))(xs)`` under ``@nn.compact``: Linen makes the cell the
+        parent's own submodule (``LSTMCell_0``) and the RNN holds no variables, so the
+        cell becomes the parent's attribute, scanned by an ``nnx.RNN`` where it is called
+        (both scan axis 1 from a zero carry)."""
+        converter = self.converter
+        if len(call.args) != 1 or call.args[0].keyword is not None:
+            raise Unconvertible("an `nn.RNN` called with more than its input (`initial_carry=`, ...)")
+        cell = rnn_cell(construction, converter.env)
+        slot = converter.construct(cell, None)
+        sequence = self.shape_of(call.args[0].value)
+        converter.call_slot(slot, [sequence], self.shapes)
+        if sequence is not None:
+            mapping = LAYERS[converter.env.linen_member(cell.func)]  # type: ignore[index]
+            features = converter._construction_args(cell, mapping, self.shapes)[0]["features"]
+            self.call_shapes[id(call)] = sequence[:-1] + (converter._size_of(features, self.shapes),)
+        rnn = cst.Call(cst.parse_expression(f"{converter.env.nnx}.RNN"), [cst.Arg(cst.parse_expression(
+            f"self.{slot.attribute}"))])
+        return updated.with_changes(func=rnn)
 
     def _follow_method(self, name: str, call: cst.Call) -> Shape:
         """``self.encode(x)``: convert ``encode`` with the shapes it is called with."""

@@ -712,3 +712,94 @@ def test_batch_stats_variables_that_get_no_fix(change, reason):
     fixed, messages = convert(source.replace(*change))
     assert fixed is None
     assert messages and all(reason in message for message in messages), messages
+
+
+HEADS = """
+    import jax
+    import jax.numpy as jnp
+    import flax.linen as nn
+
+
+    class Heads(nn.Module):
+        heads: int
+
+        @nn.compact
+        def __call__(self, x):
+            x = nn.DenseGeneral((self.heads, 3))(x)
+            return nn.DenseGeneral(features=1, axis=(-2, -1))(x)
+
+
+    def run(x):
+        model = Heads(2)
+        variables = model.init(jax.random.key(0), jnp.ones((1, 5)))
+        return model.apply(variables, x)
+    """
+
+
+def test_dense_general_becomes_linear_general_sized_by_its_contracted_axes():
+    fixed, messages = convert(HEADS)
+    assert fixed is not None, messages
+    assert "    def __init__(self, in_features: int, heads: int, *, rngs: nnx.Rngs):\n" \
+           "        self.dense_general_0 = nnx.LinearGeneral(in_features, (heads, 3), rngs=rngs)\n" \
+           "        self.dense_general_1 = nnx.LinearGeneral((heads, 3), 1, axis=(-2, -1), rngs=rngs)\n" in fixed
+    assert "        x = self.dense_general_0(x)\n        return self.dense_general_1(x)\n" in fixed
+    assert "    model = Heads(5, 2, rngs=nnx.Rngs(0))\n    return model(x)\n" in fixed
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ("axis=(-2, -1)", "axis=(-3, -1)", "other than the last axes"),
+    ("axis=(-2, -1)", "axis=1", "other than the last axes"),
+    ("axis=(-2, -1)", "axis=(-3, -2, -1)", "contracts the batch axis"),
+    ("heads: int", "heads: tuple", "not an int or a tuple of ints"),
+    ("axis=(-2, -1)", "batch_dims=(0,)", "has no NNX equivalent"),
+])
+def test_dense_general_that_gets_no_fix(old, new, reason):
+    fixed, messages = convert(HEADS.replace(old, new))
+    assert fixed is None
+    assert messages and all(reason in message for message in messages), messages
+
+
+SEQUENCES = """
+    import jax
+    import jax.numpy as jnp
+    import flax.linen as nn
+
+
+    class Encoder(nn.Module):
+        @nn.compact
+        def __call__(self, xs):
+            hs = nn.RNN(nn.LSTMCell(features=6))(xs)
+            return nn.Dense(1)(hs.mean(axis=1))
+
+
+    def run(xs):
+        model = Encoder()
+        variables = model.init(jax.random.key(0), jnp.ones((1, 5, 3)))
+        return model.apply(variables, xs)
+    """
+
+
+def test_an_rnn_cell_becomes_the_parents_attribute_scanned_by_nnx_rnn_where_called():
+    fixed, messages = convert(SEQUENCES)
+    assert fixed is not None, messages
+    assert "    def __init__(self, in_features: int, *, rngs: nnx.Rngs):\n" \
+           "        self.lstm_cell_0 = nnx.LSTMCell(in_features, 6, rngs=rngs)\n" \
+           "        self.dense_0 = nnx.Linear(6, 1, rngs=rngs)\n" in fixed
+    assert "        hs = nnx.RNN(self.lstm_cell_0)(xs)\n" in fixed
+    assert "    model = Encoder(3, rngs=nnx.Rngs(0))\n" in fixed
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ("nn.RNN(nn.LSTMCell(features=6))", "nn.RNN(nn.LSTMCell(features=6), reverse=True)", "`nn.RNN` with options"),
+    ("nn.RNN(nn.LSTMCell(features=6))(xs)", "nn.RNN(nn.LSTMCell(features=6))(xs, seq_lengths=None)",
+     "called with more than its input"),
+    ("nn.RNN(nn.LSTMCell(features=6))", "nn.RNN(nn.GRUCell(features=6))", "GRUCell lays out its parameters"),
+    ("hs = nn.RNN(nn.LSTMCell(features=6))(xs)",
+     "cell = nn.LSTMCell(6)\n            _, hs = cell(cell.initialize_carry(jax.random.key(1), xs.shape), xs)",
+     "created but not called at once"),
+])
+def test_recurrent_layers_that_get_no_fix(old, new, reason):
+    assert old in SEQUENCES
+    fixed, messages = convert(SEQUENCES.replace(old, new))
+    assert fixed is None
+    assert messages and all(reason in message for message in messages), messages
