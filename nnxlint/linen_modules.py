@@ -930,7 +930,10 @@ class _CallRewriter(_LinenFunctions):
                 and isinstance(node.value, cst.Name) and node.value.value in self.variable_locals)
 
     def _check_variable_write(self, target: cst.BaseExpression) -> None:
-        if self._variable_value(target) and not self.init_guards:
+        if isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                self._check_variable_write(element.value)
+        elif self._variable_value(target) and not self.init_guards:
             raise Unconvertible("a write to a `self.variable` outside `if not self.is_initializing():` "
                                 "also runs in Linen's `init`, and NNX's `__init__` does not call `__call__`")
 

@@ -703,6 +703,8 @@ def test_a_variable_type_name_the_file_already_uses_gets_no_fix():
 @pytest.mark.parametrize("change, reason", [
     (("        if not self.is_initializing():\n            mean.value", "        mean.value"),
      "outside `if not self.is_initializing():`"),
+    (("        if not self.is_initializing():\n            mean.value =", "        mean.value, _ ="),
+     "outside `if not self.is_initializing():`"),
     (("return x - mean.value", "return x - jnp.asarray(mean)"), "`mean` (a Linen Variable) is used other than"),
     (("(x.shape[-1],))", "(x.shape[-1],), unbox=True)"), "without keyword"),
 ])
