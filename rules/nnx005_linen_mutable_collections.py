@@ -38,8 +38,10 @@ class LinenMutableCollections(Rule):
 
     ## Fix safety
     No fix of its own: NNX002's unsafe whole-file conversion handles
-    `mutable=['batch_stats']` with BatchNorm; `self.variable` and `self.sow` need
-    a manual conversion (the NNX002 finding says so).
+    `mutable=[...]` with BatchNorm and with `self.variable` (an `nnx.BatchStat`,
+    or an `nnx.Variable` subclass for a collection of the user's own, when its
+    writes sit under `if not self.is_initializing():`); `self.sow` needs a
+    manual conversion (the NNX002 finding says so).
     """
 
     code = "NNX005"
