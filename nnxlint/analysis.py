@@ -288,6 +288,26 @@ def mutable_variables_switch(context: FileContext, node: cst.CSTNode) -> bool:
     return isinstance(node, cst.SimpleString) and any(switch in node.value for switch in MUTABLE_VARIABLE_SWITCHES)
 
 
+class WatchesMutableVariables:
+    """Mixin for rules: ``self.mutable_variables`` turns true once the file opts into
+    hijax / array-ref Variables (see ``mutable_variables_switch``)."""
+
+    context: FileContext
+    mutable_variables = False
+
+    def _watch(self, node: cst.CSTNode) -> None:
+        self.mutable_variables = self.mutable_variables or mutable_variables_switch(self.context, node)
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self._watch(node)
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        self._watch(node)
+
+    def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        self._watch(node)
+
+
 def file_index(context: FileContext) -> FileIndex:
     """The index of the file ``context`` checks, built once for all rules."""
     index = _INDEXES.get(context)

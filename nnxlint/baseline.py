@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from nnxlint.cache import write_file_atomic
 from nnxlint.findings import Finding
-from nnxlint.textio import SourceError, write_atomic
+from nnxlint.textio import SourceError, replace_file, write_atomic
 
 FORMAT_VERSION = 1
 SOURCE_PREVIEW = 80  # characters of the flagged text kept for reviewers (not part of the key)
@@ -138,7 +137,7 @@ def write(baseline_file: Path, records: Sequence[dict]) -> None:
         if baseline_file.exists():
             write_atomic(str(baseline_file), data)  # keeps the file's mode
         else:
-            write_file_atomic(baseline_file, data)
+            replace_file(baseline_file, data)
     except OSError as error:
         raise BaselineError(f"cannot write baseline file {baseline_file}: {error.strerror or error}") from None
 

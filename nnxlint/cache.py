@@ -16,29 +16,14 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 from nnxlint import __version__
+from nnxlint.textio import replace_file
 from nnxlint.findings import FixSummary, Finding
 
 CACHE_DIRECTORY = ".nnxlint_cache"
-
-
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """Create or replace ``path`` in one step: readers see the old or the new file, never half."""
-    handle, temporary = tempfile.mkstemp(prefix=".nnxlint-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
 
 
 def content_digest(data: bytes) -> str:
@@ -97,8 +82,10 @@ class Cache:
             records.append(record)
         try:
             self._prepare()
-            write_file_atomic(self._entry(path, codes, fix_level),
-                              json.dumps({"content": digest, "code": self.code, "findings": records}).encode())
+            # a lost entry is only recomputed: no fsync per file
+            replace_file(self._entry(path, codes, fix_level),
+                         json.dumps({"content": digest, "code": self.code, "findings": records}).encode(),
+                         durable=False)
         except OSError:
             pass
 
@@ -111,4 +98,4 @@ class Cache:
         for name, text in ((".gitignore", "# Automatically created by nnxlint.\n*\n"),
                            ("CACHEDIR.TAG", "Signature: 8a477f597d28d172789f06886806bc55\n")):
             if not (root / name).exists():
-                write_file_atomic(root / name, text.encode())
+                replace_file(root / name, text.encode(), durable=False)

@@ -94,12 +94,6 @@ class FileContext:
     def enclosing_class(self) -> Optional[cst.ClassDef]:
         return next(iter(self.enclosing(cst.ClassDef)), None)  # type: ignore[return-value]
 
-    def scope_of(self, node: cst.CSTNode) -> Optional[names.Scope]:
-        for scope in self.scopes:
-            if scope.node is node:
-                return scope
-        return None
-
     # -- building fixes ----------------------------------------------------
     def module_alias(self, qualified_module: str) -> Optional[cst.BaseExpression]:
         """An expression naming ``qualified_module`` through the file's own imports."""

@@ -56,6 +56,3 @@ def with_keyword_only_param(params: cst.Parameters, name: str,
             positional[-1] = last.with_changes(comma=cst.Comma(whitespace_after=_SPACE))
     return params.with_changes(params=positional, star_arg=star_arg, kwonly_params=[*kwonly, new])
 
-
-def same_expression(left: cst.CSTNode, right: cst.CSTNode) -> bool:
-    return left.deep_equals(right)

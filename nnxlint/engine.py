@@ -9,7 +9,7 @@ from typing import Iterable, Optional, Sequence
 import libcst as cst
 
 from nnxlint.context import FileContext, RuleCrash, Traversal
-from nnxlint.findings import SOURCE_ERROR_CODE, SOURCE_ERROR_NAME, Finding, FixSummary, source_error
+from nnxlint.findings import SOURCE_ERROR_CODE, SOURCE_ERROR_NAME, Applicability, Finding, FixSummary, source_error
 from nnxlint.imports import add_imports
 from nnxlint.positions import Positions
 from nnxlint.rule import Fix, Report, Rule

@@ -48,10 +48,6 @@ class Scope:
     def is_class(self) -> bool:
         return isinstance(self.node, cst.ClassDef)
 
-    @property
-    def is_function(self) -> bool:
-        return isinstance(self.node, (cst.FunctionDef, cst.Lambda))
-
     def bind(self, name: str, binding: Binding) -> None:
         self.bindings.setdefault(name, []).append(binding)
 
@@ -223,11 +219,11 @@ def collect_scope(node: ScopeNode, parent: Optional[Scope]) -> Scope:
     elif isinstance(node, cst.ClassDef):
         collector.collect_statements(_suite_body(node.body))
     elif isinstance(node, cst.FunctionDef):
-        for param in _all_params(node.params):
+        for param in parameters(node.params):
             scope.bind(param.name.value, Binding(-1, None, False, param))
         collector.collect_statements(_suite_body(node.body))
     elif isinstance(node, cst.Lambda):
-        for param in _all_params(node.params):
+        for param in parameters(node.params):
             scope.bind(param.name.value, Binding(-1, None, False, param))
     else:  # comprehensions
         comp_for: Optional[cst.CompFor] = node.for_in
@@ -246,7 +242,8 @@ def _suite_body(suite: cst.BaseSuite) -> Sequence[cst.CSTNode]:
     return []
 
 
-def _all_params(params: cst.Parameters) -> Iterator[cst.Param]:
+def parameters(params: cst.Parameters) -> Iterator[cst.Param]:
+    """Every parameter: positional-only, regular, ``*args``, keyword-only, ``**kwargs``."""
     yield from params.posonly_params
     yield from params.params
     if isinstance(params.star_arg, cst.Param):

@@ -90,14 +90,7 @@ def method(class_node: cst.ClassDef, name: str) -> Optional[cst.FunctionDef]:
 
 
 def all_params(function: cst.FunctionDef) -> Iterator[cst.Param]:
-    params = function.params
-    yield from params.posonly_params
-    yield from params.params
-    if isinstance(params.star_arg, cst.Param):
-        yield params.star_arg
-    yield from params.kwonly_params
-    if params.star_kwarg is not None:
-        yield params.star_kwarg
+    return names.parameters(function.params)
 
 
 def param_named(function: cst.FunctionDef, name: str) -> Optional[cst.Param]:

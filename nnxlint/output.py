@@ -10,7 +10,6 @@ from nnxlint import __version__
 from nnxlint.findings import Finding
 from nnxlint.registry import all_rules
 
-FORMATS = ("text", "json", "github", "sarif")
 DOCS_URL = "https://github.com/nnxlint/nnxlint/blob/main/README.md#rules"
 
 

@@ -7,6 +7,7 @@ import os
 import tempfile
 import tokenize
 from dataclasses import dataclass
+from typing import Optional, Union
 
 BOM = b"\xef\xbb\xbf"
 
@@ -55,8 +56,31 @@ def read_source(path: str) -> Source:
     return decode(data)
 
 
+def replace_file(path: Union[str, os.PathLike], data: bytes, mode: Optional[int] = None,
+                 durable: bool = True) -> None:
+    """Create or replace ``path`` in one step (a temporary file in the same directory,
+    then a rename): readers see the old file or the new one, never half of either."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".nnxlint-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
+        if mode is not None:
+            os.chmod(temporary, mode & 0o7777)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
 def write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` all at once, keeping the file's mode.
+    """Replace the user's file ``path`` with ``data`` all at once, keeping its mode.
 
     Raises OSError (file vanished, directory or file not writable) without
     touching the original.
@@ -66,18 +90,4 @@ def write_atomic(path: str, data: bytes) -> None:
     # read-only is one the user does not want rewritten
     if not mode & 0o222 or not os.access(path, os.W_OK):
         raise PermissionError(13, "file is read-only", path)
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".nnxlint-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, mode & 0o7777)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    replace_file(path, data, mode)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import libcst as cst
 
-from nnxlint.edits import has_double_star, has_keyword, with_keyword, with_keyword_only_param
+from nnxlint.edits import has_keyword, with_keyword, with_keyword_only_param
 from nnxlint.flax_api import RNGS_REQUIRED_LAYERS
 from nnxlint.objects import (holds_rngs, init_of_module_class, is_module_class, requires_rngs, rngs_in_scope,
                              rngs_position)

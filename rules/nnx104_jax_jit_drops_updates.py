@@ -10,7 +10,7 @@ import libcst as cst
 from nnxlint.analysis import (
     MODULE, OPTIMIZER, FileIndex, Kind, TransformUse, call_transform, differentiated_names, file_index,
     function_body_nodes, function_of, function_transforms, imports_nnx, in_place_updates, kind_of,
-    mutable_variables_switch, nnx_transform_fix, returned_names, transform_of,
+    WatchesMutableVariables, nnx_transform_fix, returned_names, transform_of,
 )
 from nnxlint.flax_api import STATEFUL_LAYERS
 from nnxlint.objects import all_params, assigned_value
@@ -27,7 +27,7 @@ class _Mutations:
     takes_gradients: bool = False
 
 
-class JaxJitDropsUpdates(Rule):
+class JaxJitDropsUpdates(WatchesMutableVariables, Rule):
     """## What it does
     Flags a function compiled with `jax.jit` or `jax.pmap` (as a decorator, through
     `functools.partial`, or as `jax.jit(train_step)`) that updates an NNX module or
@@ -178,19 +178,9 @@ class JaxJitDropsUpdates(Rule):
         self.jitted: list[tuple[cst.FunctionDef, TransformUse]] = []
         # id(function) -> parameter -> kind of an argument some call passes there
         self.argument_kinds: dict[int, dict[str, Kind]] = {}
-        self.mutable_variables = False
 
     def visit_Module(self, node: cst.Module) -> None:
         self.index = file_index(self.context)
-
-    def visit_Name(self, node: cst.Name) -> None:
-        self.mutable_variables = self.mutable_variables or mutable_variables_switch(self.context, node)
-
-    def visit_Attribute(self, node: cst.Attribute) -> None:
-        self.mutable_variables = self.mutable_variables or mutable_variables_switch(self.context, node)
-
-    def visit_SimpleString(self, node: cst.SimpleString) -> None:
-        self.mutable_variables = self.mutable_variables or mutable_variables_switch(self.context, node)
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         for use in function_transforms(self.context, node):

@@ -8,7 +8,7 @@ import libcst as cst
 
 from nnxlint.analysis import (
     MODULE, OPTIMIZER, FileIndex, Kind, bound_names, call_transform, differentiated_names, file_index, function_of,
-    function_transforms, in_place_updates, mutable_variables_switch,
+    function_transforms, in_place_updates, WatchesMutableVariables,
 )
 from nnxlint.objects import assigned_value
 from nnxlint.rule import Invalid, Rule, Valid
@@ -16,7 +16,7 @@ from nnxlint.rule import Invalid, Rule, Valid
 _COMPILING_TRANSFORMS = ("jit", "pmap")
 
 
-class ModuleCapturedByJit(Rule):
+class ModuleCapturedByJit(WatchesMutableVariables, Rule):
     """## What it does
     Flags a function compiled with `nnx.jit`/`jax.jit` (or `pmap`) that updates,
     or takes gradients of, a module or optimizer it does not receive as an
@@ -107,16 +107,6 @@ class ModuleCapturedByJit(Rule):
     def __init__(self, context) -> None:
         super().__init__(context)
         self.compiled: list[tuple[cst.FunctionDef, str]] = []
-        self.mutable_variables = False
-
-    def visit_Name(self, node: cst.Name) -> None:
-        self.mutable_variables = self.mutable_variables or mutable_variables_switch(self.context, node)
-
-    def visit_Attribute(self, node: cst.Attribute) -> None:
-        self.mutable_variables = self.mutable_variables or mutable_variables_switch(self.context, node)
-
-    def visit_SimpleString(self, node: cst.SimpleString) -> None:
-        self.mutable_variables = self.mutable_variables or mutable_variables_switch(self.context, node)
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         for use in function_transforms(self.context, node):
