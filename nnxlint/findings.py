@@ -28,7 +28,7 @@ class Finding:
     end_line: int
     end_column: int
     fix: Optional[FixSummary] = None
-    cell: Optional[int] = None  # notebooks: 1-based code cell
+    cell: Optional[int] = None  # notebooks: 1-based cell number, markdown cells counted (as editors show it)
 
 
 def source_error(path: str, message: str, line: int = 1, column: int = 1) -> Finding:
