@@ -914,7 +914,10 @@ class _CallRewriter(_LinenFunctions):
             return updated_node
         self.init_guards -= 1
         body = list(updated_node.body.body)  # type: ignore[union-attr]
-        body[0] = body[0].with_changes(leading_lines=[*updated_node.leading_lines, *body[0].leading_lines])
+        header_comment = updated_node.body.header.comment  # type: ignore[union-attr]
+        kept_comment = [cst.EmptyLine(comment=header_comment)] if header_comment else []
+        body[0] = body[0].with_changes(
+            leading_lines=[*updated_node.leading_lines, *kept_comment, *body[0].leading_lines])
         return cst.FlattenSentinel(body)
 
     def _is_init_guard(self, node: cst.If) -> bool:

@@ -622,7 +622,7 @@ RUNNING_MEAN = """
         def __call__(self, x):
             mean = self.variable("batch_stats", "mean", jnp.zeros, (x.shape[-1],))
             # statistics of real batches only
-            if not self.is_initializing():
+            if not self.is_initializing():  # not init's dummy input
                 mean.value = 0.9 * mean.value + 0.1 * x.mean(axis=0)
             return x - mean.value
 
@@ -652,6 +652,7 @@ def test_a_batch_stats_variable_becomes_a_batch_stat_read_and_written_through_el
             def __call__(self, x):
                 mean = self.mean
                 # statistics of real batches only
+                # not init's dummy input
                 mean[...] = 0.9 * mean[...] + 0.1 * x.mean(axis=0)
                 return x - mean[...]
 
@@ -682,6 +683,7 @@ def test_a_collection_of_the_users_own_gets_a_variable_type_defined_once():
             def __call__(self, x):
                 mean = self.mean
                 # statistics of real batches only
+                # not init's dummy input
                 mean[...] = 0.9 * mean[...] + 0.1 * x.mean(axis=0)
                 return x - mean[...]
 
@@ -701,9 +703,10 @@ def test_a_variable_type_name_the_file_already_uses_gets_no_fix():
 
 
 @pytest.mark.parametrize("change, reason", [
-    (("        if not self.is_initializing():\n            mean.value", "        mean.value"),
+    (("        if not self.is_initializing():  # not init's dummy input\n            mean.value", "        mean.value"),
      "outside `if not self.is_initializing():`"),
-    (("        if not self.is_initializing():\n            mean.value =", "        mean.value, _ ="),
+    (("        if not self.is_initializing():  # not init's dummy input\n            mean.value =",
+      "        mean.value, _ ="),
      "outside `if not self.is_initializing():`"),
     (("return x - mean.value", "return x - jnp.asarray(mean)"), "`mean` (a Linen Variable) is used other than"),
     (("(x.shape[-1],))", "(x.shape[-1],), unbox=True)"), "without keyword"),
