@@ -291,8 +291,6 @@ class ClassConverter:
                 raise Unconvertible("`setup` assigns something other than `self.x`")
             value = assign.value
             if isinstance(value, cst.Call) and self._layer(value.func) is not None:
-                if self._layer(value.func).rnn:  # type: ignore[union-attr]
-                    raise Unconvertible("`nn.RNN` in `setup` is not converted (only inline under `@nn.compact`)")
                 self._add_slot(attribute, value)
             elif isinstance(value, cst.Call) and self._is_self_call(value.func, "param"):
                 self._add_param(attribute, value, {})
@@ -720,12 +718,31 @@ class ClassConverter:
             output = self._layer_output(layer.mapping, slot, first, shapes)
         elif layer.sequential:
             code, output = self._sequential_init(slot, first, shapes)
+        elif layer.rnn:
+            code, output = self._rnn_init(slot, first, shapes)
         else:
             code, output, mode = self._child_init(slot, layer.user_class, inputs, shapes)  # type: ignore[arg-type]
         if slot.init_code is not None and slot.init_code != f"self.{slot.attribute} = {code}":
             raise Unconvertible(f"`self.{slot.attribute}` is called with inputs of different sizes")
         slot.init_code = f"self.{slot.attribute} = {code}"
         return output, mode
+
+    def _rnn_init(self, slot: _Slot, sequence: Shape, shapes: dict[str, Shape]) -> tuple[str, Shape]:
+        """``self.rnn = nn.RNN(nn.LSTMCell(16))`` in ``setup`` -> ``nnx.RNN(nnx.LSTMCell(d, 16, rngs=rngs))``:
+        Linen names the cell ``rnn/cell``, as the NNX RNN holds it."""
+        cell = rnn_cell(slot.construction, self.env)
+        part = _Slot(f"{slot.attribute}.cell", cell)
+        self.call_slot(part, [sequence], shapes)
+        return f"{self.env.nnx}.RNN({part.init_code.partition(' = ')[2]})", \
+            self.rnn_output(cell, sequence, shapes)  # type: ignore[union-attr]
+
+    def rnn_output(self, cell: cst.Call, sequence: Shape, shapes: dict[str, Shape]) -> Shape:
+        """The hidden states an RNN of ``cell`` returns: the cell's features on the last axis."""
+        if sequence is None:
+            return None
+        mapping = LAYERS[self.env.linen_member(cell.func)]  # type: ignore[index]
+        features = self._construction_args(cell, mapping, shapes)[0]["features"]
+        return sequence[:-1] + (self._size_of(features, shapes),)
 
     def _sequential_init(self, slot: _Slot, shape: Shape, shapes: dict[str, Shape]) -> tuple[str, Shape]:
         """``nn.Sequential([nn.Dense(8), nn.relu, ...])`` -> ``nnx.Sequential(nnx.Linear(d, 8, ...), nnx.relu, ...)``:
@@ -1048,6 +1065,8 @@ class _CallRewriter(_LinenFunctions):
         call = updated.with_changes(func=cst.parse_expression(f"self.{slot.attribute}"))
         if layer.mapping is not None:
             call = self._layer_call_args(layer.mapping, original, call)
+        elif layer.rnn and (len(original.args) != 1 or original.args[0].keyword is not None):
+            raise Unconvertible("an `nn.RNN` called with more than its input (`initial_carry=`, ...)")
         elif child_mode is not None:
             call = self._child_call_args(child_mode, original, call)
         return call
@@ -1089,10 +1108,7 @@ class _CallRewriter(_LinenFunctions):
         slot = converter.construct(cell, None)
         sequence = self.shape_of(call.args[0].value)
         converter.call_slot(slot, [sequence], self.shapes)
-        if sequence is not None:
-            mapping = LAYERS[converter.env.linen_member(cell.func)]  # type: ignore[index]
-            features = converter._construction_args(cell, mapping, self.shapes)[0]["features"]
-            self.call_shapes[id(call)] = sequence[:-1] + (converter._size_of(features, self.shapes),)
+        self.call_shapes[id(call)] = converter.rnn_output(cell, sequence, self.shapes)
         rnn = cst.Call(cst.parse_expression(f"{converter.env.nnx}.RNN"), [cst.Arg(cst.parse_expression(
             f"self.{slot.attribute}"))])
         return updated.with_changes(func=rnn)

@@ -794,6 +794,18 @@ def test_an_rnn_cell_becomes_the_parents_attribute_scanned_by_nnx_rnn_where_call
     assert "    model = Encoder(3, rngs=nnx.Rngs(0))\n" in fixed
 
 
+def test_an_rnn_built_in_setup_keeps_its_cell_inside_as_linen_does():
+    fixed, messages = convert(SEQUENCES.replace(
+        "        @nn.compact\n        def __call__(self, xs):\n            hs = nn.RNN(nn.LSTMCell(features=6))(xs)\n"
+        "            return nn.Dense(1)(hs.mean(axis=1))\n",
+        "        def setup(self):\n            self.rnn = nn.RNN(nn.LSTMCell(6))\n            self.head = nn.Dense(1)\n\n"
+        "        def __call__(self, xs):\n            return self.head(self.rnn(xs).mean(axis=1))\n"))
+    assert fixed is not None, messages
+    assert "        self.rnn = nnx.RNN(nnx.LSTMCell(in_features, 6, rngs=rngs))\n" \
+           "        self.head = nnx.Linear(6, 1, rngs=rngs)\n" in fixed
+    assert "        return self.head(self.rnn(xs).mean(axis=1))\n" in fixed
+
+
 @pytest.mark.parametrize("old, new, reason", [
     ("nn.RNN(nn.LSTMCell(features=6))", "nn.RNN(nn.LSTMCell(features=6), reverse=True)", "`nn.RNN` with options"),
     ("nn.RNN(nn.LSTMCell(features=6))(xs)", "nn.RNN(nn.LSTMCell(features=6))(xs, seq_lengths=None)",
