@@ -294,6 +294,9 @@ class ClassConverter:
                 self._add_slot(attribute, value)
             elif isinstance(value, cst.Call) and self._is_self_call(value.func, "param"):
                 self._add_param(attribute, value, {})
+            elif isinstance(value, cst.Call) and self._is_self_call(value.func, "variable"):
+                if self._add_variable(value, {}) != attribute:
+                    raise Unconvertible(f"`self.{attribute} = self.variable(...)` under another name")
             else:
                 self.init_lines.append(f"self.{attribute} = {self._init_code(value, {})}")
                 self.field_names.add(attribute)  # later reads of self.x translate to x's text
@@ -905,7 +908,7 @@ class _CallRewriter(_LinenFunctions):
         self.keyword_names: set[int] = set()  # ``deterministic`` in ``f(deterministic=...)`` reads nothing
         self.depth = 0  # inside loops/branches/nested functions: no inline construction
         self.variable_locals: set[str] = set()  # ``mean`` in ``mean = self.variable(...)``
-        self.variable_reads: set[int] = set()  # the names of ``mean.value`` and of that assignment
+        self.variable_reads: set[int] = set()  # the ``mean`` of ``mean.value`` and of that assignment
         self.init_guards = 0  # inside ``if not self.is_initializing():``
 
     # control flow: constructions inside are not converted
@@ -945,9 +948,13 @@ class _CallRewriter(_LinenFunctions):
                 and self.converter._is_self_call(test.expression.func, "is_initializing"))
 
     def _variable_value(self, node: cst.BaseExpression) -> bool:
-        """``mean.value`` for a ``mean = self.variable(...)``."""
-        return (isinstance(node, cst.Attribute) and node.attr.value == "value"
-                and isinstance(node.value, cst.Name) and node.value.value in self.variable_locals)
+        """``mean.value`` for a ``mean = self.variable(...)``, or ``self.mean.value``
+        for one made in ``setup``."""
+        return isinstance(node, cst.Attribute) and node.attr.value == "value" and self._variable(node.value)
+
+    def _variable(self, node: cst.BaseExpression) -> bool:
+        return (isinstance(node, cst.Name) and node.value in self.variable_locals) \
+            or _is_self_attribute(node) in self.converter.variables
 
     def _check_variable_write(self, target: cst.BaseExpression) -> None:
         if isinstance(target, (cst.Tuple, cst.List)):
@@ -964,6 +971,9 @@ class _CallRewriter(_LinenFunctions):
         self.variable_reads.add(id(node.attr))  # ``x.mean`` reads no ``mean``
         if self._variable_value(node):
             self.variable_reads.add(id(node.value))
+        elif _is_self_attribute(node) in self.converter.variables and id(node) not in self.variable_reads:
+            raise Unconvertible(f"`{self.converter.env.code(node)}` (a Linen Variable) is used other than "
+                                "through `.value`")
 
     def leave_Attribute(self, original_node, updated_node):
         if self._variable_value(original_node):  # NNX reads and writes a Variable's array as ``v[...]``

@@ -820,3 +820,48 @@ def test_recurrent_layers_that_get_no_fix(old, new, reason):
     fixed, messages = convert(SEQUENCES.replace(old, new))
     assert fixed is None
     assert messages and all(reason in message for message in messages), messages
+
+
+SETUP_COUNTER = """
+    import jax
+    import jax.numpy as jnp
+    import flax.linen as nn
+
+
+    class Counted(nn.Module):
+        def setup(self):
+            self.count = self.variable("counter", "count", jnp.zeros, (), jnp.int32)
+
+        def __call__(self, x):
+            if not self.is_initializing():
+                self.count.value += 1
+            return x * self.count.value
+
+
+    def run(x):
+        model = Counted()
+        variables = model.init(jax.random.key(0), jnp.ones((1, 2)))
+        counter = variables["counter"]  # no params: the model has none
+        y, updates = model.apply({"counter": counter}, x, mutable=["counter"])
+        counter = updates["counter"]
+        return y
+    """
+
+
+def test_a_variable_made_in_setup_is_read_and_written_through_its_attribute():
+    fixed, messages = convert(SETUP_COUNTER)
+    assert fixed is not None, messages
+    assert "    def __init__(self):\n        self.count = Counter(jnp.zeros((), jnp.int32))\n\n" \
+           "    def __call__(self, x):\n        self.count[...] += 1\n        return x * self.count[...]\n" in fixed
+    assert "    model = Counted()\n    y = model(x)\n    return y\n" in fixed
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ('self.count = self.variable("counter", "count"', 'self.count = self.variable("counter", "n"', "under another name"),
+    ("return x * self.count.value", "return x * jnp.asarray(self.count)", "`self.count` (a Linen Variable) is used"),
+])
+def test_setup_variables_that_get_no_fix(old, new, reason):
+    assert old in SETUP_COUNTER
+    fixed, messages = convert(SETUP_COUNTER.replace(old, new))
+    assert fixed is None
+    assert messages and all(reason in message for message in messages), messages
