@@ -353,7 +353,10 @@ class ClassConverter:
         if collection in VARIABLE_TYPES:
             variable_type = f"{self.env.nnx}.{VARIABLE_TYPES[collection]}"
         else:
-            variable_type = self.env.custom_collections.setdefault(collection, custom_variable_type(collection))
+            variable_type = custom_variable_type(collection)
+            self.env.custom_collections[collection] = variable_type
+            if list(self.env.custom_collections.values()).count(variable_type) > 1:  # ``ema_stats``, ``ema_Stats``
+                raise Unconvertible(f"two collections would share the NNX Variable type `{variable_type}`")
         self.variables[name] = f"self.{name} = {variable_type}({init}({', '.join(init_args)}))"
         return name
 

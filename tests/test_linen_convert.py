@@ -859,6 +859,10 @@ def test_a_variable_made_in_setup_is_read_and_written_through_its_attribute():
 @pytest.mark.parametrize("old, new, reason", [
     ('self.count = self.variable("counter", "count"', 'self.count = self.variable("counter", "n"', "under another name"),
     ("return x * self.count.value", "return x * jnp.asarray(self.count)", "`self.count` (a Linen Variable) is used"),
+    ('            self.count = self.variable("counter", "count", jnp.zeros, (), jnp.int32)\n',
+     '            self.count = self.variable("counter", "count", jnp.zeros, (), jnp.int32)\n'
+     '            self.total = self.variable("Counter", "total", jnp.zeros, ())\n',
+     "two collections would share the NNX Variable type `Counter`"),
 ])
 def test_setup_variables_that_get_no_fix(old, new, reason):
     assert old in SETUP_COUNTER
