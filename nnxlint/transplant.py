@@ -7,7 +7,7 @@ submodule names differ.  ``load_linen_variables`` maps a Linen variables tree
 checkpoint stores it) onto the state of an NNX model built by the converted code:
 
 - Linen auto-names become the NNX attribute names nnxlint's conversion gives
-  them (``Dense_0`` -> ``dense_0``, see ``nnxlint.naming``); explicit names
+  them (``Dense_0`` -> ``dense_0``, see ``nnxlint.conversion.naming``); explicit names
   (``name='encoder'``, ``setup`` attributes) are kept;
 - a Linen list attribute element (``layers_0``) becomes the ``nnx.List`` entry
   ``layers/0``;
@@ -15,7 +15,7 @@ checkpoint stores it) onto the state of an NNX model built by the converted code
 - ``params`` fills the ``nnx.Param`` variables, ``batch_stats`` the
   ``nnx.BatchStat`` ones, and a collection of the user's own (``counter``) the
   model's ``nnx.Variable`` subclass that the conversion names after it
-  (``Counter``, see ``nnxlint.linen_map.custom_variable_type``).
+  (``Counter``, see ``nnxlint.conversion.linen_map.custom_variable_type``).
 
 Every value is checked against the variable it replaces: shape and dtype must
 agree (``nnx.update`` itself does not check shapes), every Linen entry must
@@ -37,8 +37,8 @@ from typing import Any
 
 from flax import nnx
 
-from nnxlint.linen_map import custom_variable_type
-from nnxlint.naming import nnx_attribute_name
+from nnxlint.conversion.linen_map import custom_variable_type
+from nnxlint.conversion.naming import nnx_attribute_name
 
 COLLECTION_TYPES: dict[str, type[nnx.Variable]] = {"params": nnx.Param, "batch_stats": nnx.BatchStat}
 # Linen parameter names that are Python keywords and so renamed as NNX attributes.

@@ -100,7 +100,7 @@ class LinenModule(Rule):
     layers, reshapes, conv/pool arithmetic, the example input given to `init`);
     when one cannot be, or the file uses a construct the conversion does not
     know, there is no fix and the finding says why. Submodule names follow
-    `nnxlint.naming` (`Dense_0` -> `dense_0`), so `nnxlint.transplant` maps
+    `nnxlint.conversion.naming` (`Dense_0` -> `dense_0`), so `nnxlint.transplant` maps
     trained Linen variables onto the converted model. Train/eval flags become
     `model.train()` / `model.eval()`: NNX `Dropout` and `BatchNorm` default to
     train mode where Linen requires the flag.
@@ -150,7 +150,7 @@ class LinenModule(Rule):
             return
         fix: Optional[Fix] = None
         try:
-            from nnxlint.linen_convert import convert_file  # heavy: only for files with Linen modules
+            from nnxlint.conversion.file import convert_file  # heavy: only for files with Linen modules
 
             conversion = convert_file(node, self.context.module_scope)
             reason = conversion.reason

@@ -11,8 +11,8 @@ import libcst as cst
 import pytest
 
 from nnxlint.engine import check_source
-from nnxlint.linen_modules import substitute
-from nnxlint.linen_shapes import Size, product, window_output
+from nnxlint.conversion.classes import substitute
+from nnxlint.conversion.shapes import Size, product, window_output
 from nnxlint.registry import all_rules
 
 NNX002 = all_rules()["NNX002"]

@@ -10,7 +10,7 @@ import pytest
 flax_linen = pytest.importorskip("flax.linen")
 from flax import nnx  # noqa: E402
 
-from nnxlint.linen_map import LAYERS, SAME_FUNCTIONS  # noqa: E402
+from nnxlint.conversion.linen_map import LAYERS, SAME_FUNCTIONS  # noqa: E402
 
 MAPPINGS = sorted({id(m): m for m in LAYERS.values()}.values(), key=lambda mapping: mapping.linen)
 

@@ -2,9 +2,9 @@
 
 Dataclass fields become ``__init__`` parameters, ``setup()`` becomes
 ``__init__``, submodules created inline under ``@nn.compact`` become attributes
-built in ``__init__`` (named by ``nnxlint.naming``), and every layer receives
+built in ``__init__`` (named by ``nnxlint.conversion.naming``), and every layer receives
 the input size Linen inferred, found by following shapes through ``__call__``
-(``nnxlint.linen_shapes``).  The train/eval switch of ``__call__`` (``train``,
+(``nnxlint.conversion.shapes``).  The train/eval switch of ``__call__`` (``train``,
 ``deterministic``, ...) is removed: NNX layers carry it, set by
 ``model.train()`` / ``model.eval()``.  Anything the conversion cannot do
 exactly raises ``Unconvertible`` with the reason.
@@ -20,14 +20,14 @@ import libcst as cst
 
 from nnxlint import names
 from nnxlint.flax_api import FLAX_LINEN, LINEN_MODULE
-from nnxlint.linen_map import (
+from nnxlint.conversion.linen_map import (
     ELEMENTWISE_FUNCTIONS, LAYERS, POOLING_FUNCTIONS, SAME_FUNCTIONS, VARIABLE_TYPES, LayerMapping,
     custom_variable_type,
 )
-from nnxlint.linen_shapes import (
+from nnxlint.conversion.shapes import (
     Shape, Size, flatten, int_literal, int_tuple, string_literal, window_output,
 )
-from nnxlint.naming import nnx_attribute_name
+from nnxlint.conversion.naming import nnx_attribute_name
 
 LINEN_COMPACT = f"{FLAX_LINEN}.compact"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -18,8 +18,8 @@ from typing import Optional, Sequence, Union
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.linen_modules import ConvertedClass, FileEnv, Unconvertible, drop_args
-from nnxlint.linen_shapes import (
+from nnxlint.conversion.classes import ConvertedClass, FileEnv, Unconvertible, drop_args
+from nnxlint.conversion.shapes import (
     Shape, int_literal, integer_constants, literal_shape, string_literal, with_unknown_batch,
 )
 

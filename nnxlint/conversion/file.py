@@ -1,8 +1,8 @@
 """Whole-file Linen -> NNX conversion: the unsafe fix behind NNX002.
 
 A Linen model and its training code only work together, so the conversion is
-all or nothing per file: the Linen classes (``nnxlint.linen_modules``), the
-training code around ``model.init`` (``nnxlint.linen_training``), the
+all or nothing per file: the Linen classes (``nnxlint.conversion.classes``), the
+training code around ``model.init`` (``nnxlint.conversion.training``), the
 ``model.train()`` / ``model.eval()`` switches, and the imports.  The result is
 a map from each changed top-level statement to its new version, or the reason
 why the file gets no fix.
@@ -18,11 +18,11 @@ import libcst as cst
 
 from nnxlint import names
 from nnxlint.flax_api import FLAX_LINEN, FLAX_NNX, is_linen
-from nnxlint.linen_modules import (
+from nnxlint.conversion.classes import (
     LINEN_MODULE, ClassConverter, ConvertedClass, FileEnv, Unconvertible, drop_args, input_sizes,
 )
-from nnxlint.linen_shapes import Shape
-from nnxlint.linen_training import (
+from nnxlint.conversion.shapes import Shape
+from nnxlint.conversion.training import (
     InitSite, RoleAnalysis, TrainingConverter, TrainingPlan, TrainingRewriter, _names, _single_assign,
 )
 

@@ -1,0 +1,1 @@
+"""The Linen -> NNX conversion: the unsafe fix behind NNX002."""
