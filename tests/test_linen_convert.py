@@ -11,7 +11,7 @@ import libcst as cst
 import pytest
 
 from nnxlint.engine import check_source
-from nnxlint.conversion.classes import substitute
+from nnxlint.conversion.base import substitute
 from nnxlint.conversion.shapes import Size, product, window_output
 from nnxlint.registry import all_rules
 

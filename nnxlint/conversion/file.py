@@ -18,9 +18,9 @@ import libcst as cst
 
 from nnxlint import names
 from nnxlint.flax_api import FLAX_LINEN, FLAX_NNX, is_linen
-from nnxlint.conversion.classes import (
-    LINEN_MODULE, ClassConverter, ConvertedClass, FileEnv, Unconvertible, drop_args, input_sizes,
-)
+from nnxlint.flax_api import LINEN_MODULE
+from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, input_sizes
+from nnxlint.conversion.classes import ClassConverter
 from nnxlint.conversion.shapes import Shape
 from nnxlint.conversion.training import (
     InitSite, RoleAnalysis, TrainingConverter, TrainingPlan, TrainingRewriter, _names, _single_assign,

@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Union
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.conversion.classes import ConvertedClass, FileEnv, Unconvertible, drop_args
+from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args
 from nnxlint.conversion.shapes import (
     Shape, int_literal, integer_constants, literal_shape, string_literal, with_unknown_batch,
 )

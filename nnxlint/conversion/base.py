@@ -1,0 +1,201 @@
+"""What every part of the conversion shares: the error that carries a reason,
+the converted-class summary, the file environment, and small syntax helpers."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+import libcst as cst
+
+from nnxlint import names
+from nnxlint.flax_api import FLAX_LINEN
+from nnxlint.conversion.linen_map import SAME_FUNCTIONS, LayerMapping
+from nnxlint.conversion.shapes import Shape, Size
+
+if TYPE_CHECKING:
+    from nnxlint.conversion.constructs import Factory
+
+LINEN_COMPACT = f"{FLAX_LINEN}.compact"
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INTEGER_ARITHMETIC = re.compile(r"[0-9 ()*+\-/]+")
+
+
+class Unconvertible(Exception):
+    """The reason a piece of Linen code gets no fix."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """``__call__``'s train/eval parameter: its name, position and value in eval mode."""
+
+    name: str
+    index: int  # among the parameters after ``self``
+    eval_value: bool
+    default: Optional[bool] = None  # the parameter's default, when it has one
+
+
+@dataclass
+class InitParam:
+    name: str
+    annotation: Optional[str]
+    default: Optional[str]  # source text
+
+
+@dataclass
+class ConvertedClass:
+    name: str
+    node: cst.ClassDef
+    size_params: dict[str, int]  # input size parameter -> the __call__ argument it sizes
+    fields: list[InitParam]
+    output: Shape  # in the terms of the class's own ``__init__``
+    mode: Optional[Mode]
+    uses_rngs: bool
+    # a layer keeps a constant train/eval flag, which model.train()/eval() would override
+    constant_flags: bool = False
+
+
+@dataclass
+class FileEnv:
+    """What a class conversion needs from the file around it."""
+
+    module: cst.Module
+    scope: names.Scope  # the module scope: import resolution
+    nnx: str  # how the converted file spells flax.nnx
+    linen_classes: dict[str, cst.ClassDef]
+    # converts a user Linen class for the given input shapes (cached by the caller)
+    convert_class: Callable[[str, Sequence[Shape]], ConvertedClass] = None  # type: ignore[assignment]
+    # collections of ``self.variable`` other than params/batch_stats -> the Variable subclass defined for each
+    custom_collections: dict[str, str] = field(default_factory=dict)
+
+    def code(self, node: cst.CSTNode) -> str:
+        return self.module.code_for_node(node)
+
+    def resolve(self, node: cst.BaseExpression) -> Optional[str]:
+        return names.resolve(self.scope, node)
+
+    def linen_member(self, node: cst.BaseExpression) -> Optional[str]:
+        qualified = self.resolve(node)
+        if qualified and qualified.startswith(FLAX_LINEN + "."):
+            return qualified[len(FLAX_LINEN) + 1:]
+        return None
+
+    def nnx_function(self, node: cst.BaseExpression) -> Optional[str]:
+        """``nnx.relu`` for ``nn.relu`` (and ``nnx.initializers.x`` for
+        ``nn.initializers.x``): the same functions under flax.nnx."""
+        member = self.linen_member(node)
+        if member in SAME_FUNCTIONS:
+            return f"{self.nnx}.{member}"
+        if member and member.startswith("initializers."):
+            return f"{self.nnx}.{member}"
+        return None
+
+
+def substitute(code: str, values: dict[str, str]) -> Size:
+    """``code`` with each name in ``values`` replaced by its text, folded to a
+    number when only integer arithmetic is left."""
+    expression = cst.parse_expression(code)
+
+    class Replace(cst.CSTTransformer):
+        def leave_Name(self, original_node, updated_node):
+            if original_node.value in values:
+                return cst.parse_expression(f"({values[original_node.value]})")
+            return updated_node
+
+    text = cst.Module([]).code_for_node(expression.visit(Replace()))
+    if _INTEGER_ARITHMETIC.fullmatch(text) and "/" not in text.replace("//", ""):
+        value = eval(text, {"__builtins__": {}})  # digits and operators only
+        return Size.number(value)
+    return Size(_strip_parens(text))
+
+
+def _strip_parens(text: str) -> str:
+    while text.startswith("(") and text.endswith(")") and IDENTIFIER.fullmatch(text[1:-1]):
+        text = text[1:-1]
+    return text
+
+
+def arg_keyword(arg: cst.Arg) -> Optional[str]:
+    return arg.keyword.value if arg.keyword is not None else None
+
+
+def self_attribute(node: cst.BaseExpression) -> Optional[str]:
+    if isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self":
+        return node.attr.value
+    return None
+
+
+def function_params(function: cst.FunctionDef) -> list[cst.Param]:
+    params = function.params
+    if params.star_arg not in (None, cst.MaybeSentinel.DEFAULT) or params.star_kwarg or params.posonly_params:
+        raise Unconvertible(f"`{function.name.value}` takes *args/**kwargs or positional-only parameters")
+    return list(params.params) + list(params.kwonly_params)
+
+
+
+
+@dataclass
+class Slot:
+    """A submodule: where Linen creates it and what the NNX ``__init__`` builds."""
+
+    attribute: str
+    construction: cst.Call
+    init_code: Optional[str] = None  # set once the input size is known
+
+
+@dataclass
+class Layer:
+    """What a construction call creates: a Flax layer or a user Linen class."""
+
+    mapping: Optional[LayerMapping]
+    user_class: Optional[str]
+    # a Linen constructor that builds other modules (``nn.Sequential``, ``nn.RNN``): its construct unit
+    factory: Optional["Factory"] = None
+
+
+
+def is_false(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Name) and node.value == "False"
+
+
+def size_name(argument: str, index: int) -> str:
+    """The ``__init__`` parameter for the feature size of a ``__call__`` argument."""
+    return "in_features" if index == 0 else f"{argument}_features"
+
+
+def input_sizes(converted: ConvertedClass, inputs: Sequence[Shape], what: str) -> dict[str, Size]:
+    """The caller's values for a converted class's input size parameters."""
+    sizes = {}
+    for parameter, index in converted.size_params.items():
+        shape = inputs[index] if index < len(inputs) else None
+        if not shape or shape[-1] is None:
+            raise Unconvertible(f"the input size of {what} cannot be determined statically")
+        sizes[parameter] = shape[-1]
+    return sizes
+
+
+def drop_param(function: cst.FunctionDef, name: str) -> cst.FunctionDef:
+    params = function.params
+    kept = [p for p in params.params if p.name.value != name]
+    kwonly = [p for p in params.kwonly_params if p.name.value != name]
+    if kept and kept[-1].comma is not cst.MaybeSentinel.DEFAULT and not kwonly and params.star_arg in (
+            None, cst.MaybeSentinel.DEFAULT):
+        kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    star_arg = params.star_arg
+    if not kwonly and isinstance(star_arg, cst.ParamStar):
+        star_arg = cst.MaybeSentinel.DEFAULT
+        if kept:
+            kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    return function.with_changes(params=params.with_changes(params=kept, kwonly_params=kwonly, star_arg=star_arg))
+
+
+def drop_args(call: cst.Call, remove: Callable[[int, Optional[str]], bool]) -> cst.Call:
+    """``call`` without the arguments ``remove(position, keyword)`` selects."""
+    kept = [arg for index, arg in enumerate(call.args) if not remove(index, arg_keyword(arg))]
+    if kept and len(kept) < len(call.args):
+        last_original = call.args[-1]
+        kept[-1] = kept[-1].with_changes(comma=last_original.comma)
+    return call.with_changes(args=kept)
+
+

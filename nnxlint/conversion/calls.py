@@ -1,0 +1,269 @@
+"""Rewriting a Linen ``__call__`` (and the methods it calls) for NNX, statement by
+statement, following array shapes (``call_shapes.py``) so each layer learns its
+input size.  Constructs found on the way go to their units (``constructs/``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import libcst as cst
+
+from nnxlint.conversion.base import (
+    Mode, Slot, Unconvertible, arg_keyword, drop_args, function_params, self_attribute,
+)
+from nnxlint.conversion.call_shapes import ShapeFollowing
+from nnxlint.conversion.constructs import SELF_CALLS
+from nnxlint.conversion.linen_map import LayerMapping
+from nnxlint.conversion.shapes import Shape
+
+if TYPE_CHECKING:
+    from nnxlint.conversion.classes import ClassConverter
+
+
+class LinenFunctions(cst.CSTTransformer):
+    """``nn.relu`` -> ``nnx.relu``; any other Linen name is unconvertible."""
+
+    def __init__(self, converter: ClassConverter) -> None:
+        super().__init__()
+        self.converter = converter
+
+    def leave_Attribute(self, original_node, updated_node):
+        return self.converter.nnx_reference(original_node, updated_node)
+
+    def leave_Name(self, original_node, updated_node):
+        return self.converter.nnx_reference(original_node, updated_node)
+
+
+class CallRewriter(ShapeFollowing, LinenFunctions):
+    """Rewrites ``__call__`` in order, following shapes statement by statement."""
+
+    def __init__(self, converter: ClassConverter, shapes: dict[str, Shape]) -> None:
+        super().__init__(converter)
+        self.shapes = shapes
+        self.call_shapes: dict[int, Shape] = {}
+        self.output: Shape = None
+        self.mode_reads: dict[str, int] = {}
+        self.called_at_once: set[int] = set()
+        self.assigned_values: set[int] = set()  # ``w = self.param(...)``: the call is converted
+        self.keyword_names: set[int] = set()  # ``deterministic`` in ``f(deterministic=...)`` reads nothing
+        self.depth = 0  # inside loops/branches/nested functions: no inline construction
+        self.variable_locals: set[str] = set()  # ``mean`` in ``mean = self.variable(...)``
+        self.variable_reads: set[int] = set()  # the ``mean`` of ``mean.value`` and of that assignment
+        self.init_guards = 0  # inside ``if not self.is_initializing():``
+
+    # control flow: constructions inside are not converted
+    def visit_For(self, node) -> None:
+        self.depth += 1
+
+    def leave_For(self, original_node, updated_node):
+        self.depth -= 1
+        return updated_node
+
+    visit_While, leave_While = visit_For, leave_For
+    visit_Lambda, leave_Lambda = visit_For, leave_For
+
+    def visit_If(self, node: cst.If) -> None:
+        self.depth += 1
+        self.init_guards += self._is_init_guard(node)
+
+    def leave_If(self, original_node: cst.If, updated_node: cst.If):
+        """``if not self.is_initializing(): body`` -> ``body``: NNX's ``__init__``
+        never runs ``__call__``, so every call is past initialization."""
+        self.depth -= 1
+        if not self._is_init_guard(original_node):
+            return updated_node
+        self.init_guards -= 1
+        body = list(updated_node.body.body)  # type: ignore[union-attr]
+        header_comment = updated_node.body.header.comment  # type: ignore[union-attr]
+        kept_comment = [cst.EmptyLine(comment=header_comment)] if header_comment else []
+        body[0] = body[0].with_changes(
+            leading_lines=[*updated_node.leading_lines, *kept_comment, *body[0].leading_lines])
+        return cst.FlattenSentinel(body)
+
+    def _is_init_guard(self, node: cst.If) -> bool:
+        test = node.test
+        return (node.orelse is None and isinstance(node.body, cst.IndentedBlock)
+                and isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not)
+                and isinstance(test.expression, cst.Call) and not test.expression.args
+                and self.converter.is_self_call(test.expression.func, "is_initializing"))
+
+    def _variable_value(self, node: cst.BaseExpression) -> bool:
+        """``mean.value`` for a ``mean = self.variable(...)``, or ``self.mean.value``
+        for one made in ``setup``."""
+        return isinstance(node, cst.Attribute) and node.attr.value == "value" and self._variable(node.value)
+
+    def _variable(self, node: cst.BaseExpression) -> bool:
+        return (isinstance(node, cst.Name) and node.value in self.variable_locals) \
+            or self_attribute(node) in self.converter.variables
+
+    def _check_variable_write(self, target: cst.BaseExpression) -> None:
+        if isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                self._check_variable_write(element.value)
+        elif self._variable_value(target) and not self.init_guards:
+            raise Unconvertible("a write to a `self.variable` outside `if not self.is_initializing():` "
+                                "also runs in Linen's `init`, and NNX's `__init__` does not call `__call__`")
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self._check_variable_write(node.target)
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        self.variable_reads.add(id(node.attr))  # ``x.mean`` reads no ``mean``
+        if self._variable_value(node):
+            self.variable_reads.add(id(node.value))
+        elif self_attribute(node) in self.converter.variables and id(node) not in self.variable_reads:
+            raise Unconvertible(f"`{self.converter.env.code(node)}` (a Linen Variable) is used other than "
+                                "through `.value`")
+
+    def leave_Attribute(self, original_node, updated_node):
+        if self._variable_value(original_node):  # NNX reads and writes a Variable's array as ``v[...]``
+            return cst.Subscript(updated_node.value, [cst.SubscriptElement(cst.Index(cst.Ellipsis()))])
+        return super().leave_Attribute(original_node, updated_node)
+
+    def visit_Arg(self, node: cst.Arg) -> None:
+        if node.keyword is not None:
+            self.keyword_names.add(id(node.keyword))
+
+    def visit_Name(self, node: cst.Name) -> None:
+        if node.value in self.converter._call_param_index and id(node) not in self.keyword_names:
+            self.mode_reads[node.value] = self.mode_reads.get(node.value, 0) + 1
+        if node.value in self.variable_locals and id(node) not in self.variable_reads | self.keyword_names:
+            raise Unconvertible(f"`{node.value}` (a Linen Variable) is used other than through `.value`")
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        self.assigned_values.add(id(node.value))
+        for target in node.targets:
+            self._check_variable_write(target.target)
+        if isinstance(node.value, cst.Call) and self.converter.is_self_call(node.value.func, "variable"):
+            if len(node.targets) != 1 or not isinstance(node.targets[0].target, cst.Name):
+                raise Unconvertible("`self.variable` assigned to something other than one name")
+            self.variable_locals.add(node.targets[0].target.value)
+            self.variable_reads.add(id(node.targets[0].target))
+
+    def leave_Assign(self, original_node, updated_node):
+        shape = self.shape_of(original_node.value)
+        for target in original_node.targets:
+            if isinstance(target.target, cst.Name):
+                self.shapes[target.target.value] = shape
+        return updated_node
+
+    def leave_Return(self, original_node, updated_node):
+        if original_node.value is not None and self.output is None:
+            self.output = self.shape_of(original_node.value)
+        return updated_node
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if isinstance(node.func, cst.Call):
+            self.called_at_once.add(id(node.func))
+            layer = self.converter.layer(node.func.func)
+            if layer is not None and layer.factory is not None:  # its parts are converted with it
+                self.called_at_once.update(id(part) for part in layer.factory.parts(node.func, self.converter))
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call):
+        converter = self.converter
+        func = original_node.func
+        if id(original_node) in self.called_at_once:
+            return updated_node  # ``nn.Dense(3)`` in ``nn.Dense(3)(x)``: the outer call converts both
+        method = self_attribute(func)
+        if method in SELF_CALLS:
+            return SELF_CALLS[method].in_call(self, original_node)
+        if method in ("make_rng", "sow"):
+            raise Unconvertible(f"`self.{method}` is not converted yet")
+        if isinstance(func, cst.Call) and converter.layer(func.func) is not None:
+            if self.depth:
+                raise Unconvertible("submodules created inside a loop or branch are not converted")
+            if not converter._compact:
+                raise Unconvertible("submodules created in a method without `@nn.compact`")
+            factory = converter.layer(func.func).factory  # type: ignore[union-attr]
+            if factory is not None:
+                return factory.inline(self, func, original_node, updated_node)
+            slot = converter.construct(func, None)
+            return self._call_slot(slot, original_node, updated_node)
+        if method in converter.slots:
+            return self._call_slot(converter.slots[method], original_node, updated_node)
+        if method in converter.other_methods:
+            self.call_shapes[id(original_node)] = self._follow_method(method, original_node)
+            return updated_node
+        if converter.layer(func) is not None:
+            raise Unconvertible("a submodule created but not called at once is not converted")
+        self.call_shapes[id(original_node)] = self._function_shape(original_node)
+        return updated_node
+
+    def _call_slot(self, slot: Slot, original: cst.Call, updated: cst.Call) -> cst.Call:
+        converter = self.converter
+        layer = converter.layer(slot.construction.func)
+        assert layer is not None
+        positional = [arg for arg in original.args if arg.keyword is None]
+        inputs = [self.shape_of(arg.value) for arg in positional]
+        output, child_mode = converter.call_slot(slot, inputs, self.shapes)
+        self.call_shapes[id(original)] = output
+        call = updated.with_changes(func=cst.parse_expression(f"self.{slot.attribute}"))
+        if layer.mapping is not None:
+            call = self._layer_call_args(layer.mapping, original, call)
+        elif layer.factory is not None and (len(original.args) != 1 or original.args[0].keyword is not None):
+            raise Unconvertible(f"an `nn.{layer.factory.name}` called with more than its input")
+        elif child_mode is not None:
+            call = self._child_call_args(child_mode, original, call)
+        return call
+
+    def _follow_method(self, name: str, call: cst.Call) -> Shape:
+        """``self.encode(x)``: convert ``encode`` with the shapes it is called with."""
+        converter = self.converter
+        if name in converter.followed_methods:
+            raise Unconvertible(f"`self.{name}` is called more than once in `__call__`")
+        method = converter.other_methods[name]
+        params = function_params(method)[1:]
+        if any(arg.keyword is not None or arg.star for arg in call.args) or len(call.args) > len(params):
+            raise Unconvertible(f"`self.{name}(...)` with keyword or starred arguments is not followed")
+        shapes = {param.name.value: self.shape_of(arg.value) for param, arg in zip(params, call.args)}
+        follower = CallRewriter(converter, shapes)
+        converter.followed_methods[name] = method.with_changes(body=method.body.visit(follower))
+        return follower.output
+
+    def _layer_call_args(self, mapping: LayerMapping, original: cst.Call, call: cst.Call) -> cst.Call:
+        names_by_position = ("inputs",) + mapping.call_positional
+        args = []
+        for index, (arg, new_arg) in enumerate(zip(original.args, call.args)):
+            keyword = arg_keyword(arg)
+            if keyword is None and index >= len(names_by_position):
+                raise Unconvertible(f"too many positional arguments in a call of `{mapping.linen}`")
+            name = keyword or names_by_position[index]
+            if name == mapping.mode_flag:
+                if self._consume_mode(arg.value) is None:
+                    continue  # the flag is the module's mode: model.train()/eval() sets it
+                new_arg = new_arg.with_changes(keyword=cst.Name(name), equal=cst.AssignEqual(
+                    cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
+            elif name in mapping.call_renamed:
+                new_arg = new_arg.with_changes(keyword=cst.Name(mapping.call_renamed[name]), equal=cst.AssignEqual(
+                    cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
+            elif keyword is None and index > 0 and mapping.linen == "SelfAttention":
+                new_arg = new_arg.with_changes(keyword=cst.Name(name), equal=cst.AssignEqual(
+                    cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
+            elif name == "inputs_kv":
+                raise Unconvertible("`inputs_kv=` has no NNX equivalent: pass `inputs_k` and `inputs_v`")
+            args.append(new_arg)
+        if args and len(args) < len(call.args):
+            args[-1] = args[-1].with_changes(comma=call.args[-1].comma)
+        return call.with_changes(args=args)
+
+    def _consume_mode(self, value: cst.BaseExpression) -> Optional[bool]:
+        constant = self.converter.mode_use(value, True)
+        if constant is None:
+            self.converter.mode_consumed += 1
+        else:
+            self.converter.constant_flags = True
+        return constant
+
+    def _child_call_args(self, child_mode: Mode, original: cst.Call, call: cst.Call) -> cst.Call:
+        def is_mode(index: int, keyword: Optional[str]) -> bool:
+            return keyword == child_mode.name or (keyword is None and index == child_mode.index)
+
+        found = [arg for index, arg in enumerate(original.args) if is_mode(index, arg_keyword(arg))]
+        if len(found) != 1:
+            raise Unconvertible("a submodule is called without its train/eval argument")
+        if self.converter.mode_use(found[0].value, child_mode.eval_value) is not None:
+            raise Unconvertible("a submodule is called with a constant train/eval argument")
+        self.converter.mode_consumed += 1
+        return drop_args(call, is_mode)
+
+    # -- shapes ------------------------------------------------------------

@@ -1,0 +1,43 @@
+"""``self.param('w', init, *shape)`` -> ``self.w = nnx.Param(init(rngs.params(), *shape))``,
+read as ``self.w[...]``."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword
+from nnxlint.conversion.constructs import SelfCall, self_call
+from nnxlint.conversion.shapes import Shape, string_literal
+
+
+@self_call("param")
+class Param(SelfCall):
+    def in_setup(self, converter, attribute: str, call: cst.Call) -> None:
+        self._add(converter, attribute, call, {})
+
+    def in_call(self, rewriter, call: cst.Call) -> cst.BaseExpression:
+        if id(call) not in rewriter.assigned_values:
+            raise Unconvertible("`self.param` inside an expression: assign it to a name first")
+        name = string_literal(call.args[0].value) if call.args else None
+        if name is None:
+            raise Unconvertible("`self.param` needs a literal name")
+        self._add(rewriter.converter, name, call, rewriter.shapes)
+        return cst.parse_expression(f"self.{name}[...]")
+
+    @staticmethod
+    def _add(converter, attribute: str, call: cst.Call, shapes: dict[str, Shape]) -> None:
+        args = list(call.args)
+        if len(args) < 2 or any(arg_keyword(arg) for arg in args) or any(arg.star for arg in args):
+            raise Unconvertible("`self.param` with keyword or starred arguments is not converted")
+        name = string_literal(args[0].value)
+        if name is None or not IDENTIFIER.fullmatch(name):
+            raise Unconvertible("`self.param` needs a literal name that is an identifier")
+        if attribute != name:
+            raise Unconvertible(f"`self.param({name!r}, ...)` stored under another name (`{attribute}`)")
+        if name in converter.params or name in converter.slots or name in converter.variables:
+            raise Unconvertible(f"`{name}` is created twice")
+        init = converter.init_code(args[1].value, shapes)
+        rest = [converter.init_code(arg.value, shapes) for arg in args[2:]]
+        converter.params[name] = (f"self.{name} = {converter.env.nnx}.Param("
+                                  f"{init}({', '.join(['rngs.params()'] + rest)}))")
+        converter.uses_rngs = True

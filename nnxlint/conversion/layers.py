@@ -1,0 +1,187 @@
+"""Flax layers of the table in ``linen_map.py``: their NNX construction (with the
+input size Linen infers) and the shape they return.  A mixin of ``ClassConverter``."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+
+from nnxlint.conversion.base import Layer, Slot, Unconvertible, arg_keyword, self_attribute
+from nnxlint.conversion.constructs import FACTORIES
+from nnxlint.conversion.linen_map import LAYERS, LayerMapping
+from nnxlint.conversion.shapes import Shape, Size, int_literal, int_tuple, string_literal, window_output
+
+
+class LayerConstruction:
+    """Flax layers: which one a construction call makes, its NNX construction and its output shape."""
+
+    # -- layers ----------------------------------------------------------------
+    def layer(self, func: cst.BaseExpression) -> Optional[Layer]:
+        member = self.env.linen_member(func)
+        if member is not None:
+            if member in LAYERS:
+                return Layer(LAYERS[member], None)
+            if member in FACTORIES:
+                return Layer(None, None, factory=FACTORIES[member])
+            if member[:1].isupper():
+                raise Unconvertible(f"`nn.{member}` has no conversion yet")
+            return None
+        if isinstance(func, cst.Name) and func.value in self.env.linen_classes:
+            binding = self.env.scope.lookup(func.value)
+            if binding is not None and binding.node is self.env.linen_classes[func.value]:
+                return Layer(None, func.value)
+        return None
+
+    def construction_args(self, construction: cst.Call,
+                          mapping: LayerMapping) -> tuple[dict[str, cst.BaseExpression], list[str]]:
+        """Linen constructor arguments by Linen name, and which were positional."""
+        values: dict[str, cst.BaseExpression] = {}
+        positional: list[str] = []
+        for index, arg in enumerate(construction.args):
+            if arg.star:
+                raise Unconvertible(f"starred arguments to `nn.{mapping.linen}`")
+            keyword = arg_keyword(arg)
+            if keyword is None:
+                if index >= len(mapping.linen_positional):
+                    raise Unconvertible(f"too many positional arguments to `nn.{mapping.linen}`")
+                keyword = mapping.linen_positional[index]
+                positional.append(keyword)
+            values[keyword] = arg.value
+        return values, positional
+
+    def _layer_init(self, slot: Slot, mapping: LayerMapping, input_size: Optional[Size],
+                    shapes: dict[str, Shape]) -> str:
+        values, positional = self.construction_args(slot.construction, mapping)
+        values.pop("name", None)
+        for keyword in values:
+            if keyword in mapping.no_equivalent:
+                raise Unconvertible(f"`nn.{mapping.linen}({keyword}=...)` has no NNX equivalent")
+        flag = values.pop(mapping.mode_flag, None) if mapping.mode_flag else None
+        if flag is not None:
+            constant = self.mode_use(flag, True)
+            if constant is None:
+                self.mode_consumed += 1
+            else:
+                values[mapping.mode_flag] = flag  # a constant stays as it was
+                self.constant_flags = True
+        for keyword in ("axis", "feature_axes"):  # the input size is read from the last axis
+            if mapping.linen == "DenseGeneral":
+                break  # its contracted axes give its input size (``_input_size``)
+            if keyword in values and int_literal(values[keyword]) != -1 and mapping.input_size:
+                raise Unconvertible(f"`nn.{mapping.linen}({keyword}=...)` on an axis other than the last")
+        nnx_values: dict[str, str] = {}
+        nnx_positional: set[str] = set()
+        if mapping.input_size:
+            if input_size is None:
+                raise Unconvertible(f"the input size of `{slot.attribute}` ({mapping.linen}) "
+                                    "cannot be determined statically")
+            nnx_values[mapping.input_size] = input_size.code
+            nnx_positional.add(mapping.input_size)
+        for linen_name, value in values.items():
+            nnx_name = mapping.renamed.get(linen_name, linen_name)
+            nnx_values[nnx_name] = self.init_code(value, shapes)
+            if linen_name in positional or linen_name == mapping.output_size:
+                nnx_positional.add(nnx_name)
+        for name, code in mapping.added.items():
+            nnx_values.setdefault(name, code)
+        sizes = [mapping.input_size, mapping.renamed.get(mapping.output_size or "", mapping.output_size)]
+        last_size = max((mapping.nnx_positional.index(n) for n in sizes if n in mapping.nnx_positional), default=-1)
+        nnx_positional.update(mapping.nnx_positional[:last_size + 1])  # ``(num_heads, in_features, ...)``
+        parts: list[str] = []
+        for name in mapping.nnx_positional:  # positional while contiguous
+            if name not in nnx_values or name not in nnx_positional:
+                break
+            parts.append(nnx_values.pop(name))
+        parts += [f"{name}={code}" for name, code in nnx_values.items()]
+        parts.append("rngs=rngs")
+        self.uses_rngs = True
+        return f"{self.env.nnx}.{mapping.nnx}({', '.join(parts)})"
+
+    def _layer_output(self, mapping: LayerMapping, slot: Slot, input_shape: Shape,
+                      shapes: dict[str, Shape]) -> Shape:
+        if input_shape is None:
+            return None
+        values, _ = self.construction_args(slot.construction, mapping)
+        if mapping.linen == "Embed":
+            return input_shape + (self.size_of(values["features"], shapes),)
+        if mapping.linen == "DenseGeneral":  # the contracted axes give way to the features
+            return input_shape[:len(input_shape) - len(self._contracted_axes(values))] + self._features(values)
+        last: Optional[Size] = input_shape[-1]
+        if mapping.output_size and mapping.output_size in values:
+            last = self.size_of(values[mapping.output_size], shapes)
+        leading = input_shape[:-1]
+        if mapping.linen in ("Conv",):
+            leading = self._conv_spatial(values, leading)
+        elif mapping.linen in ("ConvTranspose", "LSTMCell", "GRUCell"):
+            return None
+        return tuple(leading) + (last,)
+
+    def _input_size(self, mapping: LayerMapping, slot: Slot, shape: Shape,
+                    shapes: dict[str, Shape]) -> Optional[Size]:
+        """The size a layer reads from its input: the last axis, or DenseGeneral's
+        contracted axes (their sizes as a tuple when there are several)."""
+        if not shape:
+            return None
+        if mapping.linen != "DenseGeneral":
+            return shape[-1]
+        axes = self._contracted_axes(self.construction_args(slot.construction, mapping)[0])
+        if len(axes) >= len(shape):
+            raise Unconvertible(f"`{slot.attribute}` (DenseGeneral) contracts the batch axis")
+        sizes = [shape[axis] for axis in axes]
+        if any(size is None for size in sizes):
+            return None
+        return sizes[0] if len(sizes) == 1 else Size(f"({', '.join(size.code for size in sizes)})")  # type: ignore
+
+    @staticmethod
+    def _contracted_axes(values: dict[str, cst.BaseExpression]) -> tuple[int, ...]:
+        """DenseGeneral's ``axis``: the last axes, counted from the end."""
+        node = values.get("axis")
+        axes = (-1,) if node is None else int_tuple(node, 1) if int_literal(node) is not None else int_tuple(node, 0)
+        if not axes or tuple(sorted(axes)) != tuple(range(-len(axes), 0)):
+            raise Unconvertible("`nn.DenseGeneral(axis=...)` other than the last axes counted from the end "
+                                "(`-1`, `(-2, -1)`, ...)")
+        return axes
+
+    def _features(self, values: dict[str, cst.BaseExpression]) -> tuple[Size, ...]:
+        """DenseGeneral's ``features``: an int or a tuple of ints, known to be ints
+        (a field holding a tuple would pass for one size)."""
+        node = values.get("features")
+        elements = [element.value for element in node.elements] if isinstance(node, (cst.Tuple, cst.List)) \
+            else [node]
+        sizes = []
+        for element in elements:
+            attribute = self_attribute(element) if element is not None else None
+            if element is not None and int_literal(element) is not None:
+                sizes.append(Size.number(int_literal(element)))  # type: ignore[arg-type]
+            elif attribute and any(f.name == attribute and f.annotation == "int" for f in self.fields):
+                sizes.append(Size(attribute))
+            else:
+                raise Unconvertible("`nn.DenseGeneral(features=...)` that is not an int or a tuple of ints "
+                                    "(literals or `int` fields)")
+        return tuple(sizes)
+
+    def size_of(self, node: cst.BaseExpression, shapes: dict[str, Shape]) -> Size:
+        code = self.init_code(node, shapes)
+        value = int_literal(node)
+        return Size(code, value)
+
+    @staticmethod
+    def _conv_spatial(values: dict[str, cst.BaseExpression], leading: tuple) -> tuple:
+        """The axes before the features after a Conv: the kernel's rank decides how
+        many of the last ones are convolved (an int kernel size is a 1-D kernel),
+        the ones before them are batch axes."""
+        kernel_node = values.get("kernel_size")
+        kernel = int_tuple(kernel_node, 1) if int_literal(kernel_node or cst.Name("x")) is not None \
+            else int_tuple(kernel_node, 0)
+        if kernel is None or not 0 < len(kernel) < len(leading):
+            return (None,) * len(leading)
+        rank = len(kernel)
+        strides = int_tuple(values.get("strides", cst.Integer("1")), rank)
+        padding = string_literal(values.get("padding", cst.SimpleString("'SAME'")))
+        batch, spatial = leading[:-rank], leading[-rank:]
+        if strides is None or len(strides) != rank or padding is None or any(
+                name in values for name in ("input_dilation", "kernel_dilation")):
+            return batch + (None,) * rank
+        return batch + tuple(window_output(size, k, s, padding) for size, k, s in zip(spatial, kernel, strides))
+
