@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nnxlint import __version__
-from nnxlint.textio import replace_file
+from nnxlint.textio import read_regular, replace_file
 from nnxlint.findings import FixSummary, Finding
 
 CACHE_DIRECTORY = ".nnxlint_cache"
@@ -44,9 +44,29 @@ def _code_fingerprint() -> str:
     return content_digest("\n".join(sorted(stats)).encode())
 
 
-def _finding_from(data: dict, path: str) -> Finding:
-    fix = data.pop("fix")
-    return Finding(path=path, fix=FixSummary(**fix) if fix else None, **data)
+_FINDING_FIELDS = {field.name: field for field in dataclasses.fields(Finding) if field.name != "path"}
+_INTEGER_FIELDS = ("line", "column", "end_line", "end_column")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finding_from(data: object, path: str) -> Optional[Finding]:
+    """The finding a cache record holds, or None when the record is not one we wrote."""
+    if not isinstance(data, dict) or set(data) != set(_FINDING_FIELDS):
+        return None
+    if not all(isinstance(data[key], str) for key in ("code", "name", "message")):
+        return None
+    if not all(_is_int(data[key]) for key in _INTEGER_FIELDS) or not (data["cell"] is None or _is_int(data["cell"])):
+        return None
+    fix = data["fix"]
+    if fix is not None:
+        if (not isinstance(fix, dict) or set(fix) != {"applicability", "description"}
+                or fix["applicability"] not in ("safe", "unsafe") or not isinstance(fix["description"], str)):
+            return None
+        fix = FixSummary(**fix)
+    return Finding(path=path, **{**data, "fix": fix})
 
 
 class Cache:
@@ -61,15 +81,15 @@ class Cache:
     def load(self, path: str, codes: Sequence[str], fix_level: Optional[str]) -> Optional[list[Finding]]:
         """The cached findings for the file as it is now, or None."""
         try:
-            with open(path, "rb") as handle:
-                digest = content_digest(handle.read())
-            with open(self._entry(path, codes, fix_level), encoding="utf-8") as handle:
-                entry = json.load(handle)
-        except (OSError, ValueError):
+            digest = content_digest(read_regular(path))
+            entry = json.loads(read_regular(self._entry(path, codes, fix_level)))
+        except (OSError, ValueError, RecursionError):  # regular files only: a FIFO must not block
             return None
-        if entry.get("content") != digest or entry.get("code") != self.code:
+        if not isinstance(entry, dict) or entry.get("content") != digest or entry.get("code") != self.code:
             return None
-        return [_finding_from(finding, path) for finding in entry["findings"]]
+        records = entry.get("findings")
+        findings = [_finding_from(record, path) for record in records] if isinstance(records, list) else [None]
+        return None if None in findings else findings  # type: ignore[return-value]
 
     def store(self, path: str, codes: Sequence[str], fix_level: Optional[str], digest: str,
               findings: Sequence[Finding]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -56,7 +57,7 @@ def _codes(option: tuple[str, ...]) -> list[str]:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(readable=False))  # unreadable: NNX000, the rest checked
 @click.option("--fix", is_flag=True, help="Apply safe fixes.")
 @click.option("--unsafe-fixes", is_flag=True, help="Also apply (with --fix) or show unsafe fixes.")
 @click.option("--diff", is_flag=True, help="Print the diff --fix would apply; write nothing.")
@@ -71,7 +72,8 @@ def _codes(option: tuple[str, ...]) -> list[str]:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Use this pyproject.toml / nnxlint.toml instead of discovering one.")
 @click.option("--force-exclude", is_flag=True, help="Apply exclude patterns to files named explicitly too.")
-@click.option("-j", "--jobs", type=int, default=None, help="Worker processes (default: CPU count).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: CPU count).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
 @click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Report and fail only on findings not recorded in this baseline file.")
@@ -97,7 +99,7 @@ def check(paths, fix, unsafe_fixes, diff, select, extend_select, ignore, output_
     except ConfigError as error:
         raise fail(str(error))
     for path in paths:
-        if not Path(path).exists():
+        if not os.path.lexists(path):  # a dangling link is reported as NNX000, not a usage error
             raise fail(f"{path}: no such file or directory")
     if update_baseline and not baseline_file:
         raise fail("--update-baseline needs --baseline FILE")

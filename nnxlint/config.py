@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,11 +62,25 @@ class Settings:
             raise ConfigError(str(error)) from None
 
 
-def _string_list(table: dict[str, Any], key: str, where: Path) -> list[str]:
+def _string_list(table: dict[str, Any], key: str, where: Path, shown_key: Optional[str] = None) -> list[str]:
     value = table[key]
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ConfigError(f"{where}: `{key}` must be a list of strings")
+        raise ConfigError(f"{where}: `{shown_key or key}` must be a list of strings")
     return value
+
+
+def _patterns(table: dict[str, Any], key: str, where: Path) -> list[str]:
+    """A list of gitignore-style patterns, each checked now rather than mid-run."""
+    patterns = _string_list(table, key, where)
+    if patterns:
+        import pathspec
+
+        for pattern in patterns:
+            try:
+                pathspec.GitIgnoreSpec.from_lines([pattern])
+            except (ValueError, re.error) as error:
+                raise ConfigError(f"{where}: `{key}`: invalid pattern {pattern!r} ({error})") from None
+    return patterns
 
 
 def _load_table(path: Path) -> Optional[dict[str, Any]]:
@@ -73,11 +89,17 @@ def _load_table(path: Path) -> Optional[dict[str, Any]]:
             data = tomllib.load(handle)
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not valid UTF-8 (byte at offset {error.start})") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from None
-    if path.name == "pyproject.toml":
-        return data.get("tool", {}).get("nnxlint")
-    return data  # a dedicated nnxlint.toml holds the table at the top level
+    if path.name != "pyproject.toml":
+        return data  # a dedicated nnxlint.toml holds the table at the top level
+    tool = data.get("tool")
+    table = tool.get("nnxlint") if isinstance(tool, dict) else None  # ``tool = 5`` is some other tool's business
+    if table is not None and not isinstance(table, dict):
+        raise ConfigError(f"{path}: `tool.nnxlint` must be a table ([tool.nnxlint])")
+    return table
 
 
 def find_config(start: Path) -> Optional[Path]:
@@ -92,7 +114,11 @@ def find_config(start: Path) -> Optional[Path]:
 
 
 def load_settings(config_file: Optional[Path], start: Path) -> Settings:
-    path = config_file or find_config(start.resolve())
+    try:
+        start = start.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: where it is, not where it points
+        start = Path(os.path.abspath(start))
+    path = config_file or find_config(start)
     if path is None:
         return Settings(root=Path.cwd())
     if not path.is_file():
@@ -105,20 +131,26 @@ def load_settings(config_file: Optional[Path], start: Path) -> Settings:
         raise ConfigError(f"{path}: unknown option(s) {', '.join(sorted(unknown))} in [tool.nnxlint]; "
                           f"known: {', '.join(sorted(KNOWN_KEYS))}")
     settings = Settings(root=path.parent.resolve(), source=path)
-    for key in ("select", "extend-select", "ignore", "exclude", "extend-exclude"):
+    for key in ("select", "extend-select", "ignore"):
         if key in table:
             setattr(settings, key.replace("-", "_"), _string_list(table, key, path))
+    for key in ("exclude", "extend-exclude"):
+        if key in table:
+            setattr(settings, key.replace("-", "_"), _patterns(table, key, path))
     if "per-file-ignores" in table:
         value = table["per-file-ignores"]
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: `per-file-ignores` must be a table of glob = [codes]")
-        settings.per_file_ignores = {pattern: _string_list(value, pattern, path) for pattern in value}
+        settings.per_file_ignores = {pattern: _string_list(value, pattern, path, f"per-file-ignores.{pattern}")
+                                     for pattern in value}
     if "respect-gitignore" in table:
         if not isinstance(table["respect-gitignore"], bool):
             raise ConfigError(f"{path}: `respect-gitignore` must be true or false")
         settings.respect_gitignore = table["respect-gitignore"]
     if "cache-dir" in table:
-        settings.cache_dir = str(table["cache-dir"])
+        if not isinstance(table["cache-dir"], str) or not table["cache-dir"]:
+            raise ConfigError(f"{path}: `cache-dir` must be a directory name (a string)")
+        settings.cache_dir = table["cache-dir"]
     settings.enabled_codes()  # unknown codes are an error at load time
     settings.per_file_ignore_codes()
     return settings

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 SOURCE_SUFFIXES = (".py", ".pyi", ".ipynb")
 # Directories that never hold the user's own sources (ruff's list, plus ours).
@@ -23,7 +24,10 @@ class _Patterns:
         import pathspec  # only when there is something to match
 
         self.base = base
-        self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        try:
+            self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        except (ValueError, re.error):  # git skips a .gitignore line it cannot use: so do we
+            self.spec = pathspec.GitIgnoreSpec.from_lines([line for line in lines if _valid_pattern(line)])
 
     def matches(self, path: Path, is_dir: bool) -> bool:
         try:
@@ -33,9 +37,34 @@ class _Patterns:
         return self.spec.match_file(relative + "/" if is_dir else relative)
 
 
+def _valid_pattern(line: str) -> bool:
+    import pathspec
+
+    try:
+        pathspec.GitIgnoreSpec.from_lines([line])
+    except (ValueError, re.error):
+        return False
+    return True
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:  # a symlink loop
+        return False
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` resolved, or only made absolute where it cannot be (a symlink loop)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
 def _gitignore(directory: Path) -> Optional[_Patterns]:
     candidate = directory / ".gitignore"
-    if candidate.is_file():
+    if os.path.isfile(candidate):  # os.path: False, not an exception, in an unreadable directory
         try:
             lines = candidate.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
@@ -46,20 +75,23 @@ def _gitignore(directory: Path) -> Optional[_Patterns]:
 
 def _git_root(directory: Path) -> Optional[Path]:
     for candidate in [directory, *directory.parents]:
-        if (candidate / ".git").exists():
+        if os.path.exists(candidate / ".git"):
             return candidate
     return None
 
 
 class FileFinder:
+    """``warn`` hears of every directory that is skipped because it cannot be read."""
+
     def __init__(self, root: Path, exclude: Sequence[str], respect_gitignore: bool,
-                 suffixes: Sequence[str] = SOURCE_SUFFIXES) -> None:
+                 suffixes: Sequence[str] = SOURCE_SUFFIXES, warn: Callable[[str], None] = lambda message: None) -> None:
         self.exclude = _Patterns(root, exclude) if exclude else None
         self.respect_gitignore = respect_gitignore
         self.suffixes = tuple(suffixes)
+        self.warn = warn
 
     def excluded(self, path: Path, is_dir: bool) -> bool:
-        return self.exclude is not None and self.exclude.matches(path.resolve(), is_dir)
+        return self.exclude is not None and self.exclude.matches(_absolute(path), is_dir)
 
     def _ancestor_ignores(self, directory: Path) -> list[_Patterns]:
         """The .gitignore files from the repository root (if any) down to ``directory``."""
@@ -90,8 +122,10 @@ class FileFinder:
         while stack:
             directory, shown_directory, active = stack.pop()
             try:
-                entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
-            except OSError:
+                with os.scandir(directory) as scan:
+                    entries = sorted(scan, key=lambda entry: entry.name)
+            except OSError as error:
+                self.warn(f"{shown_directory}: cannot read directory ({error.strerror or error}); skipped")
                 continue
             local = _gitignore(directory) if self.respect_gitignore and directory != top else None
             if local is not None:
@@ -101,7 +135,7 @@ class FileFinder:
                 path = directory / entry.name
                 is_dir = entry.is_dir(follow_symlinks=False)
                 if is_dir and (entry.name in SKIPPED_DIRECTORIES or entry.name.endswith(".egg-info")
-                               or (path / "pyvenv.cfg").exists()):
+                               or os.path.exists(path / "pyvenv.cfg")):
                     continue
                 if not is_dir and not entry.name.endswith(self.suffixes):
                     continue
@@ -109,6 +143,6 @@ class FileFinder:
                     continue
                 if is_dir:
                     subdirectories.append((path, shown_directory / entry.name, active))
-                elif entry.is_file():
-                    yield shown_directory / entry.name
+                elif _is_file(entry) or (entry.is_symlink() and not os.path.exists(path)):
+                    yield shown_directory / entry.name  # a dangling or looping link: reported as NNX000
             stack.extend(reversed(subdirectories))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +54,15 @@ class FileOutcome:
 
 
 def find_files(settings: "Settings", paths: Sequence[str], force_exclude: bool = False) -> list[str]:
-    """The files to check under ``paths``, as the configuration selects them."""
-    from nnxlint.discovery import FileFinder
+    """The files to check under ``paths``, as the configuration selects them; unreadable
+    directories are skipped with a warning on stderr."""
+    from nnxlint.discovery import FileFinder, SOURCE_SUFFIXES
 
-    finder = FileFinder(settings.root, [*settings.exclude, *settings.extend_exclude], settings.respect_gitignore)
+    def warn(message: str) -> None:
+        print(f"nnxlint: warning: {message}", file=sys.stderr)
+
+    finder = FileFinder(settings.root, [*settings.exclude, *settings.extend_exclude], settings.respect_gitignore,
+                        SOURCE_SUFFIXES, warn)
     return [str(path) for path in finder.files(paths, force_exclude)]
 
 

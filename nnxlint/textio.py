@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import tempfile
 import tokenize
 from dataclasses import dataclass
@@ -47,10 +49,28 @@ def decode(data: bytes) -> Source:
     return Source(text, encoding, bom)
 
 
+def read_regular(path: Union[str, os.PathLike], limit: Optional[int] = None) -> bytes:
+    """The bytes of the regular file ``path``. Raises OSError for anything else (opening a
+    FIFO or a device must not block the run) and FileTooLarge above ``limit`` bytes."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(descriptor, "rb") as handle:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if limit is not None and status.st_size > limit:
+            raise FileTooLarge(status.st_size)
+        return handle.read()
+
+
+class FileTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
 def read_source(path: str) -> Source:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_regular(path)
     except OSError as error:
         raise SourceError(f"cannot read file: {error.strerror or error}") from None
     return decode(data)
