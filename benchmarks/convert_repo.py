@@ -1,0 +1,263 @@
+"""How much of a Linen code base the Linen -> NNX conversion reaches.
+
+    python benchmarks/convert_repo.py PATH [--verify] [--json OUT]
+
+Copies PATH to a temporary directory and runs ``nnxlint check --fix
+--unsafe-fixes`` on the copy, as a user would.  Each Linen module class that
+NNX002 flags before the fix is looked up after it: it counts as converted only
+when it is an ``nnx.Module`` in the output and its file imports (in a fresh
+interpreter, from the example's own directory).  Classes are grouped by the
+top-level directory under PATH (for google/flax ``examples/``: one group per
+example); each unconverted class is listed with the reason NNX002 gives.
+
+With ``--verify`` (needs the verify extra), each example with a spec in
+``SPECS`` has its top model built both ways: the Linen original from the
+untouched tree (``init`` on the example input, train and eval mode) and the
+converted NNX model, into which the Linen initial variables are loaded with
+``nnxlint.transplant.load_linen_variables``; the table shows the largest
+relative difference of the forward outputs.  The converted model's input-size
+parameters (``in_features``, ...) are read off the example input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+_CLASS = re.compile(r"Linen Module class `([^`]+)`")
+_REASON = re.compile(r"\(no fix: (.*)\)$")
+
+# Top models of google/flax examples/ to verify: (file, class, Linen keyword
+# arguments as source, example input as source, call keywords for train, for eval).
+SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
+    "imagenet": [("models.py", "ResNet",
+                  "dict(stage_sizes=[1, 1], block_cls=ResNetBlock, num_classes=10, num_filters=8)",
+                  "jax.random.normal(jax.random.key(1), (2, 32, 32, 3))", {"train": True}, {"train": False})],
+    "vae": [("models.py", "VAE", "dict(latents=4)", "jax.random.uniform(jax.random.key(1), (2, 784))",
+             {"z_rng": "jax.random.key(2)"}, {"z_rng": "jax.random.key(2)"})],
+    "ppo": [("models.py", "ActorCritic", "dict(num_outputs=4)",
+             "jax.random.uniform(jax.random.key(1), (2, 84, 84, 4))", {}, {})],
+    "sst2": [("models.py", "TextClassifier",
+              "dict(embedding_size=8, hidden_size=6, vocab_size=20, output_size=3, dropout_rate=0.0, "
+              "word_dropout_rate=0.0, unk_idx=1)",
+              "jnp.array([[3, 4, 5, 0], [6, 7, 0, 0]])", {"lengths": "jnp.array([3, 2])", "deterministic": False},
+              {"lengths": "jnp.array([3, 2])", "deterministic": True})],
+}
+
+
+@dataclass
+class ClassResult:
+    path: str
+    name: str
+    line: int
+    converted: bool = False
+    reason: str = ""
+
+
+@dataclass
+class Group:
+    name: str
+    classes: list[ClassResult] = field(default_factory=list)
+    forward: dict[str, str] = field(default_factory=dict)  # model -> "train/eval max relative difference"
+
+    @property
+    def converted(self) -> int:
+        return sum(c.converted for c in self.classes)
+
+
+def _nnxlint(*args: str, cwd: Path) -> str:
+    command = [sys.executable, "-m", "nnxlint", "check", "--no-cache", "--exit-zero", *args, "."]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False).stdout
+
+
+def linen_classes(root: Path) -> list[ClassResult]:
+    found = []
+    for finding in json.loads(_nnxlint("--select", "NNX002", "--output-format", "json", "-j", "1", cwd=root)):
+        match = _CLASS.search(finding["message"])
+        if match:
+            reason = _REASON.search(finding["message"])
+            found.append(ClassResult(finding["path"].removeprefix("./"), match.group(1), finding["line"],
+                                     reason=reason.group(1) if reason else ""))
+    return found
+
+
+def _nnx_classes(source: str) -> set[str]:
+    """Classes of a file whose base is ``nnx.Module`` (or a class of the file that is)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                text = ast.unparse(base)
+                if text.endswith("nnx.Module") or text in found:
+                    found.add(node.name)
+    return found
+
+
+def _imports(file: Path, root: Path) -> Optional[str]:
+    """None when the file imports (from its own directory), else the error's last line."""
+    code = ("import importlib.util, sys\n"
+            f"sys.path[:0] = [{str(file.parent)!r}, {str(root)!r}]\n"
+            f"spec = importlib.util.spec_from_file_location('converted', {str(file)!r})\n"
+            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return None
+    return (done.stderr.strip().splitlines() or ["?"])[-1]
+
+
+def measure(source: Path) -> tuple[list[Group], Path]:
+    work = Path(tempfile.mkdtemp(prefix="convert_repo_")) / source.name
+    shutil.copytree(source, work, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+    before = linen_classes(work)
+    _nnxlint("--fix", "--unsafe-fixes", cwd=work)
+    after = {(c.path, c.name): c for c in linen_classes(work)}
+    import_errors: dict[str, Optional[str]] = {}
+    groups: dict[str, Group] = {}
+    for result in before:
+        path = work / result.path
+        if result.path not in import_errors:
+            import_errors[result.path] = _imports(path, work) if _nnx_classes(path.read_text()) else None
+        still = after.get((result.path, result.name))
+        is_nnx = result.name in _nnx_classes(path.read_text())
+        error = import_errors[result.path]
+        result.converted = is_nnx and still is None and error is None
+        if still is not None:
+            result.reason = still.reason or result.reason
+        elif is_nnx and error is not None:
+            result.reason = f"converted, but the file does not import: {error}"
+        top = result.path.split("/")[0] if "/" in result.path else "."
+        groups.setdefault(top, Group(top)).classes.append(result)
+    return sorted(groups.values(), key=lambda g: g.name), work
+
+
+_VERIFY = r'''
+import importlib.util, json, sys
+import jax, jax.numpy as jnp, numpy as np
+from flax import nnx
+from nnxlint.transplant import load_linen_variables
+
+def load(path, name):
+    sys.path[:0] = [str(__import__("pathlib").Path(path).parent)]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+spec = json.loads(sys.argv[1])
+linen = load(spec["linen"], "linen_models")
+converted = load(spec["nnx"], "nnx_models")
+x = eval(spec["input"], {"jax": jax, "jnp": jnp})
+kwargs = eval(spec["kwargs"], {**vars(linen)})
+nnx_kwargs = eval(spec["kwargs"], {**vars(converted)})
+modes = {mode: {k: eval(v, {"jax": jax, "jnp": jnp}) if isinstance(v, str) else v for k, v in call.items()}
+         for mode, call in (("train", spec["train"]), ("eval", spec["eval"]))}
+model = getattr(linen, spec["class"])(**kwargs)
+variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(3)}, x, **modes["eval"])
+NNXClass = getattr(converted, spec["class"])
+import inspect
+signature = inspect.signature(NNXClass.__init__)
+for name in signature.parameters:
+    if name.endswith("features") and name not in nnx_kwargs:
+        nnx_kwargs[name] = x.shape[-1]
+nnx_model = NNXClass(**nnx_kwargs, rngs=nnx.Rngs(0)) if "rngs" in signature.parameters else NNXClass(**nnx_kwargs)
+load_linen_variables(nnx_model, variables)
+call_names = set(inspect.signature(type(nnx_model).__call__).parameters)
+result = {}
+for mode, call in modes.items():
+    mutable = [c for c in variables if c != "params"]
+    out = model.apply(variables, x, **call, rngs={"dropout": jax.random.key(3)}, mutable=mutable or False)
+    out = out[0] if mutable else out
+    getattr(nnx_model, mode)()
+    nnx_call = {k: v for k, v in call.items() if k in call_names}
+    got = nnx_model(x, **nnx_call)
+    diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / (np.max(np.abs(np.asarray(a))) + 1e-12))
+             for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(got))]
+    result[mode] = max(diffs) if diffs else float("nan")
+print(json.dumps(result))
+'''
+
+
+def verify(groups: list[Group], source: Path, work: Path) -> None:
+    for group in groups:
+        for file, name, kwargs, example, train, evaluate in SPECS.get(group.name, []):
+            linen_file, nnx_file = source / group.name / file, work / group.name / file
+            if name not in _nnx_classes(nnx_file.read_text()):
+                group.forward[name] = "not converted"
+                continue
+            spec = dict(linen=str(linen_file), nnx=str(nnx_file), input=example, kwargs=kwargs,
+                        train=train, eval=evaluate, **{"class": name})
+            done = subprocess.run([sys.executable, "-c", _VERIFY, json.dumps(spec)], capture_output=True,
+                                  text=True, check=False, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+            if done.returncode != 0:
+                group.forward[name] = "error: " + (done.stderr.strip().splitlines() or ["?"])[-1][:120]
+                continue
+            diff = json.loads(done.stdout.strip().splitlines()[-1])
+            group.forward[name] = f"train {diff['train']:.1e}, eval {diff['eval']:.1e}"
+
+
+def table(groups: list[Group]) -> str:
+    lines = ["| example | Linen classes | converted | forward difference (relative, max) |",
+             "|---|---:|---:|---|"]
+    for group in groups:
+        forward = "; ".join(f"{name}: {text}" for name, text in group.forward.items()) or "—"
+        lines.append(f"| {group.name} | {len(group.classes)} | {group.converted} | {forward} |")
+    total = sum(len(g.classes) for g in groups)
+    converted = sum(g.converted for g in groups)
+    lines.append(f"| **total** | **{total}** | **{converted}** ({100 * converted / max(total, 1):.0f}%) | |")
+    return "\n".join(lines)
+
+
+def reasons(groups: list[Group]) -> str:
+    lines = []
+    for group in groups:
+        for result in group.classes:
+            if not result.converted:
+                lines.append(f"- {result.path}:{result.line} `{result.name}`: {result.reason}")
+    return "\n".join(lines)
+
+
+def top_reasons(groups: list[Group], count: int = 10) -> str:
+    tally: dict[str, int] = defaultdict(int)
+    for group in groups:
+        for result in group.classes:
+            if not result.converted:
+                tally[re.sub(r"`[^`]*`", "`…`", result.reason)] += 1
+    ranked = sorted(tally.items(), key=lambda item: -item[1])[:count]
+    return "\n".join(f"- {n}× {reason}" for reason, n in ranked)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--verify", action="store_true", help="compare forward outputs (needs the verify extra)")
+    parser.add_argument("--json", type=Path, help="also write the per-class results here")
+    options = parser.parse_args()
+    source = options.path.resolve()
+    groups, work = measure(source)
+    if options.verify:
+        verify(groups, source, work)
+    print(table(groups))
+    print("\nUnconverted classes:\n" + (reasons(groups) or "none"))
+    print("\nTop reasons:\n" + (top_reasons(groups) or "none"))
+    if options.json:
+        options.json.write_text(json.dumps([dict(asdict(g), converted=g.converted) for g in groups], indent=1))
+    shutil.rmtree(work.parent, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
