@@ -49,6 +49,12 @@ LINEN_IMPLEMENTATION_MODULES = (
     "flax.linen.module",
     "flax.linen.transforms",
 )
+# Submodules that flax.nnx exposes under a shorter name than their module path
+# (``nnx.optimizer`` is ``flax.nnx.training.optimizer``): the spelling in code -> the public one.
+NNX_SUBMODULE_SPELLINGS = {
+    "flax.nnx.optimizer.": "flax.nnx.training.optimizer.",
+    "flax.nnx.training.metrics.": "flax.nnx.metrics.",
+}
 # Names in those modules that the package re-exports as a different object.
 NOT_REEXPORTED = frozenset({"flax.nnx.graphlib.Static"})
 _IMPLEMENTATION_PREFIXES = tuple(
@@ -80,10 +86,12 @@ NNX_TRANSFORM_FOR_JAX = {
     "jax.value_and_grad": "value_and_grad",
 }
 
-# Variable types: ``.value`` on these is deprecated since 0.12.1.
+# Variable types: ``.value`` on these is deprecated since 0.12.1 (names relative to
+# flax.nnx; ``metrics.MetricState`` is not re-exported at the top).
 VARIABLE_TYPES = frozenset({
     "Variable", "Param", "BatchStat", "Cache", "Intermediate", "Perturbation",
-    "RngKey", "RngCount", "RngState", "OptState", "OptArray", "OptVariable",
+    "RngKey", "RngCount", "RngState", "OptState", "OptArray", "OptVariable", "LoRAParam",
+    "metrics.MetricState",
 })
 
 
@@ -92,6 +100,9 @@ def canonical_name(qualified: str) -> str:
     """Map a name imported from an implementation module to its public name."""
     if qualified in NOT_REEXPORTED:
         return qualified
+    for spelling, module in NNX_SUBMODULE_SPELLINGS.items():
+        if qualified.startswith(spelling):
+            qualified = module + qualified[len(spelling):]
     for prefix, public in _IMPLEMENTATION_PREFIXES:
         if qualified.startswith(prefix):
             rest = qualified[len(prefix):]
@@ -123,6 +134,14 @@ LAYER_VARIABLES = {
     "RMSNorm": {"scale": "Param"},
     "GroupNorm": {"scale": "Param", "bias": "Param"},
     "BatchNorm": {"scale": "Param", "bias": "Param", "mean": "BatchStat", "var": "BatchStat"},
+}
+# Variables that other Flax objects hold, by class (relative to flax.nnx) and attribute.
+OBJECT_VARIABLES = {
+    "Optimizer": {"step": "OptState"},
+    "ModelAndOptimizer": {"step": "OptState"},
+    "metrics.Average": {"total": "metrics.MetricState", "count": "metrics.MetricState"},
+    "metrics.Accuracy": {"total": "metrics.MetricState", "count": "metrics.MetricState"},
+    "metrics.Welford": {"count": "metrics.MetricState", "mean": "metrics.MetricState", "m2": "metrics.MetricState"},
 }
 # flax.nnx classes that are Modules (instances hold state, are pytrees since 0.11).
 MODULE_CLASSES = RNGS_REQUIRED_LAYERS | RNGS_OPTIONAL_LAYERS | frozenset({"Module", "Sequential", "PReLU", "List", "Dict"})

@@ -57,25 +57,45 @@ def test_implementation_modules_are_reexported(module_name):
         assert flax_api.canonical_name(f"{module_name}.{name}") == f"{package.__name__}.{name}"
 
 
+def _nnx_attribute(dotted: str):
+    value = nnx
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def test_stateful_layers_and_variable_types_exist():
     for layer in flax_api.STATEFUL_LAYERS:
         assert issubclass(getattr(nnx, layer), nnx.Module)
     for variable in flax_api.VARIABLE_TYPES:
-        assert issubclass(getattr(nnx, variable), nnx.Variable)
+        assert issubclass(_nnx_attribute(variable), nnx.Variable)
 
 
-def test_nnx_replacements_for_jax_transforms_exist():
-    import jax
+def test_every_public_variable_type_is_listed():
+    """A Variable subclass Flax makes public (``nnx.X`` or ``nnx.metrics.X``) must be in the table."""
+    public = {name for name, value in vars(nnx).items() if inspect.isclass(value) and issubclass(value, nnx.Variable)}
+    public |= {f"metrics.{name}" for name, value in vars(nnx.metrics).items()
+               if inspect.isclass(value) and issubclass(value, nnx.Variable) and value.__module__ == nnx.metrics.__name__}
+    assert public - flax_api.VARIABLE_TYPES == set()
 
-    for jax_name, nnx_name in flax_api.NNX_TRANSFORM_FOR_JAX.items():
-        assert callable(getattr(jax, jax_name.split(".")[1]))
-        assert callable(getattr(nnx, nnx_name))
+
+def test_variables_of_flax_objects():
+    """OBJECT_VARIABLES: the Variable type of each attribute, on real instances."""
+    import optax
+
+    for owner, attributes in flax_api.OBJECT_VARIABLES.items():
+        cls = _nnx_attribute(owner)
+        if owner in flax_api.OPTIMIZER_CLASSES:
+            instance = cls(nnx.Linear(1, 1, rngs=nnx.Rngs(0)), optax.sgd(0.1), wrt=nnx.Param)
+        else:
+            instance = cls()
+        for attribute, variable in attributes.items():
+            assert type(getattr(instance, attribute)) is _nnx_attribute(variable), (owner, attribute)
 
 
-def test_optimizer_signature_facts():
-    """NNX102/NNX103 encode these: wrt required keyword-only, update(model, grads)."""
-    init = inspect.signature(nnx.Optimizer.__init__).parameters
-    assert init["wrt"].kind is inspect.Parameter.KEYWORD_ONLY and init["wrt"].default is inspect.Parameter.empty
-    assert list(inspect.signature(nnx.Optimizer.update).parameters)[:3] == ["self", "model", "grads"]
-    wrt = inspect.signature(nnx.ModelAndOptimizer.__init__).parameters["wrt"]
-    assert wrt.default is nnx.Param
+def test_submodule_spellings():
+    """``nnx.optimizer`` and ``nnx.metrics`` are the modules the table says."""
+    assert nnx.optimizer is importlib.import_module("flax.nnx.training.optimizer")
+    assert nnx.metrics is importlib.import_module("flax.nnx.training.metrics")
+    assert flax_api.canonical_name("flax.nnx.optimizer.Optimizer") == "flax.nnx.Optimizer"
+    assert flax_api.canonical_name("flax.nnx.training.metrics.MetricState") == "flax.nnx.metrics.MetricState"

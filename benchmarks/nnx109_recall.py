@@ -1,0 +1,143 @@
+"""NNX109's recall and precision against a runtime oracle.
+
+Flax (>= 0.12.1) warns with a DeprecationWarning on every ``.value`` read or write
+of an ``nnx.Variable``.  This script runs programs of a checkout with warnings
+always on (``-W always``), records the source line of every such warning (the
+first frame inside the checkout: the setter's own warning points into Flax) and
+every line the programs executed, then runs ``nnxlint check --select NNX109`` on
+the checkout and compares:
+
+- recall: warning sites that NNX109 flags / all warning sites;
+- precision: flagged lines that warned / flagged lines that ran (a flagged line
+  that never ran says nothing either way and is listed apart).
+
+    python benchmarks/nnx109_recall.py CHECKOUT --run main.py [--run other.py ...]
+    python benchmarks/nnx109_recall.py CHECKOUT            # static side only: the findings
+
+``--run`` paths are relative to the checkout; each runs with the checkout as its
+working directory and on ``sys.path``.  ``--json`` prints the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_BOOTSTRAP = r"""
+import atexit, json, os, runpy, sys, warnings
+root, out, script = os.path.realpath(sys.argv[1]), sys.argv[2], sys.argv[3]
+sites, executed = set(), set()
+original = warnings.warn
+
+def _inside(frame):
+    return os.path.realpath(frame.f_code.co_filename).startswith(root + os.sep)
+
+def warn(message, category=None, stacklevel=1, source=None):
+    if "'.value'" in str(message):
+        frame = sys._getframe(1)
+        while frame is not None and not _inside(frame):
+            frame = frame.f_back
+        if frame is not None:
+            sites.add((os.path.realpath(frame.f_code.co_filename), frame.f_lineno))
+    return original(message, category, stacklevel + 1, source)
+
+def trace(frame, event, arg):
+    if not _inside(frame):
+        return None
+    def line(frame, event, arg):
+        if event == "line":
+            executed.add((os.path.realpath(frame.f_code.co_filename), frame.f_lineno))
+        return line
+    return line
+
+@atexit.register
+def dump():
+    sys.settrace(None)
+    with open(out, "w") as handle:
+        json.dump({"sites": sorted(sites), "executed": sorted(executed)}, handle)
+
+warnings.warn = warn
+warnings.simplefilter("always")
+sys.argv = [script]
+sys.path.insert(0, root)
+sys.settrace(trace)
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def run_oracle(checkout: Path, script: str, timeout: float) -> tuple[set, set]:
+    """(warning sites, executed lines) of one program, as (real path, line)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = os.path.join(scratch, "oracle.json")
+        completed = subprocess.run(
+            [sys.executable, "-W", "always", "-c", _BOOTSTRAP, str(checkout), out, str(checkout / script)],
+            cwd=checkout, capture_output=True, text=True, timeout=timeout,
+            env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")})
+        if not os.path.exists(out):
+            raise SystemExit(f"{script} failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}")
+        with open(out) as handle:
+            data = json.load(handle)
+    return {tuple(site) for site in data["sites"]}, {tuple(line) for line in data["executed"]}
+
+
+def flagged(checkout: Path, nnxlint: list[str]) -> set:
+    """(real path, line) of every NNX109 finding in the checkout."""
+    completed = subprocess.run([*nnxlint, "check", str(checkout), "--select", "NNX109", "--output-format", "json",
+                                "--no-cache", "--exit-zero"], capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise SystemExit(f"nnxlint failed:\n{completed.stderr[-3000:]}")
+    return {(os.path.realpath(finding["path"]), finding["line"]) for finding in json.loads(completed.stdout)}
+
+
+def measure(checkout: Path, scripts: list[str], nnxlint: list[str], timeout: float = 600) -> dict:
+    checkout = Path(os.path.realpath(checkout))
+    found = flagged(checkout, nnxlint)
+    result: dict = {"checkout": str(checkout), "flagged": len(found)}
+    if not scripts:
+        return result
+    sites: set = set()
+    executed: set = set()
+    for script in scripts:
+        more_sites, more_lines = run_oracle(checkout, script, timeout)
+        sites |= more_sites
+        executed |= more_lines | more_sites
+    ran = {site for site in found if site in executed}
+    relative = lambda pairs: sorted(f"{os.path.relpath(path, checkout)}:{line}" for path, line in pairs)  # noqa: E731
+    result.update({
+        "warning_sites": len(sites), "found": len(sites & found),
+        "recall": round(len(sites & found) / len(sites), 4) if sites else None,
+        "flagged_and_ran": len(ran),
+        "precision": round(len(ran & sites) / len(ran), 4) if ran else None,
+        "missed": relative(sites - found), "false_alarms": relative(ran - sites),
+        "flagged_not_run": relative(found - executed),
+    })
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkout", type=Path)
+    parser.add_argument("--run", action="append", default=[], help="a program of the checkout to run (repeatable)")
+    parser.add_argument("--nnxlint", default=f"{sys.executable} -m nnxlint", help="how to start nnxlint")
+    parser.add_argument("--json", action="store_true")
+    arguments = parser.parse_args()
+    result = measure(arguments.checkout, arguments.run, arguments.nnxlint.split())
+    if arguments.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{result['checkout']}: {result['flagged']} NNX109 findings")
+    if arguments.run:
+        print(f"warning sites: {result['warning_sites']}, flagged: {result['found']} (recall {result['recall']})")
+        print(f"flagged lines that ran: {result['flagged_and_ran']} (precision {result['precision']})")
+        for label in ("missed", "false_alarms", "flagged_not_run"):
+            for site in result[label]:
+                print(f"  {label}: {site}")
+
+
+if __name__ == "__main__":
+    main()
