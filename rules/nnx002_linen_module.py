@@ -153,14 +153,32 @@ class LinenModule(Rule):
             from nnxlint.conversion.file import convert_file  # heavy: only for files with Linen modules
 
             conversion = convert_file(node, self.context.module_scope)
-            reason = conversion.reason
         except Exception as error:  # a conversion bug must not hide the finding itself
-            reason = f"the conversion failed ({type(error).__name__}: {error}); please report it"
+            conversion = None
+            failure = f"the conversion failed ({type(error).__name__}: {error}); please report it"
         else:
-            if reason is None and conversion.replacements:
-                fix = Fix("convert the file from Linen to NNX", "unsafe", conversion.replacements)
+            if conversion.converted and conversion.replacements:
+                fix = Fix(_fix_description(conversion), "unsafe", conversion.replacements)
         for found in self._classes:
-            message = f"Linen Module class `{found.name.value}`: migrate to `nnx.Module`"
-            if fix is None:
+            name = found.name.value
+            message = f"Linen Module class `{name}`: migrate to `nnx.Module`"
+            reason = failure if conversion is None else conversion.reason_for(name)
+            if reason is not None:
                 message += f" (no fix: {reason})"
-            self.report(found, message, fix)
+            self.report(found, message, fix if reason is None else None)
+
+
+def _fix_description(conversion) -> str:
+    """What the fix converts, and what it asks of code outside the file."""
+    names = ", ".join(f"`{name}`" for name in conversion.converted)
+    what = "the file" if conversion.with_training else f"{names}"
+    text = f"convert {what} from Linen to NNX"
+    sized = {name: sizes for name, sizes in conversion.size_parameters.items() if sizes}
+    if sized and not conversion.with_training:
+        parameters = "; ".join(f"`{name}` takes {', '.join(f'`{size}`' for size in sizes)}"
+                               for name, sizes in sized.items())
+        text += (f" (input sizes become constructor parameters: {parameters}; code outside this file "
+                 "that builds these classes must pass them, and `rngs=`)")
+    elif not conversion.with_training:
+        text += " (code outside this file that builds these classes must pass `rngs=` and use them as NNX modules)"
+    return text

@@ -108,9 +108,9 @@ def test_train_and_eval_in_one_loop_switch_modes_at_each_iteration():
              return nn.Dense(3)(x)
      def f(x):
          model = M()
-         variables = model.init(jax.random.key(0), x)
+         variables = model.init(jax.random.key(0), make_batch())
          return model.apply(variables, x)
-     ''', "input size of `dense_0` (Dense) cannot be determined statically"),
+     ''', "the input size `in_features` of `M` cannot be found from the example input"),
     ('''
      import jax
      import jax.numpy as jnp
@@ -137,13 +137,15 @@ def test_train_and_eval_in_one_loop_switch_modes_at_each_iteration():
          @nn.compact
          def __call__(self, x):
              return nn.Dense(3)(x)
-     ''', "exactly one `model.init(key, x)`"),
+     model = M()
+     ''', "the code at line 7 uses it and is not converted (the conversion needs exactly one `model.init"),
     ('''
      import jax
      import jax.numpy as jnp
      import flax.linen as nn
      class Unused(nn.Module):
          pass
+     Unused()
      class M(nn.Module):
          @nn.compact
          def __call__(self, x):

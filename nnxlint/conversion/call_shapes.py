@@ -9,7 +9,7 @@ import libcst as cst
 
 from nnxlint.conversion.base import arg_keyword, is_false
 from nnxlint.conversion.linen_map import ELEMENTWISE_FUNCTIONS, POOLING_FUNCTIONS
-from nnxlint.conversion.shapes import Shape, flatten, int_literal, int_tuple, string_literal, window_output
+from nnxlint.conversion.shapes import Shape, flatten, is_open, int_literal, int_tuple, string_literal, window_output
 
 _ELEMENTWISE_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.Power)
 
@@ -89,7 +89,7 @@ class ShapeFollowing:
     @staticmethod
     def _reduce_shape(shape: Shape, axis: Optional[cst.BaseExpression],
                       keepdims: Optional[cst.BaseExpression]) -> Shape:
-        if not shape or axis is None or not (keepdims is None or is_false(keepdims)):
+        if not shape or is_open(shape) or axis is None or not (keepdims is None or is_false(keepdims)):
             return None
         axes = int_tuple(axis, 1) if int_literal(axis) is not None else int_tuple(axis, 0)
         if axes is None:

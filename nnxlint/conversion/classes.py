@@ -27,7 +27,7 @@ from nnxlint.conversion.constructs import FACTORIES, SELF_CALLS
 from nnxlint.conversion.layers import LayerConstruction
 from nnxlint.conversion.linen_map import LAYERS
 from nnxlint.conversion.naming import nnx_attribute_name
-from nnxlint.conversion.shapes import Shape, Size, int_literal, string_literal
+from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, int_literal, is_open, open_shape, string_literal
 
 # Linen Module methods a subclass may override; their NNX meaning differs or is absent.
 _LINEN_MODULE_API = frozenset({
@@ -247,6 +247,8 @@ class ClassConverter(LayerConstruction):
         index = int_literal(node.slice[0].slice.value)
         if shape is None or index is None or not -len(shape) <= index < len(shape):
             return None
+        if is_open(shape) and (index >= 0 or ANY_AXES in shape[index:]):
+            return None  # counted across axes of unknown number
         return shape[index]
 
     # -- mode flags ------------------------------------------------------------
@@ -297,6 +299,8 @@ class ClassConverter(LayerConstruction):
         parameter = size_name(name, index)
         if parameter in self.field_names:
             raise Unconvertible(f"a field is named `{parameter}`, the name the input size parameter needs")
+        if is_open(shape):
+            return open_shape(Size(parameter))
         middle = tuple(axis if axis is not None and axis.value is not None else None for axis in shape[1:-1])
         last = Size(parameter) if len(shape) > 1 else None
         return (None,) + middle + ((last,) if len(shape) > 1 else ())

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import libcst as cst
 
 from nnxlint import names
 from nnxlint.flax_api import FLAX_LINEN, FLAX_NNX, is_linen
 from nnxlint.flax_api import LINEN_MODULE
-from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, input_sizes
-from nnxlint.conversion.classes import ClassConverter
+from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args
+from nnxlint.conversion.class_set import ClassSet
+from nnxlint.conversion.models_only import ModelsOnly
 from nnxlint.conversion.shapes import Shape
 from nnxlint.conversion.training import (
     InitSite, RoleAnalysis, TrainingConverter, TrainingPlan, TrainingRewriter, _names, _single_assign,
@@ -46,14 +47,24 @@ def linen_module_classes(module: cst.Module, scope: names.Scope) -> dict[str, cs
 @dataclass
 class Conversion:
     replacements: dict[cst.CSTNode, Replacement] = field(default_factory=dict)
-    reason: Optional[str] = None  # why there is no fix
+    reason: Optional[str] = None  # why no class of the file gets a fix
+    converted: list[str] = field(default_factory=list)  # the classes the fix converts
+    reasons: dict[str, str] = field(default_factory=dict)  # class that stays Linen -> why
+    size_parameters: dict[str, list[str]] = field(default_factory=dict)  # class -> new input-size parameters
+    with_training: bool = False  # the fix converts the training code too
+
+    def reason_for(self, name: str) -> Optional[str]:
+        if name in self.converted:
+            return None
+        return self.reasons.get(name) or self.reason or "it is not converted"
 
 
 def convert_file(module: cst.Module, scope: names.Scope) -> Conversion:
+    converter = _Converter(module, scope)
     try:
-        return Conversion(_Converter(module, scope).run())
+        return converter.run()
     except Unconvertible as error:
-        return Conversion(reason=str(error))
+        return Conversion(reason=str(error), reasons=dict(converter.classes.reasons))
 
 
 class _Converter:
@@ -61,9 +72,8 @@ class _Converter:
         self.module = module
         self.scope = scope
         self.linen_classes = linen_module_classes(module, scope)
-        self.env = FileEnv(module, scope, self._nnx_alias(), self.linen_classes, self._convert_class)
-        self.converted: dict[str, ConvertedClass] = {}
-        self.converted_keys: dict[str, tuple] = {}
+        self.env = FileEnv(module, scope, self._nnx_alias(), self.linen_classes)
+        self.classes = ClassSet(self.env)
 
     def _nnx_alias(self) -> str:
         for local, bindings in self.scope.bindings.items():
@@ -71,32 +81,41 @@ class _Converter:
                 return local
         return "nnx"
 
-    def _convert_class(self, name: str, inputs: Sequence[Shape]) -> ConvertedClass:
-        inputs = list(inputs)
-        while inputs and inputs[-1] is None:  # flags and other non-array arguments
-            inputs.pop()
-        key = tuple(None if shape is None else tuple(axis.value if axis else None for axis in shape[1:-1])
-                    for shape in inputs)
-        if name in self.converted:
-            if self.converted_keys[name] != key:
-                raise Unconvertible(f"`{name}` is used with inputs of different shapes")
-            return self.converted[name]
-        converted = ClassConverter(self.env, self.linen_classes[name], inputs).run()
-        self.converted[name] = converted
-        self.converted_keys[name] = key
-        return converted
+    def run(self) -> Conversion:
+        try:
+            replacements = self._run_with_training()
+            return self._result(replacements, with_training=True)
+        except Unconvertible as error:
+            training_reason = str(error)
+        self.classes = ClassSet(self.env)  # a fresh start: no class is tied to the training code now
+        self.env.custom_collections.clear()
+        return self._result(ModelsOnly(self).run(training_reason))
+
+    def _result(self, replacements: dict[cst.CSTNode, Replacement], with_training: bool = False) -> Conversion:
+        converted = [name for name in self.linen_classes if name in self.classes.converted]
+        sizes = {name: list(self.classes.converted[name].size_params) for name in converted}
+        changed = {old: replacement for old, replacement in replacements.items()
+                   if not (isinstance(replacement, cst.CSTNode) and replacement.deep_equals(old))}
+        return Conversion(changed, None, converted, dict(self.classes.reasons), sizes, with_training)
 
     # -- the whole file ----------------------------------------------------
-    def run(self) -> dict[cst.CSTNode, Replacement]:
+    def _run_with_training(self) -> dict[cst.CSTNode, Replacement]:
         training = TrainingConverter(self.env, self.module)
         site = training.find_init_site()
         inputs = training.input_shapes(site)
-        top = self._convert_class(site.class_name, inputs)
+        top = self.classes.convert(site.class_name, inputs)
+        used_outside = ModelsOnly(self).used_outside()
         for name in self.linen_classes:
-            if name not in self.converted:
-                raise Unconvertible(f"`{name}` is not part of the model that `init` builds")
+            if name not in self.classes.converted:
+                if name in used_outside:
+                    raise Unconvertible(f"`{name}` is not part of the model that `init` builds")
+                self.classes.try_convert(name)  # a class of its own: converts or stays Linen
+        self.classes.close_over_uses()
+        if site.class_name in self.classes.reasons:
+            raise Unconvertible(self.classes.reasons[site.class_name])
+        staying = set(self.classes.reasons)
         plan = TrainingPlan(site, top)
-        plan.converted_construction = self._construction(site, top, inputs, training.rngs_code(site))
+        plan.converted_construction = self._construction(site, top, inputs, training)
         if OPTIMIZER_NAME in self.scope.bindings or self._reads(self.module)[OPTIMIZER_NAME]:
             raise Unconvertible(f"the file already uses the name `{OPTIMIZER_NAME}`")
         analysis = RoleAnalysis(training, site)
@@ -106,27 +125,38 @@ class _Converter:
         new: dict[cst.CSTNode, Replacement] = {}
         variable_classes = self._variable_classes()
         for statement in self.module.body:
-            if isinstance(statement, cst.ClassDef) and statement.name.value in self.converted:
-                new[statement] = self.converted[statement.name.value].node
+            if isinstance(statement, cst.ClassDef) and statement.name.value in self.classes.converted:
+                new[statement] = self.classes.converted[statement.name.value].node
                 if variable_classes:  # defined before the first class that uses them
                     new[statement] = cst.FlattenSentinel([*variable_classes, new[statement]])
                     variable_classes = []
             elif isinstance(statement, cst.ClassDef) and training.train_state_subclass(statement.name) is not None:
                 new[statement] = cst.RemoveFromParent()
+            elif isinstance(statement, cst.ClassDef) and statement.name.value in staying:
+                continue
             elif not _is_import(statement):
                 new[statement] = statement.visit(rewriter)
         self._remove_dead_keys(new, rewriter)
         self._check_nothing_left(new, analysis)
-        self._convert_imports(new)
-        return {old: replacement for old, replacement in new.items()
-                if not (isinstance(replacement, cst.CSTNode) and replacement.deep_equals(old))}
+        for statement in self.module.body:  # the classes that stay Linen, as they are
+            if isinstance(statement, cst.ClassDef) and statement.name.value in staying:
+                new[statement] = statement
+        self._convert_imports(new, keep_linen=bool(staying))
+        return new
 
-    def _construction(self, site: InitSite, top: ConvertedClass, inputs: list[Shape], rngs: str) -> str:
-        sizes = input_sizes(top, inputs, f"`{site.class_name}` (from the example input passed to `init`)")
-        args = [size.code for size in sizes.values()]
+    def _construction(self, site: InitSite, top: ConvertedClass, inputs: list[Shape],
+                      training: TrainingConverter) -> str:
+        args = []
+        for parameter, index in top.size_params.items():
+            shape = inputs[index] if index < len(inputs) else None
+            size = shape[-1].code if shape and shape[-1] is not None else training.runtime_size(site, index)
+            if size is None:
+                raise Unconvertible(f"the input size `{parameter}` of `{site.class_name}` cannot be found from "
+                                    "the example input passed to `init`")
+            args.append(size)
         args += [self.env.code(arg).rstrip(", ") for arg in site.construction.args]
         if top.uses_rngs:  # a model of BatchStats alone takes no rngs
-            args.append(f"rngs={rngs}")
+            args.append(f"rngs={training.rngs_code(site)}")
         return f"{site.class_name}({', '.join(args)})"
 
     def _variable_classes(self) -> list[cst.BaseStatement]:
@@ -217,7 +247,9 @@ class _Converter:
             if any(is_linen(binding.qualified_name) for binding in bindings) and reads[local] > 0:
                 raise Unconvertible(f"`{local}` (flax.linen) is still used outside the converted code")
 
-    def _convert_imports(self, new: dict[cst.CSTNode, Replacement]) -> None:
+    def _convert_imports(self, new: dict[cst.CSTNode, Replacement], keep_linen: bool = False) -> None:
+        """The Linen import becomes ``from flax import nnx`` (or stays, followed by it,
+        when Linen classes remain); imports the conversion left unused go."""
         before = self._reads(self.module)
         after = self._all_reads(new)
         nnx_needed = self.env.nnx == "nnx" and not any(
@@ -226,6 +258,12 @@ class _Converter:
             if not _is_import(statement):
                 continue
             small = statement.body[0]  # type: ignore[attr-defined]
+            if _imports_linen(small) and keep_linen:
+                if nnx_needed:
+                    nnx_line = cst.parse_statement("from flax import nnx" + self.module.default_newline)
+                    new[statement] = cst.FlattenSentinel([statement, nnx_line])
+                    nnx_needed = False
+                continue
             if _imports_linen(small):
                 if nnx_needed:
                     nnx_line = cst.parse_statement("from flax import nnx" + self.module.default_newline)

@@ -10,7 +10,7 @@ import libcst as cst
 from nnxlint.conversion.base import Layer, Slot, Unconvertible, arg_keyword, self_attribute
 from nnxlint.conversion.constructs import FACTORIES
 from nnxlint.conversion.linen_map import LAYERS, LayerMapping
-from nnxlint.conversion.shapes import Shape, Size, int_literal, int_tuple, string_literal, window_output
+from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, int_literal, int_tuple, string_literal, window_output
 
 
 class LayerConstruction:
@@ -114,7 +114,7 @@ class LayerConstruction:
         if mapping.linen in ("Conv",):
             leading = self._conv_spatial(values, leading)
         elif mapping.linen in ("ConvTranspose", "LSTMCell", "GRUCell"):
-            return None
+            return tuple(leading) + (last,) if ANY_AXES in leading and mapping.linen == "ConvTranspose" else None
         return tuple(leading) + (last,)
 
     def _input_size(self, mapping: LayerMapping, slot: Slot, shape: Shape,
@@ -129,7 +129,7 @@ class LayerConstruction:
         if len(axes) >= len(shape):
             raise Unconvertible(f"`{slot.attribute}` (DenseGeneral) contracts the batch axis")
         sizes = [shape[axis] for axis in axes]
-        if any(size is None for size in sizes):
+        if any(size is None or size == ANY_AXES for size in sizes):
             return None
         return sizes[0] if len(sizes) == 1 else Size(f"({', '.join(size.code for size in sizes)})")  # type: ignore
 
@@ -171,6 +171,8 @@ class LayerConstruction:
         """The axes before the features after a Conv: the kernel's rank decides how
         many of the last ones are convolved (an int kernel size is a 1-D kernel),
         the ones before them are batch axes."""
+        if ANY_AXES in leading:
+            return leading  # spatial axes of unknown number stay so
         kernel_node = values.get("kernel_size")
         kernel = int_tuple(kernel_node, 1) if int_literal(kernel_node or cst.Name("x")) is not None \
             else int_tuple(kernel_node, 0)

@@ -144,3 +144,13 @@ def custom_variable_type(collection: str) -> str:
     its own (``'ema_stats'`` -> ``EmaStats``); ``nnxlint.transplant`` finds it by
     this name."""
     return "".join(part[:1].upper() + part[1:] for part in collection.split("_"))
+
+# Linen cells that keep one Dense per gate where the NNX cell fuses them into one
+# Linear per input: NNX layer -> the Linen gate layers concatenated on the output
+# axis, in the order the NNX cell splits that output (nnx.GRUCell: r, z, n).
+FUSED_GATES = {"GRUCell": {"dense_i": ("ir", "iz", "in"), "dense_h": ("hr", "hz", "hn")}}
+# Linen gate parameters the fused NNX cell has no place for.  Linen's GRU adds a
+# bias to the candidate's recurrent term, inside the reset gate
+# (tanh(W_in x + b_in + r * (W_hn h + b_hn))); nnx.GRUCell's dense_h has no bias,
+# so the two agree only while b_hn is zero, as it is at init: training moves it.
+UNFUSABLE_GATE_PARAMETERS = {"GRUCell": (("hn", "bias"),)}

@@ -28,3 +28,10 @@ def nnx_attribute_name(linen_name: str) -> str:
     if re.fullmatch(r"[A-Z][A-Za-z0-9]*_\d+", linen_name):
         return snake_case(linen_name)
     return linen_name
+
+
+def nnx_list_name(linen_class: str) -> str:
+    """The ``nnx.List`` attribute holding the modules of one class that a loop
+    creates: ``Block`` -> ``blocks``, so that Linen's ``Block_0``, ``Block_1``
+    are ``blocks/0``, ``blocks/1``."""
+    return snake_case(linen_class) + "s"

@@ -36,10 +36,23 @@ class Size:
 Axis = Optional[Size]
 Shape = Optional[tuple[Axis, ...]]  # None: not known at all
 
+# Any number of axes of unknown size: ``(ANY_AXES, Size("in_features"))`` is an
+# input whose rank is unknown and whose last axis is the class's input size
+# parameter (a class converted on its own, without an example input).
+ANY_AXES = Size("...")
+
+
+def is_open(shape: Shape) -> bool:
+    return bool(shape) and ANY_AXES in shape  # type: ignore[operator]
+
+
+def open_shape(last: Size) -> Shape:
+    return (ANY_AXES, last)
+
 
 def product(sizes: Sequence[Axis]) -> Axis:
     """The product of sizes: a number when all are numbers, else an expression."""
-    if any(size is None for size in sizes):
+    if any(size is None or size == ANY_AXES for size in sizes):
         return None
     numbers = [size.value for size in sizes if size.value is not None]  # type: ignore[union-attr]
     symbols = [size.operand() for size in sizes if size.value is None]  # type: ignore[union-attr]
@@ -53,7 +66,7 @@ def product(sizes: Sequence[Axis]) -> Axis:
 def window_output(size: Axis, window: int, stride: int, padding: str) -> Axis:
     """Spatial size after a convolution or pooling window (``SAME`` or ``VALID``)."""
     if size is None or size.value is None:
-        return None
+        return size if size == ANY_AXES else None
     if padding == "SAME":
         return Size.number(-(-size.value // stride))
     if padding == "VALID":
@@ -128,13 +141,13 @@ def integer_constants(module: cst.Module) -> dict[str, int]:
 
 def with_unknown_batch(shape: Shape) -> Shape:
     """Axis 0 is the batch: the converted module must not depend on it."""
-    if not shape:
+    if not shape or is_open(shape):
         return shape
     return (None,) + tuple(shape[1:])
 
 
 def flatten(shape: Shape) -> Shape:
     """``x.reshape((x.shape[0], -1))``: batch kept, the rest multiplied."""
-    if not shape:
+    if not shape or is_open(shape):
         return None
     return (shape[0], product(shape[1:]))

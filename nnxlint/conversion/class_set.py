@@ -1,0 +1,140 @@
+"""The Linen classes of one file, converted one by one.
+
+Each class is first converted on its own terms: its inputs of unknown rank, the
+last axis of each a constructor parameter (``in_features``) that whoever builds
+it passes -- a parent module the size it computed, an init site the example
+input's.  So a block used at several input sizes is one class.  Only a class
+whose conversion needs more than the last axis (a flatten, ``x.shape[1]``) is
+converted for the concrete shapes it is called with, and then it must always be
+called with the same ones.
+
+A class that cannot be converted stays Linen, and so does everything tied to
+it: a class that uses it, and a class it uses (a Linen module cannot hold an NNX
+one).  Every class that stays gets its own reason.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import libcst as cst
+
+from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible
+from nnxlint.conversion.classes import ClassConverter
+from nnxlint.conversion.shapes import Shape, Size, open_shape
+
+_ANY_INPUTS = [open_shape(Size("?"))] * 16  # more than any ``__call__`` has
+
+
+class ClassSet:
+    def __init__(self, env: FileEnv) -> None:
+        self.env = env
+        self.converted: dict[str, ConvertedClass] = {}
+        self.concrete_keys: dict[str, tuple] = {}  # classes converted for concrete shapes
+        self.reasons: dict[str, str] = {}  # classes that stay Linen -> why
+        self._open_failures: dict[str, str] = {}
+        self._in_progress: list[str] = []
+        env.convert_class = self.child
+
+    def convert(self, name: str, inputs: Optional[Sequence[Shape]] = None) -> ConvertedClass:
+        """The converted class; ``inputs``: the shapes it is called with, when known."""
+        if name in self.converted:
+            return self._check_key(name, inputs)
+        if name in self._in_progress:
+            raise Unconvertible(f"`{name}` contains itself")
+        self._in_progress.append(name)
+        try:
+            return self._convert(name, inputs)
+        finally:
+            self._in_progress.pop()
+
+    def _convert(self, name: str, inputs: Optional[Sequence[Shape]]) -> ConvertedClass:
+        node = self.env.linen_classes[name]
+        if name not in self._open_failures:
+            custom = dict(self.env.custom_collections)
+            try:
+                self.converted[name] = ClassConverter(self.env, node, _ANY_INPUTS).run()
+                return self.converted[name]
+            except Unconvertible as error:
+                self._open_failures[name] = str(error)
+                self.env.custom_collections = custom
+        if not inputs or not any(inputs):
+            raise Unconvertible(self._open_failures[name])
+        inputs = _array_inputs(inputs)
+        self.converted[name] = ClassConverter(self.env, node, inputs).run()
+        self.concrete_keys[name] = _key(inputs)
+        return self.converted[name]
+
+    def _check_key(self, name: str, inputs: Optional[Sequence[Shape]]) -> ConvertedClass:
+        if name in self.concrete_keys and (inputs is None or _key(_array_inputs(inputs)) != self.concrete_keys[name]):
+            raise Unconvertible(f"`{name}` is used with inputs of different shapes "
+                                f"(on its own: {self._open_failures[name]})")
+        return self.converted[name]
+
+    def child(self, name: str, inputs: Sequence[Shape]) -> ConvertedClass:
+        """A class a parent builds: its failure is the parent's, named."""
+        try:
+            return self.convert(name, inputs)
+        except Unconvertible as error:
+            if str(error).startswith("uses `"):
+                raise
+            raise Unconvertible(f"uses `{name}`, which cannot be converted: {error}") from None
+
+    def try_convert(self, name: str, inputs: Optional[Sequence[Shape]] = None) -> bool:
+        try:
+            self.convert(name, inputs)
+            return True
+        except Unconvertible as error:
+            self.reasons.setdefault(name, str(error))
+            return False
+
+    def keep_linen(self, name: str, reason: str) -> None:
+        self.reasons.setdefault(name, reason)
+        self.converted.pop(name, None)
+
+    def close_over_uses(self) -> None:
+        """A class that stays Linen keeps the classes it uses, and those that use it, Linen."""
+        uses = {name: _class_names_in(node, set(self.env.linen_classes) - {name})
+                for name, node in self.env.linen_classes.items()}
+        changed = True
+        while changed:
+            changed = False
+            for name in list(self.env.linen_classes):
+                if name in self.reasons:
+                    continue
+                kept_child = next((c for c in sorted(uses[name]) if c in self.reasons), None)
+                kept_parent = next((p for p in sorted(self.reasons) if name in uses[p]), None)
+                if kept_child is not None:
+                    self.keep_linen(name, f"uses `{kept_child}`, which stays Linen: {self.reasons[kept_child]}")
+                    changed = True
+                elif kept_parent is not None:
+                    self.keep_linen(name, f"`{kept_parent}` uses it and stays Linen: {self.reasons[kept_parent]}")
+                    changed = True
+
+
+def _array_inputs(inputs: Sequence[Shape]) -> list[Shape]:
+    inputs = list(inputs)
+    while inputs and inputs[-1] is None:  # flags and other non-array arguments
+        inputs.pop()
+    return inputs
+
+
+def _key(inputs: Sequence[Shape]) -> tuple:
+    return tuple(None if shape is None else tuple(axis.value if axis else None for axis in shape[1:-1])
+                 for shape in inputs)
+
+
+def _class_names_in(node: cst.CSTNode, candidates: set[str]) -> set[str]:
+    found: set[str] = set()
+
+    class Names(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            if name.value in candidates:
+                found.add(name.value)
+
+        def visit_Attribute(self, attribute: cst.Attribute) -> bool:
+            attribute.value.visit(self)
+            return False
+
+    node.visit(Names())
+    return found
