@@ -10,8 +10,22 @@ checkpoint stores it) onto the state of an NNX model built by the converted code
   them (``Dense_0`` -> ``dense_0``, see ``nnxlint.conversion.naming``); explicit names
   (``name='encoder'``, ``setup`` attributes) are kept;
 - a Linen list attribute element (``layers_0``) becomes the ``nnx.List`` entry
-  ``layers/0``;
+  ``layers/0``, and a module a loop creates (``Block_2``) the entry of the
+  list named after its class (``blocks/2``, ``naming.nnx_list_name``);
 - the LSTM gate parameter ``if`` becomes ``if_`` (``if`` is a Python keyword);
+- a GRU cell's per-gate layers (``ir``/``iz``/``in``, ``hr``/``hz``/``hn``)
+  are concatenated into ``nnx.GRUCell``'s fused ``dense_i`` / ``dense_h`` in
+  the order NNX splits them (``linen_map.FUSED_GATES``); Linen's ``hn`` bias,
+  which NNX has no parameter for, must be zero (it is at init);
+- a stacked layer (``nn.scan`` with ``variable_axes={'params': 0}``) loads as
+  it is: its leading layer axis is the one ``nnx.vmap`` gives the NNX stack;
+- a partitioned value (``nn.with_partitioning`` / ``nn.with_logical_partitioning``
+  boxes) is unboxed, and its axis names must be the NNX variable's
+  ``out_sharding`` (what ``nnx.with_partitioning`` / ``kernel_metadata`` set),
+  so that a sharded model stays sharded;
+- ``cache`` (an attention decode cache, from ``init(..., decode=True)`` or an
+  ``apply(..., mutable=['cache'])``) fills the ``nnx.Cache`` variables that
+  ``init_cache`` created; it is optional, as caches are not part of a checkpoint;
 - ``params`` fills the ``nnx.Param`` variables, ``batch_stats`` the
   ``nnx.BatchStat`` ones, and a collection of the user's own (``counter``) the
   model's ``nnx.Variable`` subclass that the conversion names after it
@@ -33,14 +47,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from flax.core import meta
 
-from nnxlint.conversion.linen_map import custom_variable_type
-from nnxlint.conversion.naming import nnx_attribute_name
+from nnxlint.conversion.linen_map import FUSED_GATES, UNFUSABLE_GATE_PARAMETERS, custom_variable_type
+from nnxlint.conversion.naming import nnx_attribute_name, nnx_list_name
 
 COLLECTION_TYPES: dict[str, type[nnx.Variable]] = {"params": nnx.Param, "batch_stats": nnx.BatchStat}
+# Loaded when given, never required: run-time state that a checkpoint leaves out.
+TRANSIENT_COLLECTION_TYPES: dict[str, type[nnx.Variable]] = {"cache": nnx.Cache}
 # Linen parameter names that are Python keywords and so renamed as NNX attributes.
 RENAMED_PARAMETERS = {"if": "if_"}
 _LIST_ELEMENT = re.compile(r"(?P<attribute>.+)_(?P<index>\d+)")
@@ -56,7 +76,8 @@ def load_linen_variables(model: nnx.Module, variables: Mapping[str, Any]) -> Non
     """Replace ``model``'s variable values with the Linen ``variables``, in place."""
     if not isinstance(variables, Mapping):
         raise TransplantError(f"expected a mapping of Linen collections, got {type(variables).__name__}")
-    collection_types = {**COLLECTION_TYPES, **_custom_collection_types(model, set(variables) - set(COLLECTION_TYPES))}
+    known = {**COLLECTION_TYPES, **TRANSIENT_COLLECTION_TYPES}
+    collection_types = {**known, **_custom_collection_types(model, set(variables) - set(known))}
     unknown = sorted(set(variables) - set(collection_types))
     if unknown:
         raise TransplantError(
@@ -67,11 +88,14 @@ def load_linen_variables(model: nnx.Module, variables: Mapping[str, Any]) -> Non
         state = nnx.state(model, variable_type)
         targets = dict(nnx.to_flat_state(state))
         if collection not in variables:
-            if targets:
+            if targets and collection not in TRANSIENT_COLLECTION_TYPES:
                 raise TransplantError(
                     f"the NNX model has {variable_type.__name__} variables "
                     f"({_show(next(iter(targets)))}, ...) but the Linen variables have no {collection!r}")
             continue
+        if not targets and collection in TRANSIENT_COLLECTION_TYPES:
+            raise TransplantError(f"the Linen variables have {collection!r} but the NNX model has no "
+                                  f"{variable_type.__name__} variables yet (call init_cache on it first)")
         values = linen_collection_to_nnx_paths(variables[collection], targets, collection)
         missing = sorted(set(targets) - set(values), key=str)
         if missing:
@@ -104,6 +128,7 @@ def linen_collection_to_nnx_paths(collection: Mapping[str, Any], targets: Mappin
 
     def walk(node: Any, linen_path: tuple[str, ...], nnx_path: Path) -> None:
         if isinstance(node, Mapping):
+            node = _fused_gates(node, nnx_path, prefixes, linen_path, collection_name)
             for key, child in node.items():
                 walk(child, linen_path + (key,), _child_path(nnx_path, str(key), prefixes, linen_path + (key,),
                                                             collection_name))
@@ -112,6 +137,7 @@ def linen_collection_to_nnx_paths(collection: Mapping[str, Any], targets: Mappin
         if variable is None:
             raise TransplantError(f"Linen {collection_name} entry {_show(linen_path)} is a module in the "
                                   f"NNX model ({_show(nnx_path)}), not a variable")
+        node, names = _unboxed(node)
         expected, given = tuple(variable.shape), tuple(getattr(node, "shape", ()))
         if expected != given:
             raise TransplantError(f"shape mismatch for {collection_name} {_show(linen_path)}: Linen has "
@@ -120,10 +146,50 @@ def linen_collection_to_nnx_paths(collection: Mapping[str, Any], targets: Mappin
             raise TransplantError(f"dtype mismatch for {collection_name} {_show(linen_path)}: Linen has "
                                   f"{getattr(node, 'dtype', type(node).__name__)}, the NNX variable "
                                   f"{_show(nnx_path)} has {variable.dtype}")
+        sharding = variable.get_metadata().get("out_sharding")
+        if names is not None and tuple(names) != tuple(sharding or ()):
+            raise TransplantError(f"partitioning mismatch for {collection_name} {_show(linen_path)}: Linen names "
+                                  f"its axes {tuple(names)}, the NNX variable {_show(nnx_path)} "
+                                  f"{'has out_sharding ' + str(tuple(sharding)) if sharding else 'has none'}")
         found[nnx_path] = node
 
     walk(collection, (), ())
     return found
+
+
+def _unboxed(node: Any) -> tuple[Any, Optional[tuple]]:
+    """A Linen value without its partitioning box, and the box's axis names."""
+    if isinstance(node, meta.AxisMetadata):
+        return node.unbox(), getattr(node, "names", None)
+    return node, None
+
+
+def _fused_gates(node: Mapping[str, Any], nnx_path: Path, prefixes: set[Path], linen_path: tuple[str, ...],
+                 collection_name: str) -> Mapping[str, Any]:
+    """A Linen cell's per-gate layers concatenated into the NNX cell's fused ones; other nodes unchanged."""
+    for cell, fused in FUSED_GATES.items():
+        gates = {gate for gate_layers in fused.values() for gate in gate_layers}
+        if set(node) != gates or not all(nnx_path + (layer,) in prefixes for layer in fused):
+            continue
+        for gate, parameter in UNFUSABLE_GATE_PARAMETERS[cell]:
+            value = _unboxed(node[gate].get(parameter, 0))[0]
+            if not isinstance(value, jax.core.Tracer) and np.any(np.asarray(value) != 0):
+                raise TransplantError(
+                    f"Linen {cell} {_show(linen_path)} has a nonzero {gate}/{parameter}, which nnx.{cell} has "
+                    f"no parameter for (Linen's {cell} adds it inside the reset gate); only a cell whose "
+                    f"{gate}/{parameter} is zero, as at init, loads exactly")
+        return {layer: {parameter: jnp.concatenate([_unboxed(node[gate][parameter])[0] for gate in gate_layers],
+                                                   axis=-1)
+                        for parameter in _shared_parameters(node, gate_layers, cell)}
+                for layer, gate_layers in fused.items()}
+    return node
+
+
+def _shared_parameters(node: Mapping[str, Any], gate_layers: tuple[str, ...], cell: str) -> list[str]:
+    """The parameters every gate layer of a fused NNX layer has (those the NNX layer holds)."""
+    unfusable = set(UNFUSABLE_GATE_PARAMETERS[cell])
+    held = [{parameter for parameter in node[gate] if (gate, parameter) not in unfusable} for gate in gate_layers]
+    return sorted(set.intersection(*held))
 
 
 def _child_path(parent: Path, linen_key: str, prefixes: set[Path], linen_path: tuple[str, ...],
@@ -133,6 +199,8 @@ def _child_path(parent: Path, linen_key: str, prefixes: set[Path], linen_path: t
     element = _LIST_ELEMENT.fullmatch(linen_key)
     if element:
         candidates.append(parent + (element["attribute"], int(element["index"])))
+        if element["attribute"][:1].isupper():  # an auto-name made in a loop
+            candidates.append(parent + (nnx_list_name(element["attribute"]), int(element["index"])))
     for candidate in candidates:
         if candidate in prefixes:
             return candidate
