@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +55,11 @@ import numpy as np
 from flax import nnx
 from flax.core import meta
 
-from nnxlint.conversion.linen_map import FUSED_GATES, UNFUSABLE_GATE_PARAMETERS, custom_variable_type
+from nnxlint.conversion.linen_map import (
+    FUSED_GATES,
+    UNFUSABLE_GATE_PARAMETERS,
+    custom_variable_type,
+)
 from nnxlint.conversion.naming import nnx_attribute_name, nnx_list_name
 
 COLLECTION_TYPES: dict[str, type[nnx.Variable]] = {"params": nnx.Param, "batch_stats": nnx.BatchStat}
@@ -157,7 +161,7 @@ def linen_collection_to_nnx_paths(collection: Mapping[str, Any], targets: Mappin
     return found
 
 
-def _unboxed(node: Any) -> tuple[Any, Optional[tuple]]:
+def _unboxed(node: Any) -> tuple[Any, tuple | None]:
     """A Linen value without its partitioning box, and the box's axis names."""
     if isinstance(node, meta.AxisMetadata):
         return node.unbox(), getattr(node, "names", None)
