@@ -812,7 +812,7 @@ def test_an_rnn_built_in_setup_keeps_its_cell_inside_as_linen_does():
     ("nn.RNN(nn.LSTMCell(features=6))", "nn.RNN(nn.LSTMCell(features=6), reverse=True)", "`nn.RNN` with options"),
     ("nn.RNN(nn.LSTMCell(features=6))(xs)", "nn.RNN(nn.LSTMCell(features=6))(xs, seq_lengths=None)",
      "called with more than its input"),
-    ("nn.RNN(nn.LSTMCell(features=6))", "nn.RNN(nn.GRUCell(features=6))", "GRUCell lays out its parameters"),
+    ("nn.RNN(nn.LSTMCell(features=6))", "nn.RNN(nn.GRUCell(features=6))", "hn, inside the reset gate"),
     ("hs = nn.RNN(nn.LSTMCell(features=6))(xs)",
      "cell = nn.LSTMCell(6)\n            _, hs = cell(cell.initialize_carry(jax.random.key(1), xs.shape), xs)",
      "created but not called at once"),
@@ -871,3 +871,75 @@ def test_setup_variables_that_get_no_fix(old, new, reason):
     fixed, messages = convert(SETUP_COUNTER.replace(old, new))
     assert fixed is None
     assert messages and all(reason in message for message in messages), messages
+
+
+# --- a layer stack built by a Python loop (constructs/loop_stack.py)
+
+LOOP_STACK = '''\
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+class Block(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(self.width)(nn.LayerNorm()(x))
+
+
+class Stack(nn.Module):
+    depth: int = 3
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(8)(x)
+        for _ in range(self.depth):
+            x = Block(8)(x)
+        return nn.Dense(1)(x)
+
+
+def train(steps):
+    model = Stack()
+    params = model.init(jax.random.key(0), jnp.ones((1, 4)))["params"]
+    return model.apply({"params": params}, jnp.ones((2, 4)))
+'''
+
+
+def test_a_loop_built_stack_becomes_an_nnx_list_built_and_indexed_by_the_same_loop():
+    fixed, messages = convert(LOOP_STACK)
+    assert fixed is not None, messages
+    assert "        self.blocks = nnx.List([Block(8, 8, rngs=rngs) for index in range(depth)])\n" in fixed
+    assert "        for index in range(self.depth):\n            x = self.blocks[index](x)\n" in fixed
+    assert "        self.dense_1 = nnx.Linear(8, 1, rngs=rngs)\n" in fixed  # the Dense after the loop keeps its number
+
+
+def test_a_named_loop_index_is_kept_and_may_size_the_elements():
+    fixed, messages = convert(LOOP_STACK.replace("for _ in range(self.depth):\n            x = Block(8)(x)",
+                                                 "for i in range(3):\n            x = nn.relu(Block(8)(x)) * i"))
+    assert fixed is not None, messages
+    assert "        self.blocks = nnx.List([Block(8, 8, rngs=rngs) for i in range(3)])\n" in fixed
+    assert "            x = nnx.relu(self.blocks[i](x)) * i\n" in fixed
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ("x = Block(8)(x)", "x = Block(4)(x)", "inputs of other sizes in later iterations"),
+    ("x = Block(8)(x)", "x = Block(8)(Block(8)(x))", "more than once per loop iteration"),
+    ("x = nn.Dense(8)(x)\n", "x = Block(8)(x)\n", "also outside the loop"),
+    ("return nn.Dense(1)(x)", "return nn.Dense(1)(Block(8)(x))", "created again"),
+    ("x = Block(8)(x)", "x = Block(8, name='b')(x)", "with `name=`"),
+    ("x = Block(8)(x)", "if x is not None:\n                x = Block(8)(x)", "inside a loop or branch"),
+    ("for _ in range(self.depth):", "for _ in [1, 2]:", "inside a loop or branch"),
+])
+def test_loops_whose_modules_cannot_be_an_nnx_list_get_no_fix(old, new, reason):
+    assert old in LOOP_STACK
+    fixed, messages = convert(LOOP_STACK.replace(old, new))
+    assert fixed is None
+    assert messages and any(reason in message for message in messages), messages
+
+
+def test_a_gru_cell_gets_no_fix_naming_the_bias_nnx_lacks():
+    fixed, messages = convert(LOOP_STACK.replace("x = nn.Dense(8)(x)\n", "x = nn.GRUCell(8)(x, x)[1]\n"))
+    assert fixed is None
+    assert any("hn, inside the reset gate" in message for message in messages), messages

@@ -13,6 +13,7 @@ from nnxlint.conversion.base import (
 )
 from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
+from nnxlint.conversion.constructs.loop_stack import StackLoop, check_sizes_kept, loop_header, stack_loop, stacked_call
 from nnxlint.conversion.linen_map import LayerMapping
 from nnxlint.conversion.shapes import Shape
 
@@ -50,17 +51,30 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.variable_locals: set[str] = set()  # ``mean`` in ``mean = self.variable(...)``
         self.variable_reads: set[int] = set()  # the ``mean`` of ``mean.value`` and of that assignment
         self.init_guards = 0  # inside ``if not self.is_initializing():``
+        self.loops: list[Optional[StackLoop]] = []  # the enclosing ``for`` loops, innermost last
+        self.stacked_classes: set[str] = set()  # classes a loop stacks: created nowhere else
 
-    # control flow: constructions inside are not converted
-    def visit_For(self, node) -> None:
+    # control flow: constructions inside are not converted, but for a layer stack (``constructs/loop_stack.py``)
+    def visit_While(self, node) -> None:
         self.depth += 1
 
-    def leave_For(self, original_node, updated_node):
+    def leave_While(self, original_node, updated_node):
         self.depth -= 1
         return updated_node
 
-    visit_While, leave_While = visit_For, leave_For
-    visit_Lambda, leave_Lambda = visit_For, leave_For
+    visit_Lambda, leave_Lambda = visit_While, leave_While
+
+    def visit_For(self, node: cst.For) -> None:
+        self.depth += 1
+        self.loops.append(stack_loop(self, node) if self.converter._compact else None)
+
+    def leave_For(self, original_node, updated_node):
+        self.depth -= 1
+        loop = self.loops.pop()
+        if loop is None:
+            return updated_node
+        check_sizes_kept(loop, self.shapes)
+        return loop_header(loop, updated_node)
 
     def visit_If(self, node: cst.If) -> None:
         self.depth += 1
@@ -170,6 +184,13 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         if method in ("make_rng", "sow"):
             raise Unconvertible(f"`self.{method}` is not converted yet")
         if isinstance(func, cst.Call) and converter.layer(func.func) is not None:
+            loop = self.loops[-1] if self.loops else None
+            if loop is not None and loop.depth == self.depth:
+                return stacked_call(self, loop, func, original_node, updated_node)
+            if self.stacked_classes & {converter.layer(func.func).user_class,  # type: ignore[union-attr]
+                                       getattr(converter.layer(func.func).mapping, "linen", None)}:
+                raise Unconvertible("a module of a class a loop stacks is created again: Linen's numbering "
+                                    "would not match the list's")
             if self.depth:
                 raise Unconvertible("submodules created inside a loop or branch are not converted")
             if not converter._compact:

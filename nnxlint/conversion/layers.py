@@ -9,7 +9,7 @@ import libcst as cst
 
 from nnxlint.conversion.base import Layer, Slot, Unconvertible, arg_keyword, self_attribute
 from nnxlint.conversion.constructs import FACTORIES
-from nnxlint.conversion.linen_map import LAYERS, LayerMapping
+from nnxlint.conversion.linen_map import INEXACT_LAYERS, LAYERS, LayerMapping
 from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, int_literal, int_tuple, string_literal, window_output
 
 
@@ -20,6 +20,8 @@ class LayerConstruction:
     def layer(self, func: cst.BaseExpression) -> Optional[Layer]:
         member = self.env.linen_member(func)
         if member is not None:
+            if member in INEXACT_LAYERS:
+                raise Unconvertible(f"`nn.{member}`: {INEXACT_LAYERS[member]}")
             if member in LAYERS:
                 return Layer(LAYERS[member], None)
             if member in FACTORIES:

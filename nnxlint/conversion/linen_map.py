@@ -154,3 +154,6 @@ FUSED_GATES = {"GRUCell": {"dense_i": ("ir", "iz", "in"), "dense_h": ("hr", "hz"
 # (tanh(W_in x + b_in + r * (W_hn h + b_hn))); nnx.GRUCell's dense_h has no bias,
 # so the two agree only while b_hn is zero, as it is at init: training moves it.
 UNFUSABLE_GATE_PARAMETERS = {"GRUCell": (("hn", "bias"),)}
+# Layers of the table whose NNX counterpart computes something else: no fix, for this reason.
+INEXACT_LAYERS = {"GRUCell": "Linen's GRUCell has a bias on the candidate's recurrent term (hn, inside the reset "
+                             "gate) that nnx.GRUCell lacks: the converted model would train differently"}

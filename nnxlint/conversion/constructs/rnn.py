@@ -14,10 +14,10 @@ import libcst as cst
 
 from nnxlint.conversion.base import Slot, Unconvertible
 from nnxlint.conversion.constructs import Factory, factory
-from nnxlint.conversion.linen_map import LAYERS
+from nnxlint.conversion.linen_map import INEXACT_LAYERS, LAYERS
 from nnxlint.conversion.shapes import Shape
 
-# NNX's GRUCell fuses its gate kernels (``dense_i``, ``dense_h``): Linen's per-gate ones do not load into it.
+# GRUCell: see ``linen_map.INEXACT_LAYERS``.
 RNN_CELLS = ("LSTMCell",)
 
 
@@ -28,9 +28,11 @@ def rnn_cell(construction: cst.Call, converter) -> cst.Call:
             arg.keyword is not None and arg.keyword.value not in ("cell", "name") for arg in construction.args):
         raise Unconvertible("`nn.RNN` with options or a cell not created in place is not converted")
     cell = cells[0]
-    if converter.env.linen_member(cell.func) not in RNN_CELLS:
-        raise Unconvertible(f"`nn.RNN` of a cell other than {', '.join(RNN_CELLS)} "
-                            "(NNX's GRUCell lays out its parameters differently)")
+    cell_name = converter.env.linen_member(cell.func)
+    if cell_name in INEXACT_LAYERS:
+        raise Unconvertible(f"`nn.RNN` of a {cell_name}: {INEXACT_LAYERS[cell_name]}")
+    if cell_name not in RNN_CELLS:
+        raise Unconvertible(f"`nn.RNN` of a cell other than {', '.join(RNN_CELLS)}")
     return cell
 
 
