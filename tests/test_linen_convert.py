@@ -923,12 +923,23 @@ def test_a_named_loop_index_is_kept_and_may_size_the_elements():
     assert "            x = nnx.relu(self.blocks[i](x)) * i\n" in fixed
 
 
+def test_a_loop_naming_its_modules_block_i_fills_the_list_named_block():
+    fixed, messages = convert(LOOP_STACK.replace("for _ in range(self.depth):\n            x = Block(8)(x)",
+                                                 "for layer in range(self.depth):\n"
+                                                 "            x = Block(8, name=f'block_{layer}')(x)"))
+    assert fixed is not None, messages
+    assert "        self.block = nnx.List([Block(8, 8, rngs=rngs) for layer in range(depth)])\n" in fixed
+    assert "            x = self.block[layer](x)\n" in fixed
+
+
 @pytest.mark.parametrize("old, new, reason", [
     ("x = Block(8)(x)", "x = Block(4)(x)", "inputs of other sizes in later iterations"),
     ("x = Block(8)(x)", "x = Block(8)(Block(8)(x))", "more than once per loop iteration"),
     ("x = nn.Dense(8)(x)\n", "x = Block(8)(x)\n", "also outside the loop"),
     ("return nn.Dense(1)(x)", "return nn.Dense(1)(Block(8)(x))", "created again"),
-    ("x = Block(8)(x)", "x = Block(8, name='b')(x)", "with `name=`"),
+    ("x = Block(8)(x)", "x = Block(8, name='b')(x)", "named other than `name=f'<name>_{index}'`"),
+    ("for _ in range(self.depth):\n            x = Block(8)(x)", "for i in range(2):\n            x = Block(8, name=f'b{i}')(x)",
+     "named other than `name=f'<name>_{i}'`"),
     ("x = Block(8)(x)", "if x is not None:\n                x = Block(8)(x)", "inside a loop or branch"),
     ("for _ in range(self.depth):", "for _ in [1, 2]:", "inside a loop or branch"),
 ])

@@ -16,18 +16,20 @@ called::
 so ``nnxlint.transplant`` loads ``Block_2`` into ``blocks/2``.  Converted only
 where that naming holds and every element is built alike: a ``for <name> in
 range(<n>)`` loop, each class created once per iteration, unconditionally, and
-nowhere else in the class, with inputs whose sizes the loop does not change (the
-elements are built from the first iteration's sizes).
+nowhere else in the class (or named ``name=f'block_{i}'``, Linen's ``block_2``,
+NNX's ``block/2``, as in Flax's lm1b and wmt examples), with inputs whose sizes
+the loop does not change (the elements are built from the first iteration's
+sizes).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import libcst as cst
 
-from nnxlint.conversion.base import Unconvertible, arg_keyword
+from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword
 from nnxlint.conversion.naming import nnx_list_name
 from nnxlint.conversion.shapes import Shape, is_open
 
@@ -46,10 +48,10 @@ class StackLoop:
     count: cst.BaseExpression
     depth: int  # the rewriter's depth inside the loop's body
     shapes_before: dict[str, Shape]
-    classes: set[str] = field(default_factory=set)  # classes created in the body
+    lists: set[str] = field(default_factory=set)  # the nnx.List attributes the body fills
 
 
-def stack_loop(rewriter: "CallRewriter", node: cst.For) -> Optional[StackLoop]:
+def stack_loop(rewriter: CallRewriter, node: cst.For) -> StackLoop | None:
     """The loop's stack context, or None when it is no ``for <name> in range(<n>)``."""
     call = node.iter
     if node.orelse is not None or node.asynchronous is not None or not isinstance(node.target, cst.Name) \
@@ -63,7 +65,7 @@ def stack_loop(rewriter: "CallRewriter", node: cst.For) -> Optional[StackLoop]:
                      dict(rewriter.shapes))
 
 
-def _is_builtin(rewriter: "CallRewriter", func: cst.BaseExpression, name: str) -> bool:
+def _is_builtin(rewriter: CallRewriter, func: cst.BaseExpression, name: str) -> bool:
     return isinstance(func, cst.Name) and func.value == name and rewriter.converter.env.scope.lookup(name) is None
 
 
@@ -80,14 +82,14 @@ def _reads(node: cst.CSTNode, name: str) -> bool:
 
 def loop_header(loop: StackLoop, node: cst.For) -> cst.For:
     """The loop as NNX needs it: ``for _`` names its index."""
-    if loop.classes and isinstance(node.target, cst.Name) and node.target.value != loop.index:
+    if loop.lists and isinstance(node.target, cst.Name) and node.target.value != loop.index:
         return node.with_changes(target=cst.Name(loop.index))
     return node
 
 
 def check_sizes_kept(loop: StackLoop, shapes: dict[str, Shape]) -> None:
     """Every iteration must build its elements alike: the loop keeps the input sizes."""
-    if not loop.classes:
+    if not loop.lists:
         return
     for name, shape in loop.shapes_before.items():
         if not _same_sizes(shape, shapes.get(name)):
@@ -106,7 +108,18 @@ def _same_sizes(before: Shape, after: Shape) -> bool:
     return len(before) == len(after) and all(a is None or b is None or a == b for a, b in zip(before, after))
 
 
-def stacked_call(rewriter: "CallRewriter", loop: StackLoop, construction: cst.Call, original: cst.Call,
+def _numbered_name(name: cst.BaseExpression, index: str) -> str:
+    """``f'block_{i}'`` -> ``block``: Linen's ``block_2`` is the list entry ``block/2``."""
+    parts = name.parts if isinstance(name, cst.FormattedString) else ()
+    if len(parts) == 2 and isinstance(parts[0], cst.FormattedStringText) and parts[0].value.endswith("_") \
+            and IDENTIFIER.fullmatch(parts[0].value[:-1]) and isinstance(parts[1], cst.FormattedStringExpression) \
+            and isinstance(parts[1].expression, cst.Name) and parts[1].expression.value == index \
+            and parts[1].format_spec is None and parts[1].conversion is None:
+        return parts[0].value[:-1]
+    raise Unconvertible(f"a module created in a loop is named other than `name=f'<name>_{{{index}}}'`")
+
+
+def stacked_call(rewriter: CallRewriter, loop: StackLoop, construction: cst.Call, original: cst.Call,
                  updated: cst.Call) -> cst.BaseExpression:
     """``Block(...)(x)`` inside the loop -> ``self.blocks[i](x)``; ``__init__`` builds the list."""
     converter = rewriter.converter
@@ -114,17 +127,19 @@ def stacked_call(rewriter: "CallRewriter", loop: StackLoop, construction: cst.Ca
     assert layer is not None
     if layer.factory is not None:
         raise Unconvertible(f"`nn.{layer.factory.name}` created in a loop is not converted")
-    if any(arg_keyword(arg) == "name" for arg in construction.args):
-        raise Unconvertible("a module created in a loop with `name=` is not converted")
     type_name = layer.mapping.linen if layer.mapping else layer.user_class
     assert type_name is not None
-    if type_name in loop.classes or converter.auto_counters.get(type_name):
-        raise Unconvertible(f"`{type_name}` is created more than once per loop iteration or also outside the "
-                            "loop: Linen's numbering would interleave the list's elements")
-    loop.classes.add(type_name)
-    converter.auto_counters[type_name] = 1  # no other ``type_name`` may follow: its Linen number is unknown
-    rewriter.stacked_classes.add(type_name)
-    attribute = nnx_list_name(type_name)
+    name = next((arg.value for arg in construction.args if arg_keyword(arg) == "name"), None)
+    if name is not None:
+        attribute = _numbered_name(name, loop.index)  # the construction's ``name=`` is not passed to NNX
+    else:
+        if nnx_list_name(type_name) in loop.lists or converter.auto_counters.get(type_name):
+            raise Unconvertible(f"`{type_name}` is created more than once per loop iteration or also outside the "
+                                "loop: Linen's numbering would interleave the list's elements")
+        converter.auto_counters[type_name] = 1  # no other ``type_name`` may follow: its Linen number is unknown
+        rewriter.stacked_classes.add(type_name)
+        attribute = nnx_list_name(type_name)
+    loop.lists.add(attribute)
     if attribute in converter.field_names or attribute in converter.params or attribute in converter.variables:
         raise Unconvertible(f"the list name `{attribute}` collides with a field")
     slot = converter._add_slot(attribute, construction)
