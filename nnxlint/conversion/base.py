@@ -66,6 +66,8 @@ class FileEnv:
     linen_classes: dict[str, cst.ClassDef]
     # converts a user Linen class for the given input shapes (cached by the caller)
     convert_class: Callable[[str, Sequence[Shape]], ConvertedClass] = None  # type: ignore[assignment]
+    # the file's top-level functions, whose returned shapes the conversion follows
+    functions: dict[str, cst.FunctionDef] = field(default_factory=dict)
     # collections of ``self.variable`` other than params/batch_stats -> the Variable subclass defined for each
     custom_collections: dict[str, str] = field(default_factory=dict)
 
@@ -128,7 +130,9 @@ def self_attribute(node: cst.BaseExpression) -> Optional[str]:
 
 def function_params(function: cst.FunctionDef) -> list[cst.Param]:
     params = function.params
-    if params.star_arg not in (None, cst.MaybeSentinel.DEFAULT) or params.star_kwarg or params.posonly_params:
+    star = params.star_arg
+    if (star not in (None, cst.MaybeSentinel.DEFAULT) and not isinstance(star, cst.ParamStar)) \
+            or params.star_kwarg or params.posonly_params:
         raise Unconvertible(f"`{function.name.value}` takes *args/**kwargs or positional-only parameters")
     return list(params.params) + list(params.kwonly_params)
 

@@ -9,9 +9,16 @@ import libcst as cst
 
 from nnxlint.conversion.base import arg_keyword, is_false
 from nnxlint.conversion.linen_map import ELEMENTWISE_FUNCTIONS, POOLING_FUNCTIONS
-from nnxlint.conversion.shapes import Shape, flatten, is_open, int_literal, int_tuple, string_literal, window_output
+from nnxlint.conversion.shapes import Several, Shape, flatten, is_open, sum_sizes, int_literal, int_tuple, string_literal, window_output
 
 _ELEMENTWISE_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.Power)
+
+
+_SHAPE_KEEPING_METHODS = frozenset({"astype", "clip"})
+_SHAPE_KEEPING_FUNCTIONS = frozenset({f"jax.numpy.{name}" for name in (
+    "asarray", "array", "exp", "log", "sqrt", "abs", "square", "tanh", "sin", "cos", "clip", "round", "floor",
+    "where")})
+_RANDOM_ARRAYS = frozenset({"jax.random.normal", "jax.random.uniform"})
 
 
 class ShapeFollowing:
@@ -21,11 +28,20 @@ class ShapeFollowing:
     call_shapes: dict[int, Shape]
     converter: "ClassConverter"  # noqa: F821
 
-    def shape_of(self, node: cst.BaseExpression) -> Shape:
+    def shape_of(self, node: cst.BaseExpression, several: bool = False) -> Shape:
+        """The shape of ``node``'s array; a ``Several`` for a tuple only when ``several``."""
+        shape = self._shape_of(node)
+        return None if isinstance(shape, Several) and not several else shape
+
+    def _shape_of(self, node: cst.BaseExpression) -> Shape:
         if isinstance(node, cst.Name):
             return self.shapes.get(node.value)
         if isinstance(node, cst.Call):
             return self.call_shapes.get(id(node))
+        if isinstance(node, cst.Tuple):
+            return Several(tuple(self.shape_of(element.value) for element in node.elements))  # type: ignore
+        if isinstance(node, cst.Subscript):
+            return self._slice_shape(node)
         if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, _ELEMENTWISE_OPERATORS):
             left, right = self.shape_of(node.left), self.shape_of(node.right)
             if left is not None and right is not None and left != right:
@@ -45,6 +61,16 @@ class ShapeFollowing:
             return self.shape_of(args[0].value)
         if qualified.startswith("flax.linen.") and short in POOLING_FUNCTIONS and args:
             return self._pool_shape(args, keywords)
+        if isinstance(func, cst.Attribute) and func.attr.value in _SHAPE_KEEPING_METHODS:
+            return self.shape_of(func.value)
+        if qualified in _SHAPE_KEEPING_FUNCTIONS and args:
+            return self.shape_of(args[0].value)
+        if qualified in _RANDOM_ARRAYS and len(args) >= 2:
+            return self._shape_read(args[1].value)
+        if qualified == "jax.numpy.concatenate" and args:
+            return self._concatenate_shape(args[0].value, keywords.get("axis"))
+        if isinstance(func, cst.Name) and func.value in self.converter.env.functions:
+            return self._follow_function(self.converter.env.functions[func.value], call)
         if isinstance(func, cst.Attribute) and func.attr.value == "reshape":
             return self._reshape_shape(func.value, call)
         if qualified in ("jax.numpy.mean", "jax.numpy.sum", "jax.numpy.max") and args:
@@ -97,3 +123,95 @@ class ShapeFollowing:
         dropped = {a % len(shape) for a in axes}
         return tuple(size for index, size in enumerate(shape) if index not in dropped)
 
+
+    def _shape_read(self, node: cst.BaseExpression) -> Shape:
+        """``x.shape``: the shape of ``x``."""
+        if isinstance(node, cst.Attribute) and node.attr.value == "shape":
+            return self.shape_of(node.value)
+        return None
+
+    def _slice_shape(self, node: cst.Subscript) -> Shape:
+        """``x[:, :n]``, ``x[:, 0]``, ``x[..., 0:2]``: the last axis is kept when the last
+        index is a plain ``:`` (and nothing adds axes)."""
+        shape = self.shape_of(node.value)
+        if not shape or any(isinstance(element.slice, cst.Index) and (
+                isinstance(element.slice.value, (cst.Ellipsis,)) or (isinstance(element.slice.value, cst.Name)
+                                                                    and element.slice.value.value == "None"))
+                for element in node.slice):
+            return None
+        last = node.slice[-1].slice
+        if not (isinstance(last, cst.Slice) and last.lower is None and last.upper is None and last.step is None):
+            return None
+        if is_open(shape):
+            return shape
+        kept = [axis if isinstance(element.slice, cst.Slice) and element.slice.lower is None
+                and element.slice.upper is None else None
+                for element, axis in zip(node.slice, shape)]
+        dropped = sum(isinstance(element.slice, cst.Index) for element in node.slice)
+        if len(node.slice) > len(shape):
+            return None
+        axes = [axis for element, axis in zip(node.slice, kept) if isinstance(element.slice, cst.Slice)]
+        result = tuple(axes) + tuple(shape[len(node.slice):])
+        return result if len(result) == len(shape) - dropped else None
+
+    def _concatenate_shape(self, arrays: cst.BaseExpression, axis: Optional[cst.BaseExpression]) -> Shape:
+        """``jnp.concatenate([a, b], axis=-1)``: the last axes add up."""
+        if not isinstance(arrays, (cst.List, cst.Tuple)) or axis is None or int_literal(axis) != -1:
+            return None
+        shapes = [self.shape_of(element.value) for element in arrays.elements]
+        if not shapes or any(not shape or shape[-1] is None for shape in shapes):
+            return None
+        if any(len(shape) != len(shapes[0]) or shape[:-1] != shapes[0][:-1] for shape in shapes):
+            return None
+        return shapes[0][:-1] + (sum_sizes([shape[-1] for shape in shapes]),)
+
+    def _follow_function(self, function: cst.FunctionDef, call: cst.Call) -> Shape:
+        """A function of the file (``reparameterize(rng, mean, logvar)``): the shape it
+        returns for these arguments, by following its body (no recursion)."""
+        params = function.params
+        if call.args and any(arg.star or arg.keyword is not None for arg in call.args) \
+                or len(call.args) > len(params.params) or getattr(self, "following", False):
+            return None
+        shapes = {param.name.value: self.shape_of(arg.value) for param, arg in zip(params.params, call.args)}
+        follower = _FunctionShapes(self.converter, shapes)
+        function.body.visit(follower)
+        return follower.output if not follower.returns_twice else None
+
+
+class _FunctionShapes(ShapeFollowing, cst.CSTVisitor):
+    following = True
+
+    def __init__(self, converter, shapes: dict[str, Shape]) -> None:
+        super().__init__()
+        self.converter = converter
+        self.shapes = shapes
+        self.call_shapes: dict[int, Shape] = {}
+        self.output: Shape = None
+        self.returns_twice = False
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False  # nested functions: their names are not followed
+
+    def leave_Call(self, original_node: cst.Call) -> None:
+        self.call_shapes[id(original_node)] = self._function_shape(original_node)
+
+    def leave_Assign(self, original_node: cst.Assign) -> None:
+        shape = self.shape_of(original_node.value)
+        for target in original_node.targets:
+            if isinstance(target.target, cst.Name):
+                self.shapes[target.target.value] = shape
+            else:
+                self.shapes.update({name: None for name in _bound(target.target)})
+
+    def leave_Return(self, original_node: cst.Return) -> None:
+        self.returns_twice = self.returns_twice or self.output is not None
+        if original_node.value is not None:
+            self.output = self.shape_of(original_node.value)
+
+
+def _bound(target: cst.BaseExpression) -> list[str]:
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [name for element in target.elements for name in _bound(element.value)]
+    return []

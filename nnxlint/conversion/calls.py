@@ -15,7 +15,7 @@ from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
 from nnxlint.conversion.constructs.loop_stack import StackLoop, check_sizes_kept, loop_header, stack_loop, stacked_call
 from nnxlint.conversion.linen_map import LayerMapping
-from nnxlint.conversion.shapes import Shape
+from nnxlint.conversion.shapes import Several, Shape
 
 if TYPE_CHECKING:
     from nnxlint.conversion.classes import ClassConverter
@@ -146,6 +146,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
 
     def visit_Assign(self, node: cst.Assign) -> None:
         self.assigned_values.add(id(node.value))
+        if len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) and not self.depth:
+            self.converter.add_alias(node.targets[0].target.value, node.value, self.shapes)
         for target in node.targets:
             self._check_variable_write(target.target)
         if isinstance(node.value, cst.Call) and self.converter.is_self_call(node.value.func, "variable"):
@@ -155,15 +157,24 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.variable_reads.add(id(node.targets[0].target))
 
     def leave_Assign(self, original_node, updated_node):
-        shape = self.shape_of(original_node.value)
+        shape = self.shape_of(original_node.value, several=True)
         for target in original_node.targets:
-            if isinstance(target.target, cst.Name):
-                self.shapes[target.target.value] = shape
+            self._bind(target.target, shape)
         return updated_node
+
+    def _bind(self, target: cst.BaseExpression, shape: Shape) -> None:
+        """Names get the shapes of what is assigned: ``mean, logvar = self.encoder(x)``."""
+        if isinstance(target, cst.Name):
+            self.shapes[target.value] = None if isinstance(shape, Several) else shape
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            parts = shape.parts if isinstance(shape, Several) and len(shape.parts) == len(target.elements) \
+                else (None,) * len(target.elements)
+            for element, part in zip(target.elements, parts):
+                self._bind(element.value, part)
 
     def leave_Return(self, original_node, updated_node):
         if original_node.value is not None and self.output is None:
-            self.output = self.shape_of(original_node.value)
+            self.output = self.shape_of(original_node.value, several=True)
         return updated_node
 
     def visit_Call(self, node: cst.Call) -> None:

@@ -12,7 +12,9 @@ exactly raises ``Unconvertible`` with the reason.
 
 from __future__ import annotations
 
+import builtins
 import re
+from collections import Counter
 from typing import Optional, Sequence
 
 import libcst as cst
@@ -27,7 +29,7 @@ from nnxlint.conversion.constructs import FACTORIES, SELF_CALLS
 from nnxlint.conversion.layers import LayerConstruction
 from nnxlint.conversion.linen_map import LAYERS
 from nnxlint.conversion.naming import nnx_attribute_name
-from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, int_literal, is_open, open_shape, string_literal
+from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Several, Shape, Size, int_literal, is_open, open_shape, string_literal
 
 # Linen Module methods a subclass may override; their NNX meaning differs or is absent.
 _LINEN_MODULE_API = frozenset({
@@ -65,6 +67,8 @@ class ClassConverter(LayerConstruction):
         self._compact = False
         self._output_shape: Shape = None
         self.mode_consumed = 0  # reads of the mode parameter that the conversion removes
+        self.aliases: dict[str, str] = {}  # local name -> its value in ``__init__`` terms
+        self._assignments: Counter = Counter()
 
     # -- entry ---------------------------------------------------------------
     def run(self) -> ConvertedClass:
@@ -96,6 +100,7 @@ class ClassConverter(LayerConstruction):
         if "setup" in methods:
             self._read_setup(methods["setup"])
         self.other_methods = {name: method for name, method in methods.items() if name not in ("setup", "__call__")}
+        self._assignments = sum((_assignment_counts(method) for method in methods.values()), Counter())
         call = self._convert_call(methods["__call__"])
         converted_methods = {"__call__": call}
         for name, method in self.other_methods.items():
@@ -187,6 +192,27 @@ class ClassConverter(LayerConstruction):
     def is_self_call(self, func: cst.BaseExpression, method: str) -> bool:
         return self_attribute(func) == method
 
+    # -- local aliases -----------------------------------------------------------
+    def add_alias(self, name: str, value: cst.BaseExpression, shapes: dict[str, Shape]) -> None:
+        """``config = self.config``, ``dtype = jnp.float32`` or ``d = x.shape[-1]`` in a
+        method, the name bound once in the class: a layer argument that reads the
+        name gets the value."""
+        if self._assignments.get(name) != 1:
+            return
+        if any(read not in shapes and not self._fixed_name(read) for read in _names_read(value)):
+            return
+        try:
+            self.aliases[name] = self.init_code(value, shapes)
+        except Unconvertible:
+            return
+
+    def _fixed(self, node: cst.BaseExpression) -> bool:
+        """``node`` reads only fields, aliases of them and module-level names."""
+        return all(self._fixed_name(read) for read in _names_read(node))
+
+    def _fixed_name(self, name: str) -> bool:
+        return name == "self" or name in self.aliases or name in self.env.scope.bindings or hasattr(builtins, name)
+
     # -- expressions in __init__ terms ---------------------------------------
     def init_code(self, node: cst.BaseExpression, shapes: dict[str, Shape]) -> str:
         """``node`` rewritten for ``__init__``: ``self.field`` -> ``field``,
@@ -204,6 +230,9 @@ class ClassConverter(LayerConstruction):
                 return converter.nnx_reference(original_node, updated_node)
 
             def leave_Name(self, original_node, updated_node):
+                if original_node.value in converter.aliases:  # ``config = self.config`` in ``__call__``
+                    alias = converter.aliases[original_node.value]
+                    return cst.parse_expression(alias if SIMPLE_CODE.fullmatch(alias) else f"({alias})")
                 if original_node.value in shapes:
                     raise Unconvertible(f"a layer argument depends on `{original_node.value}`, "
                                         "a value computed in `__call__`")
@@ -254,13 +283,16 @@ class ClassConverter(LayerConstruction):
     # -- mode flags ------------------------------------------------------------
     def mode_use(self, node: cst.BaseExpression, eval_value: bool) -> Optional[bool]:
         """Records ``node`` as a use of the mode parameter that must be ``eval_value``
-        in eval mode; returns the constant when ``node`` is a literal True/False."""
+        in eval mode; returns the constant when ``node`` is a literal True/False
+        (True, too, for a value fixed for the module, such as a field)."""
         negated = False
         while isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Not):
             negated, node = not negated, node.expression
         if isinstance(node, cst.Name) and node.value in ("True", "False"):
             return (node.value == "True") != negated
         if not (isinstance(node, cst.Name) and node.value in self._call_param_index):
+            if self._fixed(node):  # ``config.deterministic``: fixed for the module, kept where it is
+                return True
             raise Unconvertible("a train/eval flag that is not a `__call__` argument (or its `not`) "
                                 "is not converted")
         mode = Mode(node.value, self._call_param_index[node.value], eval_value != negated,
@@ -421,9 +453,67 @@ class ClassConverter(LayerConstruction):
             args.append("rngs=rngs")
             self.uses_rngs = True
         values.update({name: code for name, code in field_values.items() if code is not None})
-        output = None
-        if child.output is not None:
-            output = tuple(None if axis is None else substitute(axis.code, values) for axis in child.output)
-        return f"{class_name}({', '.join(args)})", output, child.mode
+        return f"{class_name}({', '.join(args)})", _in_parent_terms(child.output, values), child.mode
 
 
+
+
+def _in_parent_terms(shape, values: dict[str, str]):
+    """A child's output shape, its own parameters replaced by what the parent passes."""
+    if isinstance(shape, Several):
+        return Several(tuple(_in_parent_terms(part, values) for part in shape.parts))
+    if shape is None:
+        return None
+    return tuple(axis if axis is None or axis == ANY_AXES else substitute(axis.code, values) for axis in shape)
+
+
+def _assignment_counts(node: cst.CSTNode) -> Counter:
+    """How often each plain name is bound (assigned, loop target, ...) in ``node``."""
+    counts: Counter = Counter()
+
+    class Bindings(cst.CSTVisitor):
+        def visit_AssignTarget(self, target: cst.AssignTarget) -> None:
+            for name in _target_names(target.target):
+                counts[name] += 1
+
+        def visit_AugAssign(self, node: cst.AugAssign) -> None:
+            counts.update(_target_names(node.target) * 2)
+
+        def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+            counts.update(_target_names(node.target))
+
+        def visit_For(self, node: cst.For) -> None:
+            counts.update(_target_names(node.target) * 2)
+
+        def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+            counts.update(_target_names(node.target) * 2)
+
+    node.visit(Bindings())
+    return counts
+
+
+def _target_names(target: cst.BaseExpression) -> list[str]:
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [name for element in target.elements for name in _target_names(element.value)]
+    return []
+
+
+def _names_read(node: cst.CSTNode) -> set[str]:
+    found: set[str] = set()
+
+    class Names(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            found.add(name.value)
+
+        def visit_Attribute(self, attribute: cst.Attribute) -> bool:
+            attribute.value.visit(self)
+            return False
+
+        def visit_Arg(self, arg: cst.Arg) -> bool:
+            arg.value.visit(self)
+            return False
+
+    node.visit(Names())
+    return found

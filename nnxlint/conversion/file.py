@@ -72,7 +72,9 @@ class _Converter:
         self.module = module
         self.scope = scope
         self.linen_classes = linen_module_classes(module, scope)
-        self.env = FileEnv(module, scope, self._nnx_alias(), self.linen_classes)
+        self.env = FileEnv(module, scope, self._nnx_alias(), self.linen_classes,
+                           functions={statement.name.value: statement for statement in module.body
+                                      if isinstance(statement, cst.FunctionDef)})
         self.classes = ClassSet(self.env)
 
     def _nnx_alias(self) -> str:
@@ -194,6 +196,8 @@ class _Converter:
             def visit_Param(self, param: cst.Param) -> bool:
                 if param.default is not None:
                     param.default.visit(self)
+                if param.annotation is not None:  # evaluated when the function is defined
+                    param.annotation.visit(self)
                 return False
 
             def visit_AssignTarget(self, target: cst.AssignTarget) -> bool:

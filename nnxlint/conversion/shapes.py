@@ -16,7 +16,7 @@ from typing import Mapping, Optional, Sequence
 
 import libcst as cst
 
-_SIMPLE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*|\d+")
+SIMPLE_CODE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*|\d+")  # needs no parentheses as an operand
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Size:
 
     def operand(self) -> str:
         """The code, parenthesised when it is not a single name or number."""
-        return self.code if _SIMPLE.fullmatch(self.code) else f"({self.code})"
+        return self.code if SIMPLE_CODE.fullmatch(self.code) else f"({self.code})"
 
 
 Axis = Optional[Size]
@@ -40,6 +40,13 @@ Shape = Optional[tuple[Axis, ...]]  # None: not known at all
 # input whose rank is unknown and whose last axis is the class's input size
 # parameter (a class converted on its own, without an example input).
 ANY_AXES = Size("...")
+
+
+@dataclass(frozen=True)
+class Several:
+    """The shapes of a tuple of arrays (``return mean, logvar``); never a layer input."""
+
+    parts: tuple[Shape, ...]
 
 
 def is_open(shape: Shape) -> bool:
@@ -61,6 +68,13 @@ def product(sizes: Sequence[Axis]) -> Axis:
         return Size.number(constant)
     parts = ([str(constant)] if constant != 1 else []) + symbols
     return Size(" * ".join(parts))
+
+
+def sum_sizes(sizes: Sequence[Size]) -> Size:
+    """``a + b``: a number when all are numbers."""
+    if all(size.value is not None for size in sizes):
+        return Size.number(sum(size.value for size in sizes))  # type: ignore[misc]
+    return Size(" + ".join(size.operand() for size in sizes))
 
 
 def window_output(size: Axis, window: int, stride: int, padding: str) -> Axis:
