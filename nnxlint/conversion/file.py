@@ -22,6 +22,7 @@ from nnxlint.flax_api import LINEN_MODULE
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args
 from nnxlint.conversion.class_set import ClassSet
 from nnxlint.conversion.models_only import ModelsOnly
+from nnxlint.conversion.validate import check_converted
 from nnxlint.conversion.shapes import Shape
 from nnxlint.conversion.training import (
     InitSite, RoleAnalysis, TrainingConverter, TrainingPlan, TrainingRewriter, _names, _single_assign,
@@ -59,8 +60,8 @@ class Conversion:
         return self.reasons.get(name) or self.reason or "it is not converted"
 
 
-def convert_file(module: cst.Module, scope: names.Scope) -> Conversion:
-    converter = _Converter(module, scope)
+def convert_file(module: cst.Module, scope: names.Scope, path: str = "<file>.py") -> Conversion:
+    converter = _Converter(module, scope, path)
     try:
         return converter.run()
     except Unconvertible as error:
@@ -68,8 +69,9 @@ def convert_file(module: cst.Module, scope: names.Scope) -> Conversion:
 
 
 class _Converter:
-    def __init__(self, module: cst.Module, scope: names.Scope) -> None:
+    def __init__(self, module: cst.Module, scope: names.Scope, path: str) -> None:
         self.module = module
+        self.path = path
         self.scope = scope
         self.linen_classes = linen_module_classes(module, scope)
         self.env = FileEnv(module, scope, self._nnx_alias(), self.linen_classes,
@@ -86,12 +88,15 @@ class _Converter:
     def run(self) -> Conversion:
         try:
             replacements = self._run_with_training()
+            check_converted(self.module, replacements, self.path)
             return self._result(replacements, with_training=True)
         except Unconvertible as error:
             training_reason = str(error)
         self.classes = ClassSet(self.env)  # a fresh start: no class is tied to the training code now
         self.env.custom_collections.clear()
-        return self._result(ModelsOnly(self).run(training_reason))
+        replacements = ModelsOnly(self).run(training_reason)
+        check_converted(self.module, replacements, self.path)
+        return self._result(replacements)
 
     def _result(self, replacements: dict[cst.CSTNode, Replacement], with_training: bool = False) -> Conversion:
         converted = [name for name in self.linen_classes if name in self.classes.converted]
