@@ -152,7 +152,7 @@ class LinenModule(Rule):
         try:
             from nnxlint.conversion.file import convert_file  # heavy: only for files with Linen modules
 
-            conversion = convert_file(node, self.context.module_scope)
+            conversion = convert_file(node, self.context.module_scope, self.context.path)
         except Exception as error:  # a conversion bug must not hide the finding itself
             conversion = None
             failure = f"the conversion failed ({type(error).__name__}: {error}); please report it"
