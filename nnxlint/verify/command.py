@@ -16,6 +16,7 @@ from typing import Any, Optional
 import click
 
 from nnxlint.verify import report
+from nnxlint.verify.against_command import against_options, run_against_command
 from nnxlint.verify.manifest import Fixture, ManifestError, discover
 from nnxlint.verify.regenerate import fixer_output, missing_rules, regenerate
 
@@ -59,8 +60,7 @@ def _stale_after(fixture: Fixture) -> bool:
 
 
 @click.command()
-@click.argument("fixtures_dir", required=False, default="fixtures",
-                type=click.Path(file_okay=False, path_type=Path))
+@click.argument("targets", nargs=-1, metavar="[FIXTURES_DIR | PATH...]", type=click.Path(path_type=Path))
 @click.option("-k", "pattern", metavar="PATTERN", help="Only fixtures whose name contains PATTERN (or matches it as a glob).")
 @click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -68,14 +68,27 @@ def _stale_after(fixture: Fixture) -> bool:
 @click.option("-j", "--jobs", type=int, default=None, help="Fixtures verified at once (default: min(2, CPUs)).")
 @click.option("--regenerate", "regenerate_after", is_flag=True,
               help="Rewrite every after.py from the fixer's current output instead of verifying.")
-def verify(fixtures_dir: Path, pattern: Optional[str], output_format: str, report_path: Optional[Path],
-           jobs: Optional[int], regenerate_after: bool) -> None:
+@against_options
+def verify(targets: tuple[Path, ...], pattern: Optional[str], output_format: str, report_path: Optional[Path],
+           jobs: Optional[int], regenerate_after: bool, **against: Any) -> None:
     """Prove the fixes: train each fixture's before and after programs and compare them.
 
     FIXTURES_DIR (default: ./fixtures) holds one directory per fixture with
     before.py, after.py (the fixer's output), an optional reference.py and a
     fixture.toml manifest.
+
+    With --against REV, prove your own migration instead: each Linen class of
+    git revision REV converted in the working tree (in PATHS, default: the
+    files changed since REV) is compared with its NNX version.
     """
+    if against["revision"] is not None:
+        run_against_command(targets, output_format, report_path, **against)
+    for option in ("examples", "input_shapes", "input_dtypes"):
+        if against[option]:
+            raise _fail(f"--{option[:-1].replace('_', '-')} needs --against REV")
+    if len(targets) > 1:
+        raise _fail("one FIXTURES_DIR at most (files to compare with a git revision need --against REV)")
+    fixtures_dir = targets[0] if targets else Path("fixtures")
     if not fixtures_dir.is_dir():
         raise _fail(f"{fixtures_dir}: no such directory")
     try:
