@@ -120,7 +120,7 @@ def test_train_and_eval_in_one_loop_switch_modes_at_each_iteration():
          def __call__(self, x):
              return nn.scan(nn.Dense, variable_broadcast="params", length=2)(3)(x)
      v = M().init(jax.random.key(0), jnp.ones((1, 2)))
-     ''', "`nn.scan` has no conversion"),
+     ''', "`nn.scan` with `variable_broadcast=` is not converted"),
     ('''
      import jax
      import jax.numpy as jnp
@@ -954,3 +954,82 @@ def test_a_gru_cell_gets_no_fix_naming_the_bias_nnx_lacks():
     fixed, messages = convert(LOOP_STACK.replace("x = nn.Dense(8)(x)\n", "x = nn.GRUCell(8)(x, x)[1]\n"))
     assert fixed is None
     assert any("hn, inside the reset gate" in message for message in messages), messages
+
+
+# --- a layer stack scanned by nn.scan, with or without nn.remat (constructs/scan_stack.py)
+
+SCAN_STACK = '''\
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+class Block(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x, _):
+        return x + nn.Dense(self.width)(nn.LayerNorm()(x)), None
+
+
+class Stack(nn.Module):
+    depth: int = 3
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(8)(x)
+        Blocks = nn.scan(nn.remat(Block), variable_axes={"params": 0}, split_rngs={"params": True},
+                         length=self.depth)
+        x, _ = Blocks(8)(x, None)
+        return nn.Dense(1)(x)
+
+
+def train(steps):
+    model = Stack()
+    params = model.init(jax.random.key(0), jnp.ones((1, 4)))["params"]
+    return model.apply({"params": params}, jnp.ones((2, 4)))
+'''
+
+
+def test_a_scanned_remat_stack_is_built_by_vmap_under_split_rngs_and_applied_by_scan():
+    fixed, messages = convert(SCAN_STACK)
+    assert fixed is not None, messages
+    assert "        @nnx.split_rngs(splits=depth)\n" \
+           "        @nnx.vmap(in_axes=(0,), out_axes=0)\n" \
+           "        def scan_checkpoint_block_0(rngs: nnx.Rngs):\n" \
+           "            return Block(8, 8, rngs=rngs)\n\n" \
+           "        self.scan_checkpoint_block_0 = scan_checkpoint_block_0(rngs)\n" in fixed
+    assert "        x, _ = nnx.scan(nnx.remat(Block.__call__), in_axes=(0, nnx.Carry, 0), " \
+           "out_axes=(nnx.Carry, 0))(self.scan_checkpoint_block_0, x, None)\n" in fixed
+    assert "Blocks" not in fixed and "nn.scan" not in fixed
+    assert "        self.dense_1 = nnx.Linear(8, 1, rngs=rngs)\n" in fixed  # after the stack: the carry's size
+
+
+def test_an_inline_named_scan_without_remat_and_a_broadcast_input():
+    fixed, messages = convert(SCAN_STACK.replace(
+        '        Blocks = nn.scan(nn.remat(Block), variable_axes={"params": 0}, split_rngs={"params": True},\n'
+        '                         length=self.depth)\n        x, _ = Blocks(8)(x, None)\n',
+        '        x, _ = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=2,\n'
+        '                       in_axes=nn.broadcast)(8, name="layers")(x, None)\n'))
+    assert fixed is not None, messages
+    assert "        @nnx.split_rngs(splits=2)\n" in fixed and "        self.layers = layers(rngs)\n" in fixed
+    assert "nnx.scan(Block.__call__, in_axes=(0, nnx.Carry, None), out_axes=(nnx.Carry, 0))(self.layers, x, None)" \
+        in fixed
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ('split_rngs={"params": True},', 'split_rngs={"params": True}, metadata_params={},', "`metadata_params=`"),
+    ('variable_axes={"params": 0}', 'variable_axes={"params": 1}', "`variable_axes` is not {'params': 0}"),
+    ('variable_axes={"params": 0}', 'variable_axes={"params": 0, "cache": 0}', "`variable_axes` is not"),
+    ('split_rngs={"params": True}', 'split_rngs={"params": False}', "`split_rngs` is not"),
+    ("                         length=self.depth)", "                         )", "without `length=`"),
+    ("nn.remat(Block)", "nn.remat(Block, static_argnums=(2,))", "`nn.remat` with options"),
+    ("nn.remat(Block)", "nn.remat(nn.Dense)", "other than a Linen class of this file"),
+    ("x, _ = Blocks(8)(x, None)", "x, _ = Blocks(8)(x, None)\n        print(Blocks)", "used other than as"),
+    ("x, _ = Blocks(8)(x, None)", "x, _ = Blocks(8)(x, xs=None)", "keyword or starred arguments"),
+])
+def test_scans_without_an_exact_nnx_form_get_no_fix(old, new, reason):
+    assert old in SCAN_STACK
+    fixed, messages = convert(SCAN_STACK.replace(old, new))
+    assert fixed is None or "class Stack(nn.Module):" in fixed  # Stack stays Linen
+    assert messages and any(reason in message for message in messages), messages

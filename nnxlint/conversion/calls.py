@@ -13,6 +13,7 @@ from nnxlint.conversion.base import (
 )
 from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
+from nnxlint.conversion.constructs.scan_stack import Scan, is_scan, read_scan, scanned_call
 from nnxlint.conversion.constructs.loop_stack import StackLoop, check_sizes_kept, loop_header, stack_loop, stacked_call
 from nnxlint.conversion.linen_map import LayerMapping
 from nnxlint.conversion.shapes import Several, Shape
@@ -51,8 +52,11 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.variable_locals: set[str] = set()  # ``mean`` in ``mean = self.variable(...)``
         self.variable_reads: set[int] = set()  # the ``mean`` of ``mean.value`` and of that assignment
         self.init_guards = 0  # inside ``if not self.is_initializing():``
+        self.partials: set[str] = set()  # ``conv = partial(...)``: local layer factories
         self.loops: list[Optional[StackLoop]] = []  # the enclosing ``for`` loops, innermost last
         self.stacked_classes: set[str] = set()  # classes a loop stacks: created nowhere else
+        self.scans: dict[str, Scan] = {}  # ``Blocks = nn.scan(...)``: names of scanned stacks (statement removed)
+        self.scan_calls: set[int] = set()  # ``Blocks(...)(x, None)`` calls, converted by ``constructs/scan_stack.py``
 
     # control flow: constructions inside are not converted, but for a layer stack (``constructs/loop_stack.py``)
     def visit_While(self, node) -> None:
@@ -139,13 +143,23 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.keyword_names.add(id(node.keyword))
 
     def visit_Name(self, node: cst.Name) -> None:
+        if node.value in self.scans:
+            raise Unconvertible(f"`{node.value}` (an `nn.scan` of a class) is used other than as `{node.value}(...)(x)`")
         if node.value in self.converter._call_param_index and id(node) not in self.keyword_names:
             self.mode_reads[node.value] = self.mode_reads.get(node.value, 0) + 1
         if node.value in self.variable_locals and id(node) not in self.variable_reads | self.keyword_names:
             raise Unconvertible(f"`{node.value}` (a Linen Variable) is used other than through `.value`")
 
-    def visit_Assign(self, node: cst.Assign) -> None:
+    def visit_Assign(self, node: cst.Assign) -> Optional[bool]:
+        if is_scan(self.converter, node.value):
+            target = node.targets[0].target if len(node.targets) == 1 else None
+            if not isinstance(target, cst.Name) or self.depth or self.converter._assignments.get(target.value) != 1:
+                raise Unconvertible("an `nn.scan` bound to something other than a name assigned once")
+            self.scans[target.value] = read_scan(self.converter, node.value)  # type: ignore[arg-type]
+            return False
         self.assigned_values.add(id(node.value))
+        if isinstance(node.value, cst.Call) and self.converter.env.resolve(node.value.func) == "functools.partial":
+            self.partials.update(target.target.value for target in node.targets if isinstance(target.target, cst.Name))
         if len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) and not self.depth:
             self.converter.add_alias(node.targets[0].target.value, node.value, self.shapes)
         for target in node.targets:
@@ -156,7 +170,15 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.variable_locals.add(node.targets[0].target.value)
             self.variable_reads.add(id(node.targets[0].target))
 
+    def leave_SimpleStatementLine(self, original_node, updated_node):
+        if len(original_node.body) == 1 and isinstance(original_node.body[0], cst.Assign) \
+                and is_scan(self.converter, original_node.body[0].value):
+            return cst.RemoveFromParent()  # ``Blocks = nn.scan(...)``: its calls build the stack
+        return updated_node
+
     def leave_Assign(self, original_node, updated_node):
+        if is_scan(self.converter, original_node.value):
+            return updated_node
         shape = self.shape_of(original_node.value, several=True)
         for target in original_node.targets:
             self._bind(target.target, shape)
@@ -177,7 +199,12 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.output = self.shape_of(original_node.value, several=True)
         return updated_node
 
-    def visit_Call(self, node: cst.Call) -> None:
+    def visit_Call(self, node: cst.Call) -> Optional[bool]:
+        construction = node.func
+        if isinstance(construction, cst.Call) and (is_scan(self.converter, construction.func) or (
+                isinstance(construction.func, cst.Name) and construction.func.value in self.scans)):
+            self.scan_calls.add(id(node))
+            return False  # its arguments are visited by ``leave_Call``
         if isinstance(node.func, cst.Call):
             self.called_at_once.add(id(node.func))
             layer = self.converter.layer(node.func.func)
@@ -189,6 +216,12 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         func = original_node.func
         if id(original_node) in self.called_at_once:
             return updated_node  # ``nn.Dense(3)`` in ``nn.Dense(3)(x)``: the outer call converts both
+        if id(original_node) in self.scan_calls:
+            construction = original_node.func
+            scan = self.scans.get(getattr(construction.func, "value", None)) \
+                or read_scan(converter, construction.func)
+            updated_node = updated_node.with_changes(args=[arg.visit(self) for arg in original_node.args])
+            return scanned_call(self, scan, construction, original_node, updated_node)
         method = self_attribute(func)
         if method in SELF_CALLS:
             return SELF_CALLS[method].in_call(self, original_node)
@@ -211,6 +244,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
                 return factory.inline(self, func, original_node, updated_node)
             slot = converter.construct(func, None)
             return self._call_slot(slot, original_node, updated_node)
+        if isinstance(func, cst.Call) and self._builds_module(func.func):
+            raise Unconvertible(f"`{converter.env.code(func.func)}(...)(...)`: a submodule built from a module-valued "
+                                "field or a `partial` of one is not converted yet")
         if method in converter.slots:
             return self._call_slot(converter.slots[method], original_node, updated_node)
         if method in converter.other_methods:
@@ -220,6 +256,14 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             raise Unconvertible("a submodule created but not called at once is not converted")
         self.call_shapes[id(original_node)] = self._function_shape(original_node)
         return updated_node
+
+    def _builds_module(self, func: cst.BaseExpression) -> bool:
+        """``self.conv`` (a field, e.g. ``conv: ModuleDef``) or a local ``conv = partial(...)``:
+        calling what it gives and then the result builds a submodule in Linen."""
+        attribute = self_attribute(func)
+        if attribute is not None:
+            return attribute not in self.converter.other_methods and attribute not in self.converter.slots
+        return isinstance(func, cst.Name) and func.value in self.partials
 
     def _call_slot(self, slot: Slot, original: cst.Call, updated: cst.Call) -> cst.Call:
         converter = self.converter

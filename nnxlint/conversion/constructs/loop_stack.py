@@ -92,12 +92,12 @@ def check_sizes_kept(loop: StackLoop, shapes: dict[str, Shape]) -> None:
     if not loop.lists:
         return
     for name, shape in loop.shapes_before.items():
-        if not _same_sizes(shape, shapes.get(name)):
+        if not same_sizes(shape, shapes.get(name)):
             raise Unconvertible(f"the modules a loop creates get inputs of other sizes in later iterations "
                                 f"(`{name}` changes shape): they cannot be built alike in an `nnx.List`")
 
 
-def _same_sizes(before: Shape, after: Shape) -> bool:
+def same_sizes(before: Shape, after: Shape) -> bool:
     """The same feature size (what the elements are built from), and no known axis changed."""
     if before == after:
         return True
