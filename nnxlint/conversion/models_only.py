@@ -10,7 +10,7 @@ classes stay, the Linen import stays and ``from flax import nnx`` joins it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
@@ -46,6 +46,8 @@ class ModelsOnly:
                 node = self.classes.converted[statement.name.value].node
                 new[statement] = cst.FlattenSentinel([*variable_classes, node]) if variable_classes else node
                 variable_classes = []
+            elif isinstance(statement, cst.FunctionDef) and self._factory_class(statement) in converted:
+                new[statement] = self._pass_through(statement)
             elif not _is_import(statement):
                 new[statement] = statement
         converter._convert_imports(new, keep_linen=len(converted) < len(linen_classes))
@@ -60,11 +62,63 @@ class ModelsOnly:
         line = 1 + len(module.header)
         for statement in module.body:
             if not (isinstance(statement, cst.ClassDef) and statement.name.value in linen_classes) \
-                    and not _is_import(statement) and not self._is_partial(statement):
+                    and not _is_import(statement) and not self._is_partial(statement) \
+                    and not (isinstance(statement, cst.FunctionDef) and self._factory_class(statement)):
                 for name in _names_in(statement, set(linen_classes)):
                     found.setdefault(name, line + len(statement.leading_lines))
             line += module.code_for_node(statement).count("\n")
         return found
+
+    def _factory_class(self, function: cst.FunctionDef) -> Optional[str]:
+        """``def model(latents): return VAE(latents=latents)``: the class a factory builds."""
+        body = function.body.body if isinstance(function.body, cst.IndentedBlock) else ()
+        statements = [statement for statement in body if not _is_docstring(statement)]
+        params = function.params
+        if len(statements) != 1 or function.decorators or params.star_arg not in (None, cst.MaybeSentinel.DEFAULT) \
+                or params.star_kwarg or params.kwonly_params or params.posonly_params:
+            return None
+        line = statements[0]
+        if not (isinstance(line, cst.SimpleStatementLine) and len(line.body) == 1
+                and isinstance(line.body[0], cst.Return) and isinstance(line.body[0].value, cst.Call)):
+            return None
+        call = line.body[0].value
+        if not (isinstance(call.func, cst.Name) and call.func.value in self.converter.linen_classes) \
+                or any(arg.star for arg in call.args):
+            return None
+        if any(param.name.value == "rngs" or param.name.value.endswith("features") for param in params.params):
+            return None
+        return call.func.value
+
+    def _pass_through(self, function: cst.FunctionDef) -> cst.FunctionDef:
+        """The factory takes the converted class's new parameters and passes them on:
+        ``def model(latents, *, in_features: int, rngs: nnx.Rngs): return VAE(in_features, ..., rngs=rngs)``."""
+        converted = self.classes.converted[self._factory_class(function)]  # type: ignore[index]
+        added = [f"{name}: int" for name in converted.size_params]
+        passed = list(converted.size_params)
+        if converted.uses_rngs:
+            added.append(f"rngs: {self.converter.env.nnx}.Rngs")
+        if not added:
+            return function
+        new_params = [cst.Param(cst.Name(text.partition(":")[0]), cst.Annotation(
+            cst.parse_expression(text.partition(": ")[2]))) for text in added]
+        params = function.params.with_changes(star_arg=cst.ParamStar(), kwonly_params=new_params)
+        statement = [s for s in function.body.body if not _is_docstring(s)][0]  # type: ignore[union-attr]
+        call = statement.body[0].value  # type: ignore[attr-defined]
+        args = [cst.Arg(cst.Name(name)) for name in passed] + list(call.args)
+        if converted.uses_rngs:
+            args.append(cst.Arg(cst.Name("rngs"), keyword=cst.Name("rngs"),
+                                equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))))
+        args = [arg.with_changes(comma=cst.MaybeSentinel.DEFAULT) for arg in args]
+        new_call = call.with_changes(args=args)
+        new_return = statement.with_changes(body=[statement.body[0].with_changes(value=new_call)])  # type: ignore
+        body = [new_return if s is statement else s for s in function.body.body]  # type: ignore[union-attr]
+        return function.with_changes(params=params, body=function.body.with_changes(body=body))
+
+    def factories(self) -> dict[str, str]:
+        """Factory function -> the class it builds, for the fix description."""
+        return {statement.name.value: self._factory_class(statement)  # type: ignore[misc]
+                for statement in self.converter.module.body
+                if isinstance(statement, cst.FunctionDef) and self._factory_class(statement)}
 
     def _is_partial(self, statement: cst.CSTNode) -> bool:
         """``ResNet18 = partial(ResNet, stage_sizes=[2, 2, 2, 2], block_cls=ResNetBlock)``."""
@@ -80,6 +134,11 @@ class ModelsOnly:
 def _is_import(statement: cst.CSTNode) -> bool:
     return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
             and isinstance(statement.body[0], (cst.Import, cst.ImportFrom)))
+
+
+def _is_docstring(statement: cst.CSTNode) -> bool:
+    return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
+            and isinstance(statement.body[0], cst.Expr) and isinstance(statement.body[0].value, cst.SimpleString))
 
 
 def _names_in(node: cst.CSTNode, candidates: set[str]) -> list[str]:
