@@ -13,6 +13,8 @@ from nnxlint.findings import SOURCE_ERROR_CODE, SOURCE_ERROR_NAME, Applicability
 from nnxlint.imports import add_imports
 from nnxlint.positions import Positions
 from nnxlint.rule import Fix, Report, Rule
+from nnxlint import tier
+from nnxlint.tier import ImportSummary
 
 MAX_FIX_PASSES = 10
 
@@ -64,9 +66,11 @@ def is_skipped(text: str) -> bool:
     return _SKIP_FILE.search(text) is not None
 
 
-def active_rules(text: str, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
-    """The rules whose text triggers occur in the file: the cheap pre-check."""
-    return [rule for rule in rules if any(trigger in text for trigger in rule.triggers)]
+def active_rules(text: str, rules: Sequence[type[Rule]], imports: Optional[ImportSummary] = None,
+                 linked: bool = False) -> Optional[list[type[Rule]]]:
+    """The rules that can report in ``text``, by the cheap tier (nnxlint/tier.py); None
+    when the text is not Python."""
+    return tier.rules_for(text, rules, imports, linked)
 
 
 @dataclass
@@ -183,25 +187,33 @@ def _choose_fixes(candidates: Iterable[Report], positions: Positions) -> list[tu
 
 
 def check_source(text: str, path: str, rules: Sequence[type[Rule]],
-                 fix_level: Optional[Applicability] = None) -> CheckResult:
-    """Check ``text``; with ``fix_level``, also apply fixes up to that applicability."""
+                 fix_level: Optional[Applicability] = None, *,
+                 imports: Optional[ImportSummary] = None, linked: bool = False, full: bool = False) -> CheckResult:
+    """Check ``text``; with ``fix_level``, also apply fixes up to that applicability.
+    The cheap tier picks the rules that can report (``imports``: the file's import
+    summary when the project index has it; ``linked``: other files can tell its rules
+    about names); ``full`` runs every rule on every file instead (the reference the
+    tier is tested against)."""
     result = CheckResult()
-    if is_skipped(text):
-        return result
-    rules = active_rules(text, rules)
-    if not rules:
+    if is_skipped(text) or not rules:
         return result
     allowed = {"safe"} if fix_level == "safe" else {"safe", "unsafe"} if fix_level == "unsafe" else set()
     current_text = text
     dropped: set[str] = set()
     for _ in range(MAX_FIX_PASSES):
+        # each pass asks again: a fix (a whole Linen conversion) can give other rules work
+        running = rules if full else active_rules(current_text, rules, imports if current_text is text else None,
+                                                  linked)
+        if running == []:  # Python, and no rule can report in it
+            result.findings, result.crashes = [], []
+            break
         try:
             module = cst.parse_module(current_text)
         except cst.ParserSyntaxError as error:
             result.findings = [source_error(path, f"syntax error: {error.message}", error.raw_line,
                                             error.raw_column + 1)]
             return result
-        current = _run_rules(module, path, rules)
+        current = _run_rules(module, path, running or rules)
         lines = current_text.splitlines()
         pairs = _findings(path, current, lines)
         result.crashes = current.crashes

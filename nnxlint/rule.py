@@ -71,6 +71,25 @@ class Invalid:
     message: Optional[str] = None
 
 
+@dataclass(frozen=True)
+class Needs:
+    """One way a file can give a rule something to report, as the cheap tier sees it.
+
+    ``uses``: the file refers, through its imports, to a name at or under one of
+    these qualified names (``"flax.linen"`` matches ``nn.Dense`` after ``import
+    flax.linen as nn``; ``"flax.nnx.Optimizer"`` only that class).  ``words``: the
+    text contains one of these (a name, attribute or keyword the rule looks for).
+    An empty field asks nothing.  The declaration must be necessary, never merely
+    likely: a file that satisfies none of a rule's ``triggers`` must be one where
+    the rule reports nothing (tests/test_tier.py checks it on every rule example
+    and fixture).  A rule that learns about names from other files of the project
+    is covered: the tier opens every ``uses`` for files linked to other files.
+    """
+
+    uses: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+
+
 @dataclass
 class Report:
     """A finding as a rule raised it, before positions are known."""
@@ -88,8 +107,10 @@ class Rule:
     # The best applicability this rule's fixes can have: None (never fixes),
     # "safe" or "unsafe".  Shown by ``nnxlint rules``.
     fixable: ClassVar[Optional[Applicability]] = None
-    # The file is parsed for this rule only if its text contains one of these.
-    triggers: ClassVar[Sequence[str]] = ("flax",)
+    # What a file must contain for this rule to report there (any one of them):
+    # the cheap tier (nnxlint/tier.py) runs the rule only on such files.  A plain
+    # string means the text contains it (``Needs(words=(string,))``).
+    triggers: ClassVar[Sequence[Union[str, "Needs"]]] = ("flax",)
     valid: ClassVar[Sequence[Valid]] = ()
     invalid: ClassVar[Sequence[Invalid]] = ()
 

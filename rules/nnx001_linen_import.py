@@ -6,7 +6,7 @@ import libcst as cst
 
 from nnxlint.flax_api import is_linen
 from nnxlint.names import dotted_name
-from nnxlint.rule import Invalid, Rule, Valid
+from nnxlint.rule import Invalid, Needs, Rule, Valid
 
 
 class LinenUsage(Rule):
@@ -53,7 +53,7 @@ class LinenUsage(Rule):
     code = "NNX001"
     name = "linen-usage"
     summary = "Use of the legacy Flax Linen API"
-    triggers = ("linen",)
+    triggers = (Needs(uses=("flax.linen",)),)
     valid = (
         Valid("from flax import nnx\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n"),
         Valid("import flax\nx = flax.nnx.Linear\n"),

@@ -7,7 +7,7 @@ from typing import Optional
 import libcst as cst
 
 from nnxlint.flax_api import LINEN_MODULE
-from nnxlint.rule import Fix, Invalid, Rule, Valid
+from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
 
 _BEFORE = '''\
 import jax
@@ -110,7 +110,7 @@ class LinenModule(Rule):
     name = "linen-module"
     summary = "Flax Linen Module class"
     fixable = "unsafe"
-    triggers = ("linen",)
+    triggers = (Needs(uses=(LINEN_MODULE,)),)
     valid = (
         Valid("from flax import nnx\nclass M(nnx.Module):\n    pass\n"),
         Valid("import flax.linen as nn\nclass Module:\n    pass\nclass M(Module):\n    pass\n"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from nnxlint.linen_usage import is_linen_instance
-from nnxlint.rule import Invalid, Rule, Valid
+from nnxlint.rule import Invalid, Needs, Rule, Valid
 
 _GUIDANCE = {
     "init": "NNX builds variables eagerly: `Model(..., rngs=nnx.Rngs(seed))` replaces `model.init(key, x)`",
@@ -48,7 +48,7 @@ class LinenInitApply(Rule):
     code = "NNX003"
     name = "linen-init-apply"
     summary = "Linen `init`/`apply` on a module instance"
-    triggers = ("linen",)
+    triggers = (Needs(uses=("flax.linen",), words=tuple(_GUIDANCE)),)
     valid = (
         Valid("from flax import nnx\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\ny = model(x)\n"),
         Valid("import flax.linen as nn\nimport optax\ntx = optax.adam(1e-3)\nstate = tx.init(params)\n"),

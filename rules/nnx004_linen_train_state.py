@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from nnxlint.rule import Invalid, Rule, Valid
+from nnxlint.rule import Invalid, Needs, Rule, Valid
 
 TRAIN_STATE = "flax.training.train_state.TrainState"
 
@@ -43,7 +43,7 @@ class LinenTrainState(Rule):
     code = "NNX004"
     name = "linen-train-state"
     summary = "Flax `TrainState` (Linen training state)"
-    triggers = ("train_state", "TrainState")
+    triggers = (Needs(uses=(TRAIN_STATE,)),)
     valid = (
         Valid("from flax import nnx\noptimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)\n"),
         Valid("from mylib import TrainState\nstate = TrainState.create()\n"),

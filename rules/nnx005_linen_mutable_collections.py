@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from nnxlint.linen_usage import is_linen_class
-from nnxlint.rule import Invalid, Rule, Valid
+from nnxlint.rule import Invalid, Needs, Rule, Valid
 
 
 class LinenMutableCollections(Rule):
@@ -47,7 +47,7 @@ class LinenMutableCollections(Rule):
     code = "NNX005"
     name = "linen-mutable-collections"
     summary = "Linen mutable variable collections"
-    triggers = ("mutable", "variable", "sow")
+    triggers = (Needs(words=("mutable",)), Needs(uses=("flax.linen",), words=("variable", "sow")))
     valid = (
         Valid("from flax import nnx\nclass M(nnx.Module):\n    def __call__(self, x):\n"
               "        self.sow(nnx.Intermediate, 'h', x)\n        return x\n"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from nnxlint.linen_usage import LINEN_TRANSFORMS, linen_transform
-from nnxlint.rule import Invalid, Rule, Valid
+from nnxlint.rule import Invalid, Needs, Rule, Valid
 
 
 class LinenTransform(Rule):
@@ -50,7 +50,7 @@ class LinenTransform(Rule):
     code = "NNX006"
     name = "linen-transform"
     summary = "Linen lifted transform"
-    triggers = ("linen",)
+    triggers = (Needs(uses=("flax.linen",)),)
     valid = (
         Valid("from flax import nnx\nf = nnx.scan(step)\n"),
         Valid("import jax\nimport flax.linen as nn\nf = jax.vmap(g)\n"),

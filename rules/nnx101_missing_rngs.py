@@ -11,7 +11,7 @@ from nnxlint.edits import has_keyword, with_keyword, with_keyword_only_param
 from nnxlint.flax_api import RNGS_REQUIRED_LAYERS
 from nnxlint.objects import (holds_rngs, init_of_module_class, is_module_class, requires_rngs, rngs_in_scope,
                              rngs_position)
-from nnxlint.rule import Fix, Invalid, Rule, Valid
+from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
 
 
 @dataclass
@@ -67,7 +67,7 @@ class MissingRngs(Rule):
     name = "missing-rngs"
     summary = "NNX layer or module constructed without its required `rngs`"
     fixable = "unsafe"
-    triggers = ("nnx",)
+    triggers = (Needs(uses=("flax.nnx",)),)
     valid = (
         Valid("from flax import nnx\nlayer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n"),
         Valid("from flax import nnx\ndrop = nnx.Dropout(0.5)\n"),

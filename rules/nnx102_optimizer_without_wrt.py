@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from nnxlint.edits import has_double_star, has_keyword, with_keyword
-from nnxlint.rule import Fix, Invalid, Rule, Valid
+from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
 
 
 class OptimizerWithoutWrt(Rule):
@@ -39,7 +39,7 @@ class OptimizerWithoutWrt(Rule):
     name = "optimizer-without-wrt"
     summary = "`nnx.Optimizer` without the required `wrt` argument"
     fixable = "safe"
-    triggers = ("Optimizer",)
+    triggers = (Needs(uses=("flax.nnx.Optimizer",)),)
     valid = (
         Valid("from flax import nnx\nopt = nnx.Optimizer(model, tx, wrt=nnx.Param)\n"),
         Valid("from flax import nnx\nopt = nnx.ModelAndOptimizer(model, tx)\n"),

@@ -6,7 +6,7 @@ import libcst as cst
 
 from nnxlint.edits import has_double_star, has_keyword, with_first_argument
 from nnxlint.objects import OptimizerTracker
-from nnxlint.rule import Fix, Invalid, Rule, Valid
+from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
 
 _TRAIN_STEP = """\
 from flax import nnx
@@ -65,7 +65,7 @@ class OptimizerUpdateWithoutModel(Rule):
     name = "optimizer-update-without-model"
     summary = "`nnx.Optimizer.update(grads)` without the model (Flax >= 0.11 needs `update(model, grads)`)"
     fixable = "safe"
-    triggers = ("update",)
+    triggers = (Needs(uses=("flax.nnx",), words=("update",)),)
     valid = (
         Valid(_TRAIN_STEP.format(model_arg="model, ")),
         Valid("import optax\ntx = optax.adam(1e-3)\nupdates, state = tx.update(grads, state)\n"),

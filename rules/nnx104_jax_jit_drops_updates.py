@@ -14,7 +14,7 @@ from nnxlint.analysis import (
 )
 from nnxlint.flax_api import STATEFUL_LAYERS
 from nnxlint.objects import all_params, assigned_value
-from nnxlint.rule import Invalid, Rule, Valid
+from nnxlint.rule import Invalid, Needs, Rule, Valid
 
 _NNX_GRADIENTS = (("nnx", "grad"), ("nnx", "value_and_grad"))
 
@@ -85,7 +85,7 @@ class JaxJitDropsUpdates(WatchesMutableVariables, Rule):
     name = "jax-jit-drops-updates"
     summary = "`jax.jit`/`jax.pmap` function updates an NNX module or optimizer in place: updates are dropped"
     fixable = "safe"
-    triggers = ("jit", "pmap")
+    triggers = (Needs(uses=("jax.jit", "jax.pmap")),)
     valid = (
         Valid("import jax\nfrom flax import nnx\n\n@nnx.jit\ndef train_step(model, optimizer, x):\n"
               "    grads = nnx.grad(loss_fn)(model, x)\n    optimizer.update(model, grads)\n"),

@@ -11,7 +11,7 @@ from nnxlint.analysis import (
     kind_of, nnx_transform_fix, optimizer_update, parameter_kind, params_only,
 )
 from nnxlint.objects import all_params, assigned_value
-from nnxlint.rule import Invalid, Rule, Valid
+from nnxlint.rule import Invalid, Needs, Rule, Valid
 
 
 class JaxGradOverModule(Rule):
@@ -60,7 +60,7 @@ class JaxGradOverModule(Rule):
     name = "jax-grad-over-module"
     summary = "`jax.grad`/`jax.value_and_grad` over an NNX module: fails with Dropout, differentiates non-Params"
     fixable = "unsafe"
-    triggers = ("grad",)
+    triggers = (Needs(uses=("jax.grad", "jax.value_and_grad")),)
     valid = (
         Valid("import jax\nfrom flax import nnx\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n"
               "grads = nnx.grad(loss_fn)(model, x)\n"),

@@ -7,7 +7,7 @@ import libcst as cst
 from nnxlint.analysis import (
     MODULE, call_transform, function_of, function_transforms, is_constant_seed, kind_of, method_of_module_class,
 )
-from nnxlint.rule import Invalid, Rule, Valid
+from nnxlint.rule import Invalid, Needs, Rule, Valid
 
 
 class ConstantRngsInStep(Rule):
@@ -54,7 +54,7 @@ class ConstantRngsInStep(Rule):
     code = "NNX106"
     name = "constant-rngs-in-step"
     summary = "Constant-seed `nnx.Rngs` made inside a jitted/differentiated step: same dropout mask every step"
-    triggers = ("Rngs",)
+    triggers = (Needs(uses=("flax.nnx.Rngs",), words=("rngs",)),)
     valid = (
         # built once, outside the step: its counters advance
         Valid("from flax import nnx\nrngs = nnx.Rngs(dropout=0)\n\n@nnx.jit\ndef step(model, x):\n"

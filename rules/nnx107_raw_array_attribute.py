@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from nnxlint.analysis import VARIABLE, attribute_of, file_index, fresh_array, method_of_module_class
-from nnxlint.rule import Fix, Invalid, Rule, Valid
+from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
 
 
 class RawArrayAttribute(Rule):
@@ -62,7 +62,7 @@ class RawArrayAttribute(Rule):
     name = "raw-array-attribute"
     summary = "Array stored on a module without `nnx.Param`: never trained"
     fixable = "unsafe"
-    triggers = ("Module",)
+    triggers = (Needs(uses=("flax.nnx",)),)
     valid = (
         Valid("import jax\nfrom flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, rngs: nnx.Rngs):\n"
               "        self.w = nnx.Param(jax.random.normal(rngs.params(), (3,)))\n"),

@@ -10,7 +10,7 @@ from nnxlint.analysis import (
     MODULE, VARIABLE, attribute_of, container_elements, fresh_array, function_body_nodes, kind_of,
     method_of_module_class,
 )
-from nnxlint.rule import Fix, Invalid, Rule, Valid
+from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
 
 _CONTAINER_NAMES = {cst.List: "list", cst.ListComp: "list", cst.Tuple: "tuple", cst.Dict: "dict",
                     cst.DictComp: "dict"}
@@ -54,7 +54,7 @@ class PlainContainerOfModules(Rule):
     name = "plain-container-of-modules"
     summary = "Plain list/dict/tuple of submodules on a module: ValueError since Flax 0.12"
     fixable = "unsafe"
-    triggers = ("Module",)
+    triggers = (Needs(uses=("flax.nnx",)),)
     valid = (
         Valid("from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, rngs):\n"
               "        self.layers = nnx.List([nnx.Linear(2, 2, rngs=rngs) for _ in range(3)])\n"),

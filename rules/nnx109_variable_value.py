@@ -7,7 +7,7 @@ from typing import Optional
 import libcst as cst
 
 from nnxlint.analysis import VARIABLE, Kind, fresh_array, kind_of
-from nnxlint.rule import Fix, Invalid, Rule, Valid
+from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
 
 _ELLIPSIS_INDEX = [cst.SubscriptElement(cst.Index(cst.Ellipsis()))]
 
@@ -56,7 +56,7 @@ class VariableValue(Rule):
     name = "variable-value"
     summary = "Deprecated `.value` on an `nnx.Variable`: use `v[...]` / `get_value()`"
     fixable = "safe"
-    triggers = (".value",)
+    triggers = (Needs(uses=("flax.nnx",), words=("value",)),)
     valid = (
         Valid("from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self):\n"
               "        self.count = nnx.Variable(jnp.array(0))\n\n    def __call__(self):\n"

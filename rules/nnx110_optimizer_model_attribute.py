@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from nnxlint.objects import OptimizerTracker
-from nnxlint.rule import Fix, Invalid, Rule, Valid
+from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
 
 
 class OptimizerModelAttribute(Rule):
@@ -42,7 +42,7 @@ class OptimizerModelAttribute(Rule):
     name = "optimizer-model-attribute"
     summary = "`nnx.Optimizer.model` was removed in Flax 0.11"
     fixable = "safe"
-    triggers = ("model",)
+    triggers = (Needs(uses=("flax.nnx",), words=("model",)),)
     valid = (
         Valid("from flax import nnx\nopt = nnx.ModelAndOptimizer(model, tx)\ny = opt.model(x)\n"),
         Valid("from flax import nnx\nopt = nnx.Optimizer(model, tx, wrt=nnx.Param)\ny = model(x)\n"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from nnxlint.analysis import MODULE, RNGS, Kind, file_index, kind_of
-from nnxlint.rule import Invalid, Rule, Valid
+from nnxlint.rule import Invalid, Needs, Rule, Valid
 
 DROPOUT_STREAM = "dropout"
 
@@ -42,7 +42,7 @@ class RngsWithoutDropoutStream(Rule):
     code = "NNX111"
     name = "rngs-without-dropout-stream"
     summary = "`nnx.Rngs` without a `dropout` or default stream reaches an `nnx.Dropout`: KeyError"
-    triggers = ("Dropout",)
+    triggers = (Needs(uses=("flax.nnx.Rngs",)),)
     valid = (
         Valid("from flax import nnx\ndrop = nnx.Dropout(0.5, rngs=nnx.Rngs(params=0, dropout=1))\n"),
         Valid("from flax import nnx\ndrop = nnx.Dropout(0.5, rngs=nnx.Rngs(0))\n"),

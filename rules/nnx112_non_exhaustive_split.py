@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from nnxlint.analysis import MODULE, RNGS, VARIABLE, Kind, file_index, kind_of
-from nnxlint.rule import Invalid, Rule, Valid
+from nnxlint.rule import Invalid, Needs, Rule, Valid
 
 
 class NonExhaustiveSplit(Rule):
@@ -47,7 +47,7 @@ class NonExhaustiveSplit(Rule):
     code = "NNX112"
     name = "non-exhaustive-split"
     summary = "`nnx.split(model, nnx.Param)` on a model with other state: ValueError (non-exhaustive filters)"
-    triggers = ("split",)
+    triggers = (Needs(uses=("flax.nnx.split",)),)
     valid = (
         # the class is redefined later (a notebook): the model was built from the first, Param-only one
         Valid("from flax import nnx\n\nclass Model(nnx.Module):\n    def __init__(self, rngs):\n"

@@ -9,7 +9,7 @@ import libcst as cst
 from nnxlint.analysis import is_constant_seed
 from nnxlint.flax_api import RNGS_REQUIRED_LAYERS
 from nnxlint.objects import assigned_value
-from nnxlint.rule import Fix, Invalid, Rule, Valid
+from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
 
 # jax.random functions that return one key (what a Linen user passes where NNX wants Rngs).
 KEY_FUNCTIONS = frozenset({"jax.random.key", "jax.random.PRNGKey", "jax.random.fold_in"})
@@ -51,7 +51,7 @@ class RawSeedAsRngs(Rule):
     name = "raw-seed-as-rngs"
     summary = "Int seed or raw JAX key passed as `rngs=` to an NNX layer: AttributeError"
     fixable = "safe"
-    triggers = ("rngs=",)
+    triggers = (Needs(uses=("flax.nnx",), words=("rngs",)),)
     valid = (
         Valid("from flax import nnx\nlayer = nnx.Linear(3, 4, rngs=nnx.Rngs(0))\n"),
         # Dropout's call takes a raw key

@@ -11,7 +11,7 @@ from nnxlint.analysis import (
     function_transforms, in_place_updates, WatchesMutableVariables,
 )
 from nnxlint.objects import assigned_value
-from nnxlint.rule import Invalid, Rule, Valid
+from nnxlint.rule import Invalid, Needs, Rule, Valid
 
 _COMPILING_TRANSFORMS = ("jit", "pmap")
 
@@ -64,7 +64,7 @@ class ModuleCapturedByJit(WatchesMutableVariables, Rule):
     code = "NNX114"
     name = "module-captured-by-jit"
     summary = "Module/optimizer captured by a jitted function and updated in it: TraceContextError"
-    triggers = ("jit", "pmap")
+    triggers = (Needs(uses=("flax.nnx",)),)
     valid = (
         Valid("from flax import nnx\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n"
               "optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)\n\n@nnx.jit\n"

@@ -1,0 +1,216 @@
+"""The cheap first tier of a check: which of the selected rules can report in a file.
+
+A LibCST parse costs several times an ``ast`` parse, and most files of a code
+base have nothing for nnxlint to report.  Each rule declares in ``triggers``
+(``nnxlint.rule.Needs``) what a file must contain for it to report: words of the
+text, and names the file reaches through its imports.  The tier answers from
+substring tests and, only when a rule still needs to know what the file imports,
+from the standard library's ``ast``; LibCST parses a file, and a rule runs on it,
+only when the answer is yes.  The decision errs one way only: a rule left out
+has nothing to report there (tests/test_tier.py compares both paths).
+
+The import summary of a file (``summarize``) is plain data, so the project index
+(nnxlint/project.py), which parses every file with ``ast`` anyway, can compute it
+in the same pass and hand it over instead of a second parse.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Sequence, Union
+
+from nnxlint.flax_api import (
+    FLAX_LINEN, FLAX_NNX, LINEN_IMPLEMENTATION_MODULES, NNX_IMPLEMENTATION_MODULES, canonical_name,
+)
+
+if TYPE_CHECKING:  # not at run time: the project index imports this module, never LibCST
+    from nnxlint.project import ProjectIndex
+    from nnxlint.rule import Needs, Rule
+
+# Set to 1: every selected rule runs on every file (the reference the tier is tested
+# against, and a way to rule the tier out when a result looks wrong).
+FULL_ENVIRONMENT = "NNXLINT_NO_TIER"
+# ``from .x import y`` / ``from . import y`` (also across a line continuation)
+_RELATIVE_IMPORT = re.compile(r"\bfrom(?:\s|\\\r?\n)*\.")
+_STATEMENT_LISTS = ("body", "orelse", "finalbody", "handlers", "cases")
+# (implementation module, the public package it is re-exported from)
+_REEXPORTED_FROM = tuple((module, package) for package, modules in (
+    (FLAX_NNX, NNX_IMPLEMENTATION_MODULES), (FLAX_LINEN, LINEN_IMPLEMENTATION_MODULES)) for module in modules)
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What a file imports: every absolute name an import statement (at any depth)
+    names or binds, and whether it has relative imports."""
+
+    names: frozenset[str]
+    relative: bool
+
+    def to_data(self) -> dict:
+        return {"names": sorted(self.names), "relative": self.relative}
+
+    @classmethod
+    def from_data(cls, data: dict) -> "ImportSummary":
+        return cls(frozenset(data["names"]), bool(data["relative"]))
+
+
+def summarize(tree: ast.Module) -> ImportSummary:
+    """The import summary of a parsed file (walks statements only, not expressions)."""
+    found: set[str] = set()
+    relative = False
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import):
+            for alias in node.names:  # ``import a.b.c`` binds ``a`` and names ``a.b.c``
+                found.update((alias.name, alias.name.split(".")[0]))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                relative = True
+            elif node.module:
+                found.update(node.module if alias.name == "*" else f"{node.module}.{alias.name}"
+                             for alias in node.names)
+        else:
+            for field in _STATEMENT_LISTS:
+                value = getattr(node, field, None)
+                if isinstance(value, list):
+                    pending.extend(value)
+    return ImportSummary(frozenset(found), relative)
+
+
+def parse_summary(text: str) -> Optional[ImportSummary]:
+    """The import summary of a source text; None when ``ast`` cannot parse it."""
+    try:
+        return summarize(ast.parse(text))
+    except (SyntaxError, ValueError, MemoryError, RecursionError):  # ValueError: null bytes
+        return None
+
+
+def _parses(text: str) -> bool:
+    """Whether the text is Python, by the cheapest test that is sure: compiling
+    (no Python objects built), then ``ast`` for what only the compiler rejects
+    (``return`` outside a function, ...)."""
+    try:
+        compile(text, "<nnxlint>", "exec", dont_inherit=True)
+        return True
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return parse_summary(text) is not None
+
+
+def _reaches(prefix: str, imported: str, text: str) -> bool:
+    """Whether a file that imports ``imported`` can refer to a name at or under ``prefix``."""
+    name = canonical_name(imported)
+    if name == prefix or name.startswith(prefix + "."):
+        return True
+    if prefix.startswith(imported + "."):  # ``import flax`` then ``flax.linen.Dense``
+        return all(part in text for part in prefix[len(imported) + 1:].split("."))
+    # ``import flax.nnx.nn as n`` then ``n.linear.Linear``: canonical ``flax.nnx.Linear``
+    return any((module + ".").startswith(imported + ".") and (prefix + ".").startswith(package + ".")
+               for module, package in _REEXPORTED_FROM)
+
+
+def _uses_possible(prefixes: Sequence[str], text: str) -> bool:
+    """Whether the text could import one of ``prefixes`` at all (before any parse)."""
+    return any(prefix.split(".")[0] in text for prefix in prefixes) or _RELATIVE_IMPORT.search(text) is not None
+
+
+@dataclass
+class _File:
+    text: str
+    summary: Optional[ImportSummary]  # None until needed (then parsed)
+    linked: bool  # other files of the project can tell its rules about names
+
+    def imports(self) -> Optional[ImportSummary]:
+        if self.summary is None:
+            self.summary = parse_summary(self.text)
+        return self.summary
+
+
+def _needs_met(needs: "Needs", file: _File) -> Optional[bool]:
+    """Whether ``file`` meets ``needs``; None when it does not parse."""
+    if needs.words and not any(word in file.text for word in needs.words):
+        return False
+    if not needs.uses or file.linked:
+        return True
+    if not _uses_possible(needs.uses, file.text):
+        return False
+    summary = file.imports()
+    if summary is None:
+        return None
+    return summary.relative or any(_reaches(prefix, name, file.text)
+                                   for prefix in needs.uses for name in summary.names)
+
+
+def _needs_met_by_trigger(trigger: Union[str, "Needs"], file: _File) -> Optional[bool]:
+    if isinstance(trigger, str):  # a plain string trigger: the text contains it
+        return trigger in file.text
+    return _needs_met(trigger, file)
+
+
+def rules_for(text: str, rules: Sequence[type["Rule"]], summary: Optional[ImportSummary] = None,
+              linked: bool = False) -> Optional[list[type["Rule"]]]:
+    """The rules among ``rules`` that can report in ``text``, in their order; None
+    when the text is not Python (the caller parses it to report why).
+
+    ``summary``: the file's import summary when already known (the project index);
+    ``linked``: the project index says names of other files reach this one."""
+    file = _File(text, summary, linked)
+    selected = []
+    for rule in rules:
+        for trigger in rule.triggers:
+            met = _needs_met_by_trigger(trigger, file)
+            if met is None:
+                return None
+            if met:
+                selected.append(rule)
+                break
+    if not selected and summary is None and not _parses(text):
+        return None
+    return selected
+
+
+def _project_owners(name: str, index: "ProjectIndex") -> list[str]:
+    """The files of the module of the project that ``name`` is in or under (none for
+    Flax, JAX, ... whose names are never looked up in the project)."""
+    from nnxlint.project import EXTERNAL_PACKAGES
+
+    parts = name.split(".")
+    if parts[0] in EXTERNAL_PACKAGES:
+        return []
+    for end in range(len(parts), 0, -1):
+        owners = index.modules.get(".".join(parts[:end]))
+        if owners:
+            return [owner for owner, _ in owners]
+    return []
+
+
+def linked_paths(index: "ProjectIndex") -> frozenset[str]:
+    """Files whose rules may learn about names from other files of the project: those
+    importing (at module level) a module of the project and those whose module another
+    file imports (its functions may receive models from there)."""
+    cached = getattr(index, "_tier_linked", None)
+    if cached is not None:
+        return cached
+    linked: set[str] = set()
+    for path, facts in index.by_path.items():
+        for target in [*facts.get("names", {}).values(), *facts.get("star", [])]:
+            owners = [owner for owner in _project_owners(target, index) if owner != path]
+            if owners:
+                linked.add(path)
+                linked.update(owners)
+    result = frozenset(linked)
+    index._tier_linked = result  # type: ignore[attr-defined]  # once per run and worker
+    return result
+
+
+def is_linked(path: str, summary: Optional[ImportSummary], index: Optional["ProjectIndex"]) -> bool:
+    """Whether other files of the project can tell the rules about names in ``path``
+    (also through an import inside a function, which the index does not record)."""
+    if index is None:
+        return False
+    if path in linked_paths(index):
+        return True
+    return summary is not None and any(
+        owner != path for name in summary.names for owner in _project_owners(name, index))

@@ -1,0 +1,133 @@
+"""The cheap tier (nnxlint/tier.py) must never change a result: every rule example,
+every fixture and every multi-file test project gives the same findings (and the
+same fixes) with the tier as when every rule runs on every file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nnxlint import tier
+from nnxlint.engine import check_source
+from nnxlint.registry import all_rules
+from nnxlint.rule import Needs
+from nnxlint.runner import check_file, check_files, job_for
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = list(all_rules().values())
+SELECTED = [rule for rule in RULES if rule.code != "NNX000"]
+
+
+def _examples():
+    for rule in RULES:
+        for index, example in enumerate((*rule.valid, *rule.invalid)):
+            yield pytest.param(example.code, id=f"{rule.code}-{index}")
+            if getattr(example, "fixed", None):
+                yield pytest.param(example.fixed, id=f"{rule.code}-{index}-fixed")
+
+
+def _fixture_files():
+    for path in sorted(ROOT.glob("fixtures/*/*.py")):
+        yield pytest.param(path.read_text(encoding="utf-8"), id=f"{path.parent.name}/{path.name}")
+
+
+def _outcome(text: str, full: bool, fix_level=None):
+    result = check_source(text, "example.py", RULES, fix_level, full=full)
+    return [(f.code, f.line, f.column, f.end_line, f.end_column, f.message, f.fix) for f in result.findings], \
+        result.fixed_text, [crash.code for crash in result.crashes]
+
+
+@pytest.mark.parametrize("text", [*_examples(), *_fixture_files()])
+def test_tier_gives_the_findings_of_every_rule_on_every_file(text):
+    assert _outcome(text, full=False) == _outcome(text, full=True)
+
+
+@pytest.mark.parametrize("text", list(_examples()))
+def test_tier_gives_the_fixes_of_every_rule_on_every_file(text):
+    assert _outcome(text, full=False, fix_level="unsafe") == _outcome(text, full=True, fix_level="unsafe")
+
+
+def test_tier_skips_files_without_what_the_rules_need():
+    plain = "import numpy as np\n\ndef mean(x):\n    return np.mean(x)\n"
+    assert tier.rules_for(plain, SELECTED) == []
+    nnx_only = "from flax import nnx\nlayer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n"
+    codes = [rule.code for rule in tier.rules_for(nnx_only, SELECTED)]
+    assert "NNX101" in codes and "NNX001" not in codes and "NNX109" not in codes  # no `.value`
+    # a word in a comment or string is not an import of flax.linen
+    assert "NNX001" not in [rule.code for rule in tier.rules_for("# flax.linen is legacy\nx = 'linen'\n", SELECTED)]
+
+
+@pytest.mark.parametrize("text, reached", [
+    ("import flax\nm = flax.linen.Dense(3)\n", True),  # through an attribute chain
+    ("import flax\nm = flax.nnx.Linear\n", False),
+    ("from flax.linen import linear\n", True),
+    ("import flax.nnx.nn as n\nlayer = n.linear.Linear\n", False),
+    ("from . import models\n", True),  # a relative import can be anything
+    ("def f():\n    if x:\n        from flax import linen\n", True),  # imports at any depth
+    ("from mylib import linen\n", False),
+])
+def test_uses_follows_the_imports(text, reached):
+    assert tier._needs_met(Needs(uses=("flax.linen",)), tier._File(text, None, False)) is reached
+
+
+def test_implementation_modules_reach_their_public_names():
+    met = tier._needs_met(Needs(uses=("flax.nnx.Linear",)), tier._File(
+        "import flax.nnx.nn as n\nlayer = n.linear.Linear(2, 3)\n", None, False))
+    assert met is True
+
+
+def test_untriggered_file_that_does_not_parse_is_reported(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def f(:\n    return 1\n")  # no trigger of any rule
+    outcome = check_file(str(broken), job_for_codes(tmp_path))
+    assert [f.code for f in outcome.findings] == ["NNX000"]
+
+
+def test_untriggered_notebook_cell_that_does_not_parse_is_reported(tmp_path):
+    cells = [{"cell_type": "code", "source": ["x = 1\n"], "metadata": {}, "outputs": [], "execution_count": None},
+             {"cell_type": "code", "source": ["def f(:\n", "    pass\n"], "metadata": {}, "outputs": [],
+              "execution_count": None}]
+    notebook = tmp_path / "broken.ipynb"
+    notebook.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    outcome = check_file(str(notebook), job_for_codes(tmp_path))
+    assert [(f.code, f.cell) for f in outcome.findings] == [("NNX000", 2)]
+
+
+def test_notebook_findings_go_through_the_tier(tmp_path):
+    cells = [{"cell_type": "code", "source": ["import flax.linen as nn\n"], "metadata": {}, "outputs": [],
+              "execution_count": None},
+             {"cell_type": "code", "source": ["!pip install flax\n", "y = 2\n"], "metadata": {}, "outputs": [],
+              "execution_count": None}]
+    notebook = tmp_path / "linen.ipynb"
+    notebook.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    outcome = check_file(str(notebook), job_for_codes(tmp_path))
+    assert [(f.code, f.cell) for f in outcome.findings] == [("NNX001", 1)]
+
+
+def job_for_codes(root: Path):
+    from nnxlint.config import load_settings
+
+    settings = load_settings(None, root)
+    return job_for(settings, settings.enabled_codes(), use_cache=False)
+
+
+@pytest.mark.parametrize("project", sorted(path.name for path in (ROOT / "tests" / "projects").iterdir()
+                                           if path.is_dir()) if (ROOT / "tests" / "projects").is_dir() else [])
+def test_tier_gives_the_findings_on_multi_file_projects(project, monkeypatch):
+    from nnxlint.runner import find_files
+    from nnxlint.config import load_settings
+
+    root = ROOT / "tests" / "projects" / project
+    settings = load_settings(None, root)
+    job = job_for(settings, settings.enabled_codes(), use_cache=False)
+    paths = find_files(settings, [str(root)])
+
+    def run():
+        return [(f.path, f.code, f.line, f.column, f.message) for outcome in check_files(paths, job, jobs=1)
+                for f in outcome.findings]
+
+    with_tier = run()
+    monkeypatch.setenv(tier.FULL_ENVIRONMENT, "1")
+    assert with_tier == run()
