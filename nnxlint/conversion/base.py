@@ -102,7 +102,9 @@ def substitute(code: str, values: dict[str, str]) -> Size:
     class Replace(cst.CSTTransformer):
         def leave_Name(self, original_node, updated_node):
             if original_node.value in values:
-                return cst.parse_expression(f"({values[original_node.value]})")
+                value = cst.parse_expression(values[original_node.value])
+                atomic = isinstance(value, (cst.Name, cst.Attribute, cst.Subscript, cst.Call, cst.Integer))
+                return value if atomic else cst.parse_expression(f"({values[original_node.value]})")
             return updated_node
 
     text = cst.Module([]).code_for_node(expression.visit(Replace()))
