@@ -27,7 +27,7 @@ from nnxlint.conversion.base import (
 from nnxlint.conversion.calls import CallRewriter, LinenFunctions
 from nnxlint.conversion.constructs import FACTORIES, SELF_CALLS
 from nnxlint.conversion.layers import LayerConstruction
-from nnxlint.conversion.linen_map import LAYERS, PARTITIONING
+from nnxlint.conversion.linen_map import LAYERS
 from nnxlint.conversion.naming import nnx_attribute_name
 from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Several, Shape, Size, int_literal, is_open, open_shape, string_literal
 
@@ -260,7 +260,7 @@ class ClassConverter(LayerConstruction):
         if replacement is not None:
             return cst.parse_expression(replacement)
         member = self.env.linen_member(original)
-        known = member in LAYERS or member in FACTORIES or member in _CONVERTED_ELSEWHERE or member in PARTITIONING
+        known = member in LAYERS or member in FACTORIES or member in _CONVERTED_ELSEWHERE
         if member is not None and not known and "." not in member:
             raise Unconvertible(f"`nn.{member}` has no conversion")
         return updated
