@@ -245,6 +245,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             slot = converter.construct(func, None)
             return self._call_slot(slot, original_node, updated_node)
         if isinstance(func, cst.Call) and self._builds_module(func.func):
+        if isinstance(func, cst.Call) and _class_like(func.func) and converter.layer(func.func) is None:
+            raise Unconvertible(f"`{converter.env.code(func.func)}(...)(...)`: `{converter.env.code(func.func)}` is "
+                                "not a Linen class of this file or a Flax layer the conversion knows")
             raise Unconvertible(f"`{converter.env.code(func.func)}(...)(...)`: a submodule built from a module-valued "
                                 "field or a `partial` of one is not converted yet")
         if method in converter.slots:
@@ -343,3 +346,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         return drop_args(call, is_mode)
 
     # -- shapes ------------------------------------------------------------
+
+
+def _class_like(func: cst.BaseExpression) -> bool:
+    """``Block`` or ``layers.Block``: a name spelled like a class."""
+    name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+    return name[:1].isupper()
