@@ -15,6 +15,7 @@ from nnxlint import __version__
 # Sub-commands that need heavy imports are loaded only when invoked.
 LAZY_COMMANDS = {
     "verify": "nnxlint.verify.command:verify",
+    "transplant": "nnxlint.checkpoint:transplant",
     "report": "nnxlint.report:report",
 }
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2

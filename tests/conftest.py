@@ -18,3 +18,14 @@ def run_cli():
                               env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
     return run
+
+
+@pytest.fixture(scope="session")
+def jax_compilation_cache(tmp_path_factory):
+    """JAX's persistent compilation cache for the worker processes a test starts (they inherit the
+    environment): tests whose workers compile the same small programs skip most XLA compilation."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax-compilation-cache")))
+        patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        patch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+        yield

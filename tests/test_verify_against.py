@@ -19,63 +19,8 @@ from click.testing import CliRunner
 from nnxlint.cli import main
 from nnxlint.verify.sites import SiteError, parse_example, parse_shapes
 
-LINEN_MODEL = '''\
-"""A classifier of two blocks, trained with optax."""
-
-import jax
-import jax.numpy as jnp
-import optax
-import flax.linen as nn
-
-
-class Block(nn.Module):
-    features: int
-    rate: float = 0.1
-
-    @nn.compact
-    def __call__(self, x, train: bool):
-        x = nn.Dense(self.features)(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-        x = nn.relu(x)
-        return nn.Dropout(self.rate, deterministic=not train)(x)
-
-
-class Classifier(nn.Module):
-    hidden: int = 16
-    classes: int = 3
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        x = Block(self.hidden)(x, train)
-        x = Block(self.hidden, rate=0.2)(x, train)
-        return nn.Dense(self.classes)(x)
-
-
-def train(steps):
-    model = Classifier(hidden=16, classes=3)
-    variables = model.init(jax.random.key(0), jnp.ones((1, 8)))
-    params, batch_stats = variables["params"], variables["batch_stats"]
-    tx = optax.sgd(0.1)
-    opt_state = tx.init(params)
-    x = jax.random.normal(jax.random.key(1), (32, 8))
-    y = (x[:, 0] > 0).astype(jnp.int32)
-
-    @jax.jit
-    def step(params, batch_stats, opt_state, key):
-        def loss_fn(params):
-            logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                          rngs={"dropout": key}, mutable=["batch_stats"])
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
-
-        (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        changes, opt_state = tx.update(grads, opt_state)
-        return optax.apply_updates(params, changes), updates["batch_stats"], opt_state, loss
-
-    key = jax.random.key(2)
-    for i in range(steps):
-        params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, jax.random.fold_in(key, i))
-    return model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
-'''
+# a user's Linen model file: two blocks (Dense, BatchNorm, Dropout) and an optax training loop
+LINEN_MODEL = (Path(__file__).parent / "user_projects" / "classifier_linen.py").read_text(encoding="utf-8")
 
 
 def git(repository: Path, *args: str) -> None:
@@ -83,15 +28,7 @@ def git(repository: Path, *args: str) -> None:
                    check=True, capture_output=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-    """The workers of these tests compile the same small programs: JAX's persistent cache,
-    shared by the tests, makes every worker after the first skip most XLA compilation."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("jax-compilation-cache")))
-        patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-        patch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-        yield
+pytestmark = pytest.mark.usefixtures("jax_compilation_cache")
 
 
 MUTATIONS = {  # file -> (edit to the converted file, the check that must fail, text in its detail)

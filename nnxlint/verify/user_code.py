@@ -190,7 +190,10 @@ def build_nnx_model(cls: type, args: list, kwargs: dict, examples: list[jax.Arra
         return nnx.jit(lambda: cls(*sizes, *args, **kwargs, **(
             {"rngs": nnx.Rngs(0)} if "rngs" in init_parameters else {})))()
     except Exception as error:
-        raise BuildError(f"building the NNX `{spec.class_name}` raised {type(error).__name__}: {error}") from error
+        hint = " (pass --input-shape: the converted __init__ takes the input sizes first)" if (
+            not examples and "in_features" in init_parameters) else ""
+        raise BuildError(f"building the NNX `{spec.class_name}` raised {type(error).__name__}: {error}{hint}") \
+            from error
 
 
 def flat_leaves(tree: Any) -> list[np.ndarray]:

@@ -19,7 +19,7 @@ def run(job: dict) -> dict:
         from nnxlint.verify.against_worker import compare_class
 
         return compare_class(job)
-    from nnxlint.checkpoint_worker import transplant_checkpoint
+    from nnxlint.verify.checkpoint_worker import transplant_checkpoint
 
     return transplant_checkpoint(job)
 
