@@ -1,0 +1,193 @@
+"""The conversion's reach on real project layouts: per class, input sizes as
+constructor parameters, model files without init, and never a broken fix."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nnxlint.engine import check_source
+from nnxlint.registry import all_rules
+
+NNX002 = all_rules()["NNX002"]
+
+
+def convert(source: str):
+    """(fixed text or None, {class: message})."""
+    source = textwrap.dedent(source)
+    fixed = check_source(source, "models.py", [NNX002], "unsafe").fixed_text
+    findings = check_source(source, "models.py", [NNX002]).findings
+    return fixed, {f.message.split("`")[1]: f for f in findings}
+
+
+MODELS = '''\
+import flax.linen as nn
+from typing import Any
+
+
+class MlpBlock(nn.Module):
+    config: Any
+
+    @nn.compact
+    def __call__(self, inputs, deterministic=True):
+        config = self.config
+        x = nn.Dense(config.mlp_dim, dtype=config.dtype)(inputs)
+        x = nn.Dropout(rate=config.dropout_rate)(x, deterministic=deterministic)
+        return nn.Dense(inputs.shape[-1])(x)
+
+
+class Odd(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3)(x) + self.make_rng("noise")
+
+
+class UsesOdd(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return Odd()(nn.Dense(4)(x))
+'''
+
+
+def test_a_models_file_converts_class_by_class_with_input_sizes_as_parameters():
+    fixed, findings = convert(MODELS)
+    assert fixed is not None
+    # the alias `config = self.config` and `inputs.shape[-1]` become __init__ terms
+    assert "def __init__(self, in_features: int, config: Any, *, rngs: nnx.Rngs):" in fixed
+    assert "self.dense_0 = nnx.Linear(in_features, config.mlp_dim, dtype=config.dtype, rngs=rngs)" in fixed
+    assert "self.dense_1 = nnx.Linear(config.mlp_dim, in_features, rngs=rngs)" in fixed
+    assert "from typing import Any" in fixed  # the annotation still needs it
+    # the classes that cannot convert stay Linen, each with its own reason
+    assert "class Odd(nn.Module):" in fixed and "class UsesOdd(nn.Module):" in fixed
+    assert "import flax.linen as nn\nfrom flax import nnx\n" in fixed
+    assert findings["MlpBlock"].fix is not None and "`MlpBlock` takes `in_features`" in findings["MlpBlock"].fix.description
+    assert "make_rng" in findings["Odd"].message
+    assert "uses `Odd`, which cannot be converted" in findings["UsesOdd"].message
+    compile(fixed, "models.py", "exec")
+
+
+def test_a_factory_function_passes_the_new_parameters_on():
+    fixed, _ = convert('''\
+        import flax.linen as nn
+
+        class Net(nn.Module):
+            width: int
+
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(self.width)(x)
+
+        def model(width):
+            return Net(width=width)
+        ''')
+    assert "def model(width, *, in_features: int, rngs: nnx.Rngs):" in fixed
+    assert "return Net(in_features, width=width, rngs=rngs)" in fixed
+
+
+def test_other_code_that_uses_a_class_keeps_it_linen_and_says_where():
+    _, findings = convert('''\
+        import flax.linen as nn
+
+        class Net(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(2)(x)
+
+        net = Net()
+        ''')
+    assert "the code at line 8 uses it" in findings["Net"].message
+
+
+def test_an_init_site_passes_the_example_inputs_size_at_run_time():
+    fixed, _ = convert('''\
+        import jax
+        import flax.linen as nn
+
+        class M(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(3)(x)
+
+        def predict(x):
+            model = M()
+            variables = model.init(jax.random.key(0), x)
+            return model.apply(variables, x)
+        ''')
+    assert "model = M(x.shape[-1], rngs=nnx.Rngs(0))" in fixed
+
+
+@pytest.mark.parametrize("body, reason", [
+    ("y = self.conv(4, (3, 3))(x)\n                return y", "a submodule built from a module-valued field"),
+    ("conv = partial(nn.Conv, use_bias=False)\n                return conv(4, (3, 3))(x)", "a `partial` of one"),
+    ("return Imported(4)(x)", "`Imported` is not a Linen class of this file"),
+])
+def test_submodules_built_from_fields_factories_or_unknown_classes_get_no_fix(body, reason):
+    _, findings = convert(f'''\
+        from functools import partial
+        from typing import Any
+        import flax.linen as nn
+        from elsewhere import Imported
+
+        class Block(nn.Module):
+            conv: Any
+
+            @nn.compact
+            def __call__(self, x):
+                {body}
+        ''')
+    assert reason in findings["Block"].message
+
+
+def test_a_fix_whose_output_nnxlint_flags_is_no_fix():
+    _, findings = convert('''\
+        import jax
+        import jax.numpy as jnp
+        import optax
+        import flax.linen as nn
+        from flax.training.train_state import TrainState
+
+        class MLP(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(2)(x)
+
+        model = MLP()
+        params = model.init(jax.random.key(0), jnp.ones((1, 3)))["params"]
+        state = TrainState.create(apply_fn=model.apply, params=params, tx=optax.sgd(0.1))
+
+        @jax.jit
+        def train_step(state: TrainState, x, y):
+            def loss_fn(params):
+                return jnp.mean((state.apply_fn({"params": params}, x) - y) ** 2)
+            grads = jax.grad(loss_fn)(state.params)
+            return state.apply_gradients(grads=grads)
+        ''')
+    assert "the converted code would get NNX114" in findings["MLP"].message
+    assert findings["MLP"].fix is None
+
+
+def test_convert_repo_counts_converted_classes_per_directory(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import convert_repo
+    finally:
+        sys.path.pop(0)
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "models.py").write_text(textwrap.dedent('''\
+        import flax.linen as nn
+
+        class Net(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(2)(x)
+        '''))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "models.py").write_text(MODELS.replace("class MlpBlock", "class Unused"))
+    groups, work = convert_repo.measure(tmp_path)
+    counts = {group.name: (len(group.classes), group.converted) for group in groups}
+    assert counts == {"bad": (3, 1), "good": (1, 1)}
+    reasons = convert_repo.reasons(groups)
+    assert "`Odd`" in reasons and "make_rng" in reasons
