@@ -163,6 +163,8 @@ def linen_collection_to_nnx_paths(collection: Mapping[str, Any], targets: Mappin
 
 def _unboxed(node: Any) -> tuple[Any, tuple | None]:
     """A Linen value without its partitioning box, and the box's axis names."""
+    if isinstance(node, meta.Partitioned):  # the value itself: no sharding constraint (the NNX variable has its own)
+        return node.unbox(apply_constraint=False), node.names
     if isinstance(node, meta.AxisMetadata):
         return node.unbox(), getattr(node, "names", None)
     return node, None

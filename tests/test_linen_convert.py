@@ -1033,3 +1033,59 @@ def test_scans_without_an_exact_nnx_form_get_no_fix(old, new, reason):
     fixed, messages = convert(SCAN_STACK.replace(old, new))
     assert fixed is None or "class Stack(nn.Module):" in fixed  # Stack stays Linen
     assert messages and any(reason in message for message in messages), messages
+
+
+# --- sharding metadata on initializers (constructs/partitioning.py)
+
+PARTITIONED = '''\
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(6, kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "mlp")),
+                     bias_init=nn.with_partitioning(nn.initializers.zeros_init(), ("model",)))(x)
+        return nn.Dense(2, kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("mlp", None)))(x)
+
+
+variables = Net().init(jax.random.key(0), jnp.ones((1, 4)))
+'''
+
+
+def test_partitioned_initializers_keep_their_axis_names_on_a_one_device_mesh():
+    jax = pytest.importorskip("jax")
+    linen = pytest.importorskip("flax.linen")
+    from flax import nnx
+
+    from nnxlint.transplant import load_linen_variables
+
+    fixed, messages = convert(PARTITIONED)
+    assert fixed is not None, messages
+    assert 'kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", "mlp"), ' \
+           'eager_sharding=False)' in fixed
+    assert 'bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("model",), eager_sharding=False)' in fixed
+    linen_namespace: dict = {}
+    exec(PARTITIONED, linen_namespace)
+    nnx_namespace: dict = {}
+    exec(fixed, nnx_namespace)
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    with jax.set_mesh(mesh), linen.logical_axis_rules((("embed", None), ("mlp", "data"))):
+        model = nnx_namespace["Net"](4, rngs=nnx.Rngs(0))
+        load_linen_variables(model, linen_namespace["variables"])  # checks every axis name
+        nnx_specs = nnx.to_pure_dict(nnx.get_partition_spec(nnx.state(model, nnx.Param)))
+        linen_specs = linen.get_partition_spec(linen_namespace["variables"])["params"]
+        logical = linen.logical_to_mesh(linen_specs)
+    # logical names resolve through the same rules to the same mesh axes; mesh axes (nn.with_partitioning) stay
+    assert [nnx_specs["dense_0"]["kernel"], nnx_specs["dense_1"]["kernel"]] == [
+        logical["Dense_0"]["kernel"], logical["Dense_1"]["kernel"]] == [
+        jax.sharding.PartitionSpec(None, "data"), jax.sharding.PartitionSpec("data", None)]
+    assert nnx_specs["dense_0"]["bias"] == linen_specs["Dense_0"]["bias"] == jax.sharding.PartitionSpec("model")
+
+
+def test_partitioning_with_a_mesh_or_rules_argument_gets_no_fix():
+    fixed, messages = convert(PARTITIONED.replace('("mlp", None)))(x)', '("mlp", None), rules=()))(x)'))
+    assert fixed is None
+    assert any("`nn.with_logical_partitioning` with `mesh=` or `rules=`" in message for message in messages), messages

@@ -13,6 +13,7 @@ from nnxlint.conversion.base import (
 )
 from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
+from nnxlint.conversion.constructs.partitioning import partitioned_init
 from nnxlint.conversion.constructs.scan_stack import Scan, is_scan, read_scan, scanned_call
 from nnxlint.conversion.constructs.loop_stack import StackLoop, check_sizes_kept, loop_header, stack_loop, stacked_call
 from nnxlint.conversion.linen_map import LayerMapping
@@ -258,7 +259,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         if converter.layer(func) is not None:
             raise Unconvertible("a submodule created but not called at once is not converted")
         self.call_shapes[id(original_node)] = self._function_shape(original_node)
-        return updated_node
+        return partitioned_init(converter, original_node, updated_node)
 
     def _builds_module(self, func: cst.BaseExpression) -> bool:
         """``self.conv`` (a field, e.g. ``conv: ModuleDef``) or a local ``conv = partial(...)``:

@@ -26,8 +26,9 @@ from nnxlint.conversion.base import (
 )
 from nnxlint.conversion.calls import CallRewriter, LinenFunctions
 from nnxlint.conversion.constructs import FACTORIES, SELF_CALLS
+from nnxlint.conversion.constructs.partitioning import is_partitioning, partitioned_init
 from nnxlint.conversion.layers import LayerConstruction
-from nnxlint.conversion.linen_map import LAYERS
+from nnxlint.conversion.linen_map import LAYERS, PARTITIONING
 from nnxlint.conversion.naming import nnx_attribute_name
 from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Several, Shape, Size, int_literal, is_open, open_shape, string_literal
 
@@ -219,9 +220,12 @@ class ClassConverter(LayerConstruction):
         ``x.shape[-1]`` -> its size, Linen functions -> NNX ones."""
         converter = self
         sizes: dict[int, Size] = {}
+        partitioning: set[int] = set()  # ``nn.with_logical_partitioning`` called: converted with its call
 
         class Translate(cst.CSTTransformer):
             def leave_Attribute(self, original_node, updated_node):
+                if id(original_node) in partitioning:
+                    return updated_node
                 attribute = self_attribute(original_node)
                 if attribute is not None:
                     if attribute not in converter.field_names:
@@ -241,6 +245,11 @@ class ClassConverter(LayerConstruction):
             def visit_Call(self, node: cst.Call) -> None:
                 if converter.layer(node.func) is not None:
                     raise Unconvertible("a submodule inside a list, dict or expression is not converted")
+                if is_partitioning(converter, node):
+                    partitioning.add(id(node.func))
+
+            def leave_Call(self, original_node, updated_node):
+                return partitioned_init(converter, original_node, updated_node)
 
             def visit_Subscript(self, node) -> bool:
                 size = converter._shape_axis(node, shapes)
@@ -260,7 +269,7 @@ class ClassConverter(LayerConstruction):
         if replacement is not None:
             return cst.parse_expression(replacement)
         member = self.env.linen_member(original)
-        known = member in LAYERS or member in FACTORIES or member in _CONVERTED_ELSEWHERE
+        known = member in LAYERS or member in FACTORIES or member in _CONVERTED_ELSEWHERE or member in PARTITIONING
         if member is not None and not known and "." not in member:
             raise Unconvertible(f"`nn.{member}` has no conversion")
         return updated

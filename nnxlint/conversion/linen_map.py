@@ -154,6 +154,11 @@ FUSED_GATES = {"GRUCell": {"dense_i": ("ir", "iz", "in"), "dense_h": ("hr", "hz"
 # (tanh(W_in x + b_in + r * (W_hn h + b_hn))); nnx.GRUCell's dense_h has no bias,
 # so the two agree only while b_hn is zero, as it is at init: training moves it.
 UNFUSABLE_GATE_PARAMETERS = {"GRUCell": (("hn", "bias"),)}
+# Linen wrappers that name an initializer's axes -> the NNX one, and the arguments NNX
+# needs besides: Linen only names the axes at creation, NNX also shards the variable
+# then (it needs a mesh) unless told not to.
+PARTITIONING = {"with_logical_partitioning": "with_partitioning", "with_partitioning": "with_partitioning"}
+PARTITIONING_ADDED = {"eager_sharding": "False"}
 # Layers of the table whose NNX counterpart computes something else: no fix, for this reason.
 INEXACT_LAYERS = {"GRUCell": "Linen's GRUCell has a bias on the candidate's recurrent term (hn, inside the reset "
                              "gate) that nnx.GRUCell lacks: the converted model would train differently"}
