@@ -163,16 +163,23 @@ def test_timeout_is_an_error(project: Path):
 
 # -- set-up problems are found before any user code runs ----------------------------
 
-def test_file_without_init_site_needs_an_example(tmp_path: Path):
-    source = LINEN_MODEL.split("def train")[0]
+def test_a_model_file_without_init_site_is_verified_with_an_example(tmp_path: Path):
+    source = LINEN_MODEL.split("def train")[0]  # the classes alone: nothing builds them
     (tmp_path / "models.py").write_text(source, encoding="utf-8")
     git(tmp_path, "init", "-q", ".")
     git(tmp_path, "add", "models.py")
     git(tmp_path, "commit", "-q", "-m", "Linen model")
-    (tmp_path / "models.py").write_text(source.replace("nn.Module", "object"), encoding="utf-8")
-    code, report = verify(tmp_path / "models.py")
+    fixed = CliRunner().invoke(main, ["check", "--fix", "--unsafe-fixes", "--no-cache", str(tmp_path / "models.py")])
+    assert fixed.exit_code == 0 and "class Classifier(nnx.Module)" in (tmp_path / "models.py").read_text()
+    code, report = verify(tmp_path / "models.py")  # found before any user code runs
     assert code == 2
     assert "no init site" in report["classes"][0]["error"] and "--example" in report["classes"][0]["error"]
+    code, report = verify("--example", f"{tmp_path / 'models.py'}:Classifier(hidden=16, classes=3)",
+                          "--input-shape", "2,8")
+    assert code == 0, report
+    (model,) = report["classes"]
+    assert (model["class_name"], model["origin"], model["covers"]) == ("Classifier", "--example", ["Block"])
+    assert checks(model)["train outputs (dropout on, same masks)"]["passed"]
 
 
 def test_unknown_revision_and_nothing_converted_exit_2(project: Path):
