@@ -21,13 +21,17 @@ from nnxlint import names
 from nnxlint.context import FileContext
 from nnxlint.context import walk as fast_walk
 from nnxlint.flax_api import (
-    FLAX_NNX, LAYER_VARIABLES, MODULE_CLASSES, NNX_TRANSFORM_FOR_JAX, NNX_TRANSFORM_KEYWORDS, OPTIMIZER_CLASSES,
-    VARIABLE_TYPES, nnx_member,
+    FLAX_NNX, LAYER_VARIABLES, MODULE_CLASSES, NNX_TRANSFORM_FOR_JAX, NNX_TRANSFORM_KEYWORDS, OBJECT_VARIABLES,
+    OPTIMIZER_CLASSES, VARIABLE_TYPES, nnx_member,
 )
+from nnxlint import project as project_index
 from nnxlint.objects import all_params, assigned_value, nnx_module_classes, top_level_classes
 from nnxlint.rule import Fix
 
 MODULE, OPTIMIZER, VARIABLE, RNGS = "module", "optimizer", "variable", "rngs"
+# Other objects whose attributes may hold Variables (a metric, an nnx.Pytree, a plain
+# class of the project), an nnx.State and a GraphDef (``of``: the module they mirror).
+OBJECT, STATE, GRAPHDEF = "object", "state", "graphdef"
 GRADIENT_TRANSFORMS = ("grad", "value_and_grad")
 # nnx containers of submodules: ``nnx.List([...])``, ``nnx.Dict({...})``, ``nnx.data([...])``.
 CONTAINERS = frozenset({"List", "Dict", "data"})
@@ -50,7 +54,14 @@ MUTABLE_VARIABLE_SWITCHES = ("FLAX_MUTABLE_ARRAY", "flax_hijax_variable", "FLAX_
 
 
 _NNX_CATEGORIES = ((OPTIMIZER, OPTIMIZER_CLASSES), (VARIABLE, VARIABLE_TYPES), (RNGS, frozenset({"Rngs"})),
-                   (MODULE, MODULE_CLASSES))
+                   (MODULE, MODULE_CLASSES), (STATE, frozenset({"State"})), (OBJECT, frozenset(OBJECT_VARIABLES)))
+# Kinds of the project index's classes (nnxlint.project) as categories here.
+_PROJECT_CATEGORIES = {project_index.MODULE: MODULE, project_index.VARIABLE: VARIABLE,
+                       project_index.OPTIMIZER: OPTIMIZER, project_index.PYTREE: OBJECT}
+# Array attributes: ``<State>.value.shape`` reads a Variable's array, ``<State>.value.kernel``
+# a submodule named ``value`` (attention's value projection).
+ARRAY_ATTRIBUTES = frozenset({"shape", "dtype", "ndim", "size", "T", "astype", "reshape", "sum", "mean", "min",
+                              "max", "item", "tolist", "at", "sharding", "devices", "nbytes", "copy"})
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,8 @@ class Kind:
     local_class: Optional[str] = None  # a class defined in this file
     call: Optional[cst.Call] = None  # the construction, when the expression is bound to one
     holds_array: bool = False  # a Variable known to hold a JAX array (a layer's kernel, ...)
+    project_class: Optional[str] = None  # a class of another file of the project (absolute name)
+    of: Optional["Kind"] = None  # for STATE and GRAPHDEF: the module they come from, when known
 
 
 class FileIndex:
@@ -71,8 +84,10 @@ class FileIndex:
         self.context = context
         self.classes = top_level_classes(context)
         self.module_classes = nnx_module_classes(context)
-        self.variable_classes = self._subclasses_of(lambda qualified: nnx_member(qualified) in VARIABLE_TYPES)
+        self.variable_classes = self._subclasses_of(lambda qualified: nnx_member(qualified) in VARIABLE_TYPES,
+                                                    project_index.VARIABLE)
         self.param_classes = self._subclasses_of(lambda qualified: nnx_member(qualified) == "Param")
+        self.object_classes = set(self.classes) - set(self.module_classes) - self.variable_classes
         self._attributes: dict[str, dict[str, list[cst.BaseExpression]]] = {}
         # names the module binds to different classes (a notebook that redefines ``MLP`` cell
         # after cell): which definition a use means is not tracked, so they stay unknown
@@ -95,7 +110,9 @@ class FileIndex:
             return False
         return len({self.context.module.code_for_node(node) for node in definitions}) > 1
 
-    def _subclasses_of(self, is_root: Callable[[Optional[str]], bool]) -> set[str]:
+    def _subclasses_of(self, is_root: Callable[[Optional[str]], bool], project_kind: Optional[str] = None) -> set[str]:
+        """Classes of the file deriving from a root: a Flax class, one of the file's own,
+        or (``project_kind``) a class of that kind in another file."""
         found: set[str] = set()
         changed = True
         while changed:
@@ -103,10 +120,16 @@ class FileIndex:
             for name, node in self.classes.items():
                 if name not in found and any(
                         is_root(self.resolve(base.value))
-                        or (isinstance(base.value, cst.Name) and base.value.value in found) for base in node.bases):
+                        or (isinstance(base.value, cst.Name) and base.value.value in found)
+                        or (project_kind is not None and self._project_kind(base.value) == project_kind)
+                        for base in node.bases):
                     found.add(name)
                     changed = True
         return found
+
+    def _project_kind(self, expression: cst.BaseExpression) -> Optional[str]:
+        info = self.context.project_class(expression)
+        return info.kind if info is not None else None
 
     def kind_of_class(self, expression: cst.BaseExpression, qualified: Optional[str],
                       call: Optional[cst.Call] = None) -> Optional[Kind]:
@@ -114,17 +137,46 @@ class FileIndex:
         it resolves to); ``call`` is the construction, if there is one."""
         member = nnx_member(qualified)
         if member is not None:
-            category = next((category for category, members in _NNX_CATEGORIES if member in members), None)
-            return Kind(category, nnx_class=member, call=call) if category else None
+            return self.kind_of_qualified(qualified, call)  # type: ignore[arg-type]
         if qualified is None and isinstance(expression, cst.Name) and expression.value not in self.redefined:
             if expression.value in self.module_classes:
                 return Kind(MODULE, local_class=expression.value, call=call)
             if expression.value in self.variable_classes:
                 return Kind(VARIABLE, local_class=expression.value, call=call)
+            if expression.value in self.object_classes:
+                return None  # a plain class of the file: its instances are not followed
+        if self.context.project is not None and (qualified is None or not qualified.startswith("flax.")):
+            absolute = self.context.project_name(expression)
+            if absolute is not None:
+                reference = ["call", absolute] if call is not None else ["inst", absolute]
+                found = self.context.project.instance_class(reference)
+                return self.kind_of_qualified(found, call) if found else None
         return None
 
+    def kind_of_qualified(self, qualified: str, call: Optional[cst.Call] = None) -> Optional[Kind]:
+        """The kind of an instance of a class named by its qualified name: a Flax class
+        (canonical) or a class of the project."""
+        member = nnx_member(qualified)
+        if member is not None:
+            category = next((category for category, members in _NNX_CATEGORIES if member in members), None)
+            return Kind(category, nnx_class=member, call=call) if category else None
+        project = self.context.project
+        info = project.class_info(qualified) if project is not None else None
+        category = _PROJECT_CATEGORIES.get(info.kind) if info is not None else None  # type: ignore[arg-type]
+        if category is None:
+            return None
+        return Kind(category, call=call, project_class=qualified)
+
     def kind_of_call(self, call: cst.Call, qualified: Optional[str]) -> Optional[Kind]:
-        """The kind of object ``call`` constructs; ``qualified`` is what its func resolves to."""
+        """The kind of object ``call`` constructs or returns; ``qualified`` is what its
+        func resolves to."""
+        member = nnx_member(qualified)
+        if member in ("state", "variables", "merge"):  # (``split`` returns a tuple: see ``_kind_of_item``)
+            inner = kind_of(self.context, call.args[0].value) if call.args else None
+            if member == "merge":
+                return inner.of if inner is not None and inner.category == GRAPHDEF else None
+            return Kind(STATE, nnx_class="State", call=call,  # the State itself, not one of its items
+                        of=inner if member == "state" and inner and inner.category == MODULE else None)
         return self.kind_of_class(call.func, qualified, call)
 
     def kind_of_annotation(self, annotation: cst.BaseExpression, qualified: Optional[str]) -> Optional[Kind]:
@@ -150,13 +202,31 @@ class FileIndex:
 
     def attribute_kind(self, owner: Kind, attribute: str) -> Optional[Kind]:
         """The kind of ``<owner>.<attribute>``, when every assignment agrees on it."""
-        if owner.category != MODULE:
+        if owner.category == STATE:  # an nnx.State mirrors its module's attributes
+            inner = self.attribute_kind(owner.of, attribute) if owner.of is not None else None
+            if inner is not None and inner.category == MODULE:
+                return Kind(STATE, of=inner)
+            return inner if inner is not None and inner.category == VARIABLE else Kind(STATE)
+        if owner.category not in (MODULE, OPTIMIZER, OBJECT):
             return None
         if owner.nnx_class is not None:
+            if owner.nnx_class in OBJECT_VARIABLES:
+                variable = OBJECT_VARIABLES[owner.nnx_class].get(attribute)
+                return Kind(VARIABLE, nnx_class=variable) if variable else None
             variable = LAYER_VARIABLES.get(owner.nnx_class, {}).get(attribute)
             return Kind(VARIABLE, nnx_class=variable, holds_array=True) if variable else None
+        project = self.context.project
+        if owner.project_class is not None:
+            info = project.class_info(owner.project_class) if project is not None else None
+            found = project.attribute_class(info, attribute) if info is not None else None
+            return self.kind_of_qualified(found) if found else None
         values = self.attributes(owner.local_class or "").get(attribute, [])
-        return _agreed([self.kind_of_value(value) for value in values])
+        kind = _agreed([self.kind_of_value(value) for value in values])
+        if kind is None and project is not None and owner.local_class:  # ``nnx.data(...)``, an annotation, a base
+            info = project.class_info(f"{project.module}.{owner.local_class}")
+            found = project.attribute_class(info, attribute) if info is not None else None
+            return self.kind_of_qualified(found) if found else None
+        return kind
 
     def element_kind(self, owner: Kind, attribute: str) -> Optional[Kind]:
         """The kind of ``<owner>.<attribute>[i]`` when the attribute is a container
@@ -173,7 +243,10 @@ class FileIndex:
 
     def kind_of_value(self, value: cst.BaseExpression) -> Optional[Kind]:
         if isinstance(value, cst.Call):
-            return self.kind_of_call(value, self.resolve(value.func))
+            qualified = self.resolve(value.func)
+            if qualified == "flax.nnx.data" and value.args:  # marks its argument as data
+                return self.kind_of_value(value.args[0].value)
+            return self.kind_of_call(value, qualified)
         return None
 
     def constructions(self, class_name: str, seen: Optional[set[str]] = None) -> Iterator[Kind]:
@@ -264,7 +337,8 @@ def _agreed(kinds: list[Optional[Kind]]) -> Optional[Kind]:
     """The kind all of ``kinds`` share (the first of them), or None."""
     if not kinds or any(kind is None for kind in kinds):
         return None
-    classes = {(kind.category, kind.nnx_class, kind.local_class) for kind in kinds}  # type: ignore[union-attr]
+    classes = {(kind.category, kind.nnx_class, kind.local_class, kind.project_class)  # type: ignore[union-attr]
+               for kind in kinds}
     return kinds[0] if len(classes) == 1 else None
 
 
@@ -324,9 +398,15 @@ def kind_of(context: FileContext, expression: cst.BaseExpression) -> Optional[Ki
     if isinstance(expression, cst.Attribute):
         owner = kind_of(context, expression.value)
         return index.attribute_kind(owner, expression.attr.value) if owner else None
-    if isinstance(expression, cst.Subscript) and isinstance(expression.value, cst.Attribute):
-        owner = kind_of(context, expression.value.value)
-        return index.element_kind(owner, expression.value.attr.value) if owner else None
+    if isinstance(expression, cst.Subscript):
+        owner = kind_of(context, expression.value)
+        if owner is not None and owner.category == STATE:  # ``state["linear"]["kernel"]``
+            key = _string_key(expression)
+            return index.attribute_kind(owner, key) if key else Kind(STATE)
+        if isinstance(expression.value, cst.Attribute):
+            owner = kind_of(context, expression.value.value)
+            return index.element_kind(owner, expression.value.attr.value) if owner else None
+        return None
     if not isinstance(expression, cst.Name):
         return None
     binding = context.lookup(expression.value)
@@ -334,10 +414,57 @@ def kind_of(context: FileContext, expression: cst.BaseExpression) -> Optional[Ki
         return None
     if isinstance(binding.node, cst.Param):
         return parameter_kind(context, binding.node)
-    value = assigned_value(binding.node, expression.value)
-    if isinstance(value, cst.Call):
-        return index.kind_of_call(value, context.resolve(value.func))
+    active = context.memoized("kind_of_active", set)
+    if id(binding) in active:  # ``state = nnx.state(state)``: the name before is not followed
+        return None
+    active.add(id(binding))
+    try:
+        value = assigned_value(binding.node, expression.value)
+        if isinstance(value, cst.Call):
+            return index.kind_of_call(value, context.resolve(value.func))
+        unpacked = _unpacked(binding.node, expression.value)
+        return _kind_of_item(context, *unpacked) if unpacked else None
+    finally:
+        active.discard(id(binding))
+
+
+def _string_key(subscript: cst.Subscript) -> Optional[str]:
+    """``'kernel'`` for ``x['kernel']``."""
+    if len(subscript.slice) == 1 and isinstance(subscript.slice[0].slice, cst.Index):
+        value = subscript.slice[0].slice.value
+        if isinstance(value, cst.SimpleString) and value.evaluated_value is not None:
+            return str(value.evaluated_value)
     return None
+
+
+def _unpacked(node: Optional[cst.CSTNode], name: str) -> Optional[tuple[cst.Call, int]]:
+    """``(call, i)`` when ``node`` is ``a, b, ... = call(...)`` and ``name`` is its ``i``-th target."""
+    if not (isinstance(node, cst.Assign) and len(node.targets) == 1 and isinstance(node.value, cst.Call)
+            and isinstance(node.targets[0].target, (cst.Tuple, cst.List))):
+        return None
+    elements = node.targets[0].target.elements
+    if any(isinstance(element, cst.StarredElement) for element in elements):
+        return None
+    for position, element in enumerate(elements):
+        if isinstance(element.value, cst.Name) and element.value.value == name:
+            return node.value, position
+    return None
+
+
+def _kind_of_item(context: FileContext, call: cst.Call, position: int) -> Optional[Kind]:
+    """The kind of item ``position`` of what ``call`` returns: ``nnx.split`` gives the
+    GraphDef then States, a project function its ``return a, b``."""
+    qualified = context.resolve(call.func)
+    if nnx_member(qualified) == "split":
+        module = kind_of(context, call.args[0].value) if call.args else None
+        module = module if module is not None and module.category == MODULE else None
+        return Kind(GRAPHDEF, of=module) if position == 0 else Kind(STATE, nnx_class="State", of=module, call=call)
+    project = context.project
+    absolute = context.project_name(call.func) if project is not None else None
+    if absolute is None:
+        return None
+    found = project.instance_class(["item", position, ["call", absolute]])  # type: ignore[union-attr]
+    return file_index(context).kind_of_qualified(found) if found else None
 
 
 def parameter_kind(context: FileContext, param: cst.Param) -> Optional[Kind]:
@@ -345,17 +472,46 @@ def parameter_kind(context: FileContext, param: cst.Param) -> Optional[Kind]:
     an unannotated parameter called ``rngs`` (Flax's convention for an ``nnx.Rngs``)."""
     index = file_index(context)
     if param.annotation is not None:
-        annotation = param.annotation.annotation
+        annotation = _optional_of(param.annotation.annotation)
         return index.kind_of_annotation(annotation, context.resolve(annotation))
     if param.name.value == "rngs" and not param.star:
         return Kind(RNGS, nnx_class="Rngs")
     for position, scope in enumerate(context.scopes[1:], start=1):
         function = scope.node
-        if isinstance(function, cst.FunctionDef) and _first_param(function) is param:
-            owner = context.scopes[position - 1].node
-            if isinstance(owner, cst.ClassDef) and index.module_classes.get(owner.name.value) is owner:
+        if not (isinstance(function, cst.FunctionDef) and any(p is param for p in all_params(function))):
+            continue
+        owner = context.scopes[position - 1].node
+        if _first_param(function) is param and isinstance(owner, cst.ClassDef):
+            if index.module_classes.get(owner.name.value) is owner:
                 return Kind(MODULE, local_class=owner.name.value)
+            if index.classes.get(owner.name.value) is owner and owner.name.value not in index.redefined:
+                return Kind(OBJECT, local_class=owner.name.value)
+        if isinstance(owner, cst.Module) and context.project is not None and not param.star:
+            # a function of the module: what every call site in the project passes
+            found = context.project.parameter_class(f"{context.project.module}.{function.name.value}",
+                                                    param.name.value)
+            return index.kind_of_qualified(found) if found else None
+        return None
     return None
+
+
+def _optional_of(annotation: cst.BaseExpression) -> cst.BaseExpression:
+    """``X`` for ``X | None``, ``Optional[X]`` and ``"X"`` annotations (else the annotation)."""
+    if isinstance(annotation, cst.SimpleString):
+        try:
+            parsed = cst.parse_expression(str(annotation.evaluated_value))
+        except (cst.ParserSyntaxError, TypeError):
+            return annotation
+        return _optional_of(parsed)
+    if isinstance(annotation, cst.BinaryOperation) and isinstance(annotation.operator, cst.BitOr):
+        sides = [side for side in (annotation.left, annotation.right)
+                 if not (isinstance(side, cst.Name) and side.value == "None")]
+        return sides[0] if len(sides) == 1 else annotation
+    if (isinstance(annotation, cst.Subscript) and len(annotation.slice) == 1
+            and isinstance(annotation.slice[0].slice, cst.Index)
+            and names.dotted_name(annotation.value) in ("Optional", "typing.Optional")):
+        return annotation.slice[0].slice.value
+    return annotation
 
 
 def method_of_module_class(context: FileContext) -> Optional[tuple[cst.FunctionDef, cst.ClassDef]]:

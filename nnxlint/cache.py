@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from nnxlint import __version__
 from nnxlint.textio import read_regular, replace_file
@@ -78,8 +78,11 @@ class Cache:
         key = "\0".join([str(Path(path).resolve()), ",".join(sorted(codes)), fix_level or ""])
         return self.directory / f"{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}.json"
 
-    def load(self, path: str, codes: Sequence[str], fix_level: Optional[str]) -> Optional[list[Finding]]:
-        """The cached findings for the file as it is now, or None."""
+    def load(self, path: str, codes: Sequence[str], fix_level: Optional[str],
+             dependencies_hold: Optional[Callable[[object], bool]] = None) -> Optional[list[Finding]]:
+        """The cached findings for the file as it is now, or None; ``dependencies_hold``
+        says whether what they depended on in other files (the entry's ``depends``) is
+        unchanged."""
         try:
             digest = content_digest(read_regular(path))
             entry = json.loads(read_regular(self._entry(path, codes, fix_level)))
@@ -87,12 +90,14 @@ class Cache:
             return None
         if not isinstance(entry, dict) or entry.get("content") != digest or entry.get("code") != self.code:
             return None
+        if entry.get("depends") and (dependencies_hold is None or not dependencies_hold(entry["depends"])):
+            return None
         records = entry.get("findings")
         findings = [_finding_from(record, path) for record in records] if isinstance(records, list) else [None]
         return None if None in findings else findings  # type: ignore[return-value]
 
     def store(self, path: str, codes: Sequence[str], fix_level: Optional[str], digest: str,
-              findings: Sequence[Finding]) -> None:
+              findings: Sequence[Finding], depends: Optional[dict] = None) -> None:
         """Remember ``findings`` for the content with ``digest``; a cache that cannot be
         written only costs speed, so errors are ignored."""
         records = []
@@ -104,7 +109,8 @@ class Cache:
             self._prepare()
             # a lost entry is only recomputed: no fsync per file
             replace_file(self._entry(path, codes, fix_level),
-                         json.dumps({"content": digest, "code": self.code, "findings": records}).encode(),
+                         json.dumps({"content": digest, "code": self.code, "findings": records,
+                                     "depends": depends}).encode(),
                          durable=False)
         except OSError:
             pass

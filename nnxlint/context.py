@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import libcst as cst
 
 from nnxlint import names
-from nnxlint.flax_api import FLAX_NNX, nnx_member
+from nnxlint.flax_api import EXTERNAL_PACKAGES, FLAX_NNX, nnx_member
 from nnxlint.rule import Rule
+
+if TYPE_CHECKING:
+    from nnxlint.project import ClassInfo, ProjectView
 
 SCOPE_NODES = (cst.Module, cst.ClassDef, cst.FunctionDef, cst.Lambda) + names.COMPREHENSIONS
 
@@ -39,9 +42,10 @@ class RuleCrash(Exception):
 class FileContext:
     """What rules may ask about the file being checked, at the current node."""
 
-    def __init__(self, module: cst.Module, path: str) -> None:
+    def __init__(self, module: cst.Module, path: str, project: Optional["ProjectView"] = None) -> None:
         self.module = module
         self.path = path
+        self.project = project  # the other files of the run (nnxlint.project), when known
         self.scopes: list[names.Scope] = []
         self._memo: dict[str, Any] = {}
 
@@ -61,8 +65,72 @@ class FileContext:
         return self.scopes[0]
 
     def resolve(self, node: cst.BaseExpression) -> Optional[str]:
-        """Canonical qualified name of a Name/Attribute that refers to an import."""
-        return names.resolve(self.scope, node)
+        """Canonical qualified name of a Name/Attribute that refers to an import; with
+        the project index, also of a Flax name another file of the project re-exports
+        (``from .compat import nnx``)."""
+        qualified = names.resolve(self.scope, node)
+        if self.project is None or (qualified is not None and qualified.split(".", 1)[0] in EXTERNAL_PACKAGES):
+            return qualified
+        head = node
+        while type(head) is cst.Attribute:
+            head = head.value  # type: ignore[attr-defined]
+        if type(head) is not cst.Name or head.value not in self._project_imports():  # type: ignore[attr-defined]
+            return qualified
+        absolute = self.project_name(node, imports_only=True)
+        return (self.project.external(absolute) if absolute else None) or qualified
+
+    def _project_imports(self) -> frozenset[str]:
+        """Names the module imports from outside the packages of the Flax tables: those
+        that may re-export a Flax name (``from .compat import nnx``)."""
+        found = self._memo.get("project imports")
+        if found is None:
+            found = self._memo["project imports"] = frozenset(
+                name for name, bindings in self.module_scope.bindings.items() for binding in bindings
+                if isinstance(binding.node, (cst.Import, cst.ImportFrom))
+                and (binding.qualified_name or ".").split(".", 1)[0] not in EXTERNAL_PACKAGES)
+        return found
+
+    def project_name(self, node: cst.BaseExpression, imports_only: bool = False) -> Optional[str]:
+        """The absolute qualified name of a Name/Attribute whose head is an import
+        (relative ones too) or (unless ``imports_only``) a class or function defined at
+        the top of this file; None without the project index."""
+        if self.project is None:
+            return None
+        dotted = names.dotted_name(node)
+        if dotted is None:
+            return None
+        head, _, rest = dotted.partition(".")
+        binding = self.scope.lookup(head)
+        if binding is None:
+            return None
+        base = binding.qualified_name
+        if isinstance(binding.node, cst.ImportFrom) and binding.node.relative:
+            base = self._relative_import(binding.node, head)
+        elif base is None and not imports_only and isinstance(binding.node, (cst.ClassDef, cst.FunctionDef)) and \
+                any(binding is b for b in self.module_scope.bindings.get(head, ())):
+            base = f"{self.project.module}.{head}"
+        if base is None:
+            return None
+        return f"{base}.{rest}" if rest else base
+
+    def _relative_import(self, node: cst.ImportFrom, local: str) -> Optional[str]:
+        package = self.project.module if self.path.endswith("__init__.py") else self.project.module.rpartition(".")[0]
+        parts = package.split(".") if package else []
+        level = len(node.relative)
+        if level - 1 > len(parts) or isinstance(node.names, cst.ImportStar):
+            return None
+        source = ".".join(parts[:len(parts) - (level - 1)] + ([names.dotted_name(node.module)] if node.module else []))
+        for alias in node.names:
+            asname = alias.asname.name.value if alias.asname and isinstance(alias.asname.name, cst.Name) else None
+            name = names.dotted_name(alias.name)
+            if (asname or name) == local:
+                return f"{source}.{name}" if source else name
+        return None
+
+    def project_class(self, node: cst.BaseExpression) -> Optional["ClassInfo"]:
+        """The class of the project (any file) a Name/Attribute refers to, with its kind."""
+        qualified = self.project_name(node)
+        return self.project.class_info(qualified) if qualified and self.project is not None else None
 
     def nnx_member(self, node: cst.BaseExpression) -> Optional[str]:
         """``'Linear'`` when ``node`` refers to ``flax.nnx.Linear``, else None."""

@@ -81,8 +81,8 @@ class _Pass:
     positions: Optional[Positions]
 
 
-def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]]) -> _Pass:
-    context = FileContext(module, path)
+def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], project=None) -> _Pass:
+    context = FileContext(module, path, project)
     instances = [rule(context) for rule in rules]
     traversal = Traversal(context, instances)
     traversal.run(module)
@@ -187,9 +187,10 @@ def _choose_fixes(candidates: Iterable[Report], positions: Positions) -> list[tu
 
 
 def check_source(text: str, path: str, rules: Sequence[type[Rule]],
-                 fix_level: Optional[Applicability] = None, *,
+                 fix_level: Optional[Applicability] = None, project=None, *,
                  imports: Optional[ImportSummary] = None, linked: bool = False, full: bool = False) -> CheckResult:
     """Check ``text``; with ``fix_level``, also apply fixes up to that applicability.
+    ``project`` (a ``nnxlint.project.ProjectView``) lets rules see the other files.
     The cheap tier picks the rules that can report (``imports``: the file's import
     summary when the project index has it; ``linked``: other files can tell its rules
     about names); ``full`` runs every rule on every file instead (the reference the
@@ -213,7 +214,7 @@ def check_source(text: str, path: str, rules: Sequence[type[Rule]],
             result.findings = [source_error(path, f"syntax error: {error.message}", error.raw_line,
                                             error.raw_column + 1)]
             return result
-        current = _run_rules(module, path, running or rules)
+        current = _run_rules(module, path, running or rules, project)
         lines = current_text.splitlines()
         pairs = _findings(path, current, lines)
         result.crashes = current.crashes

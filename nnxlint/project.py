@@ -46,12 +46,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
-from nnxlint.flax_api import LINEN_MODULE, VARIABLE_TYPES, canonical_name, nnx_member
+from nnxlint.cache import content_digest
+from nnxlint import tier
+from nnxlint.flax_api import EXTERNAL_PACKAGES, LINEN_MODULE, VARIABLE_TYPES, canonical_name, nnx_member
 
-# Top-level packages whose names the flax_api tables describe: never project code.
-EXTERNAL_PACKAGES = frozenset({"flax", "jax", "jaxlib", "optax", "numpy", "orbax"})
 TRAIN_STATE = "flax.training.train_state.TrainState"
 MODULE, PYTREE, LINEN, VARIABLE, OPTIMIZER, MODEL_AND_OPTIMIZER, TRAIN_STATE_KIND = (
     "module", "pytree", "linen", "variable", "optimizer", "model_and_optimizer", "train_state")
@@ -181,14 +181,16 @@ class _FactCollector:
 
     # statements
     def collect(self, tree: ast.Module) -> dict[str, Any]:
-        for statement in self._module_statements(tree.body):
+        statements = list(self._module_statements(tree.body))
+        for statement in statements:
             self._module_statement(statement)
-        for statement in self._module_statements(tree.body):
+        module_scan = _Scan(tree)
+        for statement in statements:
             if isinstance(statement, ast.ClassDef):
                 self.facts["classes"][statement.name] = self._class(statement)
             elif isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                self.facts["functions"][statement.name] = self._function(statement)
-        self._calls(tree)
+                self.facts["functions"][statement.name] = self._function(statement, _Scan(statement))[0]
+        self._calls(module_scan, {})
         return self.facts
 
     def _module_statements(self, body: Sequence[ast.stmt]) -> Iterable[ast.stmt]:
@@ -241,7 +243,7 @@ class _FactCollector:
                 self.facts["variables"][name] = reference
             self.names.pop(name, None)
 
-    def _locals(self, function: ast.AST) -> dict[str, Any]:
+    def _locals(self, function: ast.AST, scan: "_Scan") -> dict[str, Any]:
         """Local names of a function with a type reference all their assignments agree on
         (None where they do not): annotated parameters, ``x = Call(...)``, ``a, b = f()``."""
         local: dict[str, Any] = {}
@@ -251,15 +253,15 @@ class _FactCollector:
         for extra in (arguments.vararg, arguments.kwarg):
             if extra is not None:
                 local[extra.arg] = None
-        for node in _function_nodes(function):
+        for node in scan.assignments:
             if isinstance(node, ast.Assign):
                 reference = self.value(node.value, local)
                 for target in node.targets:
                     self._bind(local, target, reference)
-            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            elif isinstance(node, ast.AnnAssign):
                 reference = self.value(node.value, local) if node.value else None
                 self._bind(local, node.target, reference or self.annotation(node.annotation))
-            elif isinstance(node, (ast.For, ast.AsyncFor, ast.With, ast.AugAssign, ast.NamedExpr, ast.comprehension)):
+            else:
                 for target in _targets_of(node):
                     self._bind(local, target, None)
         return local
@@ -276,25 +278,26 @@ class _FactCollector:
         elif isinstance(target, ast.Starred):
             self._bind(local, target.value, None)
 
-    def _function(self, function: ast.AST) -> dict[str, Any]:
+    def _function(self, function: ast.AST, scan: "_Scan") -> tuple[dict[str, Any], dict[str, Any]]:
+        """The facts of a function and its local names; records its calls."""
         arguments = function.args  # type: ignore[attr-defined]
-        local = self._locals(function)
-        returns = [self.value(node.value, local) for node in _function_nodes(function)
-                   if isinstance(node, ast.Return) and node.value is not None]
+        local = self._locals(function, scan)
+        returns = [self.value(node.value, local) for node in scan.returns if node.value is not None]
         annotated = self.annotation(function.returns)  # type: ignore[attr-defined]
         positional = [*arguments.posonlyargs, *arguments.args]
         with_default = positional[len(positional) - len(arguments.defaults):] if arguments.defaults else []
+        self._calls(scan, local)
         return {
             "required": [argument.arg for argument in positional if argument not in with_default]
             + [argument.arg for argument, default in zip(arguments.kwonlyargs, arguments.kw_defaults)
                if default is None],
-            "params": [argument.arg for argument in [*arguments.posonlyargs, *arguments.args]],
+            "params": [argument.arg for argument in positional],
             "kwonly": [argument.arg for argument in arguments.kwonlyargs],
             "annotations": {argument.arg: reference for argument in
                             [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
                             if (reference := self.annotation(argument.annotation)) is not None},
             "returns": [annotated] if annotated else returns,
-        }
+        }, local
 
     def _class(self, node: ast.ClassDef) -> dict[str, Any]:
         facts: dict[str, Any] = {
@@ -309,14 +312,14 @@ class _FactCollector:
                     facts["data"].append(statement.target.id)
             if not isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
-            method = self._function(statement)
+            scan = _Scan(statement)
+            method, local = self._function(statement, scan)
             facts["methods"][statement.name] = method
             if not method["params"]:
                 continue
             owner = method["params"][0]
-            local = self._locals(statement)
             local.pop(owner, None)
-            for child in _function_nodes(statement):
+            for child in scan.assignments:
                 targets: list = []
                 reference = None
                 if isinstance(child, ast.Assign):
@@ -331,31 +334,63 @@ class _FactCollector:
                         facts["attributes"].setdefault(target.attr, []).append(reference)
         return facts
 
-    def _calls(self, tree: ast.Module) -> None:
-        """Calls of project functions with what each argument is known to be."""
-        scopes: list[tuple[ast.AST, dict[str, Any]]] = [(tree, self.facts["variables"])]
-        scopes += [(node, self._locals(node)) for node in ast.walk(tree)
-                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
-        for scope, local in scopes:
-            for node in (_function_nodes(scope) if scope is not tree else _module_nodes(tree)):
-                if not isinstance(node, ast.Call):
-                    continue
-                callee = self.callee(node.func, local if scope is not tree else {})
-                if callee is None or callee.split(".")[0] in EXTERNAL_PACKAGES:
-                    continue
-                arguments: dict[str, Any] = {}
+    def _calls(self, scan: "_Scan", local: dict[str, Any]) -> None:
+        """Calls of project functions in a body, with what each argument is known to be
+        (unknown ones left out); then those of the functions nested in it."""
+        for node in scan.calls:
+            callee = self.callee(node.func, local)
+            if callee is None or callee.split(".")[0] in EXTERNAL_PACKAGES:
+                continue
+            arguments: dict[str, Any] = {}
+            mapped = not any(isinstance(argument, ast.Starred) for argument in node.args) and \
+                all(keyword.arg is not None for keyword in node.keywords)
+            if mapped:  # ``*args``/``**kwargs``: arguments cannot be mapped, so all are unknown
                 for position, argument in enumerate(node.args):
-                    if isinstance(argument, ast.Starred):
-                        break
-                    arguments[str(position)] = self.value(argument, local)
+                    if (reference := self.value(argument, local)) is not None:
+                        arguments[str(position)] = reference
                 for keyword in node.keywords:
-                    if keyword.arg is None:
-                        arguments = {}  # ``**kwargs``: arguments cannot be mapped
-                        break
-                    arguments[keyword.arg] = self.value(keyword.value, local)
-                if any(isinstance(argument, ast.Starred) for argument in node.args):
-                    arguments = {}
-                self.facts["calls"].append([callee, arguments])
+                    if (reference := self.value(keyword.value, local)) is not None:
+                        arguments[keyword.arg] = reference  # type: ignore[index]
+            self.facts["calls"].append([callee, arguments])
+        if isinstance(scan.node, ast.Module):
+            return  # its functions and classes have their own facts, and record their calls
+        for nested in scan.nested:
+            if isinstance(nested, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inner = _Scan(nested)
+                self._calls(inner, {**local, **self._locals(nested, inner)})
+            elif isinstance(nested, ast.ClassDef):
+                self._calls(_Scan(nested), local)
+
+
+class _Scan:
+    """One walk of a body (nested functions and classes not entered): what the
+    collector needs from it."""
+
+    def __init__(self, node: ast.AST) -> None:
+        self.node = node
+        self.assignments: list[ast.AST] = []
+        self.returns: list[ast.Return] = []
+        self.calls: list[ast.Call] = []
+        self.nested: list[ast.AST] = []
+        pending = list(getattr(node, "body", []))
+        while pending:
+            current = pending.pop()
+            kind = type(current)
+            if kind is ast.Call:
+                self.calls.append(current)  # type: ignore[arg-type]
+            elif kind in _ASSIGNMENTS:
+                self.assignments.append(current)
+            elif kind is ast.Return:
+                self.returns.append(current)  # type: ignore[arg-type]
+            elif kind in _NESTED:
+                self.nested.append(current)
+                continue
+            pending.extend(ast.iter_child_nodes(current))
+
+
+_ASSIGNMENTS = frozenset({ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor, ast.With, ast.AsyncWith,
+                          ast.NamedExpr, ast.comprehension})
+_NESTED = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda})
 
 
 def _literal(node: ast.AST) -> Any:
@@ -365,25 +400,9 @@ def _literal(node: ast.AST) -> Any:
 def _targets_of(node: ast.AST) -> list[ast.AST]:
     if isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension, ast.NamedExpr, ast.AugAssign)):
         return [node.target]
-    if isinstance(node, ast.With):
+    if isinstance(node, (ast.With, ast.AsyncWith)):
         return [item.optional_vars for item in node.items if item.optional_vars is not None]
     return []
-
-
-def _function_nodes(function: ast.AST) -> Iterable[ast.AST]:
-    """The nodes of a function body, without entering nested functions and classes."""
-    pending = list(getattr(function, "body", []))
-    while pending:
-        node = pending.pop()
-        yield node
-        for child in ast.iter_child_nodes(node):
-            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-                pending.append(child)
-
-
-def _module_nodes(tree: ast.Module) -> Iterable[ast.AST]:
-    """The nodes of a module outside its functions and classes."""
-    return _function_nodes(tree)
 
 
 def file_facts(tree: ast.Module, module: str, is_package: bool = False) -> dict[str, Any]:
@@ -391,23 +410,26 @@ def file_facts(tree: ast.Module, module: str, is_package: bool = False) -> dict[
     return _FactCollector(module, is_package).collect(tree)
 
 
-def facts_of_file(path: str, text: Optional[str] = None) -> Optional[dict[str, Any]]:
+def facts_of_file(path: str) -> Optional[dict[str, Any]]:
     """The facts of a ``.py`` file (None when it cannot be read or parsed), with its
-    root directory and module name under ``"root"`` / ``"module"``."""
+    root directory, module name and content digest under ``"root"``, ``"module"``,
+    ``"digest"``."""
     if path.endswith(NOTEBOOK_SUFFIX):
         return None
-    if text is None:
-        try:
-            with open(path, "rb") as handle:
-                text = handle.read().decode("utf-8", errors="replace")
-        except OSError:
-            return None
-    tree = parse(text)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    tree = parse(data.decode("utf-8", errors="replace"))
     if tree is None:
         return None
     root, module = module_name(path)
     facts = file_facts(tree, module, Path(path).name == "__init__.py")
-    facts["root"], facts["module"] = root, module
+    is_package = Path(path).name == "__init__.py"
+    package = module if is_package else module.rpartition(".")[0]
+    facts["imports"] = tier.summarize(tree, package).to_data()  # for the cheap tier of the check: one parse
+    facts["root"], facts["module"], facts["digest"] = root, module, content_digest(data)
     return facts
 
 
@@ -459,6 +481,9 @@ class ProjectIndex:
 
     def __init__(self, facts_by_path: dict[str, dict[str, Any]], lazy_roots: Sequence[str] = ()) -> None:
         self.by_path: dict[str, dict[str, Any]] = {}
+        self.run_id: Optional[str] = None
+        self._facts_digests: dict[str, Optional[str]] = {}
+        self._paths_of_class: dict[str, set[str]] = {}
         self.modules: dict[str, list[tuple[str, dict]]] = {}  # dotted name -> [(path, facts)]
         self.roots: list[str] = list(lazy_roots)
         self._calls: Optional[dict[str, list[tuple[str, dict]]]] = None
@@ -471,6 +496,21 @@ class ProjectIndex:
         self.modules.setdefault(facts["module"], []).append((path, facts))
         if facts["root"] not in self.roots:
             self.roots.append(facts["root"])
+
+    def run_digest(self) -> str:
+        """A digest of every file of the run (paths and contents; the runner sets it as
+        ``run_id``): unchanged, every call site in the project is unchanged too."""
+        if self.run_id is None:
+            self.run_id = facts_digest(sorted((path, facts["digest"]) for path, facts in self.by_path.items()))
+        return self.run_id
+
+    def facts_digest(self, path: str) -> Optional[str]:
+        """The digest of a file's facts (its ``digest`` of contents left out)."""
+        if path not in self._facts_digests:
+            facts = self.by_path.get(path) or facts_of_file(path)
+            self._facts_digests[path] = None if facts is None else facts_digest(
+                {key: value for key, value in facts.items() if key != "digest"})
+        return self._facts_digests[path]
 
     # modules
     def module(self, name: str, root: Optional[str], used: Optional[Dependencies] = None) -> Optional[tuple[str, dict]]:
@@ -588,7 +628,9 @@ class ProjectIndex:
 
     def _class_paths(self, info: ClassInfo, root: Optional[str]) -> set[str]:
         """The files a class's kind was read from: its own and those of its bases."""
-        paths = {info.path}
+        if info.qualified in self._paths_of_class:
+            return self._paths_of_class[info.qualified]
+        self._paths_of_class[info.qualified] = paths = {info.path}
         facts = self.by_path.get(info.path, {})
         for base in facts.get("classes", {}).get(info.qualified.rpartition(".")[2], {}).get("bases", ()):
             if base and base.split(".")[0] not in EXTERNAL_PACKAGES:
@@ -746,3 +788,71 @@ def build(paths: Sequence[str], jobs: Optional[int] = None, parallel_threshold: 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
             pairs = list(pool.map(_facts_job, files, chunksize=max(1, len(files) // (workers * 4))))
     return ProjectIndex({path: facts for path, facts in pairs if facts is not None})
+
+
+class ProjectView:
+    """The index as one file sees it: names resolved from the file's root, and a
+    record of what its answers depended on (for the result cache)."""
+
+    def __init__(self, index: ProjectIndex, path: str) -> None:
+        self.index = index
+        self.path = path
+        facts = index.by_path.get(path)
+        self.root, self.module = (facts["root"], facts["module"]) if facts else module_name(path)
+        self.used = Dependencies()
+        self._external: dict[str, Optional[str]] = {}
+
+    def class_info(self, qualified: str) -> Optional[ClassInfo]:
+        return self.index.class_info(qualified, self.root, self.used)
+
+    def lookup(self, qualified: str) -> Optional[tuple[str, Any]]:
+        return self.index.lookup(qualified, self.root, self.used)
+
+    def external(self, qualified: str) -> Optional[str]:
+        """The Flax/JAX name a project name re-exports (``shop.compat.nnx`` ->
+        ``flax.nnx``), or None."""
+        if qualified not in self._external:
+            found = self.lookup(qualified)
+            self._external[qualified] = found[1] if found is not None and found[0] == "external" else None
+        return self._external[qualified]
+
+    def instance_class(self, reference: list) -> Optional[str]:
+        return self.index.instance_class(reference, self.root, self.used)
+
+    def attribute_class(self, info: ClassInfo, attribute: str) -> Optional[str]:
+        return self.index.attribute_class(info, attribute, self.used)
+
+    def parameter_class(self, function: str, parameter: str) -> Optional[str]:
+        return self.index.parameter_class(function, parameter, self.root, self.used)
+
+    def dependencies(self) -> dict[str, Any]:
+        """What to store with the file's cached findings (see ``dependencies_hold``)."""
+        files = {path: [self.index.by_path[path]["digest"], self.index.facts_digest(path)]
+                 for path in sorted(self.used.modules - {self.path}) if path in self.index.by_path}
+        record: dict[str, Any] = {"files": files}
+        if self.used.calls:
+            functions = sorted(self.used.calls)
+            record["calls"] = [self.index.run_digest(), self.index.calls_digest(functions), functions]
+        return record
+
+
+def dependencies_hold(record: Any, digest_of: Callable[[str], Optional[str]], run_digest: Callable[[], str],
+                      index: Callable[[], ProjectIndex]) -> bool:
+    """Whether the facts a cached result depended on are unchanged. Cheap when the files
+    are (their content digests match); otherwise the index (built on demand) compares the
+    facts themselves, so an edit inside a function body of another file keeps the entry."""
+    if not isinstance(record, dict):
+        return False
+    files = record.get("files", {})
+    calls = record.get("calls")
+    try:
+        for path, (content, facts) in files.items():
+            if digest_of(path) != content and index().facts_digest(path) != facts:
+                return False
+        if calls:
+            recorded_run, recorded_calls, functions = calls
+            if recorded_run != run_digest() and index().calls_digest(functions) != recorded_calls:
+                return False
+    except (TypeError, ValueError):  # not a record we wrote
+        return False
+    return True

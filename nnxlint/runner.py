@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
 
-from nnxlint import output
+from nnxlint import output, tier
+from nnxlint import project
 from nnxlint.cache import CACHE_DIRECTORY, Cache, content_digest
+from nnxlint.project import ProjectIndex, ProjectView
 from nnxlint.findings import Finding, source_error
 from nnxlint.notebook import NOTEBOOK_SUFFIX, Notebook, NotebookError
 from nnxlint.registry import all_rules
@@ -51,6 +53,7 @@ class FileOutcome:
     errors: list[str] = field(default_factory=list)  # rule crashes, unknown noqa codes: exit 2
     warnings: list[str] = field(default_factory=list)  # write failures, dropped fixes
     digest: str = ""  # of the bytes checked, for the cache
+    depends: Optional[dict] = None  # what the findings depended on in other files (nnxlint.project)
 
 
 def find_files(settings: "Settings", paths: Sequence[str], force_exclude: bool = False) -> list[str]:
@@ -141,7 +144,11 @@ def check_file(path: str, job: Job) -> FileOutcome:
 
     known = all_rules()
     rules = [known[code] for code in sorted(job.codes_for(path))]
-    result = check_source(document.python, path, rules, job.fix_level)
+    view = ProjectView(_PROJECT, path) if _PROJECT is not None else None
+    imports, linked = _tier_inputs(path, document.python, outcome.digest)
+    result = check_source(document.python, path, rules, job.fix_level, view, imports=imports, linked=linked,
+                          full=os.environ.get(tier.FULL_ENVIRONMENT) == "1")
+    outcome.depends = view.dependencies() if view is not None else None
     if "noqa" in document.python:
         for line, code in unknown_noqa_codes(document.python, set(known)):
             where = output.location(document.locate(source_error(path, "", line)))
@@ -170,11 +177,29 @@ def check_file(path: str, job: Job) -> FileOutcome:
     return outcome
 
 
+def _tier_inputs(path: str, text: str, digest: str) -> tuple[Optional[tier.ImportSummary], bool]:
+    """What the cheap tier can take from the project index: the file's import summary
+    (so it is not parsed twice) and whether other files can tell its rules about names."""
+    if _PROJECT is None:
+        return None, False
+    facts = _PROJECT.by_path.get(path)
+    imports = None
+    if facts is not None and "imports" in facts and facts.get("digest") == digest:
+        imports = tier.ImportSummary.from_data(facts["imports"])
+    elif path.endswith(NOTEBOOK_SUFFIX):  # not in the index: its imports decide whether it is linked
+        imports = tier.parse_summary(text)
+    return imports, tier.is_linked(path, imports, _PROJECT)
+
+
 def _unfixed(outcome: FileOutcome, document, path: str, rules) -> FileOutcome:
     """``outcome`` with the findings of the file as it still is, fixes not applied."""
     from nnxlint.engine import check_source
 
-    outcome.findings = [document.locate(finding) for finding in check_source(document.python, path, rules).findings]
+    view = ProjectView(_PROJECT, path) if _PROJECT is not None else None
+    imports, linked = _tier_inputs(path, document.python, outcome.digest)
+    result = check_source(document.python, path, rules, project=view, imports=imports, linked=linked,
+                          full=os.environ.get(tier.FULL_ENVIRONMENT) == "1")
+    outcome.findings = [document.locate(finding) for finding in result.findings]
     return outcome
 
 
@@ -182,23 +207,72 @@ def _check_one(arguments: tuple[str, Job]) -> FileOutcome:
     return check_file(*arguments)
 
 
+# The project index of the run: set before the files are checked, so that forked
+# workers inherit it instead of receiving it with every file.
+_PROJECT: Optional[ProjectIndex] = None
+
+
+class _RunState:
+    """What cache validation needs to know about the run, computed on demand: the
+    content digest of a file, of the whole run, and the project index."""
+
+    def __init__(self, paths: Sequence[str], jobs: Optional[int]) -> None:
+        self.paths = paths
+        self.jobs = jobs
+        self._digests: dict[str, Optional[str]] = {}
+        self._run: Optional[str] = None
+        self._index: Optional[ProjectIndex] = None
+
+    def digest_of(self, path: str) -> Optional[str]:
+        if path not in self._digests:
+            try:
+                with open(path, "rb") as handle:
+                    self._digests[path] = content_digest(handle.read())
+            except OSError:
+                self._digests[path] = None
+        return self._digests[path]
+
+    def run_digest(self) -> str:
+        if self._run is None:
+            self._run = project.facts_digest(sorted((path, self.digest_of(path)) for path in self.paths))
+        return self._run
+
+    def index(self) -> ProjectIndex:
+        if self._index is None:
+            self._index = project.build(self.paths, self.jobs)
+            self._index.run_id = self.run_digest()
+        return self._index
+
+    def dependencies_hold(self, record: object) -> bool:
+        return project.dependencies_hold(record, self.digest_of, self.run_digest, self.index)
+
+
 def check_files(paths: Sequence[str], job: Job, jobs: Optional[int] = None) -> list[FileOutcome]:
-    """Outcomes in the order of ``paths``; cached results where the file and config are unchanged."""
+    """Outcomes in the order of ``paths``; cached results where the file, the config and
+    what the findings depended on in other files are unchanged."""
+    global _PROJECT
     cache = Cache(Path(job.cache_dir)) if job.cache_dir else None
+    run = _RunState(paths, jobs)
     outcomes: dict[str, FileOutcome] = {}
     if cache is not None:
         for path in paths:
-            findings = cache.load(path, job.codes_for(path), job.fix_level)
+            findings = cache.load(path, job.codes_for(path), job.fix_level, run.dependencies_hold)
             if findings is not None:
                 outcomes[path] = FileOutcome(path, findings)
     missing = [path for path in paths if path not in outcomes]
-    for outcome in _compute(missing, job, jobs):
+    if missing:
+        _PROJECT = run.index()
+    try:
+        computed = _compute(missing, job, jobs)
+    finally:
+        _PROJECT = None
+    for outcome in computed:
         outcomes[outcome.path] = outcome
         # only a result that is the file's own, complete and final is worth keeping
         if (cache is not None and outcome.digest and not outcome.fixes_applied and not outcome.diff
                 and not outcome.errors and not outcome.warnings):
             cache.store(outcome.path, job.codes_for(outcome.path), job.fix_level, outcome.digest,
-                        outcome.findings)
+                        outcome.findings, outcome.depends)
     return [outcomes[path] for path in paths]
 
 

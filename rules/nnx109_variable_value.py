@@ -6,7 +6,7 @@ from typing import Optional
 
 import libcst as cst
 
-from nnxlint.analysis import VARIABLE, Kind, fresh_array, kind_of
+from nnxlint.analysis import ARRAY_ATTRIBUTES, STATE, VARIABLE, Kind, fresh_array, kind_of
 from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
 
 _ELLIPSIS_INDEX = [cst.SubscriptElement(cst.Index(cst.Ellipsis()))]
@@ -121,6 +121,14 @@ class VariableValue(Rule):
     def __init__(self, context) -> None:
         super().__init__(context)
         self.handled: set[int] = set()  # ``.value`` targets reported with their statement
+        # ``<x>.value`` nodes followed by a State key (``.kernel``, ``['kernel']``): there
+        # ``value`` names a submodule (attention's value projection), not Variable.value
+        self.continued: set[int] = set()
+
+    def visit_Subscript(self, node: cst.Subscript) -> None:
+        if any(isinstance(element.slice, cst.Index) and isinstance(element.slice.value, cst.SimpleString)
+               for element in node.slice):
+            self.continued.add(id(node.value))
 
     def visit_Assign(self, node: cst.Assign) -> None:
         for assign_target in node.targets:
@@ -154,6 +162,8 @@ class VariableValue(Rule):
         self._report(target, fix)
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
+        if node.attr.value not in ARRAY_ATTRIBUTES:
+            self.continued.add(id(node.value))
         if id(node) in self.handled:
             return
         kind = self._variable(node)
@@ -171,6 +181,9 @@ class VariableValue(Rule):
         if not (isinstance(node, cst.Attribute) and node.attr.value == "value"):
             return None
         kind = kind_of(self.context, node.value)
+        if (kind is not None and kind.category == STATE and kind.nnx_class is None and kind.of is None
+                and id(node) not in self.continued):
+            return Kind(VARIABLE)  # an item of an nnx.State: a Variable, unless a submodule follows
         return kind if kind is not None and kind.category == VARIABLE else None
 
     def _holds_array(self, kind: Kind) -> bool:

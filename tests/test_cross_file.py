@@ -1,0 +1,210 @@
+"""The NNX rules across the files of a project (the project index, nnxlint/project.py)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nnxlint.runner import Job, check_files
+
+PROJECT = Path(__file__).parent / "projects" / "recall"
+
+
+def write(root: Path, files: dict[str, str]) -> list[str]:
+    paths = []
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        paths.append(str(path))
+    return paths
+
+
+def findings(root: Path, files: dict[str, str], codes: set[str], cache: bool = False) -> set[tuple[str, int, str]]:
+    """(file, line, code) of every finding when the files are checked together."""
+    paths = write(root, files) if files else [str(path) for path in sorted(root.rglob("*.py"))]
+    job = Job(frozenset(codes), (), str(root), cache_dir=str(root / ".cache") if cache else None)
+    return {(os.path.relpath(finding.path, root), finding.line, finding.code)
+            for outcome in check_files(paths, job, jobs=1) for finding in outcome.findings}
+
+
+VARIABLES = """\
+    import jax
+    from flax import nnx
+
+    class Count(nnx.Variable):
+        pass
+
+    class Ema(nnx.Variable[jax.Array]):
+        pass
+    """
+
+
+# -- NNX109 ------------------------------------------------------------------------
+def test_variable_types_of_other_files(tmp_path):
+    files = {
+        "pkg/__init__.py": "",
+        "pkg/variables.py": VARIABLES,
+        "pkg/model.py": """\
+            import jax.numpy as jnp
+            from flax import nnx
+            from .variables import Count
+            from . import variables
+
+            class Model(nnx.Module):
+                def __init__(self):
+                    self.count = Count(jnp.array(0))
+                    self.ema = nnx.data(variables.Ema(jnp.zeros(3)))
+                    self.seen: Count | None = nnx.data(None)
+                    self.option = {"a": 1}
+
+                def __call__(self):
+                    self.count.value += 1
+                    self.seen = Count(1)
+                    print(self.seen.value, self.option.values())
+                    return self.ema.value
+            """,
+    }
+    assert findings(tmp_path, files, {"NNX109"}) == {
+        ("pkg/model.py", 14, "NNX109"), ("pkg/model.py", 16, "NNX109"), ("pkg/model.py", 17, "NNX109")}
+
+
+def test_models_built_in_one_file_used_in_another(tmp_path):
+    files = {
+        "lib/__init__.py": "from .model import Model as Model\n",
+        "lib/variables.py": VARIABLES,
+        "lib/model.py": """\
+            from flax import nnx
+            from lib.variables import Count
+
+            class Model(nnx.Module):
+                def __init__(self, rngs):
+                    self.count = Count(0)
+                    self.linear = nnx.Linear(2, 2, rngs=rngs)
+
+            def create():
+                model = Model(nnx.Rngs(0))
+                return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+            """,
+        "lib/steps.py": """\
+            from flax import nnx
+
+            @nnx.jit
+            def step(model, optimizer):
+                return model.count.value + optimizer.step.value
+
+            def other(model):
+                return model.count.value
+            """,
+        "main.py": """\
+            import lib
+            import lib.steps as s
+            from lib.model import create
+
+            model, optimizer = create()
+            s.step(model, optimizer)
+            s.other(model)
+            s.other(unknown)
+            print(lib.Model(rngs).linear.kernel.value)
+            """,
+    }
+    found = findings(tmp_path, files, {"NNX109"})
+    # ``other`` is also called with something unknown: its parameter stays unknown
+    assert found == {("lib/steps.py", 5, "NNX109"), ("main.py", 9, "NNX109")}
+    assert sum(1 for item in found if item[0] == "lib/steps.py") == 1
+
+
+def test_states_merge_and_split(tmp_path):
+    files = {"m.py": """\
+        from flax import nnx
+
+        class Counter(nnx.Variable):
+            pass
+
+        class Block(nnx.Module):
+            def __init__(self, rngs):
+                self.linear = nnx.Linear(2, 2, rngs=rngs)
+                self.calls = Counter(0)
+                self.attn = nnx.MultiHeadAttention(2, 4, rngs=rngs, decode=False)
+
+        block = Block(nnx.Rngs(0))
+        state = nnx.state(block)
+        state["linear"]["kernel"].value = 1
+        print(state.calls.value, state["attn"].value.kernel)
+        graphdef, params, rest = nnx.split(block, nnx.Param, ...)
+        print(params["linear"]["bias"].value.shape)
+        copy = nnx.merge(graphdef, params, rest)
+        print(copy.calls.value)
+
+        def show(some_state: nnx.State):
+            print(some_state["a"]["b"].value, some_state["attn"].value.kernel, some_state["x"].value.shape)
+        """}
+    assert findings(tmp_path, files, {"NNX109"}) == {
+        ("m.py", 14, "NNX109"), ("m.py", 15, "NNX109"), ("m.py", 17, "NNX109"), ("m.py", 19, "NNX109"),
+        ("m.py", 22, "NNX109")}
+
+
+def test_flax_variable_types_the_table_lacked(tmp_path):
+    files = {"m.py": """\
+        import jax.numpy as jnp
+        from flax import nnx
+
+        class Accuracy(nnx.metrics.Metric):
+            def __init__(self):
+                self.total = nnx.metrics.MetricState(jnp.array(0.0))
+
+            def update(self, x):
+                self.total.value += x
+
+        metric = nnx.metrics.Average()
+        print(metric.total.value, metric.count.value)
+        lora = nnx.LoRAParam(jnp.zeros(2))
+        print(lora.value)
+        """}
+    assert findings(tmp_path, files, {"NNX109"}) == {("m.py", 9, "NNX109"), ("m.py", 12, "NNX109"),
+                                                       ("m.py", 14, "NNX109")}
+
+
+def test_runtime_oracle_on_the_test_project():
+    """Every `.value` DeprecationWarning of a run of the project is flagged, and nothing else."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    try:
+        import nnx109_recall
+    finally:
+        sys.path.pop(0)
+    result = nnx109_recall.measure(PROJECT, ["main.py"], [sys.executable, "-m", "nnxlint"])
+    assert result["warning_sites"] == 9
+    assert result["missed"] == [] and result["false_alarms"] == [] and result["flagged_not_run"] == []
+    assert result["recall"] == 1.0 and result["precision"] == 1.0
+
+
+# -- the result cache ----------------------------------------------------------------
+def test_cached_findings_follow_the_other_files(tmp_path):
+    files = {
+        "variables.py": "from flax import nnx\n\nclass Count(nnx.Variable):\n    pass\n",
+        "model.py": "from flax import nnx\nfrom variables import Count\n\nc = Count(0)\nprint(c.value)\n",
+    }
+    assert findings(tmp_path, files, {"NNX109"}, cache=True) == {("model.py", 5, "NNX109")}
+    # a body edit in variables.py keeps its facts: the entry of model.py still holds
+    (tmp_path / "variables.py").write_text(files["variables.py"] + "\n# a comment\n")
+    assert findings(tmp_path, {}, {"NNX109"}, cache=True) == {("model.py", 5, "NNX109")}
+    # Count stops being a Variable: model.py is checked again
+    (tmp_path / "variables.py").write_text("class Count:\n    pass\n")
+    assert findings(tmp_path, {}, {"NNX109"}, cache=True) == set()
+    (tmp_path / "variables.py").write_text(files["variables.py"])
+    assert findings(tmp_path, {}, {"NNX109"}, cache=True) == {("model.py", 5, "NNX109")}
+
+
+def test_cached_findings_follow_new_call_sites(tmp_path):
+    files = {
+        "steps.py": "def show(model):\n    return model.count.value\n",
+        "main.py": ("from flax import nnx\nfrom steps import show\n\nclass Count(nnx.Variable):\n    pass\n\n"
+                    "class M(nnx.Module):\n    def __init__(self):\n        self.count = Count(0)\n\nshow(M())\n"),
+    }
+    assert findings(tmp_path, files, {"NNX109"}, cache=True) == {("steps.py", 2, "NNX109")}
+    write(tmp_path, {"other.py": "from steps import show\nshow(object())\n"})
+    assert findings(tmp_path, {}, {"NNX109"}, cache=True) == set()
