@@ -138,8 +138,14 @@ def test_a_changed_conversion_fails_and_says_where(mutated_report, name: str):
         assert list(failed) == [failing] and failed[failing]["value"] > failed[failing]["limit"]
 
 
-def test_text_report_names_the_class_and_the_difference(mutated_report):
-    _, _, text = mutated_report
+def test_text_and_markdown_reports_name_the_class_and_the_difference(mutated_report, tmp_path: Path):
+    from nnxlint.verify.against import write_markdown
+
+    _, report, text = mutated_report
+    write_markdown(report["classes"], "HEAD", tmp_path / "report.md")
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## activation.py:Classifier" in markdown and "| eval outputs |" in markdown
+    assert "- weights transplant: shape mismatch for params Dense_0/bias" in markdown
     assert "activation.py:Classifier" in text
     assert "eval outputs: shapes (8, 3)" in text and "FAIL" in text
     assert "weights transplant: shape mismatch for params Dense_0/bias" in text
@@ -180,6 +186,15 @@ def test_a_model_file_without_init_site_is_verified_with_an_example(tmp_path: Pa
     (model,) = report["classes"]
     assert (model["class_name"], model["origin"], model["covers"]) == ("Classifier", "--example", ["Block"])
     assert checks(model)["train outputs (dropout on, same masks)"]["passed"]
+
+
+def test_only_verify_against_imports_the_users_code(tmp_path: Path):
+    marker = tmp_path / "imported"
+    model = tmp_path / "models.py"
+    model.write_text(f"open({str(marker)!r}, 'w').close()\n" + LINEN_MODEL, encoding="utf-8")
+    result = CliRunner().invoke(main, ["check", "--fix", "--unsafe-fixes", "--no-cache", str(model)])
+    assert result.exit_code == 0, result.output
+    assert "class Classifier(nnx.Module)" in model.read_text() and not marker.exists()
 
 
 def test_unknown_revision_and_nothing_converted_exit_2(project: Path):

@@ -107,11 +107,26 @@ def substitute(code: str, values: dict[str, str]) -> Size:
                 return value if atomic else cst.parse_expression(f"({values[original_node.value]})")
             return updated_node
 
+        def leave_IfExp(self, original_node, updated_node):
+            """``d if None is None else out_dim``: a default of ``None`` decides the branch."""
+            test = updated_node.test
+            if isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and _is_none(test.left) \
+                    and _is_none(test.comparisons[0].comparator):
+                operator = test.comparisons[0].operator
+                if isinstance(operator, (cst.Is, cst.IsNot)):
+                    chosen = updated_node.body if isinstance(operator, cst.Is) else updated_node.orelse
+                    return chosen.with_changes(lpar=[], rpar=[])
+            return updated_node
+
     text = cst.Module([]).code_for_node(expression.visit(Replace()))
     if _INTEGER_ARITHMETIC.fullmatch(text) and "/" not in text.replace("//", ""):
         value = eval(text, {"__builtins__": {}})  # digits and operators only
         return Size.number(value)
     return Size(_strip_parens(text))
+
+
+def _is_none(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Name) and node.value == "None"
 
 
 def _strip_parens(text: str) -> str:
@@ -188,6 +203,8 @@ def drop_param(function: cst.FunctionDef, name: str) -> cst.FunctionDef:
     if kept and kept[-1].comma is not cst.MaybeSentinel.DEFAULT and not kwonly and params.star_arg in (
             None, cst.MaybeSentinel.DEFAULT):
         kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    if kwonly and len(kwonly) < len(params.kwonly_params):
+        kwonly[-1] = kwonly[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
     star_arg = params.star_arg
     if not kwonly and isinstance(star_arg, cst.ParamStar):
         star_arg = cst.MaybeSentinel.DEFAULT

@@ -55,6 +55,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.init_guards = 0  # inside ``if not self.is_initializing():``
         self.partials: set[str] = set()  # ``conv = partial(...)``: local layer factories
         self.loops: list[Optional[StackLoop]] = []  # the enclosing ``for`` loops, innermost last
+        # the tests of the enclosing ``if``s in ``__init__`` terms (None: a value of ``__call__``)
+        self.conditions: list[Optional[str]] = []
+        self.elifs: set[int] = set()
         self.stacked_classes: set[str] = set()  # classes a loop stacks: created nowhere else
         self.scans: dict[str, Scan] = {}  # ``Blocks = nn.scan(...)``: names of scanned stacks (statement removed)
         self.scan_calls: set[int] = set()  # ``Blocks(...)(x, None)`` calls, converted by ``constructs/scan_stack.py``
@@ -88,11 +91,20 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
     def leave_If(self, original_node: cst.If, updated_node: cst.If):
         """``if not self.is_initializing(): body`` -> ``body``: NNX's ``__init__``
         never runs ``__call__``, so every call is past initialization."""
+        if id(node) in self.elifs:  # ``elif``: the branch before it was not taken
+            self.conditions[-1] = _negated(self.conditions[-1])
+        if isinstance(node.orelse, cst.If):
+            self.elifs.add(id(node.orelse))
+        self.conditions.append(self.converter.fixed_condition(node.test))
+
+    def visit_Else(self, node: cst.Else) -> None:
+        self.conditions[-1] = _negated(self.conditions[-1])
         self.depth -= 1
         if not self._is_init_guard(original_node):
             return updated_node
         self.init_guards -= 1
         body = list(updated_node.body.body)  # type: ignore[union-attr]
+        self.conditions.pop()
         header_comment = updated_node.body.header.comment  # type: ignore[union-attr]
         kept_comment = [cst.EmptyLine(comment=header_comment)] if header_comment else []
         body[0] = body[0].with_changes(
@@ -353,3 +365,7 @@ def _class_like(func: cst.BaseExpression) -> bool:
     """``Block`` or ``layers.Block``: a name spelled like a class."""
     name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
     return name[:1].isupper()
+def _negated(condition: Optional[str]) -> Optional[str]:
+    return None if condition is None else f"not ({condition})"
+
+

@@ -208,6 +208,15 @@ class ClassConverter(LayerConstruction):
             return
 
     def _fixed(self, node: cst.BaseExpression) -> bool:
+    def fixed_condition(self, test: cst.BaseExpression) -> Optional[str]:
+        """An ``if`` test in ``__init__`` terms when it reads only fields and module names."""
+        if not self._fixed(test):
+            return None
+        try:
+            return self.init_code(test, {})
+        except Unconvertible:
+            return None
+
         """``node`` reads only fields, aliases of them and module-level names."""
         return all(self._fixed_name(read) for read in _names_read(node))
 
@@ -236,7 +245,10 @@ class ClassConverter(LayerConstruction):
             def leave_Name(self, original_node, updated_node):
                 if original_node.value in converter.aliases:  # ``config = self.config`` in ``__call__``
                     alias = converter.aliases[original_node.value]
-                    return cst.parse_expression(alias if SIMPLE_CODE.fullmatch(alias) else f"({alias})")
+                    value = cst.parse_expression(alias)
+                    wrapped = SIMPLE_CODE.fullmatch(alias) or value.lpar or isinstance(
+                        value, (cst.Attribute, cst.Subscript, cst.Call))
+                    return value if wrapped else cst.parse_expression(f"({alias})")
                 if original_node.value in shapes:
                     raise Unconvertible(f"a layer argument depends on `{original_node.value}`, "
                                         "a value computed in `__call__`")
@@ -386,7 +398,8 @@ class ClassConverter(LayerConstruction):
             signature += ["*", f"rngs: {self.env.nnx}.Rngs"]
         indent = self.env.module.default_indent
         newline = self.env.module.default_newline
-        body = "".join(f"{indent}{line}{newline}" for line in lines) or f"{indent}pass{newline}"
+        body = "".join(f"{indent}{physical}{newline}" for line in lines for physical in line.split("\n")) \
+            or f"{indent}pass{newline}"
         text = f"def __init__({', '.join(signature)}):{newline}{body}"
         return cst.parse_statement(text, config=self.env.module.config_for_parsing)  # type: ignore[return-value]
 

@@ -267,7 +267,8 @@ class _Converter:
             if not _is_import(statement):
                 continue
             small = statement.body[0]  # type: ignore[attr-defined]
-            if _imports_linen(small) and keep_linen:
+            still_read = any(after[name] > 0 for name in _bound_names(small))  # ``nn.initializers`` in a config
+            if _imports_linen(small) and (keep_linen or still_read):
                 if nnx_needed:
                     nnx_line = cst.parse_statement("from flax import nnx" + self.module.default_newline)
                     new[statement] = cst.FlattenSentinel([statement, nnx_line])

@@ -114,16 +114,28 @@ class TrainingConverter:
 
     # -- the init site -------------------------------------------------------
     def find_init_site(self) -> InitSite:
-        sites = [node for node in walk(self.module) if isinstance(node, cst.Call)
-                 and isinstance(node.func, cst.Attribute) and node.func.attr.value in ("init", "init_with_output")]
+        sites = [node for node in walk(self.module) if isinstance(node, cst.Call) and self._init_method(node)]
         found = [site for site in (self._init_site(call) for call in sites) if site is not None]
         if len(found) != 1:
             raise Unconvertible("the conversion needs exactly one `model.init(key, x)` of a Linen model "
                                 f"in the file (found {len(found)})")
         return found[0]
 
+    def _init_method(self, call: cst.Call) -> Optional[cst.Attribute]:
+        """``model.init`` of ``model.init(key, x)`` or of ``jax.jit(model.init)(key, x)``
+        (NNX builds the model eagerly: the jitted init has no counterpart)."""
+        func = call.func
+        if isinstance(func, cst.Call) and self.env.resolve(func.func) == "jax.jit" and len(func.args) == 1 \
+                and func.args[0].keyword is None:
+            func = func.args[0].value
+        if isinstance(func, cst.Attribute) and func.attr.value in ("init", "init_with_output"):
+            return func
+        return None
+
     def _init_site(self, call: cst.Call) -> Optional[InitSite]:
-        owner_model = call.func.value  # type: ignore[attr-defined]
+        method = self._init_method(call)
+        assert method is not None
+        owner_model = method.value
         statement = self._statement_of(call)
         if statement is None:
             return None
@@ -138,7 +150,7 @@ class TrainingConverter:
         elif value is not call:
             raise Unconvertible("`init` must be assigned as `variables = model.init(...)` "
                                 "or `params = model.init(...)['params']`")
-        if call.func.attr.value != "init":  # type: ignore[attr-defined]
+        if method.attr.value != "init":
             raise Unconvertible("`init_with_output` is not converted")
         if isinstance(owner_model, cst.Call) and isinstance(owner_model.func, cst.Name) \
                 and owner_model.func.value in self.env.linen_classes:

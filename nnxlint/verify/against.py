@@ -116,12 +116,13 @@ def title(result: Result) -> str:
 
 
 def _context(result: Result) -> str:
+    """Where the model's arguments came from, the classes it covers, the device."""
     parts = [f"from {result['origin']}"] if result.get("origin") else []
     if result.get("covers"):
         parts.append(f"covers {', '.join(result['covers'])}")
     if result.get("device"):
         parts.append(result["device"])
-    return f"  ({'; '.join(parts)})" if parts else ""
+    return "; ".join(parts)
 
 
 def _rows(result: Result) -> list[tuple[str, str, str, str]]:
@@ -132,7 +133,8 @@ def _rows(result: Result) -> list[tuple[str, str, str, str]]:
 def render_text(results: Sequence[Result], revision: str) -> str:
     lines = []
     for result in results:
-        lines.append(f"{title(result)}{_context(result)}")
+        context = _context(result)
+        lines.append(f"{title(result)}  ({context})" if context else title(result))
         if result["status"] == "error":
             lines += [f"  error: {result['error']}", ""]
             continue
@@ -161,7 +163,7 @@ def write_markdown(results: Sequence[Result], revision: str, path: Path) -> None
              "Linen (the revision) vs NNX (the working tree), from the same initial variables; "
              "difference = max relative difference over the outputs.", ""]
     for result in results:
-        lines += [f"## {title(result)}", "", _context(result).strip(" ()") or "", ""]
+        lines += [f"## {title(result)}", ""] + ([_context(result), ""] if _context(result) else [])
         if result["status"] == "error":
             lines += [f"error: {result['error']}", ""]
             continue

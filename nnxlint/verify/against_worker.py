@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from nnxlint.verify.user_code import (
     flat_leaves, forget_user_modules, import_user_module, integer_limit, user_class,
 )
 from nnxlint.verify.sites import ModelSpec
-from nnxlint.verify.worker import Check, describe_device
+from nnxlint.verify.worker import Check, FixtureResult, describe_device
 
 
 @dataclass
@@ -49,14 +48,7 @@ class ClassResult:
     status: str = "pass"  # pass | fail
     checks: list[Check] = field(default_factory=list)
 
-    def check(self, name: str, passed: bool, detail: str, value: Optional[float] = None,
-              limit: Optional[float] = None) -> None:
-        if value is not None and not math.isfinite(value):  # JSON has no infinity
-            detail += "; not comparable: the shapes differ, or a value is NaN or infinite"
-            value = None
-        self.checks.append(Check(name, passed, detail, value, limit))
-        if not passed:
-            self.status = "fail"
+    check = FixtureResult.check  # the fixtures' bookkeeping: a failed check fails the class
 
     def compare(self, name: str, linen_value: Any, nnx_value: Any, detail: str = "") -> bool:
         """One check: the largest relative difference over every output array."""
@@ -179,9 +171,10 @@ def compare_class(job: dict) -> dict:
 
     with _dropout(off=True):
         linen_train, updates = models.linen_apply(models.variables, inputs, train=True)
-        nnx_train = models.nnx_call(models.nnx_model(), inputs, train=True)
+        trained = models.nnx_model()
+        nnx_train = models.nnx_call(trained, inputs, train=True)
     result.compare("train outputs (dropout off)", linen_train, nnx_train)
-    _compare_updates(result, model, updates)
+    _compare_updates(result, trained, updates)
 
     with _dropout(off=False) as linen_rates:
         linen_masked, _ = models.linen_apply(models.variables, inputs, train=True)

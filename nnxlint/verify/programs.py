@@ -185,7 +185,16 @@ def _recording_linen_init(store: list) -> Iterator[None]:
                           for name in COLLECTION_TYPES if name in variables})
         return variables
 
-    with _patched(linen.Module, "init", init):
+    original_jit = jax.jit
+
+    def jit(fun, *args, **kwargs):
+        """``jax.jit(model.init)``: run the init eagerly, so that its values can be kept
+        (the same values: jit does not change what init computes)."""
+        if getattr(fun, "__func__", None) is init and not store:
+            return fun
+        return original_jit(fun, *args, **kwargs)
+
+    with _patched(linen.Module, "init", init), _patched(jax, "jit", jit):
         yield
 
 

@@ -21,7 +21,15 @@ class Param(SelfCall):
         name = string_literal(call.args[0].value) if call.args else None
         if name is None:
             raise Unconvertible("`self.param` needs a literal name")
-        self._add(rewriter.converter, name, call, rewriter.shapes)
+        converter = rewriter.converter
+        self._add(converter, name, call, rewriter.shapes)
+        if rewriter.depth:  # made where a branch on fields is taken: so in ``__init__``
+            if rewriter.depth != len(rewriter.conditions) or None in rewriter.conditions:
+                raise Unconvertible("`self.param` inside a loop, or in a branch on a value of `__call__`, "
+                                    "is not converted")
+            guard = " and ".join(rewriter.conditions)
+            indent = converter.env.module.default_indent
+            converter.params[name] = f"if {guard}:\n{indent}{converter.params[name]}"
         return cst.parse_expression(f"self.{name}[...]")
 
     @staticmethod
