@@ -207,7 +207,6 @@ class ClassConverter(LayerConstruction):
         except Unconvertible:
             return
 
-    def _fixed(self, node: cst.BaseExpression) -> bool:
     def fixed_condition(self, test: cst.BaseExpression) -> Optional[str]:
         """An ``if`` test in ``__init__`` terms when it reads only fields and module names."""
         if not self._fixed(test):
@@ -217,6 +216,7 @@ class ClassConverter(LayerConstruction):
         except Unconvertible:
             return None
 
+    def _fixed(self, node: cst.BaseExpression) -> bool:
         """``node`` reads only fields, aliases of them and module-level names."""
         return all(self._fixed_name(read) for read in _names_read(node))
 
