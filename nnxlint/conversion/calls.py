@@ -257,10 +257,10 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
                 return factory.inline(self, func, original_node, updated_node)
             slot = converter.construct(func, None)
             return self._call_slot(slot, original_node, updated_node)
-        if isinstance(func, cst.Call) and self._builds_module(func.func):
         if isinstance(func, cst.Call) and _class_like(func.func) and converter.layer(func.func) is None:
             raise Unconvertible(f"`{converter.env.code(func.func)}(...)(...)`: `{converter.env.code(func.func)}` is "
                                 "not a Linen class of this file or a Flax layer the conversion knows")
+        if isinstance(func, cst.Call) and self._builds_module(func.func):
             raise Unconvertible(f"`{converter.env.code(func.func)}(...)(...)`: a submodule built from a module-valued "
                                 "field or a `partial` of one is not converted yet")
         if method in converter.slots:
