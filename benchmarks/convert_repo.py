@@ -39,7 +39,9 @@ _CLASS = re.compile(r"Linen Module class `([^`]+)`")
 _REASON = re.compile(r"\(no fix: (.*)\)$")
 
 # Top models of google/flax examples/ to verify: (file, class, Linen keyword
-# arguments as source, example input as source, call keywords for train, for eval).
+# arguments as source, example input as source (``name=...`` when passed by keyword),
+# call keywords for train, for eval).  Dropout is compared with the same masks:
+# both sides draw them from one patched ``jax.random.bernoulli`` stream.
 SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
     "imagenet": [("models.py", "ResNet",
                   "dict(stage_sizes=[1, 1], block_cls=ResNetBlock, num_classes=10, num_filters=8)",
@@ -48,6 +50,10 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
              {"z_rng": "jax.random.key(2)"}, {"z_rng": "jax.random.key(2)"})],
     "ppo": [("models.py", "ActorCritic", "dict(num_outputs=4)",
              "jax.random.uniform(jax.random.key(1), (2, 84, 84, 4))", {}, {})],
+    "nlp_seq": [("models.py", "Transformer",
+                 "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=5, emb_dim=16, num_heads=2, "
+                 "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, dropout_rate=0.1, attention_dropout_rate=0.1))",
+                 "inputs=jax.random.randint(jax.random.key(1), (2, 7), 0, 20)", {"train": True}, {"train": False})],
     "sst2": [("models.py", "TextClassifier",
               "dict(embedding_size=8, hidden_size=6, vocab_size=20, output_size=3, dropout_rate=0.0, "
               "word_dropout_rate=0.0, unk_idx=1)",
@@ -158,16 +164,35 @@ def load(path, name):
     spec.loader.exec_module(module)
     return module
 
+import contextlib
+
+@contextlib.contextmanager
+def same_masks():
+    """Every dropout mask from one fixed key sequence, on both sides."""
+    original, count = jax.random.bernoulli, [0]
+    def bernoulli(key, p=0.5, shape=None, **kwargs):
+        count[0] += 1
+        return original(jax.random.fold_in(jax.random.key(99), count[0]), p, shape, **kwargs)
+    jax.random.bernoulli = bernoulli
+    try:
+        yield
+    finally:
+        jax.random.bernoulli = original
+
 spec = json.loads(sys.argv[1])
 linen = load(spec["linen"], "linen_models")
 converted = load(spec["nnx"], "nnx_models")
-x = eval(spec["input"], {"jax": jax, "jnp": jnp})
+keyword, _, source = spec["input"].rpartition("=") if "=" in spec["input"].split("(")[0] else ("", "", spec["input"])
+x = eval(source, {"jax": jax, "jnp": jnp})
+given = {keyword: x} if keyword else {}
+positional = () if keyword else (x,)
 kwargs = eval(spec["kwargs"], {**vars(linen)})
 nnx_kwargs = eval(spec["kwargs"], {**vars(converted)})
 modes = {mode: {k: eval(v, {"jax": jax, "jnp": jnp}) if isinstance(v, str) else v for k, v in call.items()}
          for mode, call in (("train", spec["train"]), ("eval", spec["eval"]))}
 model = getattr(linen, spec["class"])(**kwargs)
-variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(3)}, x, **modes["eval"])
+variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(3)}, *positional, **given,
+                       **modes["eval"])
 NNXClass = getattr(converted, spec["class"])
 import inspect
 signature = inspect.signature(NNXClass.__init__)
@@ -180,11 +205,14 @@ call_names = set(inspect.signature(type(nnx_model).__call__).parameters)
 result = {}
 for mode, call in modes.items():
     mutable = [c for c in variables if c != "params"]
-    out = model.apply(variables, x, **call, rngs={"dropout": jax.random.key(3)}, mutable=mutable or False)
+    with same_masks():
+        out = model.apply(variables, *positional, **given, **call, rngs={"dropout": jax.random.key(3)},
+                          mutable=mutable or False)
     out = out[0] if mutable else out
     getattr(nnx_model, mode)()
     nnx_call = {k: v for k, v in call.items() if k in call_names}
-    got = nnx_model(x, **nnx_call)
+    with same_masks():
+        got = nnx_model(*positional, **given, **nnx_call)
     diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / (np.max(np.abs(np.asarray(a))) + 1e-12))
              for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(got))]
     result[mode] = max(diffs) if diffs else float("nan")
