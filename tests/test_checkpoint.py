@@ -157,3 +157,14 @@ def test_orbax_is_in_the_verify_extra_only():
     project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
     assert any(requirement.startswith("orbax-checkpoint") for requirement in project["optional-dependencies"]["verify"])
     assert not any("orbax" in requirement for requirement in project["dependencies"])
+
+
+def test_without_the_verify_extra_both_commands_say_what_to_install(monkeypatch, tmp_path: Path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name in ("jax", "flax", "optax", "orbax") else real(name, *args))
+    for arguments in (["verify", "--against", "HEAD"],
+                      ["transplant", str(tmp_path), "--example", "m.py:M()", "--output", str(tmp_path / "out")]):
+        result = CliRunner().invoke(main, arguments)
+        assert result.exit_code == 2, result.output
+        assert "pip install 'nnxlint[verify]'" in result.output and "Traceback" not in result.output

@@ -220,3 +220,5 @@ def test_example_and_shape_parsing():
         parse_shapes("1,x")
     result = CliRunner().invoke(main, ["verify", "--example", "models.py:A()"])
     assert result.exit_code == 2 and "--example needs --against REV" in result.output
+    result = CliRunner().invoke(main, ["verify", "--against", "HEAD", "-k", "mlp"])
+    assert result.exit_code == 2 and "apply to the fixture corpus" in result.output

@@ -82,6 +82,8 @@ def verify(targets: tuple[Path, ...], pattern: Optional[str], output_format: str
     files changed since REV) is compared with its NNX version.
     """
     if against["revision"] is not None:
+        if pattern or jobs or regenerate_after:
+            raise _fail("-k, -j and --regenerate apply to the fixture corpus, not to --against")
         run_against_command(targets, output_format, report_path, **against)
     for option in ("examples", "input_shapes", "input_dtypes"):
         if against[option]:
