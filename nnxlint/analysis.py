@@ -88,6 +88,9 @@ class FileIndex:
                                                     project_index.VARIABLE)
         self.param_classes = self._subclasses_of(lambda qualified: nnx_member(qualified) == "Param")
         self.object_classes = set(self.classes) - set(self.module_classes) - self.variable_classes
+        # nnx.Pytree subclasses (Modules are Pytrees too): plain containers of data refused
+        self.pytree_classes = set(self.module_classes) | self._subclasses_of(
+            lambda qualified: qualified in ("flax.nnx.Pytree", "flax.nnx.Object"), project_index.PYTREE)
         self._attributes: dict[str, dict[str, list[cst.BaseExpression]]] = {}
         # names the module binds to different classes (a notebook that redefines ``MLP`` cell
         # after cell): which definition a use means is not tracked, so they stay unknown
@@ -171,6 +174,8 @@ class FileIndex:
         """The kind of object ``call`` constructs or returns; ``qualified`` is what its
         func resolves to."""
         member = nnx_member(qualified)
+        if member == "clone" and call.args:  # a copy of its argument
+            return kind_of(self.context, call.args[0].value)
         if member in ("state", "variables", "merge"):  # (``split`` returns a tuple: see ``_kind_of_item``)
             inner = kind_of(self.context, call.args[0].value) if call.args else None
             if member == "merge":
@@ -514,14 +519,20 @@ def _optional_of(annotation: cst.BaseExpression) -> cst.BaseExpression:
     return annotation
 
 
-def method_of_module_class(context: FileContext) -> Optional[tuple[cst.FunctionDef, cst.ClassDef]]:
-    """The (method, class) the traversal is directly in, for a module class of the file."""
+def method_of_module_class(context: FileContext,
+                           pytrees: bool = False) -> Optional[tuple[cst.FunctionDef, cst.ClassDef]]:
+    """The (method, class) the traversal is directly in, for a module class of the file
+    (with ``pytrees``, also for a class deriving from ``nnx.Pytree``)."""
     scopes = context.scopes
     if len(scopes) < 3:
         return None
     function, owner = scopes[-1].node, scopes[-2].node
-    if (isinstance(function, cst.FunctionDef) and isinstance(owner, cst.ClassDef)
-            and file_index(context).module_classes.get(owner.name.value) is owner):
+    if not (isinstance(function, cst.FunctionDef) and isinstance(owner, cst.ClassDef)):
+        return None
+    index = file_index(context)
+    if index.classes.get(owner.name.value) is not owner:
+        return None
+    if owner.name.value in index.module_classes or (pytrees and owner.name.value in index.pytree_classes):
         return function, owner
     return None
 
@@ -576,7 +587,7 @@ def container_elements(value: cst.BaseExpression) -> Iterator[cst.BaseExpression
     if isinstance(value, (cst.List, cst.Tuple)):
         for element in value.elements:
             yield element.value
-    elif isinstance(value, cst.ListComp):
+    elif isinstance(value, (cst.ListComp, cst.GeneratorExp)):
         yield value.elt
     elif isinstance(value, cst.Dict):
         for element in value.elements:

@@ -55,7 +55,8 @@ def _module_class_nodes(context: FileContext) -> set[int]:
                 continue
             for base in node.bases:
                 if names.resolve(context.module_scope, base.value) == MODULE_BASE or (
-                        isinstance(base.value, cst.Name) and base.value.value in module_names):
+                        isinstance(base.value, cst.Name) and base.value.value in module_names) or \
+                        _project_module(context, base.value):
                     found.add(id(node))
                     module_names.add(name)
                     changed = True
@@ -74,11 +75,20 @@ def _subclasses_of(context: FileContext, base_name: str) -> dict[str, cst.ClassD
                 continue
             for base in node.bases:
                 if names.resolve(context.module_scope, base.value) == base_name or (
-                        isinstance(base.value, cst.Name) and base.value.value in found):
+                        isinstance(base.value, cst.Name) and base.value.value in found) or (
+                        base_name == MODULE_BASE and _project_module(context, base.value)):
                     found[name] = node
                     changed = True
                     break
     return found
+
+
+def _project_module(context: FileContext, base: cst.BaseExpression) -> bool:
+    """``base`` names an NNX module class of another file of the project."""
+    if context.project is None:
+        return False
+    info = context.project_class(base)
+    return info is not None and info.kind == "module" and info.path != context.path
 
 
 def method(class_node: cst.ClassDef, name: str) -> Optional[cst.FunctionDef]:
@@ -227,6 +237,9 @@ class OptimizerUse:
     self_attribute: Optional[tuple[str, str]] = None  # (class, attribute) for ``self.<attribute>``
     parameter: Optional[tuple[cst.FunctionDef, str]] = None
     annotated: bool = False  # a parameter annotated nnx.Optimizer
+    # known from the project: a function of another file returned it, every call site in
+    # the project passes one, or its class derives from nnx.Optimizer
+    inferred: bool = False
 
 
 @dataclass
@@ -345,15 +358,27 @@ class OptimizerTracker:
                 self.uses.append(OptimizerUse(node, local=info, local_model=self._model_here(info)))
             elif isinstance(binding.node, cst.Param):
                 function = context.enclosing_function()
-                annotation = binding.node.annotation
-                annotated = annotation is not None and context.nnx_member(annotation.annotation) == "Optimizer"
+                optimizer = self._optimizer_kind(receiver)
+                annotated = binding.node.annotation is not None and optimizer
                 if function is not None and param_named(function, receiver.value) is binding.node:
-                    self.uses.append(OptimizerUse(node, parameter=(function, receiver.value), annotated=annotated))
+                    self.uses.append(OptimizerUse(node, parameter=(function, receiver.value), annotated=annotated,
+                                                  inferred=optimizer and not annotated))
+            elif self._optimizer_kind(receiver):
+                self.uses.append(OptimizerUse(node, inferred=True))
             return
         attribute = self_attribute(receiver)
         owner = context.enclosing_class()
         if attribute is not None and owner is not None:
             self.uses.append(OptimizerUse(node, self_attribute=(owner.name.value, attribute)))
+
+    def _optimizer_kind(self, receiver: cst.BaseExpression) -> bool:
+        """Whether ``receiver`` is known to hold an nnx.Optimizer (not a ModelAndOptimizer):
+        by its annotation (``nnx.optimizer.Optimizer``, a subclass of another file), what a
+        function returned, or what every call site in the project passes."""
+        from nnxlint.analysis import OPTIMIZER, kind_of  # analysis builds on this module
+
+        kind = kind_of(self.context, receiver)
+        return kind is not None and kind.category == OPTIMIZER and kind.nnx_class in (None, "Optimizer")
 
     def _model_here(self, info: OptimizerInfo) -> Optional[cst.BaseExpression]:
         """The optimizer's model expression, if it still means the same object here."""
@@ -375,9 +400,11 @@ class OptimizerTracker:
                     resolved.append(ResolvedUse(use.node, self._self_model(use.self_attribute[0], info)))
             elif use.parameter is not None:
                 known, model = self._parameter_optimizer(*use.parameter)
-                if known or (use.annotated and not self.model_and_optimizer
-                             and not self._passed_other(*use.parameter)):
+                if known or use.inferred or (use.annotated and not self.model_and_optimizer
+                                             and not self._passed_other(*use.parameter)):
                     resolved.append(ResolvedUse(use.node, model))
+            elif use.inferred:
+                resolved.append(ResolvedUse(use.node, None))
         return resolved
 
     def _self_model(self, owner: str, info: OptimizerInfo) -> Optional[cst.BaseExpression]:

@@ -376,6 +376,8 @@ class _Scan:
         while pending:
             current = pending.pop()
             kind = type(current)
+            if kind in _LEAVES:
+                continue
             if kind is ast.Call:
                 self.calls.append(current)  # type: ignore[arg-type]
             elif kind in _ASSIGNMENTS:
@@ -385,12 +387,33 @@ class _Scan:
             elif kind in _NESTED:
                 self.nested.append(current)
                 continue
-            pending.extend(ast.iter_child_nodes(current))
+            for name in _child_fields(kind):
+                value = getattr(current, name)
+                if type(value) is list:
+                    pending.extend(value)
+                elif value is not None:
+                    pending.append(value)
 
 
 _ASSIGNMENTS = frozenset({ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor, ast.With, ast.AsyncWith,
                           ast.NamedExpr, ast.comprehension})
 _NESTED = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda})
+# Nodes with nothing below them that the scan needs.
+_LEAVES = frozenset({ast.Name, ast.Constant, ast.Pass, ast.Break, ast.Continue, ast.Import, ast.ImportFrom,
+                     ast.Global, ast.Nonlocal})
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
+# Fields that never hold nodes the scan needs (names, operators, contexts).
+_NO_CHILDREN = frozenset({"ctx", "op", "ops", "id", "attr", "arg", "name", "names", "module", "level", "kind",
+                          "type_comment", "is_async", "conversion", "format_spec", "type_params", "asname",
+                          "kwd_attrs"})
+
+
+def _child_fields(kind: type) -> tuple[str, ...]:
+    fields = _CHILD_FIELDS.get(kind)
+    if fields is None:
+        fields = _CHILD_FIELDS[kind] = tuple(name for name in getattr(kind, "_fields", ())  # str, int: none
+                                             if name not in _NO_CHILDREN)
+    return fields
 
 
 def _literal(node: ast.AST) -> Any:

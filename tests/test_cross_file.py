@@ -208,3 +208,86 @@ def test_cached_findings_follow_new_call_sites(tmp_path):
     assert findings(tmp_path, files, {"NNX109"}, cache=True) == {("steps.py", 2, "NNX109")}
     write(tmp_path, {"other.py": "from steps import show\nshow(object())\n"})
     assert findings(tmp_path, {}, {"NNX109"}, cache=True) == set()
+
+
+# -- NNX103 / NNX110 -----------------------------------------------------------------
+def test_optimizers_passed_between_files(tmp_path):
+    files = {
+        "opt.py": """\
+            from flax import nnx
+
+            class MyOptimizer(nnx.Optimizer):
+                pass
+
+            def make(model, tx):
+                return nnx.Optimizer(model, tx, wrt=nnx.Param)
+            """,
+        "steps.py": """\
+            from flax import nnx
+            from opt import MyOptimizer
+
+            def step(model, optimizer, grads):
+                optimizer.update(grads)
+                return optimizer.model
+
+            def annotated(optimizer: MyOptimizer, grads):
+                optimizer.update(grads)
+
+            def spelled(optimizer: nnx.optimizer.Optimizer, grads):
+                optimizer.update(grads)
+
+            def legacy(state, grads):
+                state.update(grads)
+                return state.model
+            """,
+        "main.py": """\
+            from flax import nnx
+            import opt
+            from steps import step, legacy
+
+            optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+            step(model, optimizer, grads)
+            made = opt.make(model, tx)
+            made.update(grads)
+            legacy(nnx.ModelAndOptimizer(model, tx), grads)
+            """,
+    }
+    assert findings(tmp_path, files, {"NNX103", "NNX110"}) == {
+        ("steps.py", 5, "NNX103"), ("steps.py", 6, "NNX110"), ("steps.py", 9, "NNX103"), ("steps.py", 12, "NNX103"),
+        ("main.py", 8, "NNX103")}
+
+
+# -- NNX108 --------------------------------------------------------------------------
+def test_containers_on_classes_deriving_from_other_files(tmp_path):
+    files = {
+        "base.py": """\
+            from flax import nnx
+
+            class Base(nnx.Module):
+                pass
+
+            class Tree(nnx.Pytree):
+                pass
+
+            class Static(nnx.Module, pytree=False):
+                pass
+            """,
+        "model.py": """\
+            from flax import nnx
+            from base import Base, Static, Tree
+
+            class Net(Base):
+                def __init__(self, rngs):
+                    self.layers = [nnx.Linear(2, 2, rngs=rngs)]
+
+            class Holder(Tree):
+                def __init__(self, rngs):
+                    self.layers = [nnx.Linear(2, 2, rngs=rngs)]
+
+            class Plain(Static):  # pytree=False is not inherited
+                def __init__(self, rngs):
+                    self.layers = [nnx.Linear(2, 2, rngs=rngs)]
+            """,
+    }
+    assert findings(tmp_path, files, {"NNX108"}) == {
+        ("model.py", 6, "NNX108"), ("model.py", 10, "NNX108"), ("model.py", 14, "NNX108")}
