@@ -815,7 +815,7 @@ def test_an_rnn_built_in_setup_keeps_its_cell_inside_as_linen_does():
     ("nn.RNN(nn.LSTMCell(features=6))", "nn.RNN(nn.GRUCell(features=6))", "hn, inside the reset gate"),
     ("hs = nn.RNN(nn.LSTMCell(features=6))(xs)",
      "cell = nn.LSTMCell(6)\n            _, hs = cell(cell.initialize_carry(jax.random.key(1), xs.shape), xs)",
-     "created but not called at once"),
+     "`cell.initialize_carry` of an `nn.LSTMCell` is not converted"),
 ])
 def test_recurrent_layers_that_get_no_fix(old, new, reason):
     assert old in SEQUENCES
@@ -997,7 +997,7 @@ def test_a_scanned_remat_stack_is_built_by_vmap_under_split_rngs_and_applied_by_
     assert "        @nnx.split_rngs(splits=depth)\n" \
            "        @nnx.vmap(in_axes=(0,), out_axes=0)\n" \
            "        def scan_checkpoint_block_0(rngs: nnx.Rngs):\n" \
-           "            return Block(8, 8, rngs=rngs)\n\n" \
+           "            return Block(8, 8, rngs=rngs)\n" \
            "        self.scan_checkpoint_block_0 = scan_checkpoint_block_0(rngs)\n" in fixed
     assert "        x, _ = nnx.scan(nnx.remat(Block.__call__), in_axes=(0, nnx.Carry, 0), " \
            "out_axes=(nnx.Carry, 0))(self.scan_checkpoint_block_0, x, None)\n" in fixed
@@ -1089,3 +1089,57 @@ def test_partitioning_with_a_mesh_or_rules_argument_gets_no_fix():
     fixed, messages = convert(PARTITIONED.replace('("mlp", None)))(x)', '("mlp", None), rules=()))(x)'))
     assert fixed is None
     assert any("`nn.with_logical_partitioning` with `mesh=` or `rules=`" in message for message in messages), messages
+
+
+# --- a module bound to a name and used later, e.g. tied embeddings (constructs/local_module.py)
+
+TIED = '''\
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+class LM(nn.Module):
+    @nn.compact
+    def __call__(self, tokens):
+        embed = nn.Embed(10, 6)
+        x = nn.Dense(6)(embed(tokens))
+        return embed.attend(x)
+
+
+variables = LM().init(jax.random.key(0), jnp.ones((1, 3), jnp.int32))
+'''
+
+
+def test_a_bound_embedding_is_one_attribute_called_and_attended():
+    fixed, messages = convert(TIED)
+    assert fixed is not None, messages
+    assert "        self.embed_0 = nnx.Embed(10, 6, rngs=rngs)\n" in fixed
+    assert "        x = self.dense_0(self.embed_0(tokens))\n        return self.embed_0.attend(x)\n" in fixed
+    assert "embed =" not in fixed
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ("return embed.attend(x)", "return embed.variables", "(a submodule) is used other than by calling it"),
+    ("return embed.attend(x)", "return embed.features", "(a submodule) is used other than by calling it"),
+    ("        embed = nn.Embed(10, 6)\n", "        embed = nn.Embed(10, 6)\n        embed = nn.Embed(10, 6)\n",
+     "bound to something other than a name assigned once"),
+    ("x = nn.Dense(6)(embed(tokens))\n        return embed.attend(x)",
+     "dense = nn.Dense(6)\n        x = dense.attend(embed(tokens))\n        return x", "`dense.attend` of an `nn.Dense`"),
+])
+def test_bound_modules_used_otherwise_get_no_fix(old, new, reason):
+    assert old in TIED
+    fixed, messages = convert(TIED.replace(old, new))
+    assert fixed is None or "class LM(nn.Module):" in fixed
+    assert messages and any(reason in message for message in messages), messages
+
+
+def test_nested_constructions_are_numbered_as_linen_creates_them_outer_first():
+    source = TIED.replace("x = nn.Dense(6)(embed(tokens))", "x = nn.Dense(6)(nn.relu(nn.Dense(6, use_bias=False)(embed(tokens))))")
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    namespace: dict = {}
+    exec(source, namespace)
+    assert "bias" in namespace["variables"]["params"]["Dense_0"]  # Linen: the outer Dense is Dense_0
+    assert "self.dense_1 = nnx.Linear(6, 6, use_bias=False, rngs=rngs)" in fixed
+    assert "x = self.dense_0(nnx.relu(self.dense_1(self.embed_0(tokens))))" in fixed

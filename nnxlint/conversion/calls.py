@@ -13,6 +13,7 @@ from nnxlint.conversion.base import (
 )
 from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
+from nnxlint.conversion.constructs.local_module import bind_local_module, local_module_call, mark_local_module_use
 from nnxlint.conversion.constructs.partitioning import partitioned_init
 from nnxlint.conversion.constructs.scan_stack import Scan, is_scan, read_scan, scanned_call
 from nnxlint.conversion.constructs.loop_stack import StackLoop, check_sizes_kept, loop_header, stack_loop, stacked_call
@@ -61,6 +62,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.stacked_classes: set[str] = set()  # classes a loop stacks: created nowhere else
         self.scans: dict[str, Scan] = {}  # ``Blocks = nn.scan(...)``: names of scanned stacks (statement removed)
         self.scan_calls: set[int] = set()  # ``Blocks(...)(x, None)`` calls, converted by ``constructs/scan_stack.py``
+        self.local_modules: dict[str, Slot] = {}  # ``embed = nn.Embed(...)`` (``constructs/local_module.py``)
+        self.local_module_reads: set[int] = set()  # the ``embed`` of ``embed(x)`` / ``embed.attend(x)``
+        self.removed_statements: set[int] = set()  # assignments whose statement the conversion removes
 
     # control flow: constructions inside are not converted, but for a layer stack (``constructs/loop_stack.py``)
     def visit_While(self, node) -> None:
@@ -158,6 +162,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
     def visit_Name(self, node: cst.Name) -> None:
         if node.value in self.scans:
             raise Unconvertible(f"`{node.value}` (an `nn.scan` of a class) is used other than as `{node.value}(...)(x)`")
+        if node.value in self.local_modules and id(node) not in self.local_module_reads:
+            raise Unconvertible(f"`{node.value}` (a submodule) is used other than by calling it")
         if node.value in self.converter._call_param_index and id(node) not in self.keyword_names:
             self.mode_reads[node.value] = self.mode_reads.get(node.value, 0) + 1
         if node.value in self.variable_locals and id(node) not in self.variable_reads | self.keyword_names:
@@ -169,6 +175,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             if not isinstance(target, cst.Name) or self.depth or self.converter._assignments.get(target.value) != 1:
                 raise Unconvertible("an `nn.scan` bound to something other than a name assigned once")
             self.scans[target.value] = read_scan(self.converter, node.value)  # type: ignore[arg-type]
+            self.removed_statements.add(id(node))
+            return False
+        if bind_local_module(self, node):
             return False
         self.assigned_values.add(id(node.value))
         if isinstance(node.value, cst.Call) and self.converter.env.resolve(node.value.func) == "functools.partial":
@@ -184,13 +193,12 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.variable_reads.add(id(node.targets[0].target))
 
     def leave_SimpleStatementLine(self, original_node, updated_node):
-        if len(original_node.body) == 1 and isinstance(original_node.body[0], cst.Assign) \
-                and is_scan(self.converter, original_node.body[0].value):
-            return cst.RemoveFromParent()  # ``Blocks = nn.scan(...)``: its calls build the stack
+        if len(original_node.body) == 1 and id(original_node.body[0]) in self.removed_statements:
+            return cst.RemoveFromParent()  # ``Blocks = nn.scan(...)``, ``embed = nn.Embed(...)``: built in __init__
         return updated_node
 
     def leave_Assign(self, original_node, updated_node):
-        if is_scan(self.converter, original_node.value):
+        if id(original_node) in self.removed_statements:
             return updated_node
         shape = self.shape_of(original_node.value, several=True)
         for target in original_node.targets:
@@ -218,6 +226,10 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
                 isinstance(construction.func, cst.Name) and construction.func.value in self.scans)):
             self.scan_calls.add(id(node))
             return False  # its arguments are visited by ``leave_Call``
+        mark_local_module_use(self, node)
+        loop = self.loops[-1] if self.loops else None
+        if id(node) in self.called_at_once and not (loop is not None and loop.depth == self.depth):
+            self.converter.reserve_name(node)  # in the order Python creates the modules, as Linen numbers them
         if isinstance(node.func, cst.Call):
             self.called_at_once.add(id(node.func))
             layer = self.converter.layer(node.func.func)
@@ -229,6 +241,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         func = original_node.func
         if id(original_node) in self.called_at_once:
             return updated_node  # ``nn.Dense(3)`` in ``nn.Dense(3)(x)``: the outer call converts both
+        local = local_module_call(self, original_node, updated_node)
+        if local is not None:
+            return local
         if id(original_node) in self.scan_calls:
             construction = original_node.func
             scan = self.scans.get(getattr(construction.func, "value", None)) \

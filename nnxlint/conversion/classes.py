@@ -57,6 +57,7 @@ class ClassConverter(LayerConstruction):
         self.params: dict[str, str] = {}  # self.param attributes -> their NNX creation
         self.variables: dict[str, str] = {}  # self.variable attributes -> their NNX creation
         self.auto_counters: dict[str, int] = {}
+        self.reserved_names: dict[int, str] = {}  # construction -> the auto-name Linen gives it (``reserve_name``)
         self.size_params: dict[str, int] = {}
         self.mode: Optional[Mode] = None
         self.uses_rngs = False
@@ -418,13 +419,25 @@ class ClassConverter(LayerConstruction):
                 raise Unconvertible("`name=` must be a literal identifier")
             attribute = name
         else:
-            type_name = layer.mapping.linen if layer.mapping else layer.user_class
-            count = self.auto_counters.get(type_name, 0)  # type: ignore[arg-type]
-            self.auto_counters[type_name] = count + 1  # type: ignore[index]
-            attribute = nnx_attribute_name(f"{type_name}_{count}")
+            attribute = self.reserved_names.pop(id(construction), None) or self._next_auto_name(layer)
         if attribute in self.field_names or attribute in self.params or attribute in self.variables:
             raise Unconvertible(f"the submodule name `{attribute}` collides with a field")
         return self._add_slot(attribute, construction)
+
+    def reserve_name(self, construction: cst.Call) -> None:
+        """Linen numbers modules as Python creates them: in ``nn.Dense(4)(nn.Dense(8)(x))``
+        the outer one first (the callee is evaluated before its argument), so its
+        auto-name is taken when the rewriter reaches it, before the inner one's."""
+        layer = self.layer(construction.func)
+        if layer is not None and layer.factory is None and id(construction) not in self.reserved_names \
+                and not any(arg_keyword(arg) == "name" for arg in construction.args):
+            self.reserved_names[id(construction)] = self._next_auto_name(layer)
+
+    def _next_auto_name(self, layer) -> str:
+        type_name = layer.mapping.linen if layer.mapping else layer.user_class
+        count = self.auto_counters.get(type_name, 0)  # type: ignore[arg-type]
+        self.auto_counters[type_name] = count + 1  # type: ignore[index]
+        return nnx_attribute_name(f"{type_name}_{count}")
 
     def call_slot(self, slot: Slot, inputs: list[Shape], shapes: dict[str, Shape]) -> tuple[Shape, Optional[Mode]]:
         """Fixes the slot's NNX construction from the shapes it is called with;

@@ -159,6 +159,8 @@ UNFUSABLE_GATE_PARAMETERS = {"GRUCell": (("hn", "bias"),)}
 # then (it needs a mesh) unless told not to.
 PARTITIONING = {"with_logical_partitioning": "with_partitioning", "with_partitioning": "with_partitioning"}
 PARTITIONING_ADDED = {"eager_sharding": "False"}
+# Methods of a layer other than ``__call__`` that NNX has with the same meaning.
+LAYER_METHODS = {"Embed": ("attend",)}
 # Layers of the table whose NNX counterpart computes something else: no fix, for this reason.
 INEXACT_LAYERS = {"GRUCell": "Linen's GRUCell has a bias on the candidate's recurrent term (hn, inside the reset "
                              "gate) that nnx.GRUCell lacks: the converted model would train differently"}

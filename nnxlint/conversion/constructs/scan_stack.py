@@ -15,7 +15,6 @@ called, over the block's own ``__call__``, which keeps Linen's
     @nnx.vmap(in_axes=(0,), out_axes=0)
     def scan_checkpoint_block_0(rngs: nnx.Rngs):
         return Block(width, width, rngs=rngs)
-
     self.scan_checkpoint_block_0 = scan_checkpoint_block_0(rngs)
     ...
     x, _ = nnx.scan(nnx.remat(Block.__call__), in_axes=(0, nnx.Carry, 0),
@@ -178,14 +177,11 @@ def _stack_name(converter: ClassConverter, scan: Scan, construction: cst.Call) -
 
 def _build_stack(converter: ClassConverter, attribute: str, block: str, length: cst.BaseExpression,
                  rewriter: CallRewriter) -> str:
-    """``__init__``'s lines for the stack (one entry of its body, indented by the caller)."""
-    nnx, env = converter.env.nnx, converter.env
-    indent, newline = env.module.default_indent, env.module.default_newline
+    """``__init__``'s lines for the stack (one entry of its body: physical lines, each indented by the caller)."""
+    nnx = converter.env.nnx
     converter.uses_rngs = True
-    lines = [f"@{nnx}.split_rngs(splits={converter.init_code(length, rewriter.shapes)})",
-             f"@{nnx}.vmap(in_axes=(0,), out_axes=0)",
-             f"def {attribute}(rngs: {nnx}.Rngs):",
-             f"{indent}return {block}",
-             "",
-             f"self.{attribute} = {attribute}(rngs)"]
-    return f"{newline}{indent}".join(lines).replace(f"{newline}{indent}{newline}", f"{newline}{newline}")
+    return "\n".join([f"@{nnx}.split_rngs(splits={converter.init_code(length, rewriter.shapes)})",
+                      f"@{nnx}.vmap(in_axes=(0,), out_axes=0)",
+                      f"def {attribute}(rngs: {nnx}.Rngs):",
+                      f"{converter.env.module.default_indent}return {block}",
+                      f"self.{attribute} = {attribute}(rngs)"])
