@@ -104,6 +104,19 @@ class LinenModule(Rule):
     trained Linen variables onto the converted model. Train/eval flags become
     `model.train()` / `model.eval()`: NNX `Dropout` and `BatchNorm` default to
     train mode where Linen requires the flag.
+
+    Constructs of large models (each verified from identical weights, see
+    docs/linen-conversion.md): `nn.scan(nn.remat(Block), variable_axes={'params': 0},
+    split_rngs={'params': True}, length=n)` -> the block stack built by `nnx.vmap`
+    under `nnx.split_rngs` and applied by `nnx.scan(nnx.remat(Block.__call__), ...)`;
+    `for i in range(n): x = Block(...)(x)` -> an `nnx.List` built and indexed by the
+    same loop; `nn.with_logical_partitioning(init, names)` ->
+    `nnx.with_partitioning(init, names, eager_sharding=False)`; `embed = nn.Embed(...)`
+    used as `embed(x)` and `embed.attend(y)` -> one attribute. No fix (the finding
+    names the construct): `nn.GRUCell` (Linen's `hn` bias inside the reset gate has
+    no `nnx.GRUCell` parameter), `self.make_rng`, `self.sow`, attention with
+    `decode=True` and the `cache` collection, `nn.vmap`/`nn.jit` of a module, and
+    `nn.scan` with other options (`metadata_params`, `unroll`, `reverse`, ...).
     """
 
     code = "NNX002"

@@ -1143,3 +1143,13 @@ def test_nested_constructions_are_numbered_as_linen_creates_them_outer_first():
     assert "bias" in namespace["variables"]["params"]["Dense_0"]  # Linen: the outer Dense is Dense_0
     assert "self.dense_1 = nnx.Linear(6, 6, use_bias=False, rngs=rngs)" in fixed
     assert "x = self.dense_0(nnx.relu(self.dense_1(self.embed_0(tokens))))" in fixed
+
+
+@pytest.mark.parametrize("decode", ["True", "self.decode"])
+def test_attention_with_a_decode_cache_gets_no_fix(decode):
+    source = TIED.replace("x = nn.Dense(6)(embed(tokens))",
+                          f"x = nn.MultiHeadDotProductAttention(2, decode={decode})(embed(tokens))")
+    fixed, messages = convert(source.replace("    @nn.compact", "    decode: bool = False\n\n    @nn.compact"))
+    assert fixed is None or "class LM(nn.Module):" in fixed
+    assert any(f"`nn.MultiHeadDotProductAttention(decode={decode})`: a decode cache" in message
+               for message in messages), messages

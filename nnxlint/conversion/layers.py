@@ -9,7 +9,7 @@ import libcst as cst
 
 from nnxlint.conversion.base import Layer, Slot, Unconvertible, arg_keyword, self_attribute
 from nnxlint.conversion.constructs import FACTORIES
-from nnxlint.conversion.linen_map import INEXACT_LAYERS, LAYERS, LayerMapping
+from nnxlint.conversion.linen_map import INEXACT_LAYERS, LAYERS, ONLY_VALUES, LayerMapping
 from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, int_literal, int_tuple, string_literal, window_output
 
 
@@ -56,9 +56,12 @@ class LayerConstruction:
                     shapes: dict[str, Shape]) -> str:
         values, positional = self.construction_args(slot.construction, mapping)
         values.pop("name", None)
-        for keyword in values:
+        for keyword, value in values.items():
             if keyword in mapping.no_equivalent:
                 raise Unconvertible(f"`nn.{mapping.linen}({keyword}=...)` has no NNX equivalent")
+            only = ONLY_VALUES.get((mapping.linen, keyword))
+            if only is not None and self.env.code(value) != only[0]:
+                raise Unconvertible(f"`nn.{mapping.linen}({keyword}={self.env.code(value)})`: {only[1]}")
         flag = values.pop(mapping.mode_flag, None) if mapping.mode_flag else None
         if flag is not None:
             constant = self.mode_use(flag, True)

@@ -159,6 +159,11 @@ UNFUSABLE_GATE_PARAMETERS = {"GRUCell": (("hn", "bias"),)}
 # then (it needs a mesh) unless told not to.
 PARTITIONING = {"with_logical_partitioning": "with_partitioning", "with_partitioning": "with_partitioning"}
 PARTITIONING_ADDED = {"eager_sharding": "False"}
+# Layer arguments converted only with one literal value: (Linen layer, keyword) -> (value, why not others).
+_DECODE = ("False", "a decode cache (Linen's `cache` collection, `mutable=['cache']`) is not converted: NNX "
+                    "keeps it in `nnx.Cache` variables that `init_cache(...)` must create before decoding")
+ONLY_VALUES = {(layer, "decode"): _DECODE
+               for layer in ("MultiHeadDotProductAttention", "SelfAttention", "MultiHeadAttention")}
 # Methods of a layer other than ``__call__`` that NNX has with the same meaning.
 LAYER_METHODS = {"Embed": ("attend",)}
 # Layers of the table whose NNX counterpart computes something else: no fix, for this reason.
