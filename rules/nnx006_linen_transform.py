@@ -41,10 +41,13 @@ class LinenTransform(Rule):
     ```
 
     ## Fix safety
-    No fix: the lifting arguments (which collections are split, broadcast or
-    carried) decide the NNX structure, and the parameter layout changes (stacked
-    layers), so the conversion is left to a person. NNX002 gives no fix for a file
-    that uses one.
+    No fix of its own: the lifting arguments (which collections are split,
+    broadcast or carried) decide the NNX structure. NNX002's conversion converts
+    the layer stack `nn.scan(Block)` / `nn.scan(nn.remat(Block))` with
+    `variable_axes={'params': 0}`, `split_rngs={'params': True}` and `length=`
+    into the form above (applied with `nnx.scan`, and `nnx.remat`), the stacked
+    parameters loading as they are; any other lifted transform leaves the class
+    without a fix.
     """
 
     code = "NNX006"
@@ -75,4 +78,4 @@ class LinenTransform(Rule):
         transform = linen_transform(self.context, func)
         if transform is not None:
             self.report(where, f"Linen lifted transform `{transform}`: use {LINEN_TRANSFORMS[transform]}; "
-                               "no automatic conversion")
+                               "NNX002's fix converts only layer stacks (`nn.scan` of a class, with `nn.remat`)")
