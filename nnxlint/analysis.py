@@ -32,6 +32,7 @@ MODULE, OPTIMIZER, VARIABLE, RNGS = "module", "optimizer", "variable", "rngs"
 # Other objects whose attributes may hold Variables (a metric, an nnx.Pytree, a plain
 # class of the project), an nnx.State and a GraphDef (``of``: the module they mirror).
 OBJECT, STATE, GRAPHDEF = "object", "state", "graphdef"
+LINEN = "linen"  # an instance of a Linen module class (flax.linen's or the project's)
 GRADIENT_TRANSFORMS = ("grad", "value_and_grad")
 # nnx containers of submodules: ``nnx.List([...])``, ``nnx.Dict({...})``, ``nnx.data([...])``.
 CONTAINERS = frozenset({"List", "Dict", "data"})
@@ -57,7 +58,7 @@ _NNX_CATEGORIES = ((OPTIMIZER, OPTIMIZER_CLASSES), (VARIABLE, VARIABLE_TYPES), (
                    (MODULE, MODULE_CLASSES), (STATE, frozenset({"State"})), (OBJECT, frozenset(OBJECT_VARIABLES)))
 # Kinds of the project index's classes (nnxlint.project) as categories here.
 _PROJECT_CATEGORIES = {project_index.MODULE: MODULE, project_index.VARIABLE: VARIABLE,
-                       project_index.OPTIMIZER: OPTIMIZER, project_index.PYTREE: OBJECT}
+                       project_index.OPTIMIZER: OPTIMIZER, project_index.PYTREE: OBJECT, project_index.LINEN: LINEN}
 # Array attributes: ``<State>.value.shape`` reads a Variable's array, ``<State>.value.kernel``
 # a submodule named ``value`` (attention's value projection).
 ARRAY_ATTRIBUTES = frozenset({"shape", "dtype", "ndim", "size", "T", "astype", "reshape", "sum", "mean", "min",
@@ -139,7 +140,7 @@ class FileIndex:
         """The kind of an instance of the class ``expression`` names (``qualified`` is what
         it resolves to); ``call`` is the construction, if there is one."""
         member = nnx_member(qualified)
-        if member is not None:
+        if member is not None or _linen_class(qualified):
             return self.kind_of_qualified(qualified, call)  # type: ignore[arg-type]
         if qualified is None and isinstance(expression, cst.Name) and expression.value not in self.redefined:
             if expression.value in self.module_classes:
@@ -163,6 +164,8 @@ class FileIndex:
         if member is not None:
             category = next((category for category, members in _NNX_CATEGORIES if member in members), None)
             return Kind(category, nnx_class=member, call=call) if category else None
+        if _linen_class(qualified):
+            return Kind(LINEN, call=call)
         project = self.context.project
         info = project.class_info(qualified) if project is not None else None
         category = _PROJECT_CATEGORIES.get(info.kind) if info is not None else None  # type: ignore[arg-type]
@@ -431,6 +434,12 @@ def kind_of(context: FileContext, expression: cst.BaseExpression) -> Optional[Ki
         return _kind_of_item(context, *unpacked) if unpacked else None
     finally:
         active.discard(id(binding))
+
+
+def _linen_class(qualified: Optional[str]) -> bool:
+    """A Linen module class: ``flax.linen.Dense`` (classes are capitalized, functions not)."""
+    return bool(qualified) and qualified.startswith("flax.linen.") and \
+        qualified.rpartition(".")[2][:1].isupper()  # type: ignore[union-attr]
 
 
 def _string_key(subscript: cst.Subscript) -> Optional[str]:

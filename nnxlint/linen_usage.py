@@ -11,7 +11,7 @@ from typing import Optional
 import libcst as cst
 
 from nnxlint.context import FileContext
-from nnxlint.flax_api import FLAX_LINEN, is_linen
+from nnxlint.flax_api import FLAX_LINEN, FLAX_NNX, is_linen
 
 # Linen's lifted transforms and scope tools, with the NNX counterpart to suggest.
 LINEN_TRANSFORMS = {
@@ -45,14 +45,50 @@ def _is_linen_base(context: FileContext, base: cst.BaseExpression) -> bool:
 
 
 def is_linen_instance(context: FileContext, node: cst.BaseExpression) -> bool:
-    """``MLP(...)``, or a name the current scope binds to ``MLP(...)`` once."""
-    if isinstance(node, cst.Call):
-        return is_linen_class(context, node.func)
+    """``MLP(...)``, or a name the current scope binds to ``MLP(...)`` once; with the
+    project index also a model of a Linen class of another file, returned by a function
+    or passed to a parameter by every call site."""
+    return linen_receiver(context, node) is True
+
+
+def linen_receiver(context: FileContext, node: cst.BaseExpression) -> Optional[bool]:
+    """True when ``node`` holds a Linen module instance, False when it is known to hold
+    something else (an NNX module, an ``nnx.bridge`` module, an instance of a class with
+    its own ``apply``), None when unknown."""
+    if isinstance(node, cst.Call) and is_linen_class(context, node.func):
+        return True
     if isinstance(node, cst.Name):
         binding = context.lookup(node.value)
         value = _assigned_value(binding.node) if binding is not None else None
-        return isinstance(value, cst.Call) and is_linen_class(context, value.func)
-    return False
+        if isinstance(value, cst.Call) and is_linen_class(context, value.func):
+            return True
+        if isinstance(value, cst.Call) and _defines_class(context, value.func):
+            return False
+    if context.project is None and not isinstance(node, cst.Call):
+        return None
+    from nnxlint.analysis import LINEN, kind_of  # the analysis builds on the engine's context
+
+    kind = kind_of(context, node)
+    if kind is not None:
+        return kind.category == LINEN
+    func = node.func if isinstance(node, cst.Call) else None
+    if func is not None and (context.project_class(func) is not None or _defines_class(context, func)):
+        return False  # an instance of a class that is no Linen module (``nnx.bridge``, its own ``apply``)
+    return None
+
+
+def imports_linen(context: FileContext) -> bool:
+    """Whether the file imports flax.linen (or something from it) at module level."""
+    return any(is_linen(binding.qualified_name) for bindings in context.module_scope.bindings.values()
+               for binding in bindings)
+
+
+def _defines_class(context: FileContext, func: cst.BaseExpression) -> bool:
+    """``func`` names a class that is no Linen module: one of the file's, or of flax.nnx."""
+    if isinstance(func, cst.Name):
+        binding = context.lookup(func.value)
+        return binding is not None and isinstance(binding.node, cst.ClassDef)
+    return (context.resolve(func) or "").startswith(FLAX_NNX + ".")
 
 
 def _assigned_value(node: Optional[cst.CSTNode]) -> Optional[cst.BaseExpression]:

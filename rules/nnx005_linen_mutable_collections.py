@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from nnxlint.linen_usage import is_linen_class
+from nnxlint.linen_usage import imports_linen, is_linen_class, linen_receiver
 from nnxlint.rule import Invalid, Needs, Rule, Valid
 
 
@@ -53,6 +53,12 @@ class LinenMutableCollections(Rule):
               "        self.sow(nnx.Intermediate, 'h', x)\n        return x\n"),
         Valid("import flax.linen as nn\ny = model.apply(variables, x)\n"),
         Valid("class Plain:\n    def f(self):\n        return self.variable('a', 'b')\n"),
+        # not Linen: an nnx.bridge module, a class with its own apply, a file without Linen
+        Valid("from flax import nnx\n\nclass Bridge(nnx.bridge.Module):\n    pass\n\n"
+              "y, updates = Bridge().apply(v, x, mutable=True)\n"),
+        Valid("import flax.linen as nn\n\nclass Ensemble:\n    def apply(self, v, x, mutable):\n        return x\n\n"
+              "model = Ensemble()\ny = model.apply(v, x, mutable=['stats'])\n"),
+        Valid("import jax\ny = thing.apply(v, x, mutable=['batch_stats'])\n"),
     )
     invalid = (
         Invalid("import flax.linen as nn\nmodel = nn.BatchNorm()\n"
@@ -71,7 +77,8 @@ class LinenMutableCollections(Rule):
         if not isinstance(func, cst.Attribute):
             return
         if func.attr.value in ("apply", "apply_fn") and any(
-                arg.keyword is not None and arg.keyword.value == "mutable" for arg in node.args):
+                arg.keyword is not None and arg.keyword.value == "mutable" for arg in node.args) \
+                and self._linen_apply(func):
             self.report(node, "`apply(..., mutable=...)` threads Linen collections by hand: NNX keeps them "
                               "in the module (`nnx.BatchStat`, updated in place; `model.train()`/`model.eval()`)")
         elif isinstance(func.value, cst.Name) and func.value.value == "self" and self._in_linen_class():
@@ -81,6 +88,15 @@ class LinenMutableCollections(Rule):
             elif func.attr.value == "sow":
                 self.report(node, "`self.sow(collection, ...)`: in NNX, `self.sow(nnx.Intermediate, ...)` "
                                   "read back with `nnx.capture`")
+
+    def _linen_apply(self, func: cst.Attribute) -> bool:
+        """``apply`` on a Linen model, or on an unknown receiver in a file that uses Linen
+        (not ``nnx.bridge`` modules nor classes with an ``apply`` of their own);
+        ``state.apply_fn`` is TrainState's Linen apply."""
+        if func.attr.value == "apply_fn":
+            return True
+        receiver = linen_receiver(self.context, func.value)
+        return receiver is True or (receiver is None and imports_linen(self.context))
 
     def _in_linen_class(self) -> bool:
         enclosing = self.context.enclosing_class()

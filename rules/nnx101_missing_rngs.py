@@ -141,12 +141,18 @@ class MissingRngs(Rule):
                                if arg.keyword is None and holds_rngs(self.context, arg.value)), None)
             self.missing.append(_MissingRngs(node, f"nnx.{layer}", rngs_in_scope(self.context),
                                              init_of_module_class(self.context), positional_rngs=positional))
-        elif isinstance(node.func, cst.Name):
-            binding = self.context.lookup(node.func.value)
-            if binding is not None and isinstance(binding.node, cst.ClassDef):
-                self.class_calls.append(_MissingRngs(node, node.func.value, rngs_in_scope(self.context),
-                                                     init_of_module_class(self.context), node.func.value,
-                                                     class_node=binding.node))
+        elif isinstance(node.func, cst.Name) and isinstance(
+                (binding := self.context.lookup(node.func.value)) and binding.node, cst.ClassDef):
+            self.class_calls.append(_MissingRngs(node, node.func.value, rngs_in_scope(self.context),
+                                                 init_of_module_class(self.context), node.func.value,
+                                                 class_node=binding.node))  # type: ignore[union-attr]
+        else:  # an NNX module class of another file of the project
+            info = self.context.project_class(node.func)
+            if (info is not None and info.kind == "module" and info.path != self.context.path
+                    and info.requires_rngs() and not _positional_reaches(node, info.rngs_position())):
+                name = cst.Module([]).code_for_node(node.func)
+                self.missing.append(_MissingRngs(node, name, rngs_in_scope(self.context),
+                                                 init_of_module_class(self.context), user_class=name))
 
     def leave_Module(self, node: cst.Module) -> None:
         calls_of: dict[int, list[_MissingRngs]] = {}
@@ -205,6 +211,10 @@ class MissingRngs(Rule):
 
 
 def _passes_rngs_positionally(call: cst.Call, owner: cst.ClassDef) -> bool:
-    position = rngs_position(owner)
+    return _positional_reaches(call, rngs_position(owner))
+
+
+def _positional_reaches(call: cst.Call, position: Optional[int]) -> bool:
+    """Whether the call's positional arguments reach ``rngs`` at ``position``."""
     positional = [arg for arg in call.args if arg.keyword is None]
     return position is not None and len(positional) > position

@@ -291,3 +291,84 @@ def test_containers_on_classes_deriving_from_other_files(tmp_path):
     }
     assert findings(tmp_path, files, {"NNX108"}) == {
         ("model.py", 6, "NNX108"), ("model.py", 10, "NNX108"), ("model.py", 14, "NNX108")}
+
+
+# -- NNX003 / NNX004 / NNX005 ------------------------------------------------------------
+def test_linen_models_of_other_files(tmp_path):
+    files = {
+        "models.py": """\
+            import flax.linen as nn
+            from flax import nnx
+            from flax.training import train_state
+
+            TrainState = train_state.TrainState
+
+            class MLP(nn.Module):
+                @nn.compact
+                def __call__(self, x):
+                    return nn.Dense(2)(x)
+
+            class Bridged(nnx.bridge.Module):
+                def __call__(self, x):
+                    return x
+
+            def build():
+                return MLP()
+            """,
+        "train.py": """\
+            import jax
+            from models import MLP, Bridged, TrainState, build
+
+            def init(model, key, x):
+                return model.init(key, x)
+
+            def forward(model, variables, x):
+                return model.apply(variables, x, mutable=["batch_stats"])
+
+            model = build()
+            variables = init(model, jax.random.key(0), x)
+            forward(model, variables, x)
+            y, updates = Bridged().apply(v, x, mutable=True)
+            state = TrainState.create(apply_fn=model.apply, params=variables, tx=tx)
+            """,
+    }
+    assert findings(tmp_path, files, {"NNX003", "NNX004", "NNX005"}) == {
+        ("train.py", 5, "NNX003"), ("train.py", 8, "NNX003"), ("train.py", 8, "NNX005"),
+        ("train.py", 14, "NNX004"), ("models.py", 5, "NNX004")}
+
+
+# -- NNX101 --------------------------------------------------------------------------
+def test_modules_of_other_files_that_require_rngs(tmp_path):
+    files = {
+        "blocks/__init__.py": "from .mlp import MLP\n",
+        "blocks/mlp.py": """\
+            from flax import nnx
+
+            class MLP(nnx.Module):
+                def __init__(self, din, rngs: nnx.Rngs):
+                    self.linear = nnx.Linear(din, din, rngs=rngs)
+
+            class Optional_(nnx.Module):
+                def __init__(self, din, rngs=None):
+                    self.din = din
+            """,
+        "main.py": """\
+            from flax import nnx
+            import blocks
+            from blocks.mlp import MLP, Optional_
+
+            def build(rngs: nnx.Rngs):
+                return blocks.MLP(3)
+
+            a = MLP(3)
+            b = MLP(3, nnx.Rngs(0))
+            c = Optional_(3)
+            d = MLP(3, rngs=nnx.Rngs(0))
+            """,
+    }
+    assert findings(tmp_path, files, {"NNX101"}) == {("main.py", 6, "NNX101"), ("main.py", 8, "NNX101")}
+    paths = [str(tmp_path / name) for name in files]
+    job = Job(frozenset({"NNX101"}), (), str(tmp_path), fix_level="safe", write=True)
+    check_files(paths, job, jobs=1)  # the safe fix passes the Rngs in scope; the other call has none
+    assert "return blocks.MLP(3, rngs=rngs)" in (tmp_path / "main.py").read_text()
+    assert "a = MLP(3)\n" in (tmp_path / "main.py").read_text()
