@@ -56,8 +56,10 @@ class ImportSummary:
         return cls(frozenset(data["names"]), bool(data["relative"]))
 
 
-def summarize(tree: ast.Module) -> ImportSummary:
-    """The import summary of a parsed file (walks statements only, not expressions)."""
+def summarize(tree: ast.Module, package: Optional[str] = None) -> ImportSummary:
+    """The import summary of a parsed file (walks statements only, not expressions).
+    With the file's ``package`` known (the project index knows it), relative imports
+    are summarized by the absolute names they import."""
     found: set[str] = set()
     relative = False
     pending: list[ast.AST] = list(tree.body)
@@ -67,17 +69,30 @@ def summarize(tree: ast.Module) -> ImportSummary:
             for alias in node.names:  # ``import a.b.c`` binds ``a`` and names ``a.b.c``
                 found.update((alias.name, alias.name.split(".")[0]))
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
+            source = _absolute_source(node, package)
+            if source is None:
                 relative = True
-            elif node.module:
-                found.update(node.module if alias.name == "*" else f"{node.module}.{alias.name}"
-                             for alias in node.names)
+            else:
+                found.update(source if alias.name == "*" else f"{source}.{alias.name}" for alias in node.names)
         else:
             for field in _STATEMENT_LISTS:
                 value = getattr(node, field, None)
                 if isinstance(value, list):
                     pending.extend(value)
     return ImportSummary(frozenset(found), relative)
+
+
+def _absolute_source(node: ast.ImportFrom, package: Optional[str]) -> Optional[str]:
+    """The module an ``import from`` reads, absolute; None when it is relative and the
+    package is unknown (or the import climbs above it)."""
+    if not node.level:
+        return node.module
+    if package is None:
+        return None
+    parts = package.split(".") if package else []
+    if node.level - 1 > len(parts):
+        return None
+    return ".".join(parts[:len(parts) - (node.level - 1)] + ([node.module] if node.module else [])) or None
 
 
 def parse_summary(text: str) -> Optional[ImportSummary]:
@@ -171,18 +186,23 @@ def rules_for(text: str, rules: Sequence[type["Rule"]], summary: Optional[Import
     return selected
 
 
-def _project_owners(name: str, index: "ProjectIndex") -> list[str]:
-    """The files of the module of the project that ``name`` is in or under (none for
-    Flax, JAX, ... whose names are never looked up in the project)."""
+def _project_owners(name: str, index: "ProjectIndex", importer: Optional[dict]) -> list[str]:
+    """The files of the project module that ``name`` is in or under, under the root of
+    the importing file when its facts are known (none for Flax, JAX, ... whose names
+    are never looked up in the project, and none in the importing module itself)."""
     from nnxlint.project import EXTERNAL_PACKAGES
 
     parts = name.split(".")
     if parts[0] in EXTERNAL_PACKAGES:
         return []
     for end in range(len(parts), 0, -1):
-        owners = index.modules.get(".".join(parts[:end]))
+        module = ".".join(parts[:end])
+        owners = index.modules.get(module)
         if owners:
-            return [owner for owner, _ in owners]
+            if importer is not None and module == importer.get("module"):
+                return []
+            return [owner for owner, facts in owners
+                    if importer is None or facts.get("root") == importer.get("root")]
     return []
 
 
@@ -196,7 +216,7 @@ def linked_paths(index: "ProjectIndex") -> frozenset[str]:
     linked: set[str] = set()
     for path, facts in index.by_path.items():
         for target in [*facts.get("names", {}).values(), *facts.get("star", [])]:
-            owners = [owner for owner in _project_owners(target, index) if owner != path]
+            owners = [owner for owner in _project_owners(target, index, facts) if owner != path]
             if owners:
                 linked.add(path)
                 linked.update(owners)
@@ -212,5 +232,6 @@ def is_linked(path: str, summary: Optional[ImportSummary], index: Optional["Proj
         return False
     if path in linked_paths(index):
         return True
+    facts = index.by_path.get(path)
     return summary is not None and any(
-        owner != path for name in summary.names for owner in _project_owners(name, index))
+        owner != path for name in summary.names for owner in _project_owners(name, index, facts))
