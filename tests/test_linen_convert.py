@@ -1153,3 +1153,28 @@ def test_attention_with_a_decode_cache_gets_no_fix(decode):
     assert fixed is None or "class LM(nn.Module):" in fixed
     assert any(f"`nn.MultiHeadDotProductAttention(decode={decode})`: a decode cache" in message
                for message in messages), messages
+
+
+# --- nn.remat / nn.checkpoint of a single module (constructs/remat.py)
+
+def test_a_rematerialised_block_is_applied_under_nnx_remat():
+    source = LOOP_STACK.replace("for _ in range(self.depth):\n            x = Block(8)(x)",
+                                "x = nn.remat(Block)(8)(x)\n        Saved = nn.checkpoint(Block)\n"
+                                "        x = Saved(8, name='saved')(x)")
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert "        self.checkpoint_block_0 = Block(8, 8, rngs=rngs)\n        self.saved = Block(8, 8, rngs=rngs)\n" in fixed
+    assert "        x = nnx.remat(Block.__call__)(self.checkpoint_block_0, x)\n" \
+           "        x = nnx.remat(Block.__call__)(self.saved, x)\n" in fixed
+    assert "Saved" not in fixed
+
+
+@pytest.mark.parametrize("new, reason", [
+    ("x = nn.remat(Block, static_argnums=(1,))(8)(x)", "`nn.remat` with options"),
+    ("x = nn.remat(nn.Dense)(8)(x)", "`nn.remat` of something other than a Linen class of this file"),
+    ("x = nn.remat(Block)(8)(x=x)", "called with keyword or starred arguments"),
+])
+def test_remat_without_an_exact_nnx_form_gets_no_fix(new, reason):
+    fixed, messages = convert(LOOP_STACK.replace("for _ in range(self.depth):\n            x = Block(8)(x)", new))
+    assert fixed is None or "class Stack(nn.Module):" in fixed
+    assert messages and any(reason in message for message in messages), messages

@@ -15,7 +15,7 @@ from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
 from nnxlint.conversion.constructs.local_module import bind_local_module, local_module_call, mark_local_module_use
 from nnxlint.conversion.constructs.partitioning import partitioned_init
-from nnxlint.conversion.constructs.scan_stack import Scan, is_scan, read_scan, scanned_call
+from nnxlint.conversion.constructs.lifted import Lifted, is_lifted, lifted_call, read_lifted
 from nnxlint.conversion.constructs.loop_stack import StackLoop, check_sizes_kept, loop_header, stack_loop, stacked_call
 from nnxlint.conversion.linen_map import LayerMapping
 from nnxlint.conversion.shapes import Several, Shape
@@ -60,8 +60,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.conditions: list[Optional[str]] = []
         self.elifs: set[int] = set()
         self.stacked_classes: set[str] = set()  # classes a loop stacks: created nowhere else
-        self.scans: dict[str, Scan] = {}  # ``Blocks = nn.scan(...)``: names of scanned stacks (statement removed)
-        self.scan_calls: set[int] = set()  # ``Blocks(...)(x, None)`` calls, converted by ``constructs/scan_stack.py``
+        self.scans: dict[str, Lifted] = {}  # ``Blocks = nn.scan(...)`` / ``nn.remat(...)`` (statement removed)
+        self.scan_calls: set[int] = set()  # ``Blocks(...)(x, None)`` calls, converted by ``constructs/lifted.py``
         self.local_modules: dict[str, Slot] = {}  # ``embed = nn.Embed(...)`` (``constructs/local_module.py``)
         self.local_module_reads: set[int] = set()  # the ``embed`` of ``embed(x)`` / ``embed.attend(x)``
         self.removed_statements: set[int] = set()  # assignments whose statement the conversion removes
@@ -161,7 +161,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
 
     def visit_Name(self, node: cst.Name) -> None:
         if node.value in self.scans:
-            raise Unconvertible(f"`{node.value}` (an `nn.scan` of a class) is used other than as `{node.value}(...)(x)`")
+            raise Unconvertible(f"`{node.value}` (a lifted class) is used other than as `{node.value}(...)(x)`")
         if node.value in self.local_modules and id(node) not in self.local_module_reads:
             raise Unconvertible(f"`{node.value}` (a submodule) is used other than by calling it")
         if node.value in self.converter._call_param_index and id(node) not in self.keyword_names:
@@ -170,11 +170,11 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             raise Unconvertible(f"`{node.value}` (a Linen Variable) is used other than through `.value`")
 
     def visit_Assign(self, node: cst.Assign) -> Optional[bool]:
-        if is_scan(self.converter, node.value):
+        if is_lifted(self.converter, node.value):
             target = node.targets[0].target if len(node.targets) == 1 else None
             if not isinstance(target, cst.Name) or self.depth or self.converter._assignments.get(target.value) != 1:
-                raise Unconvertible("an `nn.scan` bound to something other than a name assigned once")
-            self.scans[target.value] = read_scan(self.converter, node.value)  # type: ignore[arg-type]
+                raise Unconvertible("a lifted transform bound to something other than a name assigned once")
+            self.scans[target.value] = read_lifted(self.converter, node.value)  # type: ignore[arg-type]
             self.removed_statements.add(id(node))
             return False
         if bind_local_module(self, node):
@@ -222,7 +222,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
 
     def visit_Call(self, node: cst.Call) -> Optional[bool]:
         construction = node.func
-        if isinstance(construction, cst.Call) and (is_scan(self.converter, construction.func) or (
+        if isinstance(construction, cst.Call) and (is_lifted(self.converter, construction.func) or (
                 isinstance(construction.func, cst.Name) and construction.func.value in self.scans)):
             self.scan_calls.add(id(node))
             return False  # its arguments are visited by ``leave_Call``
@@ -247,9 +247,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         if id(original_node) in self.scan_calls:
             construction = original_node.func
             scan = self.scans.get(getattr(construction.func, "value", None)) \
-                or read_scan(converter, construction.func)
+                or read_lifted(converter, construction.func)
             updated_node = updated_node.with_changes(args=[arg.visit(self) for arg in original_node.args])
-            return scanned_call(self, scan, construction, original_node, updated_node)
+            return lifted_call(self, scan, construction, original_node, updated_node)
         method = self_attribute(func)
         if method in SELF_CALLS:
             return SELF_CALLS[method].in_call(self, original_node)

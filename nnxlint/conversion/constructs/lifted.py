@@ -1,0 +1,39 @@
+"""Linen lifted transforms of a class of the file that the conversion knows,
+created and called at once (``nn.scan(...)(...)(x)``) or bound to a name first
+(``Blocks = nn.scan(...)``): ``nn.scan`` layer stacks (``scan_stack.py``) and
+``nn.remat`` / ``nn.checkpoint`` (``remat.py``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import libcst as cst
+
+from nnxlint.conversion.constructs.remat import Remat, is_remat, read_remat, remat_call
+from nnxlint.conversion.constructs.scan_stack import (
+    Scan,
+    is_scan,
+    read_scan,
+    scanned_call,
+)
+
+if TYPE_CHECKING:
+    from nnxlint.conversion.calls import CallRewriter
+    from nnxlint.conversion.classes import ClassConverter
+
+Lifted = Scan | Remat
+
+
+def is_lifted(converter: ClassConverter, node: cst.BaseExpression) -> bool:
+    return is_scan(converter, node) or is_remat(converter, node)
+
+
+def read_lifted(converter: ClassConverter, node: cst.Call) -> Lifted:
+    return read_scan(converter, node) if is_scan(converter, node) else read_remat(converter, node)
+
+
+def lifted_call(rewriter: CallRewriter, lifted: Lifted, construction: cst.Call, call: cst.Call,
+                updated: cst.Call) -> cst.BaseExpression:
+    if isinstance(lifted, Scan):
+        return scanned_call(rewriter, lifted, construction, call, updated)
+    return remat_call(rewriter, lifted, construction, call, updated)
