@@ -109,6 +109,7 @@ class LinenModule(Rule):
     docs/linen-conversion.md): `nn.scan(nn.remat(Block), variable_axes={'params': 0},
     split_rngs={'params': True}, length=n)` -> the block stack built by `nnx.vmap`
     under `nnx.split_rngs` and applied by `nnx.scan(nnx.remat(Block.__call__), ...)`;
+    `nn.remat(Block)(...)(x)` -> `nnx.remat(Block.__call__)(self.checkpoint_block_0, x)`;
     `for i in range(n): x = Block(...)(x)` -> an `nnx.List` built and indexed by the
     same loop; `nn.with_logical_partitioning(init, names)` ->
     `nnx.with_partitioning(init, names, eager_sharding=False)`; `embed = nn.Embed(...)`
@@ -116,6 +117,7 @@ class LinenModule(Rule):
     names the construct): `nn.GRUCell` (Linen's `hn` bias inside the reset gate has
     no `nnx.GRUCell` parameter), `self.make_rng`, `self.sow`, attention with
     `decode=True` and the `cache` collection, `nn.vmap`/`nn.jit` of a module, and
+    `nn.remat` with options or
     `nn.scan` with other options (`metadata_params`, `unroll`, `reverse`, ...).
     """
 

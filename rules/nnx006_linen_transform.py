@@ -46,8 +46,8 @@ class LinenTransform(Rule):
     the layer stack `nn.scan(Block)` / `nn.scan(nn.remat(Block))` with
     `variable_axes={'params': 0}`, `split_rngs={'params': True}` and `length=`
     into the form above (applied with `nnx.scan`, and `nnx.remat`), the stacked
-    parameters loading as they are; any other lifted transform leaves the class
-    without a fix.
+    parameters loading as they are, and `nn.remat(Block)` into `nnx.remat` of the
+    block's `__call__`; any other lifted transform leaves the class without a fix.
     """
 
     code = "NNX006"
@@ -78,4 +78,4 @@ class LinenTransform(Rule):
         transform = linen_transform(self.context, func)
         if transform is not None:
             self.report(where, f"Linen lifted transform `{transform}`: use {LINEN_TRANSFORMS[transform]}; "
-                               "NNX002's fix converts only layer stacks (`nn.scan` of a class, with `nn.remat`)")
+                               "NNX002's fix converts `nn.scan` layer stacks and `nn.remat` of a class")
