@@ -36,6 +36,19 @@ class ClassSet:
         self._in_progress: list[str] = []
         env.convert_class = self.child
 
+    def on_their_own(self) -> "ClassSet":
+        """A new set that keeps the conversions made on the classes' own terms (they do
+        not depend on any init site) and forgets the rest."""
+        fresh = ClassSet(self.env)
+        own = [name for name in self.converted if name not in self.concrete_keys]
+        fresh.converted = {name: self.converted[name] for name in own}
+        fresh._open_failures = dict(self._open_failures)
+        self.env.custom_collections = {collection: type_name for collection, type_name
+                                       in self.env.custom_collections.items()
+                                       if any(type_name in self.env.code(fresh.converted[name].node)
+                                              for name in own)}
+        return fresh
+
     def convert(self, name: str, inputs: Optional[Sequence[Shape]] = None) -> ConvertedClass:
         """The converted class; ``inputs``: the shapes it is called with, when known."""
         if name in self.converted:

@@ -92,8 +92,7 @@ class _Converter:
             return self._result(replacements, with_training=True)
         except Unconvertible as error:
             training_reason = str(error)
-        self.classes = ClassSet(self.env)  # a fresh start: no class is tied to the training code now
-        self.env.custom_collections.clear()
+        self.classes = self.classes.on_their_own()  # no class is tied to the training code now
         replacements = ModelsOnly(self).run(training_reason)
         check_converted(self.module, replacements, self.path)
         return self._result(replacements)

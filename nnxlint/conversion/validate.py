@@ -38,10 +38,12 @@ def check_converted(module: cst.Module, replacements: dict, path: str) -> None:
     except SyntaxError as error:
         raise Unconvertible(f"the converted file would not compile ({error.msg}, line {error.lineno}); "
                             "please report it") from None
-    missing = sorted(undefined_names(after) - undefined_names(before))
+    missing = undefined_names(after)
+    missing = sorted(missing - undefined_names(before)) if missing else []  # the Linen file's own are not ours
     if missing:
         raise Unconvertible(f"the converted file would not import: `{missing[0]}` would be undefined")
-    new_findings = _nnx1_findings(after, path) - _nnx1_findings(before, path)
+    new_findings = _nnx1_findings(after, path)
+    new_findings = new_findings - _nnx1_findings(before, path) if new_findings else new_findings
     if new_findings:
         code, message = sorted(new_findings)[0]
         raise Unconvertible(f"the converted code would get {code} ({message})")
