@@ -91,15 +91,19 @@ class LinenModule(Rule):
     ```
 
     ## Fix safety
-    Unsafe: the fix converts the whole file at once -- every Linen class, the
+    Unsafe: the fix converts every Linen class of the file that can be converted
+    exactly and, where the file trains them, the training code with it -- the
     `init`/`apply` calls, `TrainState` or optax state, the jitted training step
     (`nnx.jit`, `nnx.value_and_grad`, `nnx.Optimizer(..., wrt=nnx.Param)`) and
     the imports -- and the result starts from different random weights (NNX
     derives keys differently from Linen) and draws different dropout masks.
-    Input sizes that Linen infers are computed statically (fields, previous
-    layers, reshapes, conv/pool arithmetic, the example input given to `init`);
-    when one cannot be, or the file uses a construct the conversion does not
-    know, there is no fix and the finding says why. Submodule names follow
+    Input sizes that Linen infers become constructor parameters (`in_features`)
+    that parent modules and init sites pass, or numbers computed statically;
+    code in other files that builds a converted class must pass the new
+    parameters and `rngs=` (the fix description lists them). A class that cannot
+    be converted, and the classes tied to it, keep their finding with the reason;
+    a converted file must compile, define every name it uses and get no NNX1xx
+    finding, or there is no fix. Submodule names follow
     `nnxlint.conversion.naming` (`Dense_0` -> `dense_0`), so `nnxlint.transplant` maps
     trained Linen variables onto the converted model. Train/eval flags become
     `model.train()` / `model.eval()`: NNX `Dropout` and `BatchNorm` default to
