@@ -21,6 +21,8 @@ from nnxlint.verify.sites import SiteError, parse_example, parse_shapes
 
 # a user's Linen model file: two blocks (Dense, BatchNorm, Dropout) and an optax training loop
 LINEN_MODEL = (Path(__file__).parent / "user_projects" / "classifier_linen.py").read_text(encoding="utf-8")
+# attention-weight dropout: no off switch but eval mode, so its masks must be aligned even "with dropout off"
+ATTENTION_MODEL = (Path(__file__).parent / "user_projects" / "attention_linen.py").read_text(encoding="utf-8")
 
 
 def git(repository: Path, *args: str) -> None:
@@ -52,9 +54,9 @@ MUTATIONS = {  # file -> (edit to the converted file, the check that must fail, 
 def converted_repository(tmp_path_factory) -> Path:
     """A repository whose HEAD holds Linen model files and whose working tree holds their conversion."""
     repository = tmp_path_factory.mktemp("project")
-    names = ["models.py", *MUTATIONS]
+    names = ["models.py", *MUTATIONS, "attention.py"]
     for name in names:
-        (repository / name).write_text(LINEN_MODEL, encoding="utf-8")
+        (repository / name).write_text(ATTENTION_MODEL if name == "attention.py" else LINEN_MODEL, encoding="utf-8")
     git(repository, "init", "-q", ".")
     git(repository, "add", *names)
     git(repository, "commit", "-q", "-m", "Linen models")
@@ -114,12 +116,12 @@ def test_the_conversion_agrees_with_the_linen_model(project: Path, tmp_path: Pat
 
 @pytest.fixture(scope="module")
 def mutated_report(converted_repository: Path, tmp_path_factory) -> tuple[int, dict, str]:
-    """One verification of every mutated file (one worker process for all)."""
+    """One verification of every mutated file, and of the unchanged attention model (one worker process)."""
     project = tmp_path_factory.mktemp("mutated") / "project"
     shutil.copytree(converted_repository, project)
     for name, ((old, new), _, _) in MUTATIONS.items():
         edit(project / name, old, new)
-    code, report = verify(*(project / name for name in MUTATIONS))
+    code, report = verify(*(project / name for name in [*MUTATIONS, "attention.py"]), "--steps", "1")
     from nnxlint.verify.against import render_text
 
     return code, report, render_text(report["classes"], "HEAD")
@@ -138,6 +140,15 @@ def test_a_changed_conversion_fails_and_says_where(mutated_report, name: str):
         assert list(failed) == [failing] and failed[failing]["value"] > failed[failing]["limit"]
 
 
+def test_attention_dropout_draws_the_same_masks_in_both(mutated_report):
+    _, report, _ = mutated_report
+    (model,) = [model for model in report["classes"] if model["file"] == "attention.py"]
+    assert model["status"] == "pass", model
+    found = checks(model)
+    assert "2 dropout mask(s)" in found["train outputs (dropout on, same masks)"]["detail"]
+    assert found["SGD losses (1 step)"]["passed"] and found["train outputs (dropout off)"]["passed"]
+
+
 def test_text_and_markdown_reports_name_the_class_and_the_difference(mutated_report, tmp_path: Path):
     from nnxlint.verify.against import write_markdown
 
@@ -149,7 +160,7 @@ def test_text_and_markdown_reports_name_the_class_and_the_difference(mutated_rep
     assert "activation.py:Classifier" in text
     assert "eval outputs: shapes (8, 3)" in text and "FAIL" in text
     assert "weights transplant: shape mismatch for params Dense_0/bias" in text
-    assert f"{len(MUTATIONS)} class(es) against HEAD: {len(MUTATIONS)} fail" in text
+    assert f"{len(MUTATIONS) + 1} class(es) against HEAD: 1 pass, {len(MUTATIONS)} fail" in text
 
 
 def test_examples_replace_the_init_site_and_unbuildable_ones_exit_2(project: Path):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -22,7 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen, nnx
+from flax.linen import attention as linen_attention
 from flax.linen import stochastic as linen_stochastic
+from flax.nnx.nn import attention as nnx_attention
 from flax.nnx.nn import stochastic as nnx_stochastic
 
 from nnxlint.conversion.linen_map import custom_variable_type
@@ -121,26 +122,36 @@ class _Models:
         return output if mutable else (output, {})
 
 
+class _AlignedRandom:
+    """``jax.random`` for Flax's dropout and attention modules, except that the n-th
+    ``bernoulli`` mask (in either framework) is drawn from the same key: Linen and NNX
+    derive their dropout keys differently, but a conversion applies the same rates to
+    the same shapes in the same order.  Records the keep probabilities drawn."""
+
+    def __init__(self) -> None:
+        self.keep_probabilities: list[float] = []
+        self._count = itertools.count()
+
+    def bernoulli(self, key, p=0.5, shape=None, **kwargs):
+        self.keep_probabilities.append(float(p))
+        return jax.random.bernoulli(jax.random.fold_in(jax.random.key(7), next(self._count)), p, shape)
+
+    def __getattr__(self, name: str):
+        return getattr(jax.random, name)
+
+
 @contextlib.contextmanager
 def _dropout(off: bool) -> Iterator[list[float]]:
-    """Dropout off (the identity), or on with the n-th mask of either framework drawn from
-    the same key: Linen and NNX derive their dropout keys differently, but a conversion
-    applies the same rates to the same shapes in the same order.  Yields the keep
-    probabilities drawn."""
-    drawn: list[float] = []
-    counter = itertools.count()
-
-    def bernoulli(key, p=0.5, shape=None, **kwargs):
-        drawn.append(float(p))
-        return jax.random.bernoulli(jax.random.fold_in(jax.random.key(7), next(counter)), p, shape)
-
+    """Dropout layers off (the identity) or on, and every mask (attention dropout's too)
+    aligned between the frameworks; yields the keep probabilities drawn."""
+    random = _AlignedRandom()
     with contextlib.ExitStack() as stack:
-        for stochastic in (nnx_stochastic, linen_stochastic):
-            stack.enter_context(_patched(stochastic, "random", types.SimpleNamespace(bernoulli=bernoulli)))
+        for module in (nnx_stochastic, linen_stochastic, nnx_attention, linen_attention):
+            stack.enter_context(_patched(module, "random", random))
         if off:
             for dropout in (nnx.Dropout, linen.Dropout):
                 stack.enter_context(_patched(dropout, "__call__", _identity_dropout))
-        yield drawn
+        yield random.keep_probabilities
 
 
 def _squared_error(outputs: Any, targets: list) -> jax.Array:
@@ -169,8 +180,9 @@ def compare_class(job: dict) -> dict:
     linen_eval, _ = models.linen_apply(models.variables, inputs, train=False)
     result.compare("eval outputs", linen_eval, models.nnx_call(model, inputs, train=False))
 
-    with _dropout(off=True):
+    with _dropout(off=True):  # each framework under its own context: its n-th mask is the other's n-th
         linen_train, updates = models.linen_apply(models.variables, inputs, train=True)
+    with _dropout(off=True):
         trained = models.nnx_model()
         nnx_train = models.nnx_call(trained, inputs, train=True)
     result.compare("train outputs (dropout off)", linen_train, nnx_train)
@@ -225,10 +237,12 @@ def _compare_training(result: ClassResult, models: _Models, inputs: list, output
                for _ in range(steps)]
     with _dropout(off=True):
         linen_losses, linen_after = _train_linen(models, batches, targets, learning_rate, inputs)
+    with _dropout(off=True):
         nnx_losses, nnx_after = _train_nnx(models, batches, targets, learning_rate, inputs)
-    result.compare(f"SGD losses ({steps} steps)", np.asarray(linen_losses), np.asarray(nnx_losses),
+    counted = f"{steps} step{'s' * (steps != 1)}"
+    result.compare(f"SGD losses ({counted})", np.asarray(linen_losses), np.asarray(nnx_losses),
                    f"learning rate {learning_rate:g}, squared error to random targets")
-    result.compare(f"eval outputs after {steps} steps", linen_after, nnx_after)
+    result.compare(f"eval outputs after {counted}", linen_after, nnx_after)
 
 
 def _train_linen(models: _Models, batches: list, targets: list, learning_rate: float, inputs: list):
