@@ -92,6 +92,26 @@ def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], proje
     return _Pass(module, reports, traversal.crashes, positions)
 
 
+def _skip_validation(node: cst.CSTNode) -> None:
+    pass
+
+
+def parse_module(text: str) -> cst.Module:
+    """``libcst.parse_module`` without validating each node as the parser builds it.
+
+    Every node's ``__post_init__`` checks the invariants of a hand-built node (a
+    third of the parse); the native parser only builds nodes from source it
+    accepted, so the checks cannot fail there (LibCST's own comment in
+    ``CSTNode.__post_init__`` says as much).  Nodes that rules and fixes build later
+    are validated as usual."""
+    validate = cst.CSTNode.__post_init__
+    cst.CSTNode.__post_init__ = _skip_validation  # type: ignore[method-assign]
+    try:
+        return cst.parse_module(text)
+    finally:
+        cst.CSTNode.__post_init__ = validate  # type: ignore[method-assign]
+
+
 def _noqa_codes(line_text: str) -> Optional[set[str]]:
     """None when the line has no noqa comment; an empty set for a bare ``# noqa``."""
     match = _NOQA.search(line_text)
@@ -209,7 +229,7 @@ def check_source(text: str, path: str, rules: Sequence[type[Rule]],
             result.findings, result.crashes = [], []
             break
         try:
-            module = cst.parse_module(current_text)
+            module = parse_module(current_text)
         except cst.ParserSyntaxError as error:
             result.findings = [source_error(path, f"syntax error: {error.message}", error.raw_line,
                                             error.raw_column + 1)]
