@@ -26,13 +26,12 @@ from flax.linen import stochastic as linen_stochastic
 from flax.nnx.nn import attention as nnx_attention
 from flax.nnx.nn import stochastic as nnx_stochastic
 
-from nnxlint.conversion.linen_map import custom_variable_type
-from nnxlint.transplant import COLLECTION_TYPES, TransplantError, linen_collection_to_nnx_paths, load_linen_variables
+from nnxlint.transplant import TransplantError, linen_collection_to_nnx_paths, load_linen_variables
 from nnxlint.verify.compare import max_relative_difference, tolerance_for
 from nnxlint.verify.programs import _identity_dropout, _patched
 from nnxlint.verify.user_code import (
     BuildError, build_nnx_model, comparison_inputs, constructor_arguments, evaluate, example_inputs,
-    flat_leaves, forget_user_modules, import_user_module, integer_limit, user_class,
+    flat_leaves, forget_user_modules, import_user_module, integer_limit, user_class, variable_type,
 )
 from nnxlint.verify.sites import ModelSpec
 from nnxlint.verify.worker import Check, FixtureResult, describe_device
@@ -65,8 +64,13 @@ class ClassResult:
         return passed
 
 
+class NNXRaised(Exception):
+    """The converted model raised where the Linen one ran: a mismatch, not a set-up problem."""
+
+
 class _Models:
-    """The Linen model with its initial variables, and a factory of transplanted NNX models."""
+    """The Linen model with its initial variables, and the NNX model, reloaded with them
+    before each comparison."""
 
     def __init__(self, job: dict, spec: ModelSpec) -> None:
         linen_root, nnx_root = Path(job["linen_root"]), Path(job["nnx_root"])
@@ -107,8 +111,12 @@ class _Models:
         return self._nnx_model
 
     def nnx_call(self, model: nnx.Module, inputs: list, train: bool) -> Any:
-        model.train() if train else model.eval()
-        return nnx.jit(lambda model, inputs: model(*inputs, **self.call_keywords))(model, inputs)
+        if train:
+            model.train()
+        else:
+            model.eval()
+        with nnx_raised(f"in {'train' if train else 'eval'} mode"):
+            return nnx.jit(lambda model, inputs: model(*inputs, **self.call_keywords))(model, inputs)
 
     def linen_apply(self, variables: dict, inputs: list, train: bool, jit: bool = True) -> tuple[Any, dict]:
         """Outputs and updated collections (every collection but params is mutable, as in training)."""
@@ -138,6 +146,14 @@ class _AlignedRandom:
 
     def __getattr__(self, name: str):
         return getattr(jax.random, name)
+
+
+@contextlib.contextmanager
+def nnx_raised(where: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as error:
+        raise NNXRaised(f"the NNX model raised {type(error).__name__} {where}: {error}") from error
 
 
 @contextlib.contextmanager
@@ -174,6 +190,14 @@ def compare_class(job: dict) -> dict:
     result.check("weights transplant", True, "Linen init variables loaded into the NNX model: " +
                  ", ".join(f"{count} {name}" for name, count in counts.items()))
 
+    try:
+        _compare_runs(result, models, model, job)
+    except NNXRaised as error:
+        result.check("NNX model runs", False, str(error))
+    return asdict(result)
+
+
+def _compare_runs(result: ClassResult, models: _Models, model: nnx.Module, job: dict) -> None:
     random = np.random.default_rng(job.get("seed", 0))
     limit = integer_limit(models.examples, models.variables.get("params", {}))
     inputs = comparison_inputs(models.examples, random, limit)
@@ -201,18 +225,17 @@ def compare_class(job: dict) -> dict:
 
     if job["steps"]:
         _compare_training(result, models, inputs, linen_eval, job["steps"], job["learning_rate"], random, limit)
-    return asdict(result)
 
 
 def _compare_updates(result: ClassResult, model: nnx.Module, updates: dict) -> None:
     """The collections a train-mode call updates (BatchNorm statistics, counters) must end equal."""
     for collection, values in updates.items():
-        variable_type = COLLECTION_TYPES.get(collection) or _variable_type(model, collection)
-        if variable_type is None:
+        found_type = variable_type(model, collection)
+        if found_type is None:
             result.check(f"{collection} after a train step", False,
                          f"the NNX model has no Variable type for the Linen collection {collection!r}")
             continue
-        targets = dict(nnx.to_flat_state(nnx.state(model, variable_type)))
+        targets = dict(nnx.to_flat_state(nnx.state(model, found_type)))
         try:
             mapped = linen_collection_to_nnx_paths(values, targets, collection)
         except TransplantError as error:
@@ -221,12 +244,6 @@ def _compare_updates(result: ClassResult, model: nnx.Module, updates: dict) -> N
         paths = sorted(mapped, key=str)
         result.compare(f"{collection} after a train step", [mapped[path] for path in paths],
                        [targets[path][...] for path in paths], f"{len(paths)} array(s)")
-
-
-def _variable_type(model: nnx.Module, collection: str) -> Optional[type]:
-    name = custom_variable_type(collection)
-    return next((type(variable) for _, variable in nnx.to_flat_state(nnx.state(model))
-                 if type(variable).__name__ == name), None)
 
 
 def _compare_training(result: ClassResult, models: _Models, inputs: list, outputs: Any, steps: int,
@@ -277,5 +294,6 @@ def _train_nnx(models: _Models, batches: list, targets: list, learning_rate: flo
         nnx.update(model, jax.tree.map(lambda p, g: p - learning_rate * g, params, grads))
         return value
 
-    losses = [float(step(model, batch, target)) for batch, target in zip(batches, targets)]
+    with nnx_raised("in a training step"):
+        losses = [float(step(model, batch, target)) for batch, target in zip(batches, targets)]
     return losses, models.nnx_call(model, inputs, train=False)

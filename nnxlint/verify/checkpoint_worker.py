@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from nnxlint.conversion.linen_map import custom_variable_type
 from nnxlint.transplant import COLLECTION_TYPES, TransplantError, linen_collection_to_nnx_paths, load_linen_variables
 from nnxlint.verify.sites import ModelSpec
 from nnxlint.verify.user_code import (
     BuildError, build_nnx_model, constructor_arguments, example_inputs, import_user_module, user_class,
+    variable_type,
 )
 
 
@@ -85,17 +85,9 @@ def linen_variables(tree: Any, subtree: Optional[str], model: nnx.Module) -> tup
         raise BuildError("the checkpoint holds a single array, not a tree of Linen variables")
     if "params" not in tree:
         return {"params": tree}, []
-    known = set(COLLECTION_TYPES) | {name for name in tree if _variable_type(model, name) is not None}
+    known = set(COLLECTION_TYPES) | {name for name in tree if variable_type(model, name) is not None}
     return ({name: value for name, value in tree.items() if name in known},
             sorted(str(name) for name in tree if name not in known))
-
-
-def _variable_type(model: nnx.Module, collection: str) -> Optional[type]:
-    if collection in COLLECTION_TYPES:
-        return COLLECTION_TYPES[collection]
-    name = custom_variable_type(collection)
-    return next((type(variable) for _, variable in nnx.to_flat_state(nnx.state(model))
-                 if type(variable).__name__ == name), None)
 
 
 def map_variables(model: nnx.Module, variables: Mapping[str, Any]) -> tuple[list[dict], list[str]]:
@@ -106,11 +98,11 @@ def map_variables(model: nnx.Module, variables: Mapping[str, Any]) -> tuple[list
     for name in COLLECTION_TYPES:  # NNX variables the checkpoint must fill too
         collections.setdefault(name, {})
     for collection, tree in collections.items():
-        variable_type = _variable_type(model, collection)
-        if variable_type is None:
+        found_type = variable_type(model, collection)
+        if found_type is None:
             problems.append(f"the NNX model has no Variable type for the Linen collection {collection!r}")
             continue
-        targets = dict(nnx.to_flat_state(nnx.state(model, variable_type)))
+        targets = dict(nnx.to_flat_state(nnx.state(model, found_type)))
         found: dict = {}
         if isinstance(tree, Mapping) and tree:
             _map_subtree(tree, (), targets, collection, found, problems)
@@ -118,7 +110,7 @@ def map_variables(model: nnx.Module, variables: Mapping[str, Any]) -> tuple[list
                    for nnx_path, linen in found.items()]
         unfilled = sorted(set(targets) - set(found), key=str)
         if unfilled:
-            problems.append(f"NNX {variable_type.__name__} variable(s) left without a value from the checkpoint's "
+            problems.append(f"NNX {found_type.__name__} variable(s) left without a value from the checkpoint's "
                             f"{collection!r}: {', '.join('/'.join(map(str, path)) for path in unfilled)}")
     return mapped, problems
 

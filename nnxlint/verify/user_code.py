@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -198,3 +198,18 @@ def build_nnx_model(cls: type, args: list, kwargs: dict, examples: list[jax.Arra
 
 def flat_leaves(tree: Any) -> list[np.ndarray]:
     return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
+
+
+def variable_type(model, collection: str) -> Optional[type]:
+    """The model's ``nnx.Variable`` type for a Linen collection: Param, BatchStat, or the
+    subclass the conversion named after a collection of the user's own (``counter`` -> ``Counter``)."""
+    from flax import nnx
+
+    from nnxlint.conversion.linen_map import custom_variable_type
+    from nnxlint.transplant import COLLECTION_TYPES
+
+    if collection in COLLECTION_TYPES:
+        return COLLECTION_TYPES[collection]
+    name = custom_variable_type(collection)
+    return next((type(variable) for _, variable in nnx.to_flat_state(nnx.state(model))
+                 if type(variable).__name__ == name), None)
