@@ -155,16 +155,6 @@ def test_train_and_eval_in_one_loop_switch_modes_at_each_iteration():
     ('''
      import jax
      import jax.numpy as jnp
-     from flax.linen import Dense, Module, compact
-     class M(Module):
-         @compact
-         def __call__(self, x):
-             return Dense(3)(x)
-     v = M().init(jax.random.key(0), jnp.ones((1, 2)))
-     ''', "import `flax.linen as nn`"),
-    ('''
-     import jax
-     import jax.numpy as jnp
      import flax.linen as nn
      class M(nn.Module):
          @nn.compact

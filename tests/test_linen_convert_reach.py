@@ -191,3 +191,29 @@ def test_convert_repo_counts_converted_classes_per_directory(tmp_path):
     assert counts == {"bad": (3, 1), "good": (1, 1)}
     reasons = convert_repo.reasons(groups)
     assert "`Odd`" in reasons and "make_rng" in reasons
+
+
+def test_names_imported_from_flax_linen_convert_and_a_param_under_a_field_branch_is_made_under_it():
+    fixed, _ = convert('''\
+        from jax import lax
+        from flax.linen import initializers
+        from flax.linen import Module, compact
+
+        class Dense(Module):
+            features: int
+            kernel_init: object = initializers.lecun_normal()
+            use_bias: bool = True
+
+            @compact
+            def __call__(self, inputs):
+                kernel = self.param("kernel", self.kernel_init, (inputs.shape[-1], self.features))
+                y = lax.dot_general(inputs, kernel, (((inputs.ndim - 1,), (0,)), ((), ())))
+                if self.use_bias:
+                    bias = self.param("bias", initializers.zeros_init(), (self.features,))
+                    y = y + bias
+                return y
+        ''')
+    assert "from flax.linen" not in fixed and "from flax import nnx" in fixed
+    assert "kernel_init: object = nnx.initializers.lecun_normal()" in fixed
+    assert "self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, features)))" in fixed
+    assert "        if use_bias:\n            self.bias = nnx.Param(nnx.initializers.zeros_init()(rngs.params(), (features,)))" in fixed

@@ -17,7 +17,7 @@ from typing import Optional, Union
 import libcst as cst
 
 from nnxlint import names
-from nnxlint.flax_api import FLAX_LINEN, FLAX_NNX, is_linen
+from nnxlint.flax_api import FLAX_NNX, is_linen
 from nnxlint.flax_api import LINEN_MODULE
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args
 from nnxlint.conversion.class_set import ClassSet
@@ -147,7 +147,7 @@ class _Converter:
         for statement in self.module.body:  # the classes that stay Linen, as they are
             if isinstance(statement, cst.ClassDef) and statement.name.value in staying:
                 new[statement] = statement
-        self._convert_imports(new, keep_linen=bool(staying))
+        self._convert_imports(new)
         return new
 
     def _construction(self, site: InitSite, top: ConvertedClass, inputs: list[Shape],
@@ -255,9 +255,9 @@ class _Converter:
             if any(is_linen(binding.qualified_name) for binding in bindings) and reads[local] > 0:
                 raise Unconvertible(f"`{local}` (flax.linen) is still used outside the converted code")
 
-    def _convert_imports(self, new: dict[cst.CSTNode, Replacement], keep_linen: bool = False) -> None:
+    def _convert_imports(self, new: dict[cst.CSTNode, Replacement]) -> None:
         """The Linen import becomes ``from flax import nnx`` (or stays, followed by it,
-        when Linen classes remain); imports the conversion left unused go."""
+        where Linen names are still read); imports the conversion left unused go."""
         before = self._reads(self.module)
         after = self._all_reads(new)
         nnx_needed = self.env.nnx == "nnx" and not any(
@@ -266,21 +266,16 @@ class _Converter:
             if not _is_import(statement):
                 continue
             small = statement.body[0]  # type: ignore[attr-defined]
-            still_read = any(after[name] > 0 for name in _bound_names(small))  # ``nn.initializers`` in a config
-            if _imports_linen(small) and (keep_linen or still_read):
+            if _imports_linen(small):  # Linen names still read stay (classes that stay Linen, a config)
+                unused = {name for name in _bound_names(small) if after[name] <= 0}
+                kept = _without_aliases(statement, unused) if unused else statement  # type: ignore[arg-type]
                 if nnx_needed:
                     nnx_line = cst.parse_statement("from flax import nnx" + self.module.default_newline)
-                    new[statement] = cst.FlattenSentinel([statement, nnx_line])
+                    kept = cst.FlattenSentinel([kept, nnx_line]) if isinstance(kept, cst.CSTNode) else \
+                        nnx_line.with_changes(leading_lines=statement.leading_lines,  # type: ignore[attr-defined]
+                                              trailing_whitespace=statement.trailing_whitespace)
                     nnx_needed = False
-                continue
-            if _imports_linen(small):
-                if nnx_needed:
-                    nnx_line = cst.parse_statement("from flax import nnx" + self.module.default_newline)
-                    new[statement] = nnx_line.with_changes(leading_lines=statement.leading_lines,  # type: ignore
-                                                           trailing_whitespace=statement.trailing_whitespace)
-                    nnx_needed = False
-                else:
-                    new[statement] = cst.RemoveFromParent()
+                new[statement] = kept
                 continue
             unused = {alias_name for alias_name in _bound_names(small)
                       if before[alias_name] > 0 and after[alias_name] <= 0}
@@ -315,8 +310,6 @@ def _imports_linen(small: cst.BaseSmallStatement) -> bool:
     linen = [qualified for _, qualified in bound if is_linen(qualified)]
     if linen and len(linen) != len(bound):
         raise Unconvertible("an import statement that mixes flax.linen with other names")
-    if linen and any(qualified != FLAX_LINEN for qualified in linen):
-        raise Unconvertible("`from flax.linen import ...`: import `flax.linen as nn` to convert")
     return bool(linen)
 
 

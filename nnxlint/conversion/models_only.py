@@ -50,7 +50,7 @@ class ModelsOnly:
                 new[statement] = self._pass_through(statement)
             elif not _is_import(statement):
                 new[statement] = statement
-        converter._convert_imports(new, keep_linen=len(converted) < len(linen_classes))
+        converter._convert_imports(new)
         return new
 
     def used_outside(self) -> dict[str, int]:
