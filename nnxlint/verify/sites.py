@@ -181,16 +181,16 @@ class _Analysis:
     """REV's file as the conversion sees it (read only: nothing is converted or written)."""
 
     def __init__(self, source: str, relative: str) -> None:
-        from nnxlint.conversion.base import FileEnv
-        from nnxlint.conversion.class_set import ClassSet
-        from nnxlint.conversion.file import linen_module_classes
+        # the conversion's own set-up of a file (its environment and class set), so that the
+        # analysis here is the one the fix ran; it reads the file and writes nothing
+        from nnxlint.conversion.file import _Converter
         from nnxlint.conversion.training import TrainingConverter
 
         self.relative = relative
         self.module, scope = _parse(source, relative)
-        env = FileEnv(self.module, scope, "nnx", linen_module_classes(self.module, scope))
-        self.classes = ClassSet(env)
-        self.training = TrainingConverter(env, self.module)
+        converter = _Converter(self.module, scope, relative)
+        self.classes = converter.classes
+        self.training = TrainingConverter(converter.env, self.module)
 
     def convert(self, class_name: str, shapes: list) -> object:
         from nnxlint.conversion.base import Unconvertible

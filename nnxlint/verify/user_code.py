@@ -149,6 +149,9 @@ def comparison_inputs(examples: list[jax.Array], random: np.random.Generator, in
     integers below ``integer_limit`` (token ids)."""
     arrays = []
     for example in examples:
+        if _is_key(example):  # a PRNG key argument (a VAE's sampling key) is passed as it is
+            arrays.append(example)
+            continue
         shape = tuple(example.shape)
         if shape and shape[0] == 1:
             shape = (COMPARISON_BATCH, *shape[1:])
@@ -161,6 +164,10 @@ def comparison_inputs(examples: list[jax.Array], random: np.random.Generator, in
     return arrays
 
 
+def _is_key(array: jax.Array) -> bool:
+    return jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key)
+
+
 def integer_limit(examples: list[jax.Array], params: Any) -> int:
     """Token ids must index every embedding table: below the smallest table, else below
     the example's own largest id + 1."""
@@ -170,7 +177,8 @@ def integer_limit(examples: list[jax.Array], params: Any) -> int:
               if path[-1] == "embedding" and getattr(value, "ndim", 0) == 2]
     if tables:
         return min(tables)
-    largest = [int(np.max(example)) for example in examples if np.issubdtype(example.dtype, np.integer) and example.size]
+    largest = [int(np.max(example)) for example in examples
+               if not _is_key(example) and np.issubdtype(example.dtype, np.integer) and example.size]
     return max([2] + [value + 1 for value in largest])
 
 
