@@ -46,9 +46,12 @@ def plan(repository: Repository, paths: Sequence[Path], examples: Sequence[Examp
         source = repository.source_at_revision(relative)
         if source is None:
             continue
-        current = (repository.root / relative).read_text(encoding="utf-8")
         try:
+            current = (repository.root / relative).read_text(encoding="utf-8")
             converted = converted_classes(source, current, relative)
+        except (OSError, UnicodeDecodeError) as error:
+            planned.append(_error(relative, "?", f"{relative} cannot be read: {error}"))
+            continue
         except SiteError as error:
             planned.append(_error(relative, "?", str(error)))
             continue

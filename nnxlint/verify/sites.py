@@ -106,7 +106,9 @@ def parse_dtypes(text: str, count: int) -> list[str]:
 
 # -- git ------------------------------------------------------------------------
 def _git(root: Path, *args: str, binary: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=not binary)
+    if binary:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True)
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, encoding="utf-8", errors="replace")
 
 
 @dataclass
