@@ -50,6 +50,8 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
              {"z_rng": "jax.random.key(2)"}, {"z_rng": "jax.random.key(2)"})],
     "ppo": [("models.py", "ActorCritic", "dict(num_outputs=4)",
              "jax.random.uniform(jax.random.key(1), (2, 84, 84, 4))", {}, {})],
+    "linen_design_test": [("dense.py", "Dense", "dict(features=3)", "jax.random.normal(jax.random.key(1), (2, 5))",
+                           {}, {})],
     "nlp_seq": [("models.py", "Transformer",
                  "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=5, emb_dim=16, num_heads=2, "
                  "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, dropout_rate=0.1, attention_dropout_rate=0.1))",
