@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from nnxlint.cli import main
-from nnxlint.verify.sites import SiteError, parse_example, parse_shapes
+from nnxlint.verify.sites import SiteError, parse_dtypes, parse_example, parse_shapes
 
 # a user's Linen model file: two blocks (Dense, BatchNorm, Dropout) and an optax training loop
 LINEN_MODEL = (Path(__file__).parent / "user_projects" / "classifier_linen.py").read_text(encoding="utf-8")
@@ -229,6 +229,10 @@ def test_example_and_shape_parsing():
             parse_example(bad)
     with pytest.raises(SiteError):
         parse_shapes("1,x")
+    assert parse_dtypes("int32", 2) == ["int32", "int32"] and parse_dtypes("int32;float32", 2) == ["int32", "float32"]
+    for bad, count in (("int33", 1), ("int32;int32", 3)):
+        with pytest.raises(SiteError):
+            parse_dtypes(bad, count)
     result = CliRunner().invoke(main, ["verify", "--example", "models.py:A()"])
     assert result.exit_code == 2 and "--example needs --against REV" in result.output
     result = CliRunner().invoke(main, ["verify", "--against", "HEAD", "-k", "mlp"])
