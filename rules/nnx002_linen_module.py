@@ -196,8 +196,11 @@ def _fix_description(conversion) -> str:
     if sized and not conversion.with_training:
         parameters = "; ".join(f"`{name}` takes {', '.join(f'`{size}`' for size in sizes)}"
                                for name, sizes in sized.items())
-        text += (f" (input sizes become constructor parameters: {parameters}; code outside this file "
-                 "that builds these classes must pass them, and `rngs=`)")
+        factories = "".join(f"; `{function}()` takes {', '.join(f'`{size}`' for size in sized[built])} "
+                            "and `rngs` keyword-only and passes them on"
+                            for function, built in conversion.factories.items() if built in sized)
+        text += (f" (input sizes become constructor parameters: {parameters}{factories}; code outside this "
+                 "file that builds these classes must pass them, and `rngs=`)")
     elif not conversion.with_training:
         text += " (code outside this file that builds these classes must pass `rngs=` and use them as NNX modules)"
     return text

@@ -70,7 +70,7 @@ def test_a_models_file_converts_class_by_class_with_input_sizes_as_parameters():
 
 
 def test_a_factory_function_passes_the_new_parameters_on():
-    fixed, _ = convert('''\
+    fixed, findings = convert('''\
         import flax.linen as nn
 
         class Net(nn.Module):
@@ -85,6 +85,7 @@ def test_a_factory_function_passes_the_new_parameters_on():
         ''')
     assert "def model(width, *, in_features: int, rngs: nnx.Rngs):" in fixed
     assert "return Net(in_features, width=width, rngs=rngs)" in fixed
+    assert "`model()` takes `in_features` and `rngs` keyword-only" in findings["Net"].fix.description
 
 
 def test_other_code_that_uses_a_class_keeps_it_linen_and_says_where():

@@ -53,6 +53,7 @@ class Conversion:
     reasons: dict[str, str] = field(default_factory=dict)  # class that stays Linen -> why
     size_parameters: dict[str, list[str]] = field(default_factory=dict)  # class -> new input-size parameters
     with_training: bool = False  # the fix converts the training code too
+    factories: dict[str, str] = field(default_factory=dict)  # ``def model(...): return VAE(...)`` -> its class
 
     def reason_for(self, name: str) -> Optional[str]:
         if name in self.converted:
@@ -93,9 +94,13 @@ class _Converter:
         except Unconvertible as error:
             training_reason = str(error)
         self.classes = self.classes.on_their_own()  # no class is tied to the training code now
-        replacements = ModelsOnly(self).run(training_reason)
+        models = ModelsOnly(self)
+        replacements = models.run(training_reason)
         check_converted(self.module, replacements, self.path)
-        return self._result(replacements)
+        result = self._result(replacements)
+        result.factories = {function: built for function, built in models.factories().items()
+                            if built in result.converted}
+        return result
 
     def _result(self, replacements: dict[cst.CSTNode, Replacement], with_training: bool = False) -> Conversion:
         converted = [name for name in self.linen_classes if name in self.classes.converted]
