@@ -21,7 +21,7 @@ from nnxlint import names
 from nnxlint.context import FileContext
 from nnxlint.context import walk as fast_walk
 from nnxlint.flax_api import (
-    FLAX_NNX, LAYER_VARIABLES, MODULE_CLASSES, NNX_TRANSFORM_FOR_JAX, NNX_TRANSFORM_KEYWORDS, OBJECT_VARIABLES,
+    FLAX_NNX, LAYER_VARIABLES, LINEN_MODULES_IN_NNX, MODULE_CLASSES, NNX_TRANSFORM_FOR_JAX, NNX_TRANSFORM_KEYWORDS, OBJECT_VARIABLES,
     OPTIMIZER_CLASSES, VARIABLE_TYPES, nnx_member,
 )
 from nnxlint import project as project_index
@@ -160,12 +160,12 @@ class FileIndex:
     def kind_of_qualified(self, qualified: str, call: Optional[cst.Call] = None) -> Optional[Kind]:
         """The kind of an instance of a class named by its qualified name: a Flax class
         (canonical) or a class of the project."""
+        if _linen_class(qualified):
+            return Kind(LINEN, call=call)
         member = nnx_member(qualified)
         if member is not None:
             category = next((category for category, members in _NNX_CATEGORIES if member in members), None)
             return Kind(category, nnx_class=member, call=call) if category else None
-        if _linen_class(qualified):
-            return Kind(LINEN, call=call)
         project = self.context.project
         info = project.class_info(qualified) if project is not None else None
         category = _PROJECT_CATEGORIES.get(info.kind) if info is not None else None  # type: ignore[arg-type]
@@ -437,7 +437,10 @@ def kind_of(context: FileContext, expression: cst.BaseExpression) -> Optional[Ki
 
 
 def _linen_class(qualified: Optional[str]) -> bool:
-    """A Linen module class: ``flax.linen.Dense`` (classes are capitalized, functions not)."""
+    """A Linen module class: ``flax.linen.Dense`` (classes are capitalized, functions not),
+    ``nnx.bridge.ToLinen``."""
+    if nnx_member(qualified) in LINEN_MODULES_IN_NNX:
+        return True
     return bool(qualified) and qualified.startswith("flax.linen.") and \
         qualified.rpartition(".")[2][:1].isupper()  # type: ignore[union-attr]
 

@@ -12,6 +12,9 @@ from functools import lru_cache
 from typing import Optional
 
 FLAX_NNX = "flax.nnx"
+# Packages these tables describe: the project index never looks their names up among
+# the files of a run (not even when the run checks Flax's own sources).
+EXTERNAL_PACKAGES = frozenset({"flax", "jax", "jaxlib", "optax", "numpy", "orbax"})
 FLAX_LINEN = "flax.linen"
 LINEN_MODULE = "flax.linen.Module"
 
@@ -143,6 +146,8 @@ OBJECT_VARIABLES = {
     "metrics.Accuracy": {"total": "metrics.MetricState", "count": "metrics.MetricState"},
     "metrics.Welford": {"count": "metrics.MetricState", "mean": "metrics.MetricState", "m2": "metrics.MetricState"},
 }
+# flax.nnx classes that are Linen modules (``bridge.ToLinen`` wraps an NNX module for Linen).
+LINEN_MODULES_IN_NNX = frozenset({"bridge.ToLinen"})
 # flax.nnx classes that are Modules (instances hold state, are pytrees since 0.11).
 MODULE_CLASSES = RNGS_REQUIRED_LAYERS | RNGS_OPTIONAL_LAYERS | frozenset({"Module", "Sequential", "PReLU", "List", "Dict"})
 OPTIMIZER_CLASSES = frozenset({"Optimizer", "ModelAndOptimizer"})

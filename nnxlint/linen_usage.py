@@ -55,23 +55,18 @@ def linen_receiver(context: FileContext, node: cst.BaseExpression) -> Optional[b
     """True when ``node`` holds a Linen module instance, False when it is known to hold
     something else (an NNX module, an ``nnx.bridge`` module, an instance of a class with
     its own ``apply``), None when unknown."""
-    if isinstance(node, cst.Call) and is_linen_class(context, node.func):
-        return True
-    if isinstance(node, cst.Name):
+    func = node.func if isinstance(node, cst.Call) else None
+    if isinstance(node, cst.Name):  # bound to a construction
         binding = context.lookup(node.value)
         value = _assigned_value(binding.node) if binding is not None else None
-        if isinstance(value, cst.Call) and is_linen_class(context, value.func):
-            return True
-        if isinstance(value, cst.Call) and _defines_class(context, value.func):
-            return False
-    if context.project is None and not isinstance(node, cst.Call):
-        return None
+        func = value.func if isinstance(value, cst.Call) else None
+    if func is not None and is_linen_class(context, func):
+        return True
     from nnxlint.analysis import LINEN, kind_of  # the analysis builds on the engine's context
 
     kind = kind_of(context, node)
     if kind is not None:
         return kind.category == LINEN
-    func = node.func if isinstance(node, cst.Call) else None
     if func is not None and (context.project_class(func) is not None or _defines_class(context, func)):
         return False  # an instance of a class that is no Linen module (``nnx.bridge``, its own ``apply``)
     return None

@@ -65,6 +65,7 @@ _ROOTS = {
 _PASS_THROUGH = frozenset({"flax.nnx.data"})
 _MAX_DEPTH = 12  # re-export chains and base-class chains longer than this are unknown
 NOTEBOOK_SUFFIX = ".ipynb"
+_MISSING = object()
 
 
 # -- the facts of one module ---------------------------------------------------------
@@ -507,6 +508,8 @@ class ProjectIndex:
         self.run_id: Optional[str] = None
         self._facts_digests: dict[str, Optional[str]] = {}
         self._paths_of_class: dict[str, set[str]] = {}
+        self._listings: dict[str, frozenset[str]] = {}
+        self._answers: dict[tuple, tuple[Any, Dependencies]] = {}
         self.modules: dict[str, list[tuple[str, dict]]] = {}  # dotted name -> [(path, facts)]
         self.roots: list[str] = list(lazy_roots)
         self._calls: Optional[dict[str, list[tuple[str, dict]]]] = None
@@ -557,7 +560,10 @@ class ProjectIndex:
             self.modules[name] = []
             return []
         relative = name.replace(".", os.sep)
+        top = name.split(".")[0]
         for root in self.roots:
+            if top not in self._entries(root) and top + ".py" not in self._entries(root):
+                continue
             for candidate in (os.path.join(root, relative + ".py"), os.path.join(root, relative, "__init__.py")):
                 if candidate in self.by_path:
                     continue
@@ -568,6 +574,15 @@ class ProjectIndex:
         self.modules.setdefault(name, [])
         return self.modules[name]
 
+    def _entries(self, root: str) -> frozenset[str]:
+        """The names in a root directory (listed once): where top-level packages may be."""
+        if root not in self._listings:
+            try:
+                self._listings[root] = frozenset(os.listdir(root))
+            except OSError:
+                self._listings[root] = frozenset()
+        return self._listings[root]
+
     def lookup(self, qualified: str, root: Optional[str], used: Optional[Dependencies] = None,
                depth: int = 0) -> Optional[tuple[str, Any]]:
         """What a qualified name is, following re-exports: ``("external", canonical)``,
@@ -575,6 +590,10 @@ class ProjectIndex:
         ``("function", ...)``, ``("variable", ...)``; None when unknown."""
         if depth > _MAX_DEPTH or not qualified:
             return None
+        return self._memo(("lookup", qualified, root), used,
+                          lambda depends: self._lookup(qualified, root, depends, depth))
+
+    def _lookup(self, qualified: str, root: Optional[str], used: Dependencies, depth: int) -> Optional[tuple[str, Any]]:
         if qualified.split(".")[0] in EXTERNAL_PACKAGES:
             return "external", canonical_name(qualified)
         parts = qualified.split(".")
@@ -668,12 +687,31 @@ class ProjectIndex:
                 and (base := self.class_info(qualified, root, used)) is not None]
 
     # instances
+    def _memo(self, key: tuple, used: Optional[Dependencies], compute) -> Any:
+        """``compute(dependencies)`` once per key (a function returning what another returns
+        would otherwise be followed again and again); a key met again while it is being
+        computed (recursion) is unknown. Each hit adds what the answer depended on."""
+        found = self._answers.get(key, _MISSING)
+        if found is _MISSING:
+            self._answers[key] = (None, Dependencies())
+            depends = Dependencies()
+            found = self._answers[key] = (compute(depends), depends)
+        if used is not None:
+            used.modules |= found[1].modules
+            used.calls |= found[1].calls
+        return found[0]
+
     def instance_class(self, reference: Optional[list], root: Optional[str],
                        used: Optional[Dependencies] = None, depth: int = 0) -> Optional[str]:
         """The qualified class of the object a type reference denotes: a project class
         (absolute name) or a Flax class (canonical name); None when unknown."""
         if reference is None or depth > _MAX_DEPTH:
             return None
+        return self._memo(("instance", repr(reference), root), used,
+                          lambda depends: self._instance_class(reference, root, depends, depth))
+
+    def _instance_class(self, reference: list, root: Optional[str], used: Dependencies,
+                        depth: int) -> Optional[str]:
         mode = reference[0]
         if mode == "item":
             inner = self._tuple_items(reference[2], root, used, depth)
@@ -704,6 +742,10 @@ class ProjectIndex:
     def _tuple_items(self, reference, root, used, depth) -> Optional[list]:
         if reference is None or depth > _MAX_DEPTH:
             return None
+        return self._memo(("items", repr(reference), root), used,
+                          lambda depends: self._tuple_items_of(reference, root, depends, depth))
+
+    def _tuple_items_of(self, reference, root, used, depth) -> Optional[list]:
         if reference[0] == "tuple":
             return reference[1]
         if reference[0] == "call":
@@ -737,13 +779,16 @@ class ProjectIndex:
     def call_sites(self, function: str, used: Optional[Dependencies] = None) -> list[tuple[str, dict]]:
         """``(root, arguments)`` for every call of ``function`` (an absolute name) in the run."""
         if self._calls is None:
-            self._calls = {}
-            for path, facts in self.by_path.items():
+            by_callee: dict[tuple[str, str], list[dict]] = {}  # each callee spelling is resolved once
+            for facts in self.by_path.values():
                 for callee, arguments in facts["calls"]:
-                    found = self.lookup(callee, facts["root"])
-                    if found is not None and found[0] == "function":
-                        target = f"{found[1][1]['module']}.{found[1][2]}"
-                        self._calls.setdefault(target, []).append((facts["root"], arguments))
+                    by_callee.setdefault((facts["root"], callee), []).append(arguments)
+            self._calls = {}
+            for (root, callee), sites in by_callee.items():
+                found = self.lookup(callee, root)
+                if found is not None and found[0] == "function":
+                    target = f"{found[1][1]['module']}.{found[1][2]}"
+                    self._calls.setdefault(target, []).extend((root, arguments) for arguments in sites)
         if used is not None:
             used.calls.add(function)
         return self._calls.get(function, [])

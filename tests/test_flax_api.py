@@ -99,3 +99,11 @@ def test_submodule_spellings():
     assert nnx.metrics is importlib.import_module("flax.nnx.training.metrics")
     assert flax_api.canonical_name("flax.nnx.optimizer.Optimizer") == "flax.nnx.Optimizer"
     assert flax_api.canonical_name("flax.nnx.training.metrics.MetricState") == "flax.nnx.metrics.MetricState"
+
+
+def test_linen_modules_in_nnx():
+    import flax.linen
+
+    for name in flax_api.LINEN_MODULES_IN_NNX:
+        assert issubclass(_nnx_attribute(name), flax.linen.Module)
+    assert not issubclass(nnx.bridge.Module, flax.linen.Module)  # its apply is NNX's
