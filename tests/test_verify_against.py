@@ -208,6 +208,17 @@ def test_only_verify_against_imports_the_users_code(tmp_path: Path):
     assert "class Classifier(nnx.Module)" in model.read_text() and not marker.exists()
 
 
+def test_converted_classes_the_init_site_does_not_build_need_an_example():
+    from nnxlint.verify.against import _init_site_plan
+
+    (model,) = _init_site_plan(LINEN_MODEL, "models.py", ["Block", "Classifier"])
+    assert (model.class_name, model.covers, model.mode) == ("Classifier", ["Block"],
+                                                           {"name": "train", "eval_value": False})
+    (error,) = _init_site_plan(LINEN_MODEL, "models.py", ["Block"])  # per-class: Classifier stays Linen
+    assert error["status"] == "error" and "which stays Linen" in error["error"]
+    assert "--example 'models.py:Block(arguments)'" in error["error"]
+
+
 def test_unknown_revision_and_nothing_converted_exit_2(project: Path):
     result = CliRunner().invoke(main, ["verify", "--against", "no-such-rev", str(project / "models.py")])
     assert result.exit_code == 2 and "unknown git revision 'no-such-rev'" in result.output

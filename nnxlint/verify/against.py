@@ -56,7 +56,23 @@ def plan(repository: Repository, paths: Sequence[Path], examples: Sequence[Examp
             planned.append(_error(relative, "?", str(error)))
             continue
         if converted:
-            planned.append(_guarded(relative, ", ".join(converted), lambda: init_site_spec(source, relative)))
+            planned += _init_site_plan(source, relative, converted)
+    return planned
+
+
+def _init_site_plan(source: str, relative: str, converted: list[str]) -> list[ModelSpec | Result]:
+    """The init site's model, and an error for each converted class it does not build
+    (with per-class conversion, a file can convert some classes and keep others Linen)."""
+    spec = _guarded(relative, ", ".join(converted), lambda: init_site_spec(source, relative))
+    if isinstance(spec, dict):
+        return [spec]
+    planned: list[ModelSpec | Result] = [spec] if spec.class_name in converted else []
+    built = {spec.class_name, *spec.covers} if planned else set()
+    for name in converted:
+        if name not in built:
+            planned.append(_error(relative, name, f"`{name}` was converted, but the init site builds "
+                                  f"`{spec.class_name}`{'' if planned else ', which stays Linen'}: pass "
+                                  f"--example '{relative}:{name}(arguments)' --input-shape N,..."))
     return planned
 
 
