@@ -40,7 +40,8 @@ _REASON = re.compile(r"\(no fix: (.*)\)$")
 
 # Top models of google/flax examples/ to verify: (file, class, Linen keyword
 # arguments as source, example input as source (``name=...`` when passed by keyword),
-# call keywords for train, for eval).  Dropout is compared with the same masks:
+# call keywords for train, for eval, and optionally the converted model's extra
+# constructor arguments: input sizes nothing in the file gives).  Dropout is compared with the same masks:
 # both sides draw them from one patched ``jax.random.bernoulli`` stream.
 SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
     "imagenet": [("models.py", "ResNet",
@@ -49,7 +50,8 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
     "vae": [("models.py", "VAE", "dict(latents=4)", "jax.random.uniform(jax.random.key(1), (2, 784))",
              {"z_rng": "jax.random.key(2)"}, {"z_rng": "jax.random.key(2)"})],
     "ppo": [("models.py", "ActorCritic", "dict(num_outputs=4)",
-             "jax.random.uniform(jax.random.key(1), (2, 84, 84, 4))", {}, {})],
+             "jax.random.uniform(jax.random.key(1), (2, 84, 84, 4))", {}, {},
+             "dict(hidden_in_features=11 * 11 * 64)")],  # 84 -> 21 -> 11 -> 11 (SAME, strides 4, 2, 1)
     "linen_design_test": [("dense.py", "Dense", "dict(features=3)", "jax.random.normal(jax.random.key(1), (2, 5))",
                            {}, {})],
     "nlp_seq": [("models.py", "Transformer",
@@ -189,7 +191,7 @@ x = eval(source, {"jax": jax, "jnp": jnp})
 given = {keyword: x} if keyword else {}
 positional = () if keyword else (x,)
 kwargs = eval(spec["kwargs"], {**vars(linen)})
-nnx_kwargs = eval(spec["kwargs"], {**vars(converted)})
+nnx_kwargs = {**eval(spec["kwargs"], {**vars(converted)}), **eval(spec["nnx_kwargs"])}
 modes = {mode: {k: eval(v, {"jax": jax, "jnp": jnp}) if isinstance(v, str) else v for k, v in call.items()}
          for mode, call in (("train", spec["train"]), ("eval", spec["eval"]))}
 model = getattr(linen, spec["class"])(**kwargs)
@@ -224,12 +226,13 @@ print(json.dumps(result))
 
 def verify(groups: list[Group], source: Path, work: Path) -> None:
     for group in groups:
-        for file, name, kwargs, example, train, evaluate in SPECS.get(group.name, []):
+        for file, name, kwargs, example, train, evaluate, *nnx_only in SPECS.get(group.name, []):
             linen_file, nnx_file = source / group.name / file, work / group.name / file
             if name not in _nnx_classes(nnx_file.read_text()):
                 group.forward[name] = "not converted"
                 continue
             spec = dict(linen=str(linen_file), nnx=str(nnx_file), input=example, kwargs=kwargs,
+                        nnx_kwargs=nnx_only[0] if nnx_only else "dict()",
                         train=train, eval=evaluate, **{"class": name})
             done = subprocess.run([sys.executable, "-c", _VERIFY, json.dumps(spec)], capture_output=True,
                                   text=True, check=False, env={**os.environ, "JAX_PLATFORMS": "cpu"})

@@ -218,3 +218,45 @@ def test_names_imported_from_flax_linen_convert_and_a_param_under_a_field_branch
     assert "kernel_init: object = nnx.initializers.lecun_normal()" in fixed
     assert "self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, features)))" in fixed
     assert "        if use_bias:\n            self.bias = nnx.Param(nnx.initializers.zeros_init()(rngs.params(), (features,)))" in fixed
+
+
+def test_a_layer_size_nothing_in_the_file_gives_becomes_a_named_constructor_parameter():
+    fixed, findings = convert('''\
+        import flax.linen as nn
+
+        class Policy(nn.Module):
+            actions: int
+
+            @nn.compact
+            def __call__(self, x):
+                x = nn.relu(nn.Conv(16, (3, 3), strides=(2, 2))(x))
+                x = x.reshape((x.shape[0], -1))
+                x = nn.relu(nn.Dense(64, name="hidden")(x))
+                return nn.Dense(self.actions, name="logits")(x)
+        ''')
+    assert "def __init__(self, in_features: int, hidden_in_features: int, actions: int, *, rngs: nnx.Rngs):" in fixed
+    assert "self.hidden = nnx.Linear(hidden_in_features, 64, rngs=rngs)" in fixed
+    assert "self.logits = nnx.Linear(64, actions, rngs=rngs)" in fixed  # a Dense's output is its features
+    assert "`Policy` takes `in_features`, `hidden_in_features`" in findings["Policy"].fix.description
+    # a parent cannot give that size: it stays Linen, and so does the class it uses
+    _, findings = convert(POLICY_AND_AGENT)
+    assert "whose input size `hidden_in_features` cannot be worked out here" in findings["Agent"].message
+    assert "`Agent` uses it and stays Linen" in findings["Policy"].message
+
+
+POLICY_AND_AGENT = '''\
+import flax.linen as nn
+
+
+class Policy(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(16, (3, 3))(x).reshape((x.shape[0], -1))
+        return nn.Dense(4, name="hidden")(x)
+
+
+class Agent(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return Policy()(x)
+'''

@@ -54,6 +54,9 @@ class ConvertedClass:
     uses_rngs: bool
     # a layer keeps a constant train/eval flag, which model.train()/eval() would override
     constant_flags: bool = False
+    # layer input sizes nothing inside the class can give (``hidden_in_features`` after a
+    # flatten): constructor parameters that the code building the class must pass
+    layer_size_params: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -71,12 +71,23 @@ class ClassSet:
             except Unconvertible as error:
                 self._open_failures[name] = str(error)
                 self.env.custom_collections = custom
-        if not inputs or not any(inputs):
-            raise Unconvertible(self._open_failures[name])
+        if not inputs or not any(inputs):  # nobody here gives its input: the sizes are the builder's to pass
+            self.converted[name] = self._with_layer_sizes(name, node)
+            return self.converted[name]
         inputs = _array_inputs(inputs)
         self.converted[name] = ClassConverter(self.env, node, inputs).run()
         self.concrete_keys[name] = _key(inputs)
         return self.converted[name]
+
+    def _with_layer_sizes(self, name: str, node: cst.ClassDef) -> ConvertedClass:
+        """Last resort for a class on its own: a layer input size nothing inside it gives
+        (a flatten after convolutions) becomes a constructor parameter (``hidden_in_features``)."""
+        custom = dict(self.env.custom_collections)
+        try:
+            return ClassConverter(self.env, node, _ANY_INPUTS, layer_sizes=True).run()
+        except Unconvertible:
+            self.env.custom_collections = custom
+            raise Unconvertible(self._open_failures[name]) from None
 
     def _check_key(self, name: str, inputs: Optional[Sequence[Shape]]) -> ConvertedClass:
         if name in self.concrete_keys and (inputs is None or _key(_array_inputs(inputs)) != self.concrete_keys[name]):

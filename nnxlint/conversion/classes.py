@@ -45,8 +45,12 @@ _CONVERTED_ELSEWHERE = ("compact", "initializers")
 class ClassConverter(LayerConstruction):
     """Converts one Linen class, given the shapes of its ``__call__`` inputs."""
 
-    def __init__(self, env: FileEnv, node: cst.ClassDef, inputs: Sequence[Shape]) -> None:
+    def __init__(self, env: FileEnv, node: cst.ClassDef, inputs: Sequence[Shape],
+                 layer_sizes: bool = False) -> None:
         self.env = env
+        # a layer input size nothing here can give becomes a constructor parameter (last resort)
+        self.layer_sizes = layer_sizes
+        self.layer_size_params: list[str] = []
         self.node = node
         self.inputs = inputs
         self.fields: list[InitParam] = []
@@ -130,7 +134,8 @@ class ClassConverter(LayerConstruction):
         base = cst.Arg(cst.parse_expression(f"{self.env.nnx}.Module"))
         new_node = node.with_changes(bases=[base], body=node.body.with_changes(body=new_body))
         return ConvertedClass(node.name.value, new_node, self.size_params, self.fields,
-                              self._output_shape, self.mode, self.uses_rngs, self.constant_flags)
+                              self._output_shape, self.mode, self.uses_rngs, self.constant_flags,
+                              self.layer_size_params)
 
     # -- fields and setup --------------------------------------------------
     @staticmethod
@@ -391,7 +396,7 @@ class ClassConverter(LayerConstruction):
         used_text = "\n".join(lines)
         self.size_params = {name: index for name, index in self._size_names().items()
                             if re.search(rf"\b{name}\b", used_text)}
-        signature = ["self"] + [f"{name}: int" for name in self.size_params]
+        signature = ["self"] + [f"{name}: int" for name in [*self.size_params, *self.layer_size_params]]
         for param in self.fields:
             text = param.name + (f": {param.annotation}" if param.annotation else "")
             signature.append(text + (f" = {param.default}" if param.default is not None else ""))
@@ -403,6 +408,16 @@ class ClassConverter(LayerConstruction):
             or f"{indent}pass{newline}"
         text = f"def __init__({', '.join(signature)}):{newline}{body}"
         return cst.parse_statement(text, config=self.env.module.config_for_parsing)  # type: ignore[return-value]
+
+    def layer_size_parameter(self, slot: Slot) -> Optional[Size]:
+        """``hidden_in_features`` for the layer ``self.hidden`` whose input size is unknown,
+        when the class may take it as a constructor parameter."""
+        name = f"{slot.attribute}_in_features"
+        if not self.layer_sizes or not IDENTIFIER.fullmatch(name) or name in self.field_names:
+            return None
+        if name not in self.layer_size_params:
+            self.layer_size_params.append(name)
+        return Size(name)
 
     def _size_names(self) -> dict[str, int]:
         return {size_name(name, index): index for name, index in self._call_param_index.items()}
@@ -462,6 +477,9 @@ class ClassConverter(LayerConstruction):
     def _child_init(self, slot: Slot, class_name: str, inputs: list[Shape],
                     shapes: dict[str, Shape]) -> tuple[str, Shape, Optional[Mode]]:
         child = self.env.convert_class(class_name, inputs)
+        if child.layer_size_params:
+            raise Unconvertible(f"uses `{class_name}`, whose input size `{child.layer_size_params[0]}` cannot be "
+                                "worked out here")
         self.constant_flags |= child.constant_flags
         args = []
         values: dict[str, str] = {}

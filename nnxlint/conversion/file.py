@@ -104,7 +104,8 @@ class _Converter:
 
     def _result(self, replacements: dict[cst.CSTNode, Replacement], with_training: bool = False) -> Conversion:
         converted = [name for name in self.linen_classes if name in self.classes.converted]
-        sizes = {name: list(self.classes.converted[name].size_params) for name in converted}
+        sizes = {name: [*self.classes.converted[name].size_params, *self.classes.converted[name].layer_size_params]
+                 for name in converted}
         changed = {old: replacement for old, replacement in replacements.items()
                    if not (isinstance(replacement, cst.CSTNode) and replacement.deep_equals(old))}
         return Conversion(changed, None, converted, dict(self.classes.reasons), sizes, with_training)
@@ -157,6 +158,9 @@ class _Converter:
 
     def _construction(self, site: InitSite, top: ConvertedClass, inputs: list[Shape],
                       training: TrainingConverter) -> str:
+        if top.layer_size_params:
+            raise Unconvertible(f"the input size `{top.layer_size_params[0]}` of `{site.class_name}` cannot be "
+                                "found from the example input passed to `init`")
         args = []
         for parameter, index in top.size_params.items():
             shape = inputs[index] if index < len(inputs) else None

@@ -10,7 +10,10 @@ import libcst as cst
 from nnxlint.conversion.base import Layer, Slot, Unconvertible, arg_keyword, self_attribute
 from nnxlint.conversion.constructs import FACTORIES
 from nnxlint.conversion.linen_map import INEXACT_LAYERS, LAYERS, ONLY_VALUES, LayerMapping
-from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, int_literal, int_tuple, string_literal, window_output
+from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, open_shape, int_literal, int_tuple, string_literal, window_output
+
+
+_LAST_AXIS_IS_FEATURES = ("Dense", "Conv", "Embed")
 
 
 class LayerConstruction:
@@ -79,6 +82,8 @@ class LayerConstruction:
         nnx_positional: set[str] = set()
         if mapping.input_size:
             if input_size is None:
+                input_size = self.layer_size_parameter(slot)  # type: ignore[attr-defined]
+            if input_size is None:
                 raise Unconvertible(f"the input size of `{slot.attribute}` ({mapping.linen}) "
                                     "cannot be determined statically")
             nnx_values[mapping.input_size] = input_size.code
@@ -105,9 +110,11 @@ class LayerConstruction:
 
     def _layer_output(self, mapping: LayerMapping, slot: Slot, input_shape: Shape,
                       shapes: dict[str, Shape]) -> Shape:
-        if input_shape is None:
-            return None
         values, _ = self.construction_args(slot.construction, mapping)
+        if input_shape is None:  # Dense, Conv and Embed keep the leading axes, whatever they are
+            if mapping.linen in _LAST_AXIS_IS_FEATURES and "features" in values:
+                return open_shape(self.size_of(values["features"], shapes))
+            return None
         if mapping.linen == "Embed":
             return input_shape + (self.size_of(values["features"], shapes),)
         if mapping.linen == "DenseGeneral":  # the contracted axes give way to the features

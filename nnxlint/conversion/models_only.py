@@ -93,8 +93,8 @@ class ModelsOnly:
         """The factory takes the converted class's new parameters and passes them on:
         ``def model(latents, *, in_features: int, rngs: nnx.Rngs): return VAE(in_features, ..., rngs=rngs)``."""
         converted = self.classes.converted[self._factory_class(function)]  # type: ignore[index]
-        added = [f"{name}: int" for name in converted.size_params]
-        passed = list(converted.size_params)
+        passed = [*converted.size_params, *converted.layer_size_params]
+        added = [f"{name}: int" for name in passed]
         if converted.uses_rngs:
             added.append(f"rngs: {self.converter.env.nnx}.Rngs")
         if not added:
