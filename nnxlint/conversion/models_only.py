@@ -59,15 +59,19 @@ class ModelsOnly:
         module = self.converter.module
         linen_classes = self.converter.linen_classes
         found: dict[str, int] = {}
-        line = 1 + len(module.header)
-        for statement in module.body:
+        for index, statement in enumerate(module.body):
             if not (isinstance(statement, cst.ClassDef) and statement.name.value in linen_classes) \
                     and not _is_import(statement) and not self._is_partial(statement) \
                     and not (isinstance(statement, cst.FunctionDef) and self._factory_class(statement)):
                 for name in _names_in(statement, set(linen_classes)):
-                    found.setdefault(name, line + len(statement.leading_lines))
+                    found.setdefault(name, index)
+        if not found:
+            return found
+        lines, line = {}, 1 + len(module.header)  # the line of each statement that uses one (code is costly)
+        for index, statement in enumerate(module.body[:max(found.values()) + 1]):
+            lines[index] = line + len(statement.leading_lines)
             line += module.code_for_node(statement).count("\n")
-        return found
+        return {name: lines[index] for name, index in found.items()}
 
     def _factory_class(self, function: cst.FunctionDef) -> Optional[str]:
         """``def model(latents): return VAE(latents=latents)``: the class a factory builds."""
