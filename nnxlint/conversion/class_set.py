@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 
 import libcst as cst
 
+from nnxlint.context import walk
+
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible
 from nnxlint.conversion.classes import ClassConverter
 from nnxlint.conversion.shapes import Shape, Size, open_shape
@@ -71,7 +73,10 @@ class ClassSet:
             except Unconvertible as error:
                 self._open_failures[name] = str(error)
                 self.env.custom_collections = custom
-        if not inputs or not any(inputs):  # nobody here gives its input: the sizes are the builder's to pass
+        if not inputs or not any(inputs):
+            if "input size" not in self._open_failures[name]:
+                raise Unconvertible(self._open_failures[name])
+            # nobody here gives its input: the sizes are the builder's to pass
             self.converted[name] = self._with_layer_sizes(name, node)
             return self.converted[name]
         inputs = _array_inputs(inputs)
@@ -149,16 +154,7 @@ def _key(inputs: Sequence[Shape]) -> tuple:
 
 
 def _class_names_in(node: cst.CSTNode, candidates: set[str]) -> set[str]:
-    found: set[str] = set()
-
-    class Names(cst.CSTVisitor):
-        def visit_Name(self, name: cst.Name) -> None:
-            if name.value in candidates:
-                found.add(name.value)
-
-        def visit_Attribute(self, attribute: cst.Attribute) -> bool:
-            attribute.value.visit(self)
-            return False
-
-    node.visit(Names())
-    return found
+    """The candidates named in ``node`` (not as an attribute: ``x.Block`` is not ``Block``)."""
+    attributes = {id(child.attr) for child in walk(node) if isinstance(child, cst.Attribute)}
+    return {child.value for child in walk(node)
+            if isinstance(child, cst.Name) and child.value in candidates and id(child) not in attributes}

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 import libcst as cst
 
+from nnxlint.context import walk
 from nnxlint.flax_api import LINEN_MODULE
 from nnxlint.conversion.base import (
     IDENTIFIER, LINEN_COMPACT, ConvertedClass, FileEnv, InitParam, Mode, Slot, Unconvertible, arg_keyword,
@@ -528,27 +529,16 @@ def _in_parent_terms(shape, values: dict[str, str], inputs: Sequence[Shape]):
 
 
 def _assignment_counts(node: cst.CSTNode) -> Counter:
-    """How often each plain name is bound (assigned, loop target, ...) in ``node``."""
+    """How often each plain name is bound (assigned, loop target, ...) in ``node``;
+    a name rebound in place or by a loop counts as bound more than once."""
     counts: Counter = Counter()
-
-    class Bindings(cst.CSTVisitor):
-        def visit_AssignTarget(self, target: cst.AssignTarget) -> None:
-            for name in _target_names(target.target):
-                counts[name] += 1
-
-        def visit_AugAssign(self, node: cst.AugAssign) -> None:
-            counts.update(_target_names(node.target) * 2)
-
-        def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-            counts.update(_target_names(node.target))
-
-        def visit_For(self, node: cst.For) -> None:
-            counts.update(_target_names(node.target) * 2)
-
-        def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
-            counts.update(_target_names(node.target) * 2)
-
-    node.visit(Bindings())
+    for child in walk(node):
+        if isinstance(child, cst.AssignTarget):
+            counts.update(_target_names(child.target))
+        elif isinstance(child, cst.AnnAssign):
+            counts.update(_target_names(child.target))
+        elif isinstance(child, (cst.AugAssign, cst.For, cst.NamedExpr)):
+            counts.update(_target_names(child.target) * 2)
     return counts
 
 

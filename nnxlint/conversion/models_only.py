@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
+from nnxlint.context import walk
+
 from nnxlint.conversion.base import Unconvertible
 
 if TYPE_CHECKING:
@@ -146,16 +148,11 @@ def _is_docstring(statement: cst.CSTNode) -> bool:
 
 
 def _names_in(node: cst.CSTNode, candidates: set[str]) -> list[str]:
+    """The candidates named in ``node``, in order (not as an attribute: ``x.Net`` is not ``Net``)."""
+    attributes = {id(child.attr) for child in walk(node) if isinstance(child, cst.Attribute)}
     found: list[str] = []
-
-    class Names(cst.CSTVisitor):
-        def visit_Name(self, name: cst.Name) -> None:
-            if name.value in candidates and name.value not in found:
-                found.append(name.value)
-
-        def visit_Attribute(self, attribute: cst.Attribute) -> bool:
-            attribute.value.visit(self)
-            return False
-
-    node.visit(Names())
+    for child in walk(node):
+        if isinstance(child, cst.Name) and child.value in candidates and id(child) not in attributes \
+                and child.value not in found:
+            found.append(child.value)
     return found
