@@ -17,7 +17,7 @@ else:  # pragma: no cover
 from nnxlint.registry import UnknownCode, expand
 
 KNOWN_KEYS = {"select", "extend-select", "ignore", "exclude", "extend-exclude",
-              "per-file-ignores", "respect-gitignore", "cache-dir"}
+              "per-file-ignores", "respect-gitignore", "cache-dir", "max-file-size"}
 
 
 class ConfigError(Exception):
@@ -36,6 +36,7 @@ class Settings:
     per_file_ignores: dict[str, list[str]] = field(default_factory=dict)
     respect_gitignore: bool = True
     cache_dir: Optional[str] = None
+    max_file_size: Optional[int] = None  # bytes; None: the default
 
     def apply_command_line(self, select: Sequence[str], extend_select: Sequence[str],
                            ignore: Sequence[str]) -> None:
@@ -151,6 +152,11 @@ def load_settings(config_file: Optional[Path], start: Path) -> Settings:
         if not isinstance(table["cache-dir"], str) or not table["cache-dir"]:
             raise ConfigError(f"{path}: `cache-dir` must be a directory name (a string)")
         settings.cache_dir = table["cache-dir"]
+    if "max-file-size" in table:
+        size = table["max-file-size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigError(f"{path}: `max-file-size` must be a positive number of bytes")
+        settings.max_file_size = size
     settings.enabled_codes()  # unknown codes are an error at load time
     settings.per_file_ignore_codes()
     return settings

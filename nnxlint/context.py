@@ -142,7 +142,7 @@ class FileContext:
     def lookup_as_of(self, name: str, anchor: names.Binding) -> Optional[names.Binding]:
         """What ``name`` referred to at the statement that made ``anchor``."""
         for position, scope in enumerate(self.scopes):
-            if any(anchor is binding for bindings in scope.bindings.values() for binding in bindings):
+            if scope.holds(anchor):
                 found = scope.lookup_here(name, anchor.index)
                 if found is not None:
                     return found

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+import io
 import re
+import sys
+import tokenize
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
 import libcst as cst
 
 from nnxlint.context import FileContext, RuleCrash, Traversal
-from nnxlint.findings import SOURCE_ERROR_CODE, SOURCE_ERROR_NAME, Applicability, Finding, FixSummary, source_error
+from nnxlint.findings import SOURCE_ERROR_CODE, SOURCE_ERROR_NAME, Applicability, Finding, FixSummary
 from nnxlint.imports import add_imports
 from nnxlint.positions import Positions
 from nnxlint.rule import Fix, Report, Rule
+from nnxlint.syntax import parse_failure
+from nnxlint.textio import python_lines
 from nnxlint import tier
 from nnxlint.tier import ImportSummary
 
 MAX_FIX_PASSES = 10
+RECURSION_LIMIT = 30_000
 
 _SKIP_FILE = re.compile(r"^[ \t]*#[ \t]*nnxlint:[ \t]*skip-file\b", re.MULTILINE)
+_HAS_NOQA = re.compile("noqa", re.IGNORECASE)
 _NOQA = re.compile(r"#[ \t]*noqa(?::[ \t]*(?P<codes>[A-Za-z]+[0-9]+(?:[ \t,]+[A-Za-z]+[0-9]+)*))?", re.IGNORECASE)
 
 
@@ -59,7 +69,8 @@ class CheckResult:
     crashes: list[RuleCrash] = field(default_factory=list)
     fixed_text: Optional[str] = None  # set when fixes changed the text
     fixes_applied: int = 0
-    dropped_fixes: list[str] = field(default_factory=list)  # fixes whose output did not parse
+    dropped_fixes: list[str] = field(default_factory=list)  # fixes whose output did not parse or compile
+    drop_reasons: dict[str, str] = field(default_factory=dict)  # description -> why it was dropped
 
 
 def is_skipped(text: str) -> bool:
@@ -121,23 +132,40 @@ def _noqa_codes(line_text: str) -> Optional[set[str]]:
     return {code.upper() for code in re.split(r"[ \t,]+", codes.strip())} if codes else set()
 
 
-def _suppressed(code: str, lines: Sequence[str], first: int, last: int) -> bool:
+def noqa_comments(text: str) -> dict[int, set[str]]:
+    """The noqa comments of ``text`` by line (Python's lines): only real comments count,
+    never ``# noqa`` inside a string.  An empty set is a bare ``# noqa``."""
+    if not _HAS_NOQA.search(text):
+        return {}
+    found: dict[int, set[str]] = {}
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text, newline="").readline):
+            if token.type == tokenize.COMMENT:
+                codes = _noqa_codes(token.string)
+                if codes is not None:
+                    found[token.start[0]] = codes
+    except (tokenize.TokenError, SyntaxError):  # LibCST parsed it: a tokenizer corner case; go by lines
+        found = {number: codes for number, line in enumerate(python_lines(text), start=1)
+                 if (codes := _noqa_codes(line)) is not None}
+    return found
+
+
+def _suppressed(code: str, noqa: dict[int, set[str]], first: int, last: int) -> bool:
     for number in {first, last}:
-        if 1 <= number <= len(lines):
-            codes = _noqa_codes(lines[number - 1])
-            if codes is not None and (not codes or code in codes):
-                return True
+        codes = noqa.get(number)
+        if codes is not None and (not codes or code in codes):
+            return True
     return False
 
 
-def _findings(path: str, current: _Pass, lines: Sequence[str]) -> list[tuple[Finding, Report]]:
+def _findings(path: str, current: _Pass, noqa: dict[int, set[str]]) -> list[tuple[Finding, Report]]:
     found: list[tuple[Finding, Report]] = []
     if current.positions is None:
         return found
     for report in current.reports:
         position = current.positions[report.node]
         start, end = position.start, position.end
-        if _suppressed(report.rule.code, lines, start.line, end.line):
+        if _suppressed(report.rule.code, noqa, start.line, end.line):
             continue
         summary = FixSummary(report.fix.applicability, report.fix.description) if report.fix else None
         found.append((Finding(path, report.rule.code, report.rule.name, report.message,
@@ -170,21 +198,41 @@ def _overlaps(spans: list[tuple], taken: list[tuple]) -> bool:
                for start, end in spans for other_start, other_end in taken)
 
 
-def _apply(module: cst.Module, fixes: Sequence[Fix]) -> Optional[str]:
-    """The new source with ``fixes`` applied, or None if it would not parse."""
+def _compile_error(code: str) -> Optional[str]:
+    """Why CPython refuses to compile ``code`` (LibCST's re-parse accepts repeated
+    keywords and duplicate parameters), or None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compile(code, "<nnxlint fix>", "exec", ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    except SyntaxError as error:
+        return f"{error.msg} (line {error.lineno})"
+    except (ValueError, RecursionError, MemoryError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _apply(module: cst.Module, fixes: Sequence[Fix], before: str) -> tuple[Optional[str], str]:
+    """The new source with ``fixes`` applied to ``module`` (whose text is ``before``),
+    or None and the reason when it would not parse or not compile."""
     replacements: dict[int, object] = {}
     imports: set[str] = set()
     for fix in fixes:
         replacements.update({id(node): new for node, new in fix.edits.items()})
         imports |= fix.imports
-    new_module = module.visit(_Replacer(replacements))
-    new_module = add_imports(new_module, imports)
-    code = new_module.code
     try:
+        new_module = module.visit(_Replacer(replacements))
+        new_module = add_imports(new_module, imports)
+        code = new_module.code
         cst.parse_module(code)
     except cst.ParserSyntaxError:
-        return None
-    return code
+        return None, "its output did not parse"
+    except RecursionError:
+        return None, "the file is nested too deeply to rewrite"
+    refused = _compile_error(code)
+    if refused is not None and _compile_error(before) is None:  # the fix broke it, not the user
+        return None, f"its output would not compile: {refused}"
+    return code, ""
 
 
 def _choose_fixes(candidates: Iterable[Report], positions: Positions) -> list[tuple[Fix, int]]:
@@ -206,6 +254,22 @@ def _choose_fixes(candidates: Iterable[Report], positions: Positions) -> list[tu
     return [(fix, count) for fix, count in chosen.values()]
 
 
+def _deep_recursion(function):
+    """LibCST's code generation and visitors recurse once per nesting level (an
+    ``if`` with a thousand ``elif`` is a thousand levels): allow what CPython itself
+    compiles.  Python 3.11+ does not use the C stack for these calls."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, RECURSION_LIMIT))
+        try:
+            return function(*args, **kwargs)
+        finally:
+            sys.setrecursionlimit(limit)
+    return wrapper
+
+
+@_deep_recursion
 def check_source(text: str, path: str, rules: Sequence[type[Rule]],
                  fix_level: Optional[Applicability] = None, project=None, *,
                  imports: Optional[ImportSummary] = None, linked: bool = False, full: bool = False) -> CheckResult:
@@ -230,13 +294,11 @@ def check_source(text: str, path: str, rules: Sequence[type[Rule]],
             break
         try:
             module = parse_module(current_text)
-        except cst.ParserSyntaxError as error:
-            result.findings = [source_error(path, f"syntax error: {error.message}", error.raw_line,
-                                            error.raw_column + 1)]
+        except (cst.ParserSyntaxError, RecursionError, MemoryError) as error:
+            result.findings = [parse_failure(current_text, path, error)]
             return result
         current = _run_rules(module, path, running or rules, project)
-        lines = current_text.splitlines()
-        pairs = _findings(path, current, lines)
+        pairs = _findings(path, current, noqa_comments(current_text) if current.reports else {})
         result.crashes = current.crashes
         result.findings = [finding for finding, _ in pairs]
         fixable = [report for finding, report in pairs
@@ -246,13 +308,14 @@ def check_source(text: str, path: str, rules: Sequence[type[Rule]],
             break
         assert current.positions is not None  # there are findings
         chosen = _choose_fixes(fixable, current.positions)
-        new_text = _apply(module, [fix for fix, _ in chosen])
+        new_text, _ = _apply(module, [fix for fix, _ in chosen], current_text)
         if new_text is None:  # find the culprits one by one and drop them
             new_text, applied = current_text, []
             for fix, count in chosen:
-                attempt = _apply(module, [f for f, _ in applied] + [fix])
+                attempt, reason = _apply(module, [f for f, _ in applied] + [fix], current_text)
                 if attempt is None:
                     dropped.add(fix.description)
+                    result.drop_reasons[fix.description] = reason
                 else:
                     applied.append((fix, count))
                     new_text = attempt
@@ -270,9 +333,8 @@ def check_source(text: str, path: str, rules: Sequence[type[Rule]],
 def unknown_noqa_codes(text: str, known: set[str]) -> list[tuple[int, str]]:
     """(line, code) for every nnxlint-style code in a noqa comment that no rule has."""
     unknown = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        codes = _noqa_codes(line) if "noqa" in line.lower() else None
-        for code in sorted(codes or ()):
+    for number, codes in sorted(noqa_comments(text).items()):
+        for code in sorted(codes):
             if code.startswith("NNX") and code not in known:
                 unknown.append((number, code))
     return unknown

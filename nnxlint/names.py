@@ -11,6 +11,7 @@ None``) and lose against any other binding.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence, Union
 
@@ -43,6 +44,10 @@ class Scope:
     # id(statement in this scope's body) -> its index, to place uses in order
     statement_index: dict[int, int] = field(default_factory=dict)
     current_index: int = -1
+    # per name, built on first lookup: the binding indexes (ascending, as collected)
+    # and, at each position, the position of the last binding outside ``except``
+    _lookup_tables: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict, repr=False)
+    _held: Optional[set[int]] = field(default=None, repr=False)
 
     @property
     def is_class(self) -> bool:
@@ -50,17 +55,38 @@ class Scope:
 
     def bind(self, name: str, binding: Binding) -> None:
         self.bindings.setdefault(name, []).append(binding)
+        self._lookup_tables.pop(name, None)
+        self._held = None
+
+    def holds(self, binding: Binding) -> bool:
+        """Whether ``binding`` is one of this scope's (by identity)."""
+        if self._held is None:
+            self._held = {id(b) for bindings in self.bindings.values() for b in bindings}
+        return id(binding) in self._held
+
+    def _tables(self, name: str, candidates: list[Binding]) -> tuple[list[int], list[int]]:
+        tables = self._lookup_tables.get(name)
+        if tables is None:
+            last_plain, plain = [], -1
+            for position, binding in enumerate(candidates):
+                plain = plain if binding.in_except else position
+                last_plain.append(plain)
+            tables = self._lookup_tables[name] = ([b.index for b in candidates], last_plain)
+        return tables
 
     def lookup_here(self, name: str, before: Optional[int]) -> Optional[Binding]:
-        """The binding of ``name`` in this scope, or None if it is not bound here."""
+        """The binding of ``name`` in this scope, or None if it is not bound here: the last
+        one at or before statement ``before``, preferring bindings outside ``except``
+        (O(log n): a file may rebind a name thousands of times)."""
         candidates = self.bindings.get(name)
         if not candidates:
             return None
+        indexes, last_plain = self._tables(name, candidates)
+        end = len(candidates)
         if before is not None:
-            earlier = [b for b in candidates if b.index <= before]
-            candidates = earlier or candidates  # a use before any binding: later one (loops)
-        preferred = [b for b in candidates if not b.in_except] or candidates
-        return preferred[-1]
+            end = bisect.bisect_right(indexes, before) or end  # a use before any binding: later one (loops)
+        plain = last_plain[end - 1]
+        return candidates[plain if plain >= 0 else end - 1]
 
     def lookup(self, name: str) -> Optional[Binding]:
         scope: Optional[Scope] = self
@@ -109,12 +135,14 @@ def _asname(alias: cst.ImportAlias) -> str:
 
 
 def _dotted(node: Optional[cst.BaseExpression]) -> Optional[str]:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        base = _dotted(node.value)
-        return f"{base}.{node.attr.value}" if base else None
-    return None
+    parts = []
+    while isinstance(node, cst.Attribute):
+        parts.append(node.attr.value)
+        node = node.value
+    if not isinstance(node, cst.Name):
+        return None
+    parts.append(node.value)
+    return ".".join(reversed(parts))
 
 
 def target_names(target: cst.BaseExpression) -> Iterator[str]:
@@ -173,9 +201,12 @@ class _BindingCollector:
             if node.orelse is not None:
                 self._block(node.orelse.body, index, in_except)
         elif isinstance(node, cst.If):
-            self._block(node.body, index, in_except)
-            if node.orelse is not None:
-                self._statement(node.orelse, index, in_except)
+            branch: Optional[cst.CSTNode] = node
+            while isinstance(branch, cst.If):  # a loop: a thousand ``elif`` must not recurse
+                self._block(branch.body, index, in_except)
+                branch = branch.orelse
+            if branch is not None:
+                self._statement(branch, index, in_except)
         elif isinstance(node, cst.Else):
             self._block(node.body, index, in_except)
         elif isinstance(node, cst.With):

@@ -51,6 +51,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from nnxlint.cache import content_digest
 from nnxlint import tier
 from nnxlint.flax_api import EXTERNAL_PACKAGES, LINEN_MODULE, VARIABLE_TYPES, canonical_name, nnx_member
+from nnxlint.textio import read_regular
+from nnxlint.workers import die_with_parent
 
 TRAIN_STATE = "flax.training.train_state.TrainState"
 MODULE, PYTREE, LINEN, VARIABLE, OPTIMIZER, MODEL_AND_OPTIMIZER, TRAIN_STATE_KIND = (
@@ -86,7 +88,7 @@ def parse(text: str) -> Optional[ast.Module]:
     of a check can share this tree (``file_facts`` takes it)."""
     try:
         return ast.parse(text)
-    except (SyntaxError, ValueError):  # ValueError: null bytes
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: null bytes
         return None
 
 
@@ -441,8 +443,7 @@ def facts_of_file(path: str) -> Optional[dict[str, Any]]:
     if path.endswith(NOTEBOOK_SUFFIX):
         return None
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_regular(path)  # a FIFO named .py must not block the run
     except OSError:
         return None
     tree = parse(data.decode("utf-8", errors="replace"))
@@ -839,7 +840,10 @@ def _agreed_or_none(classes: list[Optional[str]]) -> Optional[str]:
 
 
 def _facts_job(path: str) -> tuple[str, Optional[dict[str, Any]]]:
-    return path, facts_of_file(path)
+    try:
+        return path, facts_of_file(path)
+    except RecursionError:  # nested beyond what the walks allow: the file's own check reports it
+        return path, None
 
 
 def build(paths: Sequence[str], jobs: Optional[int] = None, parallel_threshold: int = 32) -> ProjectIndex:
@@ -853,7 +857,8 @@ def build(paths: Sequence[str], jobs: Optional[int] = None, parallel_threshold: 
         from concurrent.futures import ProcessPoolExecutor
 
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             pairs = list(pool.map(_facts_job, files, chunksize=max(1, len(files) // (workers * 4))))
     return ProjectIndex({path: facts for path, facts in pairs if facts is not None})
 
@@ -867,6 +872,8 @@ class ProjectView:
         self.path = path
         facts = index.by_path.get(path)
         self.root, self.module = (facts["root"], facts["module"]) if facts else module_name(path)
+        if self.root not in index.roots:  # a notebook beside the modules it imports
+            index.roots.append(self.root)
         self.used = Dependencies()
         self._external: dict[str, Optional[str]] = {}
 

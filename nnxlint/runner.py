@@ -19,12 +19,17 @@ from nnxlint.findings import Finding, source_error
 from nnxlint.notebook import NOTEBOOK_SUFFIX, Notebook, NotebookError
 from nnxlint.registry import all_rules
 from nnxlint.findings import Applicability
-from nnxlint.textio import BOM, Source, SourceError, decode, write_atomic
+from nnxlint import workers
+from nnxlint.textio import BOM, FileTooLarge, Source, SourceError, decode, python_lines, read_regular, write_atomic
 
 if TYPE_CHECKING:
     from nnxlint.config import Settings
 
 PARALLEL_THRESHOLD = 32  # below this many files a process pool costs more than it saves
+# LibCST needs ~80 s and 4 GB for 5 MB of Python, and its native parser aborts the
+# process on 50 MB: nobody's hand-written model code comes near this.
+DEFAULT_MAX_FILE_SIZE = 2_000_000
+FILE_TIME_LIMIT = 300.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,8 @@ class Job:
     write: bool = False  # write fixes back (``--fix``); otherwise only diff them
     diff: bool = False
     cache_dir: Optional[str] = None  # None: no cache (``--no-cache``)
+    max_file_size: Optional[int] = DEFAULT_MAX_FILE_SIZE  # bytes; larger files get NNX000
+    time_limit: float = FILE_TIME_LIMIT  # seconds per file (in isolated workers); then NNX000
 
     def codes_for(self, path: str) -> frozenset[str]:
         """The codes enabled for ``path``: the run's codes less its per-file ignores."""
@@ -74,7 +81,8 @@ def job_for(settings: "Settings", codes: Iterable[str], fix_level: Optional[Appl
     """The run's Job; raises ConfigError for unknown codes in per-file-ignores."""
     per_file = tuple((pattern, frozenset(codes)) for pattern, codes in settings.per_file_ignore_codes())
     cache_dir = str(settings.root / (settings.cache_dir or CACHE_DIRECTORY)) if use_cache else None
-    return Job(frozenset(codes), per_file, str(settings.root), fix_level, write, diff, cache_dir)
+    return Job(frozenset(codes), per_file, str(settings.root), fix_level, write, diff, cache_dir,
+               settings.max_file_size if settings.max_file_size is not None else DEFAULT_MAX_FILE_SIZE)
 
 
 def _ignored_here(path: str, job: Job) -> frozenset[str]:
@@ -115,13 +123,15 @@ class _NotebookFile(Notebook):
         return (BOM if self.bom else b"") + text.encode("utf-8")
 
 
-def load_document(path: str) -> tuple[Union[_PythonFile, _NotebookFile], str]:
+def load_document(path: str, max_size: Optional[int] = None) -> tuple[Union[_PythonFile, _NotebookFile], str]:
     """The file as something to check, and the digest of its bytes."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_regular(path, max_size)
     except OSError as error:
         raise SourceError(f"cannot read file: {error.strerror or error}") from None
+    except FileTooLarge as error:
+        raise SourceError(f"file too large to check ({error.size:,} bytes; the limit, max-file-size, "
+                          f"is {max_size:,})") from None
     digest = content_digest(data)
     if not path.endswith(NOTEBOOK_SUFFIX):
         return _PythonFile(decode(data)), digest
@@ -136,7 +146,7 @@ def load_document(path: str) -> tuple[Union[_PythonFile, _NotebookFile], str]:
 def check_file(path: str, job: Job) -> FileOutcome:
     outcome = FileOutcome(path)
     try:
-        document, outcome.digest = load_document(path)
+        document, outcome.digest = load_document(path, job.max_file_size)
     except SourceError as error:
         outcome.findings.append(source_error(path, str(error)))
         return outcome
@@ -155,8 +165,8 @@ def check_file(path: str, job: Job) -> FileOutcome:
             outcome.errors.append(f"{where}: unknown rule code {code} in a noqa comment")
     outcome.findings = [document.locate(finding) for finding in result.findings]
     outcome.errors += [f"{path}: rule {crash.code} crashed: {crash.detail}" for crash in result.crashes]
-    outcome.warnings += [f"{path}: fix dropped because its output did not parse: {description}"
-                         for description in result.dropped_fixes]
+    outcome.warnings += [f"{path}: fix dropped because {result.drop_reasons.get(description, 'its output did not parse')}: "
+                         f"{description}" for description in result.dropped_fixes]
     if result.fixed_text is None:
         return outcome
     fixed_text = document.with_python(result.fixed_text)
@@ -165,11 +175,14 @@ def check_file(path: str, job: Job) -> FileOutcome:
         return _unfixed(outcome, document, path, rules)
     if job.diff:
         outcome.diff = "".join(difflib.unified_diff(
-            document.text.splitlines(keepends=True), fixed_text.splitlines(keepends=True),
+            python_lines(document.text, keepends=True), python_lines(fixed_text, keepends=True),
             fromfile=f"a/{path}", tofile=f"b/{path}"))
     if job.write:
+        if not workers.parent_alive():  # the run was killed: never write behind its back
+            os._exit(1)
         try:
-            write_atomic(path, document.encode(fixed_text))
+            with workers.writing():
+                write_atomic(path, document.encode(fixed_text))
         except OSError as error:
             outcome.warnings.append(f"{path}: fixes not written: {error.strerror or error}")
             return _unfixed(outcome, document, path, rules)
@@ -226,8 +239,7 @@ class _RunState:
     def digest_of(self, path: str) -> Optional[str]:
         if path not in self._digests:
             try:
-                with open(path, "rb") as handle:
-                    self._digests[path] = content_digest(handle.read())
+                self._digests[path] = content_digest(read_regular(path))
             except OSError:
                 self._digests[path] = None
         return self._digests[path]
@@ -276,9 +288,28 @@ def check_files(paths: Sequence[str], job: Job, jobs: Optional[int] = None) -> l
     return [outcomes[path] for path in paths]
 
 
+def _failed(path: str, why: str) -> FileOutcome:
+    """The outcome of a file whose worker died or overran the time limit."""
+    from nnxlint.syntax import python_syntax_error
+
+    try:
+        rejected = python_syntax_error(decode(read_regular(path)).text)
+    except (OSError, SourceError):
+        rejected = None
+    if rejected is not None:  # CPython says why: nothing else needs saying
+        message, line, column = rejected
+        return FileOutcome(path, [source_error(path, f"syntax error: {message}", line, column)])
+    return FileOutcome(path, [source_error(path, f"nnxlint {why}; the file was not checked")])
+
+
 def _compute(paths: Sequence[str], job: Job, jobs: Optional[int]) -> list[FileOutcome]:
-    workers = jobs or os.cpu_count() or 1
-    if workers <= 1 or len(paths) < PARALLEL_THRESHOLD:
+    workers_wanted = jobs or os.cpu_count() or 1
+    if not paths:
+        return []
+    if workers.can_isolate():  # one file's native abort or hang must not cost the others
+        count = workers_wanted if len(paths) >= PARALLEL_THRESHOLD else 1
+        return workers.run_isolated(paths, lambda path: check_file(path, job), count, job.time_limit, _failed)
+    if workers_wanted <= 1 or len(paths) < PARALLEL_THRESHOLD:
         return [check_file(path, job) for path in paths]
     import multiprocessing
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import stat
 import tempfile
 import tokenize
@@ -12,6 +13,21 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 BOM = b"\xef\xbb\xbf"
+
+
+_LINE_BREAK = re.compile(r"(\r\n|\r|\n)")
+
+
+def python_lines(text: str, keepends: bool = False) -> list[str]:
+    """``text`` split into lines as Python's tokenizer splits it: at ``\n``, ``\r\n``
+    and ``\r`` only (``str.splitlines`` also splits at form feeds, ``\x1c``-``\x1e``,
+    ``\x85``, U+2028 and U+2029, which are ordinary characters to Python)."""
+    pieces = _LINE_BREAK.split(text)  # line, break, line, break, ..., last line
+    if keepends:
+        lines = [pieces[i] + pieces[i + 1] for i in range(0, len(pieces) - 1, 2)]
+    else:
+        lines = pieces[0::2][:-1]
+    return lines + [pieces[-1]] if pieces[-1] else lines
 
 
 class SourceError(Exception):
@@ -30,6 +46,8 @@ class Source:
 
 
 def decode(data: bytes) -> Source:
+    if b"\0" in data:  # CPython refuses NUL bytes in source; an image or archive named .py
+        raise SourceError("binary file (it contains NUL bytes), not Python source")
     bom = data.startswith(BOM)
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
@@ -105,9 +123,17 @@ def write_atomic(path: str, data: bytes) -> None:
     Raises OSError (file vanished, directory or file not writable) without
     touching the original.
     """
-    mode = os.stat(path).st_mode
+    target = os.path.realpath(path)  # through a symlink: the link stays a link, as editors keep it
+    status = os.stat(target)
     # the write bits, not os.access: root may write anything, but a file marked
     # read-only is one the user does not want rewritten
-    if not mode & 0o222 or not os.access(path, os.W_OK):
+    if not status.st_mode & 0o222 or not os.access(target, os.W_OK):
         raise PermissionError(13, "file is read-only", path)
-    replace_file(path, data, mode)
+    if status.st_nlink > 1:  # a rename would split the file from its other names: write in place
+        with open(target, "r+b") as stream:
+            stream.write(data)
+            stream.truncate()
+            stream.flush()
+            os.fsync(stream.fileno())
+        return
+    replace_file(target, data, status.st_mode)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from nnxlint.engine import source_error
+from nnxlint.findings import source_error
 from nnxlint.notebook import Notebook, NotebookError
 
 # the rules these tests count; rules landing later must not change the expectations

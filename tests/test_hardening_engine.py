@@ -1,0 +1,160 @@
+"""The engine on hostile sources: lines as Python counts them, noqa only in comments,
+fixes that CPython refuses to compile dropped, NNX000 where the user sees the error,
+deep nesting without RecursionError (issue 13)."""
+
+from __future__ import annotations
+
+import ast
+
+import libcst as cst
+import pytest
+
+from nnxlint.edits import with_keyword
+from nnxlint.engine import check_source, unknown_noqa_codes
+from nnxlint.registry import all_rules
+from nnxlint.rule import Fix, Rule
+from nnxlint.runner import Job, check_file, check_files
+
+RULES = list(all_rules().values())
+OPTIMIZER = "opt = nnx.Optimizer(model, optax.adam(1e-3))"
+HEADER = "from flax import nnx\nimport optax\n"
+
+
+def codes_and_lines(text, rules=RULES):
+    return [(finding.code, finding.line) for finding in check_source(text, "t.py", rules).findings]
+
+
+def python_line_of(text, needle):
+    """The line CPython gives the first Call whose source contains ``needle``."""
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Call) and needle in ast.unparse(node):
+            return node.lineno
+    raise AssertionError(needle)
+
+
+# -- lines as Python counts them --------------------------------------------------
+
+@pytest.mark.parametrize("separator", ["\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"])
+def test_findings_and_noqa_use_python_lines(separator):
+    text = f'{HEADER}note = "a{separator}b"\n{OPTIMIZER}\n'
+    line = python_line_of(text, "Optimizer")
+    assert codes_and_lines(text) == [("NNX102", line)]
+    suppressed = f'{HEADER}note = "a{separator}b"\n{OPTIMIZER}  # noqa: NNX102\n'
+    assert codes_and_lines(suppressed) == []
+    # a noqa on the line *after* the finding (which str.splitlines would take for it) suppresses nothing
+    wrong_line = f'{HEADER}note = "a{separator}b"\n{OPTIMIZER}\nother = 1  # noqa: NNX102\n'
+    assert codes_and_lines(wrong_line) == [("NNX102", line)]
+
+
+def test_fix_leaves_a_line_with_noqa_after_a_form_feed_alone():
+    text = f'{HEADER}\x0c\nnote = "\u2028"\n{OPTIMIZER}  # noqa: NNX102\n'
+    assert check_source(text, "t.py", RULES, "safe").fixed_text is None
+
+
+def test_unknown_noqa_codes_are_reported_at_python_lines():
+    text = f'note = "a\u2028b"\nx = 1  # noqa: NNX999\n'
+    assert unknown_noqa_codes(text, {"NNX102"}) == [(2, "NNX999")]
+
+
+# -- noqa only in comments ----------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    f'{HEADER}{OPTIMIZER}; note = "# noqa"\n',
+    f'{HEADER}{OPTIMIZER}; note = "# noqa: NNX102"\n',
+    f'{HEADER}{OPTIMIZER}; note = """\n# noqa: NNX102\n"""\n',
+])
+def test_noqa_inside_a_string_suppresses_nothing(text):
+    assert [code for code, _ in codes_and_lines(text)] == ["NNX102"]
+
+
+def test_noqa_in_a_string_is_not_an_unknown_code():
+    assert unknown_noqa_codes('x = "# noqa: NNX999"\n', {"NNX102"}) == []
+
+
+# -- fixed files must compile ---------------------------------------------------------
+
+class RepeatsKeyword(Rule):
+    """A fix LibCST re-parses happily but CPython refuses: ``f(a=1, a=1)``."""
+
+    code, name, summary = "TST101", "repeats-keyword", "adds a second `a=` keyword"
+    triggers = ("f(",)
+
+    def visit_Call(self, node):
+        if isinstance(node.func, cst.Name) and node.func.value == "f":
+            self.report(node, "call", Fix("add a=1", "safe", {node: with_keyword(node, "a", cst.Integer("1"))}))
+
+
+def test_a_fix_whose_output_does_not_compile_is_dropped_with_the_reason():
+    result = check_source("f(a=1)\n", "t.py", [RepeatsKeyword], "safe")
+    assert result.fixed_text is None and result.dropped_fixes == ["add a=1"]
+    assert "keyword argument repeated" in result.drop_reasons["add a=1"]
+
+
+def test_runner_warns_about_a_fix_that_would_not_compile(tmp_path, monkeypatch):
+    import nnxlint.runner
+
+    path = tmp_path / "t.py"
+    path.write_text("f(a=1)\n")
+    monkeypatch.setattr(nnxlint.runner, "all_rules", lambda: {"TST101": RepeatsKeyword})
+    outcome = check_file(str(path), Job(frozenset({"TST101"}), (), str(tmp_path), "safe", write=True))
+    assert path.read_text() == "f(a=1)\n"
+    assert any("would not compile" in warning and "keyword argument repeated" in warning
+               for warning in outcome.warnings), outcome.warnings
+
+
+# -- NNX000: every file, where the user sees it, with CPython's verdict -------------------
+
+@pytest.mark.parametrize("text", [
+    "import os\nx = (1,\n",                         # no trigger string at all
+    "from flax import nnx\nx = 1\ny = 'unterminated\nz = 2\n",  # a tokenizer error
+    "from flax import nnx\n\ndef f(:\n    pass\n",
+    "from flax import nnx\nif True:\n    x = 1\n  y = 2\n",     # inconsistent dedent
+    "from flax import nnx\nx = [1,\n     2\ny = 3\n",
+])
+def test_nnx000_is_reported_where_cpython_reports_it(text):
+    with pytest.raises(SyntaxError) as expected:
+        compile(text, "t.py", "exec", ast.PyCF_ONLY_AST)
+    (finding,) = check_source(text, "t.py", RULES).findings
+    assert finding.code == "NNX000" and "syntax error" in finding.message
+    assert (finding.line, finding.column) == (expected.value.lineno, expected.value.offset)
+    assert expected.value.msg in finding.message
+
+
+def test_a_binary_file_is_said_to_be_binary(tmp_path):
+    path = tmp_path / "blob.py"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00")
+    outcome = check_file(str(path), Job(frozenset(all_rules()), (), str(tmp_path)))
+    (finding,) = outcome.findings
+    assert finding.code == "NNX000" and "binary" in finding.message and "encoding" not in finding.message
+
+
+# -- deep nesting -----------------------------------------------------------------------------
+
+def test_an_if_with_a_thousand_elif_branches():
+    text = ("from flax import nnx\nx = 1\nif x == 0:\n    pass\n"
+            + "".join(f"elif x == {i}:\n    y = nnx.Linear(2, 3)\n" for i in range(1, 1000)))
+    compile(text, "t.py", "exec")
+    result = check_source(text, "t.py", RULES)
+    assert result.crashes == []
+    assert {finding.code for finding in result.findings} == {"NNX101"}
+
+
+def test_valid_python_libcst_cannot_parse_is_not_called_a_syntax_error():
+    text = "from flax import nnx\ns = (\n" + "".join(f"    'a{i}'\n" for i in range(5000)) + ")\n"
+    compile(text, "t.py", "exec")
+    for finding in check_source(text, "t.py", RULES).findings:
+        assert finding.code != "NNX000" or ("syntax error" not in finding.message
+                                            and "LibCST" in finding.message), finding
+
+
+def test_nesting_too_deep_for_python_is_nnx000_not_a_hang(tmp_path):
+    # CPython gives up on this sum (RecursionError); LibCST takes minutes over it
+    path = tmp_path / "deep.py"
+    path.write_text("from flax import nnx\nm = nnx.Linear(2, 3)\ns = " + " + ".join(["1"] * 20000) + "\n")
+    other = tmp_path / "other.py"
+    other.write_text("import flax.linen as nn\n")
+    job = Job(frozenset(all_rules()), (), str(tmp_path), time_limit=3)
+    deep, fine = check_files([str(path), str(other)], job, jobs=1)
+    (finding,) = deep.findings
+    assert finding.code == "NNX000" and "nested" in finding.message
+    assert [f.code for f in fine.findings] == ["NNX001"]
