@@ -11,7 +11,6 @@ on it stay quiet.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -350,9 +349,6 @@ def _agreed(kinds: list[Optional[Kind]]) -> Optional[Kind]:
     return kinds[0] if len(classes) == 1 else None
 
 
-_INDEXES: "weakref.WeakKeyDictionary[FileContext, FileIndex]" = weakref.WeakKeyDictionary()
-
-
 def imports_nnx(context: FileContext) -> bool:
     """Whether the file imports flax.nnx (or flax) at module level."""
     return any(binding.qualified_name in ("flax", FLAX_NNX) or (binding.qualified_name or "").startswith(FLAX_NNX + ".")
@@ -392,10 +388,9 @@ class WatchesMutableVariables:
 
 def file_index(context: FileContext) -> FileIndex:
     """The index of the file ``context`` checks, built once for all rules."""
-    index = _INDEXES.get(context)
-    if index is None:
-        index = _INDEXES[context] = FileIndex(context)
-    return index
+    # held by the context itself: a weak-keyed table whose values point back at their
+    # keys kept every file's index alive for the whole run
+    return context.memoized("analysis.file_index", lambda: FileIndex(context))
 
 
 def kind_of(context: FileContext, expression: cst.BaseExpression) -> Optional[Kind]:

@@ -158,3 +158,27 @@ def test_nesting_too_deep_for_python_is_nnx000_not_a_hang(tmp_path):
     (finding,) = deep.findings
     assert finding.code == "NNX000" and "nested" in finding.message
     assert [f.code for f in fine.findings] == ["NNX001"]
+
+
+def test_a_checked_file_leaves_nothing_behind_in_memory():
+    import gc
+    import weakref
+
+    from nnxlint import context as context_module
+
+    made = []
+    original = context_module.FileContext.__init__
+
+    def remember(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(weakref.ref(self))
+
+    context_module.FileContext.__init__ = remember
+    try:
+        text = "from flax import nnx\nimport jax\n\n@jax.jit\ndef step(model, x):\n    model.count += 1\n"
+        for _ in range(3):
+            check_source(text, "t.py", RULES)
+    finally:
+        context_module.FileContext.__init__ = original
+    gc.collect()
+    assert made and all(reference() is None for reference in made)
