@@ -34,8 +34,14 @@ root, out, script = os.path.realpath(sys.argv[1]), sys.argv[2], sys.argv[3]
 sites, executed = set(), set()
 original = warnings.warn
 
+_known = {}
+
 def _inside(frame):
-    return os.path.realpath(frame.f_code.co_filename).startswith(root + os.sep)
+    name = frame.f_code.co_filename
+    inside = _known.get(name)
+    if inside is None:
+        inside = _known[name] = os.path.realpath(name).startswith(root + os.sep)
+    return inside
 
 def warn(message, category=None, stacklevel=1, source=None):
     if "'.value'" in str(message):
@@ -70,8 +76,9 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
-def run_oracle(checkout: Path, script: str, timeout: float) -> tuple[set, set]:
-    """(warning sites, executed lines) of one program, as (real path, line)."""
+def run_oracle(checkout: Path, script: str, timeout: float) -> tuple[set, set, int]:
+    """(warning sites, executed lines, exit status) of one program, sites and lines as
+    (real path, line); a program that fails part-way still counts what it ran."""
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(scratch, "oracle.json")
         completed = subprocess.run(
@@ -82,13 +89,13 @@ def run_oracle(checkout: Path, script: str, timeout: float) -> tuple[set, set]:
             raise SystemExit(f"{script} failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}")
         with open(out) as handle:
             data = json.load(handle)
-    return {tuple(site) for site in data["sites"]}, {tuple(line) for line in data["executed"]}
+    return {tuple(site) for site in data["sites"]}, {tuple(line) for line in data["executed"]}, completed.returncode
 
 
 def flagged(checkout: Path, nnxlint: list[str]) -> set:
     """(real path, line) of every NNX109 finding in the checkout."""
     completed = subprocess.run([*nnxlint, "check", str(checkout), "--select", "NNX109", "--output-format", "json",
-                                "--no-cache", "--exit-zero"], capture_output=True, text=True)
+                                "--no-cache", "--exit-zero"], capture_output=True, text=True, cwd=checkout)
     if completed.returncode != 0:
         raise SystemExit(f"nnxlint failed:\n{completed.stderr[-3000:]}")
     return {(os.path.realpath(finding["path"]), finding["line"]) for finding in json.loads(completed.stdout)}
@@ -102,8 +109,11 @@ def measure(checkout: Path, scripts: list[str], nnxlint: list[str], timeout: flo
         return result
     sites: set = set()
     executed: set = set()
+    failed = []
     for script in scripts:
-        more_sites, more_lines = run_oracle(checkout, script, timeout)
+        more_sites, more_lines, status = run_oracle(checkout, script, timeout)
+        if status:
+            failed.append(f"{script} (exit {status})")
         sites |= more_sites
         executed |= more_lines | more_sites
     ran = {site for site in found if site in executed}
@@ -114,7 +124,7 @@ def measure(checkout: Path, scripts: list[str], nnxlint: list[str], timeout: flo
         "flagged_and_ran": len(ran),
         "precision": round(len(ran & sites) / len(ran), 4) if ran else None,
         "missed": relative(sites - found), "false_alarms": relative(ran - sites),
-        "flagged_not_run": relative(found - executed),
+        "flagged_not_run": relative(found - executed), "failed_programs": failed,
     })
     return result
 
@@ -134,7 +144,7 @@ def main() -> None:
     if arguments.run:
         print(f"warning sites: {result['warning_sites']}, flagged: {result['found']} (recall {result['recall']})")
         print(f"flagged lines that ran: {result['flagged_and_ran']} (precision {result['precision']})")
-        for label in ("missed", "false_alarms", "flagged_not_run"):
+        for label in ("failed_programs", "missed", "false_alarms", "flagged_not_run"):
             for site in result[label]:
                 print(f"  {label}: {site}")
 
