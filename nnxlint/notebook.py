@@ -28,6 +28,7 @@ from typing import Optional
 
 
 from nnxlint.findings import Finding
+from nnxlint.textio import python_lines
 
 NOTEBOOK_SUFFIX = ".ipynb"
 _PLACEHOLDER = "{indent}pass  # nnxlint: magic {index}"
@@ -134,28 +135,36 @@ class Notebook:
         self.text = text
         try:
             spans = _cell_source_spans(text)
+            self.cells = [_Cell(index, span, _source_text(json.loads(text[span[0]:span[1]])))
+                          for index, span in spans if span is not None]
         except (ValueError, IndexError) as error:
             raise NotebookError(f"not a valid notebook: {error}") from None
-        self.cells = [_Cell(index, span, _source_text(json.loads(text[span[0]:span[1]])))
-                      for index, span in spans if span is not None]
+        except RecursionError:
+            raise NotebookError("not a valid notebook: JSON nested too deeply") from None
         self.magics: list[str] = []
         self.python = self._join()
 
     def _hide_magics(self, source: str) -> list[str]:
-        lines = source.splitlines()
+        lines = python_lines(source)
         if lines and lines[0].lstrip().startswith("%%"):  # a cell magic: the whole cell is not Python
             self.magics.extend(lines)
             first = len(self.magics) - len(lines)
             return [_PLACEHOLDER.format(indent="", index=first + offset) for offset in range(len(lines))]
         shown = []
-        continued = False  # a line after a backslash continues Python, even if it starts with %
+        continued = False  # a line after a backslash continues the line before it
+        in_magic = False  # ... which was a magic or shell escape: so is this line
+        indent = ""
         for line in lines:
-            if not continued and _MAGIC_LINE.match(line) and not line.lstrip().startswith("#"):
-                indent = line[:len(line) - len(line.lstrip())]
+            if (in_magic and continued) or (
+                    not continued and _MAGIC_LINE.match(line) and not line.lstrip().startswith("#")):
+                if not (in_magic and continued):  # a continuation keeps its magic's indentation
+                    indent = line[:len(line) - len(line.lstrip())]
                 shown.append(_PLACEHOLDER.format(indent=indent, index=len(self.magics)))
                 self.magics.append(line)
+                in_magic = True
             else:
                 shown.append(line)
+                in_magic = in_magic and continued
             continued = line.endswith("\\")
         return shown
 
@@ -189,9 +198,9 @@ class Notebook:
     def with_python(self, fixed: str) -> Optional[str]:
         """The notebook's text with the cells' code replaced by ``fixed`` (the joined
         text after fixes), or None when a fix removed an IPython magic."""
-        original = self.python.splitlines()
+        original = python_lines(self.python)
         cell_of = [position for position, cell in enumerate(self.cells) for _ in range(cell.line_count)]
-        new_lines = fixed.splitlines()
+        new_lines = python_lines(fixed)
         matcher = difflib.SequenceMatcher(None, original, new_lines, autojunk=False)
         old_starts = {first for first, _ in _statement_spans(self.python)}
         new_spans = _statement_spans(fixed)
@@ -226,11 +235,12 @@ class Notebook:
             return None
         pieces, end = [], 0
         for cell, code in zip(self.cells, cells_code):
-            new_source = "\n".join(code)
-            if cell.source.endswith("\n"):
-                new_source += "\n"
-            if new_source == cell.source:
+            if code == python_lines(cell.source):  # unchanged: its bytes stay, line endings included
                 continue
+            newline = "\r\n" if "\r\n" in cell.source else "\n"
+            new_source = newline.join(code)
+            if cell.source.endswith(("\n", "\r")):
+                new_source += newline
             start, stop = cell.span
             pieces += [self.text[end:start], _render_source(self.text[start:stop], new_source)]
             end = stop
@@ -274,7 +284,7 @@ def _render_source(original: str, source: str) -> str:
     ensure_ascii = original.isascii() and "\\u" in original
     if original.startswith('"'):
         return json.dumps(source, ensure_ascii=ensure_ascii)
-    lines = source.splitlines(keepends=True)
+    lines = python_lines(source, keepends=True)
     items = [json.dumps(line, ensure_ascii=ensure_ascii) for line in lines]
     layout = re.match(r"\[(\s*)", original)
     opening = layout.group(1) if layout else ""  # type: ignore[union-attr]
