@@ -9,6 +9,7 @@ import libcst as cst
 
 from nnxlint.edits import has_keyword, with_keyword, with_keyword_only_param
 from nnxlint.flax_api import RNGS_REQUIRED_LAYERS
+from nnxlint.names import collect_scope
 from nnxlint.objects import (holds_rngs, init_of_module_class, is_module_class, requires_rngs, rngs_in_scope,
                              rngs_position)
 from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
@@ -172,7 +173,7 @@ class MissingRngs(Rule):
             if item.rngs is not None:
                 fix = Fix(f"pass `rngs={item.rngs}`", "safe",
                           {item.call: with_keyword(item.call, "rngs", cst.Name(item.rngs))})
-            elif item.init is not None and item.user_class is None:
+            elif item.init is not None and item.user_class is None and not _binds_rngs(item.init[0]):
                 init, owner = item.init
                 fix = init_fixes.get(id(init))
                 if fix is None:
@@ -208,6 +209,13 @@ class MissingRngs(Rule):
             replacements[caller.call] = with_keyword(caller.call, "rngs", value)
         return Fix(f"add `rngs: nnx.Rngs` to `{owner.name.value}.__init__`, pass it on, and update its calls",
                    "unsafe", replacements, imports)
+
+
+def _binds_rngs(init: cst.FunctionDef) -> bool:
+    """Whether ``__init__`` already has a name ``rngs`` (a parameter of another type,
+    ``Optional``, a string annotation, or a local): a second one would not compile, or
+    would shadow it."""
+    return "rngs" in collect_scope(init, None).bindings
 
 
 def _passes_rngs_positionally(call: cst.Call, owner: cst.ClassDef) -> bool:

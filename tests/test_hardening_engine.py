@@ -182,3 +182,22 @@ def test_a_checked_file_leaves_nothing_behind_in_memory():
         context_module.FileContext.__init__ = original
     gc.collect()
     assert made and all(reference() is None for reference in made)
+
+
+@pytest.mark.parametrize("parameter", [
+    "rngs: nnx.Rngs | None = None", "rngs: Optional[nnx.Rngs] = None", 'rngs: "nnx.Rngs"', "rngs: Any",
+    "rngs=None",
+])
+def test_nnx101_never_adds_a_second_rngs_parameter(parameter):
+    text = ("from typing import Any, Optional\nfrom flax import nnx\n\nclass Block(nnx.Module):\n"
+            f"    def __init__(self, din, *, {parameter}):\n        self.linear = nnx.Linear(din, din)\n")
+    result = check_source(text, "t.py", [all_rules()["NNX101"]], "unsafe")
+    assert result.dropped_fixes == []
+    compile(result.fixed_text or text, "t.py", "exec")
+
+
+def test_nnx101_leaves_an_init_that_rebinds_rngs_alone():
+    text = ("from flax import nnx\n\nclass Block(nnx.Module):\n    def __init__(self, din):\n"
+            "        rngs = make_keys()\n        self.linear = nnx.Linear(din, din)\n")
+    result = check_source(text, "t.py", [all_rules()["NNX101"]], "unsafe")
+    assert result.dropped_fixes == [] and "rngs: nnx.Rngs" not in (result.fixed_text or "")
