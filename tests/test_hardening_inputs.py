@@ -195,3 +195,38 @@ def test_a_fifo_at_a_cache_entry_is_a_miss_not_a_hang(tree):
             pass
         pytest.fail("the run hangs on a FIFO in the cache")
     assert outcome["result"].exit_code == 1 and "NNX001" in outcome["result"].stdout
+
+
+# -- verify ------------------------------------------------------------------------
+
+def test_verify_workers_do_not_import_from_the_working_directory(tmp_path, monkeypatch):
+    import subprocess as subprocess_module
+
+    from nnxlint.verify import command
+    from nnxlint.verify.manifest import discover
+
+    fixture = discover(Path(__file__).resolve().parent.parent / "fixtures")[0]
+    seen = {}
+
+    def fake_run(arguments, **options):
+        seen.update(options, arguments=arguments)
+        raise subprocess_module.TimeoutExpired(arguments, 1)
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "jax.py").write_text("raise SystemExit('imported from the working directory')\n")
+    monkeypatch.setattr(command.subprocess, "run", fake_run)
+    command.run_fixture(fixture)
+    assert seen["cwd"] != str(tmp_path) and Path(seen["cwd"]).resolve() != tmp_path.resolve()
+    assert Path(seen["arguments"][3]).is_absolute()
+
+
+def test_verify_skips_a_fixture_linked_from_outside_dir(tmp_path):
+    from nnxlint.verify import command
+    from nnxlint.verify.manifest import discover
+
+    corpus = Path(__file__).resolve().parent.parent / "fixtures"
+    inside = tmp_path / "mine"
+    inside.mkdir()
+    name = sorted(path.parent.name for path in corpus.glob("*/fixture.toml"))[0]
+    os.symlink(corpus / name, inside / "elsewhere")
+    assert command._inside(discover(inside), inside) == []

@@ -35,9 +35,11 @@ def run_fixture(fixture: Fixture) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="nnxlint-verify-") as scratch:
         result_path = Path(scratch) / "result.json"
         try:
+            # run in the scratch directory: ``-m`` puts the working directory first on
+            # sys.path, and a jax.py where the user stands must not be imported
             completed = subprocess.run(
-                [sys.executable, "-m", "nnxlint.verify.worker", str(fixture.directory), str(result_path)],
-                capture_output=True, text=True, timeout=FIXTURE_TIMEOUT_S,
+                [sys.executable, "-m", "nnxlint.verify.worker", str(fixture.directory.resolve()), str(result_path)],
+                capture_output=True, text=True, timeout=FIXTURE_TIMEOUT_S, cwd=scratch,
                 env={**os.environ, "PYTHONWARNINGS": "ignore"})
         except subprocess.TimeoutExpired:
             return {"fixture": fixture.name, "rules": list(fixture.rules), "status": "error",
@@ -47,6 +49,19 @@ def run_fixture(fixture: Fixture) -> dict[str, Any]:
                     "error": f"the verifying process died (exit {completed.returncode}): "
                              f"{completed.stderr.strip()[-2000:]}"}
         return json.loads(result_path.read_text(encoding="utf-8"))
+
+
+def _inside(fixtures: list[Fixture], root: Path) -> list[Fixture]:
+    """The fixtures whose directory really is in ``root``: a symlink to a directory
+    elsewhere would run programs the user never pointed at."""
+    base = root.resolve()
+    kept = []
+    for fixture in fixtures:
+        if fixture.directory.resolve().is_relative_to(base):
+            kept.append(fixture)
+        else:
+            click.echo(f"nnxlint: warning: {fixture.directory}: links outside {root}; skipped", err=True)
+    return kept
 
 
 def _skipped(fixture: Fixture, missing: list[str]) -> dict[str, Any]:
@@ -97,6 +112,7 @@ def verify(targets: tuple[Path, ...], pattern: Optional[str], output_format: str
         fixtures = discover(fixtures_dir, pattern)
     except ManifestError as error:
         raise _fail(str(error))
+    fixtures = _inside(fixtures, fixtures_dir)
     if not fixtures:
         raise _fail(f"no fixtures in {fixtures_dir}" + (f" matching {pattern!r}" if pattern else ""))
 
