@@ -78,8 +78,9 @@ def render_text(result: dict[str, Any]) -> str:
 @click.command()
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 @click.option("--example", required=True, metavar="FILE:Class(args)",
-              help="The converted NNX model and its constructor arguments (without rngs), "
-                   "e.g. 'models.py:ResNet(stage_sizes=[1, 1], num_classes=5)'.")
+              help="The converted model class and its arguments as the Linen code passed them (the input "
+                   "sizes come from --input-shape, rngs is added), e.g. "
+                   "'models.py:ResNet(stage_sizes=[1, 1], num_classes=5)'.")
 @click.option("--input-shape", metavar="N,...[;N,...]",
               help="An example input shape: it gives the input sizes the converted __init__ takes first "
                    "(in_features, ...).")
