@@ -20,8 +20,8 @@ from nnxlint import names
 from nnxlint.context import FileContext
 from nnxlint.context import walk as fast_walk
 from nnxlint.flax_api import (
-    FLAX_NNX, LAYER_VARIABLES, LINEN_MODULES_IN_NNX, MODULE_CLASSES, NNX_TRANSFORM_FOR_JAX, NNX_TRANSFORM_KEYWORDS, OBJECT_VARIABLES,
-    OPTIMIZER_CLASSES, VARIABLE_TYPES, nnx_member,
+    FLAX_NNX, LAYER_VARIABLES, LINEN_MODULES_IN_NNX, MODULE_CLASSES, NNX_TRANSFORM_FOR_JAX, NNX_TRANSFORM_KEYWORDS,
+    OBJECT_VARIABLES, OPTIMIZER_CLASSES, VARIABLE_TYPES, nnx_member,
 )
 from nnxlint import project as project_index
 from nnxlint.objects import all_params, assigned_value, nnx_module_classes, top_level_classes

@@ -29,7 +29,7 @@ class ``q``, or what function ``q`` returns), ``["inst", q]`` (an instance of
 module, ``nnx.Pytree``, Linen module, ``nnx.Variable`` subclass, optimizer,
 Flax ``TrainState``, and its Flax root), ``instance_class`` (the class of the
 object a type reference denotes), ``attribute_class``, ``parameter_class``,
-``module_attribute_class``.  Names of Flax, JAX, optax and numpy are never
+and the call sites of a function.  Names of Flax, JAX, optax and numpy are never
 looked up in the index (even when the run checks Flax's own sources): they come
 back as their canonical public name (``flax.nnx.Linear``).
 
@@ -488,10 +488,6 @@ class ClassInfo:
             return None
         return init["params"].index("rngs") - 1  # after ``self``
 
-    @property
-    def pytree_false(self) -> bool:
-        return self.facts["keywords"].get("pytree") is False
-
 
 @dataclass
 class Dependencies:
@@ -618,22 +614,15 @@ class ProjectIndex:
         target = facts["names"].get(name)
         if target is None:
             for star in facts["star"]:
-                found = self.lookup(f"{star}.{name}", facts["root"], used, depth + 1)
+                found = self.lookup(".".join([star, *rest]), facts["root"], used, depth + 1)
                 if found is not None:
-                    return self._descend(found, tail, facts["root"], used, depth) if tail else found
+                    return found
             submodule = self.module(f"{facts['module']}.{name}", facts["root"], used)
             if submodule is not None:
                 return self._member(submodule, tail, used, depth + 1) if tail else ("module", submodule)
             return None
         full = ".".join([target, *tail])
         return self.lookup(full, facts["root"], used, depth + 1)
-
-    def _descend(self, found, tail, root, used, depth):
-        if found[0] == "external":
-            return "external", canonical_name(".".join([found[1], *tail]))
-        if found[0] == "module":
-            return self._member(found[1], tail, used, depth + 1)
-        return None
 
     # classes
     def class_info(self, qualified: str, root: Optional[str], used: Optional[Dependencies] = None,
@@ -771,10 +760,6 @@ class ProjectIndex:
             return _agreed_or_none([self.attribute_class(base, attribute, used, depth + 1)
                                     for base in self.bases(info, used)])
         return _agreed(self.instance_class(reference, root, used) for reference in references)
-
-    def module_attribute_class(self, module: str, name: str, root: Optional[str],
-                               used: Optional[Dependencies] = None) -> Optional[str]:
-        return self.instance_class(["inst", f"{module}.{name}"], root, used)
 
     # call sites
     def call_sites(self, function: str, used: Optional[Dependencies] = None) -> list[tuple[str, dict]]:

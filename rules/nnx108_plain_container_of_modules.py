@@ -129,11 +129,13 @@ class PlainContainerOfModules(Rule):
         ),
         Invalid(  # a local list filled, then assigned; list(generator); clones of a layer
             "from flax import nnx\n\nclass MLP(nnx.Module):\n    def __init__(self, n, rngs):\n"
-            "        layers = []\n        for _ in range(n):\n            layers.append(nnx.Linear(4, 4, rngs=rngs))\n"
+            "        layers = []\n        for _ in range(n):\n"
+            "            layers.append(nnx.Linear(4, 4, rngs=rngs))\n"
             "        self.layers = layers\n        self.more = list(nnx.Linear(4, 4, rngs=rngs) for _ in range(n))\n"
             "        layer = nnx.Linear(4, 4, rngs=rngs)\n        self.copies = [nnx.clone(layer) for _ in range(n)]\n",
             fixed="from flax import nnx\n\nclass MLP(nnx.Module):\n    def __init__(self, n, rngs):\n"
-                  "        layers = []\n        for _ in range(n):\n            layers.append(nnx.Linear(4, 4, rngs=rngs))\n"
+                  "        layers = []\n        for _ in range(n):\n"
+                  "            layers.append(nnx.Linear(4, 4, rngs=rngs))\n"
                   "        self.layers = nnx.List(layers)\n"
                   "        self.more = nnx.List(list(nnx.Linear(4, 4, rngs=rngs) for _ in range(n)))\n"
                   "        layer = nnx.Linear(4, 4, rngs=rngs)\n"

@@ -7,8 +7,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from nnxlint.runner import Job, check_files
 
 PROJECT = Path(__file__).parent / "projects" / "recall"
