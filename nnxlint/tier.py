@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
@@ -108,7 +109,9 @@ def _parses(text: str) -> bool:
     (no Python objects built), then ``ast`` for what only the compiler rejects
     (``return`` outside a function, ...)."""
     try:
-        compile(text, "<nnxlint>", "exec", dont_inherit=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a SyntaxWarning of the user's code is not ours to print
+            compile(text, "<nnxlint>", "exec", dont_inherit=True)
         return True
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return parse_summary(text) is not None
