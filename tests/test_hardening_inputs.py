@@ -230,3 +230,13 @@ def test_verify_skips_a_fixture_linked_from_outside_dir(tmp_path):
     name = sorted(path.parent.name for path in corpus.glob("*/fixture.toml"))[0]
     os.symlink(corpus / name, inside / "elsewhere")
     assert command._inside(discover(inside), inside) == []
+
+
+def test_syntax_warnings_of_user_code_are_not_printed(tree):
+    import subprocess
+
+    (tree / "odd.py").write_text("x = 1(2)\ny = 'a' is 'a'\nz = '\\d'\n")
+    result = subprocess.run([sys.executable, "-m", "nnxlint", "check", "odd.py", "--no-cache"], cwd=tree,
+                            capture_output=True, text=True, env={k: v for k, v in os.environ.items()
+                                                                 if k != "PYTHONWARNINGS"})
+    assert result.returncode == 0 and result.stderr == "", result.stderr
