@@ -149,3 +149,11 @@ def test_tier_gives_the_findings_on_multi_file_projects(project, monkeypatch):
     with_tier = run()
     monkeypatch.setenv(tier.FULL_ENVIRONMENT, "1")
     assert with_tier == run()
+
+
+def test_a_plain_string_trigger_asks_for_the_text():
+    class Words(SELECTED[0]):  # a rule that still declares its trigger as text
+        triggers = ("magic_word",)
+
+    assert tier.rules_for("x = magic_word\n", [Words]) == [Words]
+    assert tier.rules_for("x = 1\n", [Words]) == []
