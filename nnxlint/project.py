@@ -327,10 +327,10 @@ class _FactCollector:
                 reference = None
                 if isinstance(child, ast.Assign):
                     targets, reference = child.targets, self.value(child.value, local)
-                elif isinstance(child, ast.AnnAssign):
+                elif isinstance(child, ast.AnnAssign):  # the declared type wins over the value
                     targets = [child.target]
-                    reference = (self.value(child.value, local) if child.value else None) or \
-                        self.annotation(child.annotation)
+                    reference = self.annotation(child.annotation) or \
+                        (self.value(child.value, local) if child.value else None)
                 for target in targets:
                     if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
                             and target.value.id == owner):

@@ -370,3 +370,21 @@ def test_modules_of_other_files_that_require_rngs(tmp_path):
     check_files(paths, job, jobs=1)  # the safe fix passes the Rngs in scope; the other call has none
     assert "return blocks.MLP(3, rngs=rngs)" in (tmp_path / "main.py").read_text()
     assert "a = MLP(3)\n" in (tmp_path / "main.py").read_text()
+
+
+def test_declared_attribute_types_win(tmp_path):
+    files = {"opt.py": """\
+        import jax
+        from flax import nnx
+
+        class SGD(nnx.Pytree):
+            def __init__(self, params):
+                self.momentum: nnx.State = nnx.data(jax.tree.map(lambda p: p, params))
+
+        def create(params):
+            return params, SGD(params)
+
+        params, optimizer = create(params)
+        print(optimizer.momentum["w1"].value)
+        """}
+    assert findings(tmp_path, files, {"NNX109"}) == {("opt.py", 12, "NNX109")}
