@@ -201,3 +201,67 @@ def test_nnx101_leaves_an_init_that_rebinds_rngs_alone():
             "        rngs = make_keys()\n        self.linear = nnx.Linear(din, din)\n")
     result = check_source(text, "t.py", [all_rules()["NNX101"]], "unsafe")
     assert result.dropped_fixes == [] and "rngs: nnx.Rngs" not in (result.fixed_text or "")
+
+
+# -- the Linen conversion: bounded arithmetic ---------------------------------------------
+
+def test_size_arithmetic_is_bounded_not_computed():
+    from nnxlint.conversion.base import substitute
+    from nnxlint.conversion.shapes import fold_integers
+
+    assert fold_integers("9**9**9") is None and fold_integers("2**10**10") is None
+    assert fold_integers("7 * 7 * 64 + 3 // 2 - 2**4") == 7 * 7 * 64 + 1 - 16
+    assert substitute("features * 2", {"features": "9**9**9"}).value is None
+    assert substitute("features * 2", {"features": "(3 + 5)"}).value == 16
+
+
+@pytest.mark.parametrize("size", ["9**9**9", "10**100000", "9" * 5000])
+def test_check_does_not_hang_on_huge_linen_sizes(size):
+    import signal
+
+    text = ("import flax.linen as nn\nimport jax\nimport jax.numpy as jnp\n\n"
+            "class Block(nn.Module):\n    features: int\n\n    @nn.compact\n    def __call__(self, x):\n"
+            "        x = nn.Dense(self.features * 2)(x)\n        return nn.Dense(3)(x)\n\n"
+            f"model = Block({size})\nparams = model.init(jax.random.PRNGKey(0), jnp.ones((1, 4)))\n")
+
+    def timeout(signum, frame):
+        raise TimeoutError("check hangs")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(20)
+    try:
+        for level in (None, "unsafe"):
+            result = check_source(text, "t.py", RULES, level)
+            assert result.crashes == []
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("fields", ["    features: int\n    features: int\n", "    features: int\n    rngs: int\n"])
+def test_nnx002_refuses_duplicate_fields_instead_of_a_duplicate_parameter(fields):
+    text = ("import flax.linen as nn\nimport jax\nimport jax.numpy as jnp\n\n"
+            f"class Block(nn.Module):\n{fields}\n    @nn.compact\n    def __call__(self, x):\n"
+            "        return nn.Dense(self.features)(x)\n\n"
+            "model = Block(3)\nparams = model.init(jax.random.PRNGKey(0), jnp.ones((1, 4)))\n")
+    result = check_source(text, "t.py", RULES, "unsafe")
+    assert result.dropped_fixes == [] and result.crashes == [] and result.fixed_text is None
+    (linen_class,) = [f for f in result.findings if f.code == "NNX002"]
+    assert "declared twice or named `rngs`" in linen_class.message
+
+
+def test_name_lookup_does_not_grow_with_the_number_of_rebindings():
+    import time
+
+    from nnxlint.names import Binding, Scope
+
+    scope = Scope(cst.Module([]), None)
+    count = 20_000  # generated code: one ``from flax import nnx`` per unit
+    for index in range(count):
+        scope.bind("nnx", Binding(index, "flax.nnx", in_except=index % 7 == 0))
+    started = time.perf_counter()
+    for index in range(count):
+        found = scope.lookup_here("nnx", index)
+        assert found is not None and found.index <= index and (not found.in_except or index == 0)
+    # a scan of every binding per lookup (the old way) takes tens of seconds here
+    assert time.perf_counter() - started < 2.0

@@ -12,7 +12,7 @@ import libcst as cst
 from nnxlint import names
 from nnxlint.flax_api import FLAX_LINEN
 from nnxlint.conversion.linen_map import SAME_FUNCTIONS, LayerMapping
-from nnxlint.conversion.shapes import Shape, Size
+from nnxlint.conversion.shapes import Shape, Size, fold_integers
 
 if TYPE_CHECKING:
     from nnxlint.conversion.constructs import Factory
@@ -123,8 +123,9 @@ def substitute(code: str, values: dict[str, str]) -> Size:
 
     text = cst.Module([]).code_for_node(expression.visit(Replace()))
     if _INTEGER_ARITHMETIC.fullmatch(text) and "/" not in text.replace("//", ""):
-        value = eval(text, {"__builtins__": {}})  # digits and operators only
-        return Size.number(value)
+        value = fold_integers(text)  # bounded: ``9**9**9`` is refused, not computed
+        if value is not None:
+            return Size.number(value)
     return Size(_strip_parens(text))
 
 

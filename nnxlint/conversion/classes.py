@@ -155,6 +155,8 @@ class ClassConverter(LayerConstruction):
         assign = statement.body[0]
         assert isinstance(assign, cst.AnnAssign) and isinstance(assign.target, cst.Name)
         annotation = self.env.code(assign.annotation.annotation)
+        if assign.target.value in self.field_names or assign.target.value == "rngs":  # else a duplicate parameter
+            raise Unconvertible(f"field `{assign.target.value}` is declared twice or named `rngs`")
         if "ClassVar" in annotation or "InitVar" in annotation:
             raise Unconvertible(f"field `{assign.target.value}: {annotation}` is not converted")
         default = None

@@ -9,6 +9,7 @@ An axis nobody can know statically (the batch) is None.
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 from dataclasses import dataclass
@@ -64,6 +65,8 @@ def product(sizes: Sequence[Axis]) -> Axis:
     numbers = [size.value for size in sizes if size.value is not None]  # type: ignore[union-attr]
     symbols = [size.operand() for size in sizes if size.value is None]  # type: ignore[union-attr]
     constant = math.prod(numbers)
+    if abs(constant) > MAX_SIZE:
+        return None
     if not symbols:
         return Size.number(constant)
     parts = ([str(constant)] if constant != 1 else []) + symbols
@@ -88,9 +91,70 @@ def window_output(size: Axis, window: int, stride: int, padding: str) -> Axis:
     return None
 
 
+# No array axis comes near this; beyond it, arithmetic is refused, not computed
+# (``Block(9**9**9)`` would take forever to fold).
+MAX_SIZE = 2 ** 63
+
+
+def fold_integers(text: str) -> Optional[int]:
+    """The value of integer arithmetic ``text`` (``+ - * // % **``, parentheses), or
+    None when it is anything else or any step leaves ``[-MAX_SIZE, MAX_SIZE]``: each
+    operation is checked before it is computed, so no input can make it slow."""
+    import ast
+
+    try:
+        tree = ast.parse(text, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    results: dict[int, int] = {}
+    pending: list[tuple[ast.AST, bool]] = [(tree, False)]
+    while pending:  # post-order, without recursion
+        node, ready = pending.pop()
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            results[id(node)] = node.value
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            if not ready:
+                pending += [(node, True), (node.operand, False)]
+                continue
+            results[id(node)] = -results[id(node.operand)] if isinstance(node.op, ast.USub) else results[id(node.operand)]
+        elif isinstance(node, ast.BinOp):
+            if not ready:
+                pending += [(node, True), (node.left, False), (node.right, False)]
+                continue
+            value = _operate(node.op, results[id(node.left)], results[id(node.right)])
+            if value is None:
+                return None
+            results[id(node)] = value
+        else:
+            return None
+        if abs(results[id(node)]) > MAX_SIZE:
+            return None
+    return results[id(tree)]
+
+
+def _operate(operator: ast.operator, left: int, right: int) -> Optional[int]:
+    if isinstance(operator, ast.Pow):
+        if right < 0 or (abs(left) > 1 and right * max(abs(left).bit_length() - 1, 1) > MAX_SIZE.bit_length()):
+            return None
+        return left ** right
+    if isinstance(operator, ast.Mult):
+        return None if left.bit_length() + right.bit_length() > MAX_SIZE.bit_length() + 1 else left * right
+    if isinstance(operator, (ast.FloorDiv, ast.Mod)):
+        if right == 0:
+            return None
+        return left // right if isinstance(operator, ast.FloorDiv) else left % right
+    if isinstance(operator, ast.Add):
+        return left + right
+    if isinstance(operator, ast.Sub):
+        return left - right
+    return None
+
+
 def int_literal(node: cst.BaseExpression) -> Optional[int]:
     if isinstance(node, cst.Integer):
-        return int(node.value, 0)
+        digits = node.value.replace("_", "")
+        # past 20 digits it is no axis size (and int() refuses 4,300 digits with ValueError)
+        return int(digits, 0) if len(digits) <= 20 else None
     if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
         inner = int_literal(node.expression)
         return None if inner is None else -inner
