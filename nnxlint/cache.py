@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from nnxlint import __version__
-from nnxlint.textio import read_regular, replace_file
+from nnxlint.textio import read_regular, replace_file, resolved
 from nnxlint.findings import FixSummary, Finding
 
 CACHE_DIRECTORY = ".nnxlint_cache"
@@ -75,7 +75,7 @@ class Cache:
         self.code = _code_fingerprint()
 
     def _entry(self, path: str, codes: Sequence[str], fix_level: Optional[str]) -> Path:
-        key = "\0".join([str(Path(path).resolve()), ",".join(sorted(codes)), fix_level or ""])
+        key = "\0".join([str(resolved(path)), ",".join(sorted(codes)), fix_level or ""])
         return self.directory / f"{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}.json"
 
     def load(self, path: str, codes: Sequence[str], fix_level: Optional[str],

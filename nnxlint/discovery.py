@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
+from nnxlint.textio import resolved
+
 SOURCE_SUFFIXES = (".py", ".pyi", ".ipynb")
 # Directories that never hold the user's own sources (ruff's list, plus ours).
 SKIPPED_DIRECTORIES = frozenset({
@@ -54,14 +56,6 @@ def _is_file(entry: os.DirEntry) -> bool:
         return False
 
 
-def _absolute(path: Path) -> Path:
-    """``path`` resolved, or only made absolute where it cannot be (a symlink loop)."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return Path(os.path.abspath(path))
-
-
 def _gitignore(directory: Path) -> Optional[_Patterns]:
     candidate = directory / ".gitignore"
     if os.path.isfile(candidate):  # os.path: False, not an exception, in an unreadable directory
@@ -91,7 +85,7 @@ class FileFinder:
         self.warn = warn
 
     def excluded(self, path: Path, is_dir: bool) -> bool:
-        return self.exclude is not None and self.exclude.matches(_absolute(path), is_dir)
+        return self.exclude is not None and self.exclude.matches(resolved(path), is_dir)
 
     def _ancestor_ignores(self, directory: Path) -> list[_Patterns]:
         """The .gitignore files from the repository root (if any) down to ``directory``."""

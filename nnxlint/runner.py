@@ -20,7 +20,8 @@ from nnxlint.notebook import NOTEBOOK_SUFFIX, Notebook, NotebookError
 from nnxlint.registry import all_rules
 from nnxlint.findings import Applicability
 from nnxlint import workers
-from nnxlint.textio import BOM, FileTooLarge, Source, SourceError, decode, python_lines, read_regular, write_atomic
+from nnxlint.textio import (BOM, FileTooLarge, Source, SourceError, decode, python_lines, read_regular, resolved,
+                            write_atomic)
 
 if TYPE_CHECKING:
     from nnxlint.config import Settings
@@ -87,7 +88,7 @@ def job_for(settings: "Settings", codes: Iterable[str], fix_level: Optional[Appl
 
 def _ignored_here(path: str, job: Job) -> frozenset[str]:
     try:
-        relative = Path(path).resolve().relative_to(job.root).as_posix()
+        relative = resolved(path).relative_to(job.root).as_posix()
     except ValueError:
         relative = Path(path).as_posix()
     ignored: set[str] = set()

@@ -10,6 +10,7 @@ import stat
 import tempfile
 import tokenize
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Union
 
 BOM = b"\xef\xbb\xbf"
@@ -28,6 +29,14 @@ def python_lines(text: str, keepends: bool = False) -> list[str]:
     else:
         lines = pieces[0::2][:-1]
     return lines + [pieces[-1]] if pieces[-1] else lines
+
+
+def resolved(path: Union[str, os.PathLike]) -> Path:
+    """``path`` resolved, or only made absolute where it cannot be (a symlink loop)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
 
 
 class SourceError(Exception):
