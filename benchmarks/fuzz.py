@@ -162,6 +162,8 @@ def main() -> None:
         problem = failure(text, arguments.time_limit)
         if problem is not None:
             failures.append((problem, text))
+        if tried % 200 == 0:
+            print(f"... {tried} tried, {len(failures)} failed, {time.perf_counter() - started:.0f} s", flush=True)
     kinds: dict[str, int] = {}
     for problem, _ in failures:
         kinds[problem.split(":")[0]] = kinds.get(problem.split(":")[0], 0) + 1
