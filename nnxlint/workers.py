@@ -181,7 +181,7 @@ def run_isolated(paths: Sequence[str], work: Callable[[str], Result], workers: i
 
 
 def _replace(pool: list[_Worker], worker: _Worker, context, work, kill: bool = False) -> _Worker:
-    worker.stop(kill=True) if kill else worker.stop()
+    worker.stop(kill=kill)
     fresh = _Worker(context, work)
     pool[pool.index(worker)] = fresh
     return fresh
