@@ -60,7 +60,8 @@ def converted_repository(tmp_path_factory) -> Path:
     git(repository, "init", "-q", ".")
     git(repository, "add", *names)
     git(repository, "commit", "-q", "-m", "Linen models")
-    fixed = CliRunner().invoke(main, ["check", "--fix", "--unsafe-fixes", "--no-cache", str(repository)])
+    # -j 1: no fork() in a test process that may already run JAX's threads
+    fixed = CliRunner().invoke(main, ["check", "--fix", "--unsafe-fixes", "--no-cache", "-j", "1", str(repository)])
     assert fixed.exit_code == 0, fixed.output
     assert "class Classifier(nnx.Module)" in (repository / "models.py").read_text(encoding="utf-8")
     return repository
