@@ -155,7 +155,8 @@ def check_file(path: str, job: Job) -> FileOutcome:
 
     known = all_rules()
     rules = [known[code] for code in sorted(job.codes_for(path))]
-    view = ProjectView(_PROJECT, path) if _PROJECT is not None else None
+    index = _project()
+    view = ProjectView(index, path) if index is not None else None
     imports, linked = _tier_inputs(path, document.python, outcome.digest)
     result = check_source(document.python, path, rules, job.fix_level, view, imports=imports, linked=linked,
                           full=os.environ.get(tier.FULL_ENVIRONMENT) == "1")
@@ -194,22 +195,24 @@ def check_file(path: str, job: Job) -> FileOutcome:
 def _tier_inputs(path: str, text: str, digest: str) -> tuple[Optional[tier.ImportSummary], bool]:
     """What the cheap tier can take from the project index: the file's import summary
     (so it is not parsed twice) and whether other files can tell its rules about names."""
-    if _PROJECT is None:
+    index = _project()
+    if index is None:
         return None, False
-    facts = _PROJECT.by_path.get(path)
+    facts = index.by_path.get(path)
     imports = None
     if facts is not None and "imports" in facts and facts.get("digest") == digest:
         imports = tier.ImportSummary.from_data(facts["imports"])
     elif path.endswith(NOTEBOOK_SUFFIX):  # not in the index: its imports decide whether it is linked
         imports = tier.parse_summary(text)
-    return imports, tier.is_linked(path, imports, _PROJECT)
+    return imports, tier.is_linked(path, imports, index)
 
 
 def _unfixed(outcome: FileOutcome, document, path: str, rules) -> FileOutcome:
     """``outcome`` with the findings of the file as it still is, fixes not applied."""
     from nnxlint.engine import check_source
 
-    view = ProjectView(_PROJECT, path) if _PROJECT is not None else None
+    index = _project()
+    view = ProjectView(index, path) if index is not None else None
     imports, linked = _tier_inputs(path, document.python, outcome.digest)
     result = check_source(document.python, path, rules, project=view, imports=imports, linked=linked,
                           full=os.environ.get(tier.FULL_ENVIRONMENT) == "1")
@@ -221,9 +224,19 @@ def _check_one(arguments: tuple[str, Job]) -> FileOutcome:
     return check_file(*arguments)
 
 
-# The project index of the run: set before the files are checked, so that forked
-# workers inherit it instead of receiving it with every file.
+# The project index of the run: built before the files are checked in worker processes,
+# so that the forked workers inherit it instead of receiving it with every file; for a
+# few files checked here, built when one first needs it (a file over the size limit
+# does not), so a warm run that re-checks only such files never builds it.
 _PROJECT: Optional[ProjectIndex] = None
+_PROJECT_RUN: Optional["_RunState"] = None
+
+
+def _project() -> Optional[ProjectIndex]:
+    global _PROJECT
+    if _PROJECT is None and _PROJECT_RUN is not None:
+        _PROJECT = _PROJECT_RUN.index()
+    return _PROJECT
 
 
 class _RunState:
@@ -263,7 +276,7 @@ class _RunState:
 def check_files(paths: Sequence[str], job: Job, jobs: Optional[int] = None) -> list[FileOutcome]:
     """Outcomes in the order of ``paths``; cached results where the file, the config and
     what the findings depended on in other files are unchanged."""
-    global _PROJECT
+    global _PROJECT, _PROJECT_RUN
     cache = Cache(Path(job.cache_dir)) if job.cache_dir else None
     run = _RunState(paths, jobs)
     outcomes: dict[str, FileOutcome] = {}
@@ -273,12 +286,13 @@ def check_files(paths: Sequence[str], job: Job, jobs: Optional[int] = None) -> l
             if findings is not None:
                 outcomes[path] = FileOutcome(path, findings)
     missing = [path for path in paths if path not in outcomes]
-    if missing:
+    _PROJECT_RUN = run
+    if len(missing) >= PARALLEL_THRESHOLD:
         _PROJECT = run.index()
     try:
         computed = _compute(missing, job, jobs)
     finally:
-        _PROJECT = None
+        _PROJECT, _PROJECT_RUN = None, None
     for outcome in computed:
         outcomes[outcome.path] = outcome
         # only a result that is the file's own, complete and final is worth keeping
