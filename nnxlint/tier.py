@@ -99,7 +99,9 @@ def _absolute_source(node: ast.ImportFrom, package: Optional[str]) -> Optional[s
 def parse_summary(text: str) -> Optional[ImportSummary]:
     """The import summary of a source text; None when ``ast`` cannot parse it."""
     try:
-        return summarize(ast.parse(text))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the user's SyntaxWarnings are not ours to print
+            return summarize(ast.parse(text))
     except (SyntaxError, ValueError, MemoryError, RecursionError):  # ValueError: null bytes
         return None
 
