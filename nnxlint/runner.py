@@ -328,7 +328,7 @@ def _compute(paths: Sequence[str], job: Job, jobs: Optional[int]) -> list[FileOu
         return [check_file(path, job) for path in paths]
     import multiprocessing
 
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
-        chunk = max(1, min(64, len(paths) // (workers * 8)))
+    # no fork (Windows): a plain pool, without isolation
+    with ProcessPoolExecutor(workers_wanted, mp_context=multiprocessing.get_context("spawn")) as pool:
+        chunk = max(1, min(64, len(paths) // (workers_wanted * 8)))
         return list(pool.map(_check_one, [(path, job) for path in paths], chunksize=chunk))

@@ -146,3 +146,16 @@ def test_two_concurrent_fix_runs_on_one_tree(tmp_path):
     assert first.wait(120) in (0, 1) and second.wait(120) in (0, 1)
     _assert_whole(tmp_path, paths)
     assert all(path.read_text().startswith(FIXED) for path in paths)
+
+
+def test_without_fork_the_plain_pool_still_checks_every_file(tmp_path, monkeypatch):
+    from nnxlint import workers
+
+    paths = []
+    for number in range(runner.PARALLEL_THRESHOLD):
+        path = tmp_path / f"m{number}.py"
+        path.write_text("import flax.linen as nn\n")
+        paths.append(str(path))
+    monkeypatch.setattr(workers, "can_isolate", lambda: False)
+    outcomes = check_files(paths, job(tmp_path), jobs=2)
+    assert all([f.code for f in outcome.findings] == ["NNX001"] for outcome in outcomes)
