@@ -259,8 +259,10 @@ class _RunState:
         return self._digests[path]
 
     def run_digest(self) -> str:
+        """The files of the run with their sizes and modification times (a stat each, not
+        a read: a touched file only costs a recheck)."""
         if self._run is None:
-            self._run = project.facts_digest(sorted((path, self.digest_of(path)) for path in self.paths))
+            self._run = project.facts_digest(sorted((path, *_stat(path)) for path in self.paths))
         return self._run
 
     def index(self) -> ProjectIndex:
@@ -271,6 +273,14 @@ class _RunState:
 
     def dependencies_hold(self, record: object) -> bool:
         return project.dependencies_hold(record, self.digest_of, self.run_digest, self.index)
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return -1, -1
+    return status.st_size, status.st_mtime_ns
 
 
 def check_files(paths: Sequence[str], job: Job, jobs: Optional[int] = None) -> list[FileOutcome]:
