@@ -55,10 +55,10 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.variable_reads: set[int] = set()  # the ``mean`` of ``mean.value`` and of that assignment
         self.init_guards = 0  # inside ``if not self.is_initializing():``
         self.partials: set[str] = set()  # ``conv = partial(...)``: local layer factories
-        self.loops: list[Optional[StackLoop]] = []  # the enclosing ``for`` loops, innermost last
         # the tests of the enclosing ``if``s in ``__init__`` terms (None: a value of ``__call__``)
         self.conditions: list[Optional[str]] = []
         self.elifs: set[int] = set()
+        self.loops: list[Optional[StackLoop]] = []  # the enclosing ``for`` loops, innermost last
         self.stacked_classes: set[str] = set()  # classes a loop stacks: created nowhere else
         self.scans: dict[str, Lifted] = {}  # ``Blocks = nn.scan(...)`` / ``nn.remat(...)`` (statement removed)
         self.scan_calls: set[int] = set()  # ``Blocks(...)(x, None)`` calls, converted by ``constructs/lifted.py``
@@ -91,10 +91,6 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
     def visit_If(self, node: cst.If) -> None:
         self.depth += 1
         self.init_guards += self._is_init_guard(node)
-
-    def leave_If(self, original_node: cst.If, updated_node: cst.If):
-        """``if not self.is_initializing(): body`` -> ``body``: NNX's ``__init__``
-        never runs ``__call__``, so every call is past initialization."""
         if id(node) in self.elifs:  # ``elif``: the branch before it was not taken
             self.conditions[-1] = _negated(self.conditions[-1])
         if isinstance(node.orelse, cst.If):
@@ -103,12 +99,16 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
 
     def visit_Else(self, node: cst.Else) -> None:
         self.conditions[-1] = _negated(self.conditions[-1])
+
+    def leave_If(self, original_node: cst.If, updated_node: cst.If):
+        """``if not self.is_initializing(): body`` -> ``body``: NNX's ``__init__``
+        never runs ``__call__``, so every call is past initialization."""
         self.depth -= 1
+        self.conditions.pop()
         if not self._is_init_guard(original_node):
             return updated_node
         self.init_guards -= 1
         body = list(updated_node.body.body)  # type: ignore[union-attr]
-        self.conditions.pop()
         header_comment = updated_node.body.header.comment  # type: ignore[union-attr]
         kept_comment = [cst.EmptyLine(comment=header_comment)] if header_comment else []
         body[0] = body[0].with_changes(
@@ -376,11 +376,11 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
     # -- shapes ------------------------------------------------------------
 
 
-def _class_like(func: cst.BaseExpression) -> bool:
-    """``Block`` or ``layers.Block``: a name spelled like a class."""
-    name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
-    return name[:1].isupper()
 def _negated(condition: Optional[str]) -> Optional[str]:
     return None if condition is None else f"not ({condition})"
 
 
+def _class_like(func: cst.BaseExpression) -> bool:
+    """``Block`` or ``layers.Block``: a name spelled like a class."""
+    name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+    return name[:1].isupper()
