@@ -430,14 +430,8 @@ class ClassConverter(LayerConstruction):
         """An inline ``@nn.compact`` construction becomes an attribute."""
         layer = self.layer(construction.func)
         assert layer is not None
-        given = next((arg.value for arg in construction.args if arg_keyword(arg) == "name"), None)
-        if given is not None:
-            name = string_literal(given)
-            if name is None or not IDENTIFIER.fullmatch(name):
-                raise Unconvertible("`name=` must be a literal identifier")
-            attribute = name
-        else:
-            attribute = self.reserved_names.pop(id(construction), None) or self._next_auto_name(layer)
+        attribute = self.reserved_names.pop(id(construction), None) \
+            or self.module_name(construction, _type_name(layer))
         if attribute in self.field_names or attribute in self.params or attribute in self.variables:
             raise Unconvertible(f"the submodule name `{attribute}` collides with a field")
         return self._add_slot(attribute, construction)
@@ -449,13 +443,24 @@ class ClassConverter(LayerConstruction):
         layer = self.layer(construction.func)
         if layer is not None and layer.factory is None and id(construction) not in self.reserved_names \
                 and not any(arg_keyword(arg) == "name" for arg in construction.args):
-            self.reserved_names[id(construction)] = self._next_auto_name(layer)
+            self.reserved_names[id(construction)] = self.auto_name(_type_name(layer))
 
-    def _next_auto_name(self, layer) -> str:
-        type_name = layer.mapping.linen if layer.mapping else layer.user_class
-        count = self.auto_counters.get(type_name, 0)  # type: ignore[arg-type]
-        self.auto_counters[type_name] = count + 1  # type: ignore[index]
+    def auto_name(self, type_name: str) -> str:
+        """The attribute for Linen's next automatic name of ``type_name`` (``Dense_2`` -> ``dense_2``)."""
+        count = self.auto_counters.get(type_name, 0)
+        self.auto_counters[type_name] = count + 1
         return nnx_attribute_name(f"{type_name}_{count}")
+
+    def module_name(self, construction: cst.Call, type_name: str) -> str:
+        """Linen's name for a module built by ``construction``: its literal ``name=``,
+        else the next automatic name of ``type_name``."""
+        given = next((arg.value for arg in construction.args if arg_keyword(arg) == "name"), None)
+        if given is None:
+            return self.auto_name(type_name)
+        name = string_literal(given)
+        if name is None or not IDENTIFIER.fullmatch(name):
+            raise Unconvertible("`name=` must be a literal identifier")
+        return name
 
     def call_slot(self, slot: Slot, inputs: list[Shape], shapes: dict[str, Shape]) -> tuple[Shape, Optional[Mode]]:
         """Fixes the slot's NNX construction from the shapes it is called with;
@@ -569,3 +574,8 @@ def _names_read(node: cst.CSTNode) -> set[str]:
 
     node.visit(Names())
     return found
+
+
+def _type_name(layer) -> str:
+    """The type name Linen numbers a layer's modules by (``Dense`` for ``nn.Dense``, the class of the file)."""
+    return layer.mapping.linen if layer.mapping else layer.user_class

@@ -23,9 +23,7 @@ from typing import TYPE_CHECKING
 
 import libcst as cst
 
-from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword
-from nnxlint.conversion.naming import nnx_attribute_name
-from nnxlint.conversion.shapes import string_literal
+from nnxlint.conversion.base import Unconvertible
 
 if TYPE_CHECKING:
     from nnxlint.conversion.calls import CallRewriter
@@ -62,7 +60,7 @@ def remat_call(rewriter: CallRewriter, remat: Remat, construction: cst.Call, cal
         raise Unconvertible("an `nn.remat` module called inside a loop or branch is not converted")
     if any(arg.keyword is not None or arg.star for arg in call.args):
         raise Unconvertible("an `nn.remat` module called with keyword or starred arguments is not converted")
-    attribute = _remat_name(converter, remat, construction)
+    attribute = converter.module_name(construction, f"Checkpoint{remat.block}")
     slot = converter._add_slot(attribute, construction)
     inputs = [rewriter.shape_of(arg.value) for arg in call.args]
     code, output, mode = converter._child_init(slot, remat.block, inputs, rewriter.shapes)
@@ -73,17 +71,3 @@ def remat_call(rewriter: CallRewriter, remat: Remat, construction: cst.Call, cal
     function = cst.parse_expression(f"{converter.env.nnx}.remat({remat.block}.__call__)")
     return updated.with_changes(func=function,
                                 args=[cst.Arg(cst.parse_expression(f"self.{attribute}")), *updated.args])
-
-
-def _remat_name(converter: ClassConverter, remat: Remat, construction: cst.Call) -> str:
-    """Linen's name for the module: ``name=``, else ``Checkpoint<Class>_<n>``."""
-    given = next((arg.value for arg in construction.args if arg_keyword(arg) == "name"), None)
-    if given is not None:
-        name = string_literal(given)
-        if name is None or not IDENTIFIER.fullmatch(name):
-            raise Unconvertible("`name=` must be a literal identifier")
-        return name
-    type_name = f"Checkpoint{remat.block}"
-    count = converter.auto_counters.get(type_name, 0)
-    converter.auto_counters[type_name] = count + 1
-    return nnx_attribute_name(f"{type_name}_{count}")

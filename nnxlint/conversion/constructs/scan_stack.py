@@ -37,8 +37,7 @@ from typing import TYPE_CHECKING
 
 import libcst as cst
 
-from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword
-from nnxlint.conversion.naming import nnx_attribute_name
+from nnxlint.conversion.base import Unconvertible, arg_keyword
 from nnxlint.conversion.shapes import Several, int_literal, string_literal
 
 if TYPE_CHECKING:
@@ -142,7 +141,7 @@ def scanned_call(rewriter: CallRewriter, scan: Scan, construction: cst.Call, cal
     in_axes = scan.in_axes if scan.in_axes is not None else ("0",) * xs_count
     if len(in_axes) != xs_count:
         raise Unconvertible("`nn.scan`'s `in_axes` do not match the scanned inputs")
-    attribute = _stack_name(converter, scan, construction)
+    attribute = converter.module_name(construction, f"Scan{'Checkpoint' if scan.remat else ''}{scan.block}")
     slot = converter._add_slot(attribute, construction)
     carry = rewriter.shape_of(call.args[0].value)
     inputs = [carry] + [rewriter.shape_of(arg.value) if axis == "None" else None
@@ -159,20 +158,6 @@ def scanned_call(rewriter: CallRewriter, scan: Scan, construction: cst.Call, cal
     scanned = cst.parse_expression(f"{nnx}.scan({function}, in_axes=({axes}), out_axes=({nnx}.Carry, 0))")
     stack = cst.Arg(cst.parse_expression(f"self.{attribute}"))
     return updated.with_changes(func=scanned, args=[stack, *updated.args])
-
-
-def _stack_name(converter: ClassConverter, scan: Scan, construction: cst.Call) -> str:
-    """Linen's name for the scanned module: ``name=``, else ``Scan[Checkpoint]<Class>_<n>``."""
-    given = next((arg.value for arg in construction.args if arg_keyword(arg) == "name"), None)
-    if given is not None:
-        name = string_literal(given)
-        if name is None or not IDENTIFIER.fullmatch(name):
-            raise Unconvertible("`name=` must be a literal identifier")
-        return name
-    type_name = f"Scan{'Checkpoint' if scan.remat else ''}{scan.block}"
-    count = converter.auto_counters.get(type_name, 0)
-    converter.auto_counters[type_name] = count + 1
-    return nnx_attribute_name(f"{type_name}_{count}")
 
 
 def _build_stack(converter: ClassConverter, attribute: str, block: str, length: cst.BaseExpression,
