@@ -62,14 +62,17 @@ class Conversion:
 
 
 def convert_file(module: cst.Module, scope: names.Scope, path: str = "<file>.py") -> Conversion:
-    converter = _Converter(module, scope, path)
+    converter = FileConverter(module, scope, path)
     try:
         return converter.run()
     except Unconvertible as error:
         return Conversion(reason=str(error), reasons=dict(converter.classes.reasons))
 
 
-class _Converter:
+class FileConverter:
+    """One file's conversion: its environment and class set are also what
+    ``nnxlint verify --against`` analyses to find the init site the fix used."""
+
     def __init__(self, module: cst.Module, scope: names.Scope, path: str) -> None:
         self.module = module
         self.path = path
@@ -381,14 +384,14 @@ class _DeadKeyRemover(cst.CSTTransformer):
         self.dropped_positions: dict[str, int] = {}  # function -> index of the dropped parameter
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self.scopes.append(_Converter._reads(node.body))
+        self.scopes.append(FileConverter._reads(node.body))
 
     def leave_FunctionDef(self, original_node, updated_node):
         self.scopes.pop()
         if original_node.name.value not in self.functions:
             return updated_node
         params = list(updated_node.params.params)
-        reads = _Converter._reads(updated_node.body)
+        reads = FileConverter._reads(updated_node.body)
         for index, param in enumerate(params):
             if param.name.value in self.keys and reads[param.name.value] <= 0:
                 self.dropped_positions[updated_node.name.value] = index
@@ -408,7 +411,7 @@ class _DeadKeyRemover(cst.CSTTransformer):
         if not (isinstance(value, cst.Call) and (self.env.resolve(value.func) or "").startswith("jax.random.")
                 and all(isinstance(t, cst.Name) for t in targets)):
             return updated_node
-        own_reads = _Converter._reads(value)
+        own_reads = FileConverter._reads(value)
         names = [t.value for t in targets]  # type: ignore[attr-defined]
         scope_reads = self.scopes[-1] if self.scopes else self.reads
         unread = all(scope_reads[name] - own_reads[name] <= 0 for name in names)

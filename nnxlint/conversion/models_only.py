@@ -19,13 +19,13 @@ from nnxlint.context import walk
 from nnxlint.conversion.base import Unconvertible
 
 if TYPE_CHECKING:
-    from nnxlint.conversion.file import Replacement, _Converter
+    from nnxlint.conversion.file import Replacement, FileConverter
 
 _PARTIAL = ("functools.partial",)
 
 
 class ModelsOnly:
-    def __init__(self, converter: "_Converter") -> None:
+    def __init__(self, converter: "FileConverter") -> None:
         self.converter = converter
         self.classes = converter.classes
 

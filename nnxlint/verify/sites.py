@@ -185,12 +185,12 @@ class _Analysis:
     def __init__(self, source: str, relative: str) -> None:
         # the conversion's own set-up of a file (its environment and class set), so that the
         # analysis here is the one the fix ran; it reads the file and writes nothing
-        from nnxlint.conversion.file import _Converter
+        from nnxlint.conversion.file import FileConverter
         from nnxlint.conversion.training import TrainingConverter
 
         self.relative = relative
         self.module, scope = _parse(source, relative)
-        converter = _Converter(self.module, scope, relative)
+        converter = FileConverter(self.module, scope, relative)
         self.classes = converter.classes
         self.training = TrainingConverter(converter.env, self.module)
 
