@@ -17,6 +17,7 @@ import click
 
 from nnxlint.verify import report
 from nnxlint.verify.against_command import against_options, run_against_command
+from nnxlint.verify.compare import worker_environment
 from nnxlint.verify.manifest import Fixture, ManifestError, discover
 from nnxlint.verify.regenerate import fixer_output, missing_rules, regenerate
 
@@ -40,7 +41,7 @@ def run_fixture(fixture: Fixture) -> dict[str, Any]:
             completed = subprocess.run(
                 [sys.executable, "-m", "nnxlint.verify.worker", str(fixture.directory.resolve()), str(result_path)],
                 capture_output=True, text=True, timeout=FIXTURE_TIMEOUT_S, cwd=scratch,
-                env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                env=worker_environment())
         except subprocess.TimeoutExpired:
             return {"fixture": fixture.name, "rules": list(fixture.rules), "status": "error",
                     "error": f"timed out after {FIXTURE_TIMEOUT_S} s"}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
+
+from nnxlint.verify.compare import worker_environment
 
 DEFAULT_TIMEOUT_S = 600
 _POLL_S = 0.1
@@ -52,7 +53,7 @@ def _run_worker(jobs: Sequence[Job], timeout: float) -> tuple[list[dict[str, Any
                 [sys.executable, "-I", "-B", "-m", "nnxlint.verify.user_worker", str(directory / "jobs.json"),
                  str(results_path)],
                 cwd=directory / "cwd", stdout=subprocess.DEVNULL, stderr=stderr,
-                env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                env=worker_environment())
             finished: list[dict[str, Any]] = []
             deadline = time.monotonic() + timeout
             while True:
