@@ -10,7 +10,7 @@ import pytest
 flax_linen = pytest.importorskip("flax.linen")
 from flax import nnx  # noqa: E402
 
-from nnxlint.conversion.linen_map import LAYERS, SAME_FUNCTIONS  # noqa: E402
+from nnxlint.conversion.linen_map import LAYERS, SAME_FUNCTIONS, TWIN_FUNCTIONS  # noqa: E402
 
 MAPPINGS = sorted({id(m): m for m in LAYERS.values()}.values(), key=lambda mapping: mapping.linen)
 
@@ -90,3 +90,18 @@ def test_functions_are_the_same_objects():
     for name in SAME_FUNCTIONS:
         assert getattr(flax_linen, name) is getattr(nnx, name), name
 
+
+
+def test_twin_functions_have_the_same_signature_and_results():
+    import jax.numpy as jnp
+    tokens = jnp.array([[3, 1, 0], [2, 0, 0]])
+    for name in TWIN_FUNCTIONS:
+        linen_function, nnx_function = getattr(flax_linen, name), getattr(nnx, name)
+        assert linen_function is not nnx_function, f"{name}: the same object belongs in SAME_FUNCTIONS"
+        assert inspect.signature(linen_function) == inspect.signature(nnx_function), name
+    for make in (lambda m: m.make_causal_mask(tokens),
+                 lambda m: m.make_attention_mask(tokens > 0, tokens > 0, jnp.equal, dtype=jnp.int32),
+                 lambda m: m.combine_masks(m.make_causal_mask(tokens), None,
+                                           m.make_attention_mask(tokens > 0, tokens > 0))):
+        linen_mask, nnx_mask = make(flax_linen), make(nnx)
+        assert linen_mask.dtype == nnx_mask.dtype and (linen_mask == nnx_mask).all()

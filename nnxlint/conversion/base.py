@@ -11,7 +11,7 @@ import libcst as cst
 
 from nnxlint import names
 from nnxlint.flax_api import FLAX_LINEN
-from nnxlint.conversion.linen_map import SAME_FUNCTIONS, LayerMapping
+from nnxlint.conversion.linen_map import SAME_FUNCTIONS, TWIN_FUNCTIONS, LayerMapping
 from nnxlint.conversion.shapes import Shape, Size, fold_integers
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class FileEnv:
         """``nnx.relu`` for ``nn.relu`` (and ``nnx.initializers.x`` for
         ``nn.initializers.x``): the same functions under flax.nnx."""
         member = self.linen_member(node)
-        if member in SAME_FUNCTIONS:
+        if member in SAME_FUNCTIONS or member in TWIN_FUNCTIONS:
             return f"{self.nnx}.{member}"
         if member and member.startswith("initializers."):
             return f"{self.nnx}.{member}"

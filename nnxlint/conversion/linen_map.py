@@ -127,6 +127,9 @@ SAME_FUNCTIONS = frozenset({
     "one_hot", "softplus", "celu", "selu", "glu", "standardize", "relu6", "hard_tanh", "logsumexp",
     "log_sigmoid", "hard_sigmoid", "hard_silu", "soft_sign", "max_pool", "avg_pool", "pool",
 })
+# Linen functions whose flax.nnx twins are other objects with the same signature that
+# compute the same (only a rank mismatch raises ValueError instead of AssertionError).
+TWIN_FUNCTIONS = frozenset({"combine_masks", "make_attention_mask", "make_causal_mask"})
 # Functions that keep the array's shape (for the static shape inference).
 ELEMENTWISE_FUNCTIONS = frozenset({
     "relu", "gelu", "silu", "swish", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "leaky_relu",
