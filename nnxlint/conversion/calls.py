@@ -17,6 +17,7 @@ from nnxlint.conversion.constructs.local_module import bind_local_module, local_
 from nnxlint.conversion.constructs.partitioning import partitioned_init
 from nnxlint.conversion.constructs.lifted import Lifted, is_lifted, lifted_call, read_lifted
 from nnxlint.conversion.constructs.loop_stack import StackLoop, check_sizes_kept, loop_header, stack_loop, stacked_call
+from nnxlint.conversion.constructs.merge_param import bind_merged_flag, is_merge_param, merged_value
 from nnxlint.conversion.linen_map import LayerMapping
 from nnxlint.conversion.shapes import Several, Shape
 
@@ -65,6 +66,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.local_modules: dict[str, Slot] = {}  # ``embed = nn.Embed(...)`` (``constructs/local_module.py``)
         self.local_module_reads: set[int] = set()  # the ``embed`` of ``embed(x)`` / ``embed.attend(x)``
         self.removed_statements: set[int] = set()  # assignments whose statement the conversion removes
+        self.merged_calls: set[int] = set()  # ``flag = nn.merge_param(...)`` (``constructs/merge_param.py``)
 
     # control flow: constructions inside are not converted, but for a layer stack (``constructs/loop_stack.py``)
     def visit_While(self, node) -> None:
@@ -179,6 +181,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             return False
         if bind_local_module(self, node):
             return False
+        bind_merged_flag(self, node)
         self.assigned_values.add(id(node.value))
         if isinstance(node.value, cst.Call) and self.converter.env.resolve(node.value.func) == "functools.partial":
             self.partials.update(target.target.value for target in node.targets if isinstance(target.target, cst.Name))
@@ -221,6 +224,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         return updated_node
 
     def visit_Call(self, node: cst.Call) -> Optional[bool]:
+        if is_merge_param(self.converter, node):
+            return False  # ``leave_Call`` rewrites it whole
         construction = node.func
         if isinstance(construction, cst.Call) and (is_lifted(self.converter, construction.func) or (
                 isinstance(construction.func, cst.Name) and construction.func.value in self.scans)):
@@ -244,6 +249,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         local = local_module_call(self, original_node, updated_node)
         if local is not None:
             return local
+        if is_merge_param(converter, original_node):
+            return merged_value(self, original_node)
         if id(original_node) in self.scan_calls:
             construction = original_node.func
             scan = self.scans.get(getattr(construction.func, "value", None)) \
@@ -319,10 +326,15 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         if name in converter.followed_methods:
             raise Unconvertible(f"`self.{name}` is called more than once in `__call__`")
         method = converter.other_methods[name]
-        params = function_params(method)[1:]
-        if any(arg.keyword is not None or arg.star for arg in call.args) or len(call.args) > len(params):
-            raise Unconvertible(f"`self.{name}(...)` with keyword or starred arguments is not followed")
-        shapes = {param.name.value: self.shape_of(arg.value) for param, arg in zip(params, call.args)}
+        params = [param.name.value for param in function_params(method)[1:]]
+        positional = [arg for arg in call.args if arg.keyword is None]
+        keywords = {arg.keyword.value: arg for arg in call.args if arg.keyword is not None}
+        if any(arg.star for arg in call.args) or len(positional) > len(params) \
+                or not set(keywords) <= set(params[len(positional):]):
+            raise Unconvertible(f"`self.{name}(...)` with starred arguments or arguments that do not match "
+                                "its parameters is not followed")
+        shapes = {param: self.shape_of(arg.value) for param, arg in zip(params, positional)}
+        shapes.update({param: self.shape_of(arg.value) for param, arg in keywords.items()})
         follower = CallRewriter(converter, shapes)
         converter.followed_methods[name] = method.with_changes(body=method.body.visit(follower))
         return follower.output

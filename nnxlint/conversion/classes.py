@@ -67,6 +67,7 @@ class ClassConverter(LayerConstruction):
         self.mode: Optional[Mode] = None
         self.uses_rngs = False
         self.constant_flags = False
+        self.merged_flags: set[str] = set()  # names bound by ``nn.merge_param``: passed on as written
         self._call_param_index: dict[str, int] = {}  # __call__ parameters after self
         self._call_param_defaults: dict[str, bool] = {}
         self.other_methods: dict[str, cst.FunctionDef] = {}
@@ -320,6 +321,8 @@ class ClassConverter(LayerConstruction):
             negated, node = not negated, node.expression
         if isinstance(node, cst.Name) and node.value in ("True", "False"):
             return (node.value == "True") != negated
+        if isinstance(node, cst.Name) and node.value in self.merged_flags:
+            return True  # a call-time value NNX layers take as Linen's do (``constructs/merge_param.py``)
         if not (isinstance(node, cst.Name) and node.value in self._call_param_index):
             if self._fixed(node):  # ``config.deterministic``: fixed for the module, kept where it is
                 return True
