@@ -7,7 +7,7 @@ from typing import Optional
 
 import libcst as cst
 
-from nnxlint.conversion.base import arg_keyword, is_false
+from nnxlint.conversion.base import arg_keyword, is_false, self_attribute
 from nnxlint.conversion.linen_map import ELEMENTWISE_FUNCTIONS, POOLING_FUNCTIONS
 from nnxlint.conversion.shapes import Several, Shape, flatten, is_open, sum_sizes, int_literal, int_tuple, string_literal, window_output
 
@@ -59,6 +59,8 @@ class ShapeFollowing:
         if qualified.startswith(("flax.linen.", "jax.nn.", "jax.numpy.")) and short in ELEMENTWISE_FUNCTIONS \
                 and args:
             return self.shape_of(args[0].value)
+        if self._activation_field(func) and len(args) == 1 and not keywords:
+            return self.shape_of(args[0].value)
         if qualified.startswith("flax.linen.") and short in POOLING_FUNCTIONS and args:
             return self._pool_shape(args, keywords)
         if isinstance(func, cst.Attribute) and func.attr.value in _SHAPE_KEEPING_METHODS:
@@ -78,6 +80,17 @@ class ShapeFollowing:
         if isinstance(func, cst.Attribute) and func.attr.value in ("mean", "sum", "max") and not args:
             return self._reduce_shape(self.shape_of(func.value), keywords.get("axis"), keywords.get("keepdims"))
         return None
+
+    def _activation_field(self, func: cst.BaseExpression) -> bool:
+        """``self.activation(x)`` of a ``Callable`` field whose default is an elementwise
+        function (``activation: Callable = nn.relu``): taken to keep the shape, as an
+        activation does (a caller passing one that does not gets a shape error in NNX)."""
+        attribute = self_attribute(func)
+        converter = self.converter
+        field = next((f for f in converter.fields if f.name == attribute), None)
+        nnx_prefix = f"{converter.env.nnx}."
+        return field is not None and "Callable" in (field.annotation or "") and field.default is not None \
+            and field.default.startswith(nnx_prefix) and field.default[len(nnx_prefix):] in ELEMENTWISE_FUNCTIONS
 
     def _pool_shape(self, args, keywords) -> Shape:
         shape = self.shape_of(args[0].value)

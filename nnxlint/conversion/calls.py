@@ -16,7 +16,7 @@ from nnxlint.conversion.constructs import SELF_CALLS
 from nnxlint.conversion.constructs.local_module import bind_local_module, local_module_call, mark_local_module_use
 from nnxlint.conversion.constructs.partitioning import partitioned_init
 from nnxlint.conversion.constructs.lifted import Lifted, is_lifted, lifted_call, read_lifted
-from nnxlint.conversion.constructs.loop_stack import StackLoop, check_sizes_kept, loop_header, stack_loop, stacked_call
+from nnxlint.conversion.constructs.loop_stack import StackLoop, close_loop, loop_header, stack_loop, stacked_call
 from nnxlint.conversion.constructs.merge_param import bind_merged_flag, is_merge_param, merged_value
 from nnxlint.conversion.linen_map import LayerMapping
 from nnxlint.conversion.shapes import Several, Shape
@@ -87,7 +87,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         loop = self.loops.pop()
         if loop is None:
             return updated_node
-        check_sizes_kept(loop, self.shapes)
+        close_loop(self, loop)
         return loop_header(loop, updated_node)
 
     def visit_If(self, node: cst.If) -> None:

@@ -15,15 +15,27 @@ called::
 
 so ``nnxlint.transplant`` loads ``Block_2`` into ``blocks/2``.  Converted only
 where that naming holds and every element is built alike: a ``for <name> in
-range(<n>)`` loop, each class created once per iteration, unconditionally, and
-nowhere else in the class (or named ``name=f'block_{i}'``, Linen's ``block_2``,
-NNX's ``block/2``, as in Flax's lm1b and wmt examples), with inputs whose sizes
-the loop does not change (the elements are built from the first iteration's
-sizes).
+range(<n>)`` loop (or one over values fixed for the module: ``for size in
+self.feature_sizes``, ``enumerate(...)`` of them, indexed through ``enumerate``),
+each class created once per iteration, unconditionally, and nowhere else in the
+class (or named ``name=f'block_{i}'``, Linen's ``block_2``, NNX's ``block/2``,
+as in Flax's lm1b and wmt examples), not inside another loop.
+
+Where the loop changes an input's feature size (``x = nn.Dense(size)(x)``: each
+element reads what the one before gave), ``__init__`` builds the list with the
+same loop and a running size named after the array (``x_features``), started
+at the size before the loop and moved on at the end of each iteration::
+
+    x_features = in_features
+    self.denses = nnx.List()
+    for size in feature_sizes:
+        self.denses.append(nnx.Linear(x_features, size, rngs=rngs))
+        x_features = size
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,7 +43,7 @@ import libcst as cst
 
 from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword
 from nnxlint.conversion.naming import nnx_list_name
-from nnxlint.conversion.shapes import Shape, is_open
+from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Shape, Size, is_open
 
 if TYPE_CHECKING:
     from nnxlint.conversion.calls import CallRewriter
@@ -45,24 +57,62 @@ class StackLoop:
     """A ``for <index> in range(<count>)`` loop that may build a stack."""
 
     index: str
-    count: cst.BaseExpression
+    count: cst.BaseExpression  # ``range``'s count, or the values iterated
     depth: int  # the rewriter's depth inside the loop's body
     shapes_before: dict[str, Shape]
     lists: set[str] = field(default_factory=set)  # the nnx.List attributes the body fills
+    target: str = ""  # ``size`` / ``i, size`` of a loop over values (``__init__``'s loop target)
+    enumerated: bool = False  # ``for v in values`` gets an index: ``for index, v in enumerate(values)``
+    running: dict[str, str] = field(default_factory=dict)  # array name -> its running size in ``__init__``
 
 
 def stack_loop(rewriter: CallRewriter, node: cst.For) -> StackLoop | None:
-    """The loop's stack context, or None when it is no ``for <name> in range(<n>)``."""
-    call = node.iter
-    if node.orelse is not None or node.asynchronous is not None or not isinstance(node.target, cst.Name) \
-            or not isinstance(call, cst.Call) or len(call.args) != 1 or call.args[0].keyword is not None \
-            or call.args[0].star or not _is_builtin(rewriter, call.func, "range"):
+    """The loop's stack context, or None when it is no ``for <name> in range(<n>)``,
+    ``for <name> in <values>`` or ``for <i>, <name> in enumerate(<values>)`` over values
+    fixed for the module (fields, literals)."""
+    call, target, converter = node.iter, node.target, rewriter.converter
+    if node.orelse is not None or node.asynchronous is not None:
         return None
-    index = node.target.value
-    if index == "_" and (rewriter.converter._assignments.get(_INDEX) or _reads(node.body, "_")):
+    if isinstance(target, cst.Name) and isinstance(call, cst.Call) and _single_arg(call) \
+            and _is_builtin(rewriter, call.func, "range"):
+        index = target.value
+        if index == "_" and (converter._assignments.get(_INDEX) or _reads(node.body, "_")):
+            return None
+        loop = StackLoop(_INDEX if index == "_" else index, call.args[0].value, rewriter.depth,
+                         dict(rewriter.shapes))
+    elif isinstance(target, cst.Tuple) and len(target.elements) == 2 and isinstance(call, cst.Call) \
+            and _single_arg(call) and _is_builtin(rewriter, call.func, "enumerate") \
+            and all(isinstance(element.value, cst.Name) for element in target.elements) \
+            and converter._fixed(call.args[0].value):
+        index, value = (element.value.value for element in target.elements)  # type: ignore[attr-defined]
+        loop = StackLoop(index, call.args[0].value, rewriter.depth, dict(rewriter.shapes), target=f"{index}, {value}")
+    elif isinstance(target, cst.Name) and target.value != "_" and converter._fixed(call) \
+            and not converter._assignments.get(_INDEX) and not _reads(node.body, _INDEX):
+        loop = StackLoop(_INDEX, call, rewriter.depth, dict(rewriter.shapes), target=target.value, enumerated=True)
+    else:
         return None
-    return StackLoop(_INDEX if index == "_" else index, call.args[0].value, rewriter.depth,
-                     dict(rewriter.shapes))
+    _start_running_sizes(rewriter, loop)
+    return loop
+
+
+def _single_arg(call: cst.Call) -> bool:
+    return len(call.args) == 1 and call.args[0].keyword is None and not call.args[0].star
+
+
+def _start_running_sizes(rewriter: CallRewriter, loop: StackLoop) -> None:
+    """Inside the loop each array's feature size is a running size (``x_features``),
+    which ``close_loop`` replaces by the size before the loop where the loop keeps it;
+    the other axes become unknown (an iteration may change them)."""
+    converter = rewriter.converter
+    taken = converter.field_names | set(converter._size_names())
+    for name, shape in loop.shapes_before.items():
+        running = f"{name}_features"
+        if not shape or shape[-1] is None or shape[-1] == ANY_AXES or running in taken \
+                or converter._assignments.get(running):
+            continue
+        loop.running[name] = running
+        leading = shape[:-1] if is_open(shape) else (None,) * (len(shape) - 1)
+        rewriter.shapes[name] = tuple(leading) + (Size(running),)
 
 
 def _is_builtin(rewriter: CallRewriter, func: cst.BaseExpression, name: str) -> bool:
@@ -81,31 +131,81 @@ def _reads(node: cst.CSTNode, name: str) -> bool:
 
 
 def loop_header(loop: StackLoop, node: cst.For) -> cst.For:
-    """The loop as NNX needs it: ``for _`` names its index."""
-    if loop.lists and isinstance(node.target, cst.Name) and node.target.value != loop.index:
+    """The loop as NNX needs it: ``for _`` names its index, ``for v in values`` gets one."""
+    if not loop.lists:
+        return node
+    if loop.enumerated:
+        target = cst.Tuple([cst.Element(cst.Name(loop.index)), cst.Element(node.target)], lpar=[], rpar=[])
+        return node.with_changes(target=target, iter=cst.Call(cst.Name("enumerate"), [cst.Arg(node.iter)]))
+    if isinstance(node.target, cst.Name) and node.target.value != loop.index:
         return node.with_changes(target=cst.Name(loop.index))
     return node
 
 
-def check_sizes_kept(loop: StackLoop, shapes: dict[str, Shape]) -> None:
-    """Every iteration must build its elements alike: the loop keeps the input sizes."""
-    if not loop.lists:
-        return
-    for name, shape in loop.shapes_before.items():
-        if not same_sizes(shape, shapes.get(name)):
+def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
+    """At the end of the loop: each list's ``__init__`` code, and the shapes after the loop.
+
+    An array whose feature size the loop keeps gets its size before the loop back
+    in the elements' code (a comprehension builds the list); where the loop changes
+    it and an element reads it, ``__init__`` runs the loop with the running size."""
+    converter = rewriter.converter
+    before = {name: loop.shapes_before[name][-1] for name in loop.running}  # type: ignore[index]
+    after = {name: _last_axis(rewriter.shapes.get(name)) for name in loop.running}
+    kept = {name for name in loop.running if after[name] is not None
+            and after[name].code in (loop.running[name], before[name].code)}
+    kept_values = {loop.running[name]: before[name].code for name in kept}
+    changed = {loop.running[name]: after[name] for name in loop.running if name not in kept}
+    sized = False
+    for attribute in sorted(loop.lists):
+        slot = converter.slots[attribute]
+        element = _replaced(slot.init_code.partition(" = ")[2], kept_values)  # type: ignore[union-attr]
+        read = [name for name in loop.running if name not in kept
+                and re.search(rf"\b{loop.running[name]}\b", element)]
+        unknown = next((name for name in read if after[name] is None), None)
+        if unknown is not None:
             raise Unconvertible(f"the modules a loop creates get inputs of other sizes in later iterations "
-                                f"(`{name}` changes shape): they cannot be built alike in an `nnx.List`")
+                                f"(`{unknown}` changes shape in a way not followed): they cannot be built in an "
+                                "`nnx.List`")
+        if read:
+            slot.init_code = _sized_loop(converter, loop, attribute, element, before, changed)
+            sized = True
+        else:
+            slot.init_code = f"self.{attribute} = {converter.env.nnx}.List([{element} " \
+                             f"{_header(converter, loop, rewriter.shapes)}])"
+    for name in loop.running:  # the shapes after the loop, in ``__init__`` terms
+        shape = rewriter.shapes.get(name)
+        if shape:
+            last = before[name] if name in kept else Size(loop.running[name]) if sized and after[name] else None
+            rewriter.shapes[name] = shape[:-1] + (last,)
+    for name, shape in rewriter.shapes.items():  # names bound in the body: sizes in the loop's terms
+        if name not in loop.shapes_before and shape and shape[-1] is not None and shape[-1] != ANY_AXES:
+            rewriter.shapes[name] = shape[:-1] + (None,)
 
 
-def same_sizes(before: Shape, after: Shape) -> bool:
-    """The same feature size (what the elements are built from), and no known axis changed."""
-    if before == after:
-        return True
-    if not before or not after or before[-1] != after[-1]:
-        return False
-    if is_open(before) or is_open(after):
-        return True
-    return len(before) == len(after) and all(a is None or b is None or a == b for a, b in zip(before, after))
+def _last_axis(shape: Shape) -> Size | None:
+    return shape[-1] if shape and shape[-1] != ANY_AXES else None
+
+
+def _replaced(code: str, values: dict[str, str]) -> str:
+    for name, value in values.items():
+        code = re.sub(rf"\b{name}\b", value if SIMPLE_CODE.fullmatch(value) else f"({value})", code)
+    return code
+
+
+def _header(converter, loop: StackLoop, shapes: dict[str, Shape]) -> str:
+    values = converter.init_code(loop.count, shapes)
+    return f"for {loop.target} in {values}" if loop.target else f"for {loop.index} in range({values})"
+
+
+def _sized_loop(converter, loop: StackLoop, attribute: str, element: str, before: dict[str, Size],
+                changed: dict[str, Size | None]) -> str:
+    """``__init__``'s loop building the list, the running sizes moved on per iteration."""
+    indent = converter.env.module.default_indent
+    lines = [f"{running} = {before[name].code}" for name, running in loop.running.items() if running in changed]
+    lines += [f"self.{attribute} = {converter.env.nnx}.List()", _header(converter, loop, {}) + ":",
+              f"{indent}self.{attribute}.append({element})"]
+    lines += [f"{indent}{running} = {size.code}" for running, size in changed.items() if size is not None]
+    return "\n".join(lines)
 
 
 def _numbered_name(name: cst.BaseExpression, index: str) -> str:
@@ -127,6 +227,8 @@ def stacked_call(rewriter: CallRewriter, loop: StackLoop, construction: cst.Call
     assert layer is not None
     if layer.factory is not None:
         raise Unconvertible(f"`nn.{layer.factory.name}` created in a loop is not converted")
+    if loop.depth != 1:
+        raise Unconvertible("a module created in a loop inside another loop or a branch is not converted")
     type_name = layer.mapping.linen if layer.mapping else layer.user_class
     assert type_name is not None
     name = next((arg.value for arg in construction.args if arg_keyword(arg) == "name"), None)
@@ -143,8 +245,5 @@ def stacked_call(rewriter: CallRewriter, loop: StackLoop, construction: cst.Call
     if attribute in converter.field_names or attribute in converter.params or attribute in converter.variables:
         raise Unconvertible(f"the list name `{attribute}` collides with a field")
     slot = converter._add_slot(attribute, construction)
-    call = rewriter._call_slot(slot, original, updated)
-    element, count = slot.init_code.partition(" = ")[2], converter.init_code(loop.count, rewriter.shapes)
-    slot.init_code = (f"self.{attribute} = {converter.env.nnx}.List([{element} "
-                      f"for {loop.index} in range({count})])")
+    call = rewriter._call_slot(slot, original, updated)  # the list's code: ``close_loop``
     return call.with_changes(func=cst.parse_expression(f"self.{attribute}[{loop.index}]"))
