@@ -13,6 +13,7 @@ from nnxlint.conversion.base import (
 )
 from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
+from nnxlint.conversion.constructs.branch_module import branch_guard
 from nnxlint.conversion.constructs.local_module import bind_local_module, local_module_call, mark_local_module_use
 from nnxlint.conversion.constructs.partitioning import partitioned_init
 from nnxlint.conversion.constructs.lifted import Lifted, is_lifted, lifted_call, read_lifted
@@ -270,14 +271,17 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
                                        getattr(converter.layer(func.func).mapping, "linen", None)}:
                 raise Unconvertible("a module of a class a loop stacks is created again: Linen's numbering "
                                     "would not match the list's")
-            if self.depth:
-                raise Unconvertible("submodules created inside a loop or branch are not converted")
+            guard = branch_guard(self, func) if self.depth else None  # ``constructs/branch_module.py``
             if not converter._compact:
                 raise Unconvertible("submodules created in a method without `@nn.compact`")
             factory = converter.layer(func.func).factory  # type: ignore[union-attr]
             if factory is not None:
+                if guard is not None:
+                    raise Unconvertible(f"`nn.{factory.name}` created in a branch is not converted")
                 return factory.inline(self, func, original_node, updated_node)
             slot = converter.construct(func, None)
+            if guard is not None:
+                converter.slot_guards[slot.attribute] = guard
             return self._call_slot(slot, original_node, updated_node)
         if isinstance(func, cst.Call) and _class_like(func.func) and converter.layer(func.func) is None:
             raise Unconvertible(f"`{converter.env.code(func.func)}(...)(...)`: `{converter.env.code(func.func)}` is "

@@ -27,6 +27,7 @@ from nnxlint.conversion.base import (
 )
 from nnxlint.conversion.calls import CallRewriter, LinenFunctions
 from nnxlint.conversion.constructs import FACTORIES, SELF_CALLS
+from nnxlint.conversion.constructs.branch_module import guarded
 from nnxlint.conversion.constructs.partitioning import is_partitioning, partitioned_init
 from nnxlint.conversion.layers import LayerConstruction
 from nnxlint.conversion.linen_map import LAYERS, PARTITIONING
@@ -58,6 +59,7 @@ class ClassConverter(LayerConstruction):
         self.field_names: set[str] = set()
         self.slots: dict[str, Slot] = {}
         self.slot_order: list[str] = []
+        self.slot_guards: dict[str, str] = {}  # submodules built under a branch on fields -> its test
         self.init_lines: list[str] = []  # setup statements that are not submodules, in order
         self.params: dict[str, str] = {}  # self.param attributes -> their NNX creation
         self.variables: dict[str, str] = {}  # self.variable attributes -> their NNX creation
@@ -396,7 +398,8 @@ class ClassConverter(LayerConstruction):
             raise Unconvertible(f"`self.{unknown[0]}` is Linen Module API the conversion does not know")
         lines = [f"self.{f.name} = {f.name}" for f in self.fields if f.name in read_fields]
         lines += self.init_lines
-        lines += [self.slots[attribute].init_code for attribute in self.slot_order]  # type: ignore[misc]
+        lines += [guarded(self.slots[attribute].init_code, self.slot_guards.get(attribute),  # type: ignore[arg-type]
+                          self.env.module.default_indent) for attribute in self.slot_order]
         lines += list(self.params.values())
         lines += list(self.variables.values())
         used_text = "\n".join(lines)

@@ -1,0 +1,42 @@
+"""A submodule created under ``@nn.compact`` inside a branch on fields::
+
+    if config.logits_via_embedding:
+        logits = embed.attend(y)
+    else:
+        logits = nn.Dense(config.vocab, name='logitdense')(y)
+
+Linen creates the layer only when the branch is taken; so does the NNX
+``__init__``, under the same test in ``__init__`` terms (``if not
+(config.logits_via_embedding): self.logitdense = nnx.Linear(...)``), and the
+call stays in its branch.  Converted when every enclosing ``if`` reads only
+fields and module-level names (no loop, no value of ``__call__``) and the layer
+has a literal ``name=``: Linen numbers automatic names (``Dense_1``) only over
+the modules it creates, so a branch not taken would shift them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import libcst as cst
+
+from nnxlint.conversion.base import Unconvertible, arg_keyword
+
+if TYPE_CHECKING:
+    from nnxlint.conversion.calls import CallRewriter
+
+
+def branch_guard(rewriter: CallRewriter, construction: cst.Call) -> str:
+    """The test, in ``__init__`` terms, under which ``construction`` (inside a branch) is built."""
+    if rewriter.depth != len(rewriter.conditions) or None in rewriter.conditions:
+        raise Unconvertible("submodules created inside a loop or branch are not converted, but in a branch "
+                            "whose test reads only fields (not a value of `__call__`)")
+    if not any(arg_keyword(arg) == "name" for arg in construction.args):
+        raise Unconvertible("a submodule created in a branch needs a literal `name=`: Linen numbers "
+                            "automatic names only over the modules a call creates")
+    return " and ".join(rewriter.conditions)  # type: ignore[arg-type]
+
+
+def guarded(init_code: str, guard: str | None, indent: str) -> str:
+    """The ``__init__`` line(s) building a submodule, under its branch's test."""
+    return init_code if guard is None else f"if {guard}:\n{indent}{init_code}"
