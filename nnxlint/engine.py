@@ -18,7 +18,7 @@ from nnxlint.context import FileContext, RuleCrash, Traversal
 from nnxlint.findings import SOURCE_ERROR_CODE, SOURCE_ERROR_NAME, Applicability, Finding, FixSummary
 from nnxlint.imports import add_imports
 from nnxlint.positions import Positions
-from nnxlint.rule import Fix, Report, Rule
+from nnxlint.rule import FileEdit, Fix, Report, Rule
 from nnxlint.syntax import parse_failure
 from nnxlint.textio import python_lines
 from nnxlint import tier
@@ -71,6 +71,9 @@ class CheckResult:
     fixes_applied: int = 0
     dropped_fixes: list[str] = field(default_factory=list)  # fixes whose output did not parse or compile
     drop_reasons: dict[str, str] = field(default_factory=dict)  # description -> why it was dropped
+    # project-level fixes: the new text of other files, written with this one or not at all
+    other_files: dict[str, FileEdit] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what those fixes could not do in other files
 
 
 def is_skipped(text: str) -> bool:
@@ -92,14 +95,16 @@ class _Pass:
     positions: Optional[Positions]
 
 
-def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], project=None) -> _Pass:
+def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], project=None,
+               text: Optional[str] = None) -> _Pass:
     context = FileContext(module, path, project)
     instances = [rule(context) for rule in rules]
     traversal = Traversal(context, instances)
     traversal.run(module)
     reports = [report for rule in instances for report in rule.reports]
-    # positions cost a code-generation pass: only for files with findings
-    positions = Positions(module) if reports else None
+    # positions cost code generation: only for files with findings, and given the text
+    # the module was parsed from, only of the top-level statements that hold them
+    positions = Positions(module, text) if reports else None
     return _Pass(module, reports, traversal.crashes, positions)
 
 
@@ -235,6 +240,24 @@ def _apply(module: cst.Module, fixes: Sequence[Fix], before: str) -> tuple[Optio
     return code, ""
 
 
+def _other_files_refusal(fix: Fix, path: str, pending: dict[str, FileEdit]) -> Optional[str]:
+    """Why a project-level fix cannot be applied with the fixes taken so far: one of its
+    other files would not parse or compile, or another fix already rewrites it."""
+    for edit in fix.project_edits.edits:
+        if edit.path == path or edit.path in pending:
+            return f"another fix already rewrites {edit.path} (run --fix again)"
+        try:
+            cst.parse_module(edit.after)
+        except cst.ParserSyntaxError:
+            return f"its edit of {edit.path} did not parse"
+        except RecursionError:
+            return f"{edit.path} is nested too deeply to rewrite"
+        refused = _compile_error(edit.after)
+        if refused is not None and _compile_error(edit.before) is None:
+            return f"its edit of {edit.path} would not compile: {refused}"
+    return None
+
+
 def _choose_fixes(candidates: Iterable[Report], positions: Positions) -> list[tuple[Fix, int]]:
     """Fixes that touch disjoint parts of the file, each with the number of findings
     it resolves (one fix may serve several); the others wait for the next pass."""
@@ -297,7 +320,7 @@ def check_source(text: str, path: str, rules: Sequence[type[Rule]],
         except (cst.ParserSyntaxError, RecursionError, MemoryError) as error:
             result.findings = [parse_failure(current_text, path, error)]
             return result
-        current = _run_rules(module, path, running or rules, project)
+        current = _run_rules(module, path, running or rules, project, current_text)
         pairs = _findings(path, current, noqa_comments(current_text) if current.reports else {})
         result.crashes = current.crashes
         result.findings = [finding for finding, _ in pairs]
@@ -308,6 +331,17 @@ def check_source(text: str, path: str, rules: Sequence[type[Rule]],
             break
         assert current.positions is not None  # there are findings
         chosen = _choose_fixes(fixable, current.positions)
+        taken: dict[str, FileEdit] = dict(result.other_files)
+        for fix, count in list(chosen):  # a project-level fix: every file it writes, or none
+            refused = _other_files_refusal(fix, path, taken) if fix.other_files is not None else None
+            if refused is not None:
+                dropped.add(fix.description)
+                result.drop_reasons[fix.description] = refused
+                chosen.remove((fix, count))
+            elif fix.other_files is not None:
+                taken.update((edit.path, edit) for edit in fix.project_edits.edits)
+        if not chosen:  # the others wait for the next pass
+            continue
         new_text, _ = _apply(module, [fix for fix, _ in chosen], current_text)
         if new_text is None:  # find the culprits one by one and drop them
             new_text, applied = current_text, []
@@ -323,6 +357,10 @@ def check_source(text: str, path: str, rules: Sequence[type[Rule]],
         if not chosen or new_text == current_text:
             break
         result.fixes_applied += sum(count for _, count in chosen)
+        for fix, _ in chosen:
+            if fix.other_files is not None:
+                result.other_files.update((edit.path, edit) for edit in fix.project_edits.edits)
+                result.notes += fix.project_edits.notes
         current_text = new_text
     if current_text != text:
         result.fixed_text = current_text

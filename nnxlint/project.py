@@ -502,6 +502,7 @@ class ProjectIndex:
 
     def __init__(self, facts_by_path: dict[str, dict[str, Any]], lazy_roots: Sequence[str] = ()) -> None:
         self.by_path: dict[str, dict[str, Any]] = {}
+        self.run_paths = frozenset(facts_by_path)  # the files of the run (``by_path`` also gets those read on demand)
         self.run_id: Optional[str] = None
         self._facts_digests: dict[str, Optional[str]] = {}
         self._paths_of_class: dict[str, set[str]] = {}

@@ -42,10 +42,37 @@ class Fix:
     applicability: Applicability
     replacements: Union[Mapping[cst.CSTNode, Replacement], Callable[[], Mapping[cst.CSTNode, Replacement]]]
     imports: frozenset[str] = frozenset()
+    # a project-level fix also rewrites other files of the run (``OtherFiles``, or a
+    # function returning it, called only when the fix is applied): all files or none
+    other_files: Union["OtherFiles", Callable[[], "OtherFiles"], None] = None
 
     @cached_property
     def edits(self) -> Mapping[cst.CSTNode, Replacement]:
         return self.replacements() if callable(self.replacements) else self.replacements
+
+    @cached_property
+    def project_edits(self) -> "OtherFiles":
+        found = self.other_files() if callable(self.other_files) else self.other_files
+        return found if found is not None else OtherFiles()
+
+
+@dataclass(frozen=True)
+class FileEdit:
+    """The new text of another file of the run.  ``before`` is the text the edit was
+    made from: it is written only while the file still has that text."""
+
+    path: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class OtherFiles:
+    """What a project-level fix does beyond the file it is reported in: the other
+    files it rewrites, and notes on what it could not do there (shown as warnings)."""
+
+    edits: tuple[FileEdit, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import fnmatch
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
 
@@ -21,7 +21,7 @@ from nnxlint.registry import all_rules
 from nnxlint.findings import Applicability
 from nnxlint import workers
 from nnxlint.textio import (BOM, FileTooLarge, Source, SourceError, decode, python_lines, read_regular, resolved,
-                            write_atomic)
+                            write_all_atomic, write_atomic)
 
 if TYPE_CHECKING:
     from nnxlint.config import Settings
@@ -62,6 +62,16 @@ class FileOutcome:
     warnings: list[str] = field(default_factory=list)  # write failures, dropped fixes
     digest: str = ""  # of the bytes checked, for the cache
     depends: Optional[dict] = None  # what the findings depended on in other files (nnxlint.project)
+    project_fix: Optional["ProjectFix"] = None  # fixes that also rewrite other files: applied by the run
+
+
+@dataclass
+class ProjectFix:
+    """A file's fixes that rewrite other files of the run too.  The run applies them
+    after every file was checked, all files or none (``_apply_project_fixes``)."""
+
+    own: bytes  # the file's fixed content
+    edits: list  # nnxlint.rule.FileEdit of the other files
 
 
 def find_files(settings: "Settings", paths: Sequence[str], force_exclude: bool = False) -> list[str]:
@@ -169,6 +179,7 @@ def check_file(path: str, job: Job) -> FileOutcome:
     outcome.errors += [f"{path}: rule {crash.code} crashed: {crash.detail}" for crash in result.crashes]
     outcome.warnings += [f"{path}: fix dropped because {result.drop_reasons.get(description, 'its output did not parse')}: "
                          f"{description}" for description in result.dropped_fixes]
+    outcome.warnings += [f"{path}: {note}" for note in result.notes]
     if result.fixed_text is None:
         return outcome
     fixed_text = document.with_python(result.fixed_text)
@@ -179,6 +190,10 @@ def check_file(path: str, job: Job) -> FileOutcome:
         outcome.diff = "".join(difflib.unified_diff(
             python_lines(document.text, keepends=True), python_lines(fixed_text, keepends=True),
             fromfile=f"a/{path}", tofile=f"b/{path}"))
+    if result.other_files and (job.write or job.diff):  # the run writes or shows every file of it, after the others
+        outcome.project_fix = ProjectFix(document.encode(fixed_text), list(result.other_files.values()))
+        outcome.fixes_applied = result.fixes_applied
+        return outcome
     if job.write:
         if not workers.parent_alive():  # the run was killed: never write behind its back
             os._exit(1)
@@ -310,7 +325,94 @@ def check_files(paths: Sequence[str], job: Job, jobs: Optional[int] = None) -> l
                 and not outcome.errors and not outcome.warnings):
             cache.store(outcome.path, job.codes_for(outcome.path), job.fix_level, outcome.digest,
                         outcome.findings, outcome.depends)
+    if any(outcome.project_fix is not None for outcome in computed):
+        _apply_project_fixes(outcomes, job, jobs)
     return [outcomes[path] for path in paths]
+
+
+MAX_PROJECT_ROUNDS = 10  # a rewritten file checked again may have a project-level fix of its own
+
+
+def _apply_project_fixes(outcomes: dict[str, FileOutcome], job: Job, jobs: Optional[int]) -> None:
+    """Writes (``--fix``) or shows (``--diff``) the fixes that rewrite several files, each
+    one all files or none, and only while every file still has the text the fix was made
+    from: a file that its own fixes or another project-level fix rewrote in this run
+    waits for the next run.  The other files it rewrote are checked again (their
+    findings are those of their new text, and their own fixes apply to it)."""
+    claimed = {path for path, outcome in outcomes.items() if outcome.fixes_applied and outcome.project_fix is None}
+    queue = sorted(path for path, outcome in outcomes.items() if outcome.project_fix is not None)
+    for _ in range(MAX_PROJECT_ROUNDS):
+        rewritten: list[str] = []
+        for path in queue:
+            outcome = outcomes[path]
+            fix, outcome.project_fix = outcome.project_fix, None
+            assert fix is not None
+            files = _project_files(path, outcome, fix, claimed)
+            if isinstance(files, str):
+                _keep_unfixed(outcomes, path, job, jobs, f"{path}: fixes not applied: {files}")
+                continue
+            if job.write:
+                try:
+                    with workers.writing():
+                        write_all_atomic(files)
+                except OSError as error:
+                    _keep_unfixed(outcomes, path, job, jobs, f"{path}: fixes not written (nor any file they "
+                                  f"rewrite): {getattr(error, 'filename', None) or ''}: {error.strerror or error}")
+                    continue
+                rewritten += [edit.path for edit in fix.edits]
+            else:
+                for edit in fix.edits:
+                    other = outcomes.setdefault(edit.path, FileOutcome(edit.path))
+                    other.diff += "".join(difflib.unified_diff(
+                        python_lines(edit.before, keepends=True), python_lines(edit.after, keepends=True),
+                        fromfile=f"a/{edit.path}", tofile=f"b/{edit.path}"))
+            claimed |= set(files)
+        if not rewritten:
+            return
+        for path, outcome in zip(rewritten, _recheck(rewritten, list(outcomes), job, jobs)):
+            outcomes[path] = outcome
+        queue = [path for path in rewritten if outcomes[path].project_fix is not None]
+
+
+def _project_files(path: str, outcome: FileOutcome, fix: ProjectFix, claimed: set[str]) -> Union[dict[str, bytes], str]:
+    """The new content of every file of the fix, or why the fix cannot be applied now."""
+    files = {path: fix.own}
+    for other in [path, *(edit.path for edit in fix.edits)]:
+        if other in claimed:
+            return f"{other} is rewritten by other fixes in this run (run --fix again)"
+    try:
+        _, digest = load_document(path)
+    except SourceError as error:
+        return str(error)
+    if digest != outcome.digest:
+        return f"{path} changed during the run"
+    for edit in fix.edits:
+        try:
+            document, _ = load_document(edit.path)
+        except SourceError as error:
+            return f"{edit.path}: {error}"
+        if not isinstance(document, _PythonFile) or document.text != edit.before:
+            return f"{edit.path} changed during the run"
+        files[edit.path] = document.encode(edit.after)
+    return files
+
+
+def _recheck(paths: Sequence[str], run_paths: Sequence[str], job: Job, jobs: Optional[int]) -> list[FileOutcome]:
+    """``check_file`` of ``paths``, which the run has rewritten, against an index of the
+    run's files as they are now."""
+    global _PROJECT, _PROJECT_RUN
+    _PROJECT, _PROJECT_RUN = None, _RunState(run_paths, jobs)
+    try:
+        return [check_file(path, job) for path in paths]
+    finally:
+        _PROJECT, _PROJECT_RUN = None, None
+
+
+def _keep_unfixed(outcomes: dict[str, FileOutcome], path: str, job: Job, jobs: Optional[int], warning: str) -> None:
+    """The file's outcome as it still is: its findings, no fix, and why."""
+    outcome = _recheck([path], list(outcomes), replace(job, fix_level=None, write=False, diff=False), jobs)[0]
+    outcome.warnings.append(warning)
+    outcomes[path] = outcome
 
 
 def _failed(path: str, why: str) -> FileOutcome:

@@ -146,3 +146,44 @@ def write_atomic(path: str, data: bytes) -> None:
             os.fsync(stream.fileno())
         return
     replace_file(target, data, status.st_mode)
+
+
+def write_all_atomic(files: dict[str, bytes]) -> None:
+    """Replace several files together (a project-level fix): each as ``write_atomic``
+    does, all or none.  Every file is checked and its new content written to a
+    temporary file beside it first; only when all of them are ready are they renamed
+    into place (renames in one directory do not fail for want of space).  Raises
+    OSError, with no file changed, when any of them cannot be written."""
+    prepared: list[tuple[str, str]] = []  # (temporary, target)
+    in_place: list[tuple[str, bytes]] = []  # hard-linked files: written in place, last
+    try:
+        for path, data in files.items():
+            target = os.path.realpath(path)
+            status = os.stat(target)
+            if not status.st_mode & 0o222 or not os.access(target, os.W_OK):
+                raise PermissionError(13, "file is read-only", path)
+            if status.st_nlink > 1:
+                in_place.append((target, data))
+                continue
+            handle, temporary = tempfile.mkstemp(prefix=".nnxlint-", suffix=".tmp", dir=os.path.dirname(target))
+            prepared.append((temporary, target))
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.chmod(temporary, status.st_mode & 0o7777)
+    except BaseException:
+        for temporary, _ in prepared:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+        raise
+    for temporary, target in prepared:
+        os.replace(temporary, target)
+    for target, data in in_place:
+        with open(target, "r+b") as stream:
+            stream.write(data)
+            stream.truncate()
+            stream.flush()
+            os.fsync(stream.fileno())

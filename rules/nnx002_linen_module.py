@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import libcst as cst
 
@@ -177,7 +177,7 @@ class LinenModule(Rule):
             failure = f"the conversion failed ({type(error).__name__}: {error}); please report it"
         else:
             if conversion.converted and conversion.replacements:
-                fix = Fix(_fix_description(conversion), "unsafe", conversion.replacements)
+                fix = self._fix(node, conversion)
         for found in self._classes:
             name = found.name.value
             message = f"Linen Module class `{name}`: migrate to `nnx.Module`"
@@ -186,12 +186,31 @@ class LinenModule(Rule):
                 message += f" (no fix: {reason})"
             self.report(found, message, fix if reason is None else None)
 
+    def _fix(self, node: cst.Module, conversion) -> Fix:
+        """The conversion of this file; a project-level fix when other files of the run
+        import its classes (they are read and updated only when the fix is applied)."""
+        from nnxlint.conversion.project_files import ProjectConversion, importers
 
-def _fix_description(conversion) -> str:
-    """What the fix converts, and what it asks of code outside the file."""
+        wanted = [found.name.value for found in self._classes] + list(conversion.factories)
+        importing = importers(self.context.project, self.context.path, wanted)
+        if not importing:
+            return Fix(_fix_description(conversion), "unsafe", conversion.replacements)
+        project = ProjectConversion(node, self.context.module_scope, self.context.path, importing)
+        return Fix(_fix_description(conversion, [found.path for found in importing]), "unsafe",
+                   project.replacements, other_files=project.other_files)
+
+
+def _fix_description(conversion, importing: Sequence[str] = ()) -> str:
+    """What the fix converts, and what it asks of code outside the file (or, when other
+    files of the run import its classes, outside the run)."""
     names = ", ".join(f"`{name}`" for name in conversion.converted)
     what = "the file" if conversion.with_training else f"{names}"
     text = f"convert {what} from Linen to NNX"
+    if importing:
+        files = ", ".join(importing)
+        return (f"{text}, with the files of the run that import them ({files}): their constructions get "
+                "the new arguments and their `init`/`apply` training code is converted; code outside the run "
+                "that builds these classes must pass the new arguments (input sizes, `rngs=`)")
     sized = {name: sizes for name, sizes in conversion.size_parameters.items() if sizes}
     if sized and not conversion.with_training:
         parameters = "; ".join(f"`{name}` takes {', '.join(f'`{size}`' for size in sizes)}"

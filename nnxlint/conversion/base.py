@@ -73,6 +73,8 @@ class FileEnv:
     functions: dict[str, cst.FunctionDef] = field(default_factory=dict)
     # collections of ``self.variable`` other than params/batch_stats -> the Variable subclass defined for each
     custom_collections: dict[str, str] = field(default_factory=dict)
+    # Linen classes of another file of the run, as this file spells them (``models.CNN``) -> class name
+    imported_classes: dict[str, str] = field(default_factory=dict)
 
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)

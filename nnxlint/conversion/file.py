@@ -97,6 +97,11 @@ class FileConverter:
         except Unconvertible as error:
             training_reason = str(error)
         self.classes = self.classes.on_their_own()  # no class is tied to the training code now
+        return self.models_only(training_reason)
+
+    def models_only(self, training_reason: str) -> Conversion:
+        """The classes converted without the file's training code (there is none, it
+        cannot be converted, or another file's was converted with them)."""
         models = ModelsOnly(self)
         replacements = models.run(training_reason)
         check_converted(self.module, replacements, self.path)
@@ -104,6 +109,13 @@ class FileConverter:
         result.factories = {function: built for function, built in models.factories().items()
                             if built in result.converted}
         return result
+
+    def convert_training(self) -> dict[cst.CSTNode, Replacement]:
+        """This file's training code, for a model whose classes another file defines
+        (``env.imported_classes``, converted by that file's ``classes``)."""
+        replacements = self._run_with_training()
+        check_converted(self.module, replacements, self.path)
+        return replacements
 
     def _result(self, replacements: dict[cst.CSTNode, Replacement], with_training: bool = False) -> Conversion:
         converted = [name for name in self.linen_classes if name in self.classes.converted]
@@ -140,21 +152,23 @@ class FileConverter:
         new: dict[cst.CSTNode, Replacement] = {}
         variable_classes = self._variable_classes()
         for statement in self.module.body:
-            if isinstance(statement, cst.ClassDef) and statement.name.value in self.classes.converted:
+            own_class = isinstance(statement, cst.ClassDef) and statement.name.value in self.linen_classes
+            if own_class and statement.name.value in self.classes.converted:
                 new[statement] = self.classes.converted[statement.name.value].node
                 if variable_classes:  # defined before the first class that uses them
                     new[statement] = cst.FlattenSentinel([*variable_classes, new[statement]])
                     variable_classes = []
             elif isinstance(statement, cst.ClassDef) and training.train_state_subclass(statement.name) is not None:
                 new[statement] = cst.RemoveFromParent()
-            elif isinstance(statement, cst.ClassDef) and statement.name.value in staying:
+            elif own_class and statement.name.value in staying:
                 continue
             elif not _is_import(statement):
                 new[statement] = statement.visit(rewriter)
         self._remove_dead_keys(new, rewriter)
         self._check_nothing_left(new, analysis)
         for statement in self.module.body:  # the classes that stay Linen, as they are
-            if isinstance(statement, cst.ClassDef) and statement.name.value in staying:
+            if isinstance(statement, cst.ClassDef) and statement.name.value in self.linen_classes \
+                    and statement.name.value in staying:
                 new[statement] = statement
         self._convert_imports(new)
         return new
@@ -175,7 +189,7 @@ class FileConverter:
         args += [self.env.code(arg).rstrip(", ") for arg in site.construction.args]
         if top.uses_rngs:  # a model of BatchStats alone takes no rngs
             args.append(f"rngs={training.rngs_code(site)}")
-        return f"{site.class_name}({', '.join(args)})"
+        return f"{self.env.code(site.construction.func)}({', '.join(args)})"
 
     def _variable_classes(self) -> list[cst.BaseStatement]:
         """``class Counter(nnx.Variable)`` for each collection of the user's own."""
@@ -293,6 +307,17 @@ class FileConverter:
                       if before[alias_name] > 0 and after[alias_name] <= 0}
             if unused:
                 new[statement] = _without_aliases(statement, unused)  # type: ignore[arg-type]
+        if nnx_needed and after[self.env.nnx] > 0:  # no Linen import to follow (a training file): after the imports
+            imports = [statement for statement in self.module.body if _is_import(statement)]
+            flax = [statement for statement in imports if any(
+                qualified.startswith("flax.") for _, qualified in _alias_targets(statement.body[0]))]  # type: ignore
+            if not imports:
+                raise Unconvertible("the file has no import to put `from flax import nnx` after")
+            anchor = (flax or imports)[-1]
+            nnx_line = cst.parse_statement("from flax import nnx" + self.module.default_newline)
+            kept = new.get(anchor, anchor)
+            new[anchor] = cst.FlattenSentinel([*_parts(kept), nnx_line]) if _parts(kept) else \
+                nnx_line.with_changes(leading_lines=anchor.leading_lines)  # type: ignore[attr-defined]
 
 
 def _parts(node: Replacement) -> list[cst.CSTNode]:

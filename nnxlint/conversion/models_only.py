@@ -35,7 +35,7 @@ class ModelsOnly:
         for name, line in self.used_outside().items():
             self.classes.keep_linen(name, f"the code at line {line} uses it and is not converted ({training_reason})")
         for name in linen_classes:
-            if name not in self.classes.reasons:
+            if name not in self.classes.reasons and name not in self.classes.converted:
                 self.classes.try_convert(name)
         self.classes.close_over_uses()
         converted = [name for name in linen_classes if name not in self.classes.reasons]

@@ -152,16 +152,15 @@ class TrainingConverter:
                                 "or `params = model.init(...)['params']`")
         if method.attr.value != "init":
             raise Unconvertible("`init_with_output` is not converted")
-        if isinstance(owner_model, cst.Call) and isinstance(owner_model.func, cst.Name) \
-                and owner_model.func.value in self.env.linen_classes:
-            return InitSite(statement, call, "model", owner_model.func.value, owner_model, None, role)
+        if isinstance(owner_model, cst.Call) and self.linen_class(owner_model.func) is not None:
+            return InitSite(statement, call, "model", self.linen_class(owner_model.func), owner_model, None, role)
         if not isinstance(owner_model, cst.Name):
             return None
         construction_statement = self._construction_of(owner_model.value, statement)
         if construction_statement is None:
             return None
         construction = _single_assign(construction_statement).value  # type: ignore[union-attr]
-        return InitSite(statement, call, owner_model.value, construction.func.value,  # type: ignore[attr-defined]
+        return InitSite(statement, call, owner_model.value, self.linen_class(construction.func),  # type: ignore
                         construction, construction_statement, role)
 
     def _statement_of(self, node: cst.CSTNode) -> Optional[cst.SimpleStatementLine]:
@@ -184,9 +183,17 @@ class TrainingConverter:
         if candidate is None:
             return None
         value = _single_assign(candidate).value  # type: ignore[union-attr]
-        if isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and \
-                value.func.value in self.env.linen_classes:
+        if isinstance(value, cst.Call) and self.linen_class(value.func) is not None:
             return candidate
+        return None
+
+    def linen_class(self, func: cst.BaseExpression) -> Optional[str]:
+        """The Linen class a constructor expression names: one of the file (``CNN``) or
+        one another file of the run defines (``models.CNN``, ``from .models import CNN``)."""
+        if isinstance(func, cst.Name) and func.value in self.env.linen_classes:
+            return func.value
+        if isinstance(func, (cst.Name, cst.Attribute)) and self.env.imported_classes:
+            return self.env.imported_classes.get(self.env.code(func))
         return None
 
     @staticmethod

@@ -1,0 +1,319 @@
+"""Converting a models file together with the files of the run that import it.
+
+Real projects define the Linen classes in ``models.py`` and build and train them
+in ``train.py``.  When NNX002 converts a file whose classes other files of the
+run import (``from .models import CNN``, ``import models; models.CNN(...)``), its
+fix is project-level (``nnxlint.rule.OtherFiles``):
+
+- the file that calls ``init`` on one of the classes gets its training code
+  converted as a single file's would be (``FileConverter.convert_training``), and
+  the class is converted for the input shapes that ``init`` is given;
+- every other construction of a converted class (or of a factory function that
+  builds one) in the run gets the new arguments: ``rngs=nnx.Rngs(0)`` and the
+  input sizes where they are known;
+- what cannot be updated -- a construction whose input size is unknown there, a
+  file that still uses the class as a Linen model (``init``/``apply``) -- is named
+  in a note; code outside the run must pass the new arguments itself.
+
+Only the importers are found in ``nnxlint check`` (from the project index, no
+parse); the other files are read, parsed and converted when the fix is applied.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Mapping, Optional, Sequence
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from nnxlint import names
+from nnxlint.flax_api import FLAX_NNX, is_linen
+from nnxlint.imports import add_imports
+from nnxlint.rule import FileEdit, OtherFiles
+from nnxlint.textio import SourceError, read_source
+from nnxlint.conversion.base import ConvertedClass, Unconvertible
+from nnxlint.conversion.validate import converted_text
+
+_LINEN_METHODS = ("init", "apply", "init_with_output", "bind", "tabulate", "lazy_init")
+SEED = "0"  # the seed of the ``nnx.Rngs`` a construction site gets
+
+
+@dataclass(frozen=True)
+class Importer:
+    """A file of the run that names classes (or factory functions) of the models file."""
+
+    path: str
+    spellings: Mapping[str, str]  # how it spells them (``models.CNN``, ``CNN``) -> their name in the models file
+
+
+def importers(project, path: str, wanted: Sequence[str]) -> list[Importer]:
+    """The files of the run (``project``: the file's ``ProjectView``) that import any of
+    the names ``wanted`` from ``path``: read from the index's facts, nothing is parsed."""
+    if project is None or not wanted:
+        return []
+    index = project.index
+    facts = index.by_path.get(path)
+    if facts is None:
+        return []
+    module = facts["module"]
+    found = []
+    for other in sorted(index.run_paths):
+        other_facts = index.by_path.get(other)
+        if other == path or other_facts is None or not other.endswith(".py") or other_facts["root"] != facts["root"]:
+            continue
+        spellings: dict[str, str] = {}
+        for local, qualified in other_facts["names"].items():
+            if qualified == module:
+                spellings.update((f"{local}.{name}", name) for name in wanted)
+            elif qualified.rpartition(".")[0] == module and qualified.rpartition(".")[2] in wanted:
+                spellings[local] = qualified.rpartition(".")[2]
+        if spellings:
+            found.append(Importer(other, spellings))
+    return found
+
+
+@dataclass
+class _File:
+    path: str
+    text: str
+    module: cst.Module
+
+
+class ProjectConversion:
+    """The fix of a models file and of the files of the run that import it, computed
+    once, when the engine first asks for either part."""
+
+    def __init__(self, module: cst.Module, scope: names.Scope, path: str, importing: list[Importer]) -> None:
+        self.module = module
+        self.scope = scope
+        self.path = path
+        self.importing = importing
+
+    def replacements(self) -> Mapping[cst.CSTNode, object]:
+        return self._result[0]
+
+    def other_files(self) -> OtherFiles:
+        return self._result[1]
+
+    @cached_property
+    def _result(self) -> tuple[Mapping[cst.CSTNode, object], OtherFiles]:
+        from nnxlint.conversion.file import convert_file
+
+        try:
+            return self._convert()
+        except Exception as error:  # a bug here must not cost the file its own conversion
+            note = f"the other files of the run are not updated ({type(error).__name__}: {error}); please report it"
+            return convert_file(self.module, self.scope, self.path).replacements, OtherFiles(notes=(note,))
+
+    def _convert(self) -> tuple[Mapping[cst.CSTNode, object], OtherFiles]:
+        from nnxlint.conversion.file import FileConverter
+
+        notes: list[str] = []
+        files = self._read(notes)
+        converter = FileConverter(self.module, self.scope, self.path)
+        conversion = converter.run()
+        trained: dict[str, str] = {}  # path -> its converted training code
+        if not conversion.with_training:
+            across = self._with_training(files, notes)
+            if across is not None:
+                converter, conversion, trained = across
+        if not conversion.converted:
+            raise Unconvertible(conversion.reason or "no class converts")
+        classes = {name: converter.classes.converted[name] for name in conversion.converted}
+        builders = {**{name: name for name in classes},
+                    **{function: built for function, built in conversion.factories.items()}}
+        edits = []
+        for importer in self.importing:
+            found = files.get(importer.path)
+            if found is None:
+                continue
+            text = trained.get(importer.path, found.text)
+            try:
+                after = _Constructions(importer, builders, classes, notes).rewrite(text)
+            except (cst.ParserSyntaxError, Unconvertible) as error:
+                notes.append(f"{importer.path} is not updated: {error}")
+                continue
+            if after != found.text:
+                edits.append(FileEdit(importer.path, found.text, after))
+        return conversion.replacements, OtherFiles(tuple(edits), tuple(notes))
+
+    def _read(self, notes: list[str]) -> dict[str, _File]:
+        files = {}
+        for importer in self.importing:
+            try:
+                source = read_source(importer.path)
+                files[importer.path] = _File(importer.path, source.text, cst.parse_module(source.text))
+            except (SourceError, cst.ParserSyntaxError, RecursionError) as error:
+                notes.append(f"{importer.path} is not updated: it cannot be read or parsed ({error})")
+        return files
+
+    def _with_training(self, files: dict[str, _File], notes: list[str]):
+        """The conversion with the training code of the one importer that calls ``init``
+        on a class of the file; None when there is none or it cannot be converted."""
+        from nnxlint.conversion.file import FileConverter
+
+        for importer in self.importing:
+            found = files.get(importer.path)
+            if found is None or not re.search(r"\.init(_with_output)?\(", found.text):
+                continue
+            models = FileConverter(self.module, self.scope, self.path)
+            training = FileConverter(found.module, names.collect_scope(found.module, None), importer.path)
+            training.env.imported_classes = {spelling: name for spelling, name in importer.spellings.items()
+                                             if name in models.linen_classes}
+            training.classes = models.classes
+            try:
+                if training.linen_classes:
+                    raise Unconvertible("it defines Linen classes of its own")
+                replacements = training.convert_training()
+                if models.env.custom_collections:
+                    raise Unconvertible("the model has variable collections of its own "
+                                        f"({', '.join(sorted(models.env.custom_collections))})")
+                conversion = models.models_only(f"its training code in {importer.path} is converted")
+                missing = [name for name in training.env.imported_classes.values()
+                           if name in models.classes.converted and name not in conversion.converted]
+                if missing:
+                    raise Unconvertible(f"`{missing[0]}` stays Linen: {conversion.reason_for(missing[0])}")
+            except Unconvertible as error:
+                if "found 0" not in str(error):  # a file without ``init`` of these classes is no training file
+                    notes.append(f"the training code in {importer.path} is not converted: {error}")
+                continue
+            return models, conversion, {importer.path: converted_text(found.module, replacements)}
+        return None
+
+
+class _Constructions:
+    """Gives every construction of a converted class in one importing file the new
+    arguments, or names what it cannot update."""
+
+    def __init__(self, importer: Importer, builders: dict[str, str], classes: dict[str, ConvertedClass],
+                 notes: list[str]) -> None:
+        self.importer = importer
+        self.builders = builders  # class or factory function -> the class it builds
+        self.classes = classes
+        self.notes = notes
+
+    def rewrite(self, text: str) -> str:
+        module = cst.parse_module(text)
+        wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+        positions = wrapper.resolve(PositionProvider)
+        scope = names.collect_scope(module, None)
+        nnx = next((local for local, bindings in scope.bindings.items()
+                    if any(binding.qualified_name == FLAX_NNX for binding in bindings)), None)
+        plan = _Plan(self, module, scope, nnx or "nnx")
+        module.visit(plan)
+        problems = [f"{self.importer.path}:{positions[node].start.line}: {why}" for node, why in plan.problems]
+        if problems:
+            raise Unconvertible("; ".join(problems))
+        if not plan.calls:
+            return text
+        new = module.visit(_Replace(plan.calls))
+        if nnx is None:
+            new = add_imports(new, {FLAX_NNX})
+        return new.code
+
+    def spelled(self, module: cst.Module, node: cst.BaseExpression) -> Optional[str]:
+        if isinstance(node, (cst.Name, cst.Attribute)):
+            name = self.importer.spellings.get(module.code_for_node(node))
+            return name if name in self.builders else None
+        return None
+
+
+class _Plan(cst.CSTVisitor):
+    """Finds the constructions to update and the uses that stop the file's update."""
+
+    def __init__(self, owner: _Constructions, module: cst.Module, scope: names.Scope, nnx: str) -> None:
+        super().__init__()
+        self.owner = owner
+        self.module = module
+        self.scope = scope
+        self.nnx = nnx
+        self.calls: dict[int, cst.Call] = {}  # id(call) -> the call with the new arguments
+        self.problems: list[tuple[cst.CSTNode, str]] = []
+        self.constructed: dict[str, cst.Call] = {}  # ``model = CNN(...)``: name -> construction
+        self._seen_funcs: set[int] = set()
+        self._linen_receivers = {match.group(1) for match in re.finditer(
+            r"\b([A-Za-z_][A-Za-z0-9_]*)\.(?:%s)\(" % "|".join(_LINEN_METHODS), module.code)}
+
+    def visit_Call(self, node: cst.Call) -> None:
+        built = self.owner.spelled(self.module, node.func)
+        if built is None:
+            if is_linen(names.resolve(self.scope, node.func) or "") and any(
+                    self.owner.spelled(self.module, arg.value.func) for arg in node.args
+                    if isinstance(arg.value, cst.Call)):
+                self.problems.append((node, "a Linen function is given a converted model"))
+            return
+        self._seen_funcs.add(id(node.func))
+        spelling = self.module.code_for_node(node.func)
+        if any(arg.keyword is not None and arg.keyword.value == "rngs" for arg in node.args):
+            return  # already built the NNX way
+        converted = self.owner.classes[self.owner.builders[built]]
+        sizes = [*converted.size_params, *converted.layer_size_params]
+        if sizes:
+            self.problems.append((node, f"`{spelling}(...)` must pass the input size "
+                                        f"{', '.join(f'`{size}`' for size in sizes)}, which is not known here"))
+            return
+        if converted.uses_rngs:
+            rngs = cst.Arg(cst.parse_expression(f"{self.nnx}.Rngs({SEED})"), keyword=cst.Name("rngs"),
+                           equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
+            args = list(node.args)
+            if args:
+                args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+            self.calls[id(node)] = node.with_changes(args=[*args, rngs])
+
+    def visit_Attribute(self, node: cst.Attribute) -> Optional[bool]:
+        if isinstance(node.value, cst.Call) and node.attr.value in _LINEN_METHODS \
+                and self.owner.spelled(self.module, node.value.func):
+            self.problems.append((node, f"`{self.module.code_for_node(node.value.func)}(...).{node.attr.value}` "
+                                        "uses it as a Linen model"))
+        return None
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if isinstance(node.value, cst.Call) and self.owner.spelled(self.module, node.value.func) \
+                and len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) \
+                and node.targets[0].target.value in self._linen_receivers:
+            self.problems.append((node, f"`{node.targets[0].target.value}` is used as a Linen model "
+                                        "(`init`/`apply`)"))
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        """Any other reference (a subclass, ``partial(CNN, ...)``, ``isinstance``) is no call to update."""
+        for node in _references(original_node):
+            if id(node) not in self._seen_funcs and self.owner.spelled(self.module, node) is not None:
+                self.problems.append((node, f"`{self.module.code_for_node(node)}` is used other than by "
+                                            "constructing it"))
+
+
+def _references(module: cst.Module) -> list[cst.BaseExpression]:
+    """Every outermost Name/Attribute expression (``models.CNN``, not its ``models``),
+    outside import statements."""
+    found: list[cst.BaseExpression] = []
+
+    class Collect(cst.CSTVisitor):
+        def visit_Import(self, node) -> bool:
+            return False
+
+        def visit_ImportFrom(self, node) -> bool:
+            return False
+
+        def visit_Attribute(self, node: cst.Attribute) -> bool:
+            found.append(node)
+            node.value.visit(self)
+            return False
+
+        def visit_Name(self, node: cst.Name) -> None:
+            found.append(node)
+
+    module.visit(Collect())
+    return found
+
+
+class _Replace(cst.CSTTransformer):
+    def __init__(self, calls: dict[int, cst.Call]) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
+        new = self.calls.get(id(original_node))
+        return updated_node.with_changes(args=new.args) if new is not None else updated_node
