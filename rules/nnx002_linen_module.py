@@ -176,8 +176,7 @@ class LinenModule(Rule):
             conversion = None
             failure = f"the conversion failed ({type(error).__name__}: {error}); please report it"
         else:
-            if conversion.converted and conversion.replacements:
-                fix = self._fix(node, conversion)
+            conversion, fix = self._fix(node, conversion)
         for found in self._classes:
             name = found.name.value
             message = f"Linen Module class `{name}`: migrate to `nnx.Module`"
@@ -186,18 +185,25 @@ class LinenModule(Rule):
                 message += f" (no fix: {reason})"
             self.report(found, message, fix if reason is None else None)
 
-    def _fix(self, node: cst.Module, conversion) -> Fix:
-        """The conversion of this file; a project-level fix when other files of the run
-        import its classes (they are read and updated only when the fix is applied)."""
-        from nnxlint.conversion.project_files import ProjectConversion, importers
+    def _fix(self, node: cst.Module, conversion):
+        """The conversion of this file and its fix; a project-level fix when other files
+        of the run import its classes (read and updated only when the fix is applied,
+        unless the file's classes need another file's ``init`` to convert at all)."""
+        from nnxlint.conversion.project_files import ProjectConversion, importers, trains_elsewhere
 
         wanted = [found.name.value for found in self._classes] + list(conversion.factories)
         importing = importers(self.context.project, self.context.path, wanted)
         if not importing:
-            return Fix(_fix_description(conversion), "unsafe", conversion.replacements)
+            fix = Fix(_fix_description(conversion), "unsafe", conversion.replacements) \
+                if conversion.converted and conversion.replacements else None
+            return conversion, fix
         project = ProjectConversion(node, self.context.module_scope, self.context.path, importing)
-        return Fix(_fix_description(conversion, [found.path for found in importing]), "unsafe",
-                   project.replacements, other_files=project.other_files)
+        if trains_elsewhere(conversion, importing):
+            conversion = project.conversion
+        if not (conversion.converted and conversion.replacements):
+            return conversion, None
+        return conversion, Fix(_fix_description(conversion, [found.path for found in importing]), "unsafe",
+                               project.replacements, other_files=project.other_files)
 
 
 def _fix_description(conversion, importing: Sequence[str] = ()) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
@@ -36,6 +36,9 @@ from nnxlint.rule import FileEdit, OtherFiles
 from nnxlint.textio import SourceError, read_source
 from nnxlint.conversion.base import ConvertedClass, Unconvertible
 from nnxlint.conversion.validate import converted_text
+
+if TYPE_CHECKING:
+    from nnxlint.conversion.file import Conversion
 
 _LINEN_METHODS = ("init", "apply", "init_with_output", "bind", "tabulate", "lazy_init")
 SEED = "0"  # the seed of the ``nnx.Rngs`` a construction site gets
@@ -75,6 +78,21 @@ def importers(project, path: str, wanted: Sequence[str]) -> list[Importer]:
     return found
 
 
+def trains_elsewhere(conversion: "Conversion", importing: Sequence[Importer]) -> bool:
+    """Whether the file's conversion may depend on another file's training code: it has
+    none of its own that converts, a class stays Linen, and an importer calls ``init``
+    (read as text, not parsed: ``nnxlint check`` pays for the parse only then)."""
+    if conversion.with_training or not conversion.reasons and conversion.converted:
+        return False
+    for importer in importing:
+        try:
+            if re.search(r"\.init(_with_output)?\(", read_source(importer.path).text):
+                return True
+        except SourceError:
+            continue
+    return False
+
+
 @dataclass
 class _File:
     path: str
@@ -92,36 +110,44 @@ class ProjectConversion:
         self.path = path
         self.importing = importing
 
-    def replacements(self) -> Mapping[cst.CSTNode, object]:
+    @property
+    def conversion(self) -> "Conversion":
+        """The file's conversion: with the training code of another file when it has none."""
         return self._result[0]
+
+    def replacements(self) -> Mapping[cst.CSTNode, object]:
+        return self._result[0].replacements
 
     def other_files(self) -> OtherFiles:
         return self._result[1]
 
     @cached_property
-    def _result(self) -> tuple[Mapping[cst.CSTNode, object], OtherFiles]:
+    def _result(self) -> tuple["Conversion", OtherFiles]:
         from nnxlint.conversion.file import convert_file
 
         try:
             return self._convert()
         except Exception as error:  # a bug here must not cost the file its own conversion
             note = f"the other files of the run are not updated ({type(error).__name__}: {error}); please report it"
-            return convert_file(self.module, self.scope, self.path).replacements, OtherFiles(notes=(note,))
+            return convert_file(self.module, self.scope, self.path), OtherFiles(notes=(note,))
 
-    def _convert(self) -> tuple[Mapping[cst.CSTNode, object], OtherFiles]:
-        from nnxlint.conversion.file import FileConverter
+    def _convert(self) -> tuple["Conversion", OtherFiles]:
+        from nnxlint.conversion.file import FileConverter, convert_file
 
         notes: list[str] = []
         files = self._read(notes)
         converter = FileConverter(self.module, self.scope, self.path)
-        conversion = converter.run()
+        try:
+            conversion = converter.run()
+        except Unconvertible:
+            conversion = convert_file(self.module, self.scope, self.path)  # the reasons, as a file alone
         trained: dict[str, str] = {}  # path -> its converted training code
         if not conversion.with_training:
             across = self._with_training(files, notes)
             if across is not None:
                 converter, conversion, trained = across
         if not conversion.converted:
-            raise Unconvertible(conversion.reason or "no class converts")
+            return conversion, OtherFiles(notes=tuple(notes))
         classes = {name: converter.classes.converted[name] for name in conversion.converted}
         builders = {**{name: name for name in classes},
                     **{function: built for function, built in conversion.factories.items()}}
@@ -138,7 +164,7 @@ class ProjectConversion:
                 continue
             if after != found.text:
                 edits.append(FileEdit(importer.path, found.text, after))
-        return conversion.replacements, OtherFiles(tuple(edits), tuple(notes))
+        return conversion, OtherFiles(tuple(edits), tuple(notes))
 
     def _read(self, notes: list[str]) -> dict[str, _File]:
         files = {}

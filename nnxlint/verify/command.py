@@ -19,7 +19,7 @@ from nnxlint.verify import report
 from nnxlint.verify.against_command import against_options, run_against_command
 from nnxlint.verify.compare import worker_environment
 from nnxlint.verify.manifest import Fixture, ManifestError, discover
-from nnxlint.verify.regenerate import fixer_output, missing_rules, regenerate
+from nnxlint.verify.regenerate import fixer_output, is_current, missing_rules, regenerate
 
 VERIFY_PACKAGES = ("jax", "flax", "optax")
 FIXTURE_TIMEOUT_S = 900
@@ -71,8 +71,7 @@ def _skipped(fixture: Fixture, missing: list[str]) -> dict[str, Any]:
 
 
 def _stale_after(fixture: Fixture) -> bool:
-    return (fixture.after_path.is_file()
-            and fixture.after_path.read_text(encoding="utf-8") != fixer_output(fixture).text)
+    return fixture.after_path.is_file() and not is_current(fixture, fixer_output(fixture))
 
 
 @click.command()
@@ -122,7 +121,8 @@ def verify(targets: tuple[Path, ...], pattern: Optional[str], output_format: str
             changed = regenerate(fixture)
             missing = missing_rules(fixture)
             note = f" (waits on {', '.join(missing)})" if missing else ""
-            click.echo(f"{'rewrote' if changed else 'unchanged':<9} {fixture.after_path}{note}")
+            written = f"{fixture.after_path.parent}/" if fixture.program else fixture.after_path
+            click.echo(f"{'rewrote' if changed else 'unchanged':<9} {written}{note}")
         return
 
     absent = [name for name in VERIFY_PACKAGES if importlib.util.find_spec(name) is None]

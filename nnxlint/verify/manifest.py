@@ -39,7 +39,10 @@ BEFORE_MODES = ("current", "legacy", "fails", "silent-bug")
 DROPOUT_MODES = ("none", "same-key", "statistical")
 FIX_MODES = ("safe", "unsafe")
 KNOWN_KEYS = {"description", "rules", "fix", "steps", "before", "expected_error", "expected_message",
-              "dropout", "dropout_seeds", "tolerance"}
+              "dropout", "dropout_seeds", "tolerance", "program"}
+# A fixture of several files (models.py + train.py) keeps them in directories named
+# like the programs (before/, after/, reference/); ``program`` names the file run.
+BEFORE_DIRECTORY, AFTER_DIRECTORY, REFERENCE_DIRECTORY = "before", "after", "reference"
 
 
 class ManifestError(Exception):
@@ -60,18 +63,30 @@ class Fixture:
     expected_error: Optional[str] = None
     expected_message: Optional[str] = None
     description: str = ""
+    program: Optional[str] = None  # the file run, in a fixture of several files
 
     @property
     def before_path(self) -> Path:
-        return self.directory / BEFORE
+        return self.directory / BEFORE_DIRECTORY / self.program if self.program else self.directory / BEFORE
 
     @property
     def after_path(self) -> Path:
-        return self.directory / AFTER
+        return self.directory / AFTER_DIRECTORY / self.program if self.program else self.directory / AFTER
 
     @property
     def reference_path(self) -> Path:
-        return self.directory / REFERENCE
+        return self.directory / REFERENCE_DIRECTORY / self.program if self.program else self.directory / REFERENCE
+
+    def before_files(self) -> dict[str, Path]:
+        """The source files of before.py's program by name: itself, or every ``.py`` file
+        of before/ in a fixture of several files."""
+        if not self.program:
+            return {BEFORE: self.before_path}
+        return {path.name: path for path in sorted(self.before_path.parent.glob("*.py"))}
+
+    def after_file(self, name: str) -> Path:
+        """Where the fixer's output of the before file ``name`` is committed."""
+        return self.after_path.parent / name if self.program else self.after_path
 
     @property
     def baseline_path(self) -> Path:
@@ -111,11 +126,15 @@ def load_fixture(directory: Path) -> Fixture:
     seeds = data.get("dropout_seeds", DEFAULT_DROPOUT_SEEDS)
     _require(isinstance(seeds, int) and seeds >= 2, path, "`dropout_seeds` must be an integer >= 2")
     expected_error = data.get("expected_error")
+    program = data.get("program")
+    _require(program is None or (isinstance(program, str) and program.endswith(".py") and "/" not in program
+                                 and (directory / BEFORE_DIRECTORY).is_dir()), path,
+             f"`program` names the file to run in {BEFORE_DIRECTORY}/ (a fixture of several files)")
     _require((expected_error is not None) == (before == "fails"), path,
              '`expected_error` (an exception class name) is required exactly when before = "fails"')
     fixture = Fixture(directory.name, directory, tuple(code.upper() for code in rules), fix, steps, before,
                       dropout, float(tolerance), seeds, expected_error, data.get("expected_message"),
-                      data.get("description", ""))
+                      data.get("description", ""), program)
     # after.py may be missing until `nnxlint verify --regenerate` writes it
     for program in (fixture.before_path, fixture.baseline_path):
         _require(program.is_file(), path, f"{program.name} is missing")

@@ -32,6 +32,7 @@ from flax.linen import stochastic as linen_stochastic
 from flax.nnx.nn import stochastic as nnx_stochastic
 
 from nnxlint.transplant import COLLECTION_TYPES, load_linen_variables
+from nnxlint.verify.manifest import AFTER_DIRECTORY, BEFORE_DIRECTORY, REFERENCE_DIRECTORY
 
 _module_numbers = itertools.count()
 
@@ -86,6 +87,7 @@ def run_program(path: Path, steps: int, options: RunOptions) -> RunResult:
         if options.linen_variables is not None:
             stack.enter_context(_loading_into_first_optimizer(options.linen_variables, loaded))
         module = None
+        stack.enter_context(_sibling_modules(path))
         try:
             module = load_program(path)
             train = getattr(module, "train", None)
@@ -132,6 +134,29 @@ def _check_returned(path: Path, steps: int, returned: Any) -> tuple[np.ndarray, 
     if losses.shape != (steps,):
         raise ProgramError(f"{path.name}: train({steps}) returned {losses.size} losses")
     return losses, np.asarray(returned[1], dtype=np.float64)
+
+
+@contextlib.contextmanager
+def _sibling_modules(path: Path) -> Iterator[None]:
+    """A program of several files (before/train.py beside before/models.py) imports the
+    others by name: their directory goes first on ``sys.path``, and they are imported
+    afresh for each run (before/ and after/ both hold a ``models``) and forgotten after."""
+    siblings = {other.stem for other in path.parent.glob("*.py")} - {path.stem}
+    if path.parent.name not in (BEFORE_DIRECTORY, AFTER_DIRECTORY, REFERENCE_DIRECTORY) or not siblings:
+        yield
+        return
+
+    def forget() -> None:
+        for name in siblings:
+            sys.modules.pop(name, None)
+
+    forget()
+    sys.path.insert(0, str(path.parent))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(path.parent))
+        forget()
 
 
 @contextlib.contextmanager
