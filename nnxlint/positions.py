@@ -1,10 +1,18 @@
-"""Source positions of nodes, computed in one light code-generation pass.
+"""Source positions of nodes, computed by light code generation where they are asked for.
 
 LibCST's PositionProvider tracks line and column on every token and builds a
 CodeRange for every node: about three times the cost of the parse. Here the
 code generator only notes token counts where each node starts and ends (the same
 hooks and precedence PositionProvider uses, so the ranges are identical), and
 line and column are computed afterwards for the few nodes that were reported.
+
+Given the source text the module was parsed from, not even the whole module is
+generated: only the top-level statements that hold an asked-for node.  A
+top-level statement generates the same tokens alone as inside its module (no
+indentation, the module's newline and indent), so its code is a piece of the
+source; where that piece occurs exactly once in the source its offset is
+certain.  Anything else (the module node itself, a piece that occurs twice, the
+last line of a file without a final newline) takes the whole-module pass.
 """
 
 from __future__ import annotations
@@ -19,13 +27,16 @@ import libcst as cst
 from libcst._nodes.internal import CodegenState
 from libcst.metadata import CodePosition, CodeRange
 
+from nnxlint.context import walk
+
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # what LibCST counts as a line break
 
 
 class _TokenSpans(CodegenState):
     def __init__(self, module: cst.Module) -> None:
         super().__init__(default_indent=module.default_indent, default_newline=module.default_newline)
-        self.spans: dict[cst.CSTNode, tuple[int, int]] = {}
+        # keyed by id(): a CSTNode's __hash__ is a Python-level call, in the hottest loop here
+        self.spans: dict[int, tuple[int, int]] = {}
         self._starts: list[int] = []
 
     # whitespace-inclusive spans for every node; the syntactic ones, recorded
@@ -35,8 +46,7 @@ class _TokenSpans(CodegenState):
 
     def after_codegen(self, node: cst.CSTNode) -> None:
         start = self._starts.pop()
-        if node not in self.spans:
-            self.spans[node] = (start, len(self.tokens))
+        self.spans.setdefault(id(node), (start, len(self.tokens)))
 
     @contextmanager
     def record_syntactic_position(self, node: cst.CSTNode, *, start_node: Optional[cst.CSTNode] = None,
@@ -47,33 +57,94 @@ class _TokenSpans(CodegenState):
         finally:
             end = len(self.tokens)
             if start_node is not None:
-                start = self.spans[start_node][0]
+                start = self.spans[id(start_node)][0]
             if end_node is not None:
-                end = self.spans[end_node][1]
-            self.spans[node] = (start, end)
+                end = self.spans[id(end_node)][1]
+            self.spans[id(node)] = (start, end)
+
+
+class _Generated:
+    """The tokens generated for one node (a statement or the module), where they begin
+    in the source, and the token spans of every node in it."""
+
+    def __init__(self, module: cst.Module, node: cst.CSTNode) -> None:
+        state = _TokenSpans(module)
+        node._codegen(state)
+        self.spans = state.spans
+        self.offsets = [0, *accumulate(len(token) for token in state.tokens)]
+        self.code = "".join(state.tokens)
+        self.start = 0  # offset in the source
 
 
 class Positions:
-    """``positions[node]`` -> CodeRange (1-based lines, 0-based columns), like PositionProvider."""
+    """``positions[node]`` -> CodeRange (1-based lines, 0-based columns), like PositionProvider.
 
-    def __init__(self, module: cst.Module) -> None:
-        state = _TokenSpans(module)
-        module._codegen(state)
-        self._spans = state.spans
-        self._offsets = [0, *accumulate(len(token) for token in state.tokens)]
-        code = "".join(state.tokens)
-        self._line_starts = [0, *(match.end() for match in _NEWLINE.finditer(code))]
+    ``text``: the source ``module`` was parsed from; without it the whole module is
+    generated on the first question."""
 
-    def _position(self, token_index: int) -> CodePosition:
-        offset = self._offsets[token_index]
+    def __init__(self, module: cst.Module, text: Optional[str] = None) -> None:
+        self._module = module
+        self._text = text
+        self._whole: Optional[_Generated] = None
+        self._line_starts: Optional[list[int]] = None
+        self._owner: dict[int, int] = {}  # id(node) -> index of its top-level statement
+        self._walked = 0  # top-level statements entered in _owner so far
+        self._statements: dict[int, Optional[_Generated]] = {}  # index -> its code, None: not placeable
+
+    def _whole_module(self) -> _Generated:
+        if self._whole is None:
+            self._whole = _Generated(self._module, self._module)
+            if self._text is None:
+                self._text = self._whole.code
+        return self._whole
+
+    def _statement_of(self, node: cst.CSTNode) -> Optional[int]:
+        """The index of the top-level statement holding ``node`` (walked lazily), or None."""
+        key = id(node)
+        body = self._module.body
+        while key not in self._owner and self._walked < len(body):
+            index = self._walked
+            self._owner.update((id(found), index) for found in walk(body[index]))
+            self._walked += 1
+        return self._owner.get(key)
+
+    def _statement(self, index: int) -> Optional[_Generated]:
+        if index not in self._statements:
+            assert self._text is not None
+            module = self._module
+            generated = _Generated(module, module.body[index])
+            start = self._text.find(generated.code)
+            # the module pass drops the final newline of a file without one: not this statement's code there
+            last = index == len(module.body) - 1 and not module.footer and not module.has_trailing_newline
+            placeable = (not last and generated.code and start >= 0
+                         and self._text.find(generated.code, start + 1) < 0)
+            generated.start = start
+            self._statements[index] = generated if placeable else None
+        return self._statements[index]
+
+    def _generated_for(self, node: cst.CSTNode) -> _Generated:
+        if self._text is not None and self._whole is None:
+            index = self._statement_of(node)
+            if index is not None:
+                generated = self._statement(index)
+                if generated is not None and id(node) in generated.spans:
+                    return generated
+        return self._whole_module()
+
+    def _position(self, generated: _Generated, token_index: int) -> CodePosition:
+        if self._line_starts is None:
+            assert self._text is not None
+            self._line_starts = [0, *(match.end() for match in _NEWLINE.finditer(self._text))]
+        offset = generated.start + generated.offsets[token_index]
         line = bisect.bisect_right(self._line_starts, offset) - 1
         return CodePosition(line + 1, offset - self._line_starts[line])
 
     def get(self, node: cst.CSTNode) -> Optional[CodeRange]:
-        span = self._spans.get(node)
+        generated = self._generated_for(node)
+        span = generated.spans.get(id(node))
         if span is None:
             return None
-        return CodeRange(self._position(span[0]), self._position(span[1]))
+        return CodeRange(self._position(generated, span[0]), self._position(generated, span[1]))
 
     def __getitem__(self, node: cst.CSTNode) -> CodeRange:
         found = self.get(node)
