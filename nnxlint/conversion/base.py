@@ -16,6 +16,7 @@ from nnxlint.conversion.shapes import Shape, Size, fold_integers
 
 if TYPE_CHECKING:
     from nnxlint.conversion.constructs import Factory
+    from nnxlint.conversion.constructs.layer_factory import LayerFactory
 
 LINEN_COMPACT = f"{FLAX_LINEN}.compact"
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -24,6 +25,10 @@ _INTEGER_ARITHMETIC = re.compile(r"[0-9 ()*+\-/]+")
 
 class Unconvertible(Exception):
     """The reason a piece of Linen code gets no fix."""
+
+
+class FactoryUnknown(Unconvertible):
+    """A class calls a module-valued field whose layer only the class building it tells."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,9 @@ class FileEnv:
     scope: names.Scope  # the module scope: import resolution
     nnx: str  # how the converted file spells flax.nnx
     linen_classes: dict[str, cst.ClassDef]
-    # converts a user Linen class for the given input shapes (cached by the caller)
-    convert_class: Callable[[str, Sequence[Shape]], ConvertedClass] = None  # type: ignore[assignment]
+    # converts a user Linen class for the given input shapes and the layer factories its parent
+    # passes to its fields (cached by the caller)
+    convert_class: Callable[..., ConvertedClass] = None  # type: ignore[assignment]
     # the file's top-level functions, whose returned shapes the conversion follows
     functions: dict[str, cst.FunctionDef] = field(default_factory=dict)
     # collections of ``self.variable`` other than params/batch_stats -> the Variable subclass defined for each
@@ -179,6 +185,8 @@ class Layer:
     user_class: Optional[str]
     # a Linen constructor that builds other modules (``nn.Sequential``, ``nn.RNN``): its construct unit
     factory: Optional["Factory"] = None
+    # a layer built through a ``partial`` or a module-valued field (``constructs/layer_factory.py``)
+    made_by: Optional["LayerFactory"] = None
 
 
 

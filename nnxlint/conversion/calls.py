@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Optional
 import libcst as cst
 
 from nnxlint.conversion.base import (
-    Mode, Slot, Unconvertible, arg_keyword, drop_args, function_params, self_attribute,
+    FactoryUnknown, Mode, Slot, Unconvertible, arg_keyword, drop_args, function_params, self_attribute,
 )
 from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
+from nnxlint.conversion.constructs.layer_factory import bind_layer_factory
 from nnxlint.conversion.constructs.branch_module import branch_guard
 from nnxlint.conversion.constructs.local_module import bind_local_module, local_module_call, mark_local_module_use
 from nnxlint.conversion.constructs.partitioning import partitioned_init
@@ -180,7 +181,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.scans[target.value] = read_lifted(self.converter, node.value)  # type: ignore[arg-type]
             self.removed_statements.add(id(node))
             return False
-        if bind_local_module(self, node):
+        if bind_local_module(self, node) or bind_layer_factory(self, node):
             return False
         bind_merged_flag(self, node)
         self.assigned_values.add(id(node.value))
@@ -286,6 +287,10 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         if isinstance(func, cst.Call) and _class_like(func.func) and converter.layer(func.func) is None:
             raise Unconvertible(f"`{converter.env.code(func.func)}(...)(...)`: `{converter.env.code(func.func)}` is "
                                 "not a Linen class of this file or a Flax layer the conversion knows")
+        if isinstance(func, cst.Call) and self._builds_module(func.func) and self_attribute(func.func):
+            raise FactoryUnknown(f"`{converter.env.code(func.func)}(...)(...)`: `{self_attribute(func.func)}` is a "
+                                 "module-valued field; the layer it builds is known only where a class of this "
+                                 "file that builds this one passes it (a `partial` of a Flax layer, or the layer)")
         if isinstance(func, cst.Call) and self._builds_module(func.func):
             raise Unconvertible(f"`{converter.env.code(func.func)}(...)(...)`: a submodule built from a module-valued "
                                 "field or a `partial` of one is not converted yet")

@@ -21,7 +21,8 @@ import libcst as cst
 
 from nnxlint.context import walk
 
-from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible
+from nnxlint.conversion.base import ConvertedClass, FactoryUnknown, FileEnv, Unconvertible
+from nnxlint.conversion.constructs.layer_factory import LayerFactory
 from nnxlint.conversion.classes import ClassConverter
 from nnxlint.conversion.shapes import Shape, Size, open_shape
 
@@ -36,6 +37,8 @@ class ClassSet:
         self.reasons: dict[str, str] = {}  # classes that stay Linen -> why
         self._open_failures: dict[str, str] = {}
         self._in_progress: list[str] = []
+        self.factory_keys: dict[str, tuple] = {}  # classes converted for the layer factories a parent passes
+        self._waiting: dict[str, str] = {}  # classes whose factories only a parent can tell -> why
         env.convert_class = self.child
 
     def on_their_own(self) -> "ClassSet":
@@ -45,23 +48,47 @@ class ClassSet:
         own = [name for name in self.converted if name not in self.concrete_keys]
         fresh.converted = {name: self.converted[name] for name in own}
         fresh._open_failures = dict(self._open_failures)
+        fresh.factory_keys = {name: key for name, key in self.factory_keys.items() if name in fresh.converted}
         self.env.custom_collections = {collection: type_name for collection, type_name
                                        in self.env.custom_collections.items()
                                        if any(type_name in self.env.code(fresh.converted[name].node)
                                               for name in own)}
         return fresh
 
-    def convert(self, name: str, inputs: Optional[Sequence[Shape]] = None) -> ConvertedClass:
-        """The converted class; ``inputs``: the shapes it is called with, when known."""
+    def convert(self, name: str, inputs: Optional[Sequence[Shape]] = None,
+                factories: Optional[dict[str, LayerFactory]] = None) -> ConvertedClass:
+        """The converted class; ``inputs``: the shapes it is called with, when known;
+        ``factories``: the layers its parent passes to its module-valued fields."""
+        key = _factory_key(factories)
         if name in self.converted:
+            if self.factory_keys.get(name, ()) != key:
+                raise Unconvertible(f"`{name}` is given layer factories of different kinds by its builders")
             return self._check_key(name, inputs)
         if name in self._in_progress:
             raise Unconvertible(f"`{name}` contains itself")
         self._in_progress.append(name)
         try:
-            return self._convert(name, inputs)
+            if not key:
+                return self._convert(name, inputs)
+            converted = self._convert_for_factories(name, inputs, factories)  # type: ignore[arg-type]
+            self.factory_keys[name] = key
+            return converted
         finally:
             self._in_progress.pop()
+
+    def _convert_for_factories(self, name: str, inputs: Optional[Sequence[Shape]],
+                               factories: dict[str, LayerFactory]) -> ConvertedClass:
+        node = self.env.linen_classes[name]
+        try:
+            self.converted[name] = ClassConverter(self.env, node, _ANY_INPUTS, factories=factories).run()
+        except Unconvertible:
+            if not inputs or not any(inputs):
+                raise
+            inputs = _array_inputs(inputs)
+            self.converted[name] = ClassConverter(self.env, node, inputs, factories=factories).run()
+            self.concrete_keys[name] = _key(inputs)
+        self._waiting.pop(name, None)
+        return self.converted[name]
 
     def _convert(self, name: str, inputs: Optional[Sequence[Shape]]) -> ConvertedClass:
         node = self.env.linen_classes[name]
@@ -73,6 +100,8 @@ class ClassSet:
             except Unconvertible as error:
                 self._open_failures[name] = str(error)
                 self.env.custom_collections = custom
+                if isinstance(error, FactoryUnknown):
+                    raise  # no input shape tells what a field builds
         if not inputs or not any(inputs):
             if "input size" not in self._open_failures[name]:
                 raise Unconvertible(self._open_failures[name])
@@ -100,10 +129,11 @@ class ClassSet:
                                 f"(on its own: {self._open_failures[name]})")
         return self.converted[name]
 
-    def child(self, name: str, inputs: Sequence[Shape]) -> ConvertedClass:
+    def child(self, name: str, inputs: Sequence[Shape],
+              factories: Optional[dict[str, LayerFactory]] = None) -> ConvertedClass:
         """A class a parent builds: its failure is the parent's, named."""
         try:
-            return self.convert(name, inputs)
+            return self.convert(name, inputs, factories)
         except Unconvertible as error:
             if str(error).startswith("uses `"):
                 raise
@@ -113,6 +143,9 @@ class ClassSet:
         try:
             self.convert(name, inputs)
             return True
+        except FactoryUnknown as error:  # a parent tried later may tell
+            self._waiting[name] = str(error)
+            return False
         except Unconvertible as error:
             self.reasons.setdefault(name, str(error))
             return False
@@ -123,6 +156,9 @@ class ClassSet:
 
     def close_over_uses(self) -> None:
         """A class that stays Linen keeps the classes it uses, and those that use it, Linen."""
+        for name, reason in self._waiting.items():
+            if name not in self.converted:
+                self.reasons.setdefault(name, reason)
         uses = {name: _class_names_in(node, set(self.env.linen_classes) - {name})
                 for name, node in self.env.linen_classes.items()}
         changed = True
@@ -146,6 +182,10 @@ def _array_inputs(inputs: Sequence[Shape]) -> list[Shape]:
     while inputs and inputs[-1] is None:  # flags and other non-array arguments
         inputs.pop()
     return inputs
+
+
+def _factory_key(factories: Optional[dict[str, LayerFactory]]) -> tuple:
+    return tuple(sorted((name, factory.key()) for name, factory in (factories or {}).items()))
 
 
 def _key(inputs: Sequence[Shape]) -> tuple:

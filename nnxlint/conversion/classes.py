@@ -28,6 +28,9 @@ from nnxlint.conversion.base import (
 from nnxlint.conversion.calls import CallRewriter, LinenFunctions
 from nnxlint.conversion.constructs import FACTORIES, SELF_CALLS
 from nnxlint.conversion.constructs.branch_module import guarded
+from nnxlint.conversion.constructs.layer_factory import (
+    LayerFactory, factories_passed, factory_of, field_default_factory,
+)
 from nnxlint.conversion.constructs.partitioning import is_partitioning, partitioned_init
 from nnxlint.conversion.layers import LayerConstruction
 from nnxlint.conversion.linen_map import LAYERS, PARTITIONING
@@ -48,8 +51,12 @@ class ClassConverter(LayerConstruction):
     """Converts one Linen class, given the shapes of its ``__call__`` inputs."""
 
     def __init__(self, env: FileEnv, node: cst.ClassDef, inputs: Sequence[Shape],
-                 layer_sizes: bool = False) -> None:
+                 layer_sizes: bool = False, factories: Optional[dict[str, LayerFactory]] = None) -> None:
         self.env = env
+        # ``conv`` / ``self.conv`` -> the layer it builds (``constructs/layer_factory.py``); the
+        # factories a parent passes to this class's fields come first
+        self.layer_factories: dict[str, LayerFactory] = {f"self.{name}": factory
+                                                          for name, factory in (factories or {}).items()}
         # a layer input size nothing here can give becomes a constructor parameter (last resort)
         self.layer_sizes = layer_sizes
         self.layer_size_params: list[str] = []
@@ -167,7 +174,8 @@ class ClassConverter(LayerConstruction):
             if isinstance(assign.value, cst.Call) and self.env.resolve(assign.value.func) in (
                     "dataclasses.field", "flax.struct.field"):
                 raise Unconvertible(f"field `{assign.target.value}` uses `field(...)`")
-            default = self.init_code(assign.value, {})
+            default = field_default_factory(self, assign.target.value, assign.value) \
+                or self.init_code(assign.value, {})
         self.fields.append(InitParam(assign.target.value, annotation, default))
         self.field_names.add(assign.target.value)
 
@@ -490,7 +498,10 @@ class ClassConverter(LayerConstruction):
 
     def _child_init(self, slot: Slot, class_name: str, inputs: list[Shape],
                     shapes: dict[str, Shape]) -> tuple[str, Shape, Optional[Mode]]:
-        child = self.env.convert_class(class_name, inputs)
+        child_fields = [statement.body[0].target.value for statement in self.env.linen_classes[class_name].body.body
+                        if self._is_field(statement)]  # type: ignore[union-attr]
+        factories = factories_passed(self, slot.construction, child_fields)
+        child = self.env.convert_class(class_name, inputs, factories)
         if child.layer_size_params:
             raise Unconvertible(f"uses `{class_name}`, whose input size `{child.layer_size_params[0]}` cannot be "
                                 "worked out here")
@@ -507,7 +518,9 @@ class ClassConverter(LayerConstruction):
                 continue
             if arg.star:
                 raise Unconvertible(f"starred arguments to `{class_name}`")
-            code = self.init_code(arg.value, shapes)
+            field_name = keyword or (child_fields[index] if index < len(child_fields) else None)
+            factory = factory_of(self, arg.value) if field_name in factories else None
+            code = factory.code if factory is not None else self.init_code(arg.value, shapes)
             if keyword is None:
                 if index >= len(child.fields):
                     raise Unconvertible(f"too many arguments to `{class_name}`")

@@ -9,6 +9,7 @@ import libcst as cst
 
 from nnxlint.conversion.base import Layer, Slot, Unconvertible, arg_keyword, self_attribute
 from nnxlint.conversion.constructs import FACTORIES
+from nnxlint.conversion.constructs.layer_factory import layer_call_values
 from nnxlint.conversion.linen_map import INEXACT_LAYERS, LAYERS, ONLY_VALUES, LayerMapping
 from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, open_shape, int_literal, int_tuple, string_literal, window_output
 
@@ -21,6 +22,11 @@ class LayerConstruction:
 
     # -- layers ----------------------------------------------------------------
     def layer(self, func: cst.BaseExpression) -> Optional[Layer]:
+        attribute = self_attribute(func)
+        made_by = self.layer_factories.get(func.value if isinstance(func, cst.Name) else f"self.{attribute}") \
+            if isinstance(func, cst.Name) or attribute is not None else None
+        if made_by is not None:
+            return Layer(made_by.mapping, None, made_by=made_by)
         member = self.env.linen_member(func)
         if member is not None:
             if member in INEXACT_LAYERS:
@@ -59,12 +65,11 @@ class LayerConstruction:
                     shapes: dict[str, Shape]) -> str:
         values, positional = self.construction_args(slot.construction, mapping)
         values.pop("name", None)
+        made_by = self.layer(slot.construction.func).made_by  # type: ignore[union-attr]
+        if made_by is not None:
+            layer_call_values(made_by, values)
         for keyword, value in values.items():
-            if keyword in mapping.no_equivalent:
-                raise Unconvertible(f"`nn.{mapping.linen}({keyword}=...)` has no NNX equivalent")
-            only = ONLY_VALUES.get((mapping.linen, keyword))
-            if only is not None and self.env.code(value) != only[0]:
-                raise Unconvertible(f"`nn.{mapping.linen}({keyword}={self.env.code(value)})`: {only[1]}")
+            self.check_layer_value(mapping, keyword, value)
         flag = values.pop(mapping.mode_flag, None) if mapping.mode_flag else None
         if flag is not None:
             constant = self.mode_use(flag, True)
@@ -106,11 +111,23 @@ class LayerConstruction:
         parts += [f"{name}={code}" for name, code in nnx_values.items()]
         parts.append("rngs=rngs")
         self.uses_rngs = True
-        return f"{self.env.nnx}.{mapping.nnx}({', '.join(parts)})"
+        function = made_by.code if made_by is not None else f"{self.env.nnx}.{mapping.nnx}"
+        return f"{function}({', '.join(parts)})"
+
+    def check_layer_value(self, mapping: LayerMapping, keyword: str, value: cst.BaseExpression) -> None:
+        """A Linen layer argument that NNX has no exact form for gets no fix."""
+        if keyword in mapping.no_equivalent:
+            raise Unconvertible(f"`nn.{mapping.linen}({keyword}=...)` has no NNX equivalent")
+        only = ONLY_VALUES.get((mapping.linen, keyword))
+        if only is not None and self.env.code(value) != only[0]:
+            raise Unconvertible(f"`nn.{mapping.linen}({keyword}={self.env.code(value)})`: {only[1]}")
 
     def _layer_output(self, mapping: LayerMapping, slot: Slot, input_shape: Shape,
                       shapes: dict[str, Shape]) -> Shape:
         values, _ = self.construction_args(slot.construction, mapping)
+        made_by = self.layer(slot.construction.func).made_by  # type: ignore[union-attr]
+        for keyword, value in (made_by.preset.items() if made_by is not None else ()):
+            values.setdefault(keyword, value if value is not None else cst.Name("unknown"))  # a parent's value
         if input_shape is None:  # Dense, Conv and Embed keep the leading axes, whatever they are
             if mapping.linen in _LAST_AXIS_IS_FEATURES and "features" in values:
                 return open_shape(self.size_of(values["features"], shapes))

@@ -65,7 +65,7 @@ def importers(project, path: str, wanted: Sequence[str]) -> list[Importer]:
     found = []
     for other in sorted(index.run_paths):
         other_facts = index.by_path.get(other)
-        if other == path or other_facts is None or not other.endswith(".py") or other_facts["root"] != facts["root"]:
+        if other == path or other_facts is None or not other.endswith(".py"):
             continue
         spellings: dict[str, str] = {}
         for local, qualified in other_facts["names"].items():
@@ -73,7 +73,8 @@ def importers(project, path: str, wanted: Sequence[str]) -> list[Importer]:
                 spellings.update((f"{local}.{name}", name) for name in wanted)
             elif qualified.rpartition(".")[0] == module and qualified.rpartition(".")[2] in wanted:
                 spellings[local] = qualified.rpartition(".")[2]
-        if spellings:
+        resolved = index.module(module, other_facts["root"]) if spellings else None  # not a namesake of another root
+        if resolved is not None and resolved[0] == path:
             found.append(Importer(other, spellings))
     return found
 

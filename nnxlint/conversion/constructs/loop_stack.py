@@ -57,7 +57,7 @@ class StackLoop:
     """A ``for <index> in range(<count>)`` loop that may build a stack."""
 
     index: str
-    count: cst.BaseExpression  # ``range``'s count, or the values iterated
+    count: cst.BaseExpression  # ``range``'s count, or what a loop over values iterates
     depth: int  # the rewriter's depth inside the loop's body
     shapes_before: dict[str, Shape]
     lists: set[str] = field(default_factory=set)  # the nnx.List attributes the body fills
@@ -85,7 +85,7 @@ def stack_loop(rewriter: CallRewriter, node: cst.For) -> StackLoop | None:
             and all(isinstance(element.value, cst.Name) for element in target.elements) \
             and converter._fixed(call.args[0].value):
         index, value = (element.value.value for element in target.elements)  # type: ignore[attr-defined]
-        loop = StackLoop(index, call.args[0].value, rewriter.depth, dict(rewriter.shapes), target=f"{index}, {value}")
+        loop = StackLoop(index, call, rewriter.depth, dict(rewriter.shapes), target=f"{index}, {value}")
     elif isinstance(target, cst.Name) and target.value != "_" and converter._fixed(call) \
             and not converter._assignments.get(_INDEX) and not _reads(node.body, _INDEX):
         loop = StackLoop(_INDEX, call, rewriter.depth, dict(rewriter.shapes), target=target.value, enumerated=True)

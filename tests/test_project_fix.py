@@ -1,0 +1,230 @@
+"""Project-level fixes: a Linen models file converted together with the files of the
+run that build and train its classes (NNX002), written all files or none."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import libcst as cst
+import pytest
+
+from nnxlint.engine import check_source
+from nnxlint.rule import FileEdit, Fix, OtherFiles, Rule
+
+MODELS = '''\
+"""Two models."""
+
+import flax.linen as nn
+
+
+class MLP(nn.Module):
+    hidden: int
+    out: int = 2
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(self.out)(nn.relu(nn.Dense(self.hidden)(x)))
+
+
+class Tagger(nn.Module):
+    vocab: int
+    dim: int
+
+    @nn.compact
+    def __call__(self, tokens):
+        return nn.Dense(3)(nn.Embed(self.vocab, self.dim)(tokens))
+'''
+
+TRAIN = '''\
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from models import MLP
+
+
+def create(key):
+    model = MLP(hidden=8)
+    params = model.init(key, jnp.ones((1, 3)))['params']
+    return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.sgd(0.1))
+
+
+@jax.jit
+def step(state, x, y):
+    def loss_fn(params):
+        return jnp.mean((state.apply_fn({'params': params}, x) - y) ** 2)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), loss
+
+
+def run(steps):
+    state = create(jax.random.key(0))
+    x, y = jnp.linspace(-1, 1, 12).reshape(4, 3), jnp.ones((4, 2))
+    losses = []
+    for _ in range(steps):
+        state, loss = step(state, x, y)
+        losses.append(float(loss))
+    return losses
+'''
+
+SERVE = '''\
+import models
+
+
+def tagger():
+    return models.Tagger(vocab=10, dim=4)
+'''
+
+EXPORT = '''\
+from models import MLP
+
+
+def small():
+    return MLP(hidden=4)
+'''
+
+
+@pytest.fixture
+def project(tmp_path):
+    for name, text in {"models.py": MODELS, "train.py": TRAIN, "serve.py": SERVE, "export.py": EXPORT}.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def _texts(directory):
+    return {path.name: path.read_text() for path in sorted(directory.glob("*.py"))}
+
+
+def test_a_two_file_project_converts_and_trains(run_cli, project):
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    after = _texts(project)
+    assert "class MLP(nnx.Module):" in after["models.py"] and "flax.linen" not in after["models.py"]
+    # the training file: the class is built with the size of init's example input, the state is NNX's
+    assert "model = MLP(3, hidden=8, rngs=nnx.Rngs(key))" in after["train.py"]
+    assert "nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)" in after["train.py"]
+    assert "train_state" not in after["train.py"] and "from flax import nnx\n" in after["train.py"]
+    # another construction in the run gets rngs; one whose input size is unknown there is named
+    assert "models.Tagger(vocab=10, dim=4, rngs=nnx.Rngs(0))" in after["serve.py"]
+    assert after["export.py"] == EXPORT
+    assert "export.py:5: `MLP(...)` must pass the input size `in_features`" in result.stderr
+    # the converted files are no longer flagged (train.py was checked again after it was rewritten)
+    assert "train.py" not in result.stdout and "serve.py" not in result.stdout
+    trained = subprocess.run([sys.executable, "-c", "import train, serve; print(train.run(4)); serve.tagger()"],
+                             cwd=project, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert trained.returncode == 0, trained.stderr
+    losses = json.loads(trained.stdout.strip().splitlines()[-1])
+    assert len(losses) == 4 and losses[-1] < losses[0]
+
+
+def test_a_second_fix_changes_nothing(run_cli, project):
+    run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    once = _texts(project)
+    again = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    assert _texts(project) == once
+    assert "0 fixed" in again.stdout or "fixed" not in again.stdout
+
+
+def test_diff_shows_every_file_and_writes_nothing(run_cli, project):
+    result = run_cli("check", "--no-cache", "--diff", "--unsafe-fixes", project)
+    assert result.returncode == 1
+    for name in ("models.py", "train.py", "serve.py"):
+        assert f"+++ b/{project / name}" in result.stdout
+    assert "+    model = MLP(3, hidden=8, rngs=nnx.Rngs(key))" in result.stdout
+    assert f"b/{project / 'export.py'}" not in result.stdout
+    assert _texts(project) == {"export.py": EXPORT, "models.py": MODELS, "serve.py": SERVE, "train.py": TRAIN}
+
+
+def test_the_description_names_the_run_and_callers_outside_it(run_cli, project):
+    result = run_cli("check", "--no-cache", "--output-format", "json", project / "models.py", project / "train.py")
+    fixes = {finding["fix"]["description"] for finding in json.loads(result.stdout)
+             if finding["code"] == "NNX002" and finding["fix"]}
+    assert len(fixes) == 1
+    description = fixes.pop()
+    assert str(project / "train.py") in description and "serve.py" not in description
+    assert "code outside the run that builds these classes must pass the new arguments" in description
+
+
+def test_nothing_is_written_when_one_file_of_the_fix_cannot_be(run_cli, project):
+    os.chmod(project / "train.py", 0o444)
+    try:
+        result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    finally:
+        os.chmod(project / "train.py", 0o644)
+    assert _texts(project) == {"export.py": EXPORT, "models.py": MODELS, "serve.py": SERVE, "train.py": TRAIN}
+    assert "fixes not written" in result.stderr and "read-only" in result.stderr
+    assert result.returncode == 1 and "NNX002" in result.stdout  # the findings of the files as they are
+    assert not [path for path in project.iterdir() if path.name.startswith(".nnxlint-")]  # no temporary left
+
+
+def test_a_symlinked_file_of_the_fix_is_written_through(run_cli, project, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("real") / "train.py"
+    (project / "train.py").rename(elsewhere)
+    (project / "train.py").symlink_to(elsewhere)
+    run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    assert (project / "train.py").is_symlink()
+    assert "nnx.Optimizer(" in elsewhere.read_text()
+
+
+def test_a_package_with_relative_imports(run_cli, tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text(MODELS)
+    (package / "train.py").write_text(TRAIN.replace("from models import MLP", "from .models import MLP"))
+    run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", tmp_path)
+    assert "model = MLP(3, hidden=8, rngs=nnx.Rngs(key))" in (package / "train.py").read_text()
+    assert "class MLP(nnx.Module):" in (package / "models.py").read_text()
+
+
+# -- the engine's part, without any rule's knowledge ------------------------------------
+
+class RenamesEverywhere(Rule):
+    """Renames ``old`` in this file and in ``other.py``: a project-level fix."""
+
+    code, name, summary = "TST201", "renames-everywhere", "renames `old` in two files"
+    triggers = ("old",)
+    other_text = "from here import old\n"
+
+    def visit_Name(self, node):
+        if node.value == "old":
+            other = FileEdit("other.py", self.other_text, self.other_text.replace("old", "new"))
+            self.report(node, "old name", Fix("rename old", "unsafe", {node: cst.Name("new")},
+                                              other_files=OtherFiles((other,), ("a note",))))
+
+
+def test_the_engine_returns_the_other_files_of_a_project_fix():
+    result = check_source("old = 1\n", "here.py", [RenamesEverywhere], "unsafe")
+    assert result.fixed_text == "new = 1\n"
+    assert result.other_files["other.py"].after == "from here import new\n" and result.notes == ["a note"]
+    assert check_source("old = 1\n", "here.py", [RenamesEverywhere], "safe").other_files == {}
+
+
+def test_a_project_fix_whose_other_file_would_not_compile_is_dropped_whole():
+    class Breaks(RenamesEverywhere):
+        other_text = "def f(old, new):\n    pass\n"  # the rename makes a duplicate parameter
+
+    result = check_source("old = 1\n", "here.py", [Breaks], "unsafe")
+    assert result.fixed_text is None and result.other_files == {}
+    assert "other.py would not compile" in result.drop_reasons["rename old"]
+
+
+def test_runner_all_or_nothing_keeps_both_files(tmp_path):
+    """The write of a project fix prepares every file before renaming any."""
+    from nnxlint.textio import write_all_atomic
+
+    first, second = tmp_path / "a.py", tmp_path / "b.py"
+    first.write_text("a\n")
+    second.write_text("b\n")
+    os.chmod(second, 0o444)
+    with pytest.raises(PermissionError):
+        write_all_atomic({str(first): b"A\n", str(second): b"B\n"})
+    assert first.read_text() == "a\n" and second.read_text() == "b\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.py", "b.py"]
+    os.chmod(second, 0o644)
+    write_all_atomic({str(first): b"A\n", str(second): b"B\n"})
+    assert first.read_text() == "A\n" and second.read_text() == "B\n"
