@@ -129,7 +129,7 @@ class LinenModule(Rule):
     name = "linen-module"
     summary = "Flax Linen Module class"
     fixable = "unsafe"
-    triggers = (Needs(uses=(LINEN_MODULE,)),)
+    triggers = (Needs(uses=(LINEN_MODULE,), words=("class",)),)  # it reports class statements only
     valid = (
         Valid("from flax import nnx\nclass M(nnx.Module):\n    pass\n"),
         Valid("import flax.linen as nn\nclass Module:\n    pass\nclass M(Module):\n    pass\n"),
@@ -170,13 +170,19 @@ class LinenModule(Rule):
         fix: Optional[Fix] = None
         try:
             from nnxlint.conversion.file import convert_file  # heavy: only for files with Linen modules
+            from nnxlint.conversion.project_files import held_by_linen_users, importers
 
-            conversion = convert_file(node, self.context.module_scope, self.context.path)
+            # the files of the run that import this one, and its classes their Linen classes use
+            wanted = [found.name.value for found in self._classes] + [
+                statement.name.value for statement in node.body if isinstance(statement, cst.FunctionDef)]
+            importing = importers(self.context.project, self.context.path, wanted)
+            held = held_by_linen_users(self.context.project, importing) if importing else {}
+            conversion = convert_file(node, self.context.module_scope, self.context.path, held)
         except Exception as error:  # a conversion bug must not hide the finding itself
             conversion = None
             failure = f"the conversion failed ({type(error).__name__}: {error}); please report it"
         else:
-            conversion, fix = self._fix(node, conversion)
+            conversion, fix = self._fix(node, conversion, importing, held)
         for found in self._classes:
             name = found.name.value
             message = f"Linen Module class `{name}`: migrate to `nnx.Module`"
@@ -185,19 +191,17 @@ class LinenModule(Rule):
                 message += f" (no fix: {reason})"
             self.report(found, message, fix if reason is None else None)
 
-    def _fix(self, node: cst.Module, conversion):
+    def _fix(self, node: cst.Module, conversion, importing, held):
         """The conversion of this file and its fix; a project-level fix when other files
         of the run import its classes (read and updated only when the fix is applied,
         unless the file's classes need another file's ``init`` to convert at all)."""
-        from nnxlint.conversion.project_files import ProjectConversion, importers, trains_elsewhere
+        from nnxlint.conversion.project_files import ProjectConversion, trains_elsewhere
 
-        wanted = [found.name.value for found in self._classes] + list(conversion.factories)
-        importing = importers(self.context.project, self.context.path, wanted)
         if not importing:
             fix = Fix(_fix_description(conversion), "unsafe", conversion.replacements) \
                 if conversion.converted and conversion.replacements else None
             return conversion, fix
-        project = ProjectConversion(node, self.context.module_scope, self.context.path, importing)
+        project = ProjectConversion(node, self.context.module_scope, self.context.path, importing, held)
         if trains_elsewhere(conversion, importing):
             conversion = project.conversion
         if not (conversion.converted and conversion.replacements):

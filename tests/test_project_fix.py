@@ -228,3 +228,14 @@ def test_runner_all_or_nothing_keeps_both_files(tmp_path):
     os.chmod(second, 0o644)
     write_all_atomic({str(first): b"A\n", str(second): b"B\n"})
     assert first.read_text() == "A\n" and second.read_text() == "B\n"
+
+
+def test_a_class_that_a_linen_class_of_another_file_uses_stays_linen(run_cli, project):
+    (project / "bigger.py").write_text(
+        "import flax.linen as nn\n\nimport models\n\n\nclass Bigger(nn.Module):\n"
+        "    @nn.compact\n    def __call__(self, x):\n        return models.MLP(hidden=4)(x)\n")
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    after = _texts(project)
+    assert "class MLP(nn.Module):" in after["models.py"] and "class Tagger(nnx.Module):" in after["models.py"]
+    assert f"`MLP`: migrate to `nnx.Module` (no fix: `Bigger` of {project / 'bigger.py'}, a Linen class, uses it)" \
+        in result.stdout

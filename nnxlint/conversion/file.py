@@ -61,8 +61,9 @@ class Conversion:
         return self.reasons.get(name) or self.reason or "it is not converted"
 
 
-def convert_file(module: cst.Module, scope: names.Scope, path: str = "<file>.py") -> Conversion:
-    converter = FileConverter(module, scope, path)
+def convert_file(module: cst.Module, scope: names.Scope, path: str = "<file>.py",
+                 held: Optional[dict[str, str]] = None) -> Conversion:
+    converter = FileConverter(module, scope, path, held)
     try:
         return converter.run()
     except Unconvertible as error:
@@ -73,10 +74,13 @@ class FileConverter:
     """One file's conversion: its environment and class set are also what
     ``nnxlint verify --against`` analyses to find the init site the fix used."""
 
-    def __init__(self, module: cst.Module, scope: names.Scope, path: str) -> None:
+    def __init__(self, module: cst.Module, scope: names.Scope, path: str,
+                 held: Optional[dict[str, str]] = None) -> None:
         self.module = module
         self.path = path
         self.scope = scope
+        # classes that stay Linen for a reason outside the file (a Linen class of another file uses them)
+        self.held: dict[str, str] = dict(held or {})
         self.linen_classes = linen_module_classes(module, scope)
         self.env = FileEnv(module, scope, self._nnx_alias(), self.linen_classes,
                            functions={statement.name.value: statement for statement in module.body
@@ -138,6 +142,10 @@ class FileConverter:
                     raise Unconvertible(f"`{name}` is not part of the model that `init` builds")
                 self.classes.try_convert(name)  # a class of its own: converts or stays Linen
         self.classes.close_over_uses()
+        if self.held:
+            for name, reason in self.held.items():
+                self.classes.keep_linen(name, reason)
+            self.classes.close_over_uses()
         if site.class_name in self.classes.reasons:
             raise Unconvertible(self.classes.reasons[site.class_name])
         staying = set(self.classes.reasons)

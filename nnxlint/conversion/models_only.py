@@ -34,6 +34,8 @@ class ModelsOnly:
         linen_classes = converter.linen_classes
         for name, line in self.used_outside().items():
             self.classes.keep_linen(name, f"the code at line {line} uses it and is not converted ({training_reason})")
+        for name, reason in converter.held.items():
+            self.classes.keep_linen(name, reason)
         for name in linen_classes:
             if name not in self.classes.reasons and name not in self.classes.converted:
                 self.classes.try_convert(name)

@@ -21,6 +21,7 @@ parse); the other files are read, parsed and converted when the fix is applied.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -79,6 +80,53 @@ def importers(project, path: str, wanted: Sequence[str]) -> list[Importer]:
     return found
 
 
+def held_by_linen_users(project, importing: Sequence[Importer]) -> dict[str, str]:
+    """Classes of the file that a Linen class of another file of the run uses, with the
+    reason they stay Linen (a Linen module cannot hold an NNX one).  Only importers that
+    define Linen classes (the index knows) are read, with ``ast``."""
+    from nnxlint.project import LINEN
+
+    held: dict[str, str] = {}
+    for importer in importing:
+        facts = project.index.by_path.get(importer.path) or {}
+        linen = set()
+        for name in facts.get("classes", ()):
+            info = project.index.class_info(f"{facts['module']}.{name}", facts["root"])
+            if info is not None and info.kind == LINEN:
+                linen.add(name)
+        if not linen:
+            continue
+        try:
+            tree = ast.parse(read_source(importer.path).text)
+        except (SourceError, SyntaxError, ValueError, RecursionError):
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and node.name in linen:
+                for used in _spellings_in(node, importer.spellings):
+                    held.setdefault(used, f"`{node.name}` of {importer.path}, a Linen class, uses it")
+    return held
+
+
+def _spellings_in(node: ast.AST, spellings: Mapping[str, str]) -> list[str]:
+    """The names (in the models file) of what ``node`` refers to by one of ``spellings``."""
+    found = []
+    for child in ast.walk(node):
+        if isinstance(child, (ast.Name, ast.Attribute)):
+            spelled = spellings.get(_dotted(child) or "")
+            if spelled is not None and spelled not in found:
+                found.append(spelled)
+    return found
+
+
+def _dotted(node: ast.AST) -> Optional[str]:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return f"{head}.{node.attr}" if head else None
+    return None
+
+
 def trains_elsewhere(conversion: "Conversion", importing: Sequence[Importer]) -> bool:
     """Whether the file's conversion may depend on another file's training code: it has
     none of its own that converts, a class stays Linen, and an importer calls ``init``
@@ -105,11 +153,13 @@ class ProjectConversion:
     """The fix of a models file and of the files of the run that import it, computed
     once, when the engine first asks for either part."""
 
-    def __init__(self, module: cst.Module, scope: names.Scope, path: str, importing: list[Importer]) -> None:
+    def __init__(self, module: cst.Module, scope: names.Scope, path: str, importing: list[Importer],
+                 held: Optional[dict[str, str]] = None) -> None:
         self.module = module
         self.scope = scope
         self.path = path
         self.importing = importing
+        self.held = held or {}
 
     @property
     def conversion(self) -> "Conversion":
@@ -130,18 +180,18 @@ class ProjectConversion:
             return self._convert()
         except Exception as error:  # a bug here must not cost the file its own conversion
             note = f"the other files of the run are not updated ({type(error).__name__}: {error}); please report it"
-            return convert_file(self.module, self.scope, self.path), OtherFiles(notes=(note,))
+            return convert_file(self.module, self.scope, self.path, self.held), OtherFiles(notes=(note,))
 
     def _convert(self) -> tuple["Conversion", OtherFiles]:
         from nnxlint.conversion.file import FileConverter, convert_file
 
         notes: list[str] = []
         files = self._read(notes)
-        converter = FileConverter(self.module, self.scope, self.path)
+        converter = FileConverter(self.module, self.scope, self.path, self.held)
         try:
             conversion = converter.run()
         except Unconvertible:
-            conversion = convert_file(self.module, self.scope, self.path)  # the reasons, as a file alone
+            conversion = convert_file(self.module, self.scope, self.path, self.held)  # the reasons, as a file alone
         trained: dict[str, str] = {}  # path -> its converted training code
         if not conversion.with_training:
             across = self._with_training(files, notes)
@@ -186,7 +236,7 @@ class ProjectConversion:
             found = files.get(importer.path)
             if found is None or not re.search(r"\.init(_with_output)?\(", found.text):
                 continue
-            models = FileConverter(self.module, self.scope, self.path)
+            models = FileConverter(self.module, self.scope, self.path, self.held)
             training = FileConverter(found.module, names.collect_scope(found.module, None), importer.path)
             training.env.imported_classes = {spelling: name for spelling, name in importer.spellings.items()
                                              if name in models.linen_classes}
