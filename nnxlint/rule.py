@@ -110,7 +110,8 @@ class Needs:
     likely: a file that satisfies none of a rule's ``triggers`` must be one where
     the rule reports nothing (tests/test_tier.py checks it on every rule example
     and fixture).  A rule that learns about names from other files of the project
-    is covered: the tier opens every ``uses`` for files linked to other files.
+    is covered: for a file linked to other files through imports, the tier also
+    opens the ``uses`` that those files import.
     """
 
     uses: tuple[str, ...] = ()

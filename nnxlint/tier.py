@@ -136,11 +136,28 @@ def _uses_possible(prefixes: Sequence[str], text: str) -> bool:
     return any(prefix.split(".")[0] in text for prefix in prefixes) or _RELATIVE_IMPORT.search(text) is not None
 
 
+def _reaches_from_elsewhere(prefix: str, imported: str) -> bool:
+    """Whether a file of the project that imports ``imported`` can hand a name at or under
+    ``prefix`` to another file (``_reaches`` without the test on the text, which is not
+    the importing file's)."""
+    name = canonical_name(imported)
+    if name == prefix or name.startswith(prefix + ".") or prefix.startswith((imported + ".", name + ".")):
+        return True
+    return any((module + ".").startswith(imported + ".") and (prefix + ".").startswith(package + ".")
+               for module, package in _REEXPORTED_FROM)
+
+
+# What the files linked to a file import: True when that cannot be told (any name at all)
+Linked = Union[bool, frozenset]
+
+
 @dataclass
 class _File:
     text: str
     summary: Optional[ImportSummary]  # None until needed (then parsed)
-    linked: bool  # other files of the project can tell its rules about names
+    # other files of the project can tell its rules about names: the names that those
+    # files import (only these can reach it through them), or True (anything can)
+    linked: Linked
 
     def imports(self) -> Optional[ImportSummary]:
         if self.summary is None:
@@ -152,7 +169,9 @@ def _needs_met(needs: "Needs", file: _File) -> Optional[bool]:
     """Whether ``file`` meets ``needs``; None when it does not parse."""
     if needs.words and not any(word in file.text for word in needs.words):
         return False
-    if not needs.uses or file.linked:
+    if not needs.uses or file.linked is True:
+        return True
+    if file.linked and any(_reaches_from_elsewhere(prefix, name) for prefix in needs.uses for name in file.linked):
         return True
     if not _uses_possible(needs.uses, file.text):
         return False
@@ -170,12 +189,13 @@ def _needs_met_by_trigger(trigger: Union[str, "Needs"], file: _File) -> Optional
 
 
 def rules_for(text: str, rules: Sequence[type["Rule"]], summary: Optional[ImportSummary] = None,
-              linked: bool = False) -> Optional[list[type["Rule"]]]:
+              linked: Linked = False) -> Optional[list[type["Rule"]]]:
     """The rules among ``rules`` that can report in ``text``, in their order; None
     when the text is not Python (the caller parses it to report why).
 
     ``summary``: the file's import summary when already known (the project index);
-    ``linked``: the project index says names of other files reach this one."""
+    ``linked``: the project index says names of other files reach this one: the names
+    those files import (``is_linked``), or True for any name."""
     file = _File(text, summary, linked)
     selected = []
     for rule in rules:
@@ -211,32 +231,60 @@ def _project_owners(name: str, index: "ProjectIndex", importer: Optional[dict]) 
     return []
 
 
-def linked_paths(index: "ProjectIndex") -> frozenset[str]:
-    """Files whose rules may learn about names from other files of the project: those
-    importing (at module level) a module of the project and those whose module another
-    file imports (its functions may receive models from there)."""
+def _linked_imports(index: "ProjectIndex") -> dict[str, Linked]:
+    """For every file linked to other files of the project: what the files it is
+    connected to (through imports, either way, at any distance: facts travel along
+    imports only) import between them -- the names through which facts about Flax
+    or JAX can reach it -- or True where a relative import could not be resolved."""
     cached = getattr(index, "_tier_linked", None)
     if cached is not None:
         return cached
-    linked: set[str] = set()
+    parent: dict[str, str] = {}
+
+    def group(path: str) -> str:
+        while parent.get(path, path) != path:
+            parent[path] = parent.get(parent[path], parent[path])
+            path = parent[path]
+        return path
+
     for path, facts in index.by_path.items():
-        for target in [*facts.get("names", {}).values(), *facts.get("star", [])]:
-            owners = [owner for owner in _project_owners(target, index, facts) if owner != path]
-            if owners:
-                linked.add(path)
-                linked.update(owners)
-    result = frozenset(linked)
+        summary = facts.get("imports", {}).get("names", [])
+        for target in [*facts.get("names", {}).values(), *facts.get("star", []), *summary]:
+            for owner in _project_owners(target, index, facts):
+                if owner != path and owner in index.by_path:
+                    parent[group(path)] = group(owner)
+    names: dict[str, set[str]] = {}
+    unknown: set[str] = set()
+    for path in parent:
+        facts = index.by_path[path]
+        names.setdefault(group(path), set()).update(facts.get("imports", {}).get("names", ()))
+        if facts.get("imports", {}).get("relative", True):
+            unknown.add(group(path))
+    result: dict[str, Linked] = {}
+    for path in parent:
+        root = group(path)
+        result[path] = True if root in unknown else frozenset(names[root])
     index._tier_linked = result  # type: ignore[attr-defined]  # once per run and worker
     return result
 
 
-def is_linked(path: str, summary: Optional[ImportSummary], index: Optional["ProjectIndex"]) -> bool:
-    """Whether other files of the project can tell the rules about names in ``path``
-    (also through an import inside a function, which the index does not record)."""
+def is_linked(path: str, summary: Optional[ImportSummary], index: Optional["ProjectIndex"]) -> Linked:
+    """Whether other files of the project can tell the rules about names in ``path``:
+    what the files linked to it import (see ``_linked_imports``), empty when none is;
+    also for a file outside the index (a notebook) through the files it imports."""
     if index is None:
         return False
-    if path in linked_paths(index):
-        return True
+    linked = _linked_imports(index)
+    if path in index.by_path:
+        return linked.get(path, frozenset())
     facts = index.by_path.get(path)
-    return summary is not None and any(
-        owner != path for name in summary.names for owner in _project_owners(name, index, facts))
+    found: set[str] = set()
+    for name in summary.names if summary is not None else ():
+        for owner in _project_owners(name, index, facts):
+            if owner == path:
+                continue
+            reached = linked.get(owner, frozenset(index.by_path.get(owner, {}).get("imports", {}).get("names", ())))
+            if reached is True:
+                return True
+            found.update(reached)
+    return frozenset(found)
