@@ -157,3 +157,36 @@ def test_a_plain_string_trigger_asks_for_the_text():
 
     assert tier.rules_for("x = magic_word\n", [Words]) == [Words]
     assert tier.rules_for("x = 1\n", [Words]) == []
+
+
+def test_linked_files_open_only_what_the_files_they_are_connected_to_import(tmp_path, monkeypatch):
+    from nnxlint import project
+    from nnxlint.config import load_settings
+    from nnxlint.runner import find_files
+
+    (tmp_path / "compat.py").write_text("from flax import linen as nn\n")
+    (tmp_path / "models.py").write_text("from compat import nn\n\n\nclass M(nn.Module):\n    pass\n")
+    (tmp_path / "util.py").write_text("import numpy as np\n\n\ndef mean(x):\n    return np.mean(x)\n")
+    (tmp_path / "main.py").write_text("import util\n\n\nclass Holder:\n    value = util.mean([1])\n")
+    paths = find_files(load_settings(None, tmp_path), [str(tmp_path)])
+    index = project.build(paths, jobs=1)
+
+    def selected(name):
+        path = str(tmp_path / name)
+        text = (tmp_path / name).read_text()
+        summary = tier.ImportSummary.from_data(index.by_path[path]["imports"])
+        return {rule.code for rule in tier.rules_for(text, SELECTED, summary, tier.is_linked(path, summary, index))}
+
+    assert "NNX002" in selected("models.py")  # through the re-export in compat.py
+    assert selected("main.py") == set()  # linked only to a file that imports numpy
+    job = job_for_codes(tmp_path)
+
+    def run():
+        return [(f.path, f.code, f.line, f.message) for outcome in check_files(paths, job, jobs=1)
+                for f in outcome.findings]
+
+    with_tier = run()
+    assert [(Path(path).name, code) for path, code, _, _ in with_tier] == [("compat.py", "NNX001"),
+                                                                           ("models.py", "NNX002")]
+    monkeypatch.setenv(tier.FULL_ENVIRONMENT, "1")
+    assert with_tier == run()
