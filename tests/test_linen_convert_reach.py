@@ -121,8 +121,8 @@ def test_an_init_site_passes_the_example_inputs_size_at_run_time():
 
 
 @pytest.mark.parametrize("body, reason", [
-    ("y = self.conv(4, (3, 3))(x)\n                return y", "`conv` is a module-valued field; the layer it builds "
-     "is known only where a class of this file that builds this one passes it"),
+    ("y = self.conv(4, (3, 3))(x)\n                return y", "`conv` is a module-valued field; what it builds "
+     "is known only where a class of this file that builds this one passes a Flax layer"),
     ("conv = partial(Imported, use_bias=False)\n                return conv(4, (3, 3))(x)", "a `partial` of one"),
     ("return Imported(4)(x)", "`Imported` is not a Linen class of this file"),
 ])

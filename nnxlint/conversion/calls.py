@@ -13,7 +13,7 @@ from nnxlint.conversion.base import (
 )
 from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
-from nnxlint.conversion.constructs.layer_factory import bind_layer_factory
+from nnxlint.conversion.constructs.layer_factory import bind_layer_factory, check_factory_read, mark_factory_use
 from nnxlint.conversion.constructs.branch_module import branch_guard
 from nnxlint.conversion.constructs.local_module import bind_local_module, local_module_call, mark_local_module_use
 from nnxlint.conversion.constructs.partitioning import partitioned_init
@@ -68,6 +68,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.local_modules: dict[str, Slot] = {}  # ``embed = nn.Embed(...)`` (``constructs/local_module.py``)
         self.local_module_reads: set[int] = set()  # the ``embed`` of ``embed(x)`` / ``embed.attend(x)``
         self.removed_statements: set[int] = set()  # assignments whose statement the conversion removes
+        self.factory_reads: set[int] = set()  # the ``conv`` of ``conv(...)(x)`` / ``Block(conv=conv)``
         self.merged_calls: set[int] = set()  # ``flag = nn.merge_param(...)`` (``constructs/merge_param.py``)
 
     # control flow: constructions inside are not converted, but for a layer stack (``constructs/loop_stack.py``)
@@ -166,6 +167,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
     def visit_Name(self, node: cst.Name) -> None:
         if node.value in self.scans:
             raise Unconvertible(f"`{node.value}` (a lifted class) is used other than as `{node.value}(...)(x)`")
+        check_factory_read(self, node)
         if node.value in self.local_modules and id(node) not in self.local_module_reads:
             raise Unconvertible(f"`{node.value}` (a submodule) is used other than by calling it")
         if node.value in self.converter._call_param_index and id(node) not in self.keyword_names:
@@ -234,6 +236,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.scan_calls.add(id(node))
             return False  # its arguments are visited by ``leave_Call``
         mark_local_module_use(self, node)
+        mark_factory_use(self, node)
         loop = self.loops[-1] if self.loops else None
         if id(node) in self.called_at_once and not (loop is not None and loop.depth == self.depth):
             self.converter.reserve_name(node)  # in the order Python creates the modules, as Linen numbers them
@@ -289,8 +292,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
                                 "not a Linen class of this file or a Flax layer the conversion knows")
         if isinstance(func, cst.Call) and self._builds_module(func.func) and self_attribute(func.func):
             raise FactoryUnknown(f"`{converter.env.code(func.func)}(...)(...)`: `{self_attribute(func.func)}` is a "
-                                 "module-valued field; the layer it builds is known only where a class of this "
-                                 "file that builds this one passes it (a `partial` of a Flax layer, or the layer)")
+                                 "module-valued field; what it builds is known only where a class of this file "
+                                 "that builds this one passes a Flax layer or a `partial` of one (a field holding "
+                                 "one of several module classes is not converted)")
         if isinstance(func, cst.Call) and self._builds_module(func.func):
             raise Unconvertible(f"`{converter.env.code(func.func)}(...)(...)`: a submodule built from a module-valued "
                                 "field or a `partial` of one is not converted yet")

@@ -132,12 +132,33 @@ def bind_layer_factory(rewriter: "CallRewriter", node: cst.Assign) -> bool:
                 continue  # the module's mode: model.train()/eval() sets it
             converter.constant_flags = True
         parts.append(f"{mapping.renamed.get(keyword, keyword)}={converter.init_code(arg.value, rewriter.shapes)}")
-    if target.value in converter.field_names:
-        raise Unconvertible(f"the partial `{target.value}` has the name of a field")
-    converter.init_lines.append(f"{target.value} = {', '.join(parts)})")
-    converter.layer_factories[target.value] = LayerFactory(mapping, target.value, preset)
+    # ``conv = partial(self.conv, ...)``: the field ``conv`` is an ``__init__`` parameter that keeps its name
+    local = f"{target.value}_factory" if target.value in converter.field_names else target.value
+    converter.init_lines.append(f"{local} = {', '.join(parts)})")
+    converter.layer_factories[target.value] = LayerFactory(mapping, local, preset)
     rewriter.removed_statements.add(id(node))
+    rewriter.factory_reads.add(id(target))
     return True
+
+
+def mark_factory_use(rewriter: "CallRewriter", node: cst.Call) -> None:
+    """``conv(...)(x)`` and ``Block(conv=conv)``: the reads of a partial that the conversion
+    rewrites (``check_factory_read`` refuses any other, which would read a removed name)."""
+    factories = rewriter.converter.layer_factories
+    construction = node.func
+    if not isinstance(construction, cst.Call):
+        return  # (a module built and not called at once is refused where it is built)
+    if isinstance(construction.func, cst.Name) and construction.func.value in factories:
+        rewriter.factory_reads.add(id(construction.func))
+    rewriter.factory_reads.update(id(arg.value) for arg in construction.args
+                                  if isinstance(arg.value, cst.Name) and arg.value.value in factories)
+
+
+def check_factory_read(rewriter: "CallRewriter", node: cst.Name) -> None:
+    if node.value in rewriter.converter.layer_factories and id(node) not in rewriter.factory_reads \
+            and id(node) not in rewriter.keyword_names:
+        raise Unconvertible(f"the layer factory `{node.value}` is used other than to build layers or to be "
+                            "passed to a module")
 
 
 def factories_passed(converter: "ClassConverter", construction: cst.Call,

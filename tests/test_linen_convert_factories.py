@@ -1,0 +1,218 @@
+"""Layer factories and loops that change sizes, as flax's examples/imagenet and
+ogbg_molpcba write them: ``partial(nn.Conv, ...)`` / ``partial(nn.BatchNorm, ...)``
+passed to blocks through module-valued fields (``constructs/layer_factory.py``),
+stages built by a loop over a field's widths and an MLP over ``feature_sizes``
+(``constructs/loop_stack.py``).  Each converted model runs against the Linen
+original from transplanted weights, train and eval."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from nnxlint.engine import check_source
+from nnxlint.registry import all_rules
+
+NNX002 = all_rules()["NNX002"]
+
+
+def convert(source: str):
+    """(fixed text or None, {class: message})."""
+    source = textwrap.dedent(source)
+    fixed = check_source(source, "models.py", [NNX002], "unsafe").fixed_text
+    findings = check_source(source, "models.py", [NNX002]).findings
+    return fixed, {f.message.split("`")[1]: f.message for f in findings}
+
+
+def max_relative_difference(linen_source, nnx_source, linen_args, nnx_args, x, modes):
+    """Linen ``init`` variables loaded into the NNX model; the largest relative
+    difference of the outputs over ``modes`` (Linen call keywords, NNX mode)."""
+    jax = pytest.importorskip("jax")
+    import numpy as np
+    from flax import nnx
+
+    from nnxlint.transplant import load_linen_variables
+
+    linen, converted = {}, {}
+    exec(textwrap.dedent(linen_source), linen)
+    exec(nnx_source, converted)
+    linen_model = linen_args(linen)
+    variables = linen_model.init(jax.random.key(0), x, **modes[0][0])
+    model = nnx_args(converted, nnx)
+    load_linen_variables(model, variables)
+    worst = 0.0
+    for call, mode in modes:
+        mutable = [c for c in variables if c != "params"]
+        expected = linen_model.apply(variables, x, **call, mutable=mutable or False)
+        expected = expected[0] if mutable else expected
+        getattr(model, mode)()
+        got = model(x)
+        worst = max(worst, float(np.max(np.abs(np.asarray(expected) - np.asarray(got)))
+                                 / np.max(np.abs(np.asarray(expected)))))
+    return worst
+
+
+RESNET = '''\
+from functools import partial
+from typing import Any, Callable
+import flax.linen as nn
+import jax.numpy as jnp
+
+ModuleDef = Any
+
+
+class Unit(nn.Module):
+    channels: int
+    conv: ModuleDef
+    norm: ModuleDef
+    act: Callable = nn.relu
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        h = self.conv(self.channels, (3, 3), self.stride)(x)
+        h = self.act(self.norm()(h))
+        h = self.norm(scale_init=nn.initializers.ones_init())(self.conv(self.channels, (3, 3))(h))
+        skip = self.norm(name="skip_norm")(self.conv(self.channels, (1, 1), self.stride, name="skip")(x))
+        return self.act(h + skip)
+
+
+class Net(nn.Module):
+    widths: tuple = (4, 6)
+    conv: ModuleDef = nn.Conv
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        conv = partial(self.conv, use_bias=False)
+        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.5, epsilon=1e-5)
+        x = nn.relu(norm(name="stem_norm")(conv(4, (3, 3), name="stem")(x)))
+        for stage, width in enumerate(self.widths):
+            x = Unit(width, conv=conv, norm=norm, stride=1 if stage == 0 else 2)(x)
+        return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
+'''
+
+
+def test_partial_factories_move_to_init_over_the_nnx_layers_and_blocks_call_them_with_input_sizes():
+    fixed, messages = convert(RESNET)
+    assert fixed is not None, messages
+    # the parent: partials over the NNX layers, the train flag left to model.train()/eval()
+    assert "        conv_factory = partial(conv, use_bias=False)\n" in fixed  # the field keeps its name
+    assert "        norm = partial(nnx.BatchNorm, momentum=0.5, epsilon=1e-5)\n" in fixed
+    assert "        self.stem = conv_factory(in_features, 4, (3, 3), rngs=rngs)\n" in fixed
+    assert "    def __call__(self, x):\n" in fixed  # `train` went with the flag
+    assert "conv: ModuleDef = nnx.Conv" in fixed  # a field defaulting to a Flax layer
+    # the block: each factory call gets the input size, attributes named as Linen names them
+    assert "        self.conv_0 = conv(in_features, channels, (3, 3), stride, rngs=rngs)\n" in fixed
+    assert "        self.batch_norm_0 = norm(channels, rngs=rngs)\n" in fixed
+    assert "        self.batch_norm_1 = norm(channels, scale_init=nnx.initializers.ones_init(), rngs=rngs)\n" in fixed
+    assert "        self.skip = conv(in_features, channels, (1, 1), stride, rngs=rngs)\n" in fixed
+    # the stage loop changes the width: __init__ runs it with a running size
+    assert ("        x_features = 4\n        self.units = nnx.List()\n"
+            "        for stage, width in enumerate(widths):\n"
+            "            self.units.append(Unit(x_features, width, conv=conv_factory, norm=norm, "
+            "stride=1 if stage == 0 else 2, rngs=rngs))\n"
+            "            x_features = width\n") in fixed
+    assert "        for stage, width in enumerate(self.widths):\n            x = self.units[stage](x)\n" in fixed
+    compile(fixed, "models.py", "exec")
+
+
+def test_the_converted_resnet_computes_what_linen_computes_in_train_and_eval_mode():
+    jnp = pytest.importorskip("jax.numpy")
+    fixed, messages = convert(RESNET)
+    assert fixed is not None, messages
+    x = jnp.sin(jnp.arange(2 * 6 * 6 * 2, dtype=jnp.float32).reshape(2, 6, 6, 2))
+    difference = max_relative_difference(
+        RESNET, fixed, lambda linen: linen["Net"](), lambda ns, nnx: ns["Net"](2, 6, rngs=nnx.Rngs(0)), x,
+        [({"train": False}, "eval"), ({"train": True}, "train")])  # eval first: train mode moves the statistics
+    assert difference <= 1e-5  # (6: the head's input size, a parameter as no init site here gives the rank)
+
+
+MLP = '''\
+from typing import Callable, Sequence
+import flax.linen as nn
+
+
+class MLP(nn.Module):
+    feature_sizes: Sequence[int]
+    activation: Callable = nn.tanh
+
+    @nn.compact
+    def __call__(self, inputs):
+        x = inputs
+        for size in self.feature_sizes:
+            x = nn.Dense(features=size)(x)
+            x = self.activation(x)
+        return x
+'''
+
+
+def test_a_loop_over_a_fields_sizes_builds_the_list_with_a_running_size_and_runs_exactly():
+    fixed, messages = convert(MLP)
+    assert fixed is not None, messages
+    assert ("        x_features = in_features\n        self.denses = nnx.List()\n"
+            "        for size in feature_sizes:\n"
+            "            self.denses.append(nnx.Linear(x_features, size, rngs=rngs))\n"
+            "            x_features = size\n") in fixed
+    assert "        for index, size in enumerate(self.feature_sizes):\n            x = self.denses[index](x)\n" in fixed
+    jnp = pytest.importorskip("jax.numpy")
+    x = jnp.linspace(-1.0, 1.0, 15).reshape(3, 5)
+    difference = max_relative_difference(
+        MLP, fixed, lambda linen: linen["MLP"]((4, 7, 2)),
+        lambda ns, nnx: ns["MLP"](5, (4, 7, 2), rngs=nnx.Rngs(0)), x, [({}, "eval")])
+    assert difference <= 1e-6
+
+
+def test_a_loop_keeping_the_size_still_builds_the_list_in_one_comprehension():
+    fixed, messages = convert(MLP.replace("nn.Dense(features=size)(x)", "nn.LayerNorm()(x) * size"))
+    assert fixed is not None, messages
+    assert ("        self.layer_norms = nnx.List([nnx.LayerNorm(in_features, rngs=rngs) "
+            "for size in feature_sizes])\n") in fixed
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    # the activation is not known to keep the shape: the next layer's size is not followed
+    ("activation: Callable = nn.tanh", "activation: Callable = print", "inputs of other sizes in later iterations"),
+    # a stack inside another loop: one flat list cannot be indexed by the inner loop
+    ("        for size in self.feature_sizes:\n            x = nn.Dense(features=size)(x)\n",
+     "        for _ in range(2):\n            for size in self.feature_sizes:\n"
+     "                x = nn.Dense(features=size)(x)\n", "inside another loop or a branch"),
+])
+def test_loops_that_cannot_become_a_list_get_no_fix(old, new, reason):
+    source = MLP.replace(old, new)
+    assert source != MLP
+    fixed, messages = convert(source)
+    assert fixed is None
+    assert reason in messages["MLP"], messages
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    # the factory escapes: its removed name would be read in __call__
+    ("        return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))",
+     "        print(norm)\n        return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))",
+     "the layer factory `norm` is used other than to build layers"),
+    ("conv = partial(self.conv, use_bias=False)", "conv = partial(self.conv, 4, use_bias=False)",
+     "with positional or starred arguments"),
+    ("conv = partial(self.conv, use_bias=False)", "conv = partial(self.conv, features=4)", "fixing `features`"),
+    # a factory whose layer nobody tells: the block's own reason, after every parent was tried
+    ("            x = Unit(width, conv=conv, norm=norm, stride=1 if stage == 0 else 2)(x)\n",
+     "            x = nn.Dense(width)(x)\n", "`conv` is a module-valued field; what it builds is known only"),
+])
+def test_factories_the_conversion_cannot_follow_get_no_fix(old, new, reason):
+    source = RESNET.replace(old, new)
+    assert source != RESNET
+    fixed, messages = convert(source)
+    assert any(reason in message for message in messages.values()), messages
+    assert fixed is None or "class Unit(nn.Module)" in fixed
+
+
+def test_a_block_given_factories_of_different_layers_by_two_parents_gets_no_fix():
+    source = RESNET + '''
+
+class Other(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return Unit(4, conv=nn.Conv, norm=nn.LayerNorm)(x)
+'''
+    fixed, messages = convert(source)
+    assert any("given layer factories of different kinds" in message for message in messages.values()), messages
