@@ -58,6 +58,12 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
                  "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=5, emb_dim=16, num_heads=2, "
                  "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, dropout_rate=0.1, attention_dropout_rate=0.1))",
                  "inputs=jax.random.randint(jax.random.key(1), (2, 7), 0, 20)", {"train": True}, {"train": False})],
+    "lm1b": [("models.py", "TransformerLM",
+              "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=20, emb_dim=16, num_heads=2, "
+              "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, dropout_rate=0.1, attention_dropout_rate=0.1))",
+              "inputs=jax.random.randint(jax.random.key(1), (2, 7), 0, 20)", {},
+              {"model": "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=20, emb_dim=16, num_heads=2, "
+                        "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, deterministic=True))"})],
     "sst2": [("models.py", "TextClassifier",
               "dict(embedding_size=8, hidden_size=6, vocab_size=20, output_size=3, dropout_rate=0.0, "
               "word_dropout_rate=0.0, unk_idx=1)",
@@ -192,8 +198,11 @@ given = {keyword: x} if keyword else {}
 positional = () if keyword else (x,)
 kwargs = eval(spec["kwargs"], {**vars(linen)})
 nnx_kwargs = {**eval(spec["kwargs"], {**vars(converted)}), **eval(spec["nnx_kwargs"])}
-modes = {mode: {k: eval(v, {"jax": jax, "jnp": jnp}) if isinstance(v, str) else v for k, v in call.items()}
-         for mode, call in (("train", spec["train"]), ("eval", spec["eval"]))}
+# a mode may build its own model (``"model": kwargs source``): flags fixed by a config, as lm1b's
+# train and eval configs; the NNX model is then built from that config too, with no train()/eval()
+mode_models = {mode: spec[mode].get("model") for mode in ("train", "eval")}
+modes = {mode: {k: eval(v, {"jax": jax, "jnp": jnp}) if isinstance(v, str) else v for k, v in call.items()
+                if k != "model"} for mode, call in (("train", spec["train"]), ("eval", spec["eval"]))}
 model = getattr(linen, spec["class"])(**kwargs)
 variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(3)}, *positional, **given,
                        **modes["eval"])
@@ -203,17 +212,29 @@ signature = inspect.signature(NNXClass.__init__)
 for name in signature.parameters:
     if name.endswith("features") and name not in nnx_kwargs:
         nnx_kwargs[name] = x.shape[-1]
-nnx_model = NNXClass(**nnx_kwargs, rngs=nnx.Rngs(0)) if "rngs" in signature.parameters else NNXClass(**nnx_kwargs)
-load_linen_variables(nnx_model, variables)
+
+
+def build_nnx(nnx_kwargs):
+    built = NNXClass(**nnx_kwargs, rngs=nnx.Rngs(0)) if "rngs" in signature.parameters else NNXClass(**nnx_kwargs)
+    load_linen_variables(built, variables)
+    return built
+
+
+nnx_model = build_nnx(nnx_kwargs)
 call_names = set(inspect.signature(type(nnx_model).__call__).parameters)
 result = {}
 for mode, call in modes.items():
+    linen_model = model
+    if mode_models[mode]:
+        linen_model = getattr(linen, spec["class"])(**eval(mode_models[mode], {**vars(linen)}))
+        nnx_model = build_nnx({**nnx_kwargs, **eval(mode_models[mode], {**vars(converted)})})
     mutable = [c for c in variables if c != "params"]
     with same_masks():
-        out = model.apply(variables, *positional, **given, **call, rngs={"dropout": jax.random.key(3)},
-                          mutable=mutable or False)
+        out = linen_model.apply(variables, *positional, **given, **call, rngs={"dropout": jax.random.key(3)},
+                                mutable=mutable or False)
     out = out[0] if mutable else out
-    getattr(nnx_model, mode)()
+    if not mode_models[mode]:
+        getattr(nnx_model, mode)()
     nnx_call = {k: v for k, v in call.items() if k in call_names}
     with same_masks():
         got = nnx_model(*positional, **given, **nnx_call)

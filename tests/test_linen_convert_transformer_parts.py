@@ -83,3 +83,115 @@ def test_a_layer_made_in_a_branch_on_a_field_is_made_under_the_same_test(tied):
 def test_a_layer_in_a_branch_the_conversion_cannot_place_gets_no_fix(old, new, reason):
     fixed, messages = convert(BRANCH.replace(old, new))
     assert fixed is None and reason in messages["Decoder"], messages
+
+
+DECODER = '''\
+import jax.numpy as jnp
+import flax.linen as nn
+from typing import Any
+
+
+class Positions(nn.Module):
+    length: int
+    decode: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        table = self.param("table", nn.initializers.normal(0.5), (self.length, x.shape[-1]))
+        offsets = table[None, : x.shape[1]]
+        if self.decode:
+            ready = self.has_variable("cache", "step")
+            step = self.variable("cache", "step", lambda: jnp.array(0, dtype=jnp.uint32))
+            if ready:
+                i = step.value
+                step.value = i + 1
+                offsets = table[None, i][:, None]
+        return x + offsets
+
+
+class TinyLM(nn.Module):
+    vocab: int
+    width: int
+    length: int
+    decode: bool = False
+    tied: bool = False
+    embedding: Any = None
+
+    @nn.compact
+    def __call__(self, tokens):
+        if self.embedding is None:
+            embed = nn.Embed(self.vocab, self.width)
+        else:
+            embed = self.embedding
+        x = Positions(self.length, self.decode, name="positions")(embed(tokens))
+        mask = None if self.decode else nn.make_causal_mask(tokens)
+        x = x + nn.MultiHeadDotProductAttention(2, decode=self.decode)(nn.LayerNorm()(x), mask=mask)
+        x = nn.LayerNorm()(x)
+        if self.tied:
+            return embed.attend(x)
+        return nn.Dense(self.vocab, name="head")(x)
+'''
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_decoder_with_a_cache_decodes_the_same_tokens_after_init_cache(tied):
+    fixed, messages = convert(DECODER)
+    assert fixed is not None, messages
+    assert "        if decode:\n            self.step = nnx.Cache(jnp.array(0, dtype=jnp.uint32))\n" in fixed
+    assert "ready" not in fixed  # Linen's test for its init call: NNX never runs __call__ to initialise
+    assert "        if embedding is None:\n            self.embed_0 = nnx.Embed(vocab, width, rngs=rngs)\n" \
+           "        else:\n            self.embed_0 = embedding\n" in fixed
+    assert "nnx.MultiHeadAttention(2, width, decode=decode, rngs=rngs)" in fixed
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    from flax import nnx
+
+    from nnxlint.transplant import load_linen_variables
+
+    linen, new = namespaces(DECODER, fixed)
+    batch, length, width = 2, 5, 8
+    tokens = jax.random.randint(jax.random.key(1), (batch, length), 0, 11)
+    params = linen["TinyLM"](11, width, length, tied=tied).init(jax.random.key(0), tokens)["params"]
+    model = new["TinyLM"](11, width, length, tied=tied, rngs=nnx.Rngs(0))
+    load_linen_variables(model, {"params": params})
+    assert jnp.allclose(model(tokens), linen["TinyLM"](11, width, length, tied=tied).apply({"params": params}, tokens),
+                        rtol=1e-6, atol=1e-6)
+    # decoding: Linen's init(decode=True) makes the cache; NNX's init_cache
+    linen_decoder = linen["TinyLM"](11, width, length, decode=True, tied=tied)
+    cache = linen_decoder.init(jax.random.key(0), jnp.ones((batch, length), jnp.int32))["cache"]
+    decoder = new["TinyLM"](11, width, length, decode=True, tied=tied, rngs=nnx.Rngs(0))
+    load_linen_variables(decoder, {"params": params})
+    for _, module in nnx.iter_modules(decoder):
+        if isinstance(module, nnx.MultiHeadAttention):
+            module.init_cache((batch, length, width))
+    for position in range(3):
+        step = tokens[:, position:position + 1]
+        expected, updates = linen_decoder.apply({"params": params, "cache": cache}, step, mutable=["cache"])
+        cache = updates["cache"]
+        assert jnp.allclose(decoder(step), expected, rtol=1e-5, atol=1e-6), position
+    assert int(decoder.positions.step[...]) == 3
+
+
+def test_a_shared_embedding_given_by_the_parent_is_the_same_nnx_module():
+    fixed, _ = convert(DECODER)
+    pytest.importorskip("jax")
+    from flax import nnx
+
+    _, new = namespaces(DECODER, fixed)
+    shared = nnx.Embed(11, 8, rngs=nnx.Rngs(1))
+    model = new["TinyLM"](11, 8, 5, tied=True, embedding=shared, rngs=nnx.Rngs(0))
+    assert model.embed_0 is shared
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ("            if ready:\n", "            if ready or self.decode:\n", "used other than as `if ready:`"),
+    ('            step = self.variable("cache", "step", lambda: jnp.array(0, dtype=jnp.uint32))\n', "",
+     "without `self.variable(...)` of the same name"),
+    ("        x = nn.LayerNorm()(x)\n        if self.tied:", "        x = nn.Embed(3, 8)(x[..., 0].astype(int))\n"
+                                                             "        if self.tied:",
+     "while another one is named automatically"),
+])
+def test_cache_and_shared_embedding_idioms_the_conversion_cannot_follow_get_no_fix(old, new, reason):
+    assert old in DECODER
+    fixed, messages = convert(DECODER.replace(old, new))
+    assert any(reason in message for message in messages.values()), messages

@@ -10,7 +10,7 @@ import pytest
 flax_linen = pytest.importorskip("flax.linen")
 from flax import nnx  # noqa: E402
 
-from nnxlint.conversion.linen_map import LAYERS, SAME_FUNCTIONS, TWIN_FUNCTIONS  # noqa: E402
+from nnxlint.conversion.linen_map import LAYERS, SAME_FUNCTIONS, TWIN_FUNCTIONS, VARIABLE_TYPES  # noqa: E402
 
 MAPPINGS = sorted({id(m): m for m in LAYERS.values()}.values(), key=lambda mapping: mapping.linen)
 
@@ -105,3 +105,12 @@ def test_twin_functions_have_the_same_signature_and_results():
                                            m.make_attention_mask(tokens > 0, tokens > 0))):
         linen_mask, nnx_mask = make(flax_linen), make(nnx)
         assert linen_mask.dtype == nnx_mask.dtype and (linen_mask == nnx_mask).all()
+
+
+def test_collections_map_to_nnx_variable_types():
+    for collection, name in VARIABLE_TYPES.items():
+        assert issubclass(getattr(nnx, name), nnx.Variable), collection
+    # the attention cache NNX makes in init_cache is of the type the ``cache`` collection maps to
+    attention = nnx.MultiHeadAttention(2, 4, decode=True, rngs=nnx.Rngs(0))
+    attention.init_cache((1, 3, 4))
+    assert type(attention.cache_index) is getattr(nnx, VARIABLE_TYPES["cache"])

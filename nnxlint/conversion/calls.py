@@ -14,7 +14,9 @@ from nnxlint.conversion.base import (
 from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
 from nnxlint.conversion.constructs.layer_factory import bind_layer_factory, check_factory_read, mark_factory_use
-from nnxlint.conversion.constructs.branch_module import branch_guard
+from nnxlint.conversion.constructs.branch_module import branch_guard, returns
+from nnxlint.conversion.constructs.chosen_module import bind_chosen_module
+from nnxlint.conversion.constructs.has_variable import bind_initialized_flag, check_flag_read, is_initialized_guard
 from nnxlint.conversion.constructs.local_module import bind_local_module, local_module_call, mark_local_module_use
 from nnxlint.conversion.constructs.partitioning import partitioned_init
 from nnxlint.conversion.constructs.lifted import Lifted, is_lifted, lifted_call, read_lifted
@@ -70,6 +72,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.removed_statements: set[int] = set()  # assignments whose statement the conversion removes
         self.factory_reads: set[int] = set()  # the ``conv`` of ``conv(...)(x)`` / ``Block(conv=conv)``
         self.merged_calls: set[int] = set()  # ``flag = nn.merge_param(...)`` (``constructs/merge_param.py``)
+        self.initialized_flags: dict = {}  # ``flag = self.has_variable(...)`` (``constructs/has_variable.py``)
+        self.initialized_reads: set[int] = set()  # the ``flag`` of ``if flag:``
 
     # control flow: constructions inside are not converted, but for a layer stack (``constructs/loop_stack.py``)
     def visit_While(self, node) -> None:
@@ -93,7 +97,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         close_loop(self, loop)
         return loop_header(loop, updated_node)
 
-    def visit_If(self, node: cst.If) -> None:
+    def visit_If(self, node: cst.If) -> Optional[bool]:
+        if bind_chosen_module(self, node):
+            return False
         self.depth += 1
         self.init_guards += self._is_init_guard(node)
         if id(node) in self.elifs:  # ``elif``: the branch before it was not taken
@@ -108,9 +114,16 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
     def leave_If(self, original_node: cst.If, updated_node: cst.If):
         """``if not self.is_initializing(): body`` -> ``body``: NNX's ``__init__``
         never runs ``__call__``, so every call is past initialization."""
+        if id(original_node) in self.removed_statements:
+            return cst.RemoveFromParent()  # a layer or a field's (``constructs/chosen_module.py``)
         self.depth -= 1
-        self.conditions.pop()
+        condition = self.conditions.pop()
         if not self._is_init_guard(original_node):
+            if returns(original_node) and self.converter._compact:  # the rest runs under ``not (test)``
+                if self.depth:
+                    raise Unconvertible("a `return` inside nested branches of a compact method is not converted")
+                self.depth += 1  # until the method ends: what follows is made under that test
+                self.conditions.append(_negated(condition))
             return updated_node
         self.init_guards -= 1
         body = list(updated_node.body.body)  # type: ignore[union-attr]
@@ -125,7 +138,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         return (node.orelse is None and isinstance(node.body, cst.IndentedBlock)
                 and isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not)
                 and isinstance(test.expression, cst.Call) and not test.expression.args
-                and self.converter.is_self_call(test.expression.func, "is_initializing"))
+                and self.converter.is_self_call(test.expression.func, "is_initializing")) \
+            or is_initialized_guard(self, node)
 
     def _variable_value(self, node: cst.BaseExpression) -> bool:
         """``mean.value`` for a ``mean = self.variable(...)``, or ``self.mean.value``
@@ -165,6 +179,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.keyword_names.add(id(node.keyword))
 
     def visit_Name(self, node: cst.Name) -> None:
+        check_flag_read(self, node)
         if node.value in self.scans:
             raise Unconvertible(f"`{node.value}` (a lifted class) is used other than as `{node.value}(...)(x)`")
         check_factory_read(self, node)
@@ -183,7 +198,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.scans[target.value] = read_lifted(self.converter, node.value)  # type: ignore[arg-type]
             self.removed_statements.add(id(node))
             return False
-        if bind_local_module(self, node) or bind_layer_factory(self, node):
+        if bind_local_module(self, node) or bind_layer_factory(self, node) or bind_initialized_flag(self, node):
             return False
         bind_merged_flag(self, node)
         self.assigned_values.add(id(node.value))

@@ -67,6 +67,7 @@ class ClassConverter(LayerConstruction):
         self.slots: dict[str, Slot] = {}
         self.slot_order: list[str] = []
         self.slot_guards: dict[str, str] = {}  # submodules built under a branch on fields -> its test
+        self.slot_alternatives: dict[str, str] = {}  # ... -> the ``else`` line (``constructs/chosen_module.py``)
         self.init_lines: list[str] = []  # setup statements that are not submodules, in order
         self.params: dict[str, str] = {}  # self.param attributes -> their NNX creation
         self.variables: dict[str, str] = {}  # self.variable attributes -> their NNX creation
@@ -407,7 +408,8 @@ class ClassConverter(LayerConstruction):
         lines = [f"self.{f.name} = {f.name}" for f in self.fields if f.name in read_fields]
         lines += self.init_lines
         lines += [guarded(self.slots[attribute].init_code, self.slot_guards.get(attribute),  # type: ignore[arg-type]
-                          self.env.module.default_indent) for attribute in self.slot_order]
+                          self.env.module.default_indent, self.slot_alternatives.get(attribute))
+                  for attribute in self.slot_order]
         lines += list(self.params.values())
         lines += list(self.variables.values())
         used_text = "\n".join(lines)

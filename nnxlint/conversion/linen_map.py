@@ -139,7 +139,7 @@ ELEMENTWISE_FUNCTIONS = frozenset({
 POOLING_FUNCTIONS = frozenset({"max_pool", "avg_pool"})
 
 # Linen collections of ``self.variable`` -> the NNX Variable type holding them.
-VARIABLE_TYPES = {"params": "Param", "batch_stats": "BatchStat"}
+VARIABLE_TYPES = {"params": "Param", "batch_stats": "BatchStat", "cache": "Cache"}
 
 
 def custom_variable_type(collection: str) -> str:
@@ -163,10 +163,11 @@ UNFUSABLE_GATE_PARAMETERS = {"GRUCell": (("hn", "bias"),)}
 PARTITIONING = {"with_logical_partitioning": "with_partitioning", "with_partitioning": "with_partitioning"}
 PARTITIONING_ADDED = {"eager_sharding": "False"}
 # Layer arguments converted only with one literal value: (Linen layer, keyword) -> (value, why not others).
-_DECODE = ("False", "a decode cache (Linen's `cache` collection, `mutable=['cache']`) is not converted: NNX "
-                    "keeps it in `nnx.Cache` variables that `init_cache(...)` must create before decoding")
-ONLY_VALUES = {(layer, "decode"): _DECODE
-               for layer in ("MultiHeadDotProductAttention", "SelfAttention", "MultiHeadAttention")}
+# None today: attention's ``decode=`` converts as written.  Linen's ``init`` with
+# ``decode=True`` makes the ``cache`` collection; NNX keeps the cache in
+# ``nnx.Cache`` variables that ``init_cache(input_shape)`` makes (and raises until
+# it is called), which ``nnxlint.transplant`` fills from a Linen cache.
+ONLY_VALUES: dict[tuple[str, str], tuple[str, str]] = {}
 # Methods of a layer other than ``__call__`` that NNX has with the same meaning.
 LAYER_METHODS = {"Embed": ("attend",)}
 # Layers of the table whose NNX counterpart computes something else: no fix, for this reason.

@@ -1,4 +1,6 @@
-"""A submodule created under ``@nn.compact`` inside a branch on fields::
+"""A submodule created under ``@nn.compact`` inside a branch on fields, or after one
+that returns (``if self.tied: return embed.attend(x)``: the code after it runs
+under ``not (tied)``)::
 
     if config.logits_via_embedding:
         logits = embed.attend(y)
@@ -37,6 +39,17 @@ def branch_guard(rewriter: CallRewriter, construction: cst.Call) -> str:
     return " and ".join(rewriter.conditions)  # type: ignore[arg-type]
 
 
-def guarded(init_code: str, guard: str | None, indent: str) -> str:
-    """The ``__init__`` line(s) building a submodule, under its branch's test."""
-    return init_code if guard is None else f"if {guard}:\n{indent}{init_code}"
+def guarded(init_code: str, guard: str | None, indent: str, otherwise: str | None = None) -> str:
+    """The ``__init__`` line(s) building a submodule, under its branch's test (and
+    what the attribute is otherwise, ``constructs/chosen_module.py``)."""
+    if guard is None:
+        return init_code
+    return f"if {guard}:\n{indent}{init_code}" + (f"\nelse:\n{indent}{otherwise}" if otherwise else "")
+
+
+def returns(node: cst.If) -> bool:
+    """``if test: ...; return ...`` without ``else``: the code after it runs only when ``test`` is false."""
+    body = node.body.body if isinstance(node.body, cst.IndentedBlock) else ()
+    last = body[-1] if body else None
+    return node.orelse is None and isinstance(last, cst.SimpleStatementLine) \
+        and isinstance(last.body[-1], (cst.Return, cst.Raise))

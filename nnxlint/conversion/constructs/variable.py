@@ -22,9 +22,15 @@ class Variable(SelfCall):
     def in_call(self, rewriter, call: cst.Call) -> cst.BaseExpression:
         if id(call) not in rewriter.assigned_values:
             raise Unconvertible("`self.variable` inside an expression: assign it to a name first")
-        if rewriter.depth:
-            raise Unconvertible("`self.variable` inside a loop or branch is not converted")
-        return cst.parse_expression(f"self.{self._add(rewriter.converter, call, rewriter.shapes)}")
+        converter = rewriter.converter
+        name = self._add(converter, call, rewriter.shapes)
+        if rewriter.depth:  # made where a branch on fields is taken: so in ``__init__``
+            if rewriter.depth != len(rewriter.conditions) or None in rewriter.conditions:
+                raise Unconvertible("`self.variable` inside a loop, or in a branch on a value of `__call__`, "
+                                    "is not converted")
+            guard = " and ".join(rewriter.conditions)
+            converter.variables[name] = f"if {guard}:\n{converter.env.module.default_indent}{converter.variables[name]}"
+        return cst.parse_expression(f"self.{name}")
 
     @staticmethod
     def _add(converter, call: cst.Call, shapes: dict[str, Shape]) -> str:
@@ -42,8 +48,14 @@ class Variable(SelfCall):
         if name in converter.params or name in converter.slots or name in converter.variables \
                 or name in converter.field_names:
             raise Unconvertible(f"`{name}` is created twice")
-        init = converter.init_code(args[2].value, shapes)
+        init_function = args[2].value
         init_args = [converter.init_code(arg.value, shapes) for arg in args[3:]]
+        if isinstance(init_function, cst.Lambda) and not init_args and not init_function.params.params:
+            value = converter.init_code(init_function.body, shapes)  # ``lambda: jnp.zeros(())``: its body
+        else:
+            init = converter.init_code(init_function, shapes)
+            init = f"({init})" if isinstance(init_function, cst.Lambda) else init
+            value = f"{init}({', '.join(init_args)})"
         env = converter.env
         if collection in VARIABLE_TYPES:
             variable_type = f"{env.nnx}.{VARIABLE_TYPES[collection]}"
@@ -52,5 +64,5 @@ class Variable(SelfCall):
             env.custom_collections[collection] = variable_type
             if list(env.custom_collections.values()).count(variable_type) > 1:  # ``ema_stats``, ``ema_Stats``
                 raise Unconvertible(f"two collections would share the NNX Variable type `{variable_type}`")
-        converter.variables[name] = f"self.{name} = {variable_type}({init}({', '.join(init_args)}))"
+        converter.variables[name] = f"self.{name} = {variable_type}({value})"
         return name
