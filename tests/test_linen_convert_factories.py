@@ -216,3 +216,12 @@ class Other(nn.Module):
 '''
     fixed, messages = convert(source)
     assert any("given layer factories of different kinds" in message for message in messages.values()), messages
+
+
+def test_a_module_level_partial_passing_a_linen_layer_keeps_the_class_linen_with_the_reason():
+    # flax's imagenet: ``ResNet18Local = partial(ResNet, ..., conv=nn.ConvLocal)`` stays as written,
+    # and an NNX ResNet would build the Linen layer through it
+    fixed, messages = convert(RESNET + "\n\nNetLocal = partial(Net, conv=nn.ConvLocal)\n")
+    assert fixed is None or "class Net(nn.Module)" in fixed
+    assert ("`NetLocal = partial(..., conv=nn.ConvLocal)` passes a Linen module class, which an NNX class cannot "
+            "build (`nn.ConvLocal` has no NNX equivalent)") in messages["Net"]

@@ -136,6 +136,7 @@ class FileConverter:
         inputs = training.input_shapes(site)
         top = self.classes.convert(site.class_name, inputs)
         used_outside = ModelsOnly(self).used_outside()
+        ModelsOnly(self).keep_classes_given_linen_layers()
         for name in self.linen_classes:
             if name not in self.classes.converted:
                 if name in used_outside:

@@ -17,6 +17,7 @@ import libcst as cst
 from nnxlint.context import walk
 
 from nnxlint.conversion.base import Unconvertible
+from nnxlint.conversion.linen_map import LAYERS
 
 if TYPE_CHECKING:
     from nnxlint.conversion.file import Replacement, FileConverter
@@ -34,6 +35,7 @@ class ModelsOnly:
         linen_classes = converter.linen_classes
         for name, line in self.used_outside().items():
             self.classes.keep_linen(name, f"the code at line {line} uses it and is not converted ({training_reason})")
+        self.keep_classes_given_linen_layers()
         for name, reason in converter.held.items():
             self.classes.keep_linen(name, reason)
         for name in linen_classes:
@@ -76,6 +78,25 @@ class ModelsOnly:
             lines[index] = line + len(statement.leading_lines)
             line += module.code_for_node(statement).count("\n")
         return {name: lines[index] for name, index in found.items()}
+
+    def keep_classes_given_linen_layers(self) -> None:
+        """``ResNet18Local = partial(ResNet, conv=nn.ConvLocal)``: the partial stays as written,
+        so a class it passes a Linen module class to stays Linen (an NNX class would build
+        the Linen layer)."""
+        env = self.converter.env
+        for statement in self.converter.module.body:
+            if not self._is_partial(statement):
+                continue
+            assign = statement.body[0]  # type: ignore[attr-defined]
+            call = assign.value
+            target = self.converter.env.code(assign.targets[0].target)
+            for arg in call.args[1:]:
+                member = env.linen_member(arg.value)
+                if member and member[:1].isupper() and isinstance(call.args[0].value, cst.Name):
+                    self.classes.keep_linen(call.args[0].value.value, (
+                        f"`{target} = partial(..., {arg.keyword.value}=nn.{member})` passes a Linen module "
+                        f"class, which an NNX class cannot build" + ("" if member in LAYERS else
+                                                                      f" (`nn.{member}` has no NNX equivalent)")))
 
     def _factory_class(self, function: cst.FunctionDef) -> Optional[str]:
         """``def model(latents): return VAE(latents=latents)``: the class a factory builds."""
