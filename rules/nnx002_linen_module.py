@@ -201,7 +201,7 @@ class LinenModule(Rule):
             fix = Fix(_fix_description(conversion), "unsafe", conversion.replacements) \
                 if conversion.converted and conversion.replacements else None
             return conversion, fix
-        project = ProjectConversion(node, self.context.module_scope, self.context.path, importing, held)
+        project = ProjectConversion(node, self.context.module_scope, self.context.path, importing, conversion, held)
         if trains_elsewhere(conversion, importing):
             conversion = project.conversion
         if not (conversion.converted and conversion.replacements):

@@ -128,18 +128,23 @@ def _dotted(node: ast.AST) -> Optional[str]:
 
 
 def trains_elsewhere(conversion: "Conversion", importing: Sequence[Importer]) -> bool:
-    """Whether the file's conversion may depend on another file's training code: it has
-    none of its own that converts, a class stays Linen, and an importer calls ``init``
-    (read as text, not parsed: ``nnxlint check`` pays for the parse only then)."""
-    if conversion.with_training or not conversion.reasons and conversion.converted:
+    """Whether the file's classes may convert only with another file's training code:
+    the file has none of its own that converts, a class stays Linen for want of an
+    input size, and an importer calls ``init`` (its text is searched, not parsed:
+    ``nnxlint check`` pays for the parse only then)."""
+    if conversion.with_training or not any(_SIZE_REASON.search(reason) for reason in conversion.reasons.values()):
         return False
     for importer in importing:
         try:
-            if re.search(r"\.init(_with_output)?\(", read_source(importer.path).text):
+            if _INIT_CALL.search(read_source(importer.path).text):
                 return True
         except SourceError:
             continue
     return False
+
+
+_SIZE_REASON = re.compile(r"input size|inputs of different shapes")
+_INIT_CALL = re.compile(r"\.init(_with_output)?\(")
 
 
 @dataclass
@@ -150,21 +155,27 @@ class _File:
 
 
 class ProjectConversion:
-    """The fix of a models file and of the files of the run that import it, computed
-    once, when the engine first asks for either part."""
+    """The fix of a models file and of the files of the run that import it.  ``single``
+    is the file's conversion on its own; the conversion with another file's training
+    code (``conversion``) is tried only when asked for, and the fix (``replacements``,
+    ``other_files``) computed once, when the engine first asks for either part."""
 
     def __init__(self, module: cst.Module, scope: names.Scope, path: str, importing: list[Importer],
-                 held: Optional[dict[str, str]] = None) -> None:
+                 single: "Conversion", held: Optional[dict[str, str]] = None) -> None:
         self.module = module
         self.scope = scope
         self.path = path
         self.importing = importing
+        self.single = single
         self.held = held or {}
+        self.notes: list[str] = []
+        self._files: dict[str, Optional[_File]] = {}
 
     @property
     def conversion(self) -> "Conversion":
-        """The file's conversion: with the training code of another file when it has none."""
-        return self._result[0]
+        """The file's conversion: with the training code of another file when that converts."""
+        across = self._across
+        return across[1] if across is not None else self.single
 
     def replacements(self) -> Mapping[cst.CSTNode, object]:
         return self._result[0].replacements
@@ -172,31 +183,51 @@ class ProjectConversion:
     def other_files(self) -> OtherFiles:
         return self._result[1]
 
+    def _file(self, importer: Importer) -> Optional[_File]:
+        """The importer's text and LibCST module, read once (None when it cannot be)."""
+        if importer.path not in self._files:
+            try:
+                source = read_source(importer.path)
+                self._files[importer.path] = _File(importer.path, source.text, cst.parse_module(source.text))
+            except (SourceError, cst.ParserSyntaxError, RecursionError) as error:
+                self.notes.append(f"{importer.path} is not updated: it cannot be read or parsed ({error})")
+                self._files[importer.path] = None
+        return self._files[importer.path]
+
+    @cached_property
+    def _across(self):
+        """(models converter, conversion, {path: converted training code}) with the training
+        code of an importer, or None."""
+        if self.single.with_training:
+            return None
+        try:
+            return self._with_training()
+        except Exception as error:  # a bug here must not cost the file its own conversion
+            self.notes.append(f"no training code of another file is converted ({type(error).__name__}: {error}); "
+                              "please report it")
+            return None
+
     @cached_property
     def _result(self) -> tuple["Conversion", OtherFiles]:
-        from nnxlint.conversion.file import convert_file
-
         try:
             return self._convert()
         except Exception as error:  # a bug here must not cost the file its own conversion
             note = f"the other files of the run are not updated ({type(error).__name__}: {error}); please report it"
-            return convert_file(self.module, self.scope, self.path, self.held), OtherFiles(notes=(note,))
+            return self.single, OtherFiles(notes=(*self.notes, note))
 
     def _convert(self) -> tuple["Conversion", OtherFiles]:
-        from nnxlint.conversion.file import FileConverter, convert_file
+        from nnxlint.conversion.file import FileConverter
 
-        notes: list[str] = []
-        files = self._read(notes)
-        converter = FileConverter(self.module, self.scope, self.path, self.held)
-        try:
-            conversion = converter.run()
-        except Unconvertible:
-            conversion = convert_file(self.module, self.scope, self.path, self.held)  # the reasons, as a file alone
         trained: dict[str, str] = {}  # path -> its converted training code
-        if not conversion.with_training:
-            across = self._with_training(files, notes)
-            if across is not None:
-                converter, conversion, trained = across
+        if self._across is not None:
+            converter, conversion, trained = self._across
+        else:  # the file on its own, again: its converted classes are needed
+            converter = FileConverter(self.module, self.scope, self.path, self.held)
+            try:
+                conversion = converter.run()
+            except Unconvertible:
+                return self.single, OtherFiles(notes=tuple(self.notes))
+        notes = self.notes
         if not conversion.converted:
             return conversion, OtherFiles(notes=tuple(notes))
         classes = {name: converter.classes.converted[name] for name in conversion.converted}
@@ -204,7 +235,7 @@ class ProjectConversion:
                     **{function: built for function, built in conversion.factories.items()}}
         edits = []
         for importer in self.importing:
-            found = files.get(importer.path)
+            found = self._file(importer)
             if found is None:
                 continue
             text = trained.get(importer.path, found.text)
@@ -217,24 +248,19 @@ class ProjectConversion:
                 edits.append(FileEdit(importer.path, found.text, after))
         return conversion, OtherFiles(tuple(edits), tuple(notes))
 
-    def _read(self, notes: list[str]) -> dict[str, _File]:
-        files = {}
-        for importer in self.importing:
-            try:
-                source = read_source(importer.path)
-                files[importer.path] = _File(importer.path, source.text, cst.parse_module(source.text))
-            except (SourceError, cst.ParserSyntaxError, RecursionError) as error:
-                notes.append(f"{importer.path} is not updated: it cannot be read or parsed ({error})")
-        return files
-
-    def _with_training(self, files: dict[str, _File], notes: list[str]):
+    def _with_training(self):
         """The conversion with the training code of the one importer that calls ``init``
         on a class of the file; None when there is none or it cannot be converted."""
         from nnxlint.conversion.file import FileConverter
 
         for importer in self.importing:
-            found = files.get(importer.path)
-            if found is None or not re.search(r"\.init(_with_output)?\(", found.text):
+            try:
+                if not _INIT_CALL.search(read_source(importer.path).text):  # no training file: not parsed
+                    continue
+            except SourceError:
+                continue
+            found = self._file(importer)
+            if found is None:
                 continue
             models = FileConverter(self.module, self.scope, self.path, self.held)
             training = FileConverter(found.module, names.collect_scope(found.module, None), importer.path)
@@ -255,7 +281,7 @@ class ProjectConversion:
                     raise Unconvertible(f"`{missing[0]}` stays Linen: {conversion.reason_for(missing[0])}")
             except Unconvertible as error:
                 if "found 0" not in str(error):  # a file without ``init`` of these classes is no training file
-                    notes.append(f"the training code in {importer.path} is not converted: {error}")
+                    self.notes.append(f"the training code in {importer.path} is not converted: {error}")
                 continue
             return models, conversion, {importer.path: converted_text(found.module, replacements)}
         return None
