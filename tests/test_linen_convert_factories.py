@@ -225,3 +225,25 @@ def test_a_module_level_partial_passing_a_linen_layer_keeps_the_class_linen_with
     assert fixed is None or "class Net(nn.Module)" in fixed
     assert ("`NetLocal = partial(..., conv=nn.ConvLocal)` passes a Linen module class, which an NNX class cannot "
             "build (`nn.ConvLocal` has no NNX equivalent)") in messages["Net"]
+
+
+def test_a_loop_that_leaves_an_array_alone_keeps_its_whole_shape_for_a_later_flatten():
+    fixed, messages = convert('''\
+        import jax
+        import jax.numpy as jnp
+        import flax.linen as nn
+
+        class M(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                x = nn.Conv(4, (3, 3))(x)
+                for _ in range(2):
+                    y = x * 2
+                x = x.reshape((x.shape[0], -1))
+                return nn.Dense(3)(x)
+
+        model = M()
+        variables = model.init(jax.random.key(0), jnp.ones((1, 5, 5, 2)))
+        ''')
+    assert fixed is not None, messages
+    assert "self.dense_0 = nnx.Linear(100, 3, rngs=rngs)" in fixed  # 5 * 5 * 4 after the loop

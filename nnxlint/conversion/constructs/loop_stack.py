@@ -64,6 +64,7 @@ class StackLoop:
     target: str = ""  # ``size`` / ``i, size`` of a loop over values (``__init__``'s loop target)
     enumerated: bool = False  # ``for v in values`` gets an index: ``for index, v in enumerate(values)``
     running: dict[str, str] = field(default_factory=dict)  # array name -> its running size in ``__init__``
+    running_shapes: dict[str, Shape] = field(default_factory=dict)  # the shapes the body starts from
 
 
 def stack_loop(rewriter: CallRewriter, node: cst.For) -> StackLoop | None:
@@ -112,7 +113,7 @@ def _start_running_sizes(rewriter: CallRewriter, loop: StackLoop) -> None:
             continue
         loop.running[name] = running
         leading = shape[:-1] if is_open(shape) else (None,) * (len(shape) - 1)
-        rewriter.shapes[name] = tuple(leading) + (Size(running),)
+        rewriter.shapes[name] = loop.running_shapes[name] = tuple(leading) + (Size(running),)
 
 
 def _is_builtin(rewriter: CallRewriter, func: cst.BaseExpression, name: str) -> bool:
@@ -174,7 +175,9 @@ def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
                              f"{_header(converter, loop, rewriter.shapes)}])"
     for name in loop.running:  # the shapes after the loop, in ``__init__`` terms
         shape = rewriter.shapes.get(name)
-        if shape:
+        if shape == loop.running_shapes[name]:  # the loop does not touch it
+            rewriter.shapes[name] = loop.shapes_before[name]
+        elif shape:
             last = before[name] if name in kept else Size(loop.running[name]) if sized and after[name] else None
             rewriter.shapes[name] = shape[:-1] + (last,)
     for name, shape in rewriter.shapes.items():  # names bound in the body: sizes in the loop's terms
