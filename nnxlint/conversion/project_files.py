@@ -77,6 +77,7 @@ def importers(project, path: str, wanted: Sequence[str]) -> list[Importer]:
         resolved = index.module(module, other_facts["root"]) if spellings else None  # not a namesake of another root
         if resolved is not None and resolved[0] == path:
             found.append(Importer(other, spellings))
+            project.used.modules.add(other)  # the file's findings depend on it (the result cache)
     return found
 
 
