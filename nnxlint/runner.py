@@ -336,18 +336,28 @@ MAX_PROJECT_ROUNDS = 10  # a rewritten file checked again may have a project-lev
 def _apply_project_fixes(outcomes: dict[str, FileOutcome], job: Job, jobs: Optional[int]) -> None:
     """Writes (``--fix``) or shows (``--diff``) the fixes that rewrite several files, each
     one all files or none, and only while every file still has the text the fix was made
-    from: a file that its own fixes or another project-level fix rewrote in this run
-    waits for the next run.  The other files it rewrote are checked again (their
-    findings are those of their new text, and their own fixes apply to it)."""
-    claimed = {path for path, outcome in outcomes.items() if outcome.fixes_applied and outcome.project_fix is None}
+    from.  With ``--fix``, a fix whose files another fix of the run has rewritten since
+    is made again from their new text (its file is checked again, once); with
+    ``--diff`` it waits for the next run (one diff per file).  The other files a fix
+    rewrote are checked again: their findings are those of their new text, and their
+    own fixes apply to it."""
+    shown = set() if job.write else {path for path, outcome in outcomes.items()
+                                     if outcome.fixes_applied and outcome.project_fix is None}
     queue = sorted(path for path, outcome in outcomes.items() if outcome.project_fix is not None)
+    retried: set[str] = set()
     for _ in range(MAX_PROJECT_ROUNDS):
-        rewritten: list[str] = []
+        checked: list[str] = []
+        remade: set[str] = set()  # files whose fix is made again from the new text
         for path in queue:
             outcome = outcomes[path]
             fix, outcome.project_fix = outcome.project_fix, None
             assert fix is not None
-            files = _project_files(path, outcome, fix, claimed)
+            files = _project_files(path, outcome, fix, shown)
+            if isinstance(files, _Stale) and job.write and path not in retried:
+                retried.add(path)
+                remade.add(path)
+                checked.append(path)
+                continue
             if isinstance(files, str):
                 _keep_unfixed(outcomes, path, job, jobs, f"{path}: fixes not applied: {files}")
                 continue
@@ -359,40 +369,47 @@ def _apply_project_fixes(outcomes: dict[str, FileOutcome], job: Job, jobs: Optio
                     _keep_unfixed(outcomes, path, job, jobs, f"{path}: fixes not written (nor any file they "
                                   f"rewrite): {getattr(error, 'filename', None) or ''}: {error.strerror or error}")
                     continue
-                rewritten += [edit.path for edit in fix.edits]
+                checked += [edit.path for edit in fix.edits]
             else:
                 for edit in fix.edits:
                     other = outcomes.setdefault(edit.path, FileOutcome(edit.path))
                     other.diff += "".join(difflib.unified_diff(
                         python_lines(edit.before, keepends=True), python_lines(edit.after, keepends=True),
                         fromfile=f"a/{edit.path}", tofile=f"b/{edit.path}"))
-            claimed |= set(files)
-        if not rewritten:
+                shown |= set(files)
+        checked = list(dict.fromkeys(checked))
+        if not checked:
             return
-        for path, outcome in zip(rewritten, _recheck(rewritten, list(outcomes), job, jobs)):
+        for path, outcome in zip(checked, _recheck(checked, list(outcomes), job, jobs)):
+            if path not in remade:  # the fixes that rewrote it before count too
+                outcome.fixes_applied += outcomes[path].fixes_applied
             outcomes[path] = outcome
-        queue = [path for path in rewritten if outcomes[path].project_fix is not None]
+        queue = [path for path in checked if outcomes[path].project_fix is not None]
 
 
-def _project_files(path: str, outcome: FileOutcome, fix: ProjectFix, claimed: set[str]) -> Union[dict[str, bytes], str]:
+class _Stale(str):
+    """Why a project-level fix cannot be applied: a file no longer has the text it was made from."""
+
+
+def _project_files(path: str, outcome: FileOutcome, fix: ProjectFix, shown: set[str]) -> Union[dict[str, bytes], str]:
     """The new content of every file of the fix, or why the fix cannot be applied now."""
     files = {path: fix.own}
     for other in [path, *(edit.path for edit in fix.edits)]:
-        if other in claimed:
-            return f"{other} is rewritten by other fixes in this run (run --fix again)"
+        if other in shown:
+            return f"the diff of {other} shows other fixes (run --diff again after --fix)"
     try:
         _, digest = load_document(path)
     except SourceError as error:
         return str(error)
     if digest != outcome.digest:
-        return f"{path} changed during the run"
+        return _Stale(f"{path} changed during the run")
     for edit in fix.edits:
         try:
             document, _ = load_document(edit.path)
         except SourceError as error:
             return f"{edit.path}: {error}"
         if not isinstance(document, _PythonFile) or document.text != edit.before:
-            return f"{edit.path} changed during the run"
+            return _Stale(f"{edit.path} changed during the run (run --fix again)")
         files[edit.path] = document.encode(edit.after)
     return files
 

@@ -239,3 +239,14 @@ def test_a_class_that_a_linen_class_of_another_file_uses_stays_linen(run_cli, pr
     assert "class MLP(nn.Module):" in after["models.py"] and "class Tagger(nnx.Module):" in after["models.py"]
     assert f"`MLP`: migrate to `nnx.Module` (no fix: `Bigger` of {project / 'bigger.py'}, a Linen class, uses it)" \
         in result.stdout
+
+
+def test_a_fix_made_from_a_text_that_other_fixes_rewrote_is_made_again(run_cli, project):
+    """train.py's own safe fix (NNX102) is written by its worker first; the project fix,
+    made from train.py's old text, is made again from the new one in the same run."""
+    (project / "train.py").write_text(TRAIN + "\n\ndef unrelated(model, tx):\n    from flax import nnx\n\n"
+                                      "    return nnx.Optimizer(model, tx)\n")
+    run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    after = (project / "train.py").read_text()
+    assert "model = MLP(3, hidden=8, rngs=nnx.Rngs(key))" in after
+    assert "return nnx.Optimizer(model, tx, wrt=nnx.Param)" in after
