@@ -64,6 +64,14 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
               "inputs=jax.random.randint(jax.random.key(1), (2, 7), 0, 20)", {},
               {"model": "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=20, emb_dim=16, num_heads=2, "
                         "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, deterministic=True))"})],
+    "wmt": [("models.py", "Transformer",
+             "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=20, emb_dim=16, num_heads=2, "
+             "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, dropout_rate=0.1, attention_dropout_rate=0.1))",
+             "inputs=jax.random.randint(jax.random.key(1), (2, 7), 0, 20)",
+             {"targets": "jax.random.randint(jax.random.key(2), (2, 6), 0, 20)"},
+             {"targets": "jax.random.randint(jax.random.key(2), (2, 6), 0, 20)",
+              "model": "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=20, emb_dim=16, num_heads=2, "
+                       "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, deterministic=True))"})],
     "sst2": [("models.py", "TextClassifier",
               "dict(embedding_size=8, hidden_size=6, vocab_size=20, output_size=3, dropout_rate=0.0, "
               "word_dropout_rate=0.0, unk_idx=1)",

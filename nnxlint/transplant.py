@@ -100,7 +100,11 @@ def load_linen_variables(model: nnx.Module, variables: Mapping[str, Any]) -> Non
         if not targets and collection in TRANSIENT_COLLECTION_TYPES:
             raise TransplantError(f"the Linen variables have {collection!r} but the NNX model has no "
                                   f"{variable_type.__name__} variables yet (call init_cache on it first)")
-        values = linen_collection_to_nnx_paths(variables[collection], targets, collection)
+        aliases = _shared_variable_paths(model, targets)
+        values = linen_collection_to_nnx_paths(
+            variables[collection], {**targets, **{alias: targets[path] for alias, path in aliases.items()}},
+            collection)
+        values = {aliases.get(path, path): value for path, value in values.items()}
         missing = sorted(set(targets) - set(values), key=str)
         if missing:
             raise TransplantError(
@@ -119,6 +123,27 @@ def _custom_collection_types(model: nnx.Module, collections: set[str]) -> dict[s
         if collection is not None:
             found[collection] = type(variable)
     return found
+
+
+def _shared_variable_paths(model: nnx.Module, targets: Mapping[Path, Any]) -> dict[Path, Path]:
+    """Every other path of a variable held in several places (a module passed to two
+    submodules, as flax's wmt shares its embedding) -> the one NNX's state reports.
+    Linen keeps such a variable where it was made, which may be any of them."""
+    paths_by_variable: dict[int, list[Path]] = {}
+
+    def walk(node: Any, path: Path) -> None:
+        if isinstance(node, nnx.Variable):
+            paths_by_variable.setdefault(id(node), []).append(path)
+        elif nnx.graph.is_graph_node(node) or isinstance(node, (list, tuple, dict)):
+            for key, child in nnx.graph.get_node_impl(node).node_dict(node).items():
+                walk(child, path + (key,))
+
+    walk(model, ())
+    aliases = {}
+    for paths in paths_by_variable.values():
+        reported = [path for path in paths if path in targets]
+        aliases.update({path: reported[0] for path in paths if reported and path not in targets})
+    return aliases
 
 
 def linen_collection_to_nnx_paths(collection: Mapping[str, Any], targets: Mapping[Path, nnx.Variable],

@@ -195,3 +195,85 @@ def test_cache_and_shared_embedding_idioms_the_conversion_cannot_follow_get_no_f
     assert old in DECODER
     fixed, messages = convert(DECODER.replace(old, new))
     assert any(reason in message for message in messages.values()), messages
+
+
+SHARED = '''\
+import jax.numpy as jnp
+import flax.linen as nn
+from typing import Any
+
+
+class Settings:
+    def __init__(self, vocab, width, share):
+        self.vocab, self.width, self.share = vocab, width, share
+
+
+class Tower(nn.Module):
+    settings: Any
+    embedding: Any = None
+
+    @nn.compact
+    def __call__(self, tokens):
+        if self.embedding is None:
+            embed = nn.Embed(self.settings.vocab, self.settings.width)
+        else:
+            embed = self.embedding
+        return nn.Dense(self.settings.width)(embed(tokens))
+
+
+class Pair(nn.Module):
+    settings: Any
+
+    def setup(self):
+        settings = self.settings
+        if settings.share:
+            assert settings.vocab > 1, "one token cannot be shared"
+            self.shared = nn.Embed(settings.vocab, settings.width)
+        else:
+            self.shared = None
+        self.left = Tower(settings, embedding=self.shared)
+        self.right = Tower(settings, embedding=self.shared)
+
+    def __call__(self, tokens):
+        return self.left(tokens) * self.right(tokens[:, ::-1])
+'''
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_setup_with_an_alias_a_branch_and_an_assert_shares_a_submodule_as_linen_does(share):
+    fixed, messages = convert(SHARED)
+    assert fixed is not None, messages
+    assert "        if settings.share:\n            assert settings.vocab > 1, \"one token cannot be shared\"\n" in fixed
+    assert "        if settings.share:\n            self.shared = nnx.Embed(settings.vocab, settings.width, rngs=rngs)\n" \
+           "        else:\n            self.shared = None\n" in fixed
+    assert "self.left = Tower(settings, embedding=self.shared, rngs=rngs)" in fixed
+    jax = pytest.importorskip("jax")
+    from flax import nnx
+
+    from nnxlint.transplant import load_linen_variables
+
+    linen, new = namespaces(SHARED, fixed)
+    tokens = jax.numpy.array([[1, 2, 3], [4, 0, 2]])
+    linen_model = linen["Pair"](linen["Settings"](5, 4, share))
+    variables = linen_model.init(jax.random.key(0), tokens)
+    assert ("shared" in variables["params"]) == share
+    model = new["Pair"](new["Settings"](5, 4, share), rngs=nnx.Rngs(0))
+    if share:
+        assert model.left.embed_0 is model.shared is model.right.embed_0
+    load_linen_variables(model, variables)
+    assert jax.numpy.array_equal(model(tokens), linen_model.apply(variables, tokens))
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ("        if settings.share:\n", "        if settings.share and undefined_flag:\n",
+     "an `if` in `setup` whose test reads other than fields"),
+    ("            self.shared = None\n", "            self.shared = None\n            self.other = 1\n",
+     "set in a branch of `setup` to other than a submodule"),
+    ("        self.left = Tower(settings, embedding=self.shared)\n        self.right = Tower(settings, embedding=self.shared)\n",
+     "        self.left = Tower(settings, embedding=self.right)\n        self.right = Tower(settings, embedding=self.shared)\n",
+     "`self.left` is built from `self.right`, made after it"),
+])
+def test_setup_code_the_conversion_cannot_keep_gets_no_fix(old, new, reason):
+    assert old in SHARED
+    fixed, messages = convert(SHARED.replace(old, new))
+    assert reason in messages["Pair"], messages

@@ -28,6 +28,7 @@ from nnxlint.conversion.base import (
 from nnxlint.conversion.calls import CallRewriter, LinenFunctions
 from nnxlint.conversion.constructs import FACTORIES, SELF_CALLS
 from nnxlint.conversion.constructs.branch_module import guarded
+from nnxlint.conversion.constructs.setup_code import check_submodule_order, read_setup_block
 from nnxlint.conversion.constructs.layer_factory import (
     LayerFactory, factories_passed, factory_of, field_default_factory,
 )
@@ -124,8 +125,13 @@ class ClassConverter(LayerConstruction):
         for name, method in self.other_methods.items():
             converted_methods[name] = self.followed_methods.get(name) or self._convert_other_method(method)
         for attribute in self.slot_order:
-            if self.slots[attribute].init_code is None:
+            slot = self.slots[attribute]
+            mapping = getattr(self.layer(slot.construction.func), "mapping", None) if slot.init_code is None else None
+            if mapping is not None and mapping.input_size is None:
+                self.call_slot(slot, [None], {})  # an ``nn.Embed`` only passed to other submodules
+            if slot.init_code is None:
                 raise Unconvertible(f"`self.{attribute}` is never called in `__call__`: its input size is unknown")
+        check_submodule_order(self)
         init = self._build_init(converted_methods)
         # __init__ takes the place of the first field (or of the first method,
         # setup included); a method right after it gets a blank line
@@ -183,22 +189,25 @@ class ClassConverter(LayerConstruction):
     def _read_setup(self, setup: cst.FunctionDef) -> None:
         if len(function_params(setup)) != 1:
             raise Unconvertible("`setup` takes arguments")
-        for statement in setup.body.body:  # type: ignore[union-attr]
-            if not (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
-                    and isinstance(statement.body[0], cst.Assign) and len(statement.body[0].targets) == 1):
-                raise Unconvertible("`setup` has statements other than `self.x = ...` assignments")
-            assign = statement.body[0]
-            attribute = self_attribute(assign.targets[0].target)
-            if attribute is None:
-                raise Unconvertible("`setup` assigns something other than `self.x`")
-            value = assign.value
-            if isinstance(value, cst.Call) and self.layer(value.func) is not None:
-                self._add_slot(attribute, value)
-            elif isinstance(value, cst.Call) and self_attribute(value.func) in SELF_CALLS:
-                SELF_CALLS[self_attribute(value.func)].in_setup(self, attribute, value)
-            else:
-                self.init_lines.append(f"self.{attribute} = {self.init_code(value, {})}")
-                self.field_names.add(attribute)  # later reads of self.x translate to x's text
+        read_setup_block(self, setup.body.body)  # ``constructs/setup_code.py``: aliases, ifs, asserts
+
+    def read_setup_assignment(self, target: cst.BaseExpression, value: cst.BaseExpression,
+                              guard: Optional[str]) -> None:
+        """``self.x = ...`` in ``setup`` (under ``guard``, a test on fields, when in a branch)."""
+        attribute = self_attribute(target)
+        if attribute is None:
+            raise Unconvertible("`setup` assigns something other than `self.x`")
+        if isinstance(value, cst.Call) and self.layer(value.func) is not None:
+            self._add_slot(attribute, value)
+            if guard is not None:
+                self.slot_guards[attribute] = guard
+        elif guard is not None:
+            raise Unconvertible(f"`self.{attribute}` set in a branch of `setup` to other than a submodule")
+        elif isinstance(value, cst.Call) and self_attribute(value.func) in SELF_CALLS:
+            SELF_CALLS[self_attribute(value.func)].in_setup(self, attribute, value)
+        else:
+            self.init_lines.append(f"self.{attribute} = {self.init_code(value, {})}")
+            self.field_names.add(attribute)  # later reads of self.x translate to x's text
 
     def _add_slot(self, attribute: str, construction: cst.Call) -> Slot:
         if attribute in self.slots:
@@ -257,6 +266,8 @@ class ClassConverter(LayerConstruction):
                 if id(original_node) in partitioning:
                     return updated_node
                 attribute = self_attribute(original_node)
+                if attribute in converter.slots:  # a submodule passed on, built before (``setup_code.py``)
+                    return updated_node
                 if attribute is not None:
                     if attribute not in converter.field_names:
                         raise Unconvertible(f"`self.{attribute}` is used where the NNX `__init__` needs it")
