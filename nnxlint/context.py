@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
@@ -221,14 +222,30 @@ def child_fields(node_type: type) -> tuple[str, ...]:
     return fields
 
 
+_child_values: dict[type, Callable[[cst.CSTNode], tuple]] = {}
+
+
+def _child_values_getter(node_type: type) -> Callable[[cst.CSTNode], tuple]:
+    fields = child_fields(node_type)
+    if len(fields) == 1:
+        name = fields[0]
+        getter: Callable[[cst.CSTNode], tuple] = lambda node: (getattr(node, name),)
+    else:
+        getter = operator.attrgetter(*fields) if fields else lambda node: ()
+    _child_values[node_type] = getter
+    return getter
+
+
 def children(node: cst.CSTNode) -> list[cst.CSTNode]:
+    # the hottest function of a check (every walk): one attrgetter per node type, exact type tests
+    values = (_child_values.get(type(node)) or _child_values_getter(type(node)))(node)
     found: list[cst.CSTNode] = []
-    for name in child_fields(type(node)):
-        value = getattr(node, name)
-        if type(value) in _NODE_TYPES:
+    for value in values:
+        kind = type(value)
+        if kind in _NODE_TYPES:
             found.append(value)
-        elif type(value) in (list, tuple):
-            found.extend(item for item in value if type(item) in _NODE_TYPES)
+        elif kind is list or kind is tuple:
+            found += [item for item in value if type(item) in _NODE_TYPES]
     return found
 
 

@@ -143,7 +143,8 @@ def run_isolated(paths: Sequence[str], work: Callable[[str], Result], workers: i
 
     context = multiprocessing.get_context("fork")
     results: dict[str, Result] = {}
-    pending = list(reversed(paths))
+    # the largest files first: a long file taken last would leave the other workers idle
+    pending = sorted(paths, key=_size) if workers > 1 else list(reversed(paths))
     pool: list[_Worker] = []
     try:
         pool = [_Worker(context, work) for _ in range(max(1, min(workers, len(paths))))]
@@ -178,6 +179,13 @@ def run_isolated(paths: Sequence[str], work: Callable[[str], Result], workers: i
         for worker in pool:
             worker.stop(kill=worker.path is not None)
     return [results[path] for path in paths]
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _replace(pool: list[_Worker], worker: _Worker, context, work, kill: bool = False) -> _Worker:
