@@ -17,6 +17,7 @@ in the same pass and hand it over instead of a second parse.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -121,11 +122,18 @@ def _parses(text: str) -> bool:
 
 def _reaches(prefix: str, imported: str, text: str) -> bool:
     """Whether a file that imports ``imported`` can refer to a name at or under ``prefix``."""
+    reached = _reach(prefix, imported)
+    return reached if isinstance(reached, bool) else all(part in text for part in reached)
+
+
+@functools.lru_cache(maxsize=None)  # a few prefixes and imports, asked for every rule of every file
+def _reach(prefix: str, imported: str) -> Union[bool, tuple[str, ...]]:
+    """``_reaches`` less the text: True, False, or the words the text must contain."""
     name = canonical_name(imported)
     if name == prefix or name.startswith(prefix + "."):
         return True
     if prefix.startswith(imported + "."):  # ``import flax`` then ``flax.linen.Dense``
-        return all(part in text for part in prefix[len(imported) + 1:].split("."))
+        return tuple(prefix[len(imported) + 1:].split("."))
     # ``import flax.nnx.nn as n`` then ``n.linear.Linear``: canonical ``flax.nnx.Linear``
     return any((module + ".").startswith(imported + ".") and (prefix + ".").startswith(package + ".")
                for module, package in _REEXPORTED_FROM)
@@ -136,6 +144,7 @@ def _uses_possible(prefixes: Sequence[str], text: str) -> bool:
     return any(prefix.split(".")[0] in text for prefix in prefixes) or _RELATIVE_IMPORT.search(text) is not None
 
 
+@functools.lru_cache(maxsize=None)
 def _reaches_from_elsewhere(prefix: str, imported: str) -> bool:
     """Whether a file of the project that imports ``imported`` can hand a name at or under
     ``prefix`` to another file (``_reaches`` without the test on the text, which is not
@@ -149,6 +158,19 @@ def _reaches_from_elsewhere(prefix: str, imported: str) -> bool:
 
 # What the files linked to a file import: True when that cannot be told (any name at all)
 Linked = Union[bool, frozenset]
+
+
+_LINKED_REACHES: dict[tuple[str, frozenset], bool] = {}
+
+
+def _linked_reaches(prefix: str, linked: frozenset) -> bool:
+    """Whether one of the ``linked`` imports reaches ``prefix`` (once per prefix and set of
+    connected files: ``_linked_imports`` shares one set between them)."""
+    key = (prefix, linked)
+    found = _LINKED_REACHES.get(key)
+    if found is None:
+        found = _LINKED_REACHES[key] = any(_reaches_from_elsewhere(prefix, name) for name in linked)
+    return found
 
 
 @dataclass
@@ -171,7 +193,7 @@ def _needs_met(needs: "Needs", file: _File) -> Optional[bool]:
         return False
     if not needs.uses or file.linked is True:
         return True
-    if file.linked and any(_reaches_from_elsewhere(prefix, name) for prefix in needs.uses for name in file.linked):
+    if file.linked and any(_linked_reaches(prefix, file.linked) for prefix in needs.uses):
         return True
     if not _uses_possible(needs.uses, file.text):
         return False
@@ -260,10 +282,8 @@ def _linked_imports(index: "ProjectIndex") -> dict[str, Linked]:
         names.setdefault(group(path), set()).update(facts.get("imports", {}).get("names", ()))
         if facts.get("imports", {}).get("relative", True):
             unknown.add(group(path))
-    result: dict[str, Linked] = {}
-    for path in parent:
-        root = group(path)
-        result[path] = True if root in unknown else frozenset(names[root])
+    shared = {root: True if root in unknown else frozenset(found) for root, found in names.items()}
+    result: dict[str, Linked] = {path: shared[group(path)] for path in parent}
     index._tier_linked = result  # type: ignore[attr-defined]  # once per run and worker
     return result
 
