@@ -173,10 +173,13 @@ def test_a_loop_keeping_the_size_still_builds_the_list_in_one_comprehension():
 @pytest.mark.parametrize("old, new, reason", [
     # the activation is not known to keep the shape: the next layer's size is not followed
     ("activation: Callable = nn.tanh", "activation: Callable = print", "inputs of other sizes in later iterations"),
-    # a stack inside another loop: one flat list cannot be indexed by the inner loop
+    # a loop nested in one that does more than run it (`self.activation`): no index of one flat list
     ("        for size in self.feature_sizes:\n            x = nn.Dense(features=size)(x)\n",
      "        for _ in range(2):\n            for size in self.feature_sizes:\n"
-     "                x = nn.Dense(features=size)(x)\n", "inside another loop or a branch"),
+     "                x = nn.Dense(features=size)(x)\n", "in a loop nested in a loop that does more than run it"),
+    # a stack in a branch
+    ("        for size in self.feature_sizes:\n",
+     "        if self.feature_sizes:\n          for size in self.feature_sizes:\n", "inside a branch"),
 ])
 def test_loops_that_cannot_become_a_list_get_no_fix(old, new, reason):
     source = MLP.replace(old, new)
@@ -247,3 +250,66 @@ def test_a_loop_that_leaves_an_array_alone_keeps_its_whole_shape_for_a_later_fla
         ''')
     assert fixed is not None, messages
     assert "self.dense_0 = nnx.Linear(100, 3, rngs=rngs)" in fixed  # 5 * 5 * 4 after the loop
+
+
+NEST = '''\
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class Block(nn.Module):
+    width: int
+    strides: tuple = (1, 1)
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.Conv(self.width, (3, 3), self.strides)(x))
+
+
+class Net(nn.Module):
+    stage_sizes: tuple = (2, 1)
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(4, (3, 3))(x)
+        for i, block_size in enumerate(self.stage_sizes):
+            for j in range(block_size):
+                strides = (2, 2) if i > 0 and j == 0 else (1, 1)
+                x = Block(4 * 2**i, strides=strides)(x)
+        return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
+'''
+
+
+def test_stages_of_blocks_built_by_nested_loops_are_one_list_applied_in_order():
+    fixed, messages = convert(NEST)
+    assert fixed is not None, messages
+    # __init__ runs the same loops, with the body's own values (`strides`) and the running size
+    assert ("        x_features = 4\n        self.blocks = nnx.List()\n"
+            "        for i, block_size in enumerate(stage_sizes):\n"
+            "            for j in range(block_size):\n"
+            "                strides = (2, 2) if i > 0 and j == 0 else (1, 1)\n"
+            "                self.blocks.append(Block(x_features, 4 * 2**i, strides=strides, rngs=rngs))\n"
+            "                x_features = 4 * 2**i\n") in fixed
+    # Linen numbers the blocks Block_0, Block_1, ... across the stages: one list, applied in order
+    assert "        for block in self.blocks:\n            x = block(x)\n" in fixed
+    jnp = pytest.importorskip("jax.numpy")
+    x = jnp.cos(jnp.arange(2 * 8 * 8 * 2, dtype=jnp.float32).reshape(2, 8, 8, 2))
+    difference = max_relative_difference(NEST, fixed, lambda linen: linen["Net"]((2, 2)),
+                                         lambda ns, nnx: ns["Net"](2, 8, (2, 2), rngs=nnx.Rngs(0)), x,
+                                         [({}, "eval")])
+    assert difference <= 1e-5
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ("        return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))",
+     "        return nn.Dense(3)(jnp.mean(x, axis=(1, 2))) * j", "`j`, bound by a nest of loops that builds modules"),
+    ("                x = Block(4 * 2**i, strides=strides)(x)\n",
+     "                x = Block(4 * 2**i, strides=strides)(x)\n                x = x * 2\n",
+     "does more than apply one of them"),
+])
+def test_nests_of_loops_that_cannot_become_one_applied_list_get_no_fix(old, new, reason):
+    source = NEST.replace(old, new)
+    assert source != NEST
+    fixed, messages = convert(source)
+    assert fixed is None
+    assert reason in messages["Net"], messages

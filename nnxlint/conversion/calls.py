@@ -20,7 +20,9 @@ from nnxlint.conversion.constructs.has_variable import bind_initialized_flag, ch
 from nnxlint.conversion.constructs.local_module import bind_local_module, local_module_call, mark_local_module_use
 from nnxlint.conversion.constructs.partitioning import partitioned_init
 from nnxlint.conversion.constructs.lifted import Lifted, is_lifted, lifted_call, read_lifted
-from nnxlint.conversion.constructs.loop_stack import StackLoop, close_loop, loop_header, stack_loop, stacked_call
+from nnxlint.conversion.constructs.loop_stack import (
+    StackLoop, close_loop, loop_header, record_loop_local, stack_loop, stacked_call,
+)
 from nnxlint.conversion.constructs.merge_param import bind_merged_flag, is_merge_param, merged_value
 from nnxlint.conversion.linen_map import LayerMapping
 from nnxlint.conversion.shapes import Several, Shape
@@ -206,6 +208,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.partials.update(target.target.value for target in node.targets if isinstance(target.target, cst.Name))
         if len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) and not self.depth:
             self.converter.add_alias(node.targets[0].target.value, node.value, self.shapes)
+        record_loop_local(self, node)
         for target in node.targets:
             self._check_variable_write(target.target)
         if isinstance(node.value, cst.Call) and self.converter.is_self_call(node.value.func, "variable"):
@@ -220,8 +223,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         return updated_node
 
     def leave_Assign(self, original_node, updated_node):
-        if id(original_node) in self.removed_statements:
-            return updated_node
+        if id(original_node) in self.removed_statements or any(
+                loop is not None and id(original_node) in loop.local_assigns for loop in self.loops):
+            return updated_node  # ``strides = ...`` of a stack loop: a value of ``__init__``'s loop too
         shape = self.shape_of(original_node.value, several=True)
         for target in original_node.targets:
             self._bind(target.target, shape)

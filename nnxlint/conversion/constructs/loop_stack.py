@@ -65,6 +65,21 @@ class StackLoop:
     enumerated: bool = False  # ``for v in values`` gets an index: ``for index, v in enumerate(values)``
     running: dict[str, str] = field(default_factory=dict)  # array name -> its running size in ``__init__``
     running_shapes: dict[str, Shape] = field(default_factory=dict)  # the shapes the body starts from
+    node: cst.For | None = None
+    parent: "StackLoop | None" = None  # the loop whose body is only this one (a nest of loops)
+    levels: int = 1  # loops of the nest down to this one
+    locals: list[str] = field(default_factory=list)  # ``strides = ...`` of the body, in ``__init__`` terms
+    local_assigns: set[int] = field(default_factory=set)
+    deepest: "StackLoop | None" = None  # the innermost loop of a nest, which builds the modules
+    replacement: tuple[str, str, int] | None = None  # a nest in ``__call__``: (element, list, statement index)
+
+    @property
+    def root(self) -> "StackLoop":
+        return self if self.parent is None else self.parent.root
+
+    def nest(self) -> list["StackLoop"]:
+        """The loops from the outermost down to this one."""
+        return ([] if self.parent is None else self.parent.nest()) + [self]
 
 
 def stack_loop(rewriter: CallRewriter, node: cst.For) -> StackLoop | None:
@@ -92,8 +107,59 @@ def stack_loop(rewriter: CallRewriter, node: cst.For) -> StackLoop | None:
         loop = StackLoop(_INDEX, call, rewriter.depth, dict(rewriter.shapes), target=target.value, enumerated=True)
     else:
         return None
+    loop.node = node
+    enclosing = rewriter.loops[-1] if rewriter.loops else None
+    if enclosing is not None and rewriter.depth == enclosing.depth + 1 and _only_statement(enclosing, node):
+        loop.parent, loop.levels = enclosing, enclosing.levels + 1  # the sizes run over the whole nest
+        loop.shapes_before, loop.running, loop.running_shapes = \
+            enclosing.shapes_before, enclosing.running, enclosing.running_shapes
+        return loop
     _start_running_sizes(rewriter, loop)
     return loop
+
+
+def _only_statement(loop: StackLoop, node: cst.For) -> bool:
+    body = loop.node.body.body if loop.node is not None and isinstance(loop.node.body, cst.IndentedBlock) else ()
+    return len(body) == 1 and body[0] is node
+
+
+def record_loop_local(rewriter: CallRewriter, node: cst.Assign) -> None:
+    """``strides = (2, 2) if i > 0 else (1, 1)`` in a stack loop's body, computed from the
+    loop targets and fields only: ``__init__``'s loop computes it too, for the elements."""
+    loop = rewriter.loops[-1] if rewriter.loops else None
+    target = node.targets[0].target if len(node.targets) == 1 else None
+    if loop is None or rewriter.depth != loop.depth or not isinstance(target, cst.Name):
+        return
+    known = {name for level in loop.nest() for name in _targets(level)} | {
+        line.partition(" = ")[0] for level in loop.nest() for line in level.locals}
+    converter = rewriter.converter
+    if any(name not in known and not converter._fixed_name(name) for name in _names(node.value)):
+        return
+    try:
+        code = converter.init_code(node.value, {})
+    except Unconvertible:
+        return
+    loop.locals.append(f"{target.value} = {code}")
+    loop.local_assigns.add(id(node))
+
+
+def _targets(loop: StackLoop) -> list[str]:
+    return [part.strip() for part in loop.target.split(",")] if loop.target else [loop.index]
+
+
+def _names(node: cst.CSTNode) -> set[str]:
+    found: set[str] = set()
+
+    class Names(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            found.add(name.value)
+
+        def visit_Attribute(self, attribute: cst.Attribute) -> bool:
+            attribute.value.visit(self)
+            return False
+
+    node.visit(Names())
+    return found
 
 
 def _single_arg(call: cst.Call) -> bool:
@@ -132,8 +198,22 @@ def _reads(node: cst.CSTNode, name: str) -> bool:
 
 
 def loop_header(loop: StackLoop, node: cst.For) -> cst.For:
-    """The loop as NNX needs it: ``for _`` names its index, ``for v in values`` gets one."""
-    if not loop.lists:
+    """The loop as NNX needs it: ``for _`` names its index, ``for v in values`` gets one;
+    a nest of loops, ``for block in self.blocks``."""
+    if loop.replacement is not None:
+        element, attribute, index = loop.replacement
+        inner = node
+        while isinstance(inner.body.body[0], cst.For) and index >= 0 and inner.body.body[0] is not None \
+                and isinstance(inner.body, cst.IndentedBlock) and len(inner.body.body) == 1:
+            inner = inner.body.body[0]
+        call = inner.body.body[index]  # type: ignore[index]
+        statement = re.sub(re.escape(f"self.{attribute}[") + r"[A-Za-z_][A-Za-z0-9_]*\]", element,
+                           cst.Module([]).code_for_node(call).strip(), count=1)
+        indent = "    " if not isinstance(node.body, cst.IndentedBlock) or node.body.indent is None \
+            else node.body.indent
+        return node.with_changes(target=cst.Name(element), iter=cst.parse_expression(f"self.{attribute}"),
+                                 body=cst.parse_statement(f"for _ in _:\n{indent}{statement}\n").body)
+    if not loop.lists or loop.parent is not None:
         return node
     if loop.enumerated:
         target = cst.Tuple([cst.Element(cst.Name(loop.index)), cst.Element(node.target)], lpar=[], rpar=[])
@@ -149,7 +229,12 @@ def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
     An array whose feature size the loop keeps gets its size before the loop back
     in the elements' code (a comprehension builds the list); where the loop changes
     it and an element reads it, ``__init__`` runs the loop with the running size."""
+    if loop.parent is not None:
+        loop.root.deepest = loop.root.deepest or loop
+        return
     converter = rewriter.converter
+    nest = loop.deepest.nest() if loop.deepest is not None else [loop]
+    nested = len(nest) > 1
     before = {name: loop.shapes_before[name][-1] for name in loop.running}  # type: ignore[index]
     after = {name: _last_axis(rewriter.shapes.get(name)) for name in loop.running}
     kept = {name for name in loop.running if after[name] is not None
@@ -167,12 +252,14 @@ def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
             raise Unconvertible(f"the modules a loop creates get inputs of other sizes in later iterations "
                                 f"(`{unknown}` changes shape in a way not followed): they cannot be built in an "
                                 "`nnx.List`")
-        if read:
-            slot.init_code = _sized_loop(converter, loop, attribute, element, before, changed)
+        if read or nested or nest[-1].locals:
+            slot.init_code = _sized_loop(converter, nest, attribute, element, before, changed)
             sized = True
         else:
             slot.init_code = f"self.{attribute} = {converter.env.nnx}.List([{element} " \
                              f"{_header(converter, loop, rewriter.shapes)}])"
+    if nested:
+        loop.replacement = _nest_replacement(rewriter, loop, nest)
     for name in loop.running:  # the shapes after the loop, in ``__init__`` terms
         shape = rewriter.shapes.get(name)
         if shape == loop.running_shapes[name]:  # the loop does not touch it
@@ -200,15 +287,70 @@ def _header(converter, loop: StackLoop, shapes: dict[str, Shape]) -> str:
     return f"for {loop.target} in {values}" if loop.target else f"for {loop.index} in range({values})"
 
 
-def _sized_loop(converter, loop: StackLoop, attribute: str, element: str, before: dict[str, Size],
+def _sized_loop(converter, nest: list[StackLoop], attribute: str, element: str, before: dict[str, Size],
                 changed: dict[str, Size | None]) -> str:
-    """``__init__``'s loop building the list, the running sizes moved on per iteration."""
-    indent = converter.env.module.default_indent
-    lines = [f"{running} = {before[name].code}" for name, running in loop.running.items() if running in changed]
-    lines += [f"self.{attribute} = {converter.env.nnx}.List()", _header(converter, loop, {}) + ":",
-              f"{indent}self.{attribute}.append({element})"]
-    lines += [f"{indent}{running} = {size.code}" for running, size in changed.items() if size is not None]
+    """``__init__``'s loops building the list, the running sizes moved on per iteration."""
+    root = nest[0]
+    lines = [f"{running} = {before[name].code}" for name, running in root.running.items() if running in changed]
+    lines.append(f"self.{attribute} = {converter.env.nnx}.List()")
+    for level, loop in enumerate(nest):
+        lines.append(converter.env.module.default_indent * level + _header(converter, loop, {}) + ":")
+    indent = converter.env.module.default_indent * len(nest)
+    lines += [indent + line for line in nest[-1].locals]
+    lines.append(f"{indent}self.{attribute}.append({element})")
+    lines += [f"{indent}{running} = {_unwrapped(size.code)}" for running, size in changed.items() if size is not None]
     return "\n".join(lines)
+
+
+def _unwrapped(code: str) -> str:
+    """``(4 * 2**i)`` -> ``4 * 2**i``: a size alone on the right of ``=`` needs no parentheses."""
+    expression = cst.parse_expression(code)
+    if len(expression.lpar) == 1:
+        return cst.Module([]).code_for_node(expression.with_changes(lpar=[], rpar=[]))
+    return code
+
+
+def _nest_replacement(rewriter: CallRewriter, root: StackLoop, nest: list[StackLoop]) -> tuple[str, str, int]:
+    """``for i, n in enumerate(self.sizes): for j in range(n): x = Block(...)(x)`` ->
+    ``for block in self.blocks: x = block(x)``: only where the innermost body is the
+    list's one call and the values that build its elements, and no name the nest binds
+    is read after it."""
+    innermost = nest[-1].node
+    body = list(innermost.body.body) if innermost is not None and isinstance(innermost.body, cst.IndentedBlock) \
+        else []
+    calls = [statement for statement in body if id(_assignment(statement)) not in nest[-1].local_assigns]
+    (attribute,) = root.lists if len(root.lists) == 1 else (None,)
+    if attribute is None or len(calls) != 1:
+        raise Unconvertible("a loop inside another loop builds modules and does more than apply one of them: "
+                            "its `nnx.List` could not be indexed")
+    bound = {name for loop in nest for name in _targets(loop)} | {
+        line.partition(" = ")[0] for line in nest[-1].locals}
+    outside = _name_counts(rewriter.converter.node)
+    inside = _name_counts(root.node)  # type: ignore[arg-type]
+    read_after = sorted(name for name in bound if outside.get(name, 0) > inside.get(name, 0))
+    if read_after:
+        raise Unconvertible(f"`{read_after[0]}`, bound by a nest of loops that builds modules, is read after it")
+    element = attribute[:-1] if attribute.endswith("s") else f"{attribute}_element"
+    if rewriter.converter._assignments.get(element) or element in outside:
+        raise Unconvertible(f"the name `{element}` for the elements of `self.{attribute}` is taken")
+    return element, attribute, body.index(calls[0])
+
+
+def _assignment(statement: cst.CSTNode) -> cst.CSTNode | None:
+    if isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1:
+        return statement.body[0]
+    return None
+
+
+def _name_counts(node: cst.CSTNode) -> dict[str, int]:
+    counts: dict[str, int] = {}
+
+    class Count(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            counts[name.value] = counts.get(name.value, 0) + 1
+
+    node.visit(Count())
+    return counts
 
 
 def _numbered_name(name: cst.BaseExpression, index: str) -> str:
@@ -230,21 +372,25 @@ def stacked_call(rewriter: CallRewriter, loop: StackLoop, construction: cst.Call
     assert layer is not None
     if layer.factory is not None:
         raise Unconvertible(f"`nn.{layer.factory.name}` created in a loop is not converted")
-    if loop.depth != 1:
-        raise Unconvertible("a module created in a loop inside another loop or a branch is not converted")
+    if loop.depth != loop.levels:
+        raise Unconvertible("a module created in a loop inside a branch, or in a loop nested in a loop that "
+                            "does more than run it, is not converted")
+    if loop.parent is not None and any(arg_keyword(arg) == "name" for arg in construction.args):
+        raise Unconvertible("a module named with `name=` in a nest of loops is not converted")
     type_name = layer.mapping.linen if layer.mapping else layer.user_class
     assert type_name is not None
     name = next((arg.value for arg in construction.args if arg_keyword(arg) == "name"), None)
     if name is not None:
         attribute = _numbered_name(name, loop.index)  # the construction's ``name=`` is not passed to NNX
     else:
-        if nnx_list_name(type_name) in loop.lists or converter.auto_counters.get(type_name):
+        if nnx_list_name(type_name) in loop.root.lists or converter.auto_counters.get(type_name):
             raise Unconvertible(f"`{type_name}` is created more than once per loop iteration or also outside the "
                                 "loop: Linen's numbering would interleave the list's elements")
         converter.auto_counters[type_name] = 1  # no other ``type_name`` may follow: its Linen number is unknown
         rewriter.stacked_classes.add(type_name)
         attribute = nnx_list_name(type_name)
     loop.lists.add(attribute)
+    loop.root.lists.add(attribute)
     if attribute in converter.field_names or attribute in converter.params or attribute in converter.variables:
         raise Unconvertible(f"the list name `{attribute}` collides with a field")
     slot = converter._add_slot(attribute, construction)
