@@ -122,3 +122,65 @@ def test_a_method_called_with_a_keyword_it_does_not_take_gets_no_fix():
                             "self.features(x * 2.0, train=deterministic)")
     fixed, messages = convert(source)
     assert "arguments that do not match its parameters" in messages["Classifier"], messages
+
+
+WORD_DROPOUT = '''\
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+class TokenDropout(nn.Module):
+    rate: float
+    unknown: int
+    deterministic: bool | None = None
+
+    @nn.compact
+    def __call__(self, tokens, deterministic: bool | None = None):
+        deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+        if deterministic or self.rate == 0.0:
+            return tokens
+        mask = jax.random.bernoulli(self.make_rng("dropout"), p=self.rate, shape=tokens.shape)
+        return jnp.where(mask, self.unknown, tokens)
+
+
+class Embedder(nn.Module):
+    vocab: int
+
+    @nn.compact
+    def __call__(self, tokens, deterministic: bool | None = None):
+        tokens = TokenDropout(0.5, 0)(tokens, deterministic=deterministic)
+        return nn.Embed(self.vocab, 3)(tokens)
+'''
+
+
+def test_make_rng_draws_from_the_stream_the_module_keeps():
+    fixed, messages = convert(WORD_DROPOUT)
+    assert fixed is not None, messages
+    assert "self.dropout_rngs = rngs.dropout.fork()" in fixed
+    assert "mask = jax.random.bernoulli(self.dropout_rngs(), p=self.rate, shape=tokens.shape)" in fixed
+    jax = pytest.importorskip("jax")
+    from flax import nnx
+
+    tokens = jax.numpy.arange(1, 41).reshape(4, 10)
+    linen_model, variables, model = run_both(
+        WORD_DROPOUT, fixed, lambda linen, new: (linen["Embedder"](41), new["Embedder"](41, rngs=nnx.Rngs(0))),
+        (tokens, True))
+    assert jax.numpy.array_equal(model(tokens, deterministic=True), linen_model.apply(variables, tokens, True))
+    dropped = model.token_dropout_0(tokens, deterministic=False)
+    again = model.token_dropout_0(tokens, deterministic=False)
+    assert not jax.numpy.array_equal(dropped, again)  # a new key at each call, as Linen's
+    # with the same keys on both sides, the same tokens drop
+    original = jax.random.bernoulli
+    try:
+        jax.random.bernoulli = lambda key, p, shape: original(jax.random.key(7), p, shape)
+        expected = linen_model.apply(variables, tokens, False, rngs={"dropout": jax.random.key(1)})
+        assert jax.numpy.array_equal(model(tokens, deterministic=False), expected)
+    finally:
+        jax.random.bernoulli = original
+    assert 0 < int((dropped == 0).sum()) < tokens.size
+
+
+def test_make_rng_with_a_computed_stream_name_gets_no_fix():
+    fixed, messages = convert(WORD_DROPOUT.replace('self.make_rng("dropout")', 'self.make_rng(str(self.rate))'))
+    assert "one literal stream name" in messages["TokenDropout"], messages

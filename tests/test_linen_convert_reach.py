@@ -42,7 +42,9 @@ class MlpBlock(nn.Module):
 class Odd(nn.Module):
     @nn.compact
     def __call__(self, x):
-        return nn.Dense(3)(x) + self.make_rng("noise")
+        y = nn.Dense(3)(x)
+        self.sow("intermediates", "y", y)
+        return y
 
 
 class UsesOdd(nn.Module):
@@ -64,7 +66,7 @@ def test_a_models_file_converts_class_by_class_with_input_sizes_as_parameters():
     assert "class Odd(nn.Module):" in fixed and "class UsesOdd(nn.Module):" in fixed
     assert "import flax.linen as nn\nfrom flax import nnx\n" in fixed
     assert findings["MlpBlock"].fix is not None and "`MlpBlock` takes `in_features`" in findings["MlpBlock"].fix.description
-    assert "make_rng" in findings["Odd"].message
+    assert "self.sow" in findings["Odd"].message
     assert "uses `Odd`, which cannot be converted" in findings["UsesOdd"].message
     compile(fixed, "models.py", "exec")
 
@@ -192,7 +194,7 @@ def test_convert_repo_counts_converted_classes_per_directory(tmp_path):
     counts = {group.name: (len(group.classes), group.converted) for group in groups}
     assert counts == {"bad": (3, 1), "good": (1, 1)}
     reasons = convert_repo.reasons(groups)
-    assert "`Odd`" in reasons and "make_rng" in reasons
+    assert "`Odd`" in reasons and "sow" in reasons
 
 
 def test_names_imported_from_flax_linen_convert_and_a_param_under_a_field_branch_is_made_under_it():

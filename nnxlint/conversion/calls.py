@@ -284,8 +284,11 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         method = self_attribute(func)
         if method in SELF_CALLS:
             return SELF_CALLS[method].in_call(self, original_node)
-        if method in ("make_rng", "sow"):
-            raise Unconvertible(f"`self.{method}` is not converted yet")
+        if method == "sow":
+            raise Unconvertible("`self.sow(...)`: NNX 0.12.8 collects sown values only under `nnx.capture`; "
+                                "elsewhere it keeps each one on the module (deprecated), a tuple growing at every "
+                                "call (a jitted step traces again each time), where Linen drops them unless "
+                                "`apply` makes the collection mutable: not converted")
         if isinstance(func, cst.Call) and converter.layer(func.func) is not None:
             loop = self.loops[-1] if self.loops else None
             if loop is not None and loop.depth == self.depth:

@@ -72,6 +72,7 @@ class ClassConverter(LayerConstruction):
         self.init_lines: list[str] = []  # setup statements that are not submodules, in order
         self.params: dict[str, str] = {}  # self.param attributes -> their NNX creation
         self.variables: dict[str, str] = {}  # self.variable attributes -> their NNX creation
+        self.rng_streams: dict[str, str] = {}  # ``self.make_rng`` streams kept -> their ``__init__`` line
         self.auto_counters: dict[str, int] = {}
         self.reserved_names: dict[int, str] = {}  # construction -> the auto-name Linen gives it (``reserve_name``)
         self.size_params: dict[str, int] = {}
@@ -412,7 +413,8 @@ class ClassConverter(LayerConstruction):
 
         for method in methods.values():
             method.visit(Reads())
-        known = self.field_names | set(self.slots) | set(self.params) | set(self.variables) | set(methods)
+        known = self.field_names | set(self.slots) | set(self.params) | set(self.variables) | set(methods) \
+            | set(self.rng_streams)
         unknown = sorted(read_fields - known)
         if unknown:  # Linen's own API (`self.is_initializing()`, `self.scope`, ...) has no NNX twin
             raise Unconvertible(f"`self.{unknown[0]}` is Linen Module API the conversion does not know")
@@ -423,6 +425,7 @@ class ClassConverter(LayerConstruction):
                   for attribute in self.slot_order]
         lines += list(self.params.values())
         lines += list(self.variables.values())
+        lines += list(self.rng_streams.values())
         used_text = "\n".join(lines)
         self.size_params = {name: index for name, index in self._size_names().items()
                             if re.search(rf"\b{name}\b", used_text)}

@@ -96,4 +96,4 @@ def self_call(name: str) -> Callable[[_Unit], _Unit]:
 
 
 # the units (imported for their registration)
-from nnxlint.conversion.constructs import param, rnn, sequential, variable  # noqa: E402,F401
+from nnxlint.conversion.constructs import make_rng, param, rnn, sequential, variable  # noqa: E402,F401
