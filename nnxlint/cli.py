@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -76,6 +77,7 @@ def _codes(option: tuple[str, ...]) -> list[str]:
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: CPU count).")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the result cache.")
+@click.option("--timings", is_flag=True, help="Print the CPU time of each stage of the run on stderr.")
 @click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Report and fail only on findings not recorded in this baseline file.")
 @click.option("--write-baseline", "write_baseline_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -83,12 +85,13 @@ def _codes(option: tuple[str, ...]) -> list[str]:
 @click.option("--update-baseline", is_flag=True,
               help="With --baseline: drop the entries of fixed findings from the file (never adds any).")
 def check(paths, fix, unsafe_fixes, diff, select, extend_select, ignore, output_format, exit_zero,
-          statistics, quiet, config_file, force_exclude, jobs, no_cache, baseline_file, write_baseline_file,
-          update_baseline):
+          statistics, quiet, config_file, force_exclude, jobs, no_cache, timings, baseline_file,
+          write_baseline_file, update_baseline):
     """Check PATHS (default: the current directory) for Linen usage and NNX pitfalls."""
     from nnxlint import output
     from nnxlint.config import ConfigError, load_settings
     from nnxlint.runner import check_files, find_files, job_for
+    from nnxlint.timings import stage
 
     paths = list(paths) or ["."]
     try:
@@ -107,7 +110,12 @@ def check(paths, fix, unsafe_fixes, diff, select, extend_select, ignore, output_
     if write_baseline_file and baseline_file:
         raise fail("use either --baseline or --write-baseline, not both")
 
-    outcomes = check_files(find_files(settings, paths, force_exclude), job, jobs)
+    started = time.perf_counter()
+    with stage("discovery"):
+        found = find_files(settings, paths, force_exclude)
+    outcomes = check_files(found, job, jobs)
+    if timings:  # printed when the command is done, whichever way it exits
+        click.get_current_context().call_on_close(_timings_printer(outcomes, started))
 
     findings = [finding for outcome in outcomes for finding in outcome.findings]
     errors = [message for outcome in outcomes for message in outcome.errors]
@@ -149,6 +157,22 @@ def check(paths, fix, unsafe_fixes, diff, select, extend_select, ignore, output_
         click.echo(_summary(findings, fixed, fix_level, statistics))
     code = EXIT_ERROR if errors else (EXIT_FINDINGS if findings and not exit_zero else EXIT_OK)
     raise click.exceptions.Exit(code)
+
+
+def _timings_printer(outcomes, started: float):
+    """Prints the stages' CPU time (``--timings``): what the workers sent back with each
+    file and what the main process spent, the output being all it did after the check."""
+    from nnxlint import timings
+
+    checked = time.process_time()
+
+    def print_timings() -> None:
+        totals = timings.take()
+        for outcome in outcomes:
+            timings.add(totals, outcome.timings)
+        totals["output"] = totals.get("output", 0.0) + time.process_time() - checked
+        click.echo(timings.render(totals, len(outcomes), time.perf_counter() - started), err=True)
+    return print_timings
 
 
 def _apply_baseline(findings, baseline_file: Optional[Path], write_baseline_file: Optional[Path],

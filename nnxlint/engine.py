@@ -21,7 +21,7 @@ from nnxlint.positions import Positions
 from nnxlint.rule import FileEdit, Fix, Report, Rule
 from nnxlint.syntax import parse_failure
 from nnxlint.textio import python_lines
-from nnxlint import tier
+from nnxlint import tier, timings
 from nnxlint.tier import ImportSummary
 
 MAX_FIX_PASSES = 10
@@ -310,18 +310,22 @@ def check_source(text: str, path: str, rules: Sequence[type[Rule]],
     dropped: set[str] = set()
     for _ in range(MAX_FIX_PASSES):
         # each pass asks again: a fix (a whole Linen conversion) can give other rules work
-        running = rules if full else active_rules(current_text, rules, imports if current_text is text else None,
-                                                  linked)
+        with timings.stage("cheap tier"):
+            running = rules if full else active_rules(current_text, rules,
+                                                      imports if current_text is text else None, linked)
         if running == []:  # Python, and no rule can report in it
             result.findings, result.crashes = [], []
             break
         try:
-            module = parse_module(current_text)
+            with timings.stage("LibCST parse"):
+                module = parse_module(current_text)
         except (cst.ParserSyntaxError, RecursionError, MemoryError) as error:
             result.findings = [parse_failure(current_text, path, error)]
             return result
-        current = _run_rules(module, path, running or rules, project, current_text)
-        pairs = _findings(path, current, noqa_comments(current_text) if current.reports else {})
+        with timings.stage("rules"):
+            current = _run_rules(module, path, running or rules, project, current_text)
+        with timings.stage("positions and findings"):
+            pairs = _findings(path, current, noqa_comments(current_text) if current.reports else {})
         result.crashes = current.crashes
         result.findings = [finding for finding, _ in pairs]
         fixable = [report for finding, report in pairs

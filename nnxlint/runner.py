@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
 
-from nnxlint import output, tier
+from nnxlint import output, tier, timings
 from nnxlint import project
 from nnxlint.cache import CACHE_DIRECTORY, Cache, content_digest
 from nnxlint.project import ProjectIndex, ProjectView
@@ -63,6 +63,7 @@ class FileOutcome:
     digest: str = ""  # of the bytes checked, for the cache
     depends: Optional[dict] = None  # what the findings depended on in other files (nnxlint.project)
     project_fix: Optional["ProjectFix"] = None  # fixes that also rewrite other files: applied by the run
+    timings: dict[str, float] = field(default_factory=dict)  # CPU seconds per stage (nnxlint.timings)
 
 
 @dataclass
@@ -155,13 +156,22 @@ def load_document(path: str, max_size: Optional[int] = None) -> tuple[Union[_Pyt
 
 
 def check_file(path: str, job: Job) -> FileOutcome:
+    with timings.stage("fixes and the rest"):  # what the inner stages leave: fixes, notebooks, noqa codes
+        outcome = _check_file(path, job)
+    outcome.timings = timings.take()  # back to the main process with the outcome
+    return outcome
+
+
+def _check_file(path: str, job: Job) -> FileOutcome:
     outcome = FileOutcome(path)
     try:
-        document, outcome.digest = load_document(path, job.max_file_size)
+        with timings.stage("reading"):
+            document, outcome.digest = load_document(path, job.max_file_size)
     except SourceError as error:
         outcome.findings.append(source_error(path, str(error)))
         return outcome
-    from nnxlint.engine import check_source, unknown_noqa_codes  # the parser: only on a cache miss
+    with timings.stage("importing LibCST"):
+        from nnxlint.engine import check_source, unknown_noqa_codes  # the parser: only on a cache miss
 
     known = all_rules()
     rules = [known[code] for code in sorted(job.codes_for(path))]
@@ -282,7 +292,8 @@ class _RunState:
 
     def index(self) -> ProjectIndex:
         if self._index is None:
-            self._index = project.build(self.paths, self.jobs)
+            with timings.stage("ast index", children=True):  # its pool's workers included
+                self._index = project.build(self.paths, self.jobs)
             self._index.run_id = self.run_digest()
         return self._index
 
@@ -306,10 +317,11 @@ def check_files(paths: Sequence[str], job: Job, jobs: Optional[int] = None) -> l
     run = _RunState(paths, jobs)
     outcomes: dict[str, FileOutcome] = {}
     if cache is not None:
-        for path in paths:
-            findings = cache.load(path, job.codes_for(path), job.fix_level, run.dependencies_hold)
-            if findings is not None:
-                outcomes[path] = FileOutcome(path, findings)
+        with timings.stage("cache"):
+            for path in paths:
+                findings = cache.load(path, job.codes_for(path), job.fix_level, run.dependencies_hold)
+                if findings is not None:
+                    outcomes[path] = FileOutcome(path, findings)
     missing = [path for path in paths if path not in outcomes]
     _PROJECT_RUN = run
     if len(missing) >= PARALLEL_THRESHOLD:
@@ -452,6 +464,9 @@ def _compute(paths: Sequence[str], job: Job, jobs: Optional[int]) -> list[FileOu
         return []
     if workers.can_isolate():  # one file's native abort or hang must not cost the others
         count = workers_wanted if len(paths) >= PARALLEL_THRESHOLD else 1
+        if count > 1:  # imported once here, not once in every forked worker
+            with timings.stage("importing LibCST"):
+                import nnxlint.engine  # noqa: F401
         return workers.run_isolated(paths, lambda path: check_file(path, job), count, job.time_limit, _failed)
     if workers_wanted <= 1 or len(paths) < PARALLEL_THRESHOLD:
         return [check_file(path, job) for path in paths]

@@ -24,6 +24,8 @@ import traceback
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
+from nnxlint import timings
+
 Result = TypeVar("Result")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -82,6 +84,7 @@ def writing() -> Iterator[None]:
 
 def _serve(connection, parent: int, work: Callable[[str], object]) -> None:
     die_with_parent(parent)
+    timings.take()  # the tally forked from the main process is the main process's to report
     while True:
         try:
             path = connection.recv()

@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 
 import libcst as cst
 
+from nnxlint import timings
 from nnxlint.flax_api import LINEN_MODULE
 from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
 
@@ -177,12 +178,14 @@ class LinenModule(Rule):
                 statement.name.value for statement in node.body if isinstance(statement, cst.FunctionDef)]
             importing = importers(self.context.project, self.context.path, wanted)
             held = held_by_linen_users(self.context.project, importing) if importing else {}
-            conversion = convert_file(node, self.context.module_scope, self.context.path, held)
+            with timings.stage("NNX002 conversion"):
+                conversion = convert_file(node, self.context.module_scope, self.context.path, held)
         except Exception as error:  # a conversion bug must not hide the finding itself
             conversion = None
             failure = f"the conversion failed ({type(error).__name__}: {error}); please report it"
         else:
-            conversion, fix = self._fix(node, conversion, importing, held)
+            with timings.stage("NNX002 conversion"):
+                conversion, fix = self._fix(node, conversion, importing, held)
         for found in self._classes:
             name = found.name.value
             message = f"Linen Module class `{name}`: migrate to `nnx.Module`"

@@ -1,0 +1,42 @@
+"""``nnxlint check --timings``: the CPU time of each stage, on stderr, the output unchanged."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from click.testing import CliRunner
+
+from nnxlint import timings
+from nnxlint.cli import main
+
+LINEN = "import flax.linen as nn\n\n\nclass M(nn.Module):\n    @nn.compact\n    def __call__(self, x):\n" \
+        "        return nn.Dense(3)(x)\n"
+
+
+def test_timings_go_to_stderr_and_leave_the_output_alone(tmp_path):
+    for number in range(3):
+        (tmp_path / f"m{number}.py").write_text(LINEN)
+    (tmp_path / "plain.py").write_text("x = 1\n")
+    runner = CliRunner()  # click 8.2+: stdout and stderr apart
+    plain = runner.invoke(main, ["check", str(tmp_path), "--no-cache", "--output-format", "json"])
+    timed = runner.invoke(main, ["check", str(tmp_path), "--no-cache", "--output-format", "json", "--timings"])
+    assert timed.exit_code == plain.exit_code == 1
+    assert json.loads(timed.stdout) == json.loads(plain.stdout)
+    assert timed.stderr.startswith("Timings: 4 files, ")
+    stages = dict(re.findall(r"^  (\S.*?)\s+(\d+\.\d\d) s ", timed.stderr, re.MULTILINE))
+    for stage in ("discovery", "LibCST parse", "rules", "NNX002 conversion", "positions and findings", "output"):
+        assert stage in stages, stage
+
+
+def test_inner_stages_are_not_counted_twice():
+    timings.take()
+    with timings.stage("outer"):
+        with timings.stage("inner"):
+            end = time.process_time() + 0.05
+            while time.process_time() < end:
+                pass
+    spent = timings.take()
+    assert spent["inner"] >= 0.05 and spent["outer"] < 0.02
+    assert timings.take() == {}
