@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import re
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
@@ -63,22 +64,42 @@ def importers(project, path: str, wanted: Sequence[str]) -> list[Importer]:
     if facts is None:
         return []
     module = facts["module"]
-    found = []
-    for other in sorted(index.run_paths):
-        other_facts = index.by_path.get(other)
-        if other == path or other_facts is None or not other.endswith(".py"):
+    bindings: dict[str, dict[str, str]] = {}  # importing file -> spelling -> name in ``path``
+    for other, local, qualified in _imports_of(index).get(module, ()):
+        if other == path:
             continue
-        spellings: dict[str, str] = {}
-        for local, qualified in other_facts["names"].items():
-            if qualified == module:
-                spellings.update((f"{local}.{name}", name) for name in wanted)
-            elif qualified.rpartition(".")[0] == module and qualified.rpartition(".")[2] in wanted:
-                spellings[local] = qualified.rpartition(".")[2]
-        resolved = index.module(module, other_facts["root"]) if spellings else None  # not a namesake of another root
+        spellings = bindings.setdefault(other, {})
+        if qualified == module:
+            spellings.update((f"{local}.{name}", name) for name in wanted)
+        elif qualified.rpartition(".")[2] in wanted:
+            spellings[local] = qualified.rpartition(".")[2]
+    found = []
+    for other, spellings in sorted(bindings.items()):
+        resolved = index.module(module, index.by_path[other]["root"]) if spellings else None  # not a namesake
         if resolved is not None and resolved[0] == path:
             found.append(Importer(other, spellings))
             project.used.modules.add(other)  # the file's findings depend on it (the result cache)
     return found
+
+
+_IMPORTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _imports_of(index) -> dict[str, list[tuple[str, str, str]]]:
+    """Module name -> (file of the run, local name, what it binds) for every binding of the
+    module or of a name in it, over the ``.py`` files of the run: made once per index."""
+    if index not in _IMPORTS:
+        found: dict[str, list[tuple[str, str, str]]] = {}
+        for path in index.run_paths:
+            facts = index.by_path.get(path)
+            if facts is None or not path.endswith(".py"):
+                continue
+            for local, qualified in facts["names"].items():
+                found.setdefault(qualified, []).append((path, local, qualified))
+                if "." in qualified:
+                    found.setdefault(qualified.rpartition(".")[0], []).append((path, local, qualified))
+        _IMPORTS[index] = found
+    return _IMPORTS[index]
 
 
 def held_by_linen_users(project, importing: Sequence[Importer]) -> dict[str, str]:
