@@ -80,6 +80,15 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
 }
 
 
+# Examples whose top model also decodes with a cache: constructor arguments (source) of
+# the decoding model.  Linen's ``init`` makes the cache; the NNX model gets
+# ``init_cache`` on each attention; both then take the example's tokens one at a time.
+DECODE_SPECS = {
+    "lm1b": "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=20, emb_dim=16, num_heads=2, "
+            "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, deterministic=True, decode=True))",
+}
+
+
 @dataclass
 class ClassResult:
     path: str
@@ -249,6 +258,23 @@ for mode, call in modes.items():
     diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / (np.max(np.abs(np.asarray(a))) + 1e-12))
              for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(got))]
     result[mode] = max(diffs) if diffs else float("nan")
+if spec.get("decode"):  # the same tokens one at a time, through the caches
+    linen_decoder = getattr(linen, spec["class"])(**eval(spec["decode"], {**vars(linen)}))
+    cache = linen_decoder.init(jax.random.key(0), jnp.ones(x.shape, x.dtype))["cache"]
+    decoder = build_nnx({**nnx_kwargs, **eval(spec["decode"], {**vars(converted)})})
+    for _, module in nnx.iter_modules(decoder):
+        if isinstance(module, nnx.MultiHeadAttention):
+            module.init_cache(x.shape + (module.in_features,))
+    diffs = []
+    for position in range(3):
+        step = x[:, position:position + 1]
+        expected, updates = linen_decoder.apply({"params": variables["params"], "cache": cache}, step,
+                                                mutable=["cache"])
+        cache = updates["cache"]
+        got = decoder(step)
+        diffs.append(float(np.max(np.abs(np.asarray(expected) - np.asarray(got)))
+                           / (np.max(np.abs(np.asarray(expected))) + 1e-12)))
+    result["decode"] = max(diffs)
 print(json.dumps(result))
 '''
 
@@ -262,14 +288,15 @@ def verify(groups: list[Group], source: Path, work: Path) -> None:
                 continue
             spec = dict(linen=str(linen_file), nnx=str(nnx_file), input=example, kwargs=kwargs,
                         nnx_kwargs=nnx_only[0] if nnx_only else "dict()",
-                        train=train, eval=evaluate, **{"class": name})
+                        train=train, eval=evaluate, decode=DECODE_SPECS.get(group.name), **{"class": name})
             done = subprocess.run([sys.executable, "-c", _VERIFY, json.dumps(spec)], capture_output=True,
                                   text=True, check=False, env={**os.environ, "JAX_PLATFORMS": "cpu"})
             if done.returncode != 0:
                 group.forward[name] = "error: " + (done.stderr.strip().splitlines() or ["?"])[-1][:120]
                 continue
             diff = json.loads(done.stdout.strip().splitlines()[-1])
-            group.forward[name] = f"train {diff['train']:.1e}, eval {diff['eval']:.1e}"
+            group.forward[name] = f"train {diff['train']:.1e}, eval {diff['eval']:.1e}" + (
+                f", 3 decode steps {diff['decode']:.1e}" if "decode" in diff else "")
 
 
 def table(groups: list[Group]) -> str:
