@@ -113,14 +113,14 @@ def test_a_merge_param_the_conversion_cannot_follow_gets_no_fix(line, reason):
     source = MERGED.replace(
         'deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)', line + "\n"
         "        deterministic = flag")
-    fixed, messages = convert(source)
+    _fixed, messages = convert(source)
     assert reason in messages["Head"], messages
 
 
 def test_a_method_called_with_a_keyword_it_does_not_take_gets_no_fix():
     source = MERGED.replace("self.features(x * 2.0, deterministic=deterministic)",
                             "self.features(x * 2.0, train=deterministic)")
-    fixed, messages = convert(source)
+    _fixed, messages = convert(source)
     assert "arguments that do not match its parameters" in messages["Classifier"], messages
 
 
@@ -182,5 +182,5 @@ def test_make_rng_draws_from_the_stream_the_module_keeps():
 
 
 def test_make_rng_with_a_computed_stream_name_gets_no_fix():
-    fixed, messages = convert(WORD_DROPOUT.replace('self.make_rng("dropout")', 'self.make_rng(str(self.rate))'))
+    _fixed, messages = convert(WORD_DROPOUT.replace('self.make_rng("dropout")', 'self.make_rng(str(self.rate))'))
     assert "one literal stream name" in messages["TokenDropout"], messages

@@ -187,13 +187,13 @@ def test_a_shared_embedding_given_by_the_parent_is_the_same_nnx_module():
     ("            if ready:\n", "            if ready or self.decode:\n", "used other than as `if ready:`"),
     ('            step = self.variable("cache", "step", lambda: jnp.array(0, dtype=jnp.uint32))\n', "",
      "without `self.variable(...)` of the same name"),
-    ("        x = nn.LayerNorm()(x)\n        if self.tied:", "        x = nn.Embed(3, 8)(x[..., 0].astype(int))\n"
-                                                             "        if self.tied:",
+    ("        x = nn.LayerNorm()(x)\n        if self.tied:", ("        x = nn.Embed(3, 8)(x[..., 0].astype(int))\n"
+                                                             "        if self.tied:"),
      "while another one is named automatically"),
 ])
 def test_cache_and_shared_embedding_idioms_the_conversion_cannot_follow_get_no_fix(old, new, reason):
     assert old in DECODER
-    fixed, messages = convert(DECODER.replace(old, new))
+    _fixed, messages = convert(DECODER.replace(old, new))
     assert any(reason in message for message in messages.values()), messages
 
 
@@ -275,5 +275,5 @@ def test_setup_with_an_alias_a_branch_and_an_assert_shares_a_submodule_as_linen_
 ])
 def test_setup_code_the_conversion_cannot_keep_gets_no_fix(old, new, reason):
     assert old in SHARED
-    fixed, messages = convert(SHARED.replace(old, new))
+    _fixed, messages = convert(SHARED.replace(old, new))
     assert reason in messages["Pair"], messages

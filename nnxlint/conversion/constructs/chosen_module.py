@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
-from nnxlint.conversion.base import Unconvertible, arg_keyword, self_attribute
 from nnxlint.context import walk
+from nnxlint.conversion.base import Unconvertible, arg_keyword, self_attribute
 
 if TYPE_CHECKING:
     from nnxlint.conversion.calls import CallRewriter
