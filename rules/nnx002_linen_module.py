@@ -118,10 +118,17 @@ class LinenModule(Rule):
     `for i in range(n): x = Block(...)(x)` -> an `nnx.List` built and indexed by the
     same loop; `nn.with_logical_partitioning(init, names)` ->
     `nnx.with_partitioning(init, names, eager_sharding=False)`; `embed = nn.Embed(...)`
-    used as `embed(x)` and `embed.attend(y)` -> one attribute. No fix (the finding
-    names the construct): `nn.GRUCell` (Linen's `hn` bias inside the reset gate has
-    no `nnx.GRUCell` parameter), `self.make_rng`, `self.sow`, attention with
-    `decode=True` and the `cache` collection, `nn.vmap`/`nn.jit` of a module, and
+    used as `embed(x)` and `embed.attend(y)` -> one attribute; attention's `decode=`
+    as written (NNX's `init_cache` makes the `nnx.Cache` variables Linen's `init`
+    made; Linen's `has_variable` test for `init` goes); a layer given by a field
+    or else made (`shared_embedding`), layers under branches on fields and `setup`
+    with `if`s, `assert`s and aliases, made under the same tests;
+    `nn.merge_param` -> the call value falling back on the attribute;
+    `self.make_rng('dropout')` -> `self.dropout_rngs()`, a stream the module keeps;
+    `nn.combine_masks` and the mask makers -> their `nnx` twins. No fix (the
+    finding names the construct): `nn.GRUCell` (Linen's `hn` bias inside the reset
+    gate has no `nnx.GRUCell` parameter), `self.sow` (NNX 0.12.8 keeps sown values
+    on the module outside `nnx.capture`), `nn.vmap`/`nn.jit` of a module, and
     `nn.remat` with options or
     `nn.scan` with other options (`metadata_params`, `unroll`, `reverse`, ...).
     """
