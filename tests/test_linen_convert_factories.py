@@ -313,3 +313,43 @@ def test_nests_of_loops_that_cannot_become_one_applied_list_get_no_fix(old, new,
     fixed, messages = convert(source)
     assert fixed is None
     assert reason in messages["Net"], messages
+
+
+PROJECTED = RESNET.replace('''        skip = self.norm(name="skip_norm")(self.conv(self.channels, (1, 1), self.stride, name="skip")(x))
+        return self.act(h + skip)''', '''        skip = x
+        if skip.shape != h.shape:
+            skip = self.conv(self.channels, (1, 1), self.stride, name="skip")(skip)
+            skip = self.norm(name="skip_norm")(skip)
+        return self.act(h + skip)''').replace("widths: tuple = (4, 6)", "widths: tuple = (4, 4, 6)")
+
+
+def test_a_projection_made_when_the_shapes_differ_is_built_when_sizes_or_strides_say_so():
+    assert PROJECTED != RESNET
+    fixed, messages = convert(PROJECTED)
+    assert fixed is not None, messages
+    guard = "        if in_features != channels or stride not in (1, (1,), (1, 1), (1, 1, 1)):\n"
+    assert guard + "            self.skip = conv(in_features, channels, (1, 1), stride, rngs=rngs)\n" in fixed
+    assert guard + "            self.skip_norm = norm(channels, rngs=rngs)\n" in fixed
+    assert "        if skip.shape != h.shape:\n            skip = self.skip(skip)\n" in fixed  # the test stays
+    jnp = pytest.importorskip("jax.numpy")
+    x = jnp.sin(jnp.arange(2 * 6 * 6 * 2, dtype=jnp.float32).reshape(2, 6, 6, 2))
+    # the first unit keeps 4 channels at stride 1 (no projection), the others project
+    difference = max_relative_difference(
+        PROJECTED, fixed, lambda linen: linen["Net"](), lambda ns, nnx: ns["Net"](2, 6, rngs=nnx.Rngs(0)), x,
+        [({"train": False}, "eval"), ({"train": True}, "train")])
+    assert difference <= 1e-5
+
+
+@pytest.mark.parametrize("old, new", [
+    ('        h = self.conv(self.channels, (3, 3), self.stride)(x)\n',
+     '        h = self.conv(self.channels, (3, 3), self.stride, padding="VALID")(x)\n'),  # shrinks at stride 1
+    ("        skip = x\n", "        skip = x[:, ::2]\n"),  # a slice changes the shape too
+    ("        if skip.shape != h.shape:\n", "        if skip.shape != h.shape or True:\n"),
+])
+def test_shape_tests_the_conversion_cannot_bound_by_sizes_get_no_fix(old, new):
+    source = PROJECTED.replace(old, new)
+    assert source != PROJECTED
+    fixed, messages = convert(source)
+    assert fixed is None
+    assert "uses `Unit`, which cannot be converted: submodules created inside a loop or branch are not " \
+           "converted" in messages["Net"], messages

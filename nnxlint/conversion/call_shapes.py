@@ -82,15 +82,17 @@ class ShapeFollowing:
         return None
 
     def _activation_field(self, func: cst.BaseExpression) -> bool:
-        """``self.activation(x)`` of a ``Callable`` field whose default is an elementwise
-        function (``activation: Callable = nn.relu``): taken to keep the shape, as an
-        activation does (a caller passing one that does not gets a shape error in NNX)."""
+        """``self.act(x)`` of a ``Callable`` field without a default or whose default is an
+        elementwise function (``activation: Callable = nn.relu``): taken to keep the shape,
+        as an activation does (one that does not makes the next NNX layer raise a shape
+        error; nothing is computed differently)."""
         attribute = self_attribute(func)
         converter = self.converter
         field = next((f for f in converter.fields if f.name == attribute), None)
         nnx_prefix = f"{converter.env.nnx}."
-        return field is not None and "Callable" in (field.annotation or "") and field.default is not None \
-            and field.default.startswith(nnx_prefix) and field.default[len(nnx_prefix):] in ELEMENTWISE_FUNCTIONS
+        return field is not None and "Callable" in (field.annotation or "") and (
+            field.default is None or field.default.startswith(nnx_prefix)
+            and field.default[len(nnx_prefix):] in ELEMENTWISE_FUNCTIONS)
 
     def _pool_shape(self, args, keywords) -> Shape:
         shape = self.shape_of(args[0].value)

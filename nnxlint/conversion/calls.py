@@ -15,6 +15,7 @@ from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
 from nnxlint.conversion.constructs.layer_factory import bind_layer_factory, check_factory_read, mark_factory_use
 from nnxlint.conversion.constructs.branch_module import branch_guard, returns
+from nnxlint.conversion.constructs.shape_branch import shape_test_condition
 from nnxlint.conversion.constructs.chosen_module import bind_chosen_module
 from nnxlint.conversion.constructs.has_variable import bind_initialized_flag, check_flag_read, is_initialized_guard
 from nnxlint.conversion.constructs.local_module import bind_local_module, local_module_call, mark_local_module_use
@@ -108,7 +109,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.conditions[-1] = _negated(self.conditions[-1])
         if isinstance(node.orelse, cst.If):
             self.elifs.add(id(node.orelse))
-        self.conditions.append(self.converter.fixed_condition(node.test))
+        self.conditions.append(self.converter.fixed_condition(node.test) or shape_test_condition(self, node))
 
     def visit_Else(self, node: cst.Else) -> None:
         self.conditions[-1] = _negated(self.conditions[-1])
