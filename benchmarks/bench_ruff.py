@@ -12,10 +12,11 @@ per-round ratios nnxlint/ruff, for wall-clock time and for CPU time (user + syst
 of the process and its workers): on a shared machine only ratios taken in the same
 run mean anything, and the CPU ratio is the one that load from others disturbs least.
 
-``--stages`` also splits one in-process nnxlint run per tree (one process, no
-pool) into its stages: discovery, the ``ast`` pass (project index and the cheap
-tier's import summaries), the cheap tier's decisions, LibCST parsing, the rules
-(with positions and findings) and the JSON output.
+``--stages`` also prints the stages of one cold nnxlint run per tree in one
+process (``nnxlint check --timings -j 1``): discovery, the ``ast`` index, the cheap
+tier, LibCST parsing, the rules, NNX002's conversion, positions, output.
+``--compare-with COMMAND`` times another nnxlint (an older checkout, say) in the
+same alternation, so that its ratio to ruff is taken in the same rounds.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_cache import generate  # noqa: E402  (the shared corpus generator)
@@ -61,11 +62,14 @@ def timed(command: list[str], cwd: Path, env: Optional[dict[str, str]]) -> tuple
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def compare(tree: Path, repeat: int, without_tier: bool, program: list[str]) -> dict[str, dict[str, float]]:
+def compare(tree: Path, repeat: int, without_tier: bool, program: list[str],
+            other: Optional[list[str]] = None) -> dict[str, dict[str, float]]:
     """For each command and for wall and CPU time: the median of its alternating
     whole-process runs and the median of its per-round ratios to ruff."""
     commands: dict[str, tuple[list[str], Optional[dict[str, str]]]] = {
         "ruff": (ruff_command(), None), "nnxlint": (nnxlint_command(program), None)}
+    if other:
+        commands["nnxlint, compared"] = (nnxlint_command(other), None)
     if without_tier:  # every rule on every file: what the cheap tier saves
         commands["nnxlint, tier off"] = (nnxlint_command(program), {**os.environ, FULL_ENVIRONMENT: "1"})
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
@@ -84,61 +88,12 @@ def compare(tree: Path, repeat: int, without_tier: bool, program: list[str]) -> 
     return result
 
 
-def stages(tree: Path) -> dict[str, float]:
-    """CPU seconds per stage of one in-process nnxlint run over ``tree`` (one process);
-    LibCST and the rules are split between files with findings and the others."""
-    import libcst as cst
-
-    from nnxlint import engine, output, project, runner, tier
-    from nnxlint.config import load_settings
-    from nnxlint.registry import all_rules
-
-    spent: dict[str, float] = {}
-
-    def clock(stage: str, work: Callable):  # CPU time: what load from other processes disturbs least
-        start = time.process_time()
-        value = work()
-        spent[stage] = spent.get(stage, 0.0) + time.process_time() - start
-        return value
-
-    previous = os.getcwd()
-    os.chdir(tree)
-    try:
-        settings = load_settings(None, Path("."))
-        paths = clock("discovery", lambda: runner.find_files(settings, ["."]))
-        job = runner.job_for(settings, settings.enabled_codes(), use_cache=False)
-        index = clock("ast pass", lambda: project.build(paths, jobs=1))
-        known = all_rules()
-        findings = []
-        for path in paths:
-            document, _ = clock("reading", lambda: runner.load_document(path))
-            rules = [known[code] for code in sorted(job.codes_for(path))]
-            facts = index.by_path.get(path)
-            summary = tier.ImportSummary.from_data(facts["imports"]) if facts and "imports" in facts else None
-            linked = tier.is_linked(path, summary, index)
-            selected = clock("cheap tier", lambda: tier.rules_for(document.python, rules, summary, linked))
-            if selected == [] or engine.is_skipped(document.python):
-                continue
-            start = time.process_time()
-            try:
-                engine.parse_module(document.python)
-            except cst.ParserSyntaxError:
-                continue
-            parsed = time.process_time()
-            # the rules: a whole check of the file (through the public entry point) less its parse
-            result = engine.check_source(document.python, path, selected or rules, project=project.ProjectView(
-                index, path), full=True)
-            checked = time.process_time()
-            # what the files with findings cost is what no exact tier can save
-            which = "with findings" if result.findings else "without"
-            spent[f"LibCST parse, files {which}"] = spent.get(f"LibCST parse, files {which}", 0.0) + parsed - start
-            spent[f"rules, files {which}"] = spent.get(f"rules, files {which}", 0.0) + max(
-                0.0, (checked - parsed) - (parsed - start))
-            findings += [document.locate(finding) for finding in result.findings]
-        clock("output", lambda: output.render_json(findings))
-    finally:
-        os.chdir(previous)
-    return spent
+def stages(tree: Path, program: list[str]) -> str:
+    """The per-stage CPU split of one cold single-process run over ``tree``, as
+    ``nnxlint check --timings`` prints it."""
+    done = subprocess.run([*nnxlint_command(program), "--timings", "-j", "1", "."], cwd=tree,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    return "\n".join(line for line in done.stderr.splitlines() if line.startswith(("Timings:", "  ")))
 
 
 def main() -> None:
@@ -150,6 +105,9 @@ def main() -> None:
     parser.add_argument("--without-tier", action="store_true", help="also time nnxlint with the cheap tier off")
     parser.add_argument("--nnxlint", default=f"{sys.executable} -m nnxlint",
                         help="how to run nnxlint (another checkout, say); default: %(default)s")
+    parser.add_argument("--compare-with", metavar="COMMAND",
+                        help="another nnxlint to time in the same rounds (env PYTHONPATH=/old/checkout python -m "
+                             "nnxlint, say)")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         corpus = Path(directory) / "corpus"
@@ -158,7 +116,8 @@ def main() -> None:
         for tree in [corpus, *(tree.resolve() for tree in options.trees)]:
             files = [p for p in tree.rglob("*") if p.suffix in (".py", ".ipynb") and ".git" not in p.parts]
             name = "generated corpus" if tree == corpus else str(tree)
-            result = compare(tree, options.repeat, options.without_tier, shlex.split(options.nnxlint))
+            other = shlex.split(options.compare_with) if options.compare_with else None
+            result = compare(tree, options.repeat, options.without_tier, shlex.split(options.nnxlint), other)
             print(f"{name}: {len(files)} files; {options.repeat} alternating rounds, medians of whole processes "
                   "(ratios: medians of the per-round ratios to ruff)")
             print(f"  {'':<18} {'wall':>8} {'':>11} {'CPU':>8}")
@@ -166,11 +125,7 @@ def main() -> None:
                 print(f"  {command:<18} {row['wall']:7.2f}s {row['wall ratio']:6.1f}x ruff "
                       f"{row['cpu']:7.2f}s {row['cpu ratio']:6.1f}x ruff")
             if options.stages:
-                spent = stages(tree)
-                total = sum(spent.values())
-                print(f"  stages of one in-process run (one process, CPU time): {total:.2f} s")
-                for stage, seconds in spent.items():
-                    print(f"    {stage:<34} {seconds:7.2f} s  {100 * seconds / total:4.0f}%")
+                print(stages(tree, shlex.split(options.nnxlint)))
 
 
 if __name__ == "__main__":
