@@ -15,8 +15,10 @@ fix is project-level (``nnxlint.rule.OtherFiles``):
   file that still uses the class as a Linen model (``init``/``apply``) -- is named
   in a note; code outside the run must pass the new arguments itself.
 
-Only the importers are found in ``nnxlint check`` (from the project index, no
-parse); the other files are read, parsed and converted when the fix is applied.
+``nnxlint check`` finds the importers from the project index (no parse), reads
+those that define Linen classes (a class one of them uses stays Linen), and tries
+the training code of another file only when a class stays Linen for want of an
+input size; everything else is computed when the fix is applied.
 """
 
 from __future__ import annotations
@@ -262,7 +264,7 @@ class ProjectConversion:
                 continue
             text = trained.get(importer.path, found.text)
             try:
-                after = _Constructions(importer, builders, classes, notes).rewrite(text)
+                after = _Constructions(importer, builders, classes).rewrite(text)
             except (cst.ParserSyntaxError, Unconvertible) as error:
                 notes.append(f"{importer.path} is not updated: {error}")
                 continue
@@ -313,12 +315,10 @@ class _Constructions:
     """Gives every construction of a converted class in one importing file the new
     arguments, or names what it cannot update."""
 
-    def __init__(self, importer: Importer, builders: dict[str, str], classes: dict[str, ConvertedClass],
-                 notes: list[str]) -> None:
+    def __init__(self, importer: Importer, builders: dict[str, str], classes: dict[str, ConvertedClass]) -> None:
         self.importer = importer
         self.builders = builders  # class or factory function -> the class it builds
         self.classes = classes
-        self.notes = notes
 
     def rewrite(self, text: str) -> str:
         module = cst.parse_module(text)
@@ -357,7 +357,6 @@ class _Plan(cst.CSTVisitor):
         self.nnx = nnx
         self.calls: dict[int, cst.Call] = {}  # id(call) -> the call with the new arguments
         self.problems: list[tuple[cst.CSTNode, str]] = []
-        self.constructed: dict[str, cst.Call] = {}  # ``model = CNN(...)``: name -> construction
         self._seen_funcs: set[int] = set()
         self._linen_receivers = {match.group(1) for match in re.finditer(
             r"\b([A-Za-z_][A-Za-z0-9_]*)\.(?:%s)\(" % "|".join(_LINEN_METHODS), module.code)}
@@ -411,8 +410,8 @@ class _Plan(cst.CSTVisitor):
 
 
 def _references(module: cst.Module) -> list[cst.BaseExpression]:
-    """Every outermost Name/Attribute expression (``models.CNN``, not its ``models``),
-    outside import statements."""
+    """Every Name and Attribute expression outside import statements (``models.CNN`` and
+    its ``models``; not the ``CNN`` of the attribute on its own)."""
     found: list[cst.BaseExpression] = []
 
     class Collect(cst.CSTVisitor):
