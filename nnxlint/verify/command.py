@@ -90,7 +90,8 @@ def verify(targets: tuple[Path, ...], pattern: Optional[str], output_format: str
 
     FIXTURES_DIR (default: ./fixtures) holds one directory per fixture with
     before.py, after.py (the fixer's output), an optional reference.py and a
-    fixture.toml manifest.
+    fixture.toml manifest; a fixture of several files has before/ and after/
+    directories instead, and its manifest names the program to run.
 
     With --against REV, prove your own migration instead: each Linen class of
     git revision REV converted in the working tree (in PATHS, default: the
