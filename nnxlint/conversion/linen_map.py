@@ -112,6 +112,11 @@ LAYERS: dict[str, LayerMapping] = {mapping.linen: mapping for mapping in (
                  ("in_features", "hidden_features"), input_size="in_features", output_size="features",
                  renamed={"features": "hidden_features"},
                  same_defaults=("gate_fn", "activation_fn", "kernel_init", "bias_init", "param_dtype", "dtype")),
+    LayerMapping("OptimizedLSTMCell", "OptimizedLSTMCell", ("features", "gate_fn", "activation_fn"),
+                 ("in_features", "hidden_features"), input_size="in_features", output_size="features",
+                 renamed={"features": "hidden_features"},
+                 same_defaults=("gate_fn", "activation_fn", "kernel_init", "recurrent_kernel_init", "bias_init",
+                                "param_dtype", "dtype")),
     LayerMapping("GRUCell", "GRUCell", ("features", "gate_fn", "activation_fn"),
                  ("in_features", "hidden_features"), input_size="in_features", output_size="features",
                  renamed={"features": "hidden_features"},
@@ -151,12 +156,14 @@ def custom_variable_type(collection: str) -> str:
 # Linen cells that keep one Dense per gate where the NNX cell fuses them into one
 # Linear per input: NNX layer -> the Linen gate layers concatenated on the output
 # axis, in the order the NNX cell splits that output (nnx.GRUCell: r, z, n).
-FUSED_GATES = {"GRUCell": {"dense_i": ("ir", "iz", "in"), "dense_h": ("hr", "hz", "hn")}}
+# (nnx.OptimizedLSTMCell: i, f, g, o, as Linen's computes them.)
+FUSED_GATES = {"GRUCell": {"dense_i": ("ir", "iz", "in"), "dense_h": ("hr", "hz", "hn")},
+               "OptimizedLSTMCell": {"dense_i": ("ii", "if", "ig", "io"), "dense_h": ("hi", "hf", "hg", "ho")}}
 # Linen gate parameters the fused NNX cell has no place for.  Linen's GRU adds a
 # bias to the candidate's recurrent term, inside the reset gate
 # (tanh(W_in x + b_in + r * (W_hn h + b_hn))); nnx.GRUCell's dense_h has no bias,
 # so the two agree only while b_hn is zero, as it is at init: training moves it.
-UNFUSABLE_GATE_PARAMETERS = {"GRUCell": (("hn", "bias"),)}
+UNFUSABLE_GATE_PARAMETERS = {"GRUCell": (("hn", "bias"),), "OptimizedLSTMCell": ()}
 # Linen wrappers that name an initializer's axes -> the NNX one, and the arguments NNX
 # needs besides: Linen only names the axes at creation, NNX also shards the variable
 # then (it needs a mesh) unless told not to.

@@ -18,7 +18,7 @@ from nnxlint.conversion.linen_map import INEXACT_LAYERS, LAYERS
 from nnxlint.conversion.shapes import Shape
 
 # GRUCell: see ``linen_map.INEXACT_LAYERS``.
-RNN_CELLS = ("LSTMCell",)
+RNN_CELLS = ("LSTMCell", "OptimizedLSTMCell")
 
 
 def rnn_cell(construction: cst.Call, converter) -> cst.Call:
