@@ -60,3 +60,24 @@ def test_an_rnn_of_optimized_lstm_cells_runs_as_linen_from_transplanted_weights(
     load_linen_variables(model, variables)
     expected = linen_model.apply(variables, x)
     assert jax.numpy.allclose(model(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_compact_call_with_another_decorator_keeps_its_finding():
+    # dropping ``nn.scan`` would step the cell once instead of over the sequence
+    source = textwrap.dedent('''\
+        import functools
+        import flax.linen as nn
+
+
+        class Steps(nn.Module):
+            hidden: int
+
+            @functools.partial(nn.transforms.scan, variable_broadcast="params", in_axes=1, out_axes=1,
+                               split_rngs={"params": False})
+            @nn.compact
+            def __call__(self, carry, x):
+                return nn.OptimizedLSTMCell(self.hidden)(carry, x)
+        ''')
+    result = check_source(source, "models.py", [NNX002], "unsafe")
+    assert result.fixed_text is None
+    assert "decorated method `__call__` is not converted" in result.findings[0].message
