@@ -250,3 +250,15 @@ def test_a_fix_made_from_a_text_that_other_fixes_rewrote_is_made_again(run_cli, 
     after = (project / "train.py").read_text()
     assert "model = MLP(3, hidden=8, rngs=nnx.Rngs(key))" in after
     assert "return nnx.Optimizer(model, tx, wrt=nnx.Param)" in after
+
+
+def test_a_model_built_through_a_factory_function_of_the_models_file(run_cli, tmp_path):
+    (tmp_path / "models.py").write_text(MODELS + "\n\ndef make(hidden):\n    return MLP(hidden=hidden)\n")
+    (tmp_path / "train.py").write_text(TRAIN.replace("from models import MLP", "import models")
+                                       .replace("model = MLP(hidden=8)", "model = models.make(8)"))
+    run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", tmp_path)
+    models, train = (tmp_path / "models.py").read_text(), (tmp_path / "train.py").read_text()
+    assert "def make(hidden, *, in_features: int, rngs: nnx.Rngs):\n    return MLP(in_features, hidden=hidden, " \
+           "rngs=rngs)" in models
+    assert "model = models.make(8, in_features=3, rngs=nnx.Rngs(key))" in train
+    compile(train, "train.py", "exec")

@@ -81,6 +81,9 @@ class FileConverter:
         self.scope = scope
         # classes that stay Linen for a reason outside the file (a Linen class of another file uses them)
         self.held: dict[str, str] = dict(held or {})
+        # factory functions of another file (``models.create``) that build a class of ``env.imported_classes``:
+        # converted, they take the input sizes and ``rngs`` keyword-only
+        self.factory_spellings: set[str] = set()
         self.linen_classes = linen_module_classes(module, scope)
         self.env = FileEnv(module, scope, self._nnx_alias(), self.linen_classes,
                            functions={statement.name.value: statement for statement in module.body
@@ -187,18 +190,23 @@ class FileConverter:
         if top.layer_size_params:
             raise Unconvertible(f"the input size `{top.layer_size_params[0]}` of `{site.class_name}` cannot be "
                                 "found from the example input passed to `init`")
-        args = []
+        built_by = self.env.code(site.construction.func)
+        sizes = []
         for parameter, index in top.size_params.items():
             shape = inputs[index] if index < len(inputs) else None
             size = shape[-1].code if shape and shape[-1] is not None else training.runtime_size(site, index)
             if size is None:
                 raise Unconvertible(f"the input size `{parameter}` of `{site.class_name}` cannot be found from "
                                     "the example input passed to `init`")
-            args.append(size)
-        args += [self.env.code(arg).rstrip(", ") for arg in site.construction.args]
+            sizes.append(size)
+        given = [self.env.code(arg).rstrip(", ") for arg in site.construction.args]
+        if built_by in self.factory_spellings:  # ``def create(...)`` passes them on, keyword-only
+            args = given + [f"{parameter}={size}" for parameter, size in zip(top.size_params, sizes)]
+        else:
+            args = sizes + given
         if top.uses_rngs:  # a model of BatchStats alone takes no rngs
             args.append(f"rngs={training.rngs_code(site)}")
-        return f"{self.env.code(site.construction.func)}({', '.join(args)})"
+        return f"{built_by}({', '.join(args)})"
 
     def _variable_classes(self) -> list[cst.BaseStatement]:
         """``class Counter(nnx.Variable)`` for each collection of the user's own."""

@@ -276,6 +276,7 @@ class ProjectConversion:
         """The conversion with the training code of the one importer that calls ``init``
         on a class of the file; None when there is none or it cannot be converted."""
         from nnxlint.conversion.file import FileConverter
+        from nnxlint.conversion.models_only import ModelsOnly
 
         for importer in self.importing:
             try:
@@ -287,9 +288,13 @@ class ProjectConversion:
             if found is None:
                 continue
             models = FileConverter(self.module, self.scope, self.path, self.held)
+            factories = ModelsOnly(models).factories()  # ``def create(...): return Net(...)`` -> ``Net``
             training = FileConverter(found.module, names.collect_scope(found.module, None), importer.path)
-            training.env.imported_classes = {spelling: name for spelling, name in importer.spellings.items()
-                                             if name in models.linen_classes}
+            training.env.imported_classes = {spelling: factories.get(name, name)
+                                             for spelling, name in importer.spellings.items()
+                                             if name in models.linen_classes or name in factories}
+            training.factory_spellings = {spelling for spelling, name in importer.spellings.items()
+                                          if name in factories}
             training.classes = models.classes
             try:
                 if training.linen_classes:
