@@ -49,6 +49,9 @@ class FileContext:
         self.project = project  # the other files of the run (nnxlint.project), when known
         self.scopes: list[names.Scope] = []
         self._memo: dict[str, Any] = {}
+        # resolve() answers at the current position (several rules ask about the same
+        # node there); emptied whenever a scope opens or closes
+        self._resolved: dict[tuple[int, int, int], tuple[cst.BaseExpression, Optional[str]]] = {}
 
     def memoized(self, key: str, compute: Callable[[], Any]) -> Any:
         """A per-file analysis result shared by all rules (computed once)."""
@@ -69,6 +72,16 @@ class FileContext:
         """Canonical qualified name of a Name/Attribute that refers to an import; with
         the project index, also of a Flax name another file of the project re-exports
         (``from .compat import nnx``)."""
+        scope = self.scopes[-1]
+        key = (id(node), id(scope), scope.current_index)
+        known = self._resolved.get(key)
+        if known is not None and known[0] is node:  # the node is kept alive with it: its id is not reused
+            return known[1]
+        qualified = self._resolve(node)
+        self._resolved[key] = (node, qualified)
+        return qualified
+
+    def _resolve(self, node: cst.BaseExpression) -> Optional[str]:
         qualified = names.resolve(self.scope, node)
         if self.project is None or (qualified is not None and qualified.split(".", 1)[0] in EXTERNAL_PACKAGES):
             return qualified
@@ -309,6 +322,7 @@ class Traversal:
                 scopes[-1].current_index = index
         if type(node) in _SCOPE_TYPES:
             scopes.append(names.collect_scope(node, scopes[-1] if scopes else None))  # type: ignore[arg-type]
+            self.context._resolved.clear()
         handlers = self._visit.get(type(node).__name__)
         if handlers:
             self._call(handlers, node)
@@ -319,3 +333,4 @@ class Traversal:
             self._call(handlers, original_node)
         if type(original_node) in _SCOPE_TYPES:
             self.context.scopes.pop()
+            self.context._resolved.clear()
