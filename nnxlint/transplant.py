@@ -11,7 +11,9 @@ checkpoint stores it) onto the state of an NNX model built by the converted code
   (``name='encoder'``, ``setup`` attributes) are kept;
 - a Linen list attribute element (``layers_0``) becomes the ``nnx.List`` entry
   ``layers/0``, and a module a loop creates (``Block_2``) the entry of the
-  list named after its class (``blocks/2``, ``naming.nnx_list_name``);
+  list named after its class (``blocks/2``, ``naming.nnx_list_name``), or of
+  the one list whose elements are all of that class (a field holding one of
+  several block classes: ``ResNetBlock_2`` -> ``blocks/2``);
 - the LSTM gate parameter ``if`` becomes ``if_`` (``if`` is a Python keyword);
 - a GRU cell's per-gate layers (``ir``/``iz``/``in``, ``hr``/``hz``/``hn``)
   are concatenated into ``nnx.GRUCell``'s fused ``dense_i`` / ``dense_h`` in
@@ -103,7 +105,7 @@ def load_linen_variables(model: nnx.Module, variables: Mapping[str, Any]) -> Non
         aliases = _shared_variable_paths(model, targets)
         values = linen_collection_to_nnx_paths(
             variables[collection], {**targets, **{alias: targets[path] for alias, path in aliases.items()}},
-            collection)
+            collection, _list_classes(model))
         values = {aliases.get(path, path): value for path, value in values.items()}
         missing = sorted(set(targets) - set(values), key=str)
         if missing:
@@ -146,11 +148,23 @@ def _shared_variable_paths(model: nnx.Module, targets: Mapping[Path, Any]) -> di
     return aliases
 
 
+def _list_classes(model: nnx.Module) -> dict[Path, str]:
+    """``nnx.List`` attributes whose elements are modules of one class -> that class's name."""
+    classes: dict[Path, set[str]] = {}
+    lists = {path for path, node in nnx.iter_graph(model) if isinstance(node, nnx.List)}
+    for path, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Module) and path and path[:-1] in lists and isinstance(path[-1], int):
+            classes.setdefault(path[:-1], set()).add(type(node).__name__)
+    return {path: names.pop() for path, names in classes.items() if len(names) == 1}
+
+
 def linen_collection_to_nnx_paths(collection: Mapping[str, Any], targets: Mapping[Path, nnx.Variable],
-                                  collection_name: str = "params") -> dict[Path, Any]:
+                                  collection_name: str = "params",
+                                  list_classes: Mapping[Path, str] | None = None) -> dict[Path, Any]:
     """The arrays of one Linen collection keyed by the NNX state path they belong to.
 
-    ``targets`` is the flat NNX state (path -> Variable) the values must fit.
+    ``targets`` is the flat NNX state (path -> Variable) the values must fit;
+    ``list_classes`` the model's lists of modules of one class (``_list_classes``).
     """
     prefixes = {path[:depth] for path in targets for depth in range(len(path) + 1)}
     found: dict[Path, Any] = {}
@@ -160,7 +174,7 @@ def linen_collection_to_nnx_paths(collection: Mapping[str, Any], targets: Mappin
             node = _fused_gates(node, nnx_path, prefixes, linen_path, collection_name)
             for key, child in node.items():
                 walk(child, linen_path + (key,), _child_path(nnx_path, str(key), prefixes, linen_path + (key,),
-                                                            collection_name))
+                                                            collection_name, list_classes or {}))
             return
         variable = targets.get(nnx_path)
         if variable is None:
@@ -224,7 +238,7 @@ def _shared_parameters(node: Mapping[str, Any], gate_layers: tuple[str, ...], ce
 
 
 def _child_path(parent: Path, linen_key: str, prefixes: set[Path], linen_path: tuple[str, ...],
-                collection_name: str) -> Path:
+                collection_name: str, list_classes: Mapping[Path, str]) -> Path:
     candidates = [parent + (RENAMED_PARAMETERS.get(linen_key, linen_key),),
                   parent + (nnx_attribute_name(linen_key),)]
     element = _LIST_ELEMENT.fullmatch(linen_key)
@@ -232,6 +246,10 @@ def _child_path(parent: Path, linen_key: str, prefixes: set[Path], linen_path: t
         candidates.append(parent + (element["attribute"], int(element["index"])))
         if element["attribute"][:1].isupper():  # an auto-name made in a loop
             candidates.append(parent + (nnx_list_name(element["attribute"]), int(element["index"])))
+            holding = [path for path, name in list_classes.items()
+                       if name == element["attribute"] and path[:-1] == parent]
+            if len(holding) == 1:
+                candidates.append(holding[0] + (int(element["index"]),))
     for candidate in candidates:
         if candidate in prefixes:
             return candidate

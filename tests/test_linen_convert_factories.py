@@ -353,3 +353,53 @@ def test_shape_tests_the_conversion_cannot_bound_by_sizes_get_no_fix(old, new):
     assert fixed is None
     assert "uses `Unit`, which cannot be converted: submodules created inside a loop or branch are not " \
            "converted" in messages["Net"], messages
+
+
+CLASS_FIELD = NEST.replace('''class Net(nn.Module):
+    stage_sizes: tuple = (2, 1)
+''', '''class Wide(nn.Module):
+    width: int
+    strides: tuple = (1, 1)
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.Conv(2 * self.width, (3, 3), self.strides)(x))
+
+
+class Net(nn.Module):
+    block_cls: type
+    stage_sizes: tuple = (2, 1)
+''').replace("x = Block(4 * 2**i, strides=strides)(x)", "x = self.block_cls(4 * 2**i, strides=strides)(x)") + '''
+
+Small = partial(Net, block_cls=Block)
+Large = partial(Net, block_cls=Wide)
+'''
+
+
+def test_a_field_holding_one_of_the_files_block_classes_builds_them_through_the_field():
+    source = "from functools import partial\n" + CLASS_FIELD
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert ("                self.blocks.append(block_cls(x_features, 4 * 2**i, strides=strides, rngs=rngs))\n"
+            "                x_features = {Block: (4 * 2**i), Wide: 2 * (4 * 2**i)}[block_cls]\n") in fixed
+    jnp = pytest.importorskip("jax.numpy")
+    x = jnp.cos(jnp.arange(2 * 8 * 8 * 2, dtype=jnp.float32).reshape(2, 8, 8, 2))
+    for name, width in (("Block", 8), ("Wide", 16)):
+        # Linen names the modules Wide_0, Wide_1, ...: the transplant finds them in the list holding Wide modules
+        difference = max_relative_difference(
+            source, fixed, lambda linen: linen["Net"](linen[name], (2, 2)),
+            lambda ns, nnx: ns["Net"](2, width, ns[name], (2, 2), rngs=nnx.Rngs(0)), x, [({}, "eval")])
+        assert difference <= 1e-5, name
+
+
+def test_a_class_field_given_something_else_or_used_outside_a_loop_gets_no_fix():
+    source = "from functools import partial\n" + CLASS_FIELD
+    fixed, messages = convert(source + "Odd = partial(Net, block_cls=print)\n")  # not a module class of the file
+    assert "`block_cls` is a module-valued field" in messages["Net"], messages
+    looped = "        for i, block_size in enumerate(self.stage_sizes):\n            for j in range(block_size):\n" \
+             "                strides = (2, 2) if i > 0 and j == 0 else (1, 1)\n" \
+             "                x = self.block_cls(4 * 2**i, strides=strides)(x)\n"
+    assert looped in source
+    fixed, messages = convert(source.replace(looped, "        x = self.block_cls(4)(x)\n"))
+    assert "outside a loop: a field that may hold Block, Wide, whose Linen name depends on the class" \
+        in messages["Net"], messages

@@ -187,6 +187,8 @@ class Layer:
     factory: Optional["Factory"] = None
     # a layer built through a ``partial`` or a module-valued field (``constructs/layer_factory.py``)
     made_by: Optional["LayerFactory"] = None
+    # the module classes a field may hold (``constructs/class_field.py``); ``user_class`` is the first
+    choices: tuple[str, ...] = ()
 
 
 

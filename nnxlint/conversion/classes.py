@@ -29,6 +29,7 @@ from nnxlint.conversion.calls import CallRewriter, LinenFunctions
 from nnxlint.conversion.constructs import FACTORIES, SELF_CALLS
 from nnxlint.conversion.constructs.branch_module import guarded
 from nnxlint.conversion.constructs.setup_code import check_submodule_order, read_setup_block
+from nnxlint.conversion.constructs.class_field import choice_init
 from nnxlint.conversion.constructs.layer_factory import (
     LayerFactory, factories_passed, factory_of, field_default_factory,
 )
@@ -58,6 +59,7 @@ class ClassConverter(LayerConstruction):
         # factories a parent passes to this class's fields come first
         self.layer_factories: dict[str, LayerFactory] = {f"self.{name}": factory
                                                           for name, factory in (factories or {}).items()}
+        self.class_choices: dict[str, tuple[str, ...]] = {}  # field -> the module classes it may hold
         # a layer input size nothing here can give becomes a constructor parameter (last resort)
         self.layer_sizes = layer_sizes
         self.layer_size_params: list[str] = []
@@ -460,6 +462,9 @@ class ClassConverter(LayerConstruction):
         """An inline ``@nn.compact`` construction becomes an attribute."""
         layer = self.layer(construction.func)
         assert layer is not None
+        if len(layer.choices) > 1:
+            raise Unconvertible(f"`{self.env.code(construction.func)}(...)(...)` outside a loop: a field that may hold "
+                                f"{', '.join(layer.choices)}, whose Linen name depends on the class")
         attribute = self.reserved_names.pop(id(construction), None) \
             or self.module_name(construction, _type_name(layer))
         if attribute in self.field_names or attribute in self.params or attribute in self.variables:
@@ -505,6 +510,8 @@ class ClassConverter(LayerConstruction):
             output = self._layer_output(layer.mapping, slot, first, shapes)
         elif layer.factory is not None:
             code, output = layer.factory.build(self, slot, inputs, shapes)
+        elif layer.choices:
+            code, output, mode = choice_init(self, slot, layer.choices, inputs, shapes)
         else:
             code, output, mode = self._child_init(slot, layer.user_class, inputs, shapes)  # type: ignore[arg-type]
         if slot.init_code is not None and slot.init_code != f"self.{slot.attribute} = {code}":

@@ -9,6 +9,7 @@ import libcst as cst
 
 from nnxlint.conversion.base import Layer, Slot, Unconvertible, arg_keyword, self_attribute
 from nnxlint.conversion.constructs import FACTORIES
+from nnxlint.conversion.constructs.class_field import class_choices
 from nnxlint.conversion.constructs.layer_factory import layer_call_values
 from nnxlint.conversion.linen_map import INEXACT_LAYERS, LAYERS, ONLY_VALUES, LayerMapping
 from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, open_shape, int_literal, int_tuple, string_literal, window_output
@@ -27,6 +28,11 @@ class LayerConstruction:
             if isinstance(func, cst.Name) or attribute is not None else None
         if made_by is not None:
             return Layer(made_by.mapping, None, made_by=made_by)
+        if attribute is not None and attribute in self.field_names:
+            if attribute not in self.class_choices:  # the file's module classes the field may hold
+                self.class_choices[attribute] = class_choices(self, func)
+            if self.class_choices[attribute]:
+                return Layer(None, self.class_choices[attribute][0], choices=self.class_choices[attribute])
         member = self.env.linen_member(func)
         if member is not None:
             if member in INEXACT_LAYERS:

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING
 
 import libcst as cst
 
-from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword
+from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword, self_attribute
+from nnxlint.conversion.constructs.class_field import list_name
 from nnxlint.conversion.naming import nnx_list_name
 from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Shape, Size, is_open
 
@@ -345,9 +346,17 @@ def _assignment(statement: cst.CSTNode) -> cst.CSTNode | None:
 def _name_counts(node: cst.CSTNode) -> dict[str, int]:
     counts: dict[str, int] = {}
 
-    class Count(cst.CSTVisitor):
+    class Count(cst.CSTVisitor):  # names read or bound (not keywords, not attributes)
         def visit_Name(self, name: cst.Name) -> None:
             counts[name.value] = counts.get(name.value, 0) + 1
+
+        def visit_Arg(self, arg: cst.Arg) -> bool:
+            arg.value.visit(self)
+            return False
+
+        def visit_Attribute(self, attribute: cst.Attribute) -> bool:
+            attribute.value.visit(self)
+            return False
 
     node.visit(Count())
     return counts
@@ -379,6 +388,8 @@ def stacked_call(rewriter: CallRewriter, loop: StackLoop, construction: cst.Call
         raise Unconvertible("a module named with `name=` in a nest of loops is not converted")
     type_name = layer.mapping.linen if layer.mapping else layer.user_class
     assert type_name is not None
+    if len(layer.choices) > 1:  # ``self.block_cls``: Linen numbers each class apart, one class per instance
+        type_name = self_attribute(construction.func)  # type: ignore[assignment]
     name = next((arg.value for arg in construction.args if arg_keyword(arg) == "name"), None)
     if name is not None:
         attribute = _numbered_name(name, loop.index)  # the construction's ``name=`` is not passed to NNX
@@ -387,8 +398,8 @@ def stacked_call(rewriter: CallRewriter, loop: StackLoop, construction: cst.Call
             raise Unconvertible(f"`{type_name}` is created more than once per loop iteration or also outside the "
                                 "loop: Linen's numbering would interleave the list's elements")
         converter.auto_counters[type_name] = 1  # no other ``type_name`` may follow: its Linen number is unknown
-        rewriter.stacked_classes.add(type_name)
-        attribute = nnx_list_name(type_name)
+        rewriter.stacked_classes.update({type_name, *layer.choices})
+        attribute = list_name(type_name) if len(layer.choices) > 1 else nnx_list_name(type_name)
     loop.lists.add(attribute)
     loop.root.lists.add(attribute)
     if attribute in converter.field_names or attribute in converter.params or attribute in converter.variables:
