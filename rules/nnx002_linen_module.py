@@ -99,9 +99,13 @@ class LinenModule(Rule):
     the imports -- and the result starts from different random weights (NNX
     derives keys differently from Linen) and draws different dropout masks.
     Input sizes that Linen infers become constructor parameters (`in_features`)
-    that parent modules and init sites pass, or numbers computed statically;
-    code in other files that builds a converted class must pass the new
-    parameters and `rngs=` (the fix description lists them). A class that cannot
+    that parent modules and init sites pass, or numbers computed statically.
+    Other files of the run that import the converted classes are rewritten with
+    the file, all or none (a project-level fix): the one that calls `init` gets
+    its training code converted, other constructions get `rngs=nnx.Rngs(0)`, and
+    what cannot be updated there is named in a warning; code outside the run
+    must pass the new parameters and `rngs=` (the fix description says so). A
+    class that a Linen class of another file uses stays Linen. A class that cannot
     be converted, and the classes tied to it, keep their finding with the reason;
     a converted file must compile, define every name it uses and get no NNX1xx
     finding, or there is no fix. Submodule names follow
