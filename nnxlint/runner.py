@@ -393,8 +393,9 @@ def _apply_project_fixes(outcomes: dict[str, FileOutcome], job: Job, jobs: Optio
         if not checked:
             return
         for path, outcome in zip(checked, _recheck(checked, list(outcomes), job, jobs)):
-            if path not in remade:  # the fixes that rewrote it before count too
-                outcome.fixes_applied += outcomes[path].fixes_applied
+            if path not in remade:  # the fixes that rewrote it count too: its own, and the findings they resolved
+                previous = outcomes[path]
+                outcome.fixes_applied += previous.fixes_applied + max(0, len(previous.findings) - len(outcome.findings))
             outcomes[path] = outcome
         queue = [path for path in checked if outcomes[path].project_fix is not None]
 
