@@ -336,14 +336,17 @@ def check_source(text: str, path: str, rules: Sequence[type[Rule]],
         assert current.positions is not None  # there are findings
         chosen = _choose_fixes(fixable, current.positions)
         taken: dict[str, FileEdit] = dict(result.other_files)
-        for fix, count in list(chosen):  # a project-level fix: every file it writes, or none
+        kept = []
+        for fix, count in chosen:  # a project-level fix: every file it writes, or none
             refused = _other_files_refusal(fix, path, taken) if fix.other_files is not None else None
             if refused is not None:
                 dropped.add(fix.description)
                 result.drop_reasons[fix.description] = refused
-                chosen.remove((fix, count))
-            elif fix.other_files is not None:
+                continue
+            if fix.other_files is not None:
                 taken.update((edit.path, edit) for edit in fix.project_edits.edits)
+            kept.append((fix, count))
+        chosen = kept
         if not chosen:  # the others wait for the next pass
             continue
         new_text, _ = _apply(module, [fix for fix, _ in chosen], current_text)
