@@ -62,22 +62,73 @@ def test_an_rnn_of_optimized_lstm_cells_runs_as_linen_from_transplanted_weights(
     assert jax.numpy.allclose(model(x), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_a_compact_call_with_another_decorator_keeps_its_finding():
-    # dropping ``nn.scan`` would step the cell once instead of over the sequence
-    source = textwrap.dedent('''\
-        import functools
-        import flax.linen as nn
+SCANNED = '''\
+import functools
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
 
 
-        class Steps(nn.Module):
-            hidden: int
+class OneWay(nn.Module):
+    hidden: int
 
-            @functools.partial(nn.transforms.scan, variable_broadcast="params", in_axes=1, out_axes=1,
-                               split_rngs={"params": False})
-            @nn.compact
-            def __call__(self, carry, x):
-                return nn.OptimizedLSTMCell(self.hidden)(carry, x)
-        ''')
-    result = check_source(source, "models.py", [NNX002], "unsafe")
+    @functools.partial(nn.transforms.scan, variable_broadcast="params", in_axes=1, out_axes=1,
+                       split_rngs={"params": False})
+    @nn.compact
+    def __call__(self, carry, x):
+        return nn.OptimizedLSTMCell(self.hidden)(carry, x)
+
+    def initialize_carry(self, input_shape):
+        return nn.OptimizedLSTMCell(self.hidden, parent=None).initialize_carry(jax.random.key(0), input_shape)
+
+
+class BothWays(nn.Module):
+    hidden: int
+
+    def setup(self):
+        self.forward = OneWay(self.hidden)
+        self.backward = OneWay(self.hidden)
+
+    def __call__(self, x):
+        _, ahead = self.forward(self.forward.initialize_carry(x[:, 0].shape), x)
+        _, behind = self.backward(self.backward.initialize_carry(x[:, 0].shape), jnp.flip(x, 1))
+        return jnp.concatenate([ahead, jnp.flip(behind, 1)], -1)
+'''
+
+
+def test_a_cell_stepped_by_a_scanned_call_becomes_an_nnx_rnn_over_the_held_cell():
+    fixed = check_source(SCANNED, "models.py", [NNX002], "unsafe").fixed_text
+    assert fixed is not None
+    assert "return nnx.RNN(self.optimized_lstm_cell_0, return_carry=True)(x, initial_carry=carry)" in fixed
+    assert "return self.optimized_lstm_cell_0.initialize_carry(input_shape, nnx.Rngs(jax.random.key(0)))" in fixed
+    assert "self.forward = OneWay(in_features, hidden, rngs=rngs)" in fixed
+    jax = pytest.importorskip("jax")
+    from flax import nnx
+
+    from nnxlint.transplant import load_linen_variables
+
+    linen_namespace: dict = {}
+    exec(SCANNED, linen_namespace)
+    nnx_namespace: dict = {}
+    exec(fixed, nnx_namespace)
+    x = jax.random.normal(jax.random.key(1), (2, 6, 3))
+    linen_model = linen_namespace["BothWays"](4)
+    variables = linen_model.init(jax.random.key(0), x)
+    model = nnx_namespace["BothWays"](3, 4, rngs=nnx.Rngs(0))
+    load_linen_variables(model, variables)  # one set of cell parameters per direction, as Linen's broadcast
+    assert jax.numpy.allclose(model(x), linen_model.apply(variables, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ("@functools.partial(nn.transforms.scan, variable_broadcast=\"params\", in_axes=1, out_axes=1,\n"
+     "                       split_rngs={\"params\": False})", "@nn.jit", "decorated method `__call__`"),
+    ("in_axes=1, out_axes=1", "in_axes=1, out_axes=0", "one `in_axes`/`out_axes`"),
+    ("return nn.OptimizedLSTMCell(self.hidden)(carry, x)", "return nn.GRUCell(self.hidden)(carry, x)",
+     "other than `return nn.<LSTM cell>(...)(carry, x)`"),
+])
+def test_a_decorated_call_other_than_a_scanned_cell_gets_no_fix(old, new, reason):
+    # dropping a decorator would change the call: ``nn.scan`` would step the cell once
+    assert old in SCANNED
+    result = check_source(SCANNED.replace(old, new), "models.py", [NNX002], "unsafe")
     assert result.fixed_text is None
-    assert "decorated method `__call__` is not converted" in result.findings[0].message
+    assert any(reason in finding.message for finding in result.findings), [f.message for f in result.findings]

@@ -28,6 +28,7 @@ from nnxlint.conversion.base import (
 from nnxlint.conversion.calls import CallRewriter, LinenFunctions
 from nnxlint.conversion.constructs import FACTORIES, SELF_CALLS
 from nnxlint.conversion.constructs.branch_module import guarded
+from nnxlint.conversion.constructs.scanned_cell import carry_method, convert_scanned_call, scanned_cell
 from nnxlint.conversion.constructs.setup_code import check_submodule_order, read_setup_block
 from nnxlint.conversion.constructs.class_field import choice_init
 from nnxlint.conversion.constructs.layer_factory import (
@@ -75,6 +76,8 @@ class ClassConverter(LayerConstruction):
         self.params: dict[str, str] = {}  # self.param attributes -> their NNX creation
         self.variables: dict[str, str] = {}  # self.variable attributes -> their NNX creation
         self.rng_streams: dict[str, str] = {}  # ``self.make_rng`` streams kept -> their ``__init__`` line
+        self.scan = None  # a cell stepped by a scanned ``__call__`` (``constructs/scanned_cell.py``)
+        self.scanned_output: Shape = None
         self.auto_counters: dict[str, int] = {}
         self.reserved_names: dict[int, str] = {}  # construction -> the auto-name Linen gives it (``reserve_name``)
         self.size_params: dict[str, int] = {}
@@ -113,7 +116,10 @@ class ClassConverter(LayerConstruction):
         overridden = sorted(set(methods) & _LINEN_MODULE_API)
         if overridden:
             raise Unconvertible(f"the class overrides Linen's `{overridden[0]}`")
+        self.scan = scanned_cell(self, methods["__call__"])  # ``constructs/scanned_cell.py``
         for name, method in methods.items():
+            if name == "__call__" and self.scan is not None:
+                continue
             compact = any(self.env.resolve(d.decorator) == LINEN_COMPACT for d in method.decorators)
             if compact and name != "__call__":
                 raise Unconvertible(f"`@nn.compact` on `{name}`: only a compact `__call__` is converted")
@@ -126,7 +132,8 @@ class ClassConverter(LayerConstruction):
         call = self._convert_call(methods["__call__"])
         converted_methods = {"__call__": call}
         for name, method in self.other_methods.items():
-            converted_methods[name] = self.followed_methods.get(name) or self._convert_other_method(method)
+            converted_methods[name] = self.followed_methods.get(name) \
+                or (self.scan and carry_method(self, method, self.scan)) or self._convert_other_method(method)
         for attribute in self.slot_order:
             slot = self.slots[attribute]
             mapping = getattr(self.layer(slot.construction.func), "mapping", None) if slot.init_code is None else None
@@ -372,6 +379,10 @@ class ClassConverter(LayerConstruction):
             shape = self.inputs[index] if index < len(self.inputs) else None
             shapes[param.name.value] = self._inside_shape(param.name.value, index, shape)
         self._compact = any(self.env.resolve(d.decorator) == LINEN_COMPACT for d in function.decorators)
+        if self.scan is not None:
+            new_function = convert_scanned_call(self, function, self.scan, shapes)
+            self._output_shape = self.scanned_output
+            return new_function
         visitor = CallRewriter(self, shapes)
         new_function = function.with_changes(body=function.body.visit(visitor), decorators=[])
         self._output_shape = visitor.output
