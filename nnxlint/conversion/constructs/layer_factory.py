@@ -70,12 +70,24 @@ class LayerFactory:
     preset: Mapping[str, Optional[cst.BaseExpression]] = field(default_factory=dict)
 
     def key(self) -> tuple:
-        """What a class converted for this factory depends on."""
-        return self.mapping.linen, tuple(sorted(self.preset))
+        """What a class converted for this factory depends on (the keywords it fixes, and
+        the literal values among them)."""
+        return self.mapping.linen, tuple(sorted(
+            (keyword, cst.Module([]).code_for_node(value) if _literal(value) else "")  # type: ignore[arg-type]
+            for keyword, value in self.preset.items()))
 
     def passed_on(self, code: str) -> "LayerFactory":
-        """The same factory as another class receives it, through its field ``code``."""
-        return LayerFactory(self.mapping, code, {keyword: None for keyword in self.preset})
+        """The same factory as another class receives it, through its field ``code``: the
+        fixed values that read nothing (``padding='SAME'``) keep their meaning there."""
+        return LayerFactory(self.mapping, code, {keyword: value if _literal(value) else None
+                                                 for keyword, value in self.preset.items()})
+
+
+def _literal(node: Optional[cst.BaseExpression]) -> bool:
+    """A string, a number or a tuple/list of them: the same value in any class."""
+    if isinstance(node, (cst.Tuple, cst.List)):
+        return all(_literal(element.value) for element in node.elements)
+    return isinstance(node, (cst.SimpleString, cst.Integer, cst.Float))
 
 
 def factory_of(converter: "ClassConverter", node: cst.BaseExpression) -> Optional[LayerFactory]:
