@@ -327,7 +327,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.call_shapes[id(original_node)] = self._follow_method(method, original_node)
             return updated_node
         if converter.layer(func) is not None:
-            raise Unconvertible("a submodule created but not called at once is not converted")
+            raise Unconvertible(f"`{converter.env.code(func)}(...)`: a submodule created but not called at once (kept, "
+                                "or handed to code that calls it later, as jraph's `concatenated_args` or a "
+                                "recurrent loop) is not converted")
         self.call_shapes[id(original_node)] = self._function_shape(original_node)
         return partitioned_init(converter, original_node, updated_node)
 
