@@ -192,6 +192,9 @@ FAILURES = textwrap.dedent("""\
         model.linear.bias[...] = jnp.ones(3)
     outcome["captured_update"] = error(nnx.jit(reset))
 
+    # NNX115: Linen's init on an NNX module
+    outcome["init_on_nnx"] = error(lambda: model.init(jax.random.key(0), jnp.ones((1, 2))))
+
     # NNX109: .value warns
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -323,6 +326,7 @@ def test_the_failures_the_rules_describe(outcomes):
     assert outcome["int_rngs"] == "AttributeError: 'int' object has no attribute 'params'"  # NNX113
     assert outcome["captured_update"].startswith(  # NNX114
         "TraceContextError: Cannot mutate Param from a different trace level")
+    assert outcome["init_on_nnx"].startswith("AttributeError: ") and "has no attribute 'init'" in outcome["init_on_nnx"]  # NNX115
     assert outcome["value_warning"] and outcome["value_warning"][0].startswith(
         "'.value' access is now deprecated")  # NNX109
 
