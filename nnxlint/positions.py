@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import bisect
 import re
-from contextlib import contextmanager
 from itertools import accumulate
-from typing import Iterator, Optional
+from typing import Optional
 
 import libcst as cst
 from libcst._nodes.internal import CodegenState
@@ -48,19 +47,28 @@ class _TokenSpans(CodegenState):
         start = self._starts.pop()
         self.spans.setdefault(id(node), (start, len(self.tokens)))
 
-    @contextmanager
     def record_syntactic_position(self, node: cst.CSTNode, *, start_node: Optional[cst.CSTNode] = None,
-                                  end_node: Optional[cst.CSTNode] = None) -> Iterator[None]:
-        start = len(self.tokens)
-        try:
-            yield
-        finally:
-            end = len(self.tokens)
-            if start_node is not None:
-                start = self.spans[id(start_node)][0]
-            if end_node is not None:
-                end = self.spans[id(end_node)][1]
-            self.spans[id(node)] = (start, end)
+                                  end_node: Optional[cst.CSTNode] = None) -> "_Syntactic":
+        return _Syntactic(self, node, start_node, end_node)
+
+
+class _Syntactic:
+    """The span of a node's own syntax (a class, not a generator: it runs for most nodes)."""
+
+    __slots__ = ("state", "node", "start_node", "end_node", "start")
+
+    def __init__(self, state: _TokenSpans, node: cst.CSTNode, start_node: Optional[cst.CSTNode],
+                 end_node: Optional[cst.CSTNode]) -> None:
+        self.state, self.node, self.start_node, self.end_node = state, node, start_node, end_node
+
+    def __enter__(self) -> None:
+        self.start = len(self.state.tokens)
+
+    def __exit__(self, *exception: object) -> None:
+        spans = self.state.spans
+        start = spans[id(self.start_node)][0] if self.start_node is not None else self.start
+        end = spans[id(self.end_node)][1] if self.end_node is not None else len(self.state.tokens)
+        spans[id(self.node)] = (start, end)
 
 
 class _Generated:
