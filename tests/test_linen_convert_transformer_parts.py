@@ -58,7 +58,7 @@ class Decoder(nn.Module):
 def test_a_layer_made_in_a_branch_on_a_field_is_made_under_the_same_test(tied):
     fixed, messages = convert(BRANCH)
     assert fixed is not None, messages
-    assert "        if not (tied):\n            self.logitdense = nnx.Linear(width, vocab, rngs=rngs)\n" in fixed
+    assert "        if not tied:\n            self.logitdense = nnx.Linear(width, vocab, rngs=rngs)\n" in fixed
     assert "nnx.combine_masks(nnx.make_attention_mask(tokens > 0, tokens > 0), nnx.make_causal_mask(tokens))" \
         in fixed
     jax = pytest.importorskip("jax")

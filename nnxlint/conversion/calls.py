@@ -14,7 +14,7 @@ from nnxlint.conversion.base import (
 from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
 from nnxlint.conversion.constructs.layer_factory import bind_layer_factory, check_factory_read, mark_factory_use
-from nnxlint.conversion.constructs.branch_module import branch_guard, returns
+from nnxlint.conversion.constructs.branch_module import branch_guard, negated, returns
 from nnxlint.conversion.constructs.shape_branch import shape_test_condition
 from nnxlint.conversion.constructs.chosen_module import bind_chosen_module
 from nnxlint.conversion.constructs.has_variable import bind_initialized_flag, check_flag_read, is_initialized_guard
@@ -106,13 +106,13 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.depth += 1
         self.init_guards += self._is_init_guard(node)
         if id(node) in self.elifs:  # ``elif``: the branch before it was not taken
-            self.conditions[-1] = _negated(self.conditions[-1])
+            self.conditions[-1] = negated(self.conditions[-1])
         if isinstance(node.orelse, cst.If):
             self.elifs.add(id(node.orelse))
         self.conditions.append(self.converter.fixed_condition(node.test) or shape_test_condition(self, node))
 
     def visit_Else(self, node: cst.Else) -> None:
-        self.conditions[-1] = _negated(self.conditions[-1])
+        self.conditions[-1] = negated(self.conditions[-1])
 
     def leave_If(self, original_node: cst.If, updated_node: cst.If):
         """``if not self.is_initializing(): body`` -> ``body``: NNX's ``__init__``
@@ -126,7 +126,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
                 if self.depth:
                     raise Unconvertible("a `return` inside nested branches of a compact method is not converted")
                 self.depth += 1  # until the method ends: what follows is made under that test
-                self.conditions.append(_negated(condition))
+                self.conditions.append(negated(condition))
             return updated_node
         self.init_guards -= 1
         body = list(updated_node.body.body)  # type: ignore[union-attr]
@@ -424,10 +424,6 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         return drop_args(call, is_mode)
 
     # -- shapes ------------------------------------------------------------
-
-
-def _negated(condition: Optional[str]) -> Optional[str]:
-    return None if condition is None else f"not ({condition})"
 
 
 def _class_like(func: cst.BaseExpression) -> bool:

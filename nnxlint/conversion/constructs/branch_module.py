@@ -53,3 +53,11 @@ def returns(node: cst.If) -> bool:
     last = body[-1] if body else None
     return node.orelse is None and isinstance(last, cst.SimpleStatementLine) \
         and isinstance(last.body[-1], (cst.Return, cst.Raise))
+
+
+def negated(condition: str | None) -> str | None:
+    """``not config.tied`` / ``not (a and b)``; None (a value of ``__call__``) stays None."""
+    if condition is None:
+        return None
+    dotted = all(part.isidentifier() for part in condition.split("."))
+    return f"not {condition}" if dotted else f"not ({condition})"

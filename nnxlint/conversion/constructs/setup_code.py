@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Optional
 import libcst as cst
 
 from nnxlint.conversion.base import Unconvertible, self_attribute
-from nnxlint.conversion.constructs.branch_module import guarded
+from nnxlint.conversion.constructs.branch_module import guarded, negated
 
 if TYPE_CHECKING:
     from nnxlint.conversion.classes import ClassConverter
@@ -76,7 +76,7 @@ def _read_branch(converter: ClassConverter, node: cst.If, guard: Optional[str]) 
     read_setup_block(converter, node.body.body, taken)  # type: ignore[union-attr]
     if node.orelse is None:
         return
-    other = f"not ({test})" if guard is None else f"{guard} and not ({test})"
+    other = negated(test) if guard is None else f"{guard} and {negated(test)}"
     if isinstance(node.orelse, cst.If):
         _read_branch(converter, node.orelse, other)
     else:
