@@ -403,3 +403,16 @@ def test_a_class_field_given_something_else_or_used_outside_a_loop_gets_no_fix()
     fixed, messages = convert(source.replace(looped, "        x = self.block_cls(4)(x)\n"))
     assert "outside a loop: a field that may hold Block, Wide, whose Linen name depends on the class" \
         in messages["Net"], messages
+
+
+def test_blocks_waiting_for_a_builder_that_stays_linen_say_which_builder_and_why():
+    # imagenet: only ResNet builds the blocks (through block_cls), and nn.ConvLocal keeps ResNet Linen
+    source = "from functools import partial\n" + RESNET.replace("class Net(nn.Module):", "class Net(nn.Module):\n    unit_cls: Any = None").replace(
+        "x = Unit(width,", "x = self.unit_cls(width,") + "\n\nNet1 = partial(Net, unit_cls=Unit)\nNetLocal = partial(Net, conv=nn.ConvLocal)\n"
+    fixed, messages = convert(source)
+    assert "`Net` builds it (`unit_cls=Unit`) and stays Linen: `NetLocal = partial(..., conv=nn.ConvLocal)`" \
+        in messages["Unit"], messages
+    # a block built by a class body that stays Linen says so as any used class does
+    fixed, messages = convert(RESNET + "\n\nNetLocal = partial(Net, conv=nn.ConvLocal)\n")
+    assert messages["Unit"].startswith("Linen Module class `Unit`: migrate to `nnx.Module` (no fix: `Net` uses it "
+                                       "and stays Linen"), messages

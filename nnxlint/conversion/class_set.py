@@ -154,11 +154,19 @@ class ClassSet:
         self.reasons.setdefault(name, reason)
         self.converted.pop(name, None)
 
+    def _linen_builder(self, name: str) -> Optional[tuple[str, str]]:
+        """A class staying Linen that the file gives ``name`` through a field
+        (``partial(ResNet, block_cls=ResNetBlock)``): (that class, the field)."""
+        for node in walk(self.env.module):
+            if isinstance(node, cst.Call) and node.args and isinstance(node.args[0].value, cst.Name) \
+                    and node.args[0].value.value in self.reasons:
+                for arg in node.args[1:]:
+                    if arg.keyword is not None and isinstance(arg.value, cst.Name) and arg.value.value == name:
+                        return node.args[0].value.value, arg.keyword.value
+        return None
+
     def close_over_uses(self) -> None:
         """A class that stays Linen keeps the classes it uses, and those that use it, Linen."""
-        for name, reason in self._waiting.items():
-            if name not in self.converted:
-                self.reasons.setdefault(name, reason)
         uses = {name: _class_names_in(node, set(self.env.linen_classes) - {name})
                 for name, node in self.env.linen_classes.items()}
         changed = True
@@ -175,6 +183,11 @@ class ClassSet:
                 elif kept_parent is not None:
                     self.keep_linen(name, f"`{kept_parent}` uses it and stays Linen: {self.reasons[kept_parent]}")
                     changed = True
+        for name, reason in self._waiting.items():  # no parent told what their fields build
+            if name not in self.converted:
+                builder = self._linen_builder(name)
+                self.reasons.setdefault(name, reason if builder is None else (
+                    f"`{builder[0]}` builds it (`{builder[1]}={name}`) and stays Linen: {self.reasons[builder[0]]}"))
 
 
 def _array_inputs(inputs: Sequence[Shape]) -> list[Shape]:
