@@ -184,3 +184,39 @@ def test_make_rng_draws_from_the_stream_the_module_keeps():
 def test_make_rng_with_a_computed_stream_name_gets_no_fix():
     _fixed, messages = convert(WORD_DROPOUT.replace('self.make_rng("dropout")', 'self.make_rng(str(self.rate))'))
     assert "one literal stream name" in messages["TokenDropout"], messages
+
+
+TABLE = '''\
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+class Lookup(nn.Module):
+    vocab: int
+    width: int
+    frozen: bool = False
+
+    def setup(self):
+        self.table = self.param("table", nn.initializers.normal(0.1), (self.vocab, self.width))
+        self.head = nn.Dense(2)
+
+    def __call__(self, ids):
+        rows = self.table[ids]
+        if self.frozen:
+            rows = jax.lax.stop_gradient(rows)
+        return self.head(rows)
+'''
+
+
+def test_rows_gathered_from_a_parameter_table_have_its_width():
+    fixed, messages = convert(TABLE)
+    assert fixed is not None, messages
+    assert "self.head = nnx.Linear(width, 2, rngs=rngs)" in fixed  # the table's width, through stop_gradient
+    jax = pytest.importorskip("jax")
+    from flax import nnx
+
+    ids = jax.numpy.array([[1, 4, 2], [0, 3, 3]])
+    linen_model, variables, model = run_both(
+        TABLE, fixed, lambda linen, new: (linen["Lookup"](5, 3), new["Lookup"](5, 3, rngs=nnx.Rngs(0))), (ids,))
+    assert jax.numpy.array_equal(model(ids), linen_model.apply(variables, ids))

@@ -9,7 +9,7 @@ import libcst as cst
 
 from nnxlint.conversion.base import arg_keyword, is_false, self_attribute
 from nnxlint.conversion.linen_map import ELEMENTWISE_FUNCTIONS, POOLING_FUNCTIONS
-from nnxlint.conversion.shapes import Several, Shape, flatten, is_open, sum_sizes, int_literal, int_tuple, string_literal, window_output
+from nnxlint.conversion.shapes import Several, Shape, flatten, is_open, open_shape, sum_sizes, int_literal, int_tuple, string_literal, window_output
 
 _ELEMENTWISE_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.Power)
 
@@ -17,7 +17,7 @@ _ELEMENTWISE_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.P
 _SHAPE_KEEPING_METHODS = frozenset({"astype", "clip"})
 _SHAPE_KEEPING_FUNCTIONS = frozenset({f"jax.numpy.{name}" for name in (
     "asarray", "array", "exp", "log", "sqrt", "abs", "square", "tanh", "sin", "cos", "clip", "round", "floor",
-    "where", "flip", "roll")})
+    "where", "flip", "roll")}) | {"jax.lax.stop_gradient"}
 _RANDOM_ARRAYS = frozenset({"jax.random.normal", "jax.random.uniform"})
 
 
@@ -147,7 +147,12 @@ class ShapeFollowing:
 
     def _slice_shape(self, node: cst.Subscript) -> Shape:
         """``x[:, :n]``, ``x[:, 0]``, ``x[..., 0:2]``: the last axis is kept when the last
-        index is a plain ``:`` (and nothing adds axes)."""
+        index is a plain ``:`` (and nothing adds axes); ``self.embedding[ids]`` gathers rows
+        of a 2-D parameter: the ids' axes, then the table's width."""
+        width = self.converter.table_widths.get(self_attribute(node.value) or "")
+        if width is not None and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index):
+            ids = self.shape_of(node.slice[0].slice.value)
+            return open_shape(width) if ids is None or is_open(ids) else tuple(ids) + (width,)
         shape = self.shape_of(node.value)
         if not shape or any(isinstance(element.slice, cst.Index) and (
                 isinstance(element.slice.value, (cst.Ellipsis,)) or (isinstance(element.slice.value, cst.Name)

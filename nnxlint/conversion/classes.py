@@ -74,6 +74,7 @@ class ClassConverter(LayerConstruction):
         self.slot_alternatives: dict[str, str] = {}  # ... -> the ``else`` line (``constructs/chosen_module.py``)
         self.init_lines: list[str] = []  # setup statements that are not submodules, in order
         self.params: dict[str, str] = {}  # self.param attributes -> their NNX creation
+        self.table_widths: dict[str, Size] = {}  # 2-D ``self.param`` -> its last axis (``call_shapes.py`` gathers)
         self.variables: dict[str, str] = {}  # self.variable attributes -> their NNX creation
         self.rng_streams: dict[str, str] = {}  # ``self.make_rng`` streams kept -> their ``__init__`` line
         self.scan = None  # a cell stepped by a scanned ``__call__`` (``constructs/scanned_cell.py``)

@@ -46,6 +46,9 @@ class Param(SelfCall):
             raise Unconvertible(f"`{name}` is created twice")
         init = converter.init_code(args[1].value, shapes)
         rest = [converter.init_code(arg.value, shapes) for arg in args[2:]]
+        table = args[2].value if len(args) > 2 else None
+        if isinstance(table, cst.Tuple) and len(table.elements) == 2:  # ``(vocab, width)``: rows of a lookup table
+            converter.table_widths[name] = converter.size_of(table.elements[1].value, shapes)
         converter.params[name] = (f"self.{name} = {converter.env.nnx}.Param("
                                   f"{init}({', '.join(['rngs.params()'] + rest)}))")
         converter.uses_rngs = True
