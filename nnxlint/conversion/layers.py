@@ -11,7 +11,7 @@ from nnxlint.conversion.base import Layer, Slot, Unconvertible, arg_keyword, sel
 from nnxlint.conversion.constructs import FACTORIES
 from nnxlint.conversion.constructs.class_field import class_choices
 from nnxlint.conversion.constructs.layer_factory import layer_call_values
-from nnxlint.conversion.linen_map import INEXACT_LAYERS, LAYERS, ONLY_VALUES, LayerMapping
+from nnxlint.conversion.linen_map import INEXACT_LAYERS, LAYERS, LayerMapping
 from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, open_shape, int_literal, int_tuple, string_literal, window_output
 
 
@@ -48,6 +48,9 @@ class LayerConstruction:
             binding = self.env.scope.lookup(func.value)
             if binding is not None and binding.node is self.env.linen_classes[func.value]:
                 return Layer(None, func.value)
+        if self.env.foreign_classes and isinstance(func, (cst.Name, cst.Attribute)) \
+                and self.env.code(func) in self.env.foreign_classes:
+            return Layer(None, self.env.code(func))
         return None
 
     def construction_args(self, construction: cst.Call,
@@ -74,8 +77,8 @@ class LayerConstruction:
         made_by = self.layer(slot.construction.func).made_by  # type: ignore[union-attr]
         if made_by is not None:
             layer_call_values(made_by, values)
-        for keyword, value in values.items():
-            self.check_layer_value(mapping, keyword, value)
+        for keyword in values:
+            self.check_layer_keyword(mapping, keyword)
         flag = values.pop(mapping.mode_flag, None) if mapping.mode_flag else None
         if flag is not None:
             constant = self.mode_use(flag, True)
@@ -120,13 +123,10 @@ class LayerConstruction:
         function = made_by.code if made_by is not None else f"{self.env.nnx}.{mapping.nnx}"
         return f"{function}({', '.join(parts)})"
 
-    def check_layer_value(self, mapping: LayerMapping, keyword: str, value: cst.BaseExpression) -> None:
+    def check_layer_keyword(self, mapping: LayerMapping, keyword: str) -> None:
         """A Linen layer argument that NNX has no exact form for gets no fix."""
         if keyword in mapping.no_equivalent:
             raise Unconvertible(f"`nn.{mapping.linen}({keyword}=...)` has no NNX equivalent")
-        only = ONLY_VALUES.get((mapping.linen, keyword))
-        if only is not None and self.env.code(value) != only[0]:
-            raise Unconvertible(f"`nn.{mapping.linen}({keyword}={self.env.code(value)})`: {only[1]}")
 
     def _layer_output(self, mapping: LayerMapping, slot: Slot, input_shape: Shape,
                       shapes: dict[str, Shape]) -> Shape:

@@ -169,12 +169,6 @@ UNFUSABLE_GATE_PARAMETERS = {"GRUCell": (("hn", "bias"),), "OptimizedLSTMCell": 
 # then (it needs a mesh) unless told not to.
 PARTITIONING = {"with_logical_partitioning": "with_partitioning", "with_partitioning": "with_partitioning"}
 PARTITIONING_ADDED = {"eager_sharding": "False"}
-# Layer arguments converted only with one literal value: (Linen layer, keyword) -> (value, why not others).
-# None today: attention's ``decode=`` converts as written.  Linen's ``init`` with
-# ``decode=True`` makes the ``cache`` collection; NNX keeps the cache in
-# ``nnx.Cache`` variables that ``init_cache(input_shape)`` makes (and raises until
-# it is called), which ``nnxlint.transplant`` fills from a Linen cache.
-ONLY_VALUES: dict[tuple[str, str], tuple[str, str]] = {}
 # Methods of a layer other than ``__call__`` that NNX has with the same meaning.
 LAYER_METHODS = {"Embed": ("attend",)}
 # Layers of the table whose NNX counterpart computes something else: no fix, for this reason.

@@ -137,7 +137,7 @@ def bind_layer_factory(rewriter: "CallRewriter", node: cst.Assign) -> bool:
         keyword = arg.keyword.value
         if keyword in ("name", "parent") or keyword == mapping.output_size:
             raise Unconvertible(f"a `partial` of `nn.{mapping.linen}` fixing `{keyword}`")
-        converter.check_layer_value(mapping, keyword, arg.value)
+        converter.check_layer_keyword(mapping, keyword)
         preset[keyword] = arg.value
         if keyword == mapping.mode_flag:
             if converter.mode_use(arg.value, True) is None:
