@@ -181,22 +181,23 @@ class LinenModule(Rule):
             return
         fix: Optional[Fix] = None
         try:
-            from nnxlint.conversion.file import convert_file  # heavy: only for files with Linen modules
-            from nnxlint.conversion.project_files import held_by_linen_users, importers
+            from nnxlint.conversion.linen_users import convert_with_users  # heavy: only for Linen files
+            from nnxlint.conversion.project_files import importers
 
-            # the files of the run that import this one, and its classes their Linen classes use
+            # the files of the run that import this one; the Linen classes among them that use
+            # its classes convert with it, or hold them Linen
             wanted = [found.name.value for found in self._classes] + [
                 statement.name.value for statement in node.body if isinstance(statement, cst.FunctionDef)]
             importing = importers(self.context.project, self.context.path, wanted)
-            held = held_by_linen_users(self.context.project, importing) if importing else {}
             with timings.stage("NNX002 conversion"):
-                conversion = convert_file(node, self.context.module_scope, self.context.path, held)
+                conversion, held, together = convert_with_users(
+                    node, self.context.module_scope, self.context.path, self.context.project, importing)
         except Exception as error:  # a conversion bug must not hide the finding itself
             conversion = None
             failure = f"the conversion failed ({type(error).__name__}: {error}); please report it"
         else:
             with timings.stage("NNX002 conversion"):
-                conversion, fix = self._fix(node, conversion, importing, held)
+                conversion, fix = self._fix(node, conversion, importing, held, together)
         for found in self._classes:
             name = found.name.value
             message = f"Linen Module class `{name}`: migrate to `nnx.Module`"
@@ -205,7 +206,7 @@ class LinenModule(Rule):
                 message += f" (no fix: {reason})"
             self.report(found, message, fix if reason is None else None)
 
-    def _fix(self, node: cst.Module, conversion, importing, held):
+    def _fix(self, node: cst.Module, conversion, importing, held, together):
         """The conversion of this file and its fix; a project-level fix when other files
         of the run import its classes (read and updated only when the fix is applied,
         unless the file's classes need another file's ``init`` to convert at all)."""
@@ -215,21 +216,26 @@ class LinenModule(Rule):
             fix = Fix(_fix_description(conversion), "unsafe", conversion.replacements) \
                 if conversion.converted and conversion.replacements else None
             return conversion, fix
-        project = ProjectConversion(node, self.context.module_scope, self.context.path, importing, conversion, held)
-        if trains_elsewhere(conversion, importing):
+        project = ProjectConversion(node, self.context.module_scope, self.context.path, importing, conversion, held,
+                                    together)
+        if together is None and trains_elsewhere(conversion, importing):
             conversion = project.conversion
         if not (conversion.converted and conversion.replacements):
             return conversion, None
-        return conversion, Fix(_fix_description(conversion, [found.path for found in importing]), "unsafe",
+        users = together.users if together is not None else {}
+        return conversion, Fix(_fix_description(conversion, [found.path for found in importing], users), "unsafe",
                                project.replacements, other_files=project.other_files)
 
 
-def _fix_description(conversion, importing: Sequence[str] = ()) -> str:
+def _fix_description(conversion, importing: Sequence[str] = (), users: Optional[dict] = None) -> str:
     """What the fix converts, and what it asks of code outside the file (or, when other
     files of the run import its classes, outside the run)."""
     names = ", ".join(f"`{name}`" for name in conversion.converted)
     what = "the file" if conversion.with_training else f"{names}"
     text = f"convert {what} from Linen to NNX"
+    if users:
+        text += " with the Linen classes of other files that use them (" + "; ".join(
+            f"{', '.join(f'`{name}`' for name in classes)} of {path}" for path, classes in users.items()) + ")"
     if importing:
         files = ", ".join(importing)
         return (f"{text}, with the files of the run that import them ({files}): their constructions get "

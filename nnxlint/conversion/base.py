@@ -81,9 +81,16 @@ class FileEnv:
     custom_collections: dict[str, str] = field(default_factory=dict)
     # Linen classes of another file of the run, as this file spells them (``models.CNN``) -> class name
     imported_classes: dict[str, str] = field(default_factory=dict)
+    # Linen classes of another file of the run that this file's classes build, as this file spells
+    # them (``Block``, ``layers.Block``) -> ``linen_users.ForeignClass`` (converted by that file's ``ClassSet``)
+    foreign_classes: dict = field(default_factory=dict)
 
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)
+
+    def class_node(self, name: str) -> cst.ClassDef:
+        """The definition of a Linen class this file builds: its own, or another file's."""
+        return self.linen_classes[name] if name in self.linen_classes else self.foreign_classes[name].node
 
     def resolve(self, node: cst.BaseExpression) -> Optional[str]:
         return names.resolve(self.scope, node)

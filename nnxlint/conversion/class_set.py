@@ -59,6 +59,8 @@ class ClassSet:
                 factories: Optional[dict[str, LayerFactory]] = None) -> ConvertedClass:
         """The converted class; ``inputs``: the shapes it is called with, when known;
         ``factories``: the layers its parent passes to its module-valued fields."""
+        if name in self.env.foreign_classes:  # another file's class: converted there
+            return self.env.foreign_classes[name].convert(inputs, factories)
         key = _factory_key(factories)
         if name in self.converted:
             if self.factory_keys.get(name, ()) != key:

@@ -533,7 +533,7 @@ class ClassConverter(LayerConstruction):
 
     def _child_init(self, slot: Slot, class_name: str, inputs: list[Shape],
                     shapes: dict[str, Shape]) -> tuple[str, Shape, Optional[Mode]]:
-        child_fields = [statement.body[0].target.value for statement in self.env.linen_classes[class_name].body.body
+        child_fields = [statement.body[0].target.value for statement in self.env.class_node(class_name).body.body
                         if self._is_field(statement)]  # type: ignore[union-attr]
         factories = factories_passed(self, slot.construction, child_fields)
         child = self.env.convert_class(class_name, inputs, factories)
@@ -631,5 +631,6 @@ def _names_read(node: cst.CSTNode) -> set[str]:
 
 
 def _type_name(layer) -> str:
-    """The type name Linen numbers a layer's modules by (``Dense`` for ``nn.Dense``, the class of the file)."""
-    return layer.mapping.linen if layer.mapping else layer.user_class
+    """The type name Linen numbers a layer's modules by (``Dense`` for ``nn.Dense``, the class's
+    name for a class of the file or, spelled ``layers.Block``, of another)."""
+    return layer.mapping.linen if layer.mapping else layer.user_class.rpartition(".")[2]

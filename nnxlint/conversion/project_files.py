@@ -43,6 +43,7 @@ from nnxlint.conversion.validate import converted_text
 
 if TYPE_CHECKING:
     from nnxlint.conversion.file import Conversion
+    from nnxlint.conversion.linen_users import Together
 
 _LINEN_METHODS = ("init", "apply", "init_with_output", "bind", "tabulate", "lazy_init")
 SEED = "0"  # the seed of the ``nnx.Rngs`` a construction site gets
@@ -104,33 +105,6 @@ def _imports_of(index) -> dict[str, list[tuple[str, str, str]]]:
     return _IMPORTS[index]
 
 
-def held_by_linen_users(project, importing: Sequence[Importer]) -> dict[str, str]:
-    """Classes of the file that a Linen class of another file of the run uses, with the
-    reason they stay Linen (a Linen module cannot hold an NNX one).  Only importers that
-    define Linen classes (the index knows) are read, with ``ast``."""
-    from nnxlint.project import LINEN
-
-    held: dict[str, str] = {}
-    for importer in importing:
-        facts = project.index.by_path.get(importer.path) or {}
-        linen = set()
-        for name in facts.get("classes", ()):
-            info = project.index.class_info(f"{facts['module']}.{name}", facts["root"])
-            if info is not None and info.kind == LINEN:
-                linen.add(name)
-        if not linen:
-            continue
-        try:
-            tree = ast.parse(read_source(importer.path).text)
-        except (SourceError, SyntaxError, ValueError, RecursionError):
-            continue
-        for node in tree.body:
-            if isinstance(node, ast.ClassDef) and node.name in linen:
-                for used in _spellings_in(node, importer.spellings):
-                    held.setdefault(used, f"`{node.name}` of {importer.path}, a Linen class, uses it")
-    return held
-
-
 def _spellings_in(node: ast.AST, spellings: Mapping[str, str]) -> list[str]:
     """The names (in the models file) of what ``node`` refers to by one of ``spellings``."""
     found = []
@@ -185,8 +159,11 @@ class ProjectConversion:
     ``other_files``) computed once, when the engine first asks for either part."""
 
     def __init__(self, module: cst.Module, scope: names.Scope, path: str, importing: list[Importer],
-                 single: "Conversion", held: Optional[dict[str, str]] = None) -> None:
+                 single: "Conversion", held: Optional[dict[str, str]] = None,
+                 together: Optional["Together"] = None, foreign: Optional[dict] = None) -> None:
         self.module = module
+        self.foreign = foreign or {}  # classes of another file that the file's classes use (``FileEnv``)
+        self.together = together  # the Linen classes of importers converted with the file's (``linen_users``)
         self.scope = scope
         self.path = path
         self.importing = importing
@@ -201,11 +178,22 @@ class ProjectConversion:
         across = self._across
         return across[1] if across is not None else self.single
 
+    def fixed(self) -> "Conversion":
+        """The conversion the fix makes (with the other files' training code or without)."""
+        return self._result[0]
+
     def replacements(self) -> Mapping[cst.CSTNode, object]:
         return self._result[0].replacements
 
     def other_files(self) -> OtherFiles:
         return self._result[1]
+
+    def _models_converter(self):
+        from nnxlint.conversion.file import FileConverter
+
+        converter = FileConverter(self.module, self.scope, self.path, self.held)
+        converter.env.foreign_classes = self.foreign
+        return converter
 
     def _file(self, importer: Importer) -> Optional[_File]:
         """The importer's text and LibCST module, read once (None when it cannot be)."""
@@ -222,7 +210,7 @@ class ProjectConversion:
     def _across(self):
         """(models converter, conversion, {path: converted training code}) with the training
         code of an importer, or None."""
-        if self.single.with_training:
+        if self.single.with_training or self.together is not None:
             return None
         try:
             return self._with_training()
@@ -243,10 +231,12 @@ class ProjectConversion:
         from nnxlint.conversion.file import FileConverter
 
         trained: dict[str, str] = {}  # path -> its converted training code
-        if self._across is not None:
+        if self.together is not None:  # converted with the Linen classes that use the file's
+            converter, conversion, trained = self.together.converter, self.single, self.together.texts
+        elif self._across is not None:
             converter, conversion, trained = self._across
         else:  # the file on its own, again: its converted classes are needed
-            converter = FileConverter(self.module, self.scope, self.path, self.held)
+            converter = self._models_converter()
             try:
                 conversion = converter.run()
             except Unconvertible:
@@ -270,6 +260,11 @@ class ProjectConversion:
                 continue
             if after != found.text:
                 edits.append(FileEdit(importer.path, found.text, after))
+        if self.together is not None:  # files that import only the users converted with the file
+            own = {importer.path for importer in self.importing}
+            edits.extend(FileEdit(path, self.together.originals[path], text)
+                         for path, text in self.together.texts.items() if path not in own)
+            notes.extend(self.together.notes)
         return conversion, OtherFiles(tuple(edits), tuple(notes))
 
     def _with_training(self):
@@ -287,7 +282,7 @@ class ProjectConversion:
             found = self._file(importer)
             if found is None:
                 continue
-            models = FileConverter(self.module, self.scope, self.path, self.held)
+            models = self._models_converter()
             factories = ModelsOnly(models).factories()  # ``def create(...): return Net(...)`` -> ``Net``
             training = FileConverter(found.module, names.collect_scope(found.module, None), importer.path)
             training.env.imported_classes = {spelling: factories.get(name, name)

@@ -1,0 +1,186 @@
+"""A models file's classes converted together with the Linen classes of other files that use them.
+
+A Linen module cannot hold an NNX one, so a class that a Linen class of another file of the
+run builds (``model.py``'s ``Net`` uses ``layers.py``'s ``Block``) converts only together with
+that user.  The models file is converted first; each file whose Linen classes use its classes
+is then converted knowing the converted ones (``FileEnv.foreign_classes``: the models file's
+``ClassSet`` gives their constructors -- input-size parameters, ``rngs`` -- as it gives those
+of a class of the file itself), and its other constructions of them are updated as any
+importer's.  When every such user converts, the models file's fix writes them all
+(``rule.OtherFiles``: all files or none); otherwise the used classes stay Linen and the reason
+names the user that does not convert.
+
+``nnxlint check`` pays for this only where a Linen class of another file uses one of the
+file's classes; a user that subclasses one (the conversion refuses subclasses) is decided
+without converting anything.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import libcst as cst
+
+from nnxlint import names
+from nnxlint.textio import SourceError, read_source
+from nnxlint.conversion.base import ConvertedClass, Unconvertible
+from nnxlint.conversion.file import Conversion, FileConverter, convert_file
+from nnxlint.conversion.project_files import Importer, _Constructions, _dotted, _spellings_in, importers
+from nnxlint.conversion.validate import converted_text
+
+
+@dataclass(frozen=True)
+class ForeignClass:
+    """A Linen class of another file that a class of this file builds."""
+
+    node: cst.ClassDef
+    convert: Callable[..., ConvertedClass]  # (inputs, factories) -> its conversion there
+
+
+@dataclass(frozen=True)
+class _User:
+    importer: Importer
+    name: str  # the Linen class of the importing file
+    uses: tuple[str, ...]  # the models file's classes it uses
+    subclasses: Optional[str]  # the one it subclasses, if any
+
+
+@dataclass
+class Together:
+    """The models file's conversion and the converted text of each file whose Linen classes use it."""
+
+    converter: FileConverter
+    texts: dict[str, str] = field(default_factory=dict)  # path -> converted text (users and their importers)
+    originals: dict[str, str] = field(default_factory=dict)  # path -> the text it was converted from
+    users: dict[str, list[str]] = field(default_factory=dict)  # path -> its classes converted with the file
+    notes: list[str] = field(default_factory=list)  # what the users' own importers could not get
+
+
+def convert_with_users(module: cst.Module, scope: names.Scope, path: str, project,
+                       importing: Sequence[Importer]) -> tuple[Conversion, dict[str, str], Optional[Together]]:
+    """The file's conversion, the classes held Linen by users that do not convert (with the
+    reason), and the users converted with it (None when there are none or one fails)."""
+    users = _linen_users(project, importing)
+    if not users:
+        return convert_file(module, scope, path), {}, None
+    failure = next(((user, f"it subclasses `{user.subclasses}`, and classes that inherit from other Linen "
+                           "classes are not converted") for user in users if user.subclasses), None)
+    together = None
+    if failure is None:
+        converter = FileConverter(module, scope, path)
+        try:
+            conversion = converter.run()
+        except Unconvertible as error:
+            conversion = Conversion(reason=str(error), reasons=dict(converter.classes.reasons))
+        together = Together(converter)
+        failure = _convert_users(project, users, converter, conversion, together)
+        if failure is None:
+            return conversion, {}, together
+    held = {}
+    for user in sorted(users, key=lambda user: user is not failure[0]):  # the failing user's reason first
+        why = f": {failure[1]}" if user is failure[0] else " and is converted only with every Linen user"
+        for used in user.uses:
+            held.setdefault(used, f"`{user.name}` of {user.importer.path}, a Linen class, uses it{why}")
+    return convert_file(module, scope, path, held), held, None
+
+
+def _linen_users(project, importing: Sequence[Importer]) -> list[_User]:
+    """The Linen classes of importing files that use the file's classes (``ast``, no conversion)."""
+    from nnxlint.project import LINEN
+
+    found = []
+    for importer in importing:
+        facts = project.index.by_path.get(importer.path) or {}
+        linen = set()
+        for name in facts.get("classes", ()):
+            info = project.index.class_info(f"{facts['module']}.{name}", facts["root"])
+            if info is not None and info.kind == LINEN:
+                linen.add(name)
+        if not linen:
+            continue
+        try:
+            tree = ast.parse(read_source(importer.path).text)
+        except (SourceError, SyntaxError, ValueError, RecursionError):
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and node.name in linen:
+                uses = _spellings_in(node, importer.spellings)
+                if uses:
+                    base = next((importer.spellings[_dotted(b) or ""] for b in node.bases
+                                 if (_dotted(b) or "") in importer.spellings), None)
+                    found.append(_User(importer, node.name, tuple(uses), base))
+    return found
+
+
+def _convert_users(project, users: list[_User], converter: FileConverter, conversion: Conversion,
+                   together: Together) -> Optional[tuple[_User, str]]:
+    """Converts each importing file with the users in it into ``together``; the first user
+    that does not convert, with why, or None."""
+    classes = {name: converter.classes.converted[name] for name in conversion.converted}
+    builders = {**{name: name for name in classes},
+                **{function: built for function, built in conversion.factories.items()}}
+    by_file: dict[str, list[_User]] = {}
+    for user in users:
+        by_file.setdefault(user.importer.path, []).append(user)
+    for path, in_file in by_file.items():
+        try:
+            _convert_file(project, in_file[0].importer, converter, conversion, [user.name for user in in_file],
+                          builders, classes, together)
+        except Unconvertible as error:
+            user = next((user for user in in_file if f"`{user.name}`" in str(error)), in_file[0])
+            return user, str(error)
+    return None
+
+
+def _convert_file(project, importer: Importer, converter: FileConverter, conversion: Conversion,
+                  user_names: list[str], builders: dict[str, str], classes: dict[str, ConvertedClass],
+                  together: Together) -> None:
+    """One importing file converted knowing the file's converted classes, with the files of the
+    run that import it in turn (its own ``ProjectConversion``), into ``together``."""
+    from nnxlint.conversion.project_files import ProjectConversion, trains_elsewhere
+
+    try:
+        text = read_source(importer.path).text
+        module = cst.parse_module(text)
+    except (SourceError, cst.ParserSyntaxError, RecursionError) as error:
+        raise Unconvertible(f"{importer.path} cannot be read or parsed ({error})") from None
+    scope = names.collect_scope(module, None)
+    foreign = {spelling: ForeignClass(converter.linen_classes[name], _converter_of(name, converter, conversion))
+               for spelling, name in importer.spellings.items() if name in converter.linen_classes}
+    user = FileConverter(module, scope, importer.path)
+    user.env.foreign_classes = foreign
+    try:
+        result = user.run()
+    except Unconvertible as error:
+        result = Conversion(reason=str(error), reasons=dict(user.classes.reasons))
+    theirs = importers(project, importer.path, [name for name in user.linen_classes] + [
+        statement.name.value for statement in module.body if isinstance(statement, cst.FunctionDef)])
+    replacements, edits = result.replacements, ()
+    if theirs:  # the user's classes are imported in turn: their constructions and training code follow
+        across = ProjectConversion(module, scope, importer.path, theirs, result, foreign=foreign)
+        if trains_elsewhere(result, theirs):
+            result = across.conversion
+        if result.converted:
+            replacements, files = across.replacements(), across.other_files()
+            edits, result = files.edits, across.fixed()
+            together.notes.extend(files.notes)
+    missing = next((name for name in user_names if name not in result.converted), None)
+    if missing is not None:
+        raise Unconvertible(f"`{missing}` stays Linen: {result.reason_for(missing)}")
+    together.originals[importer.path] = text
+    together.texts[importer.path] = _Constructions(importer, builders, classes).rewrite(
+        converted_text(module, replacements))
+    together.users[importer.path] = result.converted
+    for edit in edits:
+        together.originals.setdefault(edit.path, edit.before)
+        together.texts[edit.path] = edit.after
+
+
+def _converter_of(name: str, converter: FileConverter, conversion: Conversion) -> Callable[..., ConvertedClass]:
+    def convert(inputs, factories=None) -> ConvertedClass:
+        if name not in conversion.converted:
+            raise Unconvertible(f"it stays Linen in {converter.path}: {conversion.reason_for(name)}")
+        return converter.classes.convert(name, inputs, factories)
+    return convert

@@ -1,0 +1,126 @@
+"""Linen classes of different files that use each other convert together (``linen_users.py``):
+layers.py's block, model.py's model built from it, train.py's init site, in one fix."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import pytest
+
+LAYERS = '''\
+import flax.linen as nn
+
+
+class Block(nn.Module):
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(self.features)(x)
+        x = nn.LayerNorm()(x)
+        return nn.relu(x)
+'''
+
+MODEL = '''\
+import flax.linen as nn
+
+from layers import Block
+
+
+class Net(nn.Module):
+    hidden: int
+    classes: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = Block(self.hidden)(x)
+        x = Block(self.hidden * 2)(x)
+        return nn.Dense(self.classes)(x)
+'''
+
+TRAIN = '''\
+import jax
+import jax.numpy as jnp
+
+from model import Net
+
+
+def predict(x):
+    model = Net(hidden=8, classes=3)
+    variables = model.init(jax.random.key(0), jnp.ones((1, 5)))
+    return model.apply(variables, x)
+'''
+
+
+@pytest.fixture
+def project(tmp_path):
+    for name, text in {"layers.py": LAYERS, "model.py": MODEL, "train.py": TRAIN}.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def _import_fresh(directory, monkeypatch):
+    for name in ("layers", "model", "train"):
+        sys.modules.pop(name, None)
+    monkeypatch.syspath_prepend(str(directory))
+    import model
+    import train
+
+    return model, train
+
+
+def test_a_block_and_the_model_of_another_file_convert_together_and_match_linen(run_cli, project, tmp_path_factory,
+                                                                              monkeypatch):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from nnxlint.transplant import load_linen_variables
+
+    linen_copy = tmp_path_factory.mktemp("linen")
+    for path in project.iterdir():
+        shutil.copy(path, linen_copy / path.name)
+    checked = run_cli("check", "--no-cache", "--select", "NNX002", project)
+    assert "layers.py:4:1: NNX002 [-] Linen Module class `Block`" in checked.stdout  # a fix, no reason
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = {path.name: path.read_text() for path in project.glob("*.py")}
+    assert "class Block(nnx.Module):" in after["layers.py"] and "class Net(nnx.Module):" in after["model.py"]
+    assert "self.block_0 = Block(in_features, hidden, rngs=rngs)" in after["model.py"]
+    assert "Net(5, hidden=8, classes=3, rngs=nnx.Rngs(0))" in after["train.py"]
+    assert "flax.linen" not in "".join(after.values())
+    again = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    assert {path.name: path.read_text() for path in project.glob("*.py")} == after and "NNX002" not in again.stdout
+
+    x = jax.random.normal(jax.random.key(1), (2, 5))
+    linen_model, _ = _import_fresh(linen_copy, monkeypatch)
+    linen_net = linen_model.Net(hidden=8, classes=3)
+    variables = linen_net.init(jax.random.key(0), x)
+    expected = np.asarray(linen_net.apply(variables, x))
+    nnx_model, nnx_train = _import_fresh(project, monkeypatch)
+    net = nnx_model.Net(5, hidden=8, classes=3, rngs=nnx.Rngs(3))
+    load_linen_variables(net, variables)
+    difference = np.max(np.abs(np.asarray(net(x)) - expected)) / np.max(np.abs(expected))
+    assert difference <= 1e-5
+    assert nnx_train.predict(jnp.ones((2, 5))).shape == (2, 3)
+
+
+def test_a_user_that_cannot_convert_keeps_the_used_class_linen(run_cli, project):
+    """A user that stays Linen (here: its setup builds blocks in a loop) holds the block back, named."""
+    (project / "model.py").write_text(MODEL.replace(
+        "    @nn.compact\n    def __call__(self, x):\n        x = Block(self.hidden)(x)\n",
+        "    def setup(self):\n        self.blocks = [Block(n) for n in (self.hidden,)]\n\n"
+        "    @nn.compact\n    def __call__(self, x):\n        x = self.blocks[0](x)\n"))
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    assert "class Block(nn.Module):" in (project / "layers.py").read_text()
+    assert f"`Block`: migrate to `nnx.Module` (no fix: `Net` of {project / 'model.py'}, a Linen class, uses it: " \
+        in result.stdout
+
+
+def test_a_subclass_in_another_file_is_decided_without_converting(run_cli, project):
+    (project / "model.py").write_text(MODEL + "\n\nclass Wide(Block):\n    pass\n")
+    result = run_cli("check", "--no-cache", "--select", "NNX002", project)
+    assert "it subclasses `Block`, and classes that inherit from other Linen classes are not converted" \
+        in result.stdout
