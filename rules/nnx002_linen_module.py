@@ -181,7 +181,7 @@ class LinenModule(Rule):
             return
         fix: Optional[Fix] = None
         try:
-            from nnxlint.conversion.linen_users import convert_with_users  # heavy: only for Linen files
+            from nnxlint.conversion.linen_users import convert_with_users, explained  # heavy: Linen files only
             from nnxlint.conversion.project_files import importers
 
             # the files of the run that import this one; the Linen classes among them that use
@@ -202,6 +202,8 @@ class LinenModule(Rule):
             name = found.name.value
             message = f"Linen Module class `{name}`: migrate to `nnx.Module`"
             reason = failure if conversion is None else conversion.reason_for(name)
+            if reason is not None and conversion is not None:
+                reason = explained(reason, self.context.project, self.context.module_scope)
             if reason is not None:
                 message += f" (no fix: {reason})"
             self.report(found, message, fix if reason is None else None)

@@ -84,6 +84,8 @@ def test_a_block_and_the_model_of_another_file_convert_together_and_match_linen(
         shutil.copy(path, linen_copy / path.name)
     checked = run_cli("check", "--no-cache", "--select", "NNX002", project)
     assert "layers.py:4:1: NNX002 [-] Linen Module class `Block`" in checked.stdout  # a fix, no reason
+    assert f"it is a Linen class of {project / 'layers.py'}, whose fix converts this class with it" \
+        in checked.stdout  # Net's finding: no fix of its own
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     assert result.returncode == 0, result.stdout + result.stderr
     after = {path.name: path.read_text() for path in project.glob("*.py")}
@@ -124,3 +126,13 @@ def test_a_subclass_in_another_file_is_decided_without_converting(run_cli, proje
     result = run_cli("check", "--no-cache", "--select", "NNX002", project)
     assert "it subclasses `Block`, and classes that inherit from other Linen classes are not converted" \
         in result.stdout
+
+
+def test_a_class_spelled_through_its_module_converts_with_it(run_cli, project):
+    (project / "model.py").write_text(MODEL.replace("from layers import Block", "import layers").replace(
+        "Block(self.hidden", "layers.Block(self.hidden"))
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    model = (project / "model.py").read_text()
+    assert "self.block_0 = layers.Block(in_features, hidden, rngs=rngs)" in model, result.stdout
+    assert "self.block_1 = layers.Block(hidden, hidden * 2, rngs=rngs)" in model
+    assert "class Block(nnx.Module):" in (project / "layers.py").read_text()

@@ -18,6 +18,7 @@ without converting anything.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -184,3 +185,26 @@ def _converter_of(name: str, converter: FileConverter, conversion: Conversion) -
             raise Unconvertible(f"it stays Linen in {converter.path}: {conversion.reason_for(name)}")
         return converter.classes.convert(name, inputs, factories)
     return convert
+
+
+_UNKNOWN_CLASS = re.compile(r"`([A-Za-z_][\w.]*)\(\.\.\.\)\(\.\.\.\)`: `\1` is not a Linen class of this file")
+
+
+def explained(reason: str, project, scope: names.Scope) -> str:
+    """``reason``, telling where a class it calls unknown is a Linen class of another file of
+    the run: that file's fix converts both (read from the index only)."""
+    found = _UNKNOWN_CLASS.search(reason)
+    if found is None or project is None:
+        return reason
+    from nnxlint.project import LINEN
+
+    try:
+        qualified = names.resolve(scope, cst.parse_expression(found.group(1)))
+    except cst.ParserSyntaxError:
+        return reason
+    target = project.lookup(qualified) if qualified else None
+    info = project.class_info(qualified) if target is not None and target[0] == "class" else None
+    if info is None or info.kind != LINEN or target[1][0] not in project.index.run_paths:
+        return reason
+    return (f"{reason}; it is a Linen class of {target[1][0]}, whose fix converts this class with it when "
+            "every Linen class of the run that uses it can be converted")
