@@ -104,8 +104,9 @@ class LinenModule(Rule):
     the file, all or none (a project-level fix): the one that calls `init` gets
     its training code converted, other constructions get `rngs=nnx.Rngs(0)`, and
     what cannot be updated there is named in a warning; code outside the run
-    must pass the new parameters and `rngs=` (the fix description says so). A
-    class that a Linen class of another file uses stays Linen. A class that cannot
+    must pass the new parameters and `rngs=` (the fix description says so). Linen
+    classes of other files that use the file's classes convert with them, in the same
+    fix; where one cannot, the classes it uses stay Linen. A class that cannot
     be converted, and the classes tied to it, keep their finding with the reason;
     a converted file must compile, define every name it uses and get no NNX1xx
     finding, or there is no fix. Submodule names follow

@@ -13,10 +13,12 @@ fix is project-level (``nnxlint.rule.OtherFiles``):
   input sizes where they are known;
 - what cannot be updated -- a construction whose input size is unknown there, a
   file that still uses the class as a Linen model (``init``/``apply``) -- is named
-  in a note; code outside the run must pass the new arguments itself.
+  in a note; code outside the run must pass the new arguments itself;
+- an importer whose Linen classes use the file's classes is converted with it
+  (``linen_users.py``), or holds them Linen.
 
-``nnxlint check`` finds the importers from the project index (no parse), reads
-those that define Linen classes (a class one of them uses stays Linen), and tries
+``nnxlint check`` finds the importers from the project index (no parse), converts
+those whose Linen classes use the file's classes (``linen_users.py``), and tries
 the training code of another file only when a class stays Linen for want of an
 input size; everything else is computed when the fix is applied.
 """
