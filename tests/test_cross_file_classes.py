@@ -136,3 +136,15 @@ def test_a_class_spelled_through_its_module_converts_with_it(run_cli, project):
     assert "self.block_0 = layers.Block(in_features, hidden, rngs=rngs)" in model, result.stdout
     assert "self.block_1 = layers.Block(hidden, hidden * 2, rngs=rngs)" in model
     assert "class Block(nnx.Module):" in (project / "layers.py").read_text()
+
+
+def test_the_user_file_trains_its_model_itself(run_cli, tmp_path):
+    (tmp_path / "layers.py").write_text(LAYERS)
+    (tmp_path / "model.py").write_text(
+        MODEL.replace("from layers import Block", "import jax\nimport jax.numpy as jnp\n\nfrom layers import Block")
+        + "\n\n" + TRAIN.split("\n\n\n", 1)[1])
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", tmp_path)
+    model = (tmp_path / "model.py").read_text()
+    assert "model = Net(5, hidden=8, classes=3, rngs=nnx.Rngs(0))\n    return model(x)" in model, result.stdout
+    assert "self.block_1 = Block(hidden, hidden * 2, rngs=rngs)" in model and "flax.linen" not in model
+    assert "class Block(nnx.Module):" in (tmp_path / "layers.py").read_text()
