@@ -125,7 +125,7 @@ def _convert_users(project, users: list[_User], converter: FileConverter, conver
     by_file: dict[str, list[_User]] = {}
     for user in users:
         by_file.setdefault(user.importer.path, []).append(user)
-    for path, in_file in by_file.items():
+    for in_file in by_file.values():
         try:
             _convert_file(project, in_file[0].importer, converter, conversion, [user.name for user in in_file],
                           builders, classes, together)

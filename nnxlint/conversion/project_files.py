@@ -230,8 +230,6 @@ class ProjectConversion:
             return self.single, OtherFiles(notes=(*self.notes, note))
 
     def _convert(self) -> tuple["Conversion", OtherFiles]:
-        from nnxlint.conversion.file import FileConverter
-
         trained: dict[str, str] = {}  # path -> its converted training code
         if self.together is not None:  # converted with the Linen classes that use the file's
             converter, conversion, trained = self.together.converter, self.single, self.together.texts
