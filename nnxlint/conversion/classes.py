@@ -633,4 +633,4 @@ def _names_read(node: cst.CSTNode) -> set[str]:
 def _type_name(layer) -> str:
     """The type name Linen numbers a layer's modules by (``Dense`` for ``nn.Dense``, the class's
     name for a class of the file or, spelled ``layers.Block``, of another)."""
-    return layer.mapping.linen if layer.mapping else layer.user_class.rpartition(".")[2]
+    return layer.mapping.linen if layer.mapping else layer.user_class and layer.user_class.rpartition(".")[2]

@@ -386,7 +386,9 @@ def stacked_call(rewriter: CallRewriter, loop: StackLoop, construction: cst.Call
                             "does more than run it, is not converted")
     if loop.parent is not None and any(arg_keyword(arg) == "name" for arg in construction.args):
         raise Unconvertible("a module named with `name=` in a nest of loops is not converted")
-    type_name = layer.mapping.linen if layer.mapping else layer.user_class.rpartition(".")[2]  # ``layers.Block``
+    type_name = layer.mapping.linen if layer.mapping else layer.user_class
+    assert type_name is not None
+    type_name = type_name.rpartition(".")[2]  # ``layers.Block`` is numbered as ``Block``
     if len(layer.choices) > 1:  # ``self.block_cls``: Linen numbers each class apart, one class per instance
         type_name = self_attribute(construction.func)  # type: ignore[assignment]
     name = next((arg.value for arg in construction.args if arg_keyword(arg) == "name"), None)
