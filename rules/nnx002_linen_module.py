@@ -182,7 +182,8 @@ class LinenModule(Rule):
             return
         fix: Optional[Fix] = None
         try:
-            from nnxlint.conversion.linen_users import convert_with_users, explained  # heavy: Linen files only
+            from nnxlint.conversion.linen_users import (  # heavy: only for files with Linen modules
+                convert_with_users, explained, linen_sources)
             from nnxlint.conversion.project_files import importers
 
             # the files of the run that import this one; the Linen classes among them that use
@@ -199,12 +200,15 @@ class LinenModule(Rule):
         else:
             with timings.stage("NNX002 conversion"):
                 conversion, fix = self._fix(node, conversion, importing, held, together)
+        sources = None  # Linen classes of other files of the run, read only for a class that stays
         for found in self._classes:
             name = found.name.value
             message = f"Linen Module class `{name}`: migrate to `nnx.Module`"
             reason = failure if conversion is None else conversion.reason_for(name)
-            if reason is not None and conversion is not None:
-                reason = explained(reason, self.context.project, self.context.module_scope)
+            if reason is not None and conversion is not None and sources is None:
+                sources = linen_sources(self.context.project, self.context.module_scope, self.context.path)
+            if reason is not None and sources:
+                reason = explained(reason, node.code_for_node(found), sources)
             if reason is not None:
                 message += f" (no fix: {reason})"
             self.report(found, message, fix if reason is None else None)

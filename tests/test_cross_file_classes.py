@@ -84,7 +84,7 @@ def test_a_block_and_the_model_of_another_file_convert_together_and_match_linen(
         shutil.copy(path, linen_copy / path.name)
     checked = run_cli("check", "--no-cache", "--select", "NNX002", project)
     assert "layers.py:4:1: NNX002 [-] Linen Module class `Block`" in checked.stdout  # a fix, no reason
-    assert f"it is a Linen class of {project / 'layers.py'}, whose fix converts this class with it" \
+    assert f"it uses `Block`, a Linen class of {project / 'layers.py'}, whose fix converts this class with it" \
         in checked.stdout  # Net's finding: no fix of its own
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     assert result.returncode == 0, result.stdout + result.stderr

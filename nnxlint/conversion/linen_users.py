@@ -187,24 +187,37 @@ def _converter_of(name: str, converter: FileConverter, conversion: Conversion) -
     return convert
 
 
-_UNKNOWN_CLASS = re.compile(r"`([A-Za-z_][\w.]*)\(\.\.\.\)\(\.\.\.\)`: `\1` is not a Linen class of this file")
-
-
-def explained(reason: str, project, scope: names.Scope) -> str:
-    """``reason``, telling where a class it calls unknown is a Linen class of another file of
-    the run: that file's fix converts both (read from the index only)."""
-    found = _UNKNOWN_CLASS.search(reason)
-    if found is None or project is None:
-        return reason
+def linen_sources(project, scope: names.Scope, path: str) -> dict[str, str]:
+    """How this file spells Linen classes of other files of the run (``Block``, ``layers.Block``)
+    -> the file that defines each (read from the index only)."""
     from nnxlint.project import LINEN
 
-    try:
-        qualified = names.resolve(scope, cst.parse_expression(found.group(1)))
-    except cst.ParserSyntaxError:
+    found: dict[str, str] = {}
+    if project is None:
+        return found
+    for local, bindings in scope.bindings.items():
+        qualified = next((binding.qualified_name for binding in bindings if binding.qualified_name), None)
+        target = project.lookup(qualified) if qualified else None
+        if target is None or target[0] not in ("class", "module"):
+            continue
+        if target[0] == "class":
+            candidates = {local: (qualified, target[1][0])}
+        else:
+            candidates = {f"{local}.{name}": (f"{qualified}.{name}", target[1][0]) for name in target[1][1]["classes"]}
+        for spelling, (name, source) in candidates.items():
+            if source != path and source in project.index.run_paths:
+                info = project.class_info(name)
+                if info is not None and info.kind == LINEN:
+                    found[spelling] = source
+    return found
+
+
+def explained(reason: str, class_code: str, sources: dict[str, str]) -> str:
+    """``reason``, telling where the class uses a Linen class of another file of the run:
+    that file's fix converts both when it can."""
+    used = next((spelling for spelling in sources if re.search(rf"(?<![\w.]){re.escape(spelling)}\b", class_code)),
+                None)
+    if used is None:
         return reason
-    target = project.lookup(qualified) if qualified else None
-    info = project.class_info(qualified) if target is not None and target[0] == "class" else None
-    if info is None or info.kind != LINEN or target[1][0] not in project.index.run_paths:
-        return reason
-    return (f"{reason}; it is a Linen class of {target[1][0]}, whose fix converts this class with it when "
-            "every Linen class of the run that uses it can be converted")
+    return (f"{reason}; it uses `{used}`, a Linen class of {sources[used]}, whose fix converts this class with "
+            "it when every Linen class of the run that uses it can be converted")
