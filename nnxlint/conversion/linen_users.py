@@ -81,7 +81,10 @@ def convert_with_users(module: cst.Module, scope: names.Scope, path: str, projec
             return conversion, {}, together
     held = {}
     for user in sorted(users, key=lambda user: user is not failure[0]):  # the failing user's reason first
-        why = f": {failure[1]}" if user is failure[0] else " and is converted only with every Linen user"
+        failing = failure[0]
+        why = f": {failure[1]}" if user is failing else (
+            f"; this class converts only with every Linen class that uses it, and `{failing.name}` of "
+            f"{failing.importer.path} does not")
         for used in user.uses:
             held.setdefault(used, f"`{user.name}` of {user.importer.path}, a Linen class, uses it{why}")
     return convert_file(module, scope, path, held), held, None
