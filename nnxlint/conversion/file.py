@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import libcst as cst
 
@@ -424,6 +424,7 @@ class _DeadKeyRemover(cst.CSTTransformer):
         self.env = env
         self.changed = False
         self.dropped_positions: dict[str, int] = {}  # function -> index of the dropped parameter
+        self.removed_lines: dict[int, Sequence[cst.EmptyLine]] = {}  # removed statement -> its leading lines
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.scopes.append(FileConverter._reads(node.body))
@@ -460,8 +461,35 @@ class _DeadKeyRemover(cst.CSTTransformer):
         made_unread = any(self.before[name] - own_reads[name] > 0 for name in names)  # not the user's own dead code
         if unread and made_unread:
             self.changed = True
+            self.removed_lines[id(original_node)] = [line for line in original_node.leading_lines
+                                                     if line.comment is None]
             return cst.RemoveFromParent()
         return updated_node
+
+    def leave_IndentedBlock(self, original_node, updated_node):
+        return updated_node.with_changes(body=self._blank_lines_kept(original_node.body, updated_node.body))
+
+    def leave_Module(self, original_node, updated_node):
+        return updated_node.with_changes(body=self._blank_lines_kept(original_node.body, updated_node.body))
+
+    def _blank_lines_kept(self, before: Sequence[cst.BaseStatement], after: Sequence[cst.BaseStatement]) -> list:
+        """The blank lines above a removed statement move to the next one that has none:
+        PEP 8's spacing between blocks survives the removal (its comments go with it)."""
+        after = list(after)
+        removed = [statement for statement in before if id(statement) in self.removed_lines]
+        if not removed or len(after) != len(before) - len(removed):
+            return after
+        kept = iter(range(len(after)))
+        pending: Sequence[cst.EmptyLine] = ()
+        for statement in before:
+            if id(statement) in self.removed_lines:
+                pending = pending or self.removed_lines[id(statement)]
+                continue
+            index = next(kept)
+            if pending and not after[index].leading_lines:
+                after[index] = after[index].with_changes(leading_lines=pending)
+            pending = ()
+        return after
 
     def finish(self, new: dict[cst.CSTNode, Replacement]) -> None:
         """Drops the arguments that fed the dropped parameters."""
