@@ -245,3 +245,21 @@ def drop_args(call: cst.Call, remove: Callable[[int, Optional[str]], bool]) -> c
     return call.with_changes(args=kept)
 
 
+def names_read(node: cst.CSTNode) -> set[str]:
+    """The names an expression reads: attribute owners, not attribute or keyword names."""
+    found: set[str] = set()
+
+    class Names(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            found.add(name.value)
+
+        def visit_Attribute(self, attribute: cst.Attribute) -> bool:
+            attribute.value.visit(self)
+            return False
+
+        def visit_Arg(self, arg: cst.Arg) -> bool:
+            arg.value.visit(self)
+            return False
+
+    node.visit(Names())
+    return found

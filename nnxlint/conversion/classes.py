@@ -23,7 +23,7 @@ from nnxlint.context import walk
 from nnxlint.flax_api import LINEN_MODULE
 from nnxlint.conversion.base import (
     IDENTIFIER, LINEN_COMPACT, ConvertedClass, FileEnv, InitParam, Mode, Slot, Unconvertible, arg_keyword,
-    drop_param, function_params, input_sizes, self_attribute, size_name, substitute,
+    drop_param, function_params, input_sizes, names_read, self_attribute, size_name, substitute,
 )
 from nnxlint.conversion.calls import CallRewriter, LinenFunctions
 from nnxlint.conversion.constructs import FACTORIES, SELF_CALLS
@@ -241,7 +241,7 @@ class ClassConverter(LayerConstruction):
         name gets the value."""
         if self._assignments.get(name) != 1:
             return
-        if any(read not in shapes and not self._fixed_name(read) for read in _names_read(value)):
+        if any(read not in shapes and not self._fixed_name(read) for read in names_read(value)):
             return
         try:
             self.aliases[name] = self.init_code(value, shapes)
@@ -259,7 +259,7 @@ class ClassConverter(LayerConstruction):
 
     def _fixed(self, node: cst.BaseExpression) -> bool:
         """``node`` reads only fields, aliases of them and module-level names."""
-        return all(self._fixed_name(read) for read in _names_read(node))
+        return all(self._fixed_name(read) for read in names_read(node))
 
     def _fixed_name(self, name: str) -> bool:
         return name == "self" or name in self.aliases or name in self.env.scope.bindings or hasattr(builtins, name)
@@ -609,25 +609,6 @@ def _target_names(target: cst.BaseExpression) -> list[str]:
     if isinstance(target, (cst.Tuple, cst.List)):
         return [name for element in target.elements for name in _target_names(element.value)]
     return []
-
-
-def _names_read(node: cst.CSTNode) -> set[str]:
-    found: set[str] = set()
-
-    class Names(cst.CSTVisitor):
-        def visit_Name(self, name: cst.Name) -> None:
-            found.add(name.value)
-
-        def visit_Attribute(self, attribute: cst.Attribute) -> bool:
-            attribute.value.visit(self)
-            return False
-
-        def visit_Arg(self, arg: cst.Arg) -> bool:
-            arg.value.visit(self)
-            return False
-
-    node.visit(Names())
-    return found
 
 
 def _type_name(layer) -> str:

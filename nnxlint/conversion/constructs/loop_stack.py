@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import libcst as cst
 
-from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword, self_attribute
+from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword, names_read, self_attribute
 from nnxlint.conversion.constructs.class_field import list_name
 from nnxlint.conversion.naming import nnx_list_name
 from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Shape, Size, is_open
@@ -134,7 +134,7 @@ def record_loop_local(rewriter: CallRewriter, node: cst.Assign) -> None:
     known = {name for level in loop.nest() for name in _targets(level)} | {
         line.partition(" = ")[0] for level in loop.nest() for line in level.locals}
     converter = rewriter.converter
-    if any(name not in known and not converter._fixed_name(name) for name in _names(node.value)):
+    if any(name not in known and not converter._fixed_name(name) for name in names_read(node.value)):
         return
     try:
         code = converter.init_code(node.value, {})
@@ -146,21 +146,6 @@ def record_loop_local(rewriter: CallRewriter, node: cst.Assign) -> None:
 
 def _targets(loop: StackLoop) -> list[str]:
     return [part.strip() for part in loop.target.split(",")] if loop.target else [loop.index]
-
-
-def _names(node: cst.CSTNode) -> set[str]:
-    found: set[str] = set()
-
-    class Names(cst.CSTVisitor):
-        def visit_Name(self, name: cst.Name) -> None:
-            found.add(name.value)
-
-        def visit_Attribute(self, attribute: cst.Attribute) -> bool:
-            attribute.value.visit(self)
-            return False
-
-    node.visit(Names())
-    return found
 
 
 def _single_arg(call: cst.Call) -> bool:
