@@ -92,11 +92,12 @@ def parse(text: str) -> Optional[ast.Module]:
         return None
 
 
-def _dotted(node: ast.AST) -> Optional[str]:
+def dotted_name(node: ast.AST) -> Optional[str]:
+    """``a.b.c`` for a Name/Attribute chain, else None."""
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute):
-        base = _dotted(node.value)
+        base = dotted_name(node.value)
         return f"{base}.{node.attr}" if base else None
     return None
 
@@ -127,7 +128,7 @@ class _FactCollector:
             return None
         if isinstance(node, ast.Subscript):  # ``nnx.Variable[jax.Array]``
             return self.qualify(node.value, local)
-        dotted = _dotted(node)
+        dotted = dotted_name(node)
         if dotted is None:
             return None
         head, _, rest = dotted.partition(".")

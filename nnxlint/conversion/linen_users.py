@@ -28,7 +28,8 @@ from nnxlint import names
 from nnxlint.textio import SourceError, read_source
 from nnxlint.conversion.base import ConvertedClass, Unconvertible
 from nnxlint.conversion.file import Conversion, FileConverter, convert_file
-from nnxlint.conversion.project_files import Importer, _Constructions, _dotted, _spellings_in, importers
+from nnxlint.conversion.project_files import Importer, _Constructions, _spellings_in, importers
+from nnxlint.project import dotted_name
 from nnxlint.conversion.validate import converted_text
 
 
@@ -112,8 +113,8 @@ def _linen_users(project, importing: Sequence[Importer]) -> list[_User]:
             if isinstance(node, ast.ClassDef) and node.name in linen:
                 uses = _spellings_in(node, importer.spellings)
                 if uses:
-                    base = next((importer.spellings[_dotted(b) or ""] for b in node.bases
-                                 if (_dotted(b) or "") in importer.spellings), None)
+                    base = next((importer.spellings[dotted_name(b) or ""] for b in node.bases
+                                 if (dotted_name(b) or "") in importer.spellings), None)
                     found.append(_User(importer, node.name, tuple(uses), base))
     return found
 

@@ -38,6 +38,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from nnxlint import names
 from nnxlint.flax_api import FLAX_NNX, is_linen
 from nnxlint.imports import add_imports
+from nnxlint.project import dotted_name
 from nnxlint.rule import FileEdit, OtherFiles
 from nnxlint.textio import SourceError, read_source
 from nnxlint.conversion.base import ConvertedClass, Unconvertible
@@ -112,19 +113,10 @@ def _spellings_in(node: ast.AST, spellings: Mapping[str, str]) -> list[str]:
     found = []
     for child in ast.walk(node):
         if isinstance(child, (ast.Name, ast.Attribute)):
-            spelled = spellings.get(_dotted(child) or "")
+            spelled = spellings.get(dotted_name(child) or "")
             if spelled is not None and spelled not in found:
                 found.append(spelled)
     return found
-
-
-def _dotted(node: ast.AST) -> Optional[str]:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        head = _dotted(node.value)
-        return f"{head}.{node.attr}" if head else None
-    return None
 
 
 def trains_elsewhere(conversion: "Conversion", importing: Sequence[Importer]) -> bool:
