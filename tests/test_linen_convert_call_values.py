@@ -4,22 +4,9 @@ methods called with keyword arguments (flax's examples/sst2 uses both)."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
-from nnxlint.engine import check_source
-from nnxlint.registry import all_rules
-
-NNX002 = all_rules()["NNX002"]
-
-
-def convert(source: str):
-    """(fixed text or None, {class: message})."""
-    source = textwrap.dedent(source)
-    fixed = check_source(source, "models.py", [NNX002], "unsafe").fixed_text
-    findings = check_source(source, "models.py", [NNX002]).findings
-    return fixed, {f.message.split("`")[1]: f.message for f in findings}
+from conversion_helpers import convert
 
 
 def run_both(linen_source: str, nnx_source: str, build, inputs):

@@ -11,18 +11,7 @@ import textwrap
 
 import pytest
 
-from nnxlint.engine import check_source
-from nnxlint.registry import all_rules
-
-NNX002 = all_rules()["NNX002"]
-
-
-def convert(source: str):
-    """(fixed text or None, {class: message})."""
-    source = textwrap.dedent(source)
-    fixed = check_source(source, "models.py", [NNX002], "unsafe").fixed_text
-    findings = check_source(source, "models.py", [NNX002]).findings
-    return fixed, {f.message.split("`")[1]: f.message for f in findings}
+from conversion_helpers import convert
 
 
 def max_relative_difference(linen_source, nnx_source, linen_args, nnx_args, x, modes):

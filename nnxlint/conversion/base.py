@@ -3,6 +3,8 @@ the converted-class summary, the file environment, and small syntax helpers."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
@@ -245,13 +247,14 @@ def drop_args(call: cst.Call, remove: Callable[[int, Optional[str]], bool]) -> c
     return call.with_changes(args=kept)
 
 
-def names_read(node: cst.CSTNode) -> set[str]:
-    """The names an expression reads: attribute owners, not attribute or keyword names."""
-    found: set[str] = set()
+def name_counts(node: cst.CSTNode) -> Counter:
+    """How often each name stands in ``node``, read or bound: attribute owners count,
+    attribute and keyword names do not."""
+    counts: Counter = Counter()
 
     class Names(cst.CSTVisitor):
         def visit_Name(self, name: cst.Name) -> None:
-            found.add(name.value)
+            counts[name.value] += 1
 
         def visit_Attribute(self, attribute: cst.Attribute) -> bool:
             attribute.value.visit(self)
@@ -262,4 +265,9 @@ def names_read(node: cst.CSTNode) -> set[str]:
             return False
 
     node.visit(Names())
-    return found
+    return counts
+
+
+def names_read(node: cst.CSTNode) -> set[str]:
+    """The names an expression reads: attribute owners, not attribute or keyword names."""
+    return set(name_counts(node))

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import libcst as cst
 
-from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword, names_read, self_attribute
+from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword, name_counts, names_read, self_attribute
 from nnxlint.conversion.constructs.class_field import list_name
 from nnxlint.conversion.naming import nnx_list_name
 from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Shape, Size, is_open
@@ -311,8 +311,8 @@ def _nest_replacement(rewriter: CallRewriter, root: StackLoop, nest: list[StackL
                             "its `nnx.List` could not be indexed")
     bound = {name for loop in nest for name in _targets(loop)} | {
         line.partition(" = ")[0] for line in nest[-1].locals}
-    outside = _name_counts(rewriter.converter.node)
-    inside = _name_counts(root.node)  # type: ignore[arg-type]
+    outside = name_counts(rewriter.converter.node)
+    inside = name_counts(root.node)  # type: ignore[arg-type]
     read_after = sorted(name for name in bound if outside.get(name, 0) > inside.get(name, 0))
     if read_after:
         raise Unconvertible(f"`{read_after[0]}`, bound by a nest of loops that builds modules, is read after it")
@@ -326,25 +326,6 @@ def _assignment(statement: cst.CSTNode) -> cst.CSTNode | None:
     if isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1:
         return statement.body[0]
     return None
-
-
-def _name_counts(node: cst.CSTNode) -> dict[str, int]:
-    counts: dict[str, int] = {}
-
-    class Count(cst.CSTVisitor):  # names read or bound (not keywords, not attributes)
-        def visit_Name(self, name: cst.Name) -> None:
-            counts[name.value] = counts.get(name.value, 0) + 1
-
-        def visit_Arg(self, arg: cst.Arg) -> bool:
-            arg.value.visit(self)
-            return False
-
-        def visit_Attribute(self, attribute: cst.Attribute) -> bool:
-            attribute.value.visit(self)
-            return False
-
-    node.visit(Count())
-    return counts
 
 
 def _numbered_name(name: cst.BaseExpression, index: str) -> str:
