@@ -144,7 +144,8 @@ def _nnx_classes(source: str) -> set[str]:
 def _imports(file: Path, root: Path) -> Optional[str]:
     """None when the file imports (from its own directory), else the error's last line."""
     code = ("import importlib.util, sys\n"
-            f"sys.path[:0] = [{str(file.parent)!r}, {str(root)!r}]\n"
+            # the root goes last: a checkout of a library (flax's own) must not shadow the installed one
+            f"sys.path[:0] = [{str(file.parent)!r}]; sys.path.append({str(root)!r})\n"
             f"spec = importlib.util.spec_from_file_location('converted', {str(file)!r})\n"
             "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
