@@ -48,6 +48,7 @@ class InitParam:
     name: str
     annotation: Optional[str]
     default: Optional[str]  # source text
+    factory: Optional[str] = None  # a dataclass default_factory's call, made in ``__init__`` when left None
 
 
 @dataclass

@@ -31,6 +31,7 @@ from nnxlint.conversion.constructs.branch_module import guarded
 from nnxlint.conversion.constructs.scanned_cell import carry_method, convert_scanned_call, scanned_cell
 from nnxlint.conversion.constructs.setup_code import check_submodule_order, read_setup_block
 from nnxlint.conversion.constructs.class_field import choice_init
+from nnxlint.conversion.constructs.dataclass_field import factory_lines, field_parameter, is_field_call
 from nnxlint.conversion.constructs.layer_factory import (
     LayerFactory, factories_passed, factory_of, field_default_factory,
 )
@@ -189,9 +190,10 @@ class ClassConverter(LayerConstruction):
             raise Unconvertible(f"field `{assign.target.value}: {annotation}` is not converted")
         default = None
         if assign.value is not None:
-            if isinstance(assign.value, cst.Call) and self.env.resolve(assign.value.func) in (
-                    "dataclasses.field", "flax.struct.field"):
-                raise Unconvertible(f"field `{assign.target.value}` uses `field(...)`")
+            if is_field_call(self, assign.value):
+                self.fields.append(field_parameter(self, assign.target.value, annotation, assign.value))
+                self.field_names.add(assign.target.value)
+                return
             default = field_default_factory(self, assign.target.value, assign.value) \
                 or self.init_code(assign.value, {})
         self.fields.append(InitParam(assign.target.value, annotation, default))
@@ -432,7 +434,8 @@ class ClassConverter(LayerConstruction):
         unknown = sorted(read_fields - known)
         if unknown:  # Linen's own API (`self.is_initializing()`, `self.scope`, ...) has no NNX twin
             raise Unconvertible(f"`self.{unknown[0]}` is Linen Module API the conversion does not know")
-        lines = [f"self.{f.name} = {f.name}" for f in self.fields if f.name in read_fields]
+        lines = factory_lines(self.fields, self.env.module.default_indent)
+        lines += [f"self.{f.name} = {f.name}" for f in self.fields if f.name in read_fields]
         lines += self.init_lines
         lines += [guarded(self.slots[attribute].init_code, self.slot_guards.get(attribute),  # type: ignore[arg-type]
                           self.env.module.default_indent, self.slot_alternatives.get(attribute))
@@ -546,7 +549,7 @@ class ClassConverter(LayerConstruction):
         for parameter, size in input_sizes(child, inputs, f"`{slot.attribute}` ({class_name})").items():
             args.append(size.code)
             values[parameter] = size.code
-        field_values = {f.name: f.default for f in child.fields}
+        field_values = {f.name: f.factory or f.default for f in child.fields}
         for index, arg in enumerate(slot.construction.args):
             keyword = arg_keyword(arg)
             if keyword == "name":
