@@ -3,7 +3,7 @@ layer or function, or arithmetic gives.  A mixin of ``CallRewriter``."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import libcst as cst
 
@@ -73,8 +73,10 @@ class ShapeFollowing:
             return self._concatenate_shape(args[0].value, keywords.get("axis"))
         if isinstance(func, cst.Name) and func.value in self.converter.env.functions:
             return self._follow_function(self.converter.env.functions[func.value], call)
+        if qualified == "jax.numpy.reshape":  # ``jnp.reshape(x, (...))``
+            return self._reshape_shape(args[0].value, args[1:]) if len(args) == 2 and not keywords else None
         if isinstance(func, cst.Attribute) and func.attr.value == "reshape":
-            return self._reshape_shape(func.value, call)
+            return self._reshape_shape(func.value, call.args)
         if qualified in ("jax.numpy.mean", "jax.numpy.sum", "jax.numpy.max") and args:
             return self._reduce_shape(self.shape_of(args[0].value), keywords.get("axis"), keywords.get("keepdims"))
         if isinstance(func, cst.Attribute) and func.attr.value in ("mean", "sum", "max") and not args:
@@ -109,9 +111,9 @@ class ShapeFollowing:
         return ((shape[0],) + tuple(window_output(size, w, s, padding)
                                     for size, w, s in zip(shape[1:-1], window, strides)) + (shape[-1],))
 
-    def _reshape_shape(self, array: cst.BaseExpression, call: cst.Call) -> Shape:
+    def _reshape_shape(self, array: cst.BaseExpression, new_shape: Sequence[cst.Arg]) -> Shape:
         shape = self.shape_of(array)
-        args = [arg.value for arg in call.args]
+        args = [arg.value for arg in new_shape]
         if len(args) == 1 and isinstance(args[0], (cst.Tuple, cst.List)):
             args = [element.value for element in args[0].elements]
         if len(args) == 2 and int_literal(args[1]) == -1 and self._is_batch(args[0], array):

@@ -24,6 +24,7 @@ from nnxlint.conversion.constructs.lifted import Lifted, is_lifted, lifted_call,
 from nnxlint.conversion.constructs.loop_stack import (
     StackLoop, close_loop, loop_header, record_loop_local, stack_loop, stacked_call,
 )
+from nnxlint.conversion.constructs.loop_tail import tail_call
 from nnxlint.conversion.constructs.merge_param import bind_merged_flag, is_merge_param, merged_value
 from nnxlint.conversion.linen_map import LayerMapping
 from nnxlint.conversion.shapes import Several, Shape
@@ -69,6 +70,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.loops: list[Optional[StackLoop]] = []  # the enclosing ``for`` loops, innermost last
         self.stacked_classes: set[str] = set()  # classes a loop stacks: created nowhere else
         self.scans: dict[str, Lifted] = {}  # ``Blocks = nn.scan(...)`` / ``nn.remat(...)`` (statement removed)
+        self.stack_tails: set[str] = set()  # lists a module after their loop joined (``constructs/loop_tail.py``)
         self.scan_calls: set[int] = set()  # ``Blocks(...)(x, None)`` calls, converted by ``constructs/lifted.py``
         self.local_modules: dict[str, Slot] = {}  # ``embed = nn.Embed(...)`` (``constructs/local_module.py``)
         self.local_module_reads: set[int] = set()  # the ``embed`` of ``embed(x)`` / ``embed.attend(x)``
@@ -296,8 +298,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
                 return stacked_call(self, loop, func, original_node, updated_node)
             if self.stacked_classes & {converter.layer(func.func).user_class,  # type: ignore[union-attr]
                                        getattr(converter.layer(func.func).mapping, "linen", None)}:
-                raise Unconvertible("a module of a class a loop stacks is created again: Linen's numbering "
-                                    "would not match the list's")
+                return tail_call(self, func, original_node, updated_node)
             guard = branch_guard(self, func) if self.depth else None  # ``constructs/branch_module.py``
             if not converter._compact:
                 raise Unconvertible("submodules created in a method without `@nn.compact`")

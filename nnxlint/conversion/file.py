@@ -199,7 +199,8 @@ class FileConverter:
                 raise Unconvertible(f"the input size `{parameter}` of `{site.class_name}` cannot be found from "
                                     "the example input passed to `init`")
             sizes.append(size)
-        given = [self.env.code(arg).rstrip(", ") for arg in site.construction.args]
+        given = [self.env.code(arg.with_changes(comma=cst.MaybeSentinel.DEFAULT)).strip()  # a call over several lines
+                 for arg in site.construction.args]
         if built_by in self.factory_spellings:  # ``def create(...)`` passes them on, keyword-only
             args = given + [f"{parameter}={size}" for parameter, size in zip(top.size_params, sizes)]
         else:
