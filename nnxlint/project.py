@@ -496,6 +496,7 @@ class Dependencies:
 
     modules: set[str] = field(default_factory=set)  # paths of modules whose facts were read
     calls: set[str] = field(default_factory=set)  # functions whose call sites were read
+    whole_run: bool = False  # the text of every file of the run was read (who reads a sown collection)
 
 
 class ProjectIndex:
@@ -892,6 +893,8 @@ class ProjectView:
         files = {path: [self.index.by_path[path]["digest"], self.index.facts_digest(path)]
                  for path in sorted(self.used.modules - {self.path}) if path in self.index.by_path}
         record: dict[str, Any] = {"files": files}
+        if self.used.whole_run:
+            record["run"] = self.index.run_digest()
         if self.used.calls:
             functions = sorted(self.used.calls)
             record["calls"] = [self.index.run_digest(), self.index.calls_digest(functions), functions]
@@ -911,6 +914,8 @@ def dependencies_hold(record: Any, digest_of: Callable[[str], Optional[str]], ru
         for path, (content, facts) in files.items():
             if digest_of(path) != content and index().facts_digest(path) != facts:
                 return False
+        if "run" in record and record["run"] != run_digest():
+            return False
         if calls:
             recorded_run, recorded_calls, functions = calls
             if recorded_run != run_digest() and index().calls_digest(functions) != recorded_calls:

@@ -224,7 +224,7 @@ class LinenModule(Rule):
                 if conversion.converted and conversion.replacements else None
             return conversion, fix
         project = ProjectConversion(node, self.context.module_scope, self.context.path, importing, conversion, held,
-                                    together)
+                                    together, project=self.context.project)
         if together is None and trains_elsewhere(conversion, importing):
             conversion = project.conversion
         if not (conversion.converted and conversion.replacements):
@@ -239,7 +239,7 @@ def _fix_description(conversion, importing: Sequence[str] = (), users: Optional[
     files of the run import its classes, outside the run)."""
     names = ", ".join(f"`{name}`" for name in conversion.converted)
     what = "the file" if conversion.with_training else f"{names}"
-    text = f"convert {what} from Linen to NNX"
+    text = f"convert {what} from Linen to NNX" + "".join(f" ({note})" for note in conversion.dropped)
     if users:
         text += " with the Linen classes of other files that use them (" + "; ".join(
             f"{', '.join(f'`{name}`' for name in classes)} of {path}" for path, classes in users.items()) + ")"

@@ -65,6 +65,8 @@ class ConvertedClass:
     # layer input sizes nothing inside the class can give (``hidden_in_features`` after a
     # flatten): constructor parameters that the code building the class must pass
     layer_size_params: list[str] = field(default_factory=list)
+    # what the conversion leaves out because Linen ignores it in this run (``constructs/sow.py``)
+    dropped: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -87,6 +89,8 @@ class FileEnv:
     # Linen classes of another file of the run that this file's classes build, as this file spells
     # them (``Block``, ``layers.Block``) -> ``linen_users.ForeignClass`` (converted by that file's ``ClassSet``)
     foreign_classes: dict = field(default_factory=dict)
+    # the run (``nnxlint.project.ProjectView``) when the conversion knows it; None: the file on its own
+    project: Optional[object] = None
 
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)

@@ -26,6 +26,7 @@ from nnxlint.conversion.constructs.loop_stack import (
 )
 from nnxlint.conversion.constructs.loop_tail import tail_call
 from nnxlint.conversion.constructs.merge_param import bind_merged_flag, is_merge_param, merged_value
+from nnxlint.conversion.constructs.sow import DroppedSows
 from nnxlint.conversion.linen_map import LayerMapping
 from nnxlint.conversion.shapes import Several, Shape
 
@@ -79,6 +80,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.merged_calls: set[int] = set()  # ``flag = nn.merge_param(...)`` (``constructs/merge_param.py``)
         self.initialized_flags: dict = {}  # ``flag = self.has_variable(...)`` (``constructs/has_variable.py``)
         self.initialized_reads: set[int] = set()  # the ``flag`` of ``if flag:``
+        self.sows = DroppedSows()  # ``self.sow(...)`` lines left out (``constructs/sow.py``)
 
     # control flow: constructions inside are not converted, but for a layer stack (``constructs/loop_stack.py``)
     def visit_While(self, node) -> None:
@@ -220,10 +222,16 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.variable_locals.add(node.targets[0].target.value)
             self.variable_reads.add(id(node.targets[0].target))
 
+    def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> Optional[bool]:
+        return not self.sows.visit_line(self, node)
+
     def leave_SimpleStatementLine(self, original_node, updated_node):
         if len(original_node.body) == 1 and id(original_node.body[0]) in self.removed_statements:
             return cst.RemoveFromParent()  # ``Blocks = nn.scan(...)``, ``embed = nn.Embed(...)``: built in __init__
-        return updated_node
+        return self.sows.leave_line(original_node, updated_node)
+
+    def leave_IndentedBlock(self, original_node, updated_node):
+        return self.sows.leave_block(updated_node)
 
     def leave_Assign(self, original_node, updated_node):
         if id(original_node) in self.removed_statements or any(
@@ -287,11 +295,6 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         method = self_attribute(func)
         if method in SELF_CALLS:
             return SELF_CALLS[method].in_call(self, original_node)
-        if method == "sow":
-            raise Unconvertible("`self.sow(...)`: NNX 0.12.8 collects sown values only under `nnx.capture`; "
-                                "elsewhere it keeps each one on the module (deprecated), a tuple growing at every "
-                                "call (a jitted step traces again each time), where Linen drops them unless "
-                                "`apply` makes the collection mutable: not converted")
         if isinstance(func, cst.Call) and converter.layer(func.func) is not None:
             loop = self.loops[-1] if self.loops else None
             if loop is not None and loop.depth == self.depth:

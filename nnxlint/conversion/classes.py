@@ -78,6 +78,7 @@ class ClassConverter(LayerConstruction):
         self.table_widths: dict[str, Size] = {}  # 2-D ``self.param`` -> its last axis (``call_shapes.py`` gathers)
         self.variables: dict[str, str] = {}  # self.variable attributes -> their NNX creation
         self.rng_streams: dict[str, str] = {}  # ``self.make_rng`` streams kept -> their ``__init__`` line
+        self.dropped: list[str] = []  # what Linen ignores in this run and the conversion leaves out (``sow``)
         self.scan = None  # a cell stepped by a scanned ``__call__`` (``constructs/scanned_cell.py``)
         self.scanned_output: Shape = None
         self.auto_counters: dict[str, int] = {}
@@ -165,7 +166,7 @@ class ClassConverter(LayerConstruction):
         new_node = node.with_changes(bases=[base], body=node.body.with_changes(body=new_body))
         return ConvertedClass(node.name.value, new_node, self.size_params, self.fields,
                               self._output_shape, self.mode, self.uses_rngs, self.constant_flags,
-                              self.layer_size_params)
+                              self.layer_size_params, self.dropped)
 
     # -- fields and setup --------------------------------------------------
     @staticmethod

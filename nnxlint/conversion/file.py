@@ -22,6 +22,7 @@ from nnxlint.flax_api import LINEN_MODULE
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args
 from nnxlint.conversion.class_set import ClassSet
 from nnxlint.conversion.models_only import ModelsOnly
+from nnxlint.conversion.constructs.sow import left_out_note
 from nnxlint.conversion.validate import check_converted
 from nnxlint.conversion.shapes import Shape
 from nnxlint.conversion.training import (
@@ -54,6 +55,7 @@ class Conversion:
     size_parameters: dict[str, list[str]] = field(default_factory=dict)  # class -> new input-size parameters
     with_training: bool = False  # the fix converts the training code too
     factories: dict[str, str] = field(default_factory=dict)  # ``def model(...): return VAE(...)`` -> its class
+    dropped: list[str] = field(default_factory=list)  # what the converted classes leave out, and why (sentences)
 
     def reason_for(self, name: str) -> Optional[str]:
         if name in self.converted:
@@ -62,8 +64,8 @@ class Conversion:
 
 
 def convert_file(module: cst.Module, scope: names.Scope, path: str = "<file>.py",
-                 held: Optional[dict[str, str]] = None) -> Conversion:
-    converter = FileConverter(module, scope, path, held)
+                 held: Optional[dict[str, str]] = None, project=None) -> Conversion:
+    converter = FileConverter(module, scope, path, held, project)
     try:
         return converter.run()
     except Unconvertible as error:
@@ -75,7 +77,7 @@ class FileConverter:
     ``nnxlint verify --against`` analyses to find the init site the fix used."""
 
     def __init__(self, module: cst.Module, scope: names.Scope, path: str,
-                 held: Optional[dict[str, str]] = None) -> None:
+                 held: Optional[dict[str, str]] = None, project=None) -> None:
         self.module = module
         self.path = path
         self.scope = scope
@@ -87,7 +89,7 @@ class FileConverter:
         self.linen_classes = linen_module_classes(module, scope)
         self.env = FileEnv(module, scope, self._nnx_alias(), self.linen_classes,
                            functions={statement.name.value: statement for statement in module.body
-                                      if isinstance(statement, cst.FunctionDef)})
+                                      if isinstance(statement, cst.FunctionDef)}, project=project)
         self.classes = ClassSet(self.env)
 
     def _nnx_alias(self) -> str:
@@ -130,7 +132,10 @@ class FileConverter:
                  for name in converted}
         changed = {old: replacement for old, replacement in replacements.items()
                    if not (isinstance(replacement, cst.CSTNode) and replacement.deep_equals(old))}
-        return Conversion(changed, None, converted, dict(self.classes.reasons), sizes, with_training)
+        dropped = left_out_note([item for name in converted for item in self.classes.converted[name].dropped],
+                                self.env.nnx)
+        return Conversion(changed, None, converted, dict(self.classes.reasons), sizes, with_training,
+                          dropped=dropped)
 
     # -- the whole file ----------------------------------------------------
     def _run_with_training(self) -> dict[cst.CSTNode, Replacement]:

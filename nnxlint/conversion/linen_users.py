@@ -66,12 +66,12 @@ def convert_with_users(module: cst.Module, scope: names.Scope, path: str, projec
     reason), and the users converted with it (None when there are none or one fails)."""
     users = _linen_users(project, importing)
     if not users:
-        return convert_file(module, scope, path), {}, None
+        return convert_file(module, scope, path, project=project), {}, None
     failure = next(((user, f"it subclasses `{user.subclasses}`, and classes that inherit from other Linen "
                            "classes are not converted") for user in users if user.subclasses), None)
     together = None
     if failure is None:
-        converter = FileConverter(module, scope, path)
+        converter = FileConverter(module, scope, path, project=project)
         try:
             conversion = converter.run()
         except Unconvertible as error:
@@ -88,7 +88,7 @@ def convert_with_users(module: cst.Module, scope: names.Scope, path: str, projec
             f"{failing.importer.path} does not")
         for used in user.uses:
             held.setdefault(used, f"`{user.name}` of {user.importer.path}, a Linen class, uses it{why}")
-    return convert_file(module, scope, path, held), held, None
+    return convert_file(module, scope, path, held, project), held, None
 
 
 def _linen_users(project, importing: Sequence[Importer]) -> list[_User]:
@@ -154,7 +154,7 @@ def _convert_file(project, importer: Importer, converter: FileConverter, convers
     scope = names.collect_scope(module, None)
     foreign = {spelling: ForeignClass(converter.linen_classes[name], _converter_of(name, converter, conversion))
                for spelling, name in importer.spellings.items() if name in converter.linen_classes}
-    user = FileConverter(module, scope, importer.path)
+    user = FileConverter(module, scope, importer.path, project=project)
     user.env.foreign_classes = foreign
     try:
         result = user.run()
@@ -164,7 +164,7 @@ def _convert_file(project, importer: Importer, converter: FileConverter, convers
         statement.name.value for statement in module.body if isinstance(statement, cst.FunctionDef)])
     replacements, edits = result.replacements, ()
     if theirs:  # the user's classes are imported in turn: their constructions and training code follow
-        across = ProjectConversion(module, scope, importer.path, theirs, result, foreign=foreign)
+        across = ProjectConversion(module, scope, importer.path, theirs, result, foreign=foreign, project=project)
         if trains_elsewhere(result, theirs):
             result = across.conversion
         if result.converted:

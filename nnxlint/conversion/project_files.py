@@ -154,8 +154,9 @@ class ProjectConversion:
 
     def __init__(self, module: cst.Module, scope: names.Scope, path: str, importing: list[Importer],
                  single: "Conversion", held: Optional[dict[str, str]] = None,
-                 together: Optional["Together"] = None, foreign: Optional[dict] = None) -> None:
+                 together: Optional["Together"] = None, foreign: Optional[dict] = None, project=None) -> None:
         self.module = module
+        self.project = project  # the run (``FileEnv.project``)
         self.foreign = foreign or {}  # classes of another file that the file's classes use (``FileEnv``)
         self.together = together  # the Linen classes of importers converted with the file's (``linen_users``)
         self.scope = scope
@@ -185,7 +186,7 @@ class ProjectConversion:
     def _models_converter(self):
         from nnxlint.conversion.file import FileConverter
 
-        converter = FileConverter(self.module, self.scope, self.path, self.held)
+        converter = FileConverter(self.module, self.scope, self.path, self.held, self.project)
         converter.env.foreign_classes = self.foreign
         return converter
 

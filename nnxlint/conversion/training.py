@@ -793,7 +793,13 @@ class TrainingRewriter(cst.CSTTransformer):
         if original_node is self.site.construction_statement:
             return cst.RemoveFromParent()
         if original_node is self.site.statement:
-            return self._replace_line(original_node, f"{self.model} = {self.plan.converted_construction}")
+            creation = self._replace_line(original_node, f"{self.model} = {self.plan.converted_construction}")
+            removed = self.site.construction_statement
+            if removed is None:
+                return creation
+            # the removed `model = Net()` line's comments and blank lines (PEP 8's two after a class) stay above
+            # the line that now creates the model
+            return creation.with_changes(leading_lines=[*removed.leading_lines, *original_node.leading_lines])
         if len(original_node.body) != 1:
             return updated_node
         small = original_node.body[0]

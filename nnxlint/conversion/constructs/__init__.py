@@ -9,7 +9,7 @@ know nothing of any particular construct.  Two kinds:
   layer of the table in ``linen_map.py``: ``nn.Sequential``, ``nn.RNN`` (next:
   ``nn.scan``, ``nn.remat``).  Registered under its ``flax.linen`` member name.
 * ``SelfCall`` -- ``self.<name>(...)`` inside a Linen method: ``self.param``,
-  ``self.variable`` (next: ``self.make_rng``, ``self.sow``).  Registered under
+  ``self.variable``, ``self.make_rng``, ``self.sow``.  Registered under
   the method name.
 
 To add a construct: write ``constructs/<construct>.py`` with a subclass of
@@ -96,4 +96,4 @@ def self_call(name: str) -> Callable[[_Unit], _Unit]:
 
 
 # the units (imported for their registration)
-from nnxlint.conversion.constructs import make_rng, param, rnn, sequential, variable  # noqa: E402,F401
+from nnxlint.conversion.constructs import make_rng, param, rnn, sequential, sow, variable  # noqa: E402,F401

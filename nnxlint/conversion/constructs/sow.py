@@ -1,0 +1,199 @@
+"""``self.sow('intermediates', name, value)``: left out where nothing in the run reads the collection.
+
+Linen stores a sown value only when ``apply`` makes its collection mutable
+(``mutable=['intermediates']``, ``mutable=True``) or ``capture_intermediates``
+is set; otherwise ``sow`` stores nothing and returns False, and ``init`` leaves
+'intermediates' out by default (``mutable=DenyList('intermediates')``).  NNX
+0.12.8's ``Module.sow`` outside ``nnx.capture`` keeps every value on the module
+(with a DeprecationWarning), a tuple growing at each call, so a jitted step
+traces again at each step.  So where no file of the run reads the collection,
+the exact conversion is no call at all: the statement gives way to a comment
+showing the NNX form, and the fix description says what was left out and what a
+reader outside the run must do.  Where a file of the run may read it (a
+``mutable=`` naming it, ``True`` or not a literal; ``capture_intermediates``;
+the collection's name anywhere else), the class stays Linen and the reason
+names that site: converting the reader to ``nnx.capture`` is not done.
+"""
+
+from __future__ import annotations
+
+import ast
+import weakref
+from typing import Optional
+
+import libcst as cst
+
+from nnxlint.conversion.base import Unconvertible
+from nnxlint.conversion.constructs import SelfCall, self_call
+from nnxlint.conversion.shapes import string_literal
+from nnxlint.textio import SourceError, read_source
+
+COLLECTION = "intermediates"  # the one collection Linen's ``init`` leaves out by default
+_WORDS = (COLLECTION, "mutable")  # a file with neither word cannot read the collection
+_SITES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # project index -> {path: reading site}
+
+
+@self_call("sow")
+class Sow(SelfCall):
+    def in_setup(self, converter, attribute: str, call: cst.Call) -> None:
+        raise Unconvertible("`self.sow(...)` in `setup` is not converted")
+
+    def in_call(self, rewriter, call: cst.Call) -> cst.BaseExpression:
+        raise Unconvertible("`self.sow(...)` used as a value (it returns whether Linen stored it) is not converted")
+
+
+class DroppedSows:
+    """The ``self.sow(...)`` statements of one rewritten method: each becomes a comment
+    above the statement after it (a ``pass`` where nothing follows in its block)."""
+
+    def __init__(self) -> None:
+        self.comments: dict[int, cst.EmptyLine] = {}  # the ``self.sow(...)`` line -> its comment
+        self.markers: set[int] = set()  # the ``pass`` lines standing for them until their block is left
+
+    def visit_line(self, rewriter, node: cst.SimpleStatementLine) -> bool:
+        """True (do not visit it) for a line that is one ``self.sow(...)`` left out."""
+        comment = dropped_sow(rewriter, node.body[0]) if len(node.body) == 1 else None
+        if comment is not None:
+            self.comments[id(node)] = comment
+        return comment is not None
+
+    def leave_line(self, original: cst.SimpleStatementLine,
+                   updated: cst.SimpleStatementLine) -> cst.SimpleStatementLine:
+        comment = self.comments.get(id(original))
+        if comment is None:
+            return updated
+        marker = cst.SimpleStatementLine([cst.Pass()], leading_lines=[*original.leading_lines, comment])
+        self.markers.add(id(marker))
+        return marker
+
+    def leave_block(self, block: cst.IndentedBlock) -> cst.IndentedBlock:
+        """The markers' comments move onto the next statement; a block left with none keeps its ``pass``."""
+        if not any(id(statement) in self.markers for statement in block.body):
+            return block
+        body: list[cst.BaseStatement] = []
+        carried: list[cst.EmptyLine] = []
+        for statement in block.body:
+            if id(statement) in self.markers:
+                carried.extend(statement.leading_lines)  # type: ignore[attr-defined]
+                continue
+            if carried:
+                statement = statement.with_changes(leading_lines=[*carried, *statement.leading_lines])
+                carried = []
+            body.append(statement)
+        if carried and not body:
+            body.append(cst.SimpleStatementLine([cst.Pass()], leading_lines=carried))
+        elif carried:
+            return block.with_changes(body=body, footer=[*carried, *block.footer])
+        return block.with_changes(body=body)
+
+
+def dropped_sow(rewriter, statement: cst.BaseSmallStatement) -> Optional[cst.EmptyLine]:
+    """The comment replacing ``self.sow(...)`` as a statement of ``__call__``, with the
+    note for the fix description; None when ``statement`` is no such call."""
+    call = statement.value if isinstance(statement, cst.Expr) else None
+    converter = rewriter.converter
+    if not isinstance(call, cst.Call) or not converter.is_self_call(call.func, "sow"):
+        return None
+    env = converter.env
+    positional = [arg.value for arg in call.args if arg.keyword is None and not arg.star]
+    collection = string_literal(positional[0]) if positional else None
+    if collection != COLLECTION or len(positional) != 3 or len(call.args) != 3:
+        raise Unconvertible("`self.sow(...)` other than `self.sow('intermediates', name, value)`: Linen's `init` "
+                            "keeps any other collection, and `reduce_fn`/`init_fn` are not converted")
+    name, value = positional[1], positional[2]
+    if string_literal(name) is None or not _without_calls(value):
+        raise Unconvertible("`self.sow('intermediates', ...)` with a name that is not a literal or a value that "
+                            "calls something (leaving the call out would skip it)")
+    site = reading_site(env)
+    if site is not None:
+        raise Unconvertible(f"`self.sow('intermediates', ...)`: {site} may read the 'intermediates' collection, "
+                            "and converting that reader to `nnx.capture` is not done")
+    sown = f"self.sow({env.nnx}.Intermediate, {env.code(name)}, {env.code(value)})"
+    converter.dropped.append(f"`{converter.node.name.value}`'s `{env.code(call)}`")
+    return cst.EmptyLine(comment=cst.Comment(f"# NNX, read under {env.nnx}.capture: {sown}"))
+
+
+def left_out_note(dropped: list[str], nnx: str) -> list[str]:
+    """The fix description's sentence on the sown values left out (none: no sentence)."""
+    if not dropped:
+        return []
+    return [f"left out: {', '.join(dropped)}, as Linen stores nothing unless `apply` makes 'intermediates' "
+            "mutable and nothing in the run does; a caller outside the run that reads it must call the model "
+            f"under `{nnx}.capture(model, {nnx}.Intermediate)` with the `self.sow({nnx}.Intermediate, ...)` "
+            "that a comment shows in its place"]
+
+
+def _without_calls(node: cst.BaseExpression) -> bool:
+    """A value that names things only (``scores``, ``self.x``, ``h[0]``): leaving it out runs nothing."""
+    found: list[cst.CSTNode] = []
+
+    class Calls(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            found.append(node)
+
+        def visit_Lambda(self, node: cst.Lambda) -> None:
+            found.append(node)
+
+    cst.Module([cst.SimpleStatementLine([cst.Expr(node)])]).visit(Calls())
+    return not found
+
+
+def reading_site(env) -> Optional[str]:
+    """The first place in the run (``path:line``) that may read the 'intermediates'
+    collection; with no run known, the file itself is the run."""
+    project = env.project
+    if project is None:
+        return _site_in(env.module.code, "this file")
+    index = project.index
+    sites = _SITES.setdefault(index, {})
+    project.used.whole_run = True  # any edit to the run may add or remove a reader (the result cache)
+    for path in sorted(index.run_paths):
+        if not path.endswith(".py"):
+            continue
+        if path not in sites:
+            try:
+                text = env.module.code if path == project.path else read_source(path).text
+            except SourceError:
+                text = ""
+            sites[path] = _site_in(text, path)
+        if sites[path] is not None:
+            return sites[path]
+    return None
+
+
+def _site_in(text: str, where: str) -> Optional[str]:
+    if not any(word in text for word in _WORDS):
+        return None
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError):
+        return f"{where} (not parsed)"
+    sown: set[int] = set()  # the collection argument of ``.sow('intermediates', ...)`` itself
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "sow" \
+                and node.args:
+            sown.add(id(node.args[0]))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "mutable" and _may_name(node.value):
+            return f"{where}:{node.value.lineno} (`mutable={ast.unparse(node.value)}`)"
+        if isinstance(node, ast.keyword) and node.arg == "capture_intermediates" and not _false(node.value):
+            return f"{where}:{node.value.lineno} (`capture_intermediates=`)"
+        if isinstance(node, ast.Constant) and node.value == COLLECTION and id(node) not in sown:
+            return f"{where}:{node.lineno} (`{COLLECTION!r}`)"
+    return None
+
+
+def _false(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and node.value in (False, None)
+
+
+def _may_name(node: ast.expr) -> bool:
+    """A ``mutable=`` value that is True, not a literal, or names the collection."""
+    if _false(node):
+        return False
+    if isinstance(node, ast.Constant):
+        return node.value is True or node.value == COLLECTION
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return not all(isinstance(element, ast.Constant) and isinstance(element.value, str)
+                       and element.value != COLLECTION for element in node.elts)
+    return True
