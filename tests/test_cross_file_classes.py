@@ -151,14 +151,15 @@ def test_the_user_file_trains_its_model_itself(run_cli, tmp_path):
 
 
 def test_one_user_that_cannot_convert_holds_the_classes_every_user_uses(run_cli, project):
-    """Odd (it sows) holds Block; Net, which converts, cannot then hold an NNX Head either."""
+    """Odd (it sows into a collection `init` keeps) holds Block; Net, which converts, cannot then hold an
+    NNX Head either."""
     (project / "layers.py").write_text(LAYERS + "\n\nclass Head(nn.Module):\n    @nn.compact\n"
                                                 "    def __call__(self, x):\n        return nn.Dense(3)(x)\n")
     (project / "model.py").write_text(MODEL.replace("import Block", "import Block, Head").replace(
         "return nn.Dense(self.classes)(x)", "return Head()(x)"))
     (project / "other.py").write_text(
         "import flax.linen as nn\n\nfrom layers import Block\n\n\nclass Odd(nn.Module):\n"
-        "    @nn.compact\n    def __call__(self, x):\n        self.sow('intermediates', 'x', x)\n"
+        "    @nn.compact\n    def __call__(self, x):\n        self.sow('stats', 'x', x)\n"
         "        return Block(2)(x)\n")
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     assert "class Block(nn.Module):" in (project / "layers.py").read_text()

@@ -43,7 +43,7 @@ class Odd(nn.Module):
     @nn.compact
     def __call__(self, x):
         y = nn.Dense(3)(x)
-        self.sow("intermediates", "y", y)
+        self.sow("stats", "y", y)
         return y
 
 

@@ -231,11 +231,11 @@ def test_runner_all_or_nothing_keeps_both_files(tmp_path):
 
 
 def test_a_class_that_a_linen_class_of_another_file_uses_stays_linen(run_cli, project):
-    """...when that class cannot convert with it (here: it sows); tests/test_cross_file_classes.py
-    converts both when it can."""
+    """...when that class cannot convert with it (here: it sows into a collection `init` keeps);
+    tests/test_cross_file_classes.py converts both when it can."""
     (project / "bigger.py").write_text(
         "import flax.linen as nn\n\nimport models\n\n\nclass Bigger(nn.Module):\n"
-        "    @nn.compact\n    def __call__(self, x):\n        self.sow('intermediates', 'x', x)\n"
+        "    @nn.compact\n    def __call__(self, x):\n        self.sow('stats', 'x', x)\n"
         "        return models.MLP(hidden=4)(x)\n")
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     after = _texts(project)
