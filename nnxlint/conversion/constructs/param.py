@@ -16,8 +16,7 @@ class Param(SelfCall):
         self._add(converter, attribute, call, {})
 
     def in_call(self, rewriter, call: cst.Call) -> cst.BaseExpression:
-        if id(call) not in rewriter.assigned_values:
-            raise Unconvertible("`self.param` inside an expression: assign it to a name first")
+        # assigned (``w = self.param(...)``) or read in place (``x + self.param('pos', ...)``): the same read
         name = string_literal(call.args[0].value) if call.args else None
         if name is None:
             raise Unconvertible("`self.param` needs a literal name")
