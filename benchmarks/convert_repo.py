@@ -53,7 +53,10 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
              "jax.random.uniform(jax.random.key(1), (2, 84, 84, 4))", {}, {},
              "dict(hidden_in_features=11 * 11 * 64)")],  # 84 -> 21 -> 11 -> 11 (SAME, strides 4, 2, 1)
     "linen_design_test": [("dense.py", "Dense", "dict(features=3)", "jax.random.normal(jax.random.key(1), (2, 5))",
-                           {}, {})],
+                           {}, {}),
+                          ("mlp_inline.py", "MLP", "dict(sizes=(4, 3, 2))",
+                           "jax.random.normal(jax.random.key(1), (2, 5))", {}, {}),
+                          ("mlp_lazy.py", "MLP", "dict()", "jax.random.normal(jax.random.key(1), (2, 3))", {}, {})],
     "nlp_seq": [("models.py", "Transformer",
                  "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=5, emb_dim=16, num_heads=2, "
                  "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, dropout_rate=0.1, attention_dropout_rate=0.1))",
@@ -209,6 +212,12 @@ def same_masks():
 
 spec = json.loads(sys.argv[1])
 linen = load(spec["linen"], "linen_models")
+# the Linen tree's sibling modules (``from dense import Dense``) must not serve the converted tree's imports
+linen_folder = str(__import__("pathlib").Path(spec["linen"]).parent)
+sys.path.remove(linen_folder)
+for cached, module in list(sys.modules.items()):
+    if (getattr(module, "__file__", None) or "").startswith(linen_folder + "/"):
+        del sys.modules[cached]
 converted = load(spec["nnx"], "nnx_models")
 keyword, _, source = spec["input"].rpartition("=") if "=" in spec["input"].split("(")[0] else ("", "", spec["input"])
 x = eval(source, {"jax": jax, "jnp": jnp})

@@ -926,7 +926,7 @@ def test_a_loop_naming_its_modules_block_i_fills_the_list_named_block():
     ("x = Block(8)(x)", "x = Block(8)(x)[..., None]", "inputs of other sizes in later iterations"),
     ("x = Block(8)(x)", "x = Block(8)(Block(8)(x))", "more than once per loop iteration"),
     ("x = nn.Dense(8)(x)\n", "x = Block(8)(x)\n", "also outside the loop"),
-    ("return nn.Dense(1)(x)", "return nn.Dense(1)(Block(8)(x))", "created again"),
+    ("return nn.Dense(1)(x)", "return nn.Dense(1)(Block(8)(Block(8)(x)))", "created again a second time"),
     ("x = Block(8)(x)", "x = Block(8, name='b')(x)", "named other than `name=f'<name>_{index}'`"),
     ("for _ in range(self.depth):\n            x = Block(8)(x)", "for i in range(2):\n            x = Block(8, name=f'b{i}')(x)",
      "named other than `name=f'<name>_{i}'`"),

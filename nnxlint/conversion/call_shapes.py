@@ -3,10 +3,12 @@ layer or function, or arithmetic gives.  A mixin of ``CallRewriter``."""
 
 from __future__ import annotations
 
+import re
 from typing import Optional, Sequence
 
 import libcst as cst
 
+from nnxlint.context import walk
 from nnxlint.conversion.base import arg_keyword, is_false, self_attribute
 from nnxlint.conversion.linen_map import ELEMENTWISE_FUNCTIONS, POOLING_FUNCTIONS
 from nnxlint.conversion.shapes import Several, Shape, flatten, is_open, open_shape, sum_sizes, int_literal, int_tuple, string_literal, window_output
@@ -73,6 +75,8 @@ class ShapeFollowing:
             return self._concatenate_shape(args[0].value, keywords.get("axis"))
         if isinstance(func, cst.Name) and func.value in self.converter.env.functions:
             return self._follow_function(self.converter.env.functions[func.value], call)
+        if qualified == "jax.lax.dot_general" and len(args) == 3 and not keywords:
+            return self._dense_contraction_shape(*(arg.value for arg in args))
         if qualified == "jax.numpy.reshape":  # ``jnp.reshape(x, (...))``
             return self._reshape_shape(args[0].value, args[1:]) if len(args) == 2 and not keywords else None
         if isinstance(func, cst.Attribute) and func.attr.value == "reshape":
@@ -119,6 +123,24 @@ class ShapeFollowing:
         if len(args) == 2 and int_literal(args[1]) == -1 and self._is_batch(args[0], array):
             return flatten(shape)
         return None
+
+    def _dense_contraction_shape(self, array: cst.BaseExpression, kernel: cst.BaseExpression,
+                                 dimensions: cst.BaseExpression) -> Shape:
+        """``lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))``, a hand-written
+        dense layer: ``x``'s last axis contracted with the first of a 2-D ``self.param``
+        bound once to ``kernel``; the parameter's last axis comes out."""
+        converter = self.converter
+        if not isinstance(array, cst.Name) or not isinstance(kernel, cst.Name) \
+                or converter._assignments.get(kernel.value) != 1 or not _binds_param(converter.node, kernel.value):
+            return None
+        width = converter.table_widths.get(kernel.value)
+        contraction = re.sub(r"\s+", "", converter.env.code(dimensions))
+        if width is None or contraction != f"((({array.value}.ndim-1,),(0,)),((),()))":
+            return None
+        shape = self.shape_of(array)
+        if not shape:
+            return None
+        return open_shape(width) if is_open(shape) else tuple(shape[:-1]) + (width,)
 
     @staticmethod
     def _is_batch(node: cst.BaseExpression, array: cst.BaseExpression) -> bool:
@@ -237,3 +259,12 @@ def _bound(target: cst.BaseExpression) -> list[str]:
     if isinstance(target, (cst.Tuple, cst.List)):
         return [name for element in target.elements for name in _bound(element.value)]
     return []
+
+
+def _binds_param(node: cst.CSTNode, name: str) -> bool:
+    """``name = self.param('name', ...)`` somewhere in ``node``."""
+    return any(isinstance(child, cst.Assign) and len(child.targets) == 1
+               and isinstance(child.targets[0].target, cst.Name) and child.targets[0].target.value == name
+               and isinstance(child.value, cst.Call) and self_attribute(child.value.func) == "param"
+               and child.value.args and string_literal(child.value.args[0].value) == name
+               for child in walk(node))

@@ -74,6 +74,7 @@ class ClassConverter(LayerConstruction):
         self.slot_guards: dict[str, str] = {}  # submodules built under a branch on fields -> its test
         self.slot_alternatives: dict[str, str] = {}  # ... -> the ``else`` line (``constructs/chosen_module.py``)
         self.init_lines: list[str] = []  # setup statements that are not submodules, in order
+        self.display_lines: list[str] = []  # ``print``s of ``setup``: once all is built
         self.params: dict[str, str] = {}  # self.param attributes -> their NNX creation
         self.table_widths: dict[str, Size] = {}  # 2-D ``self.param`` -> its last axis (``call_shapes.py`` gathers)
         self.variables: dict[str, str] = {}  # self.variable attributes -> their NNX creation
@@ -444,6 +445,7 @@ class ClassConverter(LayerConstruction):
         lines += list(self.params.values())
         lines += list(self.variables.values())
         lines += list(self.rng_streams.values())
+        lines += self.display_lines
         used_text = "\n".join(lines)
         self.size_params = {name: index for name, index in self._size_names().items()
                             if re.search(rf"\b{name}\b", used_text)}

@@ -19,6 +19,7 @@ import libcst as cst
 
 from nnxlint.context import walk
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args
+from nnxlint.conversion.constructs.variables_display import displayed_variables
 from nnxlint.conversion.shapes import (
     Shape, int_literal, integer_constants, literal_shape, string_literal, with_unknown_batch,
 )
@@ -932,7 +933,7 @@ class TrainingRewriter(cst.CSTTransformer):
         function = self.analysis.function_called(original_node.func)
         if function is not None and function.param_roles:
             return self._local_call(original_node, updated_node, function)
-        return updated_node
+        return displayed_variables(self, original_node, updated_node) or updated_node
 
     def _local_call(self, original: cst.Call, updated: cst.Call, function: _Function) -> cst.Call:
         merged = self._merged([self.role(arg.value) if arg.keyword is None else None for arg in original.args])

@@ -134,7 +134,9 @@ def record_loop_local(rewriter: CallRewriter, node: cst.Assign) -> None:
     known = {name for level in loop.nest() for name in _targets(level)} | {
         line.partition(" = ")[0] for level in loop.nest() for line in level.locals}
     converter = rewriter.converter
-    if any(name not in known and not converter._fixed_name(name) for name in names_read(node.value)):
+    local = set(rewriter.shapes) | set(converter._call_param_index)  # they shadow a module-level ``x``
+    if any(name not in known and (name in local or not converter._fixed_name(name))
+           for name in names_read(node.value)):
         return
     try:
         code = converter.init_code(node.value, {})

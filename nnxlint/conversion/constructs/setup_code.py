@@ -17,8 +17,9 @@ test (``if config.share_embeddings: self.shared_embedding = nnx.Embed(...)``),
 with the ``else`` that sets the same attribute to a plain value
 (``else: self.shared_embedding = None``); an ``assert`` on fields stays, under
 its branch's test; and a submodule made earlier may be passed to a later one
-(``shared_embedding=self.shared_embedding``, one NNX module held in two places).
-Anything else in ``setup`` gets no fix.
+(``shared_embedding=self.shared_embedding``, one NNX module held in two places);
+a ``print`` of values (``constructs/setup_display.py``) prints them at the end
+of ``__init__``.  Anything else in ``setup`` gets no fix.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import libcst as cst
 
 from nnxlint.conversion.base import Unconvertible, self_attribute
 from nnxlint.conversion.constructs.branch_module import guarded, negated
+from nnxlint.conversion.constructs.setup_display import is_display, read_display
 
 if TYPE_CHECKING:
     from nnxlint.conversion.classes import ClassConverter
@@ -41,6 +43,8 @@ def read_setup_block(converter: ClassConverter, statements, guard: Optional[str]
     for statement in statements:
         if isinstance(statement, cst.If):
             _read_branch(converter, statement, guard)
+        elif guard is None and is_display(converter, statement):
+            read_display(converter, statement)  # type: ignore[arg-type]
         elif isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1 \
                 and isinstance(statement.body[0], cst.Assert):
             check = statement.body[0]
@@ -58,7 +62,7 @@ def read_setup_block(converter: ClassConverter, statements, guard: Optional[str]
                 converter.read_setup_assignment(target, assign.value, guard)
         else:
             raise Unconvertible("`setup` has statements other than `self.x = ...` assignments, aliases of fields, "
-                                "`if`s on fields and `assert`s")
+                                "`if`s on fields, `assert`s and `print`s")
 
 
 def _alias(converter: ClassConverter, name: str, value: cst.BaseExpression) -> None:
