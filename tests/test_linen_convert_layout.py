@@ -35,3 +35,4 @@ def test_the_removed_construction_lines_blank_lines_and_comments_stay_above_the_
         "# its weights\n"
         "model = MLP(3, rngs=nnx.Rngs(1))\n"
         "y = model(jnp.ones((2, 3)))\n")
+

@@ -41,6 +41,9 @@ from nnxlint.conversion.linen_map import LAYERS, PARTITIONING
 from nnxlint.conversion.naming import nnx_attribute_name
 from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Several, Shape, Size, int_literal, is_open, open_shape, string_literal
 
+# builtin decorators that mean the same on an NNX Module: kept as they are (not ``classmethod``: it may
+# build the class with its Linen signature)
+_PLAIN_DECORATORS = frozenset({"property"})
 # Linen Module methods a subclass may override; their NNX meaning differs or is absent.
 _LINEN_MODULE_API = frozenset({
     "__init__", "__post_init__", "param", "variable", "sow", "make_rng", "init", "apply", "bind", "unbind",
@@ -127,7 +130,9 @@ class ClassConverter(LayerConstruction):
             compact = any(self.env.resolve(d.decorator) == LINEN_COMPACT for d in method.decorators)
             if compact and name != "__call__":
                 raise Unconvertible(f"`@nn.compact` on `{name}`: only a compact `__call__` is converted")
-            if len(method.decorators) > compact:  # ``@partial(nn.scan, ...)`` too: dropping it would change the call
+            plain = sum(1 for d in method.decorators if isinstance(d.decorator, cst.Name)
+                        and d.decorator.value in _PLAIN_DECORATORS and self.env.resolve(d.decorator) is None)
+            if len(method.decorators) > compact + plain:  # ``@partial(nn.scan, ...)``: dropping it would change the call
                 raise Unconvertible(f"decorated method `{name}` is not converted")
         if "setup" in methods:
             self._read_setup(methods["setup"])
