@@ -43,6 +43,10 @@ _REASON = re.compile(r"\(no fix: (.*)\)$")
 # call keywords for train, for eval, and optionally the converted model's extra
 # constructor arguments: input sizes nothing in the file gives).  Dropout is compared with the same masks:
 # both sides draw them from one patched ``jax.random.bernoulli`` stream.
+_OGBG_GRAPHS = ("__import__('jraph').GraphsTuple(nodes=jax.random.normal(jax.random.key(1), (5, 3)), "
+                "edges=jax.random.normal(jax.random.key(2), (3, 2)), senders=jnp.array([0, 1, 3]), "
+                "receivers=jnp.array([1, 2, 4]), globals=jnp.zeros((2, 4)), n_node=jnp.array([3, 2]), "
+                "n_edge=jnp.array([2, 1]))")
 SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
     "imagenet": [("models.py", "ResNet",
                   "dict(stage_sizes=[1, 1], block_cls=ResNetBlock, num_classes=10, num_filters=8)",
@@ -75,6 +79,16 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
              {"targets": "jax.random.randint(jax.random.key(2), (2, 6), 0, 20)",
               "model": "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=20, emb_dim=16, num_heads=2, "
                        "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, deterministic=True))"})],
+    # a batch of two small graphs (3 + 2 nodes, 2 + 1 edges); the converted model's graph sizes passed as written
+    "ogbg_molpcba": [(
+        "models.py", name, f"dict({kwargs}, deterministic=True)", _OGBG_GRAPHS, {"model": f"dict({kwargs}, deterministic=False)"},
+        {"model": f"dict({kwargs}, deterministic=True)"},
+        "dict(graphs_node_features=3, graphs_edge_features=2, graphs_global_features=4)")
+        for name, kwargs in (
+            ("GraphNet", "latent_size=8, num_mlp_layers=2, message_passing_steps=2, output_globals_size=3, "
+                         "dropout_rate=0.1"),
+            ("GraphConvNet", "latent_size=8, num_mlp_layers=2, message_passing_steps=2, output_globals_size=3, "
+                             "dropout_rate=0.1"))],
     "sst2": [("models.py", "TextClassifier",
               "dict(embedding_size=8, hidden_size=6, vocab_size=20, output_size=3, dropout_rate=0.0, "
               "word_dropout_rate=0.0, unk_idx=1)",

@@ -14,7 +14,7 @@ import libcst as cst
 from nnxlint import names
 from nnxlint.flax_api import FLAX_LINEN
 from nnxlint.conversion.linen_map import SAME_FUNCTIONS, TWIN_FUNCTIONS, LayerMapping
-from nnxlint.conversion.shapes import Shape, Size, fold_integers
+from nnxlint.conversion.shapes import Several, Shape, Size, fold_integers
 
 if TYPE_CHECKING:
     from nnxlint.conversion.constructs import Factory
@@ -220,6 +220,9 @@ def input_sizes(converted: ConvertedClass, inputs: Sequence[Shape], what: str) -
     sizes = {}
     for parameter, index in converted.size_params.items():
         shape = inputs[index] if index < len(inputs) else None
+        if isinstance(shape, Several):  # a ``jraph.GraphsTuple`` (``constructs/jraph_graph.py``), or a tuple
+            from nnxlint.conversion.constructs.jraph_graph import graph_input_size
+            shape = (graph_input_size(parameter, shape),)
         if not shape or shape[-1] is None:
             raise Unconvertible(f"the input size of {what} cannot be determined statically")
         sizes[parameter] = shape[-1]

@@ -10,6 +10,7 @@ import libcst as cst
 
 from nnxlint.context import walk
 from nnxlint.conversion.base import arg_keyword, is_false, self_attribute
+from nnxlint.conversion.constructs.jraph_graph import graph_call_shape, graph_feature_shape
 from nnxlint.conversion.linen_map import ELEMENTWISE_FUNCTIONS, POOLING_FUNCTIONS
 from nnxlint.conversion.shapes import Several, Shape, flatten, is_open, open_shape, sum_sizes, int_literal, int_tuple, string_literal, window_output
 
@@ -44,6 +45,8 @@ class ShapeFollowing:
             return Several(tuple(self.shape_of(element.value) for element in node.elements))  # type: ignore
         if isinstance(node, cst.Subscript):
             return self._slice_shape(node)
+        if isinstance(node, cst.Attribute):
+            return graph_feature_shape(self, node)  # ``graphs.nodes``
         if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, _ELEMENTWISE_OPERATORS):
             left, right = self.shape_of(node.left), self.shape_of(node.right)
             if left is not None and right is not None and left != right:
@@ -58,6 +61,9 @@ class ShapeFollowing:
         keywords = {arg_keyword(arg): arg.value for arg in call.args if arg.keyword is not None}
         qualified = converter.env.resolve(func) or ""
         short = qualified.rpartition(".")[2]
+        graph = graph_call_shape(self, call)  # ``graphs._replace(...)``, ``jraph.segment_sum(...)``
+        if graph is not None:
+            return graph
         if qualified.startswith(("flax.linen.", "jax.nn.", "jax.numpy.")) and short in ELEMENTWISE_FUNCTIONS \
                 and args:
             return self.shape_of(args[0].value)
@@ -216,7 +222,8 @@ class ShapeFollowing:
         if call.args and any(arg.star or arg.keyword is not None for arg in call.args) \
                 or len(call.args) > len(params.params) or getattr(self, "following", False):
             return None
-        shapes = {param.name.value: self.shape_of(arg.value) for param, arg in zip(params.params, call.args)}
+        shapes = {param.name.value: self.shape_of(arg.value, several=True)
+                  for param, arg in zip(params.params, call.args)}
         follower = _FunctionShapes(self.converter, shapes)
         function.body.visit(follower)
         return follower.output if not follower.returns_twice else None
@@ -240,7 +247,7 @@ class _FunctionShapes(ShapeFollowing, cst.CSTVisitor):
         self.call_shapes[id(original_node)] = self._function_shape(original_node)
 
     def leave_Assign(self, original_node: cst.Assign) -> None:
-        shape = self.shape_of(original_node.value)
+        shape = self.shape_of(original_node.value, several=True)
         for target in original_node.targets:
             if isinstance(target.target, cst.Name):
                 self.shapes[target.target.value] = shape
@@ -250,7 +257,7 @@ class _FunctionShapes(ShapeFollowing, cst.CSTVisitor):
     def leave_Return(self, original_node: cst.Return) -> None:
         self.returns_twice = self.returns_twice or self.output is not None
         if original_node.value is not None:
-            self.output = self.shape_of(original_node.value)
+            self.output = self.shape_of(original_node.value, several=True)
 
 
 def _bound(target: cst.BaseExpression) -> list[str]:

@@ -19,6 +19,7 @@ from nnxlint.conversion.constructs.shape_branch import shape_test_condition
 from nnxlint.conversion.constructs.chosen_module import bind_chosen_module
 from nnxlint.conversion.constructs.has_variable import bind_initialized_flag, check_flag_read, is_initialized_guard
 from nnxlint.conversion.constructs.local_module import bind_local_module, local_module_call, mark_local_module_use
+from nnxlint.conversion.constructs.jraph_graph import Graph, bind_graph_function, graph_call
 from nnxlint.conversion.constructs.partitioning import partitioned_init
 from nnxlint.conversion.constructs.lifted import Lifted, is_lifted, lifted_call, read_lifted
 from nnxlint.conversion.constructs.loop_stack import (
@@ -75,6 +76,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.scan_calls: set[int] = set()  # ``Blocks(...)(x, None)`` calls, converted by ``constructs/lifted.py``
         self.local_modules: dict[str, Slot] = {}  # ``embed = nn.Embed(...)`` (``constructs/local_module.py``)
         self.local_module_reads: set[int] = set()  # the ``embed`` of ``embed(x)`` / ``embed.attend(x)``
+        self.graph_values: dict = {}  # ``net = jraph.GraphNetwork(...)`` (``constructs/jraph_graph.py``)
+        self.graph_statements: dict[int, cst.BaseExpression] = {}  # ... -> the call handing over ``self.x``
         self.removed_statements: set[int] = set()  # assignments whose statement the conversion removes
         self.factory_reads: set[int] = set()  # the ``conv`` of ``conv(...)(x)`` / ``Block(conv=conv)``
         self.merged_calls: set[int] = set()  # ``flag = nn.merge_param(...)`` (``constructs/merge_param.py``)
@@ -205,7 +208,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.scans[target.value] = read_lifted(self.converter, node.value)  # type: ignore[arg-type]
             self.removed_statements.add(id(node))
             return False
-        if bind_local_module(self, node) or bind_layer_factory(self, node) or bind_initialized_flag(self, node):
+        if bind_local_module(self, node) or bind_layer_factory(self, node) or bind_initialized_flag(self, node) \
+                or bind_graph_function(self, node):
             return False
         bind_merged_flag(self, node)
         self.assigned_values.add(id(node.value))
@@ -234,6 +238,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         return self.sows.leave_block(updated_node)
 
     def leave_Assign(self, original_node, updated_node):
+        if id(original_node) in self.graph_statements:
+            return updated_node.with_changes(value=self.graph_statements[id(original_node)])
         if id(original_node) in self.removed_statements or any(
                 loop is not None and id(original_node) in loop.local_assigns for loop in self.loops):
             return updated_node  # ``strides = ...`` of a stack loop: a value of ``__init__``'s loop too
@@ -245,7 +251,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
     def _bind(self, target: cst.BaseExpression, shape: Shape) -> None:
         """Names get the shapes of what is assigned: ``mean, logvar = self.encoder(x)``."""
         if isinstance(target, cst.Name):
-            self.shapes[target.value] = None if isinstance(shape, Several) else shape
+            self.shapes[target.value] = None if isinstance(shape, Several) and not isinstance(shape, Graph) else shape
         elif isinstance(target, (cst.Tuple, cst.List)):
             parts = shape.parts if isinstance(shape, Several) and len(shape.parts) == len(target.elements) \
                 else (None,) * len(target.elements)
@@ -281,7 +287,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         func = original_node.func
         if id(original_node) in self.called_at_once:
             return updated_node  # ``nn.Dense(3)`` in ``nn.Dense(3)(x)``: the outer call converts both
-        local = local_module_call(self, original_node, updated_node)
+        local = local_module_call(self, original_node, updated_node) or graph_call(self, original_node, updated_node)
         if local is not None:
             return local
         if is_merge_param(converter, original_node):
@@ -375,8 +381,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
                 or not set(keywords) <= set(params[len(positional):]):
             raise Unconvertible(f"`self.{name}(...)` with starred arguments or arguments that do not match "
                                 "its parameters is not followed")
-        shapes = {param: self.shape_of(arg.value) for param, arg in zip(params, positional)}
-        shapes.update({param: self.shape_of(arg.value) for param, arg in keywords.items()})
+        shapes = {param: self.shape_of(arg.value, several=True) for param, arg in zip(params, positional)}
+        shapes.update({param: self.shape_of(arg.value, several=True) for param, arg in keywords.items()})
         follower = CallRewriter(converter, shapes)
         converter.followed_methods[name] = method.with_changes(body=method.body.visit(follower))
         return follower.output

@@ -31,6 +31,7 @@ from nnxlint.conversion.constructs.branch_module import guarded
 from nnxlint.conversion.constructs.scanned_cell import carry_method, convert_scanned_call, scanned_cell
 from nnxlint.conversion.constructs.setup_code import check_submodule_order, read_setup_block
 from nnxlint.conversion.constructs.class_field import choice_init
+from nnxlint.conversion.constructs.jraph_graph import graph_input
 from nnxlint.conversion.constructs.dataclass_field import factory_lines, field_parameter, is_field_call
 from nnxlint.conversion.constructs.layer_factory import (
     LayerFactory, factories_passed, factory_of, field_default_factory,
@@ -88,6 +89,7 @@ class ClassConverter(LayerConstruction):
         self.auto_counters: dict[str, int] = {}
         self.reserved_names: dict[int, str] = {}  # construction -> the auto-name Linen gives it (``reserve_name``)
         self.size_params: dict[str, int] = {}
+        self.graph_sizes: dict[str, int] = {}  # a ``jraph.GraphsTuple`` argument's sizes (``constructs/jraph_graph.py``)
         self.mode: Optional[Mode] = None
         self.uses_rngs = False
         self.constant_flags = False
@@ -387,7 +389,7 @@ class ClassConverter(LayerConstruction):
         shapes: dict[str, Shape] = {}
         for index, param in enumerate(params):
             shape = self.inputs[index] if index < len(self.inputs) else None
-            shapes[param.name.value] = self._inside_shape(param.name.value, index, shape)
+            shapes[param.name.value] = graph_input(self, param, index) or self._inside_shape(param.name.value, index, shape)
         self._compact = any(self.env.resolve(d.decorator) == LINEN_COMPACT for d in function.decorators)
         if self.scan is not None:
             new_function = convert_scanned_call(self, function, self.scan, shapes)
@@ -478,7 +480,7 @@ class ClassConverter(LayerConstruction):
         return Size(name)
 
     def _size_names(self) -> dict[str, int]:
-        return {size_name(name, index): index for name, index in self._call_param_index.items()}
+        return {**{size_name(name, index): index for name, index in self._call_param_index.items()}, **self.graph_sizes}
 
     # -- called by the rewriter ----------------------------------------------
     def construct(self, construction: cst.Call, attribute: Optional[str]) -> Slot:

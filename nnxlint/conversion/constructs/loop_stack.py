@@ -162,7 +162,7 @@ def _start_running_sizes(rewriter: CallRewriter, loop: StackLoop) -> None:
     taken = converter.field_names | set(converter._size_names())
     for name, shape in loop.shapes_before.items():
         running = f"{name}_features"
-        if not shape or shape[-1] is None or shape[-1] == ANY_AXES or running in taken \
+        if not isinstance(shape, tuple) or shape[-1] is None or shape[-1] == ANY_AXES or running in taken \
                 or converter._assignments.get(running):
             continue
         loop.running[name] = running
@@ -256,7 +256,8 @@ def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
             last = before[name] if name in kept else Size(loop.running[name]) if sized and after[name] else None
             rewriter.shapes[name] = shape[:-1] + (last,)
     for name, shape in rewriter.shapes.items():  # names bound in the body: sizes in the loop's terms
-        if name not in loop.shapes_before and shape and shape[-1] is not None and shape[-1] != ANY_AXES:
+        if name not in loop.shapes_before and isinstance(shape, tuple) and shape[-1] is not None \
+                and shape[-1] != ANY_AXES:  # (not a ``Several``: a graph, a tuple)
             rewriter.shapes[name] = shape[:-1] + (None,)
 
 

@@ -1,0 +1,198 @@
+"""Submodules handed to jraph's graph-network builders (``constructs/jraph_graph.py``):
+the conversion as text (no jraph needed), the forward pass against Linen, and
+``jraph_map.py`` against the installed jraph."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+
+import pytest
+
+from tests.conversion_helpers import convert
+
+GNN = '''
+from typing import Callable
+
+from flax import linen as nn
+import jax.numpy as jnp
+import jraph
+
+
+class Tower(nn.Module):
+    width: int
+    rate: float = 0.5
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(self.width)(x))
+        x = nn.Dropout(self.rate, deterministic=self.deterministic)(x)
+        return nn.Dense(self.width)(x)
+
+
+class Molecules(nn.Module):
+    hidden: int
+    classes: int
+    deterministic: bool = True
+    pooling: Callable = jraph.segment_mean
+
+    @nn.compact
+    def __call__(self, graphs: jraph.GraphsTuple) -> jraph.GraphsTuple:
+        encoder = jraph.GraphMapFeatures(embed_node_fn=nn.Dense(self.hidden), embed_edge_fn=nn.Dense(self.hidden),
+                                         embed_global_fn=nn.Dense(self.hidden))
+        graphs = encoder(graphs)
+        edge_fn = jraph.concatenated_args(Tower(self.hidden, deterministic=self.deterministic))
+        node_fn = jraph.concatenated_args(Tower(2 * self.hidden, deterministic=self.deterministic))
+        network = jraph.GraphNetwork(update_edge_fn=edge_fn, update_node_fn=node_fn,
+                                     update_global_fn=jraph.concatenated_args(nn.Dense(self.hidden)))
+        graphs = network(graphs)
+        graphs = graphs._replace(nodes=nn.LayerNorm()(graphs.nodes))
+        conv = jraph.GraphConvolution(update_node_fn=nn.Dense(self.hidden), add_self_edges=True)
+        graphs = conv(graphs)
+        pooled = self.pooling(graphs.nodes, jnp.zeros(graphs.nodes.shape[0], jnp.int32), 1)
+        decoder = jraph.GraphMapFeatures(embed_global_fn=nn.Dense(self.classes))
+        return decoder(graphs._replace(globals=pooled))
+'''
+
+
+def test_submodules_handed_to_jraph_are_built_with_the_sizes_jraph_calls_them_with():
+    fixed, messages = convert(GNN)
+    assert fixed is not None, messages
+    molecules = fixed[fixed.index("class Molecules"):]
+    init_lines = [line.strip() for line in molecules.splitlines() if line.strip().startswith("self.")]
+    assert "def __init__(self, graphs_node_features: int, graphs_edge_features: int, " \
+           "graphs_global_features: int, hidden: int" in fixed
+    # Linen's names in creation order; the sizes follow GraphNetwork's argument lists
+    assert init_lines == [
+        "self.pooling = pooling",
+        "self.dense_0 = nnx.Linear(graphs_node_features, hidden, rngs=rngs)",
+        "self.dense_1 = nnx.Linear(graphs_edge_features, hidden, rngs=rngs)",
+        "self.dense_2 = nnx.Linear(graphs_global_features, hidden, rngs=rngs)",
+        "self.tower_0 = Tower(4 * hidden, hidden, deterministic=deterministic, rngs=rngs)",  # e, s, r, g
+        "self.tower_1 = Tower(4 * hidden, 2 * hidden, deterministic=deterministic, rngs=rngs)",  # n, e, e, g
+        "self.dense_3 = nnx.Linear(2 * hidden + 2 * hidden, hidden, rngs=rngs)",  # new n, e, g
+        "self.layer_norm_0 = nnx.LayerNorm((2 * hidden), rngs=rngs)",
+        "self.dense_4 = nnx.Linear((2 * hidden), hidden, rngs=rngs)",
+        "self.dense_5 = nnx.Linear(hidden, classes, rngs=rngs)",  # globals: the pooled nodes
+    ]
+    assert "encoder = jraph.GraphMapFeatures(embed_node_fn=self.dense_0, embed_edge_fn=self.dense_1," in fixed
+    assert "edge_fn = jraph.concatenated_args(self.tower_0)" in fixed
+    assert "update_global_fn=jraph.concatenated_args(self.dense_3))" in fixed
+    assert convert(fixed)[0] is None  # idempotent: nothing Linen left
+
+
+def test_a_builder_inside_a_loop_is_refused_with_the_construct():
+    source = GNN.replace("        graphs = network(graphs)\n",
+                         "        for _ in range(2):\n"
+                         "            step = jraph.GraphNetwork(update_edge_fn=None, update_node_fn="
+                         "jraph.concatenated_args(nn.Dense(self.hidden)))\n"
+                         "            graphs = step(graphs)\n")
+    fixed, messages = convert(source)
+    assert fixed is None
+    assert "`jraph.GraphNetwork(...)` bound to something other than a name assigned once outside loops" \
+        in messages["Molecules"]
+
+
+def test_a_module_given_a_graph_it_cannot_follow_is_refused():
+    source = GNN.replace("graphs = encoder(graphs)", "graphs = encoder(graphs.nodes)")
+    fixed, messages = convert(source)
+    assert fixed is None
+    assert "`encoder(...)`: its argument is not known to be a `jraph.GraphsTuple`" in messages["Molecules"]
+
+
+def test_attention_arguments_are_refused():
+    source = GNN.replace("update_edge_fn=edge_fn, ", "update_edge_fn=edge_fn, attention_logit_fn=None, ")
+    assert "`jraph.GraphNetwork(attention_logit_fn=...)`" in convert(source)[1]["Molecules"]
+
+
+@contextlib.contextmanager
+def _same_masks(jax):
+    """Every dropout mask from one fixed key sequence, in Linen and in NNX."""
+    original, count = jax.random.bernoulli, [0]
+
+    def bernoulli(key, p=0.5, shape=None, **kwargs):
+        count[0] += 1
+        return original(jax.random.fold_in(jax.random.key(7), count[0]), p, shape, **kwargs)
+
+    jax.random.bernoulli = bernoulli
+    try:
+        yield
+    finally:
+        jax.random.bernoulli = original
+
+
+def _load(source: str, name: str, tmp_path):
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_the_converted_gnn_computes_what_linen_does(tmp_path, deterministic):
+    jraph = pytest.importorskip("jraph")
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from nnxlint.transplant import load_linen_variables
+
+    fixed, messages = convert(GNN)
+    assert fixed is not None, messages
+    linen = _load(GNN, "linen_gnn", tmp_path)
+    converted = _load(fixed, "nnx_gnn", tmp_path)
+    graph = jraph.GraphsTuple(
+        nodes=jax.random.normal(jax.random.key(1), (5, 3)), edges=jax.random.normal(jax.random.key(2), (4, 2)),
+        senders=jnp.array([0, 1, 2, 3]), receivers=jnp.array([1, 2, 3, 4]),
+        globals=jax.random.normal(jax.random.key(3), (1, 6)), n_node=jnp.array([5]), n_edge=jnp.array([4]))
+    model = linen.Molecules(hidden=8, classes=3, deterministic=deterministic)
+    variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(4)}, graph)
+    nnx_model = converted.Molecules(3, 2, 6, hidden=8, classes=3, deterministic=deterministic, rngs=nnx.Rngs(0))
+    load_linen_variables(nnx_model, variables)
+    with _same_masks(jax):
+        expected = model.apply(variables, graph, rngs={"dropout": jax.random.key(4)}).globals
+    with _same_masks(jax):
+        got = nnx_model(graph).globals
+    assert expected.shape == got.shape == (1, 3)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_the_table_matches_what_the_installed_jraph_calls_each_update_function_with():
+    jraph = pytest.importorskip("jraph")
+    import inspect
+
+    import jax.numpy as jnp
+
+    from nnxlint.conversion.jraph_map import GRAPH_MODELS, SIZE_KEEPING_ARGUMENTS
+
+    # distinct feature sizes tell the arguments apart; each update writes a new distinct size
+    sizes = {"nodes": 2, "edges": 3, "globals": 5}
+    written = {"nodes": 7, "edges": 11, "globals": 13}
+    graph = jraph.GraphsTuple(nodes=jnp.ones((3, 2)), edges=jnp.ones((2, 3)), globals=jnp.ones((1, 5)),
+                              senders=jnp.array([0, 1]), receivers=jnp.array([1, 2]),
+                              n_node=jnp.array([3]), n_edge=jnp.array([2]))
+    for builder, updates in GRAPH_MODELS.items():
+        function = getattr(jraph, builder.rpartition(".")[2])
+        parameters = list(inspect.signature(function).parameters)
+        assert set(SIZE_KEEPING_ARGUMENTS[builder]) <= set(parameters)
+        seen: dict[str, tuple[int, ...]] = {}
+
+        def recorder(update):
+            def record(*args):
+                seen[update.keyword] = tuple(arg.shape[-1] for arg in args)
+                return jnp.ones(args[0].shape[:-1] + (written[update.writes],))
+            return record
+
+        for update in updates:
+            assert parameters[update.position] == update.keyword
+        function(**{update.keyword: recorder(update) for update in updates})(graph)
+        current = dict(sizes)
+        for update in updates:  # in the table's order, each reading the graph as updated so far
+            assert seen[update.keyword] == tuple(current[name] for name in update.reads), (builder, update)
+            current[update.writes] = written[update.writes]
