@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 import libcst as cst
 
 from nnxlint import names
+from nnxlint.context import children
 from nnxlint.flax_api import FLAX_NNX, is_linen
 from nnxlint.flax_api import LINEN_MODULE
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args
@@ -91,6 +92,8 @@ class FileConverter:
                            functions={statement.name.value: statement for statement in module.body
                                       if isinstance(statement, cst.FunctionDef)}, project=project)
         self.classes = ClassSet(self.env)
+        self._read_counts: dict[int, tuple[cst.CSTNode, Counter]] = {}  # ``_statement_reads``
+        self.users_outside: Optional[dict[str, int]] = None  # ``ModelsOnly.users_outside``, found once
 
     def _nnx_alias(self) -> str:
         for local, bindings in self.scope.bindings.items():
@@ -143,7 +146,7 @@ class FileConverter:
         site = training.find_init_site()
         inputs = training.input_shapes(site)
         top = self.classes.convert(site.class_name, inputs)
-        used_outside = ModelsOnly(self).used_outside()
+        used_outside = ModelsOnly(self).users_outside()  # the lines are not needed here
         ModelsOnly(self).keep_classes_given_linen_layers()
         for name in self.linen_classes:
             if name not in self.classes.converted:
@@ -160,7 +163,7 @@ class FileConverter:
         staying = set(self.classes.reasons)
         plan = TrainingPlan(site, top)
         plan.converted_construction = self._construction(site, top, inputs, training)
-        if OPTIMIZER_NAME in self.scope.bindings or self._reads(self.module)[OPTIMIZER_NAME]:
+        if OPTIMIZER_NAME in self.scope.bindings or self._statement_reads(self.module)[OPTIMIZER_NAME]:
             raise Unconvertible(f"the file already uses the name `{OPTIMIZER_NAME}`")
         analysis = RoleAnalysis(training, site)
         analysis.run()
@@ -231,50 +234,48 @@ class FileConverter:
     # -- cleanup -------------------------------------------------------------
     @staticmethod
     def _reads(node: cst.CSTNode) -> Counter:
-        """How often each name is read (not bound) in ``node``."""
+        """How often each name is read (not bound) in ``node``: a ``def`` or ``class``
+        statement's own name counts as bound, not read (a plain walk, not a LibCST visitor:
+        it runs over the whole file several times)."""
         counts: Counter = Counter()
-
-        class Reads(cst.CSTVisitor):
-            def visit_Name(self, name: cst.Name) -> None:
-                counts[name.value] += 1
-
-            def visit_Attribute(self, attribute: cst.Attribute) -> bool:
-                attribute.value.visit(self)
-                return False
-
-            def visit_Arg(self, arg: cst.Arg) -> bool:
-                arg.value.visit(self)
-                return False
-
-            def visit_Param(self, param: cst.Param) -> bool:
-                if param.default is not None:
-                    param.default.visit(self)
-                if param.annotation is not None:  # evaluated when the function is defined
-                    param.annotation.visit(self)
-                return False
-
-            def visit_AssignTarget(self, target: cst.AssignTarget) -> bool:
-                if not isinstance(target.target, (cst.Name, cst.Tuple, cst.List)):
-                    target.target.visit(self)
-                return False
-
-            def visit_FunctionDef(self, function: cst.FunctionDef) -> None:
-                counts[function.name.value] -= 1  # the def binds its name
-
-            def visit_ClassDef(self, node: cst.ClassDef) -> None:
-                counts[node.name.value] -= 1
-
-            def visit_ImportAlias(self, alias: cst.ImportAlias) -> bool:
-                return False
-
-        node.visit(Reads())
+        pending = [node]
+        while pending:
+            current = pending.pop()
+            kind = type(current)
+            if kind is cst.Name:
+                counts[current.value] += 1  # type: ignore[attr-defined]
+            elif kind is cst.Attribute or kind is cst.Arg:  # not the attribute's or the keyword's name
+                pending.append(current.value)  # type: ignore[attr-defined]
+            elif kind is cst.Param:  # its default and annotation are evaluated where the function is defined
+                pending += [part for part in (current.default, current.annotation)  # type: ignore[attr-defined]
+                            if part is not None]
+            elif kind is cst.AssignTarget:
+                if not isinstance(current.target, (cst.Name, cst.Tuple, cst.List)):  # type: ignore[attr-defined]
+                    pending.append(current.target)  # type: ignore[attr-defined]
+            elif kind is not cst.ImportAlias:
+                if kind is cst.FunctionDef or kind is cst.ClassDef:
+                    counts[current.name.value] -= 1  # type: ignore[attr-defined]  # the statement binds its name
+                pending += children(current)
         return counts
+
+    def _statement_reads(self, node: cst.CSTNode) -> Counter:
+        """``_reads`` of a statement, or of the module statement by statement, each node
+        counted once: unchanged statements are read again by every cleanup pass."""
+        if isinstance(node, cst.Module):
+            counts: Counter = Counter()
+            for statement in node.body:
+                counts.update(self._statement_reads(statement))  # ``update`` keeps the negative counts
+            return counts
+        known = self._read_counts.get(id(node))
+        if known is None or known[0] is not node:
+            known = self._read_counts[id(node)] = (node, self._reads(node))  # the node kept: its id stays its own
+        return known[1].copy()
 
     def _all_reads(self, new: dict[cst.CSTNode, Replacement]) -> Counter:
         counts: Counter = Counter()
         for node in new.values():
             for part in _parts(node):
-                counts += self._reads(part)
+                counts += self._statement_reads(part)
         return counts
 
     def _remove_dead_keys(self, new: dict[cst.CSTNode, Replacement], rewriter: TrainingRewriter) -> None:
@@ -282,7 +283,7 @@ class FileConverter:
         their own RNG streams), and the model or optimizer a converted function
         received (as part of a TrainState) but does not use: the parameters,
         arguments and assignments go."""
-        before = self._reads(self.module)
+        before = self._statement_reads(self.module)
         for _ in range(10):  # each pass can free the next link of a key chain
             reads = self._all_reads(new)
             converted_functions = {name for name, function in rewriter.analysis.functions.items()
@@ -307,7 +308,7 @@ class FileConverter:
     def _convert_imports(self, new: dict[cst.CSTNode, Replacement]) -> None:
         """The Linen import becomes ``from flax import nnx`` (or stays, followed by it,
         where Linen names are still read); imports the conversion left unused go."""
-        before = self._reads(self.module)
+        before = self._statement_reads(self.module)
         after = self._all_reads(new)
         nnx_needed = self.env.nnx == "nnx" and not any(
             binding.qualified_name == FLAX_NNX for bindings in self.scope.bindings.values() for binding in bindings)

@@ -59,20 +59,30 @@ class ModelsOnly:
         converter._convert_imports(new)
         return new
 
-    def used_outside(self) -> dict[str, int]:
+    def users_outside(self) -> dict[str, int]:
         """Linen classes of the file that its other code names (not through a
-        keyword-only ``partial``), with the first line that does."""
-        module = self.converter.module
-        linen_classes = self.converter.linen_classes
+        keyword-only ``partial``), with the index of the first top-level statement
+        that does (found once per file: the training attempt asks first)."""
+        converter = self.converter
+        if converter.users_outside is not None:
+            return converter.users_outside
+        linen_classes = converter.linen_classes
         found: dict[str, int] = {}
-        for index, statement in enumerate(module.body):
+        for index, statement in enumerate(converter.module.body):
             if not (isinstance(statement, cst.ClassDef) and statement.name.value in linen_classes) \
                     and not _is_import(statement) and not self._is_partial(statement) \
                     and not (isinstance(statement, cst.FunctionDef) and self._factory_class(statement)):
                 for name in _names_in(statement, set(linen_classes)):
                     found.setdefault(name, index)
+        converter.users_outside = found
+        return found
+
+    def used_outside(self) -> dict[str, int]:
+        """``users_outside`` with the first line that names each class."""
+        module = self.converter.module
+        found = self.users_outside()
         if not found:
-            return found
+            return {}
         lines, line = {}, 1 + len(module.header)  # the line of each statement that uses one (code is costly)
         for index, statement in enumerate(module.body[:max(found.values()) + 1]):
             lines[index] = line + len(statement.leading_lines)

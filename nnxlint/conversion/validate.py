@@ -27,23 +27,33 @@ class _Replacer(cst.CSTTransformer):
 
 
 def converted_text(module: cst.Module, replacements: dict) -> str:
-    return module.visit(_Replacer(replacements)).code
+    top = {id(statement) for statement in module.body}
+    if not all(id(node) in top for node in replacements):  # a change below the top level: a full pass
+        return module.visit(_Replacer(replacements)).code
+    body: list = []  # the usual case, top-level statements only: no pass over every node of the file
+    for statement in module.body:
+        new = replacements.get(statement, statement)
+        if isinstance(new, cst.FlattenSentinel):
+            body.extend(new.nodes)
+        elif not isinstance(new, cst.RemovalSentinel):
+            body.append(new)
+    return module.with_changes(body=body).code
 
 
 def check_converted(module: cst.Module, replacements: dict, path: str) -> None:
     """Raises ``Unconvertible`` when the converted file would be broken."""
-    before, after = module.code, converted_text(module, replacements)
+    after = converted_text(module, replacements)
     try:
         compile(after, path, "exec", dont_inherit=True)
     except SyntaxError as error:
         raise Unconvertible(f"the converted file would not compile ({error.msg}, line {error.lineno}); "
                             "please report it") from None
     missing = undefined_names(after)
-    missing = sorted(missing - undefined_names(before)) if missing else []  # the Linen file's own are not ours
+    missing = sorted(missing - undefined_names(module.code)) if missing else []  # the Linen file's own are not ours
     if missing:
         raise Unconvertible(f"the converted file would not import: `{missing[0]}` would be undefined")
     new_findings = _nnx1_findings(after, path)
-    new_findings = new_findings - _nnx1_findings(before, path) if new_findings else new_findings
+    new_findings = new_findings - _nnx1_findings(module.code, path) if new_findings else new_findings
     if new_findings:
         code, message = sorted(new_findings)[0]
         raise Unconvertible(f"the converted code would get {code} ({message})")
