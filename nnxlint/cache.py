@@ -13,6 +13,7 @@ store the same result.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -69,13 +70,19 @@ def _finding_from(data: object, path: str) -> Optional[Finding]:
     return Finding(path=path, **{**data, "fix": fix})
 
 
+@functools.lru_cache(maxsize=4096)
+def _resolved_text(path: str) -> str:
+    """One realpath per file and run: the entry is looked up on load and again on store."""
+    return str(resolved(path))
+
+
 class Cache:
     def __init__(self, directory: Path) -> None:
         self.directory = directory / __version__
         self.code = _code_fingerprint()
 
     def _entry(self, path: str, codes: Sequence[str], fix_level: Optional[str]) -> Path:
-        key = "\0".join([str(resolved(path)), ",".join(sorted(codes)), fix_level or ""])
+        key = "\0".join([_resolved_text(path), ",".join(sorted(codes)), fix_level or ""])
         return self.directory / f"{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}.json"
 
     def load(self, path: str, codes: Sequence[str], fix_level: Optional[str],

@@ -98,6 +98,8 @@ def job_for(settings: "Settings", codes: Iterable[str], fix_level: Optional[Appl
 
 
 def _ignored_here(path: str, job: Job) -> frozenset[str]:
+    if not job.per_file_ignores:  # no path to resolve (a realpath per file costs on a warm run)
+        return frozenset()
     try:
         relative = resolved(path).relative_to(job.root).as_posix()
     except ValueError:
