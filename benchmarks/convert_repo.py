@@ -344,14 +344,33 @@ def reasons(groups: list[Group]) -> str:
     return "\n".join(lines)
 
 
+# "`A` uses it and stays Linen: ...", "uses `A`, which cannot be converted: ...": a class kept Linen by another's blocker
+_TIED = re.compile(r"^(`[^`]*`( of \S+, a Linen class,)? (uses|builds) it( \([^)]*\))?( and stays Linen)?: |"
+                   r"uses `[^`]*`, which (cannot be converted|stays Linen): |`[^`]*` stays Linen: )")
+
+
+def root_cause(reason: str) -> tuple[str, bool]:
+    """The blocker behind a chain of classes tied to one another, and whether it was another class's."""
+    tied = False
+    while True:
+        shorter = _TIED.sub("", reason, count=1)
+        if shorter == reason:
+            return reason.split("; it uses ")[0], tied
+        reason, tied = shorter, True
+
+
 def top_reasons(groups: list[Group], count: int = 10) -> str:
-    tally: dict[str, int] = defaultdict(int)
+    """The blockers by how many classes they keep Linen (directly or through a class tied to them),
+    each with one class it keeps, verbatim."""
+    tally: dict[str, list[str]] = defaultdict(list)
     for group in groups:
         for result in group.classes:
             if not result.converted:
-                tally[re.sub(r"`[^`]*`", "`…`", result.reason)] += 1
-    ranked = sorted(tally.items(), key=lambda item: -item[1])[:count]
-    return "\n".join(f"- {n}× {reason}" for reason, n in ranked)
+                cause, tied = root_cause(result.reason)
+                tally[re.sub(r"`[^`]*`", "`…`", cause)].append(
+                    f"{result.path}:{result.line} `{result.name}`{' (tied)' if tied else ''}: {cause}")
+    ranked = sorted(tally.items(), key=lambda item: -len(item[1]))[:count]
+    return "\n".join(f"- {len(examples)}× {examples[0]}" for _, examples in ranked)
 
 
 def main() -> None:
