@@ -83,15 +83,15 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
     "ogbg_molpcba": [(
         "models.py", name, f"dict({kwargs}, deterministic=True)", _OGBG_GRAPHS, {"model": f"dict({kwargs}, deterministic=False)"},
         {"model": f"dict({kwargs}, deterministic=True)"},
-        "dict(graphs_node_features=3, graphs_edge_features=2, graphs_global_features=4)")
-        for name, kwargs in (
-            ("GraphNet", "latent_size=8, num_mlp_layers=2, message_passing_steps=2, output_globals_size=3, "
-                         "dropout_rate=0.1"),
-            ("GraphConvNet", "latent_size=8, num_mlp_layers=2, message_passing_steps=2, output_globals_size=3, "
-                             "dropout_rate=0.1"))],
+        sizes)
+        for name, sizes in (
+            ("GraphNet", "dict(graphs_node_features=3, graphs_edge_features=2, graphs_global_features=4)"),
+            ("GraphConvNet", "dict(graphs_node_features=3)"))
+        for kwargs in ("latent_size=8, num_mlp_layers=2, message_passing_steps=2, output_globals_size=3, "
+                       "dropout_rate=0.1",)],
     "sst2": [("models.py", "TextClassifier",
-              "dict(embedding_size=8, hidden_size=6, vocab_size=20, output_size=3, dropout_rate=0.0, "
-              "word_dropout_rate=0.0, unk_idx=1)",
+              "dict(embedding_size=8, hidden_size=6, vocab_size=20, output_size=3, dropout_rate=0.3, "
+              "word_dropout_rate=0.25, unk_idx=1)",
               "jnp.array([[3, 4, 5, 0], [6, 7, 0, 0]])", {"lengths": "jnp.array([3, 2])", "deterministic": False},
               {"lengths": "jnp.array([3, 2])", "deterministic": True})],
 }
@@ -305,14 +305,16 @@ print(json.dumps(result))
 
 def verify(groups: list[Group], source: Path, work: Path) -> None:
     for group in groups:
-        for file, name, kwargs, example, train, evaluate, *nnx_only in SPECS.get(group.name, []):
+        specs = SPECS.get(group.name, [])
+        for file, class_name, kwargs, example, train, evaluate, *nnx_only in specs:
             linen_file, nnx_file = source / group.name / file, work / group.name / file
-            if name not in _nnx_classes(nnx_file.read_text()):
+            name = class_name if [spec[1] for spec in specs].count(class_name) == 1 else f"{file}:{class_name}"
+            if class_name not in _nnx_classes(nnx_file.read_text()):
                 group.forward[name] = "not converted"
                 continue
             spec = dict(linen=str(linen_file), nnx=str(nnx_file), input=example, kwargs=kwargs,
                         nnx_kwargs=nnx_only[0] if nnx_only else "dict()",
-                        train=train, eval=evaluate, decode=DECODE_SPECS.get(group.name), **{"class": name})
+                        train=train, eval=evaluate, decode=DECODE_SPECS.get(group.name), **{"class": class_name})
             done = subprocess.run([sys.executable, "-c", _VERIFY, json.dumps(spec)], capture_output=True,
                                   text=True, check=False, env={**os.environ, "JAX_PLATFORMS": "cpu"})
             if done.returncode != 0:

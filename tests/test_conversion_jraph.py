@@ -83,16 +83,15 @@ def test_submodules_handed_to_jraph_are_built_with_the_sizes_jraph_calls_them_wi
     assert convert(fixed)[0] is None  # idempotent: nothing Linen left
 
 
-def test_a_builder_inside_a_loop_is_refused_with_the_construct():
-    source = GNN.replace("        graphs = network(graphs)\n",
-                         "        for _ in range(2):\n"
-                         "            step = jraph.GraphNetwork(update_edge_fn=None, update_node_fn="
-                         "jraph.concatenated_args(nn.Dense(self.hidden)))\n"
-                         "            graphs = step(graphs)\n")
+def test_a_builder_in_a_branch_is_refused_with_the_construct_and_its_line():
+    source = GNN.replace("        node_fn = jraph.concatenated_args(",
+                         "        if self.deterministic:\n            node_fn = jraph.concatenated_args(")
     fixed, messages = convert(source)
     assert fixed is None
-    assert "`jraph.GraphNetwork(...)` bound to something other than a name assigned once outside loops" \
-        in messages["Molecules"]
+    line = source.splitlines().index("            node_fn = jraph.concatenated_args(Tower(2 * self.hidden, "
+                                     "deterministic=self.deterministic))") + 1
+    assert f"`jraph.concatenated_args(Tower(...))` at line {line} is inside a branch (or a loop) that is not a " \
+           "message-passing loop" in messages["Molecules"]
 
 
 def test_a_module_given_a_graph_it_cannot_follow_is_refused():
@@ -183,7 +182,7 @@ def test_the_table_matches_what_the_installed_jraph_calls_each_update_function_w
         assert set(SIZE_KEEPING_ARGUMENTS[builder]) <= set(parameters)
         seen: dict[str, tuple[int, ...]] = {}
 
-        def recorder(update):
+        def recorder(update, seen=seen):
             def record(*args):
                 seen[update.keyword] = tuple(arg.shape[-1] for arg in args)
                 return jnp.ones(args[0].shape[:-1] + (written[update.writes],))
@@ -196,3 +195,104 @@ def test_the_table_matches_what_the_installed_jraph_calls_each_update_function_w
         for update in updates:  # in the table's order, each reading the graph as updated so far
             assert seen[update.keyword] == tuple(current[name] for name in update.reads), (builder, update)
             current[update.writes] = written[update.writes]
+
+
+LOOP = '''
+from typing import Sequence
+
+from flax import linen as nn
+import jax.numpy as jnp
+import jraph
+
+
+def merged(new, old):
+    return new._replace(nodes=new.nodes + old.nodes)
+
+
+class Perceptron(nn.Module):
+    sizes: Sequence[int]
+
+    @nn.compact
+    def __call__(self, x):
+        for size in self.sizes:
+            x = nn.gelu(nn.Dense(size)(x))
+        return x
+
+
+class Convolutions(nn.Module):
+    width: int
+    depth: int
+    steps: int
+    norm: bool = True
+
+    @nn.compact
+    def __call__(self, graphs: jraph.GraphsTuple):
+        embed = jraph.GraphMapFeatures(embed_node_fn=nn.Dense(self.width))
+        graphs = embed(graphs)
+        for _ in range(self.steps):
+            sizes = [self.width] * self.depth
+            step = jraph.GraphConvolution(update_node_fn=jraph.concatenated_args(Perceptron(sizes)))
+            graphs = merged(step(graphs), graphs)
+            if self.norm:
+                graphs = graphs._replace(nodes=nn.LayerNorm()(graphs.nodes))
+        return jraph.segment_sum(graphs.nodes, jnp.zeros(graphs.nodes.shape[0], jnp.int32), 1)
+'''
+
+
+def test_a_message_passing_loop_builds_one_list_per_class_in_linen_order():
+    fixed, messages = convert(LOOP)
+    assert fixed is not None, messages
+    assert """\
+        self.perceptrons = nnx.List()
+        self.layer_norms = nnx.List()
+        for _ in range(steps):
+            self.perceptrons.append(Perceptron(width, ([width] * depth), rngs=rngs))
+            if norm:
+                self.layer_norms.append(nnx.LayerNorm(width, rngs=rngs))
+""" in fixed
+    assert """\
+        perceptrons = iter(self.perceptrons)
+        layer_norms = iter(self.layer_norms)
+        for _ in range(self.steps):
+""" in fixed
+    assert "step = jraph.GraphConvolution(update_node_fn=jraph.concatenated_args(next(perceptrons)))" in fixed
+    assert "graphs = graphs._replace(nodes=next(layer_norms)(graphs.nodes))" in fixed
+
+
+def test_a_class_made_inside_and_outside_the_loop_is_refused():
+    source = LOOP.replace("embed_node_fn=nn.Dense(self.width)", "embed_node_fn=Perceptron([self.width])")
+    fixed, messages = convert(source)
+    assert fixed is None
+    assert "`Perceptron` is made both inside a message-passing loop and outside it" in messages["Convolutions"]
+
+
+def test_a_loop_that_changes_the_graph_sizes_is_refused():
+    source = LOOP.replace("sizes = [self.width] * self.depth", "sizes = [2 * self.width]").replace(
+        "graphs = merged(step(graphs), graphs)", "graphs = step(graphs)")
+    assert "`graphs` has other sizes after a pass of the message-passing loop" in convert(source)[1]["Convolutions"]
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_the_converted_loop_computes_what_linen_does(tmp_path, norm):
+    jraph = pytest.importorskip("jraph")
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from nnxlint.transplant import load_linen_variables
+
+    fixed, messages = convert(LOOP)
+    assert fixed is not None, messages
+    linen = _load(LOOP, f"linen_loop_{norm}", tmp_path)
+    converted = _load(fixed, f"nnx_loop_{norm}", tmp_path)
+    graph = jraph.GraphsTuple(
+        nodes=jax.random.normal(jax.random.key(1), (4, 3)), edges=None, globals=None,
+        senders=jnp.array([0, 1, 2]), receivers=jnp.array([1, 2, 3]), n_node=jnp.array([4]), n_edge=jnp.array([3]))
+    model = linen.Convolutions(width=5, depth=2, steps=3, norm=norm)
+    variables = model.init(jax.random.key(0), graph)
+    nnx_model = converted.Convolutions(3, width=5, depth=2, steps=3, norm=norm, rngs=nnx.Rngs(0))
+    load_linen_variables(nnx_model, variables)
+    expected, got = model.apply(variables, graph), nnx_model(graph)
+    assert expected.shape == got.shape == (1, 5)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)

@@ -133,7 +133,10 @@ def substitute(code: str, values: dict[str, str]) -> Size:
             return updated_node
 
         def leave_IfExp(self, original_node, updated_node):
-            """``d if None is None else out_dim``: a default of ``None`` decides the branch."""
+            """``d if None is None else out_dim``: a default of ``None`` decides the branch;
+            ``([d] * n)[-1] if [d] * n else d`` (a last size or the one before) is ``d``."""
+            if _last_of_repeat(updated_node.body, updated_node.test) == _bare_code(updated_node.orelse):
+                return updated_node.orelse.with_changes(lpar=[], rpar=[])
             test = updated_node.test
             if isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and _is_none(test.left) \
                     and _is_none(test.comparisons[0].comparator):
@@ -149,6 +152,24 @@ def substitute(code: str, values: dict[str, str]) -> Size:
         if value is not None:
             return Size.number(value)
     return Size(_strip_parens(text))
+
+
+def _bare_code(node: cst.BaseExpression) -> str:
+    return cst.Module([]).code_for_node(node.with_changes(lpar=[], rpar=[]))
+
+
+def _last_of_repeat(body: cst.BaseExpression, test: cst.BaseExpression) -> Optional[str]:
+    """``x`` for ``([x] * n)[-1]`` tested on ``[x] * n`` (the element, whenever the list is not empty)."""
+    if not (isinstance(body, cst.Subscript) and len(body.slice) == 1 and isinstance(body.slice[0].slice, cst.Index)
+            and _bare_code(body.slice[0].slice.value) == "-1" and _bare_code(body.value) == _bare_code(test)):
+        return None
+    repeat = body.value
+    if not (isinstance(repeat, cst.BinaryOperation) and isinstance(repeat.operator, cst.Multiply)):
+        return None
+    listed = repeat.left if isinstance(repeat.left, cst.List) else repeat.right
+    if not isinstance(listed, cst.List) or len(listed.elements) != 1:
+        return None
+    return _bare_code(listed.elements[0].value)
 
 
 def _is_none(node: cst.BaseExpression) -> bool:

@@ -20,6 +20,7 @@ from nnxlint.conversion.constructs.chosen_module import bind_chosen_module
 from nnxlint.conversion.constructs.has_variable import bind_initialized_flag, check_flag_read, is_initialized_guard
 from nnxlint.conversion.constructs.local_module import bind_local_module, local_module_call, mark_local_module_use
 from nnxlint.conversion.constructs.jraph_graph import Graph, bind_graph_function, graph_call
+from nnxlint.conversion.constructs.graph_loop import begin_graph_loop, end_graph_loop, looped_call
 from nnxlint.conversion.constructs.partitioning import partitioned_init
 from nnxlint.conversion.constructs.lifted import Lifted, is_lifted, lifted_call, read_lifted
 from nnxlint.conversion.constructs.loop_stack import (
@@ -78,6 +79,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.local_module_reads: set[int] = set()  # the ``embed`` of ``embed(x)`` / ``embed.attend(x)``
         self.graph_values: dict = {}  # ``net = jraph.GraphNetwork(...)`` (``constructs/jraph_graph.py``)
         self.graph_statements: dict[int, cst.BaseExpression] = {}  # ... -> the call handing over ``self.x``
+        self.graph_loops: list = []  # the enclosing message-passing loop (``constructs/graph_loop.py``)
         self.removed_statements: set[int] = set()  # assignments whose statement the conversion removes
         self.factory_reads: set[int] = set()  # the ``conv`` of ``conv(...)(x)`` / ``Block(conv=conv)``
         self.merged_calls: set[int] = set()  # ``flag = nn.merge_param(...)`` (``constructs/merge_param.py``)
@@ -96,14 +98,15 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
     visit_Lambda, leave_Lambda = visit_While, leave_While
 
     def visit_For(self, node: cst.For) -> None:
+        graph_loop = begin_graph_loop(self, node)
         self.depth += 1
-        self.loops.append(stack_loop(self, node) if self.converter._compact else None)
+        self.loops.append(stack_loop(self, node) if self.converter._compact and not graph_loop else None)
 
     def leave_For(self, original_node, updated_node):
         self.depth -= 1
         loop = self.loops.pop()
         if loop is None:
-            return updated_node
+            return end_graph_loop(self, original_node, updated_node)
         close_loop(self, loop)
         return loop_header(loop, updated_node)
 
@@ -215,7 +218,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.assigned_values.add(id(node.value))
         if isinstance(node.value, cst.Call) and self.converter.env.resolve(node.value.func) == "functools.partial":
             self.partials.update(target.target.value for target in node.targets if isinstance(target.target, cst.Name))
-        if len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) and not self.depth:
+        if len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) and (
+                not self.depth or self.graph_loops):  # (a message-passing loop's modules read them too)
             self.converter.add_alias(node.targets[0].target.value, node.value, self.shapes)
         record_loop_local(self, node)
         for target in node.targets:
@@ -302,6 +306,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         if method in SELF_CALLS:
             return SELF_CALLS[method].in_call(self, original_node)
         if isinstance(func, cst.Call) and converter.layer(func.func) is not None:
+            looped = looped_call(self, func, original_node, updated_node)  # ``constructs/graph_loop.py``
+            if looped is not None:
+                return looped
             loop = self.loops[-1] if self.loops else None
             if loop is not None and loop.depth == self.depth:
                 return stacked_call(self, loop, func, original_node, updated_node)

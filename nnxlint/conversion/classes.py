@@ -89,6 +89,7 @@ class ClassConverter(LayerConstruction):
         self.auto_counters: dict[str, int] = {}
         self.reserved_names: dict[int, str] = {}  # construction -> the auto-name Linen gives it (``reserve_name``)
         self.size_params: dict[str, int] = {}
+        self.final_sizes: dict[str, str] = {}  # a running size of ``__init__`` -> its value after the loop
         self.graph_sizes: dict[str, int] = {}  # a ``jraph.GraphsTuple`` argument's sizes (``constructs/jraph_graph.py``)
         self.mode: Optional[Mode] = None
         self.uses_rngs = False
@@ -173,7 +174,7 @@ class ClassConverter(LayerConstruction):
         base = cst.Arg(cst.parse_expression(f"{self.env.nnx}.Module"))
         new_node = node.with_changes(bases=[base], body=node.body.with_changes(body=new_body))
         return ConvertedClass(node.name.value, new_node, self.size_params, self.fields,
-                              self._output_shape, self.mode, self.uses_rngs, self.constant_flags,
+                              _with_final_sizes(self._output_shape, self.final_sizes), self.mode, self.uses_rngs, self.constant_flags,
                               self.layer_size_params, self.dropped)
 
     # -- fields and setup --------------------------------------------------
@@ -600,6 +601,15 @@ def _in_parent_terms(shape, values: dict[str, str], inputs: Sequence[Shape]):
         leading = (None,) * (ranks.pop() - 1)
         shape = tuple(axis for part in shape for axis in (leading if part == ANY_AXES else (part,)))
     return tuple(axis if axis is None or axis == ANY_AXES else substitute(axis.code, values) for axis in shape)
+
+
+def _with_final_sizes(shape, final_sizes: dict[str, str]):
+    """The output shape for the classes building this one: no ``__init__`` local in it."""
+    if isinstance(shape, Several):
+        return type(shape)(tuple(_with_final_sizes(part, final_sizes) for part in shape.parts))
+    if not shape or not final_sizes:
+        return shape
+    return tuple(axis if axis is None or axis == ANY_AXES else substitute(axis.code, final_sizes) for axis in shape)
 
 
 def _assignment_counts(node: cst.CSTNode) -> Counter:

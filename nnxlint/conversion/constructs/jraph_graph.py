@@ -28,10 +28,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Union
 
 import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
 
 from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, self_attribute
+from nnxlint.conversion.constructs.graph_loop import element_made, looped_module
 from nnxlint.conversion.jraph_map import (
-    CONCATENATED_ARGS, GRAPH_FEATURES, GRAPH_MODELS, GRAPHS_TUPLE, SEGMENT_FUNCTIONS, SIZE_KEEPING_ARGUMENTS,
+    CONCATENATED_ARGS,
+    GRAPH_FEATURES,
+    GRAPH_MODELS,
+    GRAPHS_TUPLE,
+    SEGMENT_FUNCTIONS,
+    SIZE_KEEPING_ARGUMENTS,
 )
 from nnxlint.conversion.shapes import Several, Shape, Size, is_open, open_shape
 
@@ -61,6 +68,7 @@ class Update:
 
     slot: Optional[Slot]
     concatenated: bool = False
+    position: Optional[int] = None  # among the modules of a message-passing loop (``graph_loop.py``)
 
 
 @dataclass
@@ -150,9 +158,14 @@ def bind_graph_function(rewriter: "CallRewriter", node: cst.Assign) -> bool:
     if qualified not in GRAPH_MODELS and qualified != CONCATENATED_ARGS:
         return False
     target = node.targets[0].target if len(node.targets) == 1 else None
-    if not isinstance(target, cst.Name) or rewriter.depth or converter._assignments.get(target.value) != 1:
-        raise Unconvertible(f"`{converter.env.code(value.func)}(...)` bound to something other than a name assigned "
-                            "once outside loops and branches (its submodules would be created anew at each pass)")
+    in_loop = bool(rewriter.graph_loops) and rewriter.depth >= rewriter.graph_loops[-1].depth
+    shown = f"`{_shown(converter, value)}` at line {_line(converter, node)}"
+    if rewriter.depth and not in_loop:
+        raise Unconvertible(f"{shown} is inside a branch (or a loop) that is not a message-passing loop: a module "
+                            "handed to jraph is converted where it is made at each pass")
+    if not isinstance(target, cst.Name) or converter._assignments.get(target.value) != 1:
+        raise Unconvertible(f"{shown} is bound to other than one name assigned once (`update_fn = None` in another "
+                            "branch, say): which functions jraph gets, and so their input sizes, are not followed")
     handed: dict[int, str] = {}  # construction -> the attribute jraph gets instead
     if qualified == CONCATENATED_ARGS:
         rewriter.graph_values[target.value] = _concatenated(rewriter, value, handed)  # type: ignore[arg-type]
@@ -160,6 +173,19 @@ def bind_graph_function(rewriter: "CallRewriter", node: cst.Assign) -> bool:
         rewriter.graph_values[target.value] = _graph_function(rewriter, qualified, value, handed)  # type: ignore
     rewriter.graph_statements[id(node)] = _handed_over(rewriter, value, handed)
     return True
+
+
+def _shown(converter: "ClassConverter", call: cst.Call) -> str:
+    """``jraph.concatenated_args(MLP(...))``: the builder and the modules it is handed."""
+    inner = [arg.value for arg in call.args if isinstance(arg.value, cst.Call)]
+    shown = f"{converter.env.code(inner[0].func)}(...)" if len(call.args) == 1 and inner else "..."
+    return f"{converter.env.code(call.func)}({shown})"
+
+
+def _line(converter: "ClassConverter", node: cst.CSTNode) -> int:
+    """``node``'s line in the file (the module's own nodes: no copy)."""
+    positions = MetadataWrapper(converter.env.module, unsafe_skip_copy=True).resolve(PositionProvider)
+    return positions[node].start.line
 
 
 def _graph_function(rewriter: "CallRewriter", builder: str, call: cst.Call, handed: dict[int, str]) -> GraphFunction:
@@ -192,6 +218,10 @@ def _update(rewriter: "CallRewriter", value: cst.BaseExpression, handed: dict[in
     if isinstance(value, cst.Call) and converter.env.resolve(value.func) == CONCATENATED_ARGS:
         return _concatenated(rewriter, value, handed)
     if isinstance(value, cst.Call) and converter.layer(value.func) is not None:
+        looped = looped_module(rewriter, value)
+        if looped is not None:
+            handed[id(value)] = f"next({looped[0]})"
+            return Update(looped[1], position=looped[2])
         slot = converter.construct(value, None)
         handed[id(value)] = f"self.{slot.attribute}"
         return Update(slot)
@@ -211,7 +241,7 @@ def _concatenated(rewriter: "CallRewriter", call: cst.Call, handed: dict[int, st
     inner = _update(rewriter, positional[0], handed)
     if inner is None or inner.concatenated:
         raise Unconvertible("`jraph.concatenated_args` of `None` or of a function already concatenating")
-    return Update(inner.slot, concatenated=True)
+    return Update(inner.slot, concatenated=True, position=inner.position)
 
 
 def _builds_module(rewriter: "CallRewriter", node: cst.CSTNode) -> bool:
@@ -277,6 +307,8 @@ def graph_call(rewriter: "CallRewriter", original: cst.Call, updated: cst.Call) 
         output, mode = rewriter.converter.call_slot(update.slot, [inputs], rewriter.shapes)
         if mode is not None:
             raise Unconvertible(f"`self.{update.slot.attribute}` has a train/eval argument, which jraph does not pass")
+        if update.position is not None:
+            element_made(rewriter, update.slot, update.position)
         features[spec.writes] = output
     rewriter.call_shapes[id(original)] = graph.replaced(features)
     return updated

@@ -248,6 +248,8 @@ def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
                              f"{_header(converter, loop, rewriter.shapes)}])"
     if nested:
         loop.replacement = _nest_replacement(rewriter, loop, nest)
+    if sized and not nested and loop.target:
+        _final_sizes(converter, loop, before, changed, rewriter.shapes)
     for name in loop.running:  # the shapes after the loop, in ``__init__`` terms
         shape = rewriter.shapes.get(name)
         if shape == loop.running_shapes[name]:  # the loop does not touch it
@@ -269,6 +271,20 @@ def _replaced(code: str, values: dict[str, str]) -> str:
     for name, value in values.items():
         code = re.sub(rf"\b{name}\b", value if SIMPLE_CODE.fullmatch(value) else f"({value})", code)
     return code
+
+
+def _final_sizes(converter, loop: StackLoop, before: dict[str, Size], changed: dict[str, Size | None],
+                 shapes: dict[str, Shape]) -> None:
+    """A running size that each pass sets to the loop's value (``x_features = size`` over
+    ``feature_sizes``) ends as the last value, or the size before the loop when there is
+    none: that expression of fields, not the ``__init__`` local, is what a class's
+    output size tells the classes that build it (``ClassConverter.final_sizes``)."""
+    values = converter.init_code(loop.count, shapes)
+    for name, running in loop.running.items():
+        size = changed.get(running)
+        if size is not None and size.code == loop.target:
+            operand = values if SIMPLE_CODE.fullmatch(values) else f"({values})"
+            converter.final_sizes[running] = f"{operand}[-1] if {values} else {before[name].code}"
 
 
 def _header(converter, loop: StackLoop, shapes: dict[str, Shape]) -> str:

@@ -1,0 +1,179 @@
+"""A message-passing loop: modules handed to jraph (``jraph_graph.py``) made anew
+at each pass, some under tests on fields::
+
+    for _ in range(self.steps):
+        update = jraph.concatenated_args(MLP(sizes))
+        graphs = jraph.GraphConvolution(update_node_fn=update)(graphs)
+        if self.layer_norm:
+            graphs = graphs._replace(nodes=nn.LayerNorm()(graphs.nodes))
+
+Linen numbers each class's modules in the order they are made (``MLP_0``,
+``MLP_1``, ...).  ``__init__`` makes them in that same order, by the same loop
+and tests, into one ``nnx.List`` per class named after it
+(``naming.nnx_list_name``: ``mlps``, ``layer_norms``), so ``nnxlint.transplant``
+loads ``MLP_2`` into ``mlps/2``; ``__call__`` takes them in that order from an
+iterator over each list made before the loop::
+
+    mlps = iter(self.mlps)
+    for _ in range(self.steps):
+        update = jraph.concatenated_args(next(mlps))
+
+Converted where every pass gives each module the same input sizes (the graph's
+sizes at the end of a pass are those at its start), the tests read only fields,
+and the loop's classes are made nowhere else in the class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+import libcst as cst
+
+from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword
+from nnxlint.conversion.jraph_map import CONCATENATED_ARGS, GRAPH_MODELS
+from nnxlint.conversion.naming import nnx_list_name
+
+if TYPE_CHECKING:
+    from nnxlint.conversion.calls import CallRewriter
+
+
+@dataclass
+class GraphLoop:
+    node: cst.For
+    depth: int  # the rewriter's depth inside the loop's body
+    conditions_before: int  # enclosing tests of the rewriter outside the loop
+    shapes_before: dict
+    lists: dict[str, list[str]] = field(default_factory=dict)  # list -> its element constructions (first one kept)
+    made: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)  # (list, element code, tests)
+    constructions: dict[str, cst.Call] = field(default_factory=dict)  # list -> a construction (for its slot)
+
+
+def begin_graph_loop(rewriter: "CallRewriter", node: cst.For) -> bool:
+    """A loop under ``@nn.compact`` whose body hands modules to jraph: True when it is one."""
+    converter = rewriter.converter
+    if not converter._compact or not _hands_modules_to_jraph(rewriter, node.body):
+        return False
+    if rewriter.graph_loops or rewriter.depth:
+        raise Unconvertible("a message-passing loop inside another loop or a branch is not converted")
+    classes = _made_classes(rewriter, node.body)
+    outside = _made_classes(rewriter, converter.node, skip=node)
+    twice = sorted(classes & outside)
+    if twice:
+        raise Unconvertible(f"`{twice[0]}` is made both inside a message-passing loop and outside it: Linen numbers "
+                            "them together, which one `nnx.List` per class does not keep")
+    rewriter.graph_loops.append(GraphLoop(node, rewriter.depth + 1, len(rewriter.conditions), dict(rewriter.shapes)))
+    return True
+
+
+def end_graph_loop(rewriter: "CallRewriter", original: cst.For, updated: cst.For) -> cst.CSTNode:
+    """``__init__`` builds the lists by the same loop; ``__call__`` iterates over them."""
+    loop = rewriter.graph_loops[-1] if rewriter.graph_loops else None
+    if loop is None or loop.node is not original:
+        return updated
+    rewriter.graph_loops.pop()
+    converter = rewriter.converter
+    for name, shape in loop.shapes_before.items():
+        if rewriter.shapes.get(name) != shape:
+            raise Unconvertible(f"`{name}` has other sizes after a pass of the message-passing loop than before it: "
+                                "its modules would differ from pass to pass")
+    if not loop.made:
+        return updated
+    if any(not element for _, element, _ in loop.made):
+        raise Unconvertible("a module made in a message-passing loop is not called in the same pass")
+    indent = converter.env.module.default_indent
+    nnx = converter.env.nnx
+    header = f"for {converter.env.code(original.target)} in {converter.init_code(original.iter, {})}:"
+    lines = [header]
+    for name, element, tests in loop.made:
+        test = " and ".join(f"({t})" if " " in t and len(tests) > 1 else t for t in tests)
+        prefix = indent
+        if test:
+            lines.append(f"{indent}if {test}:")
+            prefix = indent * 2
+        lines.append(f"{prefix}self.{name}.append({element})")
+    names = list(loop.constructions)
+    for name in names:
+        slot = converter._add_slot(name, loop.constructions[name])
+        slot.init_code = f"self.{name} = {nnx}.List()"
+    last = converter.slots[names[-1]]
+    last.init_code = f"{last.init_code}\n" + "\n".join(lines)
+    iterators = [cst.parse_statement(f"{name} = iter(self.{name})\n") for name in names]
+    iterators[0] = iterators[0].with_changes(leading_lines=updated.leading_lines)
+    return cst.FlattenSentinel([*iterators, updated.with_changes(leading_lines=[])])
+
+
+def looped_module(rewriter: "CallRewriter", construction: cst.Call) -> Optional[tuple[str, Slot, int]]:
+    """A module made inside the loop: the list it goes to, a slot (not an attribute)
+    that learns its construction when called, and its place among the loop's modules;
+    None outside a message-passing loop."""
+    loop = rewriter.graph_loops[-1] if rewriter.graph_loops else None
+    if loop is None:
+        return None
+    converter = rewriter.converter
+    layer = converter.layer(construction.func)
+    assert layer is not None
+    if any(arg_keyword(arg) == "name" for arg in construction.args) or layer.factory is not None or layer.choices:
+        raise Unconvertible(f"`{converter.env.code(construction.func)}(...)` in a message-passing loop: only "
+                            "modules Linen names by class and count are converted there")
+    tests = tuple(rewriter.conditions[loop.conditions_before:])
+    if any(test is None for test in tests):
+        raise Unconvertible(f"`{converter.env.code(construction.func)}(...)` in a message-passing loop under a test "
+                            "of a value of `__call__`")
+    type_name = layer.mapping.linen if layer.mapping else layer.user_class.rpartition(".")[2]  # type: ignore
+    name = nnx_list_name(type_name)
+    if name in converter.field_names or converter._assignments.get(name):
+        raise Unconvertible(f"the name `{name}` (the list of a message-passing loop's `{type_name}`s) is taken")
+    loop.constructions.setdefault(name, construction)
+    loop.made.append((name, "", tests))  # the element's code once it is called
+    return name, Slot(name, construction), len(loop.made) - 1
+
+
+def element_made(rewriter: "CallRewriter", slot: Slot, position: int) -> None:
+    """The element's code, now that its input sizes are known."""
+    loop = rewriter.graph_loops[-1]
+    name, _, tests = loop.made[position]
+    loop.made[position] = (name, slot.init_code.partition(" = ")[2], tests)  # type: ignore[union-attr]
+
+
+def looped_call(rewriter: "CallRewriter", construction: cst.Call, original: cst.Call,
+                updated: cst.Call) -> Optional[cst.BaseExpression]:
+    """``nn.LayerNorm()(x)`` in the loop: ``next(layer_norms)(x)``; None outside one."""
+    made = looped_module(rewriter, construction)
+    if made is None:
+        return None
+    name, slot, position = made
+    call = rewriter._call_slot(slot, original, updated)
+    element_made(rewriter, slot, position)
+    return call.with_changes(func=cst.parse_expression(f"next({name})"))
+
+
+def _hands_modules_to_jraph(rewriter: "CallRewriter", body: cst.CSTNode) -> bool:
+    resolve = rewriter.converter.env.resolve
+    found = []
+
+    class Find(cst.CSTVisitor):
+        def visit_Call(self, call: cst.Call) -> None:
+            if resolve(call.func) in GRAPH_MODELS or resolve(call.func) == CONCATENATED_ARGS:
+                found.append(call)
+
+    body.visit(Find())
+    return bool(found)
+
+
+def _made_classes(rewriter: "CallRewriter", node: cst.CSTNode, skip: Optional[cst.CSTNode] = None) -> set[str]:
+    """The type names (``Dense``, ``MLP``) of the modules constructed in ``node``."""
+    converter = rewriter.converter
+    made: set[str] = set()
+
+    class Find(cst.CSTVisitor):
+        def visit_For(self, loop: cst.For) -> bool:
+            return loop is not skip
+
+        def visit_Call(self, call: cst.Call) -> None:
+            layer = converter.layer(call.func)
+            if layer is not None and layer.factory is None:
+                made.add(layer.mapping.linen if layer.mapping else layer.user_class.rpartition(".")[2])  # type: ignore
+
+    node.visit(Find())
+    return made
