@@ -130,10 +130,14 @@ class LinenModule(Rule):
     with `if`s, `assert`s and aliases, made under the same tests;
     `nn.merge_param` -> the call value falling back on the attribute;
     `self.make_rng('dropout')` -> `self.dropout_rngs()`, a stream the module keeps;
-    `nn.combine_masks` and the mask makers -> their `nnx` twins. No fix (the
+    `nn.combine_masks` and the mask makers -> their `nnx` twins;
+    `self.sow('intermediates', ...)` that no file of the run reads -> left out (Linen
+    stores nothing then; NNX 0.12.8 would keep every value on the module outside
+    `nnx.capture`), a comment showing the NNX form in its place. No fix (the
     finding names the construct): `nn.GRUCell` (Linen's `hn` bias inside the reset
-    gate has no `nnx.GRUCell` parameter), `self.sow` (NNX 0.12.8 keeps sown values
-    on the module outside `nnx.capture`), `nn.vmap`/`nn.jit` of a module, and
+    gate has no `nnx.GRUCell` parameter), `self.sow` whose collection a file of the
+    run may read (named; its reader is not converted to `nnx.capture`),
+    `nn.vmap`/`nn.jit` of a module, and
     `nn.remat` with options or
     `nn.scan` with other options (`metadata_params`, `unroll`, `reverse`, ...).
     """

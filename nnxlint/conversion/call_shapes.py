@@ -9,10 +9,11 @@ from typing import Optional, Sequence
 import libcst as cst
 
 from nnxlint.context import walk
+from nnxlint.conversion.axis_shapes import axis_call_shape, matmul
 from nnxlint.conversion.base import arg_keyword, is_false, self_attribute
 from nnxlint.conversion.constructs.jraph_graph import graph_call_shape, graph_feature_shape
 from nnxlint.conversion.linen_map import ELEMENTWISE_FUNCTIONS, POOLING_FUNCTIONS
-from nnxlint.conversion.shapes import Several, Shape, flatten, is_open, open_shape, sum_sizes, int_literal, int_tuple, string_literal, window_output
+from nnxlint.conversion.shapes import SOME_AXES, Several, Shape, flatten, is_open, keeps_input_rank, open_shape, sum_sizes, int_literal, int_tuple, string_literal, window_output
 
 _ELEMENTWISE_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.Power)
 
@@ -47,6 +48,8 @@ class ShapeFollowing:
             return self._slice_shape(node)
         if isinstance(node, cst.Attribute):
             return graph_feature_shape(self, node)  # ``graphs.nodes``
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.MatrixMultiply):
+            return matmul(self.shape_of(node.left), self.shape_of(node.right))
         if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, _ELEMENTWISE_OPERATORS):
             left, right = self.shape_of(node.left), self.shape_of(node.right)
             if left is not None and right is not None and left != right:
@@ -78,7 +81,10 @@ class ShapeFollowing:
         if qualified in _RANDOM_ARRAYS and len(args) >= 2:
             return self._shape_read(args[1].value)
         if qualified == "jax.numpy.concatenate" and args:
-            return self._concatenate_shape(args[0].value, keywords.get("axis"))
+            return self._concatenate_shape(args[0].value, keywords.get("axis", args[1].value if len(args) > 1 else None))
+        known, shape = axis_call_shape(self, func, qualified, args, keywords)  # ``squeeze``, ``expand_dims``
+        if known:
+            return shape
         if isinstance(func, cst.Name) and func.value in self.converter.env.functions:
             return self._follow_function(self.converter.env.functions[func.value], call)
         if qualified == "jax.lax.dot_general" and len(args) == 3 and not keywords:
@@ -209,11 +215,15 @@ class ShapeFollowing:
         if not isinstance(arrays, (cst.List, cst.Tuple)) or axis is None or int_literal(axis) != -1:
             return None
         shapes = [self.shape_of(element.value) for element in arrays.elements]
-        if not shapes or any(not shape or shape[-1] is None for shape in shapes):
+        if not shapes or any(not shape or shape[-1] is None or (is_open(shape) and len(shape) != 2)
+                             for shape in shapes):
             return None
-        if any(len(shape) != len(shapes[0]) or shape[:-1] != shapes[0][:-1] for shape in shapes):
+        # the arrays share their leading axes: a known one's, when there is one
+        known = [shape for shape in shapes if not is_open(shape)] or shapes
+        if any(len(shape) != len(known[0]) or shape[:-1] != known[0][:-1] for shape in known):
             return None
-        return shapes[0][:-1] + (sum_sizes([shape[-1] for shape in shapes]),)
+        leading = known[0][:-1] if not is_open(known[0]) or all(map(keeps_input_rank, shapes)) else (SOME_AXES,)
+        return leading + (sum_sizes([shape[-1] for shape in shapes]),)
 
     def _follow_function(self, function: cst.FunctionDef, call: cst.Call) -> Shape:
         """A function of the file (``reparameterize(rng, mean, logvar)``): the shape it

@@ -40,7 +40,9 @@ from nnxlint.conversion.constructs.partitioning import is_partitioning, partitio
 from nnxlint.conversion.layers import LayerConstruction
 from nnxlint.conversion.linen_map import LAYERS, PARTITIONING
 from nnxlint.conversion.naming import nnx_attribute_name
-from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Several, Shape, Size, int_literal, is_open, open_shape, string_literal
+from nnxlint.conversion.shapes import (
+    ANY_AXES, SIMPLE_CODE, Several, Shape, Size, int_literal, is_open, keeps_input_rank, open_shape, string_literal,
+)
 
 # builtin decorators that mean the same on an NNX Module: kept as they are (not ``classmethod``: it may
 # build the class with its Linen signature)
@@ -597,7 +599,8 @@ def _in_parent_terms(shape, values: dict[str, str], inputs: Sequence[Shape]):
     if shape is None:
         return None
     ranks = {len(given) for given in inputs if isinstance(given, tuple) and not is_open(given)}
-    if ANY_AXES in shape and len(ranks) == 1 and not any(is_open(given) for given in inputs if given):
+    if ANY_AXES in shape and len(ranks) == 1 and not any(is_open(given) for given in inputs if given) \
+            and keeps_input_rank(shape):
         leading = (None,) * (ranks.pop() - 1)
         shape = tuple(axis for part in shape for axis in (leading if part == ANY_AXES else (part,)))
     return tuple(axis if axis is None or axis == ANY_AXES else substitute(axis.code, values) for axis in shape)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 import libcst as cst
@@ -24,6 +24,8 @@ SIMPLE_CODE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*|\d+")  # needs no parentheses
 class Size:
     code: str
     value: Optional[int] = None
+    # False only for ``SOME_AXES`` (not compared: it is ``ANY_AXES`` to every rule but one)
+    input_leading: bool = field(default=True, compare=False)
 
     @staticmethod
     def number(value: int) -> "Size":
@@ -41,6 +43,10 @@ Shape = Optional[tuple[Axis, ...]]  # None: not known at all
 # input whose rank is unknown and whose last axis is the class's input size
 # parameter (a class converted on its own, without an example input).
 ANY_AXES = Size("...")
+# The same, after an operation that may have added or removed leading axes
+# (``x.squeeze(1)``, ``a @ b``: ``axis_shapes.py``): equal to ``ANY_AXES``, but a
+# parent that knows its input's rank must not give it to this shape.
+SOME_AXES = Size("...", None, False)
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,11 @@ def is_open(shape: Shape) -> bool:
 
 def open_shape(last: Size) -> Shape:
     return (ANY_AXES, last)
+
+
+def keeps_input_rank(shape: Shape) -> bool:
+    """Whether an open shape's leading axes are those of the input it came from."""
+    return not shape or all(axis is None or axis.input_leading for axis in shape)
 
 
 def product(sizes: Sequence[Axis]) -> Axis:
