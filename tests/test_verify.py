@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -132,7 +133,8 @@ def test_regenerate_rewrites_a_stale_after(tmp_path, run_cli):
 # -- end to end ---------------------------------------------------------------
 
 def _verify(run_cli, directory: Path, *extra) -> dict[str, dict]:
-    completed = run_cli("verify", directory, "--output-format", "json", "-j", "2", *extra)
+    jobs = str(min(8, max(2, os.cpu_count() or 2)))  # the corpus is most of the suite's time: use the machine
+    completed = run_cli("verify", directory, "--output-format", "json", "-j", jobs, *extra)
     assert completed.returncode in (0, 1), completed.stderr
     return {result["fixture"]: result for result in json.loads(completed.stdout)["fixtures"]}
 
