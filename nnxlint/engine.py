@@ -293,6 +293,13 @@ def _deep_recursion(function):
 
 
 @_deep_recursion
+def reports_on(module: cst.Module, path: str, rules: Sequence[type[Rule]]) -> list[Report]:
+    """What ``rules`` report on a module as it is, built rather than parsed (no tier, no
+    noqa): a quick test that a converted file leaves them nothing to report."""
+    return _run_rules(module, path, rules).reports
+
+
+@_deep_recursion
 def check_source(text: str, path: str, rules: Sequence[type[Rule]],
                  fix_level: Optional[Applicability] = None, project=None, *,
                  imports: Optional[ImportSummary] = None, linked: bool = False, full: bool = False) -> CheckResult:

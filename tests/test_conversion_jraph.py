@@ -296,3 +296,56 @@ def test_the_converted_loop_computes_what_linen_does(tmp_path, norm):
     expected, got = model.apply(variables, graph), nnx_model(graph)
     assert expected.shape == got.shape == (1, 5)
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-6)
+
+
+OPTIONAL_EDGES = LOOP.replace('''            step = jraph.GraphConvolution(update_node_fn=jraph.concatenated_args(Perceptron(sizes)))
+''', '''            if self.edges:
+                edge_fn = jraph.concatenated_args(Perceptron([self.width]))
+            else:
+                edge_fn = None
+            node_fn = jraph.concatenated_args(Perceptron([self.width, self.width]))
+            step = jraph.GraphNetwork(update_edge_fn=edge_fn, update_node_fn=node_fn)
+''').replace("    norm: bool = True\n", "    norm: bool = True\n    edges: bool = True\n").replace(
+    "embed_node_fn=nn.Dense(self.width))", "embed_node_fn=nn.Dense(self.width), embed_edge_fn=nn.Dense(self.width))")
+
+
+def test_an_update_function_that_is_none_unless_a_field_says_so_keeps_its_sizes():
+    fixed, messages = convert(OPTIONAL_EDGES)
+    assert fixed is not None, messages
+    assert """\
+        for _ in range(steps):
+            if edges:
+                self.perceptrons.append(Perceptron(3 * width + graphs_global_features, [width], rngs=rngs))
+            self.perceptrons.append(Perceptron(3 * width + graphs_global_features, [width, width], rngs=rngs))
+""" in fixed
+    assert "edge_fn = jraph.concatenated_args(next(perceptrons))" in fixed
+    # a Dense of another size makes the node update's input depend on the field: refused, saying so
+    fixed, messages = convert(OPTIONAL_EDGES.replace("Perceptron([self.width])", "Perceptron([2 * self.width])"))
+    assert "the edges' size depends on `edges`: `2 * width` through `Perceptron(...)` at line" \
+        in messages["Convolutions"]
+
+
+@pytest.mark.parametrize("edges", [True, False])
+def test_the_optional_update_computes_what_linen_does(tmp_path, edges):
+    jraph = pytest.importorskip("jraph")
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from nnxlint.transplant import load_linen_variables
+
+    fixed, messages = convert(OPTIONAL_EDGES)
+    assert fixed is not None, messages
+    linen = _load(OPTIONAL_EDGES, f"linen_edges_{edges}", tmp_path)
+    converted = _load(fixed, f"nnx_edges_{edges}", tmp_path)
+    graph = jraph.GraphsTuple(
+        nodes=jax.random.normal(jax.random.key(1), (4, 3)), edges=jax.random.normal(jax.random.key(2), (3, 2)),
+        globals=jax.random.normal(jax.random.key(3), (1, 5)), senders=jnp.array([0, 1, 2]),
+        receivers=jnp.array([1, 2, 3]), n_node=jnp.array([4]), n_edge=jnp.array([3]))
+    model = linen.Convolutions(width=5, depth=2, steps=2, edges=edges)
+    variables = model.init(jax.random.key(0), graph)
+    nnx_model = converted.Convolutions(3, 2, 5, width=5, depth=2, steps=2, edges=edges, rngs=nnx.Rngs(0))
+    load_linen_variables(nnx_model, variables)
+    np.testing.assert_allclose(np.asarray(nnx_model(graph)), np.asarray(model.apply(variables, graph)),
+                               rtol=1e-5, atol=1e-6)

@@ -135,8 +135,9 @@ def substitute(code: str, values: dict[str, str]) -> Size:
         def leave_IfExp(self, original_node, updated_node):
             """``d if None is None else out_dim``: a default of ``None`` decides the branch;
             ``([d] * n)[-1] if [d] * n else d`` (a last size or the one before) is ``d``."""
-            if _last_of_repeat(updated_node.body, updated_node.test) == _bare_code(updated_node.orelse):
-                return updated_node.orelse.with_changes(lpar=[], rpar=[])
+            last = _last_element(updated_node.body, updated_node.test, updated_node.orelse)
+            if last is not None:  # (the parentheses around the whole stay: ``2 * (...)``)
+                return last.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar)
             test = updated_node.test
             if isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and _is_none(test.left) \
                     and _is_none(test.comparisons[0].comparator):
@@ -158,18 +159,25 @@ def _bare_code(node: cst.BaseExpression) -> str:
     return cst.Module([]).code_for_node(node.with_changes(lpar=[], rpar=[]))
 
 
-def _last_of_repeat(body: cst.BaseExpression, test: cst.BaseExpression) -> Optional[str]:
-    """``x`` for ``([x] * n)[-1]`` tested on ``[x] * n`` (the element, whenever the list is not empty)."""
+def _last_element(body: cst.BaseExpression, test: cst.BaseExpression,
+                  orelse: cst.BaseExpression) -> Optional[cst.BaseExpression]:
+    """``values[-1] if values else before`` (a loop's last size, or the one before it) where
+    it is one expression: ``b`` for a literal ``[a, b]`` (never empty), ``d`` for
+    ``[d] * n`` when ``before`` is ``d`` too."""
     if not (isinstance(body, cst.Subscript) and len(body.slice) == 1 and isinstance(body.slice[0].slice, cst.Index)
             and _bare_code(body.slice[0].slice.value) == "-1" and _bare_code(body.value) == _bare_code(test)):
         return None
-    repeat = body.value
-    if not (isinstance(repeat, cst.BinaryOperation) and isinstance(repeat.operator, cst.Multiply)):
+    values = body.value
+    if isinstance(values, cst.List) and values.elements and not any(
+            isinstance(element, cst.StarredElement) for element in values.elements):
+        return values.elements[-1].value.with_changes(lpar=[], rpar=[])
+    if not (isinstance(values, cst.BinaryOperation) and isinstance(values.operator, cst.Multiply)):
         return None
-    listed = repeat.left if isinstance(repeat.left, cst.List) else repeat.right
-    if not isinstance(listed, cst.List) or len(listed.elements) != 1:
-        return None
-    return _bare_code(listed.elements[0].value)
+    listed = values.left if isinstance(values.left, cst.List) else values.right
+    if isinstance(listed, cst.List) and len(listed.elements) == 1 \
+            and _bare_code(listed.elements[0].value) == _bare_code(orelse):
+        return orelse.with_changes(lpar=[], rpar=[])
+    return None
 
 
 def _is_none(node: cst.BaseExpression) -> bool:

@@ -345,8 +345,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             return updated_node
         if converter.layer(func) is not None:
             raise Unconvertible(f"`{converter.env.code(func)}(...)`: a submodule created but not called at once (kept, "
-                                "or handed to code that calls it later, as jraph's `concatenated_args` or a "
-                                "recurrent loop) is not converted")
+                                "or handed to code that calls it later, as a recurrent loop or a jraph builder not "
+                                "bound to a name) is not converted")
         self.call_shapes[id(original_node)] = self._function_shape(original_node)
         return partitioned_init(converter, original_node, updated_node)
 

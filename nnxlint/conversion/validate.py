@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import symtable
 from collections import Counter
-from typing import Iterable
+from typing import Iterable, Optional
 
 import libcst as cst
 
@@ -27,9 +27,13 @@ class _Replacer(cst.CSTTransformer):
 
 
 def converted_text(module: cst.Module, replacements: dict) -> str:
+    return converted_module(module, replacements).code
+
+
+def converted_module(module: cst.Module, replacements: dict) -> cst.Module:
     top = {id(statement) for statement in module.body}
     if not all(id(node) in top for node in replacements):  # a change below the top level: a full pass
-        return module.visit(_Replacer(replacements)).code
+        return module.visit(_Replacer(replacements))
     body: list = []  # the usual case, top-level statements only: no pass over every node of the file
     for statement in module.body:
         new = replacements.get(statement, statement)
@@ -37,12 +41,13 @@ def converted_text(module: cst.Module, replacements: dict) -> str:
             body.extend(new.nodes)
         elif not isinstance(new, cst.RemovalSentinel):
             body.append(new)
-    return module.with_changes(body=body).code
+    return module.with_changes(body=body)
 
 
 def check_converted(module: cst.Module, replacements: dict, path: str) -> None:
     """Raises ``Unconvertible`` when the converted file would be broken."""
-    after = converted_text(module, replacements)
+    converted = converted_module(module, replacements)
+    after = converted.code
     try:
         compile(after, path, "exec", dont_inherit=True)
     except SyntaxError as error:
@@ -52,7 +57,7 @@ def check_converted(module: cst.Module, replacements: dict, path: str) -> None:
     missing = sorted(missing - undefined_names(module.code)) if missing else []  # the Linen file's own are not ours
     if missing:
         raise Unconvertible(f"the converted file would not import: `{missing[0]}` would be undefined")
-    new_findings = _nnx1_findings(after, path)
+    new_findings = _nnx1_findings(after, path, converted)
     new_findings = new_findings - _nnx1_findings(module.code, path) if new_findings else new_findings
     if new_findings:
         code, message = sorted(new_findings)[0]
@@ -82,10 +87,14 @@ def _globals_read(table: symtable.SymbolTable) -> Iterable[str]:
         yield from _globals_read(child)
 
 
-def _nnx1_findings(text: str, path: str) -> set[tuple[str, str]]:
-    from nnxlint.engine import check_source  # the engine runs the rules; imported when a fix is built
+def _nnx1_findings(text: str, path: str, module: Optional[cst.Module] = None) -> set[tuple[str, str]]:
+    """The NNX1xx findings of ``text``; ``module``: its tree as the conversion built it,
+    on which the rules run first: where they report nothing, ``text`` is not parsed again."""
+    from nnxlint.engine import check_source, reports_on  # the engine runs the rules; imported when a fix is built
     from nnxlint.registry import all_rules
 
     rules = [rule for code, rule in sorted(all_rules().items()) if code.startswith("NNX1")]
+    if module is not None and not reports_on(module, path, rules):
+        return set()
     found = Counter((finding.code, finding.message) for finding in check_source(text, path, rules).findings)
     return set(found)

@@ -24,12 +24,13 @@ submodules, names bound so, ``None`` or plain functions.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Optional, Union
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from nnxlint.context import walk
 from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, self_attribute
 from nnxlint.conversion.constructs.graph_loop import element_made, looped_module
 from nnxlint.conversion.jraph_map import (
@@ -69,6 +70,7 @@ class Update:
     slot: Optional[Slot]
     concatenated: bool = False
     position: Optional[int] = None  # among the modules of a message-passing loop (``graph_loop.py``)
+    tests: tuple[str, ...] = ()  # bound under these tests on fields, and to ``None`` otherwise
 
 
 @dataclass
@@ -163,16 +165,29 @@ def bind_graph_function(rewriter: "CallRewriter", node: cst.Assign) -> bool:
     if rewriter.depth and not in_loop:
         raise Unconvertible(f"{shown} is inside a branch (or a loop) that is not a message-passing loop: a module "
                             "handed to jraph is converted where it is made at each pass")
-    if not isinstance(target, cst.Name) or converter._assignments.get(target.value) != 1:
-        raise Unconvertible(f"{shown} is bound to other than one name assigned once (`update_fn = None` in another "
-                            "branch, say): which functions jraph gets, and so their input sizes, are not followed")
+    tests = tuple(rewriter.conditions[rewriter.graph_loops[-1].conditions_before:]) if in_loop else ()
+    alternative = isinstance(target, cst.Name) and qualified == CONCATENATED_ARGS and tests and None not in tests \
+        and _none_elsewhere(converter.node, target.value, node)  # ``else: update_edge_fn = None``
+    if not isinstance(target, cst.Name) or (converter._assignments.get(target.value) != 1 and not alternative):
+        raise Unconvertible(f"{shown} is bound to other than one name assigned once, or `None` in the other "
+                            "branch of a test on fields: which functions jraph gets, and so their input sizes, are "
+                            "not followed")
     handed: dict[int, str] = {}  # construction -> the attribute jraph gets instead
     if qualified == CONCATENATED_ARGS:
-        rewriter.graph_values[target.value] = _concatenated(rewriter, value, handed)  # type: ignore[arg-type]
+        update = _concatenated(rewriter, value, handed)  # type: ignore[arg-type]
+        rewriter.graph_values[target.value] = replace(update, tests=tests) if alternative else update
     else:
         rewriter.graph_values[target.value] = _graph_function(rewriter, qualified, value, handed)  # type: ignore
     rewriter.graph_statements[id(node)] = _handed_over(rewriter, value, handed)
     return True
+
+
+def _none_elsewhere(node: cst.CSTNode, name: str, binding: cst.Assign) -> bool:
+    """Every other assignment of ``name`` in ``node`` assigns ``None``."""
+    others = [child for child in walk(node) if isinstance(child, cst.Assign) and child is not binding
+              and any(isinstance(target.target, cst.Name) and target.target.value == name for target in child.targets)]
+    return all(isinstance(other.value, cst.Name) and other.value.value == "None" and len(other.targets) == 1
+               for other in others)
 
 
 def _shown(converter: "ClassConverter", call: cst.Call) -> str:
@@ -305,6 +320,7 @@ def graph_call(rewriter: "CallRewriter", original: cst.Call, updated: cst.Call) 
             raise Unconvertible(f"`{spec.keyword}` of `{function.builder}` gets {len(reads)} arguments: a submodule "
                                 "is converted there only under `jraph.concatenated_args`")
         output, mode = rewriter.converter.call_slot(update.slot, [inputs], rewriter.shapes)
+        _check_alternative(rewriter, update, spec.writes, output, features[spec.writes])
         if mode is not None:
             raise Unconvertible(f"`self.{update.slot.attribute}` has a train/eval argument, which jraph does not pass")
         if update.position is not None:
@@ -312,6 +328,23 @@ def graph_call(rewriter: "CallRewriter", original: cst.Call, updated: cst.Call) 
         features[spec.writes] = output
     rewriter.call_shapes[id(original)] = graph.replaced(features)
     return updated
+
+
+def _check_alternative(rewriter: "CallRewriter", update: Update, feature: str, output: Shape, before: Shape) -> None:
+    """An update function that is ``None`` unless its tests hold: the feature must come out
+    of it with the size it has without it, or the modules after it would have two sizes."""
+    loop = rewriter.graph_loops[-1] if rewriter.graph_loops else None
+    here = tuple(rewriter.conditions[loop.conditions_before:]) if loop else ()
+    if not update.tests or here[:len(update.tests)] == update.tests:
+        return
+    if output != before:
+        with_it, without = (_bare(shape[-1].code) if shape and shape[-1] is not None else "unknown"
+                            for shape in (output, before))
+        converter = rewriter.converter
+        made = update.slot.construction  # type: ignore[union-attr]
+        raise Unconvertible(f"the {feature}' size depends on `{' and '.join(update.tests)}`: `{with_it}` through "
+                            f"`{converter.env.code(made.func)}(...)` at line {_line(converter, made)}, `{without}` "
+                            "without it, which the conversion does not know to be equal")
 
 
 def _concatenation(shapes: list[Shape]) -> Shape:
