@@ -349,3 +349,29 @@ def test_the_optional_update_computes_what_linen_does(tmp_path, edges):
     load_linen_variables(nnx_model, variables)
     np.testing.assert_allclose(np.asarray(nnx_model(graph)), np.asarray(model.apply(variables, graph)),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_an_init_site_passes_the_example_graph_s_feature_sizes():
+    source = '''
+import jax
+import jraph
+from flax import linen as nn
+
+
+class Embed(nn.Module):
+    hidden: int
+
+    @nn.compact
+    def __call__(self, graphs: jraph.GraphsTuple) -> jraph.GraphsTuple:
+        encoder = jraph.GraphMapFeatures(embed_node_fn=nn.Dense(self.hidden), embed_global_fn=nn.Dense(self.hidden))
+        return encoder(graphs)
+
+
+def create(graphs):
+    model = Embed(hidden=4)
+    variables = model.init(jax.random.key(0), graphs)
+    return model, variables
+'''
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert "model = Embed(graphs.nodes.shape[-1], graphs.globals.shape[-1], hidden=4, rngs=nnx.Rngs(0))" in fixed

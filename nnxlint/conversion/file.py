@@ -23,6 +23,7 @@ from nnxlint.flax_api import LINEN_MODULE
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args
 from nnxlint.conversion.class_set import ClassSet
 from nnxlint.conversion.models_only import ModelsOnly
+from nnxlint.conversion.constructs.jraph_graph import graph_runtime_size
 from nnxlint.conversion.constructs.sow import left_out_note
 from nnxlint.conversion.validate import check_converted
 from nnxlint.conversion.shapes import Shape
@@ -203,6 +204,7 @@ class FileConverter:
         for parameter, index in top.size_params.items():
             shape = inputs[index] if index < len(inputs) else None
             size = shape[-1].code if shape and shape[-1] is not None else training.runtime_size(site, index)
+            size = graph_runtime_size(self.env, site.class_name, index, parameter, size)  # ``graphs.nodes...``
             if size is None:
                 raise Unconvertible(f"the input size `{parameter}` of `{site.class_name}` cannot be found from "
                                     "the example input passed to `init`")

@@ -107,10 +107,17 @@ def graph_input_size(parameter: str, shape: Shape) -> Optional[Size]:
     return part[-1] if part else None
 
 
-def graph_runtime_size(parameter: str, size: Optional[str]) -> Optional[str]:
-    """``graphs.nodes.shape[-1]`` for a graph size parameter whose example input is ``graphs``."""
+def graph_runtime_size(env, class_name: str, index: int, parameter: str, size: Optional[str]) -> Optional[str]:
+    """``graphs.nodes.shape[-1]`` for a graph size parameter of ``class_name`` whose example
+    input at ``init`` is ``graphs`` (the ``x.shape[-1]`` of an array input otherwise)."""
     match = _GRAPH_SIZE.fullmatch(parameter)
     if match is None or size is None or not size.endswith(".shape[-1]"):
+        return size
+    call = next((statement for statement in env.class_node(class_name).body.body
+                 if isinstance(statement, cst.FunctionDef) and statement.name.value == "__call__"), None)
+    params = list(call.params.params)[1:] if call is not None else []
+    if index >= len(params) or params[index].annotation is None \
+            or env.resolve(params[index].annotation.annotation) not in GRAPHS_TUPLE:
         return size
     return f"{size[:-len('.shape[-1]')]}.{match['feature']}s.shape[-1]"
 
