@@ -257,6 +257,8 @@ def test_a_message_passing_loop_builds_one_list_per_class_in_linen_order():
 """ in fixed
     assert "step = jraph.GraphConvolution(update_node_fn=jraph.concatenated_args(next(perceptrons)))" in fixed
     assert "graphs = graphs._replace(nodes=next(layer_norms)(graphs.nodes))" in fixed
+    # the sizes only the perceptrons read are computed in ``__init__`` now: neither they nor `depth` stay
+    assert "sizes = [self.width] * self.depth" not in fixed and "self.depth = depth" not in fixed
 
 
 def test_a_class_made_inside_and_outside_the_loop_is_refused():

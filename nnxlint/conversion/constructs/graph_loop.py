@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
-from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword
+from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, name_counts
 from nnxlint.conversion.jraph_map import CONCATENATED_ARGS, GRAPH_MODELS
 from nnxlint.conversion.naming import nnx_list_name
 
@@ -100,7 +100,29 @@ def end_graph_loop(rewriter: "CallRewriter", original: cst.For, updated: cst.For
     last.init_code = f"{last.init_code}\n" + "\n".join(lines)
     iterators = [cst.parse_statement(f"{name} = iter(self.{name})\n") for name in names]
     iterators[0] = iterators[0].with_changes(leading_lines=updated.leading_lines)
-    return cst.FlattenSentinel([*iterators, updated.with_changes(leading_lines=[])])
+    return cst.FlattenSentinel([*iterators, _without_dead_values(rewriter, original, updated)])
+
+
+def _without_dead_values(rewriter: "CallRewriter", original: cst.For, updated: cst.For) -> cst.For:
+    """``sizes = [self.width] * self.depth`` at the top of the body, read only by the
+    modules ``__init__`` now makes: the statement goes (and the fields it read, unless
+    read elsewhere)."""
+    converter = rewriter.converter
+    body = list(updated.body.body) if isinstance(updated.body, cst.IndentedBlock) else []
+    read_outside = name_counts(converter.node) - name_counts(original)
+    kept = []
+    for statement in body:
+        assign = statement.body[0] if isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1 \
+            else None
+        name = assign.targets[0].target.value if isinstance(assign, cst.Assign) and len(assign.targets) == 1 \
+            and isinstance(assign.targets[0].target, cst.Name) else None
+        if name in converter.aliases and not read_outside[name] and name_counts(updated.body)[name] == 1:
+            continue
+        kept.append(statement)
+    if len(kept) == len(body) or not kept:
+        return updated.with_changes(leading_lines=[])
+    kept[0] = kept[0].with_changes(leading_lines=body[0].leading_lines)
+    return updated.with_changes(leading_lines=[], body=updated.body.with_changes(body=kept))
 
 
 def looped_module(rewriter: "CallRewriter", construction: cst.Call) -> Optional[tuple[str, Slot, int]]:
