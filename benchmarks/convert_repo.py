@@ -159,7 +159,8 @@ def _nnx_classes(source: str) -> set[str]:
 
 
 def _imports(file: Path, root: Path) -> Optional[str]:
-    """None when the file imports (from its own directory), else the error's last line."""
+    """None when the file imports (from its own directory), else the exception's line (not JAX's
+    note on filtered frames that follows it)."""
     code = ("import importlib.util, sys\n"
             # the root goes last: a checkout of a library (flax's own) must not shadow the installed one
             f"sys.path[:0] = [{str(file.parent)!r}]; sys.path.append({str(root)!r})\n"
@@ -168,7 +169,9 @@ def _imports(file: Path, root: Path) -> Optional[str]:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode == 0:
         return None
-    return (done.stderr.strip().splitlines() or ["?"])[-1]
+    lines = done.stderr.strip().splitlines() or ["?"]
+    return next((line for line in reversed(lines) if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", line)),
+                lines[-1])
 
 
 def measure(source: Path) -> tuple[list[Group], Path]:
@@ -190,7 +193,9 @@ def measure(source: Path) -> tuple[list[Group], Path]:
         if still is not None:
             result.reason = still.reason or result.reason
         elif is_nnx and error is not None:
-            result.reason = f"converted, but the file does not import: {error}"
+            original = _imports(source / result.path, source)
+            result.reason = f"converted, but the file does not import: {error}" + (
+                "" if original is None else f" (nor does the Linen original: {original})")
         top = result.path.split("/")[0] if "/" in result.path else "."
         groups.setdefault(top, Group(top)).classes.append(result)
     return sorted(groups.values(), key=lambda g: g.name), work

@@ -46,7 +46,6 @@ def test_a_module_after_the_loop_inside_a_branch_is_refused():
 
 def test_the_converted_tower_matches_linen_from_the_same_weights():
     import jax
-    import jax.numpy as jnp
     import numpy as np
     from flax import nnx
 

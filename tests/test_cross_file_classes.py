@@ -121,11 +121,11 @@ def test_a_user_that_cannot_convert_keeps_the_used_class_linen(run_cli, project)
         in result.stdout
 
 
-def test_a_subclass_in_another_file_is_decided_without_converting(run_cli, project):
+def test_a_subclass_in_another_file_other_than_the_explicit_init_style_keeps_both_linen(run_cli, project):
     (project / "model.py").write_text(MODEL + "\n\nclass Wide(Block):\n    pass\n")
     result = run_cli("check", "--no-cache", "--select", "NNX002", project)
-    assert "it subclasses `Block`, and classes that inherit from other Linen classes are not converted" \
-        in result.stdout
+    assert "`Wide` stays Linen: `Wide` subclasses the Linen class `Block`: only fields and a `setup` that calls " \
+        "`self.__call__` on a dummy batch (the explicit-init style) are converted" in result.stdout
 
 
 def test_a_class_spelled_through_its_module_converts_with_it(run_cli, project):

@@ -30,6 +30,7 @@ from nnxlint.conversion.constructs import FACTORIES, SELF_CALLS
 from nnxlint.conversion.constructs.branch_module import guarded
 from nnxlint.conversion.constructs.scanned_cell import carry_method, convert_scanned_call, scanned_cell
 from nnxlint.conversion.constructs.setup_code import check_submodule_order, read_setup_block
+from nnxlint.conversion.constructs.explicit_subclass import convert_explicit_subclass, linen_parent
 from nnxlint.conversion.constructs.class_field import choice_init
 from nnxlint.conversion.constructs.jraph_graph import graph_input
 from nnxlint.conversion.constructs.dataclass_field import factory_lines, field_parameter, is_field_call
@@ -112,6 +113,9 @@ class ClassConverter(LayerConstruction):
         node = self.node
         if node.decorators:
             raise Unconvertible("decorated Linen classes are not converted")
+        parent = linen_parent(self)
+        if parent is not None:  # ``class DenseExplicit(Dense)`` (``constructs/explicit_subclass.py``)
+            return convert_explicit_subclass(self, parent)
         if len(node.bases) != 1 or self.env.resolve(node.bases[0].value) != LINEN_MODULE or node.keywords:
             raise Unconvertible("only classes that subclass `nn.Module` directly are converted")
         body = list(node.body.body) if isinstance(node.body, cst.IndentedBlock) else []
@@ -458,7 +462,7 @@ class ClassConverter(LayerConstruction):
         lines += self.display_lines
         used_text = "\n".join(lines)
         self.size_params = {name: index for name, index in self._size_names().items()
-                            if re.search(rf"\b{name}\b", used_text)}
+                            if re.search(rf"\b{name}\b(?!\s*=[^=])", used_text)}  # not a keyword
         signature = ["self"] + [f"{name}: int" for name in [*self.size_params, *self.layer_size_params]]
         for param in self.fields:
             text = param.name + (f": {param.annotation}" if param.annotation else "")

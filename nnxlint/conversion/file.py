@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import Collection, Optional, Sequence, Union
 
 import libcst as cst
 
@@ -35,14 +35,17 @@ Replacement = Union[cst.CSTNode, cst.RemovalSentinel, cst.FlattenSentinel]
 OPTIMIZER_NAME = "optimizer"
 
 
-def linen_module_classes(module: cst.Module, scope: names.Scope) -> dict[str, cst.ClassDef]:
+def linen_module_classes(module: cst.Module, scope: names.Scope,
+                         linen_bases: Collection[str] = ()) -> dict[str, cst.ClassDef]:
     """File-level classes that subclass ``flax.linen.Module``, directly or through
-    another such class of the file."""
+    another such class of the file or a Linen class of another file of the run
+    (``linen_bases``: as this file spells them)."""
     found: dict[str, cst.ClassDef] = {}
     for statement in module.body:
         if isinstance(statement, cst.ClassDef) and any(
                 names.resolve(scope, base.value) == LINEN_MODULE
                 or (isinstance(base.value, cst.Name) and base.value.value in found)
+                or (linen_bases and module.code_for_node(base.value) in linen_bases)
                 for base in statement.bases):
             found[statement.name.value] = statement
     return found
@@ -88,7 +91,9 @@ class FileConverter:
         # factory functions of another file (``models.create``) that build a class of ``env.imported_classes``:
         # converted, they take the input sizes and ``rngs`` keyword-only
         self.factory_spellings: set[str] = set()
-        self.linen_classes = linen_module_classes(module, scope)
+        from nnxlint.conversion.linen_users import linen_sources  # (it imports this module)
+
+        self.linen_classes = linen_module_classes(module, scope, linen_sources(project, scope, path))
         self.env = FileEnv(module, scope, self._nnx_alias(), self.linen_classes,
                            functions={statement.name.value: statement for statement in module.body
                                       if isinstance(statement, cst.FunctionDef)}, project=project)

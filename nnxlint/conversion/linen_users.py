@@ -11,8 +11,8 @@ importer's.  When every such user converts, the models file's fix writes them al
 names the user that does not convert.
 
 ``nnxlint check`` pays for this only where a Linen class of another file uses one of the
-file's classes; a user that subclasses one (the conversion refuses subclasses) is decided
-without converting anything.
+file's classes; a user that subclasses one converts in its own file's run
+(``constructs/explicit_subclass.py``: the explicit-init style only).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from nnxlint.textio import SourceError, read_source
 from nnxlint.conversion.base import ConvertedClass, Unconvertible
 from nnxlint.conversion.file import Conversion, FileConverter, convert_file
 from nnxlint.conversion.project_files import Importer, _Constructions, _spellings_in, importers
-from nnxlint.project import dotted_name
 from nnxlint.conversion.validate import converted_text
 
 
@@ -46,7 +45,6 @@ class _User:
     importer: Importer
     name: str  # the Linen class of the importing file
     uses: tuple[str, ...]  # the models file's classes it uses
-    subclasses: Optional[str]  # the one it subclasses, if any
 
 
 @dataclass
@@ -67,19 +65,15 @@ def convert_with_users(module: cst.Module, scope: names.Scope, path: str, projec
     users = _linen_users(project, importing)
     if not users:
         return convert_file(module, scope, path, project=project), {}, None
-    failure = next(((user, f"it subclasses `{user.subclasses}`, and classes that inherit from other Linen "
-                           "classes are not converted") for user in users if user.subclasses), None)
-    together = None
+    converter = FileConverter(module, scope, path, project=project)
+    try:
+        conversion = converter.run()
+    except Unconvertible as error:
+        conversion = Conversion(reason=str(error), reasons=dict(converter.classes.reasons))
+    together = Together(converter)
+    failure = _convert_users(project, users, converter, conversion, together)
     if failure is None:
-        converter = FileConverter(module, scope, path, project=project)
-        try:
-            conversion = converter.run()
-        except Unconvertible as error:
-            conversion = Conversion(reason=str(error), reasons=dict(converter.classes.reasons))
-        together = Together(converter)
-        failure = _convert_users(project, users, converter, conversion, together)
-        if failure is None:
-            return conversion, {}, together
+        return conversion, {}, together
     held = {}
     for user in sorted(users, key=lambda user: user is not failure[0]):  # the failing user's reason first
         failing = failure[0]
@@ -113,9 +107,7 @@ def _linen_users(project, importing: Sequence[Importer]) -> list[_User]:
             if isinstance(node, ast.ClassDef) and node.name in linen:
                 uses = _spellings_in(node, importer.spellings)
                 if uses:
-                    base = next((importer.spellings[dotted_name(b) or ""] for b in node.bases
-                                 if (dotted_name(b) or "") in importer.spellings), None)
-                    found.append(_User(importer, node.name, tuple(uses), base))
+                    found.append(_User(importer, node.name, tuple(uses)))
     return found
 
 
@@ -162,7 +154,7 @@ def _convert_file(project, importer: Importer, converter: FileConverter, convers
         result = Conversion(reason=str(error), reasons=dict(user.classes.reasons))
     theirs = importers(project, importer.path, [name for name in user.linen_classes] + [
         statement.name.value for statement in module.body if isinstance(statement, cst.FunctionDef)])
-    replacements, edits = result.replacements, ()
+    replacements, edits, own = result.replacements, (), result  # ``own``: the file's reasons, class by class
     if theirs:  # the user's classes are imported in turn: their constructions and training code follow
         across = ProjectConversion(module, scope, importer.path, theirs, result, foreign=foreign, project=project)
         if trains_elsewhere(result, theirs):
@@ -173,7 +165,7 @@ def _convert_file(project, importer: Importer, converter: FileConverter, convers
             together.notes.extend(files.notes)
     missing = next((name for name in user_names if name not in result.converted), None)
     if missing is not None:
-        raise Unconvertible(f"`{missing}` stays Linen: {result.reason_for(missing)}")
+        raise Unconvertible(f"`{missing}` stays Linen: {own.reason_for(missing) or result.reason_for(missing)}")
     together.originals[importer.path] = text
     together.texts[importer.path] = _Constructions(importer, builders, classes).rewrite(
         converted_text(module, replacements))

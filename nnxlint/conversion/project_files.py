@@ -394,6 +394,12 @@ class _Plan(cst.CSTVisitor):
             self.problems.append((node, f"`{node.targets[0].target.value}` is used as a Linen model "
                                         "(`init`/`apply`)"))
 
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        """``class DenseExplicit(Dense)`` converted with it (``constructs/explicit_subclass.py``:
+        its ``__init__`` hands the arguments to ``super().__init__``): a base, no construction."""
+        if "super().__init__(" in self.module.code_for_node(node):
+            self._seen_funcs.update(id(base.value) for base in node.bases)
+
     def leave_Module(self, original_node: cst.Module) -> None:
         """Any other reference (a subclass, ``partial(CNN, ...)``, ``isinstance``) is no call to update."""
         for node in _references(original_node):
