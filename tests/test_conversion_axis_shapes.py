@@ -82,3 +82,20 @@ def test_an_attention_pooler_converts_on_its_own_and_gives_linen_outputs():
     load_linen_variables(model, variables)
     expected = linen_model.apply(variables, values, lengths)
     assert jnp.allclose(model(values, lengths), expected, rtol=1e-6, atol=0)
+
+
+def test_a_plain_vmap_function_is_followed_per_example():
+    from nnxlint import names
+    from nnxlint.conversion.axis_shapes import batched, per_example, vmap_kind
+    from nnxlint.conversion.file import FileConverter
+
+    module = cst.parse_module(
+        "import functools\nimport jax\n\n@jax.vmap\ndef flip(x, n):\n    return x\n\n"
+        "@functools.partial(jax.vmap, in_axes=(0, None))\ndef shift(x, n):\n    return x\n\n"
+        "def plain(x):\n    return x\n")
+    env = FileConverter(module, names.collect_scope(module, None), "m.py").env
+    kinds = {statement.name.value: vmap_kind(env, statement) for statement in module.body
+             if isinstance(statement, cst.FunctionDef)}
+    assert kinds == {"flip": True, "shift": None, "plain": False}  # None: mapped otherwise, not followed
+    assert per_example((B, T, F)) == (T, F) and batched((F,)) == (None, F)
+    assert per_example(open_shape(F)) == open_shape(F) == batched(open_shape(F))

@@ -1,6 +1,8 @@
 """Shapes through the axis-moving operations of real models: ``x.squeeze(axis)`` /
-``jnp.squeeze``, ``jnp.expand_dims``, and the matrix product ``a @ b`` (attention
-pooling: ``jnp.expand_dims(weights, 1) @ values`` then ``.squeeze(1)``).  Rules of
+``jnp.squeeze``, ``jnp.expand_dims``, the matrix product ``a @ b`` (attention
+pooling: ``jnp.expand_dims(weights, 1) @ values`` then ``.squeeze(1)``), and a file
+function under a plain ``@jax.vmap`` (its body sees one example: the mapped leading
+axis goes in, and comes back in front of what it returns).  Rules of
 ``call_shapes.ShapeFollowing``.
 
 A known shape gets numpy's result.  An open shape (``(..., F)``: a class converted on
@@ -92,3 +94,26 @@ def _broadcast(a: Axis, b: Axis) -> Axis:
     if b is not None and b.value == 1:
         return a
     return None
+
+
+def vmap_kind(env, function: cst.FunctionDef) -> Optional[bool]:
+    """True for a function under ``@jax.vmap`` alone (``in_axes=0``, ``out_axes=0``);
+    None for one whose decorators otherwise map it (not followed); False otherwise."""
+    decorators = [decorator.decorator for decorator in function.decorators]
+    if len(decorators) == 1 and env.resolve(decorators[0]) == "jax.vmap":
+        return True
+    return None if any("vmap" in env.code(decorator) for decorator in decorators) else False
+
+
+def per_example(shape: Shape) -> Shape:
+    """An argument's shape inside a ``@jax.vmap`` function: without its leading axis."""
+    if not isinstance(shape, tuple) or not shape:
+        return None
+    return shape if is_open(shape) else shape[1:]
+
+
+def batched(shape: Shape) -> Shape:
+    """What a ``@jax.vmap`` function returns: the mapped axis in front."""
+    if not isinstance(shape, tuple):
+        return None
+    return shape if is_open(shape) else (None,) + shape

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.conversion.axis_shapes import axis_call_shape, matmul
+from nnxlint.conversion.axis_shapes import axis_call_shape, batched, matmul, per_example, vmap_kind
 from nnxlint.conversion.base import arg_keyword, is_false, self_attribute
 from nnxlint.conversion.constructs.jraph_graph import graph_call_shape, graph_feature_shape
 from nnxlint.conversion.linen_map import ELEMENTWISE_FUNCTIONS, POOLING_FUNCTIONS
@@ -229,14 +229,18 @@ class ShapeFollowing:
         """A function of the file (``reparameterize(rng, mean, logvar)``): the shape it
         returns for these arguments, by following its body (no recursion)."""
         params = function.params
+        vmapped = vmap_kind(self.converter.env, function)  # ``@jax.vmap``: the body sees one example
         if call.args and any(arg.star or arg.keyword is not None for arg in call.args) \
-                or len(call.args) > len(params.params) or getattr(self, "following", False):
+                or len(call.args) > len(params.params) or getattr(self, "following", False) or vmapped is None:
             return None
         shapes = {param.name.value: self.shape_of(arg.value, several=True)
                   for param, arg in zip(params.params, call.args)}
+        if vmapped:
+            shapes = {name: per_example(shape) for name, shape in shapes.items()}
         follower = _FunctionShapes(self.converter, shapes)
         function.body.visit(follower)
-        return follower.output if not follower.returns_twice else None
+        output = follower.output if not follower.returns_twice else None
+        return batched(output) if vmapped else output
 
 
 class _FunctionShapes(ShapeFollowing, cst.CSTVisitor):
