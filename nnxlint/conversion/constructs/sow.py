@@ -12,7 +12,9 @@ showing the NNX form, and the fix description says what was left out and what a
 reader outside the run must do.  Where a file of the run may read it (a
 ``mutable=`` naming it, ``True`` or not a literal; ``capture_intermediates``;
 the collection's name anywhere else), the class stays Linen and the reason
-names that site: converting the reader to ``nnx.capture`` is not done.
+names that site: converting the reader to ``nnx.capture`` is not done.  The run's
+``.py`` files are read (the project index holds no notebooks: a notebook that reads
+the collection is a caller outside the run, which the fix description addresses).
 """
 
 from __future__ import annotations
