@@ -377,3 +377,13 @@ def create(graphs):
     fixed, messages = convert(source)
     assert fixed is not None, messages
     assert "model = Embed(graphs.nodes.shape[-1], graphs.globals.shape[-1], hidden=4, rngs=nnx.Rngs(0))" in fixed
+
+
+def test_modules_made_in_a_loop_inside_the_message_passing_loop_are_refused():
+    source = LOOP.replace("            if self.norm:\n",
+                          "            for _ in range(2):\n"
+                          "                graphs = graphs._replace(nodes=nn.Dense(self.width)(graphs.nodes))\n"
+                          "            if self.norm:\n")
+    fixed, messages = convert(source)
+    assert fixed is None
+    assert "a module made in a loop (or comprehension) inside a message-passing loop" in messages["Convolutions"]

@@ -37,6 +37,10 @@ from nnxlint.conversion.naming import nnx_list_name
 if TYPE_CHECKING:
     from nnxlint.conversion.calls import CallRewriter
 
+# code that may run more than once per pass of the loop around it
+_REPEATING = (cst.For, cst.While, cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp, cst.Lambda,
+              cst.FunctionDef)
+
 
 @dataclass
 class GraphLoop:
@@ -56,6 +60,9 @@ def begin_graph_loop(rewriter: "CallRewriter", node: cst.For) -> bool:
         return False
     if rewriter.graph_loops or rewriter.depth:
         raise Unconvertible("a message-passing loop inside another loop or a branch is not converted")
+    if _repeats_inside(rewriter, node.body):
+        raise Unconvertible("a module made in a loop (or comprehension) inside a message-passing loop is not "
+                            "converted: `__init__` makes the modules of one pass in order")
     classes = _made_classes(rewriter, node.body)
     outside = _made_classes(rewriter, converter.node, skip=node)
     twice = sorted(classes & outside)
@@ -178,6 +185,29 @@ def _hands_modules_to_jraph(rewriter: "CallRewriter", body: cst.CSTNode) -> bool
         def visit_Call(self, call: cst.Call) -> None:
             if resolve(call.func) in GRAPH_MODELS or resolve(call.func) == CONCATENATED_ARGS:
                 found.append(call)
+
+    body.visit(Find())
+    return bool(found)
+
+
+def _repeats_inside(rewriter: "CallRewriter", body: cst.CSTNode) -> bool:
+    """A module construction inside a loop, comprehension or function within ``body``."""
+    converter = rewriter.converter
+    found = []
+
+    class Find(cst.CSTVisitor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = 0
+
+        def on_visit(self, node: cst.CSTNode) -> bool:
+            self.inner += isinstance(node, _REPEATING)
+            if self.inner and isinstance(node, cst.Call) and converter.layer(node.func) is not None:
+                found.append(node)
+            return True
+
+        def on_leave(self, original_node: cst.CSTNode) -> None:
+            self.inner -= isinstance(original_node, _REPEATING)
 
     body.visit(Find())
     return bool(found)

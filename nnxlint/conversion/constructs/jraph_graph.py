@@ -59,7 +59,7 @@ class Graph(Several):
         return self.parts[GRAPH_FEATURES.index(name)]
 
     def replaced(self, features: dict[str, Shape]) -> "Graph":
-        return Graph(tuple(features.get(name, part) for name, part in zip(GRAPH_FEATURES, self.parts)))
+        return Graph(tuple(features.get(name, part) for name, part in zip(GRAPH_FEATURES, self.parts, strict=True)))
 
 
 @dataclass
@@ -310,7 +310,7 @@ def graph_call(rewriter: "CallRewriter", original: cst.Call, updated: cst.Call) 
     if not isinstance(graph, Graph) or original.args[0].keyword is not None:
         raise Unconvertible(f"`{func.value}(...)`: its argument is not known to be a `jraph.GraphsTuple` "  # type: ignore
                             "(a `__call__` argument annotated so, or what jraph returned for one)")
-    features = dict(zip(GRAPH_FEATURES, graph.parts))
+    features = dict(zip(GRAPH_FEATURES, graph.parts, strict=True))
     for spec in GRAPH_MODELS[function.builder]:
         update = function.updates.get(spec.keyword)
         if update is None:
