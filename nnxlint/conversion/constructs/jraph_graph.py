@@ -304,11 +304,12 @@ def graph_call(rewriter: "CallRewriter", original: cst.Call, updated: cst.Call) 
         if isinstance(func, cst.Name) else None
     if function is None:
         return None
+    name = func.value  # type: ignore[union-attr]
     if not isinstance(function, GraphFunction):
-        raise Unconvertible(f"`{func.value}(...)`: a function for jraph called directly is not followed")  # type: ignore
+        raise Unconvertible(f"`{name}(...)`: a function for jraph called directly is not followed")
     graph = rewriter.shape_of(original.args[0].value, several=True) if len(original.args) == 1 else None
     if not isinstance(graph, Graph) or original.args[0].keyword is not None:
-        raise Unconvertible(f"`{func.value}(...)`: its argument is not known to be a `jraph.GraphsTuple` "  # type: ignore
+        raise Unconvertible(f"`{name}(...)`: its argument is not known to be a `jraph.GraphsTuple` "
                             "(a `__call__` argument annotated so, or what jraph returned for one)")
     features = dict(zip(GRAPH_FEATURES, graph.parts, strict=True))
     for spec in GRAPH_MODELS[function.builder]:
