@@ -111,11 +111,14 @@ class Needs:
     the rule reports nothing (tests/test_tier.py checks it on every rule example
     and fixture).  A rule that learns about names from other files of the project
     is covered: for a file linked to other files through imports, the tier also
-    opens the ``uses`` that those files import.
+    opens the ``uses`` that those files import.  ``imports_only``: the rule learns
+    about names of other files only through the file's own imports (re-exports), so
+    only the files it imports, at any depth, count (not the files that import it).
     """
 
     uses: tuple[str, ...] = ()
     words: tuple[str, ...] = ()
+    imports_only: bool = False
 
 
 @dataclass

@@ -160,6 +160,16 @@ def _reaches_from_elsewhere(prefix: str, imported: str) -> bool:
 Linked = Union[bool, frozenset]
 
 
+@dataclass(frozen=True)
+class Links:
+    """What the files linked to a file import (``is_linked``): all the files connected to
+    it, either way; and only the files it imports, at any depth -- all that a rule
+    learning names through the file's own imports can hear of (``Needs.imports_only``)."""
+
+    connected: Linked
+    imported: Linked
+
+
 _LINKED_REACHES: dict[tuple[str, frozenset], bool] = {}
 
 
@@ -180,6 +190,7 @@ class _File:
     # other files of the project can tell its rules about names: the names that those
     # files import (only these can reach it through them), or True (anything can)
     linked: Linked
+    imported: Optional[Linked] = None  # the same for the files it imports (``Links.imported``); None: ``linked``
 
     def imports(self) -> Optional[ImportSummary]:
         if self.summary is None:
@@ -191,9 +202,10 @@ def _needs_met(needs: "Needs", file: _File) -> Optional[bool]:
     """Whether ``file`` meets ``needs``; None when it does not parse."""
     if needs.words and not any(word in file.text for word in needs.words):
         return False
-    if not needs.uses or file.linked is True:
+    linked = file.imported if needs.imports_only and file.imported is not None else file.linked
+    if not needs.uses or linked is True:
         return True
-    if file.linked and any(_linked_reaches(prefix, file.linked) for prefix in needs.uses):
+    if linked and any(_linked_reaches(prefix, linked) for prefix in needs.uses):
         return True
     if not _uses_possible(needs.uses, file.text):
         return False
@@ -211,14 +223,15 @@ def _needs_met_by_trigger(trigger: Union[str, "Needs"], file: _File) -> Optional
 
 
 def rules_for(text: str, rules: Sequence[type["Rule"]], summary: Optional[ImportSummary] = None,
-              linked: Linked = False) -> Optional[list[type["Rule"]]]:
+              linked: Union[Linked, Links] = False) -> Optional[list[type["Rule"]]]:
     """The rules among ``rules`` that can report in ``text``, in their order; None
     when the text is not Python (the caller parses it to report why).
 
     ``summary``: the file's import summary when already known (the project index);
     ``linked``: the project index says names of other files reach this one: the names
     those files import (``is_linked``), or True for any name."""
-    file = _File(text, summary, linked)
+    file = _File(text, summary, linked.connected, linked.imported) if isinstance(linked, Links) else \
+        _File(text, summary, linked)
     selected = []
     for rule in rules:
         for trigger in rule.triggers:
@@ -288,7 +301,7 @@ def _linked_imports(index: "ProjectIndex") -> dict[str, Linked]:
     return result
 
 
-def is_linked(path: str, summary: Optional[ImportSummary], index: Optional["ProjectIndex"]) -> Linked:
+def is_linked(path: str, summary: Optional[ImportSummary], index: Optional["ProjectIndex"]) -> Union[bool, Links]:
     """Whether other files of the project can tell the rules about names in ``path``:
     what the files linked to it import (see ``_linked_imports``), empty when none is;
     also for a file outside the index (a notebook) through the files it imports."""
@@ -296,7 +309,8 @@ def is_linked(path: str, summary: Optional[ImportSummary], index: Optional["Proj
         return False
     linked = _linked_imports(index)
     if path in index.by_path:
-        return linked.get(path, frozenset())
+        connected = linked.get(path, frozenset())
+        return Links(connected, _imported_links(path, index, connected))
     facts = index.by_path.get(path)
     found: set[str] = set()
     for name in summary.names if summary is not None else ():
@@ -308,3 +322,31 @@ def is_linked(path: str, summary: Optional[ImportSummary], index: Optional["Proj
                 return True
             found.update(reached)
     return frozenset(found)
+
+
+def _imported_links(path: str, index: "ProjectIndex", connected: Linked) -> Linked:
+    """What the files that ``path`` imports, at any depth, import between them (with its
+    own imports): a part of what the files connected to it import, so ``connected``
+    where that part cannot be told (a relative import on the way) or is the whole."""
+    if connected is True or not connected:
+        return connected
+    known = getattr(index, "_tier_imported", None)
+    if known is None:
+        known = index._tier_imported = {}  # type: ignore[attr-defined]  # once per run and worker
+    if path not in known:
+        names: set[str] = set()
+        seen, pending = {path}, [path]
+        while pending:
+            facts = index.by_path[pending.pop()]
+            imports = facts.get("imports", {})
+            if imports.get("relative", True):
+                known[path] = connected
+                return connected
+            names.update(imports.get("names", ()))
+            for target in [*facts.get("names", {}).values(), *facts.get("star", []), *imports.get("names", [])]:
+                for owner in _project_owners(target, index, facts):
+                    if owner not in seen and owner in index.by_path:
+                        seen.add(owner)
+                        pending.append(owner)
+        known[path] = frozenset(names)
+    return known[path]

@@ -146,7 +146,8 @@ class LinenModule(Rule):
     name = "linen-module"
     summary = "Flax Linen Module class"
     fixable = "unsafe"
-    triggers = (Needs(uses=(LINEN_MODULE,), words=("class",)),)  # it reports class statements only
+    # it reports class statements only, whose bases resolve through the file's imports
+    triggers = (Needs(uses=(LINEN_MODULE,), words=("class",), imports_only=True),)
     valid = (
         Valid("from flax import nnx\nclass M(nnx.Module):\n    pass\n"),
         Valid("import flax.linen as nn\nclass Module:\n    pass\nclass M(Module):\n    pass\n"),

@@ -190,3 +190,36 @@ def test_linked_files_open_only_what_the_files_they_are_connected_to_import(tmp_
                                                                            ("models.py", "NNX002")]
     monkeypatch.setenv(tier.FULL_ENVIRONMENT, "1")
     assert with_tier == run()
+
+
+def test_nnx002_opens_on_the_files_a_file_imports_not_on_the_files_that_import_it(tmp_path, monkeypatch):
+    from nnxlint import project
+    from nnxlint.config import load_settings
+    from nnxlint.runner import find_files
+
+    (tmp_path / "compat.py").write_text("from flax import linen as nn\n")
+    (tmp_path / "models.py").write_text("import compat\n\n\nclass M(compat.nn.Module):\n    pass\n")
+    (tmp_path / "pipeline.py").write_text("import numpy as np\n\n\nclass Batches:\n    size = np.int32(8)\n")
+    (tmp_path / "train.py").write_text("import models\nimport pipeline\n\n\nclass Head(models.compat.nn.Module):\n"
+                                       "    pass\n")
+    paths = find_files(load_settings(None, tmp_path), [str(tmp_path)])
+    index = project.build(paths, jobs=1)
+    nnx002 = [rule for rule in SELECTED if rule.code == "NNX002"]
+
+    def opened(name):
+        path = str(tmp_path / name)
+        summary = tier.ImportSummary.from_data(index.by_path[path]["imports"])
+        return tier.rules_for((tmp_path / name).read_text(), nnx002, summary, tier.is_linked(path, summary, index))
+
+    assert opened("models.py") == nnx002 and opened("train.py") == nnx002  # through compat.py, at any depth
+    assert opened("pipeline.py") == []  # train.py imports it and Linen, but nothing reaches it that way
+    job = job_for(load_settings(None, tmp_path), {"NNX002"}, use_cache=False)
+
+    def run():
+        return [(Path(f.path).name, f.line, f.message) for outcome in check_files(paths, job, jobs=1)
+                for f in outcome.findings]
+
+    with_tier = run()
+    assert [(name, line) for name, line, _ in with_tier] == [("models.py", 4), ("train.py", 5)]
+    monkeypatch.setenv(tier.FULL_ENVIRONMENT, "1")
+    assert with_tier == run()
