@@ -28,8 +28,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Optional, Union
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
-
 from nnxlint.context import walk
 from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, self_attribute
 from nnxlint.conversion.constructs.graph_loop import element_made, looped_module
@@ -168,15 +166,17 @@ def bind_graph_function(rewriter: "CallRewriter", node: cst.Assign) -> bool:
         return False
     target = node.targets[0].target if len(node.targets) == 1 else None
     in_loop = bool(rewriter.graph_loops) and rewriter.depth >= rewriter.graph_loops[-1].depth
-    shown = f"`{_shown(converter, value)}` at line {_line(converter, node)}"
+    def shown() -> str:  # for a refusal only: the line costs the module's positions
+        return f"`{_shown(converter, value)}` at line {_line(converter, node)}"
+
     if rewriter.depth and not in_loop:
-        raise Unconvertible(f"{shown} is inside a branch (or a loop) that is not a message-passing loop: a module "
+        raise Unconvertible(f"{shown()} is inside a branch (or a loop) that is not a message-passing loop: a module "
                             "handed to jraph is converted where it is made at each pass")
     tests = tuple(rewriter.conditions[rewriter.graph_loops[-1].conditions_before:]) if in_loop else ()
     alternative = isinstance(target, cst.Name) and qualified == CONCATENATED_ARGS and tests and None not in tests \
         and _none_elsewhere(converter.node, target.value, node)  # ``else: update_edge_fn = None``
     if not isinstance(target, cst.Name) or (converter._assignments.get(target.value) != 1 and not alternative):
-        raise Unconvertible(f"{shown} is bound to other than one name assigned once, or `None` in the other "
+        raise Unconvertible(f"{shown()} is bound to other than one name assigned once, or `None` in the other "
                             "branch of a test on fields: which functions jraph gets, and so their input sizes, are "
                             "not followed")
     handed: dict[int, str] = {}  # construction -> the attribute jraph gets instead
@@ -204,10 +204,18 @@ def _shown(converter: "ClassConverter", call: cst.Call) -> str:
     return f"{converter.env.code(call.func)}({shown})"
 
 
+_POSITIONS: list = [None, None]  # the last module asked about and its positions
+
+
 def _line(converter: "ClassConverter", node: cst.CSTNode) -> int:
-    """``node``'s line in the file (the module's own nodes: no copy)."""
-    positions = MetadataWrapper(converter.env.module, unsafe_skip_copy=True).resolve(PositionProvider)
-    return positions[node].start.line
+    """``node``'s line in the file (the module's own nodes), its positions made once per
+    module (nnxlint's light ones: LibCST's PositionProvider cost half of a check of ogbg)."""
+    from nnxlint.positions import Positions
+
+    module = converter.env.module
+    if _POSITIONS[0] is not module:
+        _POSITIONS[:] = [module, Positions(module)]
+    return _POSITIONS[1][node].start.line
 
 
 def _graph_function(rewriter: "CallRewriter", builder: str, call: cst.Call, handed: dict[int, str]) -> GraphFunction:
