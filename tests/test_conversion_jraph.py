@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conversion_helpers import convert
+from conversion_helpers import convert
 
 GNN = '''
 from typing import Callable
