@@ -1,8 +1,11 @@
-"""Shared by the conversion tests: NNX002's fix and messages for one models file."""
+"""Shared by the conversion tests: NNX002's fix and messages for one models file, and the
+Linen-vs-converted forward comparison from transplanted weights."""
 
 from __future__ import annotations
 
 import textwrap
+
+import pytest
 
 from nnxlint.engine import check_source
 from nnxlint.registry import all_rules
@@ -16,3 +19,31 @@ def convert(source: str):
     fixed = check_source(source, "models.py", [NNX002], "unsafe").fixed_text
     findings = check_source(source, "models.py", [NNX002]).findings
     return fixed, {f.message.split("`")[1]: f.message for f in findings}
+
+
+def max_relative_difference(linen_source, nnx_source, linen_args, nnx_args, x, modes):
+    """Linen ``init`` variables loaded into the NNX model; the largest relative
+    difference of the outputs over ``modes`` (Linen call keywords, NNX mode)."""
+    jax = pytest.importorskip("jax")
+    import numpy as np
+    from flax import nnx
+
+    from nnxlint.transplant import load_linen_variables
+
+    linen, converted = {}, {}
+    exec(textwrap.dedent(linen_source), linen)
+    exec(nnx_source, converted)
+    linen_model = linen_args(linen)
+    variables = linen_model.init(jax.random.key(0), x, **modes[0][0])
+    model = nnx_args(converted, nnx)
+    load_linen_variables(model, variables)
+    worst = 0.0
+    for call, mode in modes:
+        mutable = [c for c in variables if c != "params"]
+        expected = linen_model.apply(variables, x, **call, mutable=mutable or False)
+        expected = expected[0] if mutable else expected
+        getattr(model, mode)()
+        got = model(x)
+        worst = max(worst, float(np.max(np.abs(np.asarray(expected) - np.asarray(got)))
+                                 / np.max(np.abs(np.asarray(expected)))))
+    return worst

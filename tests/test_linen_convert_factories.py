@@ -7,39 +7,9 @@ original from transplanted weights, train and eval."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
-from conversion_helpers import convert
-
-
-def max_relative_difference(linen_source, nnx_source, linen_args, nnx_args, x, modes):
-    """Linen ``init`` variables loaded into the NNX model; the largest relative
-    difference of the outputs over ``modes`` (Linen call keywords, NNX mode)."""
-    jax = pytest.importorskip("jax")
-    import numpy as np
-    from flax import nnx
-
-    from nnxlint.transplant import load_linen_variables
-
-    linen, converted = {}, {}
-    exec(textwrap.dedent(linen_source), linen)
-    exec(nnx_source, converted)
-    linen_model = linen_args(linen)
-    variables = linen_model.init(jax.random.key(0), x, **modes[0][0])
-    model = nnx_args(converted, nnx)
-    load_linen_variables(model, variables)
-    worst = 0.0
-    for call, mode in modes:
-        mutable = [c for c in variables if c != "params"]
-        expected = linen_model.apply(variables, x, **call, mutable=mutable or False)
-        expected = expected[0] if mutable else expected
-        getattr(model, mode)()
-        got = model(x)
-        worst = max(worst, float(np.max(np.abs(np.asarray(expected) - np.asarray(got)))
-                                 / np.max(np.abs(np.asarray(expected)))))
-    return worst
+from conversion_helpers import convert, max_relative_difference
 
 
 RESNET = '''\

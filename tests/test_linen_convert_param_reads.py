@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conversion_helpers import convert
-from test_linen_convert_factories import max_relative_difference
+from conversion_helpers import convert, max_relative_difference
 
 POSITIONS = '''\
 import flax.linen as nn
