@@ -188,11 +188,16 @@ def test_convert_repo_counts_converted_classes_per_directory(tmp_path):
             def __call__(self, x):
                 return nn.Dense(2)(x)
         '''))
+    # converts, but the file stops at import as its Linen original does: counted apart
+    (tmp_path / "stale").mkdir()
+    (tmp_path / "stale" / "models.py").write_text((tmp_path / "good" / "models.py").read_text()
+                                                  + "\nWIDTH = int('not a number')\n")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "models.py").write_text(MODELS.replace("class MlpBlock", "class Unused"))
     groups, work = convert_repo.measure(tmp_path)
-    counts = {group.name: (len(group.classes), group.converted) for group in groups}
-    assert counts == {"bad": (3, 1), "good": (1, 1)}
+    counts = {group.name: (len(group.classes), group.converted, group.unrunnable) for group in groups}
+    assert counts == {"bad": (3, 1, 0), "good": (1, 1, 0), "stale": (1, 0, 1)}
+    assert "| **total** | **5** | **2** (40%) | **1** | |" in convert_repo.table(groups)
     reasons = convert_repo.reasons(groups)
     assert "`Odd`" in reasons and "sow" in reasons
 
