@@ -1,7 +1,8 @@
 """Per-file result cache, ruff-style: ``.nnxlint_cache/<version>/`` at the config root.
 
 One entry per (file, effective configuration): its name hashes the file's path,
-the codes enabled for it and the fix level; it holds the hash of the content it
+the codes enabled for it and the mode (the fix level, and whether fixes were worked
+out: plain ``check`` leaves NNX002's conversion out); it holds the hash of the content it
 was computed for and the findings.  A changed file misses (content hash), a new
 nnxlint misses (version directory, and a fingerprint of nnxlint's own modules, so
 an edited rule in a development install is never served stale results), a changed
@@ -61,6 +62,8 @@ def _finding_from(data: object, path: str) -> Optional[Finding]:
         return None
     if not all(_is_int(data[key]) for key in _INTEGER_FIELDS) or not (data["cell"] is None or _is_int(data["cell"])):
         return None
+    if not isinstance(data["fix_deferred"], bool):
+        return None
     fix = data["fix"]
     if fix is not None:
         if (not isinstance(fix, dict) or set(fix) != {"applicability", "description"}
@@ -81,18 +84,19 @@ class Cache:
         self.directory = directory / __version__
         self.code = _code_fingerprint()
 
-    def _entry(self, path: str, codes: Sequence[str], fix_level: Optional[str]) -> Path:
-        key = "\0".join([_resolved_text(path), ",".join(sorted(codes)), fix_level or ""])
+    def _entry(self, path: str, codes: Sequence[str], mode: Optional[str]) -> Path:
+        key = "\0".join([_resolved_text(path), ",".join(sorted(codes)), mode or ""])
         return self.directory / f"{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}.json"
 
-    def load(self, path: str, codes: Sequence[str], fix_level: Optional[str],
+    def load(self, path: str, codes: Sequence[str], mode: Optional[str],
              dependencies_hold: Optional[Callable[[object], bool]] = None) -> Optional[list[Finding]]:
-        """The cached findings for the file as it is now, or None; ``dependencies_hold``
+        """The cached findings for the file as it is now, or None; ``mode`` names what
+        the findings were computed for (``Job.cache_mode``); ``dependencies_hold``
         says whether what they depended on in other files (the entry's ``depends``) is
         unchanged."""
         try:
             digest = content_digest(read_regular(path))
-            entry = json.loads(read_regular(self._entry(path, codes, fix_level)))
+            entry = json.loads(read_regular(self._entry(path, codes, mode)))
         except (OSError, ValueError, RecursionError):  # regular files only: a FIFO must not block
             return None
         if not isinstance(entry, dict) or entry.get("content") != digest or entry.get("code") != self.code:
@@ -103,7 +107,7 @@ class Cache:
         findings = [_finding_from(record, path) for record in records] if isinstance(records, list) else [None]
         return None if None in findings else findings  # type: ignore[return-value]
 
-    def store(self, path: str, codes: Sequence[str], fix_level: Optional[str], digest: str,
+    def store(self, path: str, codes: Sequence[str], mode: Optional[str], digest: str,
               findings: Sequence[Finding], depends: Optional[dict] = None) -> None:
         """Remember ``findings`` for the content with ``digest``; a cache that cannot be
         written only costs speed, so errors are ignored."""
@@ -115,7 +119,7 @@ class Cache:
         try:
             self._prepare()
             # a lost entry is only recomputed: no fsync per file
-            replace_file(self._entry(path, codes, fix_level),
+            replace_file(self._entry(path, codes, mode),
                          json.dumps({"content": digest, "code": self.code, "findings": records,
                                      "depends": depends}).encode(),
                          durable=False)

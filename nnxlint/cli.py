@@ -98,8 +98,9 @@ def check(paths, fix, unsafe_fixes, diff, select, extend_select, ignore, output_
         settings = load_settings(config_file, Path(paths[0]))
         settings.apply_command_line(_codes(select), _codes(extend_select), _codes(ignore))
         fix_level = ("unsafe" if unsafe_fixes else "safe") if (fix or diff) else None
+        # plain check leaves costly fixes (NNX002's conversion) to a run that applies or shows them
         job = job_for(settings, settings.enabled_codes(), fix_level, write=fix and not diff, diff=diff,
-                      use_cache=not no_cache)
+                      use_cache=not no_cache, describe_fixes=fix or diff or unsafe_fixes)
     except ConfigError as error:
         raise fail(str(error))
     for path in paths:
@@ -220,6 +221,10 @@ def _summary(findings, fixed: int, fix_level: Optional[str], statistics: bool) -
         lines.append(f"[*] {safe} fixable with the `--fix` option.")
     if unsafe and fix_level != "unsafe":
         lines.append(f"[-] {unsafe} more fixable with `--fix --unsafe-fixes`.")
+    deferred = sum(1 for f in findings if f.fix_deferred)
+    if deferred:
+        lines.append(f"[-] {deferred} more may be fixable with `--fix --unsafe-fixes` "
+                     "(`--unsafe-fixes` shows which, and why the others are not).")
     return "\n".join(lines)
 
 

@@ -43,10 +43,14 @@ class RuleCrash(Exception):
 class FileContext:
     """What rules may ask about the file being checked, at the current node."""
 
-    def __init__(self, module: cst.Module, path: str, project: Optional["ProjectView"] = None) -> None:
+    def __init__(self, module: cst.Module, path: str, project: Optional["ProjectView"] = None,
+                 describe_fixes: bool = True) -> None:
         self.module = module
         self.path = path
         self.project = project  # the other files of the run (nnxlint.project), when known
+        # the run applies or shows fixes (or says why there is none); when False (plain
+        # ``check``) a rule may report without working out a costly fix (``fix_deferred``)
+        self.describe_fixes = describe_fixes
         self.scopes: list[names.Scope] = []
         self._memo: dict[str, Any] = {}
         # resolve() answers at the current position (several rules ask about the same

@@ -96,8 +96,8 @@ class _Pass:
 
 
 def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], project=None,
-               text: Optional[str] = None) -> _Pass:
-    context = FileContext(module, path, project)
+               text: Optional[str] = None, describe_fixes: bool = True) -> _Pass:
+    context = FileContext(module, path, project, describe_fixes)
     instances = [rule(context) for rule in rules]
     traversal = Traversal(context, instances)
     traversal.run(module)
@@ -173,8 +173,9 @@ def _findings(path: str, current: _Pass, noqa: dict[int, set[str]]) -> list[tupl
         if _suppressed(report.rule.code, noqa, start.line, end.line):
             continue
         summary = FixSummary(report.fix.applicability, report.fix.description) if report.fix else None
-        found.append((Finding(path, report.rule.code, report.rule.name, report.message,
-                              start.line, start.column + 1, end.line, end.column + 1, summary), report))
+        found.append((Finding(path, report.rule.code, report.rule.name, report.message, start.line,
+                              start.column + 1, end.line, end.column + 1, summary,
+                              fix_deferred=report.fix_deferred), report))
     found.sort(key=lambda pair: (pair[0].line, pair[0].column, pair[0].code))
     return found
 
@@ -302,8 +303,11 @@ def reports_on(module: cst.Module, path: str, rules: Sequence[type[Rule]]) -> li
 @_deep_recursion
 def check_source(text: str, path: str, rules: Sequence[type[Rule]],
                  fix_level: Optional[Applicability] = None, project=None, *,
-                 imports: Optional[ImportSummary] = None, linked: bool = False, full: bool = False) -> CheckResult:
+                 imports: Optional[ImportSummary] = None, linked: bool = False, full: bool = False,
+                 describe_fixes: bool = True) -> CheckResult:
     """Check ``text``; with ``fix_level``, also apply fixes up to that applicability.
+    ``describe_fixes`` False (plain ``check``, nothing fixed) lets rules leave costly fixes
+    unworked (``Finding.fix_deferred``).
     ``project`` (a ``nnxlint.project.ProjectView``) lets rules see the other files.
     The cheap tier picks the rules that can report (``imports``: the file's import
     summary when the project index has it; ``linked``: other files can tell its rules
@@ -330,7 +334,8 @@ def check_source(text: str, path: str, rules: Sequence[type[Rule]],
             result.findings = [parse_failure(current_text, path, error)]
             return result
         with timings.stage("rules"):
-            current = _run_rules(module, path, running or rules, project, current_text)
+            current = _run_rules(module, path, running or rules, project, current_text,
+                                 describe_fixes or fix_level is not None)
         with timings.stage("positions and findings"):
             pairs = _findings(path, current, noqa_comments(current_text) if current.reports else {})
         result.crashes = current.crashes

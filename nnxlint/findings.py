@@ -29,6 +29,9 @@ class Finding:
     end_column: int
     fix: Optional[FixSummary] = None
     cell: Optional[int] = None  # notebooks: 1-based cell number, markdown cells counted (as editors show it)
+    # no fix worked out: plain ``check`` leaves a costly one (NNX002's conversion) to a run
+    # that applies or shows fixes, which may or may not find one
+    fix_deferred: bool = False
 
 
 def source_error(path: str, message: str, line: int = 1, column: int = 1) -> Finding:

@@ -129,6 +129,7 @@ class Report:
     node: cst.CSTNode
     message: str
     fix: Optional[Fix] = None
+    fix_deferred: bool = False  # see nnxlint.findings.Finding.fix_deferred
 
 
 class Rule:
@@ -149,8 +150,11 @@ class Rule:
         self.context = context
         self.reports: list[Report] = []
 
-    def report(self, node: cst.CSTNode, message: str, fix: Optional[Fix] = None) -> None:
-        self.reports.append(Report(self, node, message, fix))
+    def report(self, node: cst.CSTNode, message: str, fix: Optional[Fix] = None, *,
+               fix_deferred: bool = False) -> None:
+        """``fix_deferred``: the rule did not try to work out a fix, because it is costly and
+        the run neither applies nor shows fixes (``FileContext.describe_fixes``)."""
+        self.reports.append(Report(self, node, message, fix, fix_deferred))
 
     @classmethod
     def documentation(cls) -> str:

@@ -46,10 +46,19 @@ class Job:
     cache_dir: Optional[str] = None  # None: no cache (``--no-cache``)
     max_file_size: Optional[int] = DEFAULT_MAX_FILE_SIZE  # bytes; larger files get NNX000
     time_limit: float = FILE_TIME_LIMIT  # seconds per file (in isolated workers); then NNX000
+    # work out every fix and why a finding has none; False (plain ``check``): costly fixes
+    # (NNX002's conversion) are left out, their findings marked ``fix_deferred``
+    describe_fixes: bool = True
 
     def codes_for(self, path: str) -> frozenset[str]:
         """The codes enabled for ``path``: the run's codes less its per-file ignores."""
         return self.codes - _ignored_here(path, self)
+
+    @property
+    def cache_mode(self) -> str:
+        """What a file's findings depend on besides its codes: a result of plain ``check``
+        (fixes deferred) is never served to a run that works fixes out, nor the reverse."""
+        return f"{self.fix_level or ''}{'' if self.describe_fixes else ':fixes deferred'}"
 
 
 @dataclass
@@ -89,12 +98,13 @@ def find_files(settings: "Settings", paths: Sequence[str], force_exclude: bool =
 
 
 def job_for(settings: "Settings", codes: Iterable[str], fix_level: Optional[Applicability] = None,
-            write: bool = False, diff: bool = False, use_cache: bool = True) -> Job:
+            write: bool = False, diff: bool = False, use_cache: bool = True, describe_fixes: bool = True) -> Job:
     """The run's Job; raises ConfigError for unknown codes in per-file-ignores."""
     per_file = tuple((pattern, frozenset(codes)) for pattern, codes in settings.per_file_ignore_codes())
     cache_dir = str(settings.root / (settings.cache_dir or CACHE_DIRECTORY)) if use_cache else None
     return Job(frozenset(codes), per_file, str(settings.root), fix_level, write, diff, cache_dir,
-               settings.max_file_size if settings.max_file_size is not None else DEFAULT_MAX_FILE_SIZE)
+               settings.max_file_size if settings.max_file_size is not None else DEFAULT_MAX_FILE_SIZE,
+               describe_fixes=describe_fixes)
 
 
 def _ignored_here(path: str, job: Job) -> frozenset[str]:
@@ -181,7 +191,7 @@ def _check_file(path: str, job: Job) -> FileOutcome:
     view = ProjectView(index, path) if index is not None else None
     imports, linked = _tier_inputs(path, document.python, outcome.digest)
     result = check_source(document.python, path, rules, job.fix_level, view, imports=imports, linked=linked,
-                          full=os.environ.get(tier.FULL_ENVIRONMENT) == "1")
+                          full=os.environ.get(tier.FULL_ENVIRONMENT) == "1", describe_fixes=job.describe_fixes)
     outcome.depends = view.dependencies() if view is not None else None
     if "noqa" in document.python:
         for line, code in unknown_noqa_codes(document.python, set(known)):
@@ -321,7 +331,7 @@ def check_files(paths: Sequence[str], job: Job, jobs: Optional[int] = None) -> l
     if cache is not None:
         with timings.stage("cache"):
             for path in paths:
-                findings = cache.load(path, job.codes_for(path), job.fix_level, run.dependencies_hold)
+                findings = cache.load(path, job.codes_for(path), job.cache_mode, run.dependencies_hold)
                 if findings is not None:
                     outcomes[path] = FileOutcome(path, findings)
     missing = [path for path in paths if path not in outcomes]
@@ -337,7 +347,7 @@ def check_files(paths: Sequence[str], job: Job, jobs: Optional[int] = None) -> l
         # only a result that is the file's own, complete and final is worth keeping
         if (cache is not None and outcome.digest and not outcome.fixes_applied and not outcome.diff
                 and not outcome.errors and not outcome.warnings):
-            cache.store(outcome.path, job.codes_for(outcome.path), job.fix_level, outcome.digest,
+            cache.store(outcome.path, job.codes_for(outcome.path), job.cache_mode, outcome.digest,
                         outcome.findings, outcome.depends)
     if any(outcome.project_fix is not None for outcome in computed):
         _apply_project_fixes(outcomes, job, jobs)

@@ -109,7 +109,10 @@ class LinenModule(Rule):
     fix; where one cannot, the classes it uses stay Linen. A class that cannot
     be converted, and the classes tied to it, keep their finding with the reason;
     a converted file must compile, define every name it uses and get no NNX1xx
-    finding, or there is no fix. Submodule names follow
+    finding, or there is no fix. Plain `nnxlint check` does not run the conversion
+    (it is most of the rule's cost): each class is reported as a Linen class, and
+    `--unsafe-fixes`, `--fix` or `--diff` say which classes convert and why the
+    others do not. Submodule names follow
     `nnxlint.conversion.naming` (`Dense_0` -> `dense_0`), so `nnxlint.transplant` maps
     trained Linen variables onto the converted model. Train/eval flags become
     `model.train()` / `model.eval()`: NNX `Dropout` and `BatchNorm` default to
@@ -185,6 +188,11 @@ class LinenModule(Rule):
     def leave_Module(self, node: cst.Module) -> None:
         if not self._classes:
             return
+        if not self.context.describe_fixes:  # plain check: the conversion is the costly part of a run
+            for found in self._classes:
+                self.report(found, f"{_message(found)} (`--unsafe-fixes` shows whether it converts)",
+                            fix_deferred=True)
+            return
         fix: Optional[Fix] = None
         try:
             from nnxlint.conversion.linen_users import (  # heavy: only for files with Linen modules
@@ -207,9 +215,8 @@ class LinenModule(Rule):
                 conversion, fix = self._fix(node, conversion, importing, held, together)
         sources = None  # Linen classes of other files of the run, read only for a class that stays
         for found in self._classes:
-            name = found.name.value
-            message = f"Linen Module class `{name}`: migrate to `nnx.Module`"
-            reason = failure if conversion is None else conversion.reason_for(name)
+            message = _message(found)
+            reason = failure if conversion is None else conversion.reason_for(found.name.value)
             if reason is not None and conversion is not None and sources is None:
                 sources = linen_sources(self.context.project, self.context.module_scope, self.context.path)
             if reason is not None and sources:
@@ -237,6 +244,10 @@ class LinenModule(Rule):
         users = together.users if together is not None else {}
         return conversion, Fix(_fix_description(conversion, [found.path for found in importing], users), "unsafe",
                                project.replacements, other_files=project.other_files)
+
+
+def _message(found: cst.ClassDef) -> str:
+    return f"Linen Module class `{found.name.value}`: migrate to `nnx.Module`"
 
 
 def _fix_description(conversion, importing: Sequence[str] = (), users: Optional[dict] = None) -> str:

@@ -140,7 +140,8 @@ def probe(variables):
 
 
 def _check_json(run_cli, directory):
-    result = run_cli("check", "--select", "NNX002", "--output-format", "json", directory, cwd=directory)
+    result = run_cli("check", "--unsafe-fixes", "--select", "NNX002", "--output-format", "json", directory,
+                     cwd=directory)
     return {finding["message"].split("`")[1]: finding for finding in json.loads(result.stdout)
             if finding["code"] == "NNX002"}
 

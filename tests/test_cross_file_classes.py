@@ -82,7 +82,7 @@ def test_a_block_and_the_model_of_another_file_convert_together_and_match_linen(
     linen_copy = tmp_path_factory.mktemp("linen")
     for path in project.iterdir():
         shutil.copy(path, linen_copy / path.name)
-    checked = run_cli("check", "--no-cache", "--select", "NNX002", project)
+    checked = run_cli("check", "--no-cache", "--unsafe-fixes", "--select", "NNX002", project)
     assert "layers.py:4:1: NNX002 [-] Linen Module class `Block`" in checked.stdout  # a fix, no reason
     assert f"it uses `Block`, a Linen class of {project / 'layers.py'}, whose fix converts this class with it" \
         in checked.stdout  # Net's finding: no fix of its own
@@ -123,7 +123,7 @@ def test_a_user_that_cannot_convert_keeps_the_used_class_linen(run_cli, project)
 
 def test_a_subclass_in_another_file_other_than_the_explicit_init_style_keeps_both_linen(run_cli, project):
     (project / "model.py").write_text(MODEL + "\n\nclass Wide(Block):\n    pass\n")
-    result = run_cli("check", "--no-cache", "--select", "NNX002", project)
+    result = run_cli("check", "--no-cache", "--unsafe-fixes", "--select", "NNX002", project)
     assert "`Wide` stays Linen: `Wide` subclasses the Linen class `Block`: only fields and a `setup` that calls " \
         "`self.__call__` on a dummy batch (the explicit-init style) are converted" in result.stdout
 

@@ -140,7 +140,8 @@ def test_diff_shows_every_file_and_writes_nothing(run_cli, project):
 
 
 def test_the_description_names_the_run_and_callers_outside_it(run_cli, project):
-    result = run_cli("check", "--no-cache", "--output-format", "json", project / "models.py", project / "train.py")
+    result = run_cli("check", "--no-cache", "--unsafe-fixes", "--output-format", "json", project / "models.py",
+                     project / "train.py")
     fixes = {finding["fix"]["description"] for finding in json.loads(result.stdout)
              if finding["code"] == "NNX002" and finding["fix"]}
     assert len(fixes) == 1

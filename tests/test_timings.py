@@ -20,8 +20,9 @@ def test_timings_go_to_stderr_and_leave_the_output_alone(tmp_path):
         (tmp_path / f"m{number}.py").write_text(LINEN)
     (tmp_path / "plain.py").write_text("x = 1\n")
     runner = CliRunner()  # click 8.2+: stdout and stderr apart
-    plain = runner.invoke(main, ["check", str(tmp_path), "--no-cache", "--output-format", "json"])
-    timed = runner.invoke(main, ["check", str(tmp_path), "--no-cache", "--output-format", "json", "--timings"])
+    command = ["check", str(tmp_path), "--no-cache", "--unsafe-fixes", "--output-format", "json"]  # NNX002 converts
+    plain = runner.invoke(main, command)
+    timed = runner.invoke(main, [*command, "--timings"])
     assert timed.exit_code == plain.exit_code == 1
     assert json.loads(timed.stdout) == json.loads(plain.stdout)
     assert timed.stderr.startswith("Timings: 4 files, ")
