@@ -14,8 +14,12 @@ the checkout and compares:
     python benchmarks/nnx109_recall.py CHECKOUT --run main.py [--run other.py ...]
     python benchmarks/nnx109_recall.py CHECKOUT            # static side only: the findings
 
-``--run`` paths are relative to the checkout; each runs with the checkout as its
-working directory and on ``sys.path``.  ``--json`` prints the figures as JSON.
+``--run`` paths are relative to the checkout, or absolute: a driver written outside
+the checkout (building its models with tiny configs, calling ``pytest.main([...])`` on
+its tests) counts the warnings of the checkout's code it calls.  Each program runs with
+the checkout as its working directory and on ``sys.path``; one that runs past
+``--timeout`` seconds is stopped (SIGTERM: what it ran so far still counts).
+``--json`` prints the figures as JSON.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 _BOOTSTRAP = r"""
-import atexit, json, os, runpy, sys, warnings
+import atexit, json, os, runpy, signal, sys, warnings
 root, out, script = os.path.realpath(sys.argv[1]), sys.argv[2], sys.argv[3]
 sites, executed = set(), set()
 original = warnings.warn
@@ -69,6 +73,7 @@ def dump():
 
 warnings.warn = warn
 warnings.simplefilter("always")
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))  # stopped at the time limit: dump what ran
 sys.argv = [script]
 sys.path.insert(0, root)
 sys.settrace(trace)
@@ -81,15 +86,24 @@ def run_oracle(checkout: Path, script: str, timeout: float) -> tuple[set, set, i
     (real path, line); a program that fails part-way still counts what it ran."""
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(scratch, "oracle.json")
-        completed = subprocess.run(
+        process = subprocess.Popen(
             [sys.executable, "-W", "always", "-c", _BOOTSTRAP, str(checkout), out, str(checkout / script)],
-            cwd=checkout, capture_output=True, text=True, timeout=timeout,
+            cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")})
+        try:
+            _, errors = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                _, errors = process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:  # stuck in native code: nothing to count
+                process.kill()
+                _, errors = process.communicate()
         if not os.path.exists(out):
-            raise SystemExit(f"{script} failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}")
+            raise SystemExit(f"{script} failed (exit {process.returncode}):\n{errors[-3000:]}")
         with open(out) as handle:
             data = json.load(handle)
-    return {tuple(site) for site in data["sites"]}, {tuple(line) for line in data["executed"]}, completed.returncode
+    return {tuple(site) for site in data["sites"]}, {tuple(line) for line in data["executed"]}, process.returncode
 
 
 def flagged(checkout: Path, nnxlint: list[str]) -> set:
@@ -134,9 +148,10 @@ def main() -> None:
     parser.add_argument("checkout", type=Path)
     parser.add_argument("--run", action="append", default=[], help="a program of the checkout to run (repeatable)")
     parser.add_argument("--nnxlint", default=f"{sys.executable} -m nnxlint", help="how to start nnxlint")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds each program may run (default 600)")
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()
-    result = measure(arguments.checkout, arguments.run, arguments.nnxlint.split())
+    result = measure(arguments.checkout, arguments.run, arguments.nnxlint.split(), arguments.timeout)
     if arguments.json:
         print(json.dumps(result, indent=2))
         return

@@ -20,8 +20,8 @@ from nnxlint import names
 from nnxlint.context import FileContext
 from nnxlint.context import walk as fast_walk
 from nnxlint.flax_api import (
-    FLAX_NNX, LAYER_VARIABLES, LINEN_MODULES_IN_NNX, MODULE_CLASSES, NNX_TRANSFORM_FOR_JAX, NNX_TRANSFORM_KEYWORDS,
-    OBJECT_VARIABLES, OPTIMIZER_CLASSES, VARIABLE_TYPES, nnx_member,
+    FLAX_NNX, LAYER_VARIABLES, LINEN_MODULES_IN_NNX, LINEN_VARIABLE_HOLDERS, MODULE_CLASSES, NNX_TRANSFORM_FOR_JAX,
+    NNX_TRANSFORM_KEYWORDS, OBJECT_VARIABLE_TREES, OBJECT_VARIABLES, OPTIMIZER_CLASSES, VARIABLE_TYPES, nnx_member,
 )
 from nnxlint import project as project_index
 from nnxlint.objects import all_params, assigned_value, nnx_module_classes, top_level_classes
@@ -54,7 +54,8 @@ MUTABLE_VARIABLE_SWITCHES = ("FLAX_MUTABLE_ARRAY", "flax_hijax_variable", "FLAX_
 
 
 _NNX_CATEGORIES = ((OPTIMIZER, OPTIMIZER_CLASSES), (VARIABLE, VARIABLE_TYPES), (RNGS, frozenset({"Rngs"})),
-                   (MODULE, MODULE_CLASSES), (STATE, frozenset({"State"})), (OBJECT, frozenset(OBJECT_VARIABLES)))
+                   (MODULE, MODULE_CLASSES | frozenset(LINEN_VARIABLE_HOLDERS)), (STATE, frozenset({"State"})),
+                   (OBJECT, frozenset(OBJECT_VARIABLES)))
 # Kinds of the project index's classes (nnxlint.project) as categories here.
 _PROJECT_CATEGORIES = {project_index.MODULE: MODULE, project_index.VARIABLE: VARIABLE,
                        project_index.OPTIMIZER: OPTIMIZER, project_index.PYTREE: OBJECT, project_index.LINEN: LINEN}
@@ -176,14 +177,17 @@ class FileIndex:
         """The kind of object ``call`` constructs or returns; ``qualified`` is what its
         func resolves to."""
         member = nnx_member(qualified)
-        if member == "clone" and call.args:  # a copy of its argument
+        if member in ("clone", "bridge.lazy_init") and call.args:  # a copy of its argument / the argument
             return kind_of(self.context, call.args[0].value)
-        if member in ("state", "variables", "merge"):  # (``split`` returns a tuple: see ``_kind_of_item``)
+        if qualified is None and isinstance(call.func, cst.Attribute) and call.func.attr.value == "lazy_init":
+            owner = kind_of(self.context, call.func.value)  # ``bridge.ToNNX(...).lazy_init(x)`` returns the module
+            return owner if owner is not None and owner.nnx_class in LINEN_VARIABLE_HOLDERS else None
+        if member in ("state", "variables", "merge", "pop"):  # (``split`` returns a tuple: see ``_kind_of_item``)
             inner = kind_of(self.context, call.args[0].value) if call.args else None
             if member == "merge":
                 return inner.of if inner is not None and inner.category == GRAPHDEF else None
             return Kind(STATE, nnx_class="State", call=call,  # the State itself, not one of its items
-                        of=inner if member == "state" and inner and inner.category == MODULE else None)
+                        of=inner if member in ("state", "pop") and inner and inner.category == MODULE else None)
         return self.kind_of_class(call.func, qualified, call)
 
     def kind_of_annotation(self, annotation: cst.BaseExpression, qualified: Optional[str]) -> Optional[Kind]:
@@ -217,6 +221,10 @@ class FileIndex:
         if owner.category not in (MODULE, OPTIMIZER, OBJECT):
             return None
         if owner.nnx_class is not None:
+            if attribute in OBJECT_VARIABLE_TREES.get(owner.nnx_class, ()):
+                return Kind(STATE)  # every leaf below is a Variable, as in an nnx.State
+            if owner.nnx_class in LINEN_VARIABLE_HOLDERS:
+                return None if attribute in LINEN_VARIABLE_HOLDERS[owner.nnx_class] else Kind(STATE)
             if owner.nnx_class in OBJECT_VARIABLES:
                 variable = OBJECT_VARIABLES[owner.nnx_class].get(attribute)
                 return Kind(VARIABLE, nnx_class=variable) if variable else None

@@ -146,6 +146,18 @@ OBJECT_VARIABLES = {
     "metrics.Accuracy": {"total": "metrics.MetricState", "count": "metrics.MetricState"},
     "metrics.Welford": {"count": "metrics.MetricState", "mean": "metrics.MetricState", "m2": "metrics.MetricState"},
 }
+# Attributes of Flax objects that hold a tree whose leaves are all Variables (the optax
+# state of an Optimizer: ``optimizer.opt_state.hyperparams["learning_rate"]`` is an OptArray).
+OBJECT_VARIABLE_TREES = {
+    "Optimizer": frozenset({"opt_state"}),
+    "ModelAndOptimizer": frozenset({"opt_state"}),
+}
+# NNX modules that wrap a Linen module, by class, and their attributes that are not the
+# wrapped module's variables: every other attribute is one of them (a Variable, or a dict of
+# Variables for a submodule), e.g. ``bridge.ToNNX(LinenDot(4)).lazy_init(x).w``.
+LINEN_VARIABLE_HOLDERS = {
+    "bridge.ToNNX": frozenset({"to_nnx__module", "to_nnx__rngs", "module", "rngs", "lazy_init"}),
+}
 # flax.nnx classes that are Linen modules (``bridge.ToLinen`` wraps an NNX module for Linen).
 LINEN_MODULES_IN_NNX = frozenset({"bridge.ToLinen"})
 # flax.nnx classes that are Modules (instances hold state, are pytrees since 0.11).

@@ -167,6 +167,67 @@ def test_flax_variable_types_the_table_lacked(tmp_path):
                                                        ("m.py", 14, "NNX109")}
 
 
+def test_optimizer_states_and_popped_states(tmp_path):
+    """The leaves of an Optimizer's ``opt_state`` and the items ``nnx.pop`` returns are Variables."""
+    files = {
+        "train.py": """\
+            import optax
+            from flax import nnx
+
+            def make(model):
+                return nnx.Optimizer(model, optax.inject_hyperparams(optax.sgd)(learning_rate=0.1), wrt=nnx.Param)
+            """,
+        "loop.py": """\
+            from flax import nnx
+            from train import make
+
+            class Trainer:
+                def __init__(self, model):
+                    self.optimizer = make(model)
+
+                def learning_rate(self):
+                    return self.optimizer.opt_state.hyperparams["learning_rate"].value
+
+            def sown(model):
+                model(1)
+                return nnx.pop(model, nnx.Intermediate)["activations"].value[-1]
+
+            def not_flax(config):
+                return config.opt_state.hyperparams["learning_rate"].value
+            """,
+    }
+    assert findings(tmp_path, files, {"NNX109"}) == {("loop.py", 9, "NNX109"), ("loop.py", 13, "NNX109")}
+
+
+def test_variables_of_wrapped_linen_modules(tmp_path):
+    """``bridge.ToNNX`` holds the Linen module's variables as attributes (a dict for a submodule)."""
+    files = {
+        "layers.py": """\
+            from flax import linen as nn
+
+            class Scale(nn.Module):
+                @nn.compact
+                def __call__(self, x):
+                    return nn.Dense(2)(x) * self.param("w", nn.initializers.ones, (2,))
+            """,
+        "model.py": """\
+            from flax import nnx
+            from flax.nnx import bridge
+            from layers import Scale
+
+            class Outer(nnx.Module):
+                def __init__(self, rngs):
+                    self.scale = bridge.ToNNX(Scale(), rngs=rngs)
+
+            wrapped = bridge.ToNNX(Scale(), rngs=nnx.Rngs(0)).lazy_init(x)
+            wrapped.w.value = wrapped.Dense_0["kernel"].value
+            outer = bridge.lazy_init(Outer(nnx.Rngs(0)), x)
+            print(outer.scale.w.value, outer.scale.to_nnx__module.value, outer.scale.rngs.value)
+            """,
+    }
+    assert findings(tmp_path, files, {"NNX109"}) == {("model.py", 10, "NNX109"), ("model.py", 12, "NNX109")}
+
+
 def test_runtime_oracle_on_the_test_project():
     """Every `.value` DeprecationWarning of a run of the project is flagged, and nothing else."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))

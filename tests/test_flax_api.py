@@ -93,6 +93,39 @@ def test_variables_of_flax_objects():
             assert type(getattr(instance, attribute)) is _nnx_attribute(variable), (owner, attribute)
 
 
+def test_variable_trees_of_flax_objects():
+    """OBJECT_VARIABLE_TREES: every leaf of the attribute is a Variable, hyperparameters included."""
+    import jax
+    import optax
+
+    for owner, attributes in flax_api.OBJECT_VARIABLE_TREES.items():
+        instance = _nnx_attribute(owner)(nnx.Linear(1, 1, rngs=nnx.Rngs(0)),
+                                         optax.inject_hyperparams(optax.adam)(learning_rate=0.1), wrt=nnx.Param)
+        for attribute in attributes:
+            leaves = jax.tree.leaves(getattr(instance, attribute), is_leaf=lambda leaf: isinstance(leaf, nnx.Variable))
+            assert leaves and all(isinstance(leaf, nnx.Variable) for leaf in leaves), (owner, attribute)
+
+
+def test_linen_variable_holders():
+    """LINEN_VARIABLE_HOLDERS: the listed attributes are not Variables, every other one holds the
+    wrapped Linen module's variables."""
+    import jax.numpy as jnp
+    from flax import linen
+
+    class Outer(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            return linen.Dense(2)(x) + self.param("w", linen.initializers.zeros, (2,))
+
+    for owner, not_variables in flax_api.LINEN_VARIABLE_HOLDERS.items():
+        instance = _nnx_attribute(owner)(Outer(), rngs=nnx.Rngs(0)).lazy_init(jnp.ones((1, 3)))
+        assert isinstance(instance.w, nnx.Param) and isinstance(instance.Dense_0["kernel"], nnx.Param)
+        assert not any(isinstance(getattr(instance, name), nnx.Variable) for name in not_variables
+                       if name != "rngs")  # (``rngs`` is a deprecated alias of ``to_nnx__rngs``)
+        held = {name for name in vars(instance) if not name.startswith("_pytree__")}
+        assert held - not_variables == {"w", "Dense_0"}, owner
+
+
 def test_submodule_spellings():
     """``nnx.optimizer`` and ``nnx.metrics`` are the modules the table says."""
     assert nnx.optimizer is importlib.import_module("flax.nnx.training.optimizer")
