@@ -19,7 +19,8 @@ the checkout (building its models with tiny configs, calling ``pytest.main([...]
 its tests) counts the warnings of the checkout's code it calls.  Each program runs with
 the checkout as its working directory and on ``sys.path``; one that runs past
 ``--timeout`` seconds is stopped (SIGTERM: what it ran so far still counts).
-``--json`` prints the figures as JSON.
+``--baseline "env PYTHONPATH=/tmp/old python -m nnxlint"`` scores another nnxlint (the tree
+before a change) on the same runs.  ``--json`` prints the figures as JSON.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 _BOOTSTRAP = r"""
 import atexit, json, os, runpy, signal, sys, warnings
@@ -115,7 +117,10 @@ def flagged(checkout: Path, nnxlint: list[str]) -> set:
     return {(os.path.realpath(finding["path"]), finding["line"]) for finding in json.loads(completed.stdout)}
 
 
-def measure(checkout: Path, scripts: list[str], nnxlint: list[str], timeout: float = 600) -> dict:
+def measure(checkout: Path, scripts: list[str], nnxlint: list[str], timeout: float = 600,
+            baseline: Optional[list[str]] = None) -> dict:
+    """The figures; ``baseline`` (another way to start nnxlint, e.g. an older tree on
+    PYTHONPATH) is scored on the same runs, under ``"baseline"``."""
     checkout = Path(os.path.realpath(checkout))
     found = flagged(checkout, nnxlint)
     result: dict = {"checkout": str(checkout), "flagged": len(found)}
@@ -140,6 +145,14 @@ def measure(checkout: Path, scripts: list[str], nnxlint: list[str], timeout: flo
         "missed": relative(sites - found), "false_alarms": relative(ran - sites),
         "flagged_not_run": relative(found - executed), "failed_programs": failed,
     })
+    if baseline is not None:
+        before = flagged(checkout, baseline)
+        ran_before = {site for site in before if site in executed}
+        result["baseline"] = {
+            "flagged": len(before), "found": len(sites & before),
+            "recall": round(len(sites & before) / len(sites), 4) if sites else None,
+            "precision": round(len(ran_before & sites) / len(ran_before), 4) if ran_before else None,
+        }
     return result
 
 
@@ -148,10 +161,12 @@ def main() -> None:
     parser.add_argument("checkout", type=Path)
     parser.add_argument("--run", action="append", default=[], help="a program of the checkout to run (repeatable)")
     parser.add_argument("--nnxlint", default=f"{sys.executable} -m nnxlint", help="how to start nnxlint")
+    parser.add_argument("--baseline", help="another way to start nnxlint, scored on the same runs")
     parser.add_argument("--timeout", type=float, default=600, help="seconds each program may run (default 600)")
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()
-    result = measure(arguments.checkout, arguments.run, arguments.nnxlint.split(), arguments.timeout)
+    result = measure(arguments.checkout, arguments.run, arguments.nnxlint.split(), arguments.timeout,
+                     arguments.baseline.split() if arguments.baseline else None)
     if arguments.json:
         print(json.dumps(result, indent=2))
         return
@@ -159,6 +174,8 @@ def main() -> None:
     if arguments.run:
         print(f"warning sites: {result['warning_sites']}, flagged: {result['found']} (recall {result['recall']})")
         print(f"flagged lines that ran: {result['flagged_and_ran']} (precision {result['precision']})")
+        if "baseline" in result:
+            print(f"baseline: {result['baseline']}")
         for label in ("failed_programs", "missed", "false_alarms", "flagged_not_run"):
             for site in result[label]:
                 print(f"  {label}: {site}")

@@ -247,14 +247,23 @@ class FileIndex:
         """The kind of ``<owner>.<attribute>[i]`` when the attribute is a container
         (``nnx.List([...])``, a list comprehension, ``nnx.Dict({...})``) whose
         elements all agree on it."""
-        if owner.category != MODULE or owner.local_class is None:
+        local_class = owner.local_class or self._defined_here(owner.project_class)
+        if owner.category != MODULE or local_class is None:
             return None
         kinds = []
-        for value in self.attributes(owner.local_class).get(attribute, []):
+        for value in self.attributes(local_class).get(attribute, []):
             if isinstance(value, cst.Call) and nnx_member(self.resolve(value.func)) in CONTAINERS and value.args:
                 value = value.args[0].value
             kinds += [self.kind_of_value(element) for element in container_elements(value)]
         return _agreed(kinds)
+
+    def _defined_here(self, project_class: Optional[str]) -> Optional[str]:
+        """The name of a project class when this file defines it (an instance a function
+        of the file returns), to read its attributes here."""
+        name = (project_class or "").rpartition(".")[2]
+        if name not in self.classes or name in self.redefined:
+            return None
+        return name if self.context.project_name(cst.Name(name)) == project_class else None
 
     def kind_of_value(self, value: cst.BaseExpression) -> Optional[Kind]:
         if isinstance(value, cst.Call):

@@ -64,7 +64,9 @@ _ROOTS = {
     TRAIN_STATE: TRAIN_STATE_KIND,
 }
 # Wrappers that return their argument marked as data: ``nnx.data(nnx.Param(...))``.
-_PASS_THROUGH = frozenset({"flax.nnx.data"})
+# Calls that return (a copy of) their first argument, with its class.
+_PASS_THROUGH = frozenset({"flax.nnx.data", "flax.nnx.clone", "flax.nnx.bridge.lazy_init",
+                           "jax.lax.with_sharding_constraint"})
 _MAX_DEPTH = 12  # re-export chains and base-class chains longer than this are unknown
 NOTEBOOK_SUFFIX = ".ipynb"
 _MISSING = object()

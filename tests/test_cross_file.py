@@ -228,6 +228,40 @@ def test_variables_of_wrapped_linen_modules(tmp_path):
     assert findings(tmp_path, files, {"NNX109"}) == {("model.py", 10, "NNX109"), ("model.py", 12, "NNX109")}
 
 
+def test_models_returned_through_pass_through_calls(tmp_path):
+    """``jax.lax.with_sharding_constraint``/``bridge.lazy_init``/``nnx.clone`` return their
+    argument; the elements of a container attribute of a class of the same file are known."""
+    files = {
+        "build.py": """\
+            from functools import partial
+            import jax
+            from flax import nnx
+            from flax.nnx import bridge
+            from flax import linen as nn
+
+            class Stack(nnx.Module):
+                def __init__(self, rngs):
+                    self.layers = nnx.List([nnx.Linear(2, 2, rngs=rngs) for _ in range(3)])
+
+            @partial(jax.jit, static_argnums=(0,))
+            def sharded(shardings):
+                stack = Stack(nnx.Rngs(0))
+                return jax.lax.with_sharding_constraint(stack, shardings)
+
+            @nnx.jit
+            def wrapped(x):
+                return bridge.lazy_init(bridge.ToNNX(nn.Dense(2), rngs=nnx.Rngs(0)), x)
+
+            def copied():
+                return nnx.clone(Stack(nnx.Rngs(0)))
+
+            print(sharded(None).layers[0].kernel.value)
+            print(wrapped(1).kernel.value, copied().layers[1].bias.value)
+            """,
+    }
+    assert findings(tmp_path, files, {"NNX109"}) == {("build.py", 23, "NNX109"), ("build.py", 24, "NNX109")}
+
+
 def test_runtime_oracle_on_the_test_project():
     """Every `.value` DeprecationWarning of a run of the project is flagged, and nothing else."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
