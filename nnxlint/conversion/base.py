@@ -14,7 +14,7 @@ import libcst as cst
 from nnxlint import names
 from nnxlint.flax_api import FLAX_LINEN
 from nnxlint.conversion.linen_map import SAME_FUNCTIONS, TWIN_FUNCTIONS, LayerMapping
-from nnxlint.conversion.shapes import Several, Shape, Size, fold_integers
+from nnxlint.conversion.shapes import Several, Shape, Size, fold_integers, tidy_code
 
 if TYPE_CHECKING:
     from nnxlint.conversion.constructs import Factory
@@ -152,7 +152,7 @@ def substitute(code: str, values: dict[str, str]) -> Size:
         value = fold_integers(text)  # bounded: ``9**9**9`` is refused, not computed
         if value is not None:
             return Size.number(value)
-    return Size(_strip_parens(text))
+    return Size(tidy_code(text))
 
 
 def _bare_code(node: cst.BaseExpression) -> str:
@@ -182,12 +182,6 @@ def _last_element(body: cst.BaseExpression, test: cst.BaseExpression,
 
 def _is_none(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Name) and node.value == "None"
-
-
-def _strip_parens(text: str) -> str:
-    while text.startswith("(") and text.endswith(")") and IDENTIFIER.fullmatch(text[1:-1]):
-        text = text[1:-1]
-    return text
 
 
 def arg_keyword(arg: cst.Arg) -> Optional[str]:

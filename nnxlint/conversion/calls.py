@@ -15,6 +15,9 @@ from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
 from nnxlint.conversion.constructs.layer_factory import bind_layer_factory, check_factory_read, mark_factory_use
 from nnxlint.conversion.constructs.branch_module import branch_guard, negated, returns
+from nnxlint.conversion.constructs.branch_sizes import (
+    enter_branch, explain_unknown, leave_branch, leave_branch_body, merged_output,
+)
 from nnxlint.conversion.constructs.shape_branch import shape_test_condition
 from nnxlint.conversion.constructs.chosen_module import bind_chosen_module
 from nnxlint.conversion.constructs.has_variable import bind_initialized_flag, check_flag_read, is_initialized_guard
@@ -86,6 +89,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.initialized_flags: dict = {}  # ``flag = self.has_variable(...)`` (``constructs/has_variable.py``)
         self.initialized_reads: set[int] = set()  # the ``flag`` of ``if flag:``
         self.sows = DroppedSows()  # ``self.sow(...)`` lines left out (``constructs/sow.py``)
+        self.branches: dict = {}  # ``if`` -> its shapes (``constructs/branch_sizes.py``)
+        self.unknown_sizes: dict[str, str] = {}  # name -> the test of ``__call__`` its size depends on
+        self.returns: list = []  # (the tests a ``return`` runs under, its shape)
 
     # control flow: constructions inside are not converted, but for a layer stack (``constructs/loop_stack.py``)
     def visit_While(self, node) -> None:
@@ -119,7 +125,13 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.conditions[-1] = negated(self.conditions[-1])
         if isinstance(node.orelse, cst.If):
             self.elifs.add(id(node.orelse))
-        self.conditions.append(self.converter.fixed_condition(node.test) or shape_test_condition(self, node))
+        fixed = self.converter.fixed_condition(node.test)
+        self.conditions.append(fixed or shape_test_condition(self, node))
+        keeps_branch = self._is_init_guard(node) or (fixed is None and self.conditions[-1] is not None)
+        enter_branch(self, node, fixed, keeps_branch)
+
+    def leave_If_body(self, original_node: cst.If) -> None:
+        leave_branch_body(self, original_node)
 
     def visit_Else(self, node: cst.Else) -> None:
         self.conditions[-1] = negated(self.conditions[-1])
@@ -130,6 +142,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         if id(original_node) in self.removed_statements:
             return cst.RemoveFromParent()  # a layer or a field's (``constructs/chosen_module.py``)
         self.depth -= 1
+        leave_branch(self, original_node)
         condition = self.conditions.pop()
         if not self._is_init_guard(original_node):
             if returns(original_node) and self.converter._compact:  # the rest runs under ``not (test)``
@@ -263,8 +276,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
                 self._bind(element.value, part)
 
     def leave_Return(self, original_node, updated_node):
-        if original_node.value is not None and self.output is None:
-            self.output = self.shape_of(original_node.value, several=True)
+        if original_node.value is not None:
+            merged_output(self, self.shape_of(original_node.value, several=True))
         return updated_node
 
     def visit_Call(self, node: cst.Call) -> Optional[bool]:
@@ -364,7 +377,10 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         assert layer is not None
         positional = [arg for arg in original.args if arg.keyword is None]
         inputs = [self.shape_of(arg.value) for arg in positional]
-        output, child_mode = converter.call_slot(slot, inputs, self.shapes)
+        try:
+            output, child_mode = converter.call_slot(slot, inputs, self.shapes)
+        except Unconvertible as error:
+            raise explain_unknown(self, positional, error) from None
         self.call_shapes[id(original)] = output
         call = updated.with_changes(func=cst.parse_expression(f"self.{slot.attribute}"))
         if layer.mapping is not None:

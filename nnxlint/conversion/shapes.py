@@ -39,6 +39,45 @@ class Size:
 Axis = Optional[Size]
 Shape = Optional[tuple[Axis, ...]]  # None: not known at all
 
+# never need parentheses of their own (an integer does: ``(1).real``)
+_ATOMS = (cst.Name, cst.Attribute, cst.Call, cst.Subscript, cst.List, cst.SimpleString)
+
+
+class _Tidy(cst.CSTTransformer):
+    def on_leave(self, original_node, updated_node):
+        updated_node = super().on_leave(original_node, updated_node)
+        parens = getattr(updated_node, "lpar", None)
+        if not parens:
+            return updated_node
+        if isinstance(updated_node, _ATOMS):
+            return updated_node.with_changes(lpar=[], rpar=[])
+        if len(parens) > 1:  # ``((a * b))``
+            return updated_node.with_changes(lpar=[parens[0]], rpar=[updated_node.rpar[-1]])
+        return updated_node
+
+    def leave_IfExp(self, original_node, updated_node):
+        """``(a * b) if (c) else (d + e)``: the parts of a conditional need none, but
+        another conditional's (kept after ``else`` too, where they only help reading)."""
+        def bare(part):
+            kept = (cst.IfExp, cst.Lambda, cst.NamedExpr, cst.Tuple, cst.GeneratorExp)
+            return part if isinstance(part, kept) else part.with_changes(lpar=[], rpar=[])
+
+        return updated_node.with_changes(body=bare(updated_node.body), test=bare(updated_node.test),
+                                         orelse=bare(updated_node.orelse))
+
+
+def tidy_code(code: str) -> str:
+    """A size's code without the parentheses Python does not need: doubled ones, those
+    around a name, call, subscript or list, and those around the whole of it (not a
+    tuple's): ``(([d] * n))[-1]`` -> ``([d] * n)[-1]``."""
+    try:
+        expression = cst.parse_expression(code).visit(_Tidy())
+    except (cst.ParserSyntaxError, RecursionError):
+        return code
+    if not isinstance(expression, (cst.Tuple, cst.GeneratorExp)):
+        expression = expression.with_changes(lpar=[], rpar=[])
+    return cst.Module([]).code_for_node(expression)
+
 # Any number of axes of unknown size: ``(ANY_AXES, Size("in_features"))`` is an
 # input whose rank is unknown and whose last axis is the class's input size
 # parameter (a class converted on its own, without an example input).

@@ -31,8 +31,10 @@ from typing import TYPE_CHECKING, Optional
 import libcst as cst
 
 from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, name_counts
-from nnxlint.conversion.jraph_map import CONCATENATED_ARGS, GRAPH_MODELS
+from nnxlint.conversion.constructs.branch_sizes import all_of
+from nnxlint.conversion.jraph_map import CONCATENATED_ARGS, GRAPH_FEATURES, GRAPH_MODELS
 from nnxlint.conversion.naming import nnx_list_name
+from nnxlint.conversion.shapes import Several, tidy_code
 
 if TYPE_CHECKING:
     from nnxlint.conversion.calls import CallRewriter
@@ -82,8 +84,9 @@ def end_graph_loop(rewriter: "CallRewriter", original: cst.For, updated: cst.For
     converter = rewriter.converter
     for name, shape in loop.shapes_before.items():
         if rewriter.shapes.get(name) != shape:
-            raise Unconvertible(f"`{name}` has other sizes after a pass of the message-passing loop than before it: "
-                                "its modules would differ from pass to pass")
+            raise Unconvertible(f"`{name}` has other sizes after a pass of the message-passing loop than before it"
+                                f"{_changes(shape, rewriter.shapes.get(name))}: its modules would differ from pass "
+                                "to pass")
     if not loop.made:
         return updated
     if any(not element for _, element, _ in loop.made):
@@ -93,7 +96,7 @@ def end_graph_loop(rewriter: "CallRewriter", original: cst.For, updated: cst.For
     header = f"for {converter.env.code(original.target)} in {converter.init_code(original.iter, {})}:"
     lines = [header]
     for name, element, tests in loop.made:
-        test = " and ".join(f"({t})" if " " in t and len(tests) > 1 else t for t in tests)
+        test = all_of(tests)
         prefix = indent
         if test:
             lines.append(f"{indent}if {test}:")
@@ -108,6 +111,19 @@ def end_graph_loop(rewriter: "CallRewriter", original: cst.For, updated: cst.For
     iterators = [cst.parse_statement(f"{name} = iter(self.{name})\n") for name in names]
     iterators[0] = iterators[0].with_changes(leading_lines=updated.leading_lines)
     return cst.FlattenSentinel([*iterators, _without_dead_values(rewriter, original, updated)])
+
+
+def _changes(before, after) -> str:
+    """`` (its edges: `a` after, `b` before)``: the last axes that differ."""
+    def last(shape) -> str:
+        return f"`{tidy_code(shape[-1].code)}`" if shape and shape[-1] is not None else "unknown"
+
+    if isinstance(before, Several) and isinstance(after, Several) and len(before.parts) == len(after.parts):
+        labels = GRAPH_FEATURES if len(before.parts) == len(GRAPH_FEATURES) else range(len(before.parts))
+        changed = [f"{label}: {last(b)} before, {last(a)} after"
+                   for label, b, a in zip(labels, before.parts, after.parts) if a != b]
+        return f" (its {'; '.join(changed)})" if changed else ""
+    return f" ({last(before)} before, {last(after)} after)" if not isinstance(before, Several) else ""
 
 
 def _without_dead_values(rewriter: "CallRewriter", original: cst.For, updated: cst.For) -> cst.For:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Optional, Union
 import libcst as cst
 from nnxlint.context import walk
 from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, self_attribute
+from nnxlint.conversion.constructs.branch_sizes import all_of, merged_shape
 from nnxlint.conversion.constructs.graph_loop import element_made, looped_module
 from nnxlint.conversion.jraph_map import (
     CONCATENATED_ARGS,
@@ -39,7 +40,7 @@ from nnxlint.conversion.jraph_map import (
     SEGMENT_FUNCTIONS,
     SIZE_KEEPING_ARGUMENTS,
 )
-from nnxlint.conversion.shapes import Several, Shape, Size, is_open, open_shape
+from nnxlint.conversion.shapes import Several, Shape, Size, is_open, open_shape, tidy_code
 
 if TYPE_CHECKING:
     from nnxlint.conversion.calls import CallRewriter
@@ -336,31 +337,24 @@ def graph_call(rewriter: "CallRewriter", original: cst.Call, updated: cst.Call) 
             raise Unconvertible(f"`{spec.keyword}` of `{function.builder}` gets {len(reads)} arguments: a submodule "
                                 "is converted there only under `jraph.concatenated_args`")
         output, mode = rewriter.converter.call_slot(update.slot, [inputs], rewriter.shapes)
-        _check_alternative(rewriter, update, spec.writes, output, features[spec.writes])
         if mode is not None:
             raise Unconvertible(f"`self.{update.slot.attribute}` has a train/eval argument, which jraph does not pass")
         if update.position is not None:
             element_made(rewriter, update.slot, update.position)
-        features[spec.writes] = output
+        features[spec.writes] = _alternative(rewriter, update, output, features[spec.writes])
     rewriter.call_shapes[id(original)] = graph.replaced(features)
     return updated
 
 
-def _check_alternative(rewriter: "CallRewriter", update: Update, feature: str, output: Shape, before: Shape) -> None:
-    """An update function that is ``None`` unless its tests hold: the feature must come out
-    of it with the size it has without it, or the modules after it would have two sizes."""
+def _alternative(rewriter: "CallRewriter", update: Update, output: Shape, before: Shape) -> Shape:
+    """The feature's shape after an update function that is ``None`` unless its tests
+    on fields hold (and the graph function is applied outside them): ``a if tests else
+    b`` on each axis where it differs (``constructs/branch_sizes.py``)."""
     loop = rewriter.graph_loops[-1] if rewriter.graph_loops else None
     here = tuple(rewriter.conditions[loop.conditions_before:]) if loop else ()
     if not update.tests or here[:len(update.tests)] == update.tests:
-        return
-    if output != before:
-        with_it, without = (_bare(shape[-1].code) if shape and shape[-1] is not None else "unknown"
-                            for shape in (output, before))
-        converter = rewriter.converter
-        made = update.slot.construction  # type: ignore[union-attr]
-        raise Unconvertible(f"the {feature}' size depends on `{' and '.join(update.tests)}`: `{with_it}` through "
-                            f"`{converter.env.code(made.func)}(...)` at line {_line(converter, made)}, `{without}` "
-                            "without it, which the conversion does not know to be equal")
+        return output
+    return merged_shape(all_of(update.tests), output, before)
 
 
 def _concatenation(shapes: list[Shape]) -> Shape:
@@ -373,16 +367,10 @@ def _concatenation(shapes: list[Shape]) -> Shape:
         return open_shape(Size.number(sum(size.value for size in sizes)))
     counts: dict[str, int] = {}
     for size in sizes:
-        code = _bare(size.code)
+        code = tidy_code(size.code)
         counts[code] = counts.get(code, 0) + 1
     terms = [code if count == 1 else f"{count} * {_operand(code)}" for code, count in counts.items()]
     return open_shape(Size(" + ".join(_operand(term, within_sum=True) for term in terms)))
-
-
-def _bare(code: str) -> str:
-    """``code`` without parentheses around the whole of it."""
-    expression = cst.parse_expression(code)
-    return cst.Module([]).code_for_node(expression.with_changes(lpar=[], rpar=[]))
 
 
 def _operand(code: str, within_sum: bool = False) -> str:

@@ -1,0 +1,163 @@
+"""Sizes that depend on a branch (``constructs/branch_sizes.py``): a test on fields
+gives the conditional size in ``__init__``; a test on values of ``__call__`` is
+refused, naming it.  No jraph needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from conversion_helpers import convert, max_relative_difference
+from nnxlint.conversion.shapes import tidy_code
+
+PROJECTION = '''
+from flax import linen as nn
+
+
+class Head(nn.Module):
+    width: int
+    classes: int
+    use_proj: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        if self.use_proj:
+            x = nn.relu(nn.Dense(self.width, name="proj")(x))
+        return nn.Dense(self.classes)(x)
+'''
+
+
+def test_a_layer_after_a_branch_on_a_field_is_sized_by_the_same_test():
+    fixed, messages = convert(PROJECTION)
+    assert fixed is not None, messages
+    assert "self.dense_0 = nnx.Linear(width if use_proj else in_features, classes, rngs=rngs)" in fixed
+
+
+@pytest.mark.parametrize("use_proj", [True, False])
+def test_the_conditional_size_computes_what_linen_does(use_proj):
+    jax = pytest.importorskip("jax")
+    fixed, messages = convert(PROJECTION)
+    assert fixed is not None, messages
+    difference = max_relative_difference(
+        PROJECTION, fixed, lambda linen: linen["Head"](width=6, classes=3, use_proj=use_proj),
+        lambda converted, nnx: converted["Head"](5, width=6, classes=3, use_proj=use_proj, rngs=nnx.Rngs(0)),
+        jax.random.normal(jax.random.key(1), (2, 5)), [({}, "eval")])
+    assert difference == 0.0
+
+
+def test_if_and_else_give_a_conditional_size_and_agreeing_branches_one_size():
+    source = '''
+from flax import linen as nn
+
+
+class Mixer(nn.Module):
+    width: int
+    wide: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        if self.wide:
+            x = nn.Dense(2 * self.width, name="wide_in")(x)
+        else:
+            x = nn.Dense(self.width, name="narrow_in")(x)
+        if self.wide:
+            y = nn.Dense(self.width, name="wide_mid")(x)
+        else:
+            y = nn.Dense(self.width, name="narrow_mid")(x)
+        return nn.Dense(1)(y)
+'''
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert "self.wide_mid = nnx.Linear(2 * width if wide else width, width, rngs=rngs)" in fixed
+    assert "self.narrow_mid = nnx.Linear(2 * width if wide else width, width, rngs=rngs)" in fixed
+    assert "self.dense_0 = nnx.Linear(width, 1, rngs=rngs)" in fixed  # both branches give `width`
+
+
+CHILD_RETURNS_EARLY = '''
+from flax import linen as nn
+
+
+class Head(nn.Module):
+    classes: int
+    bare: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        if self.bare:
+            return x
+        return nn.Dense(self.classes, name="out")(x)
+
+
+class Net(nn.Module):
+    hidden: int
+    classes: int
+    bare: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(self.hidden)(x)
+        x = Head(self.classes, bare=self.bare)(x)
+        return nn.Dense(1)(x)
+'''
+
+
+@pytest.mark.parametrize("bare", [True, False])
+def test_a_child_returning_early_gives_its_parent_the_output_size_of_each_return(bare):
+    jax = pytest.importorskip("jax")
+    fixed, messages = convert(CHILD_RETURNS_EARLY)
+    assert fixed is not None, messages
+    assert "self.dense_1 = nnx.Linear(hidden if bare else classes, 1, rngs=rngs)" in fixed
+    difference = max_relative_difference(
+        CHILD_RETURNS_EARLY, fixed, lambda linen: linen["Net"](hidden=4, classes=3, bare=bare),
+        lambda converted, nnx: converted["Net"](5, hidden=4, classes=3, bare=bare, rngs=nnx.Rngs(0)),
+        jax.random.normal(jax.random.key(1), (2, 5)), [({}, "eval")])
+    assert difference == 0.0
+
+
+def test_a_size_decided_by_a_value_of_call_is_refused_naming_the_test():
+    source = '''
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+
+class Widen(nn.Module):
+    classes: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(4)(x)
+        if jnp.sum(x) > 0:
+            x = jnp.concatenate([x, x], axis=-1)
+        return nn.Dense(self.classes)(x)
+
+
+variables = Widen(3).init(jax.random.key(0), jnp.ones((1, 5)))
+'''
+    fixed, messages = convert(source)
+    assert fixed is None
+    assert "the size of `x` depends on the test `jnp.sum(x) > 0`, which reads values of `__call__`" \
+        in messages["Widen"]
+
+
+def test_a_branch_that_keeps_the_sizes_changes_nothing():
+    source = PROJECTION.replace('x = nn.relu(nn.Dense(self.width, name="proj")(x))', "x = nn.relu(x)")
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert "self.dense_0 = nnx.Linear(in_features, classes, rngs=rngs)" in fixed
+
+
+@pytest.mark.parametrize("code, tidy", [
+    ("(([d] * n))[-1] if (([d] * n)) else (4 * d)", "([d] * n)[-1] if [d] * n else 4 * d"),
+    ("((2 * hidden))", "2 * hidden"),
+    ("2 * (a + b)", "2 * (a + b)"),
+    ("(a, b)", "(a, b)"),
+    ("(1).real", "(1).real"),
+    ("(a if b else c) if d else (e if f else g)", "(a if b else c) if d else (e if f else g)"),
+    ("(a, b) if (c) else (d)", "(a, b) if c else d"),
+])
+def test_sizes_lose_only_the_parentheses_python_does_not_need(code, tidy):
+    assert tidy_code(code) == tidy
+    assert eval(tidy, {}, _VALUES) == eval(code, {}, _VALUES)
+
+
+_VALUES = dict(d=3, n=2, hidden=4, a=1, b=2, c=0, e=5, f=1, g=6)
