@@ -8,6 +8,8 @@ alternating the commands in each round so that machine drift affects all alike:
 
 * ``parse``: one process that reads and ``libcst.parse_module``s every file;
 * ``check -j1``: ``nnxlint check --no-cache -j 1`` (one process);
+* ``unsafe -j1``: the same with ``--unsafe-fixes``: NNX002's conversion of every
+  Linen class (plain ``check`` leaves it out) -- what showing the fixes costs;
 * ``check``: ``nnxlint check --no-cache`` (all cores);
 * ``import libcst`` and ``check one file``: start-up cost of a pre-commit run.
 
@@ -56,6 +58,7 @@ def main() -> None:
         commands = {
             "parse": [sys.executable, "-c", PARSE_ALL, str(root)],
             "check -j1": [*nnxlint, "-j", "1", str(root)],
+            "unsafe -j1": [*nnxlint, "--unsafe-fixes", "-j", "1", str(root)],
             "check": [*nnxlint, str(root)],
             "import libcst": [sys.executable, "-c", "import libcst"],
             "check one file": [*nnxlint, str(one)],
@@ -70,6 +73,7 @@ def main() -> None:
         print(f"  {name:<15} {value:8.2f} s")
     print(f"check -j1 / parse          = {median['check -j1'] / median['parse']:.2f}")
     print(f"check / parse              = {median['check'] / median['parse']:.2f}")
+    print(f"unsafe -j1 / check -j1     = {median['unsafe -j1'] / median['check -j1']:.2f}")
     print(f"check one file / import libcst = {median['check one file'] / median['import libcst']:.2f}")
 
 
