@@ -154,10 +154,17 @@ def test_a_branch_that_keeps_the_sizes_changes_nothing():
     ("(1).real", "(1).real"),
     ("(a if b else c) if d else (e if f else g)", "(a if b else c) if d else (e if f else g)"),
     ("(a, b) if (c) else (d)", "(a, b) if c else d"),
+    # sizes are pure: a test repeated inside its own branch is decided
+    ("a if t else (b if t else c)", "a if t else c"),
+    ("(a if t else b) if t else c", "a if t else c"),
+    ("2 * (a + b if t else a + b)", "2 * (a + b)"),
+    ("([d] * n)[-1] if [d] * n else (([d] * n)[-1] if [d] * n else 2 * d)", "([d] * n)[-1] if [d] * n else 2 * d"),
 ])
 def test_sizes_lose_only_the_parentheses_python_does_not_need(code, tidy):
     assert tidy_code(code) == tidy
-    assert eval(tidy, {}, _VALUES) == eval(code, {}, _VALUES)
+    for values in _VALUES:
+        assert eval(tidy, {}, values) == eval(code, {}, values)
 
 
-_VALUES = dict(d=3, n=2, hidden=4, a=1, b=2, c=0, e=5, f=1, g=6)
+_VALUES = [dict(d=3, n=2, hidden=4, a=1, b=2, c=0, e=5, f=1, g=6, t=1),
+           dict(d=3, n=0, hidden=4, a=1, b=2, c=7, e=5, f=0, g=6, t=0)]

@@ -44,7 +44,7 @@ def test_field_defaults_become_parameter_defaults_and_factories_run_per_instance
     assert "        if widths is None:\n            widths = [5, 4]\n" in fixed
     assert "        if rng is None:\n            rng = random.PRNGKey(7)\n" in fixed
     # the parent sizes its head from the factory's value: Noisy's last width
-    assert "nnx.Linear(([5, 4])[1], 2, rngs=rngs)" in fixed
+    assert "nnx.Linear([5, 4][1], 2, rngs=rngs)" in fixed
     assert "dataclasses" not in fixed and "field(" not in fixed
 
 

@@ -340,7 +340,7 @@ def test_a_field_holding_one_of_the_files_block_classes_builds_them_through_the_
     fixed, messages = convert(source)
     assert fixed is not None, messages
     assert ("                self.blocks.append(block_cls(x_features, 4 * 2**i, strides=strides, rngs=rngs))\n"
-            "                x_features = {Block: (4 * 2**i), Wide: 2 * (4 * 2**i)}[block_cls]\n") in fixed
+            "                x_features = {Block: 4 * 2**i, Wide: 2 * (4 * 2**i)}[block_cls]\n") in fixed
     jnp = pytest.importorskip("jax.numpy")
     x = jnp.cos(jnp.arange(2 * 8 * 8 * 2, dtype=jnp.float32).reshape(2, 8, 8, 2))
     for name, width in (("Block", 8), ("Wide", 16)):

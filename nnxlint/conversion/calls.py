@@ -120,14 +120,15 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         if bind_chosen_module(self, node):
             return False
         self.depth += 1
-        self.init_guards += self._is_init_guard(node)
+        init_guard = self._is_init_guard(node)  # (before this ``if``'s own test joins the conditions)
+        self.init_guards += init_guard
         if id(node) in self.elifs:  # ``elif``: the branch before it was not taken
             self.conditions[-1] = negated(self.conditions[-1])
         if isinstance(node.orelse, cst.If):
             self.elifs.add(id(node.orelse))
         fixed = self.converter.fixed_condition(node.test)
         self.conditions.append(fixed or shape_test_condition(self, node))
-        keeps_branch = self._is_init_guard(node) or (fixed is None and self.conditions[-1] is not None)
+        keeps_branch = init_guard or (fixed is None and self.conditions[-1] is not None)
         enter_branch(self, node, fixed, keeps_branch)
 
     def leave_If_body(self, original_node: cst.If) -> None:

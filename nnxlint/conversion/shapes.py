@@ -62,8 +62,16 @@ class _Tidy(cst.CSTTransformer):
             kept = (cst.IfExp, cst.Lambda, cst.NamedExpr, cst.Tuple, cst.GeneratorExp)
             return part if isinstance(part, kept) else part.with_changes(lpar=[], rpar=[])
 
-        return updated_node.with_changes(body=bare(updated_node.body), test=bare(updated_node.test),
-                                         orelse=bare(updated_node.orelse))
+        body, test, orelse = bare(updated_node.body), bare(updated_node.test), bare(updated_node.orelse)
+        code = cst.Module([]).code_for_node
+        # sizes are pure: ``a if t else (b if t else c)`` is ``a if t else c``, ``a if t else a`` is ``a``
+        if isinstance(body, cst.IfExp) and code(bare(body.test)) == code(test):
+            body = bare(body.body)
+        if isinstance(orelse, cst.IfExp) and code(bare(orelse.test)) == code(test):
+            orelse = bare(orelse.orelse)
+        if code(body) == code(orelse):
+            return body.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar) if updated_node.lpar else body
+        return updated_node.with_changes(body=body, test=test, orelse=orelse)
 
 
 def tidy_code(code: str) -> str:
