@@ -158,6 +158,7 @@ def test_a_branch_that_keeps_the_sizes_changes_nothing():
     ("a if t else (b if t else c)", "a if t else c"),
     ("(a if t else b) if t else c", "a if t else c"),
     ("2 * (a + b if t else a + b)", "2 * (a + b)"),
+    ("a if t else 2 * (a if t else b) + (c if f else (a if t else d))", "a if t else 2 * b + (c if f else d)"),
     ("([d] * n)[-1] if [d] * n else (([d] * n)[-1] if [d] * n else 2 * d)", "([d] * n)[-1] if [d] * n else 2 * d"),
 ])
 def test_sizes_lose_only_the_parentheses_python_does_not_need(code, tidy):
@@ -168,3 +169,29 @@ def test_sizes_lose_only_the_parentheses_python_does_not_need(code, tidy):
 
 _VALUES = [dict(d=3, n=2, hidden=4, a=1, b=2, c=0, e=5, f=1, g=6, t=1),
            dict(d=3, n=0, hidden=4, a=1, b=2, c=7, e=5, f=0, g=6, t=0)]
+
+
+def test_a_layer_after_a_sum_of_unequal_sizes_is_refused_naming_the_sum():
+    source = '''
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+
+class Sum(nn.Module):
+    a: int
+    b: int
+
+    @nn.compact
+    def __call__(self, x):
+        y = nn.Dense(self.a)(x) + nn.Dense(self.b)(x)
+        return nn.Dense(1)(y)
+
+
+variables = Sum(3, 1).init(jax.random.key(0), jnp.ones((1, 5)))
+'''
+    fixed, messages = convert(source)
+    assert fixed is None
+    line = source.splitlines().index("        y = nn.Dense(self.a)(x) + nn.Dense(self.b)(x)") + 1
+    assert "(the last sum of arrays whose sizes the conversion does not know to be equal: " \
+           f"`nn.Dense(self.a)(x) + nn.Dense(self.b)(x)` at line {line}, of sizes `a` and `b`)" in messages["Sum"]

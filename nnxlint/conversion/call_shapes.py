@@ -31,6 +31,9 @@ class ShapeFollowing:
     shapes: dict[str, Shape]
     call_shapes: dict[int, Shape]
     converter: "ClassConverter"  # noqa: F821
+    # sums of arrays of different known sizes (broadcasting, not followed): (the sum, its sizes),
+    # for the refusal that may follow (``constructs/branch_sizes.py``); shared with followed functions
+    unequal_sums: Optional[list] = None
 
     def shape_of(self, node: cst.BaseExpression, several: bool = False) -> Shape:
         """The shape of ``node``'s array; a ``Several`` for a tuple only when ``several``."""
@@ -53,6 +56,8 @@ class ShapeFollowing:
         if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, _ELEMENTWISE_OPERATORS):
             left, right = self.shape_of(node.left), self.shape_of(node.right)
             if left is not None and right is not None and left != right:
+                if self.unequal_sums is not None and left and right and left[-1] != right[-1]:
+                    self.unequal_sums.append((node, left[-1], right[-1]))
                 return None  # broadcasting two arrays: not followed
             return left or right  # an array with a scalar keeps its shape
         return None
@@ -238,6 +243,7 @@ class ShapeFollowing:
         if vmapped:
             shapes = {name: per_example(shape) for name, shape in shapes.items()}
         follower = _FunctionShapes(self.converter, shapes)
+        follower.unequal_sums = self.unequal_sums
         function.body.visit(follower)
         output = follower.output if not follower.returns_twice else None
         return batched(output) if vmapped else output

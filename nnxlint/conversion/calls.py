@@ -92,6 +92,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.branches: dict = {}  # ``if`` -> its shapes (``constructs/branch_sizes.py``)
         self.unknown_sizes: dict[str, str] = {}  # name -> the test of ``__call__`` its size depends on
         self.returns: list = []  # (the tests a ``return`` runs under, its shape)
+        self.unequal_sums: list = []  # ``call_shapes.py``
 
     # control flow: constructions inside are not converted, but for a layer stack (``constructs/loop_stack.py``)
     def visit_While(self, node) -> None:

@@ -64,14 +64,25 @@ class _Tidy(cst.CSTTransformer):
 
         body, test, orelse = bare(updated_node.body), bare(updated_node.test), bare(updated_node.orelse)
         code = cst.Module([]).code_for_node
-        # sizes are pure: ``a if t else (b if t else c)`` is ``a if t else c``, ``a if t else a`` is ``a``
-        if isinstance(body, cst.IfExp) and code(bare(body.test)) == code(test):
-            body = bare(body.body)
-        if isinstance(orelse, cst.IfExp) and code(bare(orelse.test)) == code(test):
-            orelse = bare(orelse.orelse)
+        # sizes are pure: ``a if t else (b if t else c) + d`` is ``a if t else c + d``, ``a if t else a`` is ``a``
+        body, orelse = (bare(part.visit(_Decided(code(test), holds))) for part, holds in ((body, True), (orelse, False)))
         if code(body) == code(orelse):
             return body.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar) if updated_node.lpar else body
         return updated_node.with_changes(body=body, test=test, orelse=orelse)
+
+
+class _Decided(cst.CSTTransformer):
+    """Inside a branch of the test ``test``: each ``a if test else b`` is the part it picks."""
+
+    def __init__(self, test: str, holds: bool) -> None:
+        super().__init__()
+        self.test, self.holds = test, holds
+
+    def leave_IfExp(self, original_node, updated_node):
+        if cst.Module([]).code_for_node(updated_node.test.with_changes(lpar=[], rpar=[])) != self.test:
+            return updated_node
+        chosen = updated_node.body if self.holds else updated_node.orelse
+        return chosen.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar) if updated_node.lpar else chosen
 
 
 def tidy_code(code: str) -> str:
@@ -80,6 +91,7 @@ def tidy_code(code: str) -> str:
     tuple's): ``(([d] * n))[-1]`` -> ``([d] * n)[-1]``."""
     try:
         expression = cst.parse_expression(code).visit(_Tidy())
+        expression = expression.visit(_Tidy())  # (a part picked by a test may have brought parentheses)
     except (cst.ParserSyntaxError, RecursionError):
         return code
     if not isinstance(expression, (cst.Tuple, cst.GeneratorExp)):

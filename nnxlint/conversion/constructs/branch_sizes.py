@@ -97,14 +97,21 @@ def merged_output(rewriter: "CallRewriter", shape: Shape) -> None:
 
 
 def explain_unknown(rewriter: "CallRewriter", args: list[cst.Arg], error: Unconvertible) -> Unconvertible:
-    """A layer refused for an input whose size a test of ``__call__`` decides: the reason names the test."""
-    for arg in args:
+    """A layer refused for an input of unknown size: the reason names the test of ``__call__``
+    that decides it, or else the last sum of arrays whose sizes were not known to agree."""
+    unknown = [arg for arg in args if not (shape := rewriter.shape_of(arg.value)) or shape[-1] is None]
+    for arg in unknown:
         name = arg.value.value if isinstance(arg.value, cst.Name) else None
-        shape = rewriter.shapes.get(name) if name else None
-        if name in rewriter.unknown_sizes and (not shape or shape[-1] is None):
+        if name in rewriter.unknown_sizes:
             return type(error)(f"the size of `{name}` depends on the test `{rewriter.unknown_sizes[name]}`, which "
                                f"reads values of `__call__` (arrays, their shapes) that `__init__` does not have: "
                                f"{error}")
+    if unknown and rewriter.unequal_sums and "cannot be determined statically" in str(error):
+        node, left, right = rewriter.unequal_sums[-1]
+        code = rewriter.converter.env.code
+        return type(error)(f"{error} (the last sum of arrays whose sizes the conversion does not know to be equal: "
+                           f"`{code(node)}` at line {line_of(rewriter.converter, node)}, of sizes "
+                           f"`{tidy_code(left.code) if left else '?'}` and `{tidy_code(right.code) if right else '?'}`)")
     return error
 
 
@@ -151,6 +158,21 @@ def _operand(code: str) -> str:
     expression = cst.parse_expression(code)
     weak = (cst.IfExp, cst.Lambda, cst.NamedExpr, cst.BooleanOperation)
     return f"({code})" if isinstance(expression, weak) else code
+
+
+_POSITIONS: list = [None, None]  # the last module asked about and its positions
+
+
+def line_of(converter, node: cst.CSTNode) -> object:
+    """``node``'s line in the file (``?`` for a node not of it), its positions made once per
+    module (nnxlint's light ones: LibCST's PositionProvider cost half of a check of ogbg)."""
+    from nnxlint.positions import Positions
+
+    module = converter.env.module
+    if _POSITIONS[0] is not module:
+        _POSITIONS[:] = [module, Positions(module)]
+    found = _POSITIONS[1].get(node)
+    return found.start.line if found is not None else "?"
 
 
 def _ends(block: Optional[cst.BaseSuite]) -> bool:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Optional, Union
 import libcst as cst
 from nnxlint.context import walk
 from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, self_attribute
-from nnxlint.conversion.constructs.branch_sizes import all_of, merged_shape
+from nnxlint.conversion.constructs.branch_sizes import all_of, line_of, merged_shape
 from nnxlint.conversion.constructs.graph_loop import element_made, looped_module
 from nnxlint.conversion.jraph_map import (
     CONCATENATED_ARGS,
@@ -168,7 +168,7 @@ def bind_graph_function(rewriter: "CallRewriter", node: cst.Assign) -> bool:
     target = node.targets[0].target if len(node.targets) == 1 else None
     in_loop = bool(rewriter.graph_loops) and rewriter.depth >= rewriter.graph_loops[-1].depth
     def shown() -> str:  # for a refusal only: the line costs the module's positions
-        return f"`{_shown(converter, value)}` at line {_line(converter, node)}"
+        return f"`{_shown(converter, value)}` at line {line_of(converter, node)}"
 
     if rewriter.depth and not in_loop:
         raise Unconvertible(f"{shown()} is inside a branch (or a loop) that is not a message-passing loop: a module "
@@ -203,20 +203,6 @@ def _shown(converter: "ClassConverter", call: cst.Call) -> str:
     inner = [arg.value for arg in call.args if isinstance(arg.value, cst.Call)]
     shown = f"{converter.env.code(inner[0].func)}(...)" if len(call.args) == 1 and inner else "..."
     return f"{converter.env.code(call.func)}({shown})"
-
-
-_POSITIONS: list = [None, None]  # the last module asked about and its positions
-
-
-def _line(converter: "ClassConverter", node: cst.CSTNode) -> int:
-    """``node``'s line in the file (the module's own nodes), its positions made once per
-    module (nnxlint's light ones: LibCST's PositionProvider cost half of a check of ogbg)."""
-    from nnxlint.positions import Positions
-
-    module = converter.env.module
-    if _POSITIONS[0] is not module:
-        _POSITIONS[:] = [module, Positions(module)]
-    return _POSITIONS[1][node].start.line
 
 
 def _graph_function(rewriter: "CallRewriter", builder: str, call: cst.Call, handed: dict[int, str]) -> GraphFunction:
