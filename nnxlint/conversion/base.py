@@ -274,7 +274,8 @@ def drop_args(call: cst.Call, remove: Callable[[int, Optional[str]], bool]) -> c
     kept = [arg for index, arg in enumerate(call.args) if not remove(index, arg_keyword(arg))]
     if kept and len(kept) < len(call.args):
         last_original = call.args[-1]
-        kept[-1] = kept[-1].with_changes(comma=last_original.comma)
+        kept[-1] = kept[-1].with_changes(comma=last_original.comma,  # and the line break before ``)``
+                                         whitespace_after_arg=last_original.whitespace_after_arg)
     return call.with_changes(args=kept)
 
 

@@ -10,11 +10,13 @@ why the file gets no fix.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Collection, Optional, Sequence, Union
 
 import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
 
 from nnxlint import names
 from nnxlint.context import children
@@ -169,11 +171,9 @@ class FileConverter:
         staying = set(self.classes.reasons)
         plan = TrainingPlan(site, top)
         plan.converted_construction = self._construction(site, top, inputs, training)
-        if OPTIMIZER_NAME in self.scope.bindings or self._statement_reads(self.module)[OPTIMIZER_NAME]:
-            raise Unconvertible(f"the file already uses the name `{OPTIMIZER_NAME}`")
         analysis = RoleAnalysis(training, site)
         analysis.run()
-        rewriter = TrainingRewriter(analysis, plan, OPTIMIZER_NAME)
+        rewriter = TrainingRewriter(analysis, plan, self._free_name(OPTIMIZER_NAME))
         rewriter.plan_modes(training)
         new: dict[cst.CSTNode, Replacement] = {}
         variable_classes = self._variable_classes()
@@ -265,6 +265,13 @@ class FileConverter:
                 pending += children(current)
         return counts
 
+    def _free_name(self, wanted: str) -> str:
+        """``wanted``, or the first of ``nnx_<wanted>``, ``<wanted>_2``, ... that the file
+        neither binds nor reads (lm1b's ``optimizer = optax.adamw(...)`` keeps its name)."""
+        reads = self._statement_reads(self.module)
+        candidates = itertools.chain((wanted, f"nnx_{wanted}"), (f"{wanted}_{n}" for n in itertools.count(2)))
+        return next(name for name in candidates if name not in self.scope.bindings and not reads[name])
+
     def _statement_reads(self, node: cst.CSTNode) -> Counter:
         """``_reads`` of a statement, or of the module statement by statement, each node
         counted once: unchanged statements are read again by every cleanup pass."""
@@ -295,7 +302,7 @@ class FileConverter:
             reads = self._all_reads(new)
             converted_functions = {name for name, function in rewriter.analysis.functions.items()
                                    if function.param_roles}
-            unneeded = rewriter.dropped_rng_names | {rewriter.model, rewriter.optimizer}
+            unneeded = rewriter.dropped_rng_names | rewriter.freed_params | {rewriter.model, rewriter.optimizer}
             cleaner = _DeadKeyRemover(converted_functions, unneeded, before, reads, self.env, rewriter.analysis.aliases)
             for old, node in list(new.items()):
                 new[old] = _visit(node, cleaner)
@@ -307,7 +314,22 @@ class FileConverter:
         reads = self._all_reads(new)
         for name, role in analysis.roles.items():
             if reads[name] > 0 and name != "_":  # ``_`` is rebound freely (``for _ in ...``)
-                raise Unconvertible(f"`{name}` ({role}) is used in a way the conversion does not follow")
+                raise Unconvertible(f"`{name}` ({role}) is used in a way the conversion does not "
+                                    f"follow{self._where_read(new, name)}")
+
+    def _where_read(self, new: dict[cst.CSTNode, Replacement], name: str) -> str:
+        """`` (line N: `code`)``: the first statement left unchanged by the conversion that
+        still reads ``name`` (lm1b's ``cache = initial_variables["cache"]``), for the reason."""
+        left = {self.env.code(line).strip() for node in new.values() for part in _parts(node)
+                for line in _statement_lines(part) if self._statement_reads(line)[name] > 0}
+        positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+        for old in new:
+            for line in _statement_lines(old):
+                code = self.env.code(line).strip()
+                if code in left:
+                    shown = code.splitlines()[0] + (" ..." if "\n" in code else "")
+                    return f" (line {positions[line].start.line}: `{shown}`)"
+        return ""
         for local, bindings in self.scope.bindings.items():
             if any(is_linen(binding.qualified_name) for binding in bindings) and reads[local] > 0:
                 raise Unconvertible(f"`{local}` (flax.linen) is still used outside the converted code")
@@ -338,6 +360,7 @@ class FileConverter:
                       if before[alias_name] > 0 and after[alias_name] <= 0}
             if unused:
                 new[statement] = _without_aliases(statement, unused)  # type: ignore[arg-type]
+        self._keep_import_group_breaks(new)
         if nnx_needed and after[self.env.nnx] > 0:  # no Linen import to follow (a training file): after the imports
             imports = [statement for statement in self.module.body if _is_import(statement)]
             flax = [statement for statement in imports if any(
@@ -349,6 +372,35 @@ class FileConverter:
             kept = new.get(anchor, anchor)
             new[anchor] = cst.FlattenSentinel([*_parts(kept), nnx_line]) if _parts(kept) else \
                 nnx_line.with_changes(leading_lines=anchor.leading_lines)  # type: ignore[attr-defined]
+
+
+    def _keep_import_group_breaks(self, new: dict[cst.CSTNode, Replacement]) -> None:
+        """The blank line above a removed import (``import jax`` opening the third-party
+        group) moves to the next import kept, so PEP 8's groups stay apart."""
+        pending: Sequence[cst.EmptyLine] = ()
+        for statement in self.module.body:
+            if not _is_import(statement):
+                pending = ()
+                continue
+            replaced = new.get(statement, statement)
+            if isinstance(replaced, cst.RemovalSentinel):
+                pending = pending or statement.leading_lines  # type: ignore[attr-defined]
+            elif isinstance(replaced, cst.SimpleStatementLine):
+                if pending and not replaced.leading_lines:
+                    new[statement] = replaced.with_changes(leading_lines=pending)
+                pending = ()
+
+
+def _statement_lines(node: cst.CSTNode) -> list[cst.SimpleStatementLine]:
+    found: list[cst.SimpleStatementLine] = []
+
+    class Collect(cst.CSTVisitor):
+        def visit_SimpleStatementLine(self, line: cst.SimpleStatementLine) -> bool:
+            found.append(line)
+            return False
+
+    node.visit(Collect())
+    return found
 
 
 def _parts(node: Replacement) -> list[cst.CSTNode]:

@@ -297,7 +297,7 @@ class ProjectConversion:
                 if missing:
                     raise Unconvertible(f"`{missing[0]}` stays Linen: {conversion.reason_for(missing[0])}")
             except Unconvertible as error:
-                if "found 0" not in str(error):  # a file without ``init`` of these classes is no training file
+                if "(found 0)" not in str(error):  # a file without ``init`` of a model is no training file
                     self.notes.append(f"the training code in {importer.path} is not converted: {error}")
                 continue
             return models, conversion, {importer.path: converted_text(found.module, replacements)}

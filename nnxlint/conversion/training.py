@@ -20,6 +20,9 @@ import libcst as cst
 from nnxlint.context import walk
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args
 from nnxlint.conversion.constructs.variables_display import displayed_variables
+from nnxlint.conversion.training_constructs.fresh_model import check_same_model, is_fresh_model
+from nnxlint.conversion.training_constructs.linen_apply import bound_function_call
+from nnxlint.conversion.training_constructs.unfollowed_init import line_of, unfollowed_init
 from nnxlint.conversion.shapes import (
     Shape, int_literal, integer_constants, literal_shape, string_literal, with_unknown_batch,
 )
@@ -118,8 +121,10 @@ class TrainingConverter:
         sites = [node for node in walk(self.module) if isinstance(node, cst.Call) and self._init_method(node)]
         found = [site for site in (self._init_site(call) for call in sites) if site is not None]
         if len(found) != 1:
+            why = unfollowed_init(self.module, sites) if not found else \
+                "lines " + ", ".join(str(line_of(self.module, site.call)) for site in found)
             raise Unconvertible("the conversion needs exactly one `model.init(key, x)` of a Linen model "
-                                f"in the file (found {len(found)})")
+                                f"in the file (found {len(found)}{': ' + why if why else ''})")
         return found[0]
 
     def _init_method(self, call: cst.Call) -> Optional[cst.Attribute]:
@@ -329,7 +334,8 @@ class RoleAnalysis(cst.CSTVisitor):
     def _own(self, node: cst.CSTNode, function: "_Function") -> None:
         for child in node.children:
             if isinstance(child, cst.FunctionDef) and child.name.value in self.functions:
-                continue  # its own owner
+                self.owners[id(child)] = function  # the function it is nested in, not its body's owner
+                continue
             self.owners[id(child)] = function
             self._own(child, function)
 
@@ -517,6 +523,8 @@ class RoleAnalysis(cst.CSTVisitor):
             return False
         if func.attr.value == "apply" and isinstance(func.value, cst.Name) and func.value.value == self.site.model_name:
             return True
+        if func.attr.value == "apply" and is_fresh_model(self, func.value):
+            return True
         return func.attr.value == "apply_fn" and self.role_of(func.value) == STATE
 
 
@@ -573,6 +581,7 @@ class TrainingRewriter(cst.CSTTransformer):
         self.nnx = self.env.nnx
         self.mode = plan.converted.mode
         self.dropped_rng_names: set[str] = set()  # names only passed as `rngs=` to apply
+        self.freed_params: set[str] = set()  # parameters that built the model anew (``latents``)
         self.aux_removed = self._functions_losing_aux()  # their has_aux=True goes
         self.entry_points = analysis.entry_points()
         self.switch_before: dict[int, str] = {}  # id(original statement) -> "train" / "eval"
@@ -933,6 +942,9 @@ class TrainingRewriter(cst.CSTTransformer):
         function = self.analysis.function_called(original_node.func)
         if function is not None and function.param_roles:
             return self._local_call(original_node, updated_node, function)
+        bound = bound_function_call(self, original_node, updated_node)
+        if bound is not None:
+            return bound
         return displayed_variables(self, original_node, updated_node) or updated_node
 
     def _local_call(self, original: cst.Call, updated: cst.Call, function: _Function) -> cst.Call:
@@ -957,6 +969,9 @@ class TrainingRewriter(cst.CSTTransformer):
         return updated_node
 
     def _apply(self, original: cst.Call, updated: cst.Call) -> cst.Call:
+        receiver = original.func.value  # type: ignore[attr-defined]
+        if isinstance(receiver, cst.Call):
+            self.freed_params |= check_same_model(self.analysis, receiver)
         if not original.args or original.args[0].keyword is not None or \
                 self.role(original.args[0].value) not in MODEL_ROLES:
             raise Unconvertible("`apply` with variables the conversion cannot trace to `init`")
@@ -985,7 +1000,11 @@ class TrainingRewriter(cst.CSTTransformer):
             kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
         self.apply_mode(original)  # checks the flag
         func = f"{self.model}.{method}" if method else self.model
-        return cst.Call(cst.parse_expression(func), kept, lpar=updated.lpar, rpar=updated.rpar)
+        # a ``)`` on a line of its own keeps the arguments on theirs; else they join the call
+        own_line = bool(kept) and isinstance(kept[-1].whitespace_after_arg, cst.ParenthesizedWhitespace)
+        return cst.Call(cst.parse_expression(func), kept, lpar=updated.lpar, rpar=updated.rpar,
+                        whitespace_before_args=updated.whitespace_before_args if own_line else
+                        cst.SimpleWhitespace(""))
 
     def _check_updates_kept(self, apply: cst.Call) -> None:
         """NNX keeps BatchNorm statistics in place; that matches Linen only where the
