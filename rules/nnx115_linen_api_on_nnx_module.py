@@ -7,7 +7,7 @@ from typing import Optional
 import libcst as cst
 
 from nnxlint.analysis import MODULE, Kind, kind_of
-from nnxlint.flax_api import FLAX_NNX
+from nnxlint.flax_api import FLAX_NNX, LINEN_VARIABLE_HOLDERS
 from nnxlint.objects import top_level_classes
 from nnxlint.rule import Invalid, Needs, Rule, Valid
 
@@ -55,6 +55,9 @@ class LinenApiOnNnxModule(Rule):
     triggers = (Needs(uses=("flax.nnx",), words=LINEN_METHODS),)
     valid = (
         Valid("import flax.linen as nn\nmodel = nn.Dense(3)\nvariables = model.init(key, x)\n"),
+        # ``bridge.ToNNX`` has no ``apply`` of its own: its ``__getattr__`` forwards the Linen class's
+        Valid("import flax.linen as nn\nfrom flax import nnx\n"
+              "model = nnx.bridge.ToNNX(nn.Dense(3), rngs=nnx.Rngs(0))\ny = model.apply(variables, x)\n"),
         # a class with its own apply (or inheriting one from a class of the file)
         Valid("from flax import nnx\n\nclass Net(nnx.Module):\n    def __init__(self, rngs):\n"
               "        self.linear = nnx.Linear(2, 2, rngs=rngs)\n\n    def apply(self, x):\n"
@@ -90,6 +93,8 @@ class LinenApiOnNnxModule(Rule):
 
     def _class_without(self, kind: Kind, method: str) -> Optional[str]:
         """The module's class name when that class surely lacks ``method``, else None."""
+        if kind.nnx_class in LINEN_VARIABLE_HOLDERS:  # ``bridge.ToNNX`` forwards the Linen class's methods
+            return None
         if kind.nnx_class is not None:
             return f"nnx.{kind.nnx_class}"
         if kind.local_class is not None:
