@@ -248,8 +248,13 @@ class FileIndex:
         (``nnx.List([...])``, a list comprehension, ``nnx.Dict({...})``) whose
         elements all agree on it."""
         local_class = owner.local_class or self._defined_here(owner.project_class)
-        if owner.category != MODULE or local_class is None:
+        if owner.category != MODULE:
             return None
+        if local_class is None:
+            project = self.context.project
+            info = project.class_info(owner.project_class) if project and owner.project_class else None
+            found = project.element_class(info, attribute) if info is not None else None
+            return self.kind_of_qualified(found) if found else None
         kinds = []
         for value in self.attributes(local_class).get(attribute, []):
             if isinstance(value, cst.Call) and nnx_member(self.resolve(value.func)) in CONTAINERS and value.args:

@@ -64,6 +64,8 @@ _ROOTS = {
     TRAIN_STATE: TRAIN_STATE_KIND,
 }
 # Wrappers that return their argument marked as data: ``nnx.data(nnx.Param(...))``.
+# Containers of submodules (``self.layers = nnx.List([...])``).
+_CONTAINERS = frozenset({"flax.nnx.List", "flax.nnx.Dict", "flax.nnx.data"})
 # Calls that return (a copy of) their first argument, with its class.
 _PASS_THROUGH = frozenset({"flax.nnx.data", "flax.nnx.clone", "flax.nnx.bridge.lazy_init",
                            "jax.lax.with_sharding_constraint"})
@@ -309,7 +311,7 @@ class _FactCollector:
         facts: dict[str, Any] = {
             "bases": [self.qualify(base) for base in node.bases],
             "keywords": {keyword.arg: _literal(keyword.value) for keyword in node.keywords if keyword.arg},
-            "methods": {}, "attributes": {}, "data": [],
+            "methods": {}, "attributes": {}, "elements": {}, "data": [],
         }
         for statement in node.body:
             if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
@@ -338,7 +340,24 @@ class _FactCollector:
                     if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
                             and target.value.id == owner):
                         facts["attributes"].setdefault(target.attr, []).append(reference)
+                        if isinstance(child, ast.Assign):
+                            elements = self._elements(child.value, local)
+                            if elements is not None:
+                                facts["elements"].setdefault(target.attr, []).extend(elements)
         return facts
+
+    def _elements(self, node: ast.AST, local: dict[str, Any]) -> Optional[list]:
+        """The type references of the elements of a container of submodules
+        (``nnx.List([Block(...) for _ in range(n)])``, ``[A(...), B(...)]``), else None."""
+        if isinstance(node, ast.Call) and self.qualify(node.func, local) in _CONTAINERS and len(node.args) == 1:
+            node = node.args[0]
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [self.value(element, local) for element in node.elts]
+        if isinstance(node, ast.ListComp):
+            return [self.value(node.elt, local)]
+        if isinstance(node, ast.Dict):
+            return [self.value(value, local) for value in node.values]
+        return None
 
     def _calls(self, scan: "_Scan", local: dict[str, Any]) -> None:
         """Calls of project functions in a body, with what each argument is known to be
@@ -766,6 +785,19 @@ class ProjectIndex:
                                     for base in self.bases(info, used)])
         return _agreed(self.instance_class(reference, root, used) for reference in references)
 
+    def element_class(self, info: ClassInfo, attribute: str, used: Optional[Dependencies] = None,
+                      depth: int = 0) -> Optional[str]:
+        """The class of ``<instance>.<attribute>[i]`` when the attribute is a container
+        whose elements all agree on it."""
+        references = info.facts.get("elements", {}).get(attribute)
+        if references is None:
+            if depth > _MAX_DEPTH or attribute in info.facts["attributes"]:
+                return None
+            return _agreed_or_none([self.element_class(base, attribute, used, depth + 1)
+                                    for base in self.bases(info, used)])
+        root = self.by_path[info.path]["root"]
+        return _agreed(self.instance_class(reference, root, used) for reference in references) if references else None
+
     # call sites
     def call_sites(self, function: str, used: Optional[Dependencies] = None) -> list[tuple[str, dict]]:
         """``(root, arguments)`` for every call of ``function`` (an absolute name) in the run."""
@@ -886,6 +918,9 @@ class ProjectView:
 
     def attribute_class(self, info: ClassInfo, attribute: str) -> Optional[str]:
         return self.index.attribute_class(info, attribute, self.used)
+
+    def element_class(self, info: ClassInfo, attribute: str) -> Optional[str]:
+        return self.index.element_class(info, attribute, self.used)
 
     def parameter_class(self, function: str, parameter: str) -> Optional[str]:
         return self.index.parameter_class(function, parameter, self.root, self.used)

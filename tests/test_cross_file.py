@@ -262,6 +262,44 @@ def test_models_returned_through_pass_through_calls(tmp_path):
     assert findings(tmp_path, files, {"NNX109"}) == {("build.py", 23, "NNX109"), ("build.py", 24, "NNX109")}
 
 
+def test_elements_of_containers_of_other_files(tmp_path):
+    files = {
+        "blocks.py": """\
+            from flax import nnx
+
+            class Block(nnx.Module):
+                def __init__(self, rngs):
+                    self.proj = nnx.Linear(2, 2, rngs=rngs)
+
+            class Tower(nnx.Module):
+                def __init__(self, rngs):
+                    self.blocks = nnx.List([Block(rngs) for _ in range(3)])
+                    self.heads = [nnx.Linear(2, 1, rngs=rngs), nnx.Linear(2, 1, rngs=rngs)]
+                    self.mixed = nnx.List([Block(rngs), nnx.Linear(2, 2, rngs=rngs)])
+
+            class Taller(Tower):
+                pass
+
+            def build():
+                return Taller(nnx.Rngs(0))
+            """,
+        "use.py": """\
+            from blocks import build
+
+            tower = build()
+            print(tower.blocks[0].proj.kernel.value)
+            print(tower.heads[1].bias.value)
+            print(tower.mixed[0].value)
+            """,
+    }
+    assert findings(tmp_path, files, {"NNX109"}, cache=True) == {("use.py", 4, "NNX109"), ("use.py", 5, "NNX109")}
+    # the heads become plain objects: use.py is checked again
+    blocks = tmp_path / "blocks.py"
+    blocks.write_text(blocks.read_text().replace("[nnx.Linear(2, 1, rngs=rngs), nnx.Linear(2, 1, rngs=rngs)]",
+                                                 "[object(), object()]"))
+    assert findings(tmp_path, {}, {"NNX109"}, cache=True) == {("use.py", 4, "NNX109")}
+
+
 def test_runtime_oracle_on_the_test_project():
     """Every `.value` DeprecationWarning of a run of the project is flagged, and nothing else."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
