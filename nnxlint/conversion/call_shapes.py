@@ -85,6 +85,8 @@ class ShapeFollowing:
             return self.shape_of(args[0].value)
         if qualified in _RANDOM_ARRAYS and len(args) >= 2:
             return self._shape_read(args[1].value)
+        if qualified == "jax.random.bernoulli" and (len(args) >= 3 or "shape" in keywords):  # (key, p, shape)
+            return self._shape_read(keywords["shape"] if "shape" in keywords else args[2].value)
         if qualified == "jax.numpy.concatenate" and args:
             return self._concatenate_shape(args[0].value, keywords.get("axis", args[1].value if len(args) > 1 else None))
         known, shape = axis_call_shape(self, func, qualified, args, keywords)  # ``squeeze``, ``expand_dims``
