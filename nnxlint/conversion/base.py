@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import libcst as cst
 
 from nnxlint import names
+from nnxlint.positions import Positions
 from nnxlint.flax_api import FLAX_LINEN
 from nnxlint.conversion.linen_map import SAME_FUNCTIONS, TWIN_FUNCTIONS, LayerMapping
 from nnxlint.conversion.shapes import Several, Shape, Size, fold_integers, tidy_code
@@ -182,6 +183,19 @@ def _last_element(body: cst.BaseExpression, test: cst.BaseExpression,
 
 def _is_none(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Name) and node.value == "None"
+
+
+_POSITIONS: list = [None, None]  # the last module asked about and its positions
+
+
+def line_of(module: cst.Module, node: cst.CSTNode) -> object:
+    """``node``'s line in ``module`` (``?`` for a node not of it), for a reason shown to the
+    user; positions made once per module, nnxlint's light ones (LibCST's PositionProvider
+    over the whole module at every refusal cost half of a check of flax's ogbg)."""
+    if _POSITIONS[0] is not module:
+        _POSITIONS[:] = [module, Positions(module)]
+    found = _POSITIONS[1].get(node)
+    return found.start.line if found is not None else "?"
 
 
 def arg_keyword(arg: cst.Arg) -> Optional[str]:

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Collection, Optional, Sequence, Union
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from nnxlint import names
-from nnxlint.context import children
+from nnxlint.context import children, walk
 from nnxlint.flax_api import FLAX_NNX, is_linen
 from nnxlint.flax_api import LINEN_MODULE
-from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args
+from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of
+from nnxlint.conversion.linen_map import SAME_FUNCTIONS
 from nnxlint.conversion.class_set import ClassSet
 from nnxlint.conversion.models_only import ModelsOnly
 from nnxlint.conversion.constructs.jraph_graph import graph_runtime_size
@@ -316,23 +316,32 @@ class FileConverter:
             if reads[name] > 0 and name != "_":  # ``_`` is rebound freely (``for _ in ...``)
                 raise Unconvertible(f"`{name}` ({role}) is used in a way the conversion does not "
                                     f"follow{self._where_read(new, name)}")
+        for local, bindings in self.scope.bindings.items():
+            if any(is_linen(binding.qualified_name) for binding in bindings) and reads[local] > 0 \
+                    and self._plain_function_reads(new, local) < reads[local]:
+                raise Unconvertible(f"`{local}` (flax.linen) is still used outside the converted code")
+
+    @staticmethod
+    def _plain_function_reads(new: dict[cst.CSTNode, Replacement], local: str) -> int:
+        """Reads of ``local.f`` left in the converted file where ``f`` is one of Linen's plain
+        functions (``nn.log_sigmoid``, the very function NNX and ``jax.nn`` export): they
+        work the same beside NNX code, unlike a Linen layer or ``nn.apply`` left behind."""
+        return sum(1 for node in new.values() for part in _parts(node) for found in walk(part)
+                   if isinstance(found, cst.Attribute) and isinstance(found.value, cst.Name)
+                   and found.value.value == local and found.attr.value in SAME_FUNCTIONS)
 
     def _where_read(self, new: dict[cst.CSTNode, Replacement], name: str) -> str:
         """`` (line N: `code`)``: the first statement left unchanged by the conversion that
         still reads ``name`` (lm1b's ``cache = initial_variables["cache"]``), for the reason."""
         left = {self.env.code(line).strip() for node in new.values() for part in _parts(node)
                 for line in _statement_lines(part) if self._statement_reads(line)[name] > 0}
-        positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
         for old in new:
             for line in _statement_lines(old):
                 code = self.env.code(line).strip()
                 if code in left:
                     shown = code.splitlines()[0] + (" ..." if "\n" in code else "")
-                    return f" (line {positions[line].start.line}: `{shown}`)"
+                    return f" (line {line_of(self.module, line)}: `{shown}`)"
         return ""
-        for local, bindings in self.scope.bindings.items():
-            if any(is_linen(binding.qualified_name) for binding in bindings) and reads[local] > 0:
-                raise Unconvertible(f"`{local}` (flax.linen) is still used outside the converted code")
 
     def _convert_imports(self, new: dict[cst.CSTNode, Replacement]) -> None:
         """The Linen import becomes ``from flax import nnx`` (or stays, followed by it,

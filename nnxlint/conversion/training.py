@@ -18,11 +18,11 @@ from typing import Optional, Sequence, Union
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args
+from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of
 from nnxlint.conversion.constructs.variables_display import displayed_variables
 from nnxlint.conversion.training_constructs.fresh_model import check_same_model, is_fresh_model
 from nnxlint.conversion.training_constructs.linen_apply import bound_function_call
-from nnxlint.conversion.training_constructs.unfollowed_init import line_of, unfollowed_init
+from nnxlint.conversion.training_constructs.unfollowed_init import unfollowed_init
 from nnxlint.conversion.shapes import (
     Shape, int_literal, integer_constants, literal_shape, string_literal, with_unknown_batch,
 )

@@ -18,7 +18,7 @@ the modules it creates, so a branch not taken would shift them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
@@ -49,10 +49,14 @@ def guarded(init_code: str, guard: str | None, indent: str, otherwise: str | Non
 
 def returns(node: cst.If) -> bool:
     """``if test: ...; return ...`` without ``else``: the code after it runs only when ``test`` is false."""
-    body = node.body.body if isinstance(node.body, cst.IndentedBlock) else ()
-    last = body[-1] if body else None
-    return node.orelse is None and isinstance(last, cst.SimpleStatementLine) \
-        and isinstance(last.body[-1], (cst.Return, cst.Raise))
+    return node.orelse is None and ends(node.body)
+
+
+def ends(block: Optional[cst.BaseSuite]) -> bool:
+    """The block ends in ``return`` or ``raise``."""
+    statements = block.body if isinstance(block, cst.IndentedBlock) else ()
+    last = statements[-1] if statements else None
+    return isinstance(last, cst.SimpleStatementLine) and isinstance(last.body[-1], (cst.Return, cst.Raise))
 
 
 def negated(condition: str | None) -> str | None:

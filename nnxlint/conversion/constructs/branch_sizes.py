@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
-from nnxlint.conversion.base import Unconvertible
-from nnxlint.conversion.constructs.branch_module import returns
+from nnxlint.conversion.base import Unconvertible, line_of
+from nnxlint.conversion.constructs.branch_module import ends, returns
 from nnxlint.conversion.shapes import Several, Shape, Size, tidy_code
 
 if TYPE_CHECKING:
@@ -67,10 +67,10 @@ def leave_branch(rewriter: "CallRewriter", node: cst.If) -> None:
     if branch is None or branch.taken is None:
         return
     taken, other = branch.taken, dict(rewriter.shapes)
-    if branch.keeps_branch or _ends(node.orelse.body if isinstance(node.orelse, cst.Else) else None):
+    if branch.keeps_branch or ends(node.orelse.body if isinstance(node.orelse, cst.Else) else None):
         _set(rewriter, taken)
         return
-    if returns(node) or _ends(node.body):
+    if returns(node) or ends(node.body):
         return  # the other branch's shapes are already there
     merged = {}
     for name in taken.keys() | other.keys():
@@ -110,7 +110,7 @@ def explain_unknown(rewriter: "CallRewriter", args: list[cst.Arg], error: Unconv
         node, left, right = rewriter.unequal_sums[-1]
         code = rewriter.converter.env.code
         return type(error)(f"{error} (the last sum of arrays whose sizes the conversion does not know to be equal: "
-                           f"`{code(node)}` at line {line_of(rewriter.converter, node)}, of sizes "
+                           f"`{code(node)}` at line {line_of(rewriter.converter.env.module, node)}, of sizes "
                            f"`{tidy_code(left.code) if left else '?'}` and `{tidy_code(right.code) if right else '?'}`)")
     return error
 
@@ -158,28 +158,6 @@ def _operand(code: str) -> str:
     expression = cst.parse_expression(code)
     weak = (cst.IfExp, cst.Lambda, cst.NamedExpr, cst.BooleanOperation)
     return f"({code})" if isinstance(expression, weak) else code
-
-
-_POSITIONS: list = [None, None]  # the last module asked about and its positions
-
-
-def line_of(converter, node: cst.CSTNode) -> object:
-    """``node``'s line in the file (``?`` for a node not of it), its positions made once per
-    module (nnxlint's light ones: LibCST's PositionProvider cost half of a check of ogbg)."""
-    from nnxlint.positions import Positions
-
-    module = converter.env.module
-    if _POSITIONS[0] is not module:
-        _POSITIONS[:] = [module, Positions(module)]
-    found = _POSITIONS[1].get(node)
-    return found.start.line if found is not None else "?"
-
-
-def _ends(block: Optional[cst.BaseSuite]) -> bool:
-    """The block ends in ``return`` or ``raise``."""
-    statements = block.body if isinstance(block, cst.IndentedBlock) else ()
-    last = statements[-1] if statements else None
-    return isinstance(last, cst.SimpleStatementLine) and isinstance(last.body[-1], (cst.Return, cst.Raise))
 
 
 def _set(rewriter: "CallRewriter", shapes: dict[str, Shape]) -> None:

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Optional, Union
 
 import libcst as cst
 from nnxlint.context import walk
-from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, self_attribute
-from nnxlint.conversion.constructs.branch_sizes import all_of, line_of, merged_shape
+from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, line_of, self_attribute
+from nnxlint.conversion.constructs.branch_sizes import all_of, merged_shape
 from nnxlint.conversion.constructs.graph_loop import element_made, looped_module
 from nnxlint.conversion.jraph_map import (
     CONCATENATED_ARGS,
@@ -168,7 +168,7 @@ def bind_graph_function(rewriter: "CallRewriter", node: cst.Assign) -> bool:
     target = node.targets[0].target if len(node.targets) == 1 else None
     in_loop = bool(rewriter.graph_loops) and rewriter.depth >= rewriter.graph_loops[-1].depth
     def shown() -> str:  # for a refusal only: the line costs the module's positions
-        return f"`{_shown(converter, value)}` at line {line_of(converter, node)}"
+        return f"`{_shown(converter, value)}` at line {line_of(converter.env.module, node)}"
 
     if rewriter.depth and not in_loop:
         raise Unconvertible(f"{shown()} is inside a branch (or a loop) that is not a message-passing loop: a module "

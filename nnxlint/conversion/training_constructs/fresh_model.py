@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Optional
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.conversion.base import Unconvertible
+from nnxlint.conversion.base import Unconvertible, arg_keyword
 
 if TYPE_CHECKING:
     from nnxlint.conversion.training import RoleAnalysis
@@ -42,7 +42,7 @@ def check_same_model(analysis: "RoleAnalysis", construction: cst.Call) -> set[st
     if code(construction.func) != code(site.func) or len(construction.args) != len(site.args):
         raise Unconvertible(other)
     for arg, wanted in zip(construction.args, site.args):
-        if _keyword(arg) != _keyword(wanted):
+        if arg_keyword(arg) != arg_keyword(wanted):
             raise Unconvertible(other)
         if code(arg.value) == code(wanted.value):
             if _same_bindings(analysis, construction, site, arg.value):
@@ -54,10 +54,6 @@ def check_same_model(analysis: "RoleAnalysis", construction: cst.Call) -> set[st
                                 f"`{code(wanted.value)}`")
         passed.add(arg.value.value)
     return passed
-
-
-def _keyword(arg: cst.Arg) -> Optional[str]:
-    return arg.keyword.value if arg.keyword is not None else None
 
 
 def _same_bindings(analysis: "RoleAnalysis", node: cst.CSTNode, site: cst.CSTNode, expression: cst.CSTNode) -> bool:
@@ -134,7 +130,7 @@ def _calls_pass(analysis: "RoleAnalysis", function: str, index: Optional[int], n
     for call in calls:
         if analysis.owners.get(id(call)) is not site_owner:  # ``wanted`` is read where the init site reads it
             return False
-        given = [arg for arg in call.args if _keyword(arg) == name]
+        given = [arg for arg in call.args if arg_keyword(arg) == name]
         if not given and index is not None and index < len(call.args) and call.args[index].keyword is None \
                 and not any(arg.star for arg in call.args[:index + 1]):
             given = [call.args[index]]

@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
-
 from nnxlint.context import walk
+from nnxlint.conversion.base import line_of
 
 
 def unfollowed_init(module: cst.Module, calls: Sequence[cst.Call]) -> Optional[str]:
@@ -38,7 +37,3 @@ def _enclosing_function(module: cst.Module, node: cst.CSTNode) -> Optional[cst.F
         if isinstance(candidate, cst.FunctionDef) and any(child is node for child in walk(candidate.body)):
             innermost = candidate  # walk goes outside in: the last match is the innermost
     return innermost
-
-
-def line_of(module: cst.Module, node: cst.CSTNode) -> int:
-    return MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)[node].start.line
