@@ -80,7 +80,8 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
               "model": "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=20, emb_dim=16, num_heads=2, "
                        "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, deterministic=True))"})],
     # a batch of two small graphs (3 + 2 nodes, 2 + 1 edges); the converted model's graph sizes passed as written;
-    # GraphNet with and without its edge model (an update function that is None unless a field says so)
+    # GraphNet with and without its edge model (an update function that is None unless a field says so), and
+    # with MLPs of no layers and no skip connections (the graph's sizes then grow from pass to pass)
     "ogbg_molpcba": [(
         "models.py", name, f"dict({kwargs}, deterministic=True)", _OGBG_GRAPHS, {"model": f"dict({kwargs}, deterministic=False)"},
         {"model": f"dict({kwargs}, deterministic=True)"},
@@ -90,9 +91,11 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
              "use_edge_model=True"),
             ("GraphNet", "dict(graphs_node_features=3, graphs_edge_features=2, graphs_global_features=4)",
              "use_edge_model=False"),
+            ("GraphNet", "dict(graphs_node_features=3, graphs_edge_features=2, graphs_global_features=4)",
+             "num_mlp_layers=0, skip_connections=False"),
             ("GraphConvNet", "dict(graphs_node_features=3)", ""))
-        for kwargs in ("latent_size=8, num_mlp_layers=2, message_passing_steps=2, output_globals_size=3, "
-                       "dropout_rate=0.1" + (f", {variant}" if variant else ""),)],
+        for kwargs in ("latent_size=8, message_passing_steps=2, output_globals_size=3, dropout_rate=0.1, "
+                       + (variant if "num_mlp_layers" in variant else f"num_mlp_layers=2, {variant}").rstrip(", "),)],
     "sst2": [("models.py", "TextClassifier",
               "dict(embedding_size=8, hidden_size=6, vocab_size=20, output_size=3, dropout_rate=0.3, "
               "word_dropout_rate=0.25, unk_idx=1)",

@@ -171,8 +171,7 @@ _VALUES = [dict(d=3, n=2, hidden=4, a=1, b=2, c=0, e=5, f=1, g=6, t=1),
            dict(d=3, n=0, hidden=4, a=1, b=2, c=7, e=5, f=0, g=6, t=0)]
 
 
-def test_a_layer_after_a_sum_of_unequal_sizes_is_refused_naming_the_sum():
-    source = '''
+SUM = '''
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -190,8 +189,25 @@ class Sum(nn.Module):
 
 variables = Sum(3, 1).init(jax.random.key(0), jnp.ones((1, 5)))
 '''
+
+
+def test_a_sum_of_arrays_of_different_sizes_is_as_wide_as_the_wider_one():
+    """Broadcasting runs only where the sizes agree or one is 1, and then gives the larger:
+    ``max(a, b)`` is exact wherever Linen runs (here ``Sum(3, 1)``: 3)."""
+    jax = pytest.importorskip("jax")
+    fixed, messages = convert(SUM)
+    assert fixed is not None, messages
+    assert "self.dense_2 = nnx.Linear(max(a, b), 1, rngs=rngs)" in fixed
+    difference = max_relative_difference(
+        SUM, fixed, lambda linen: linen["Sum"](3, 1), lambda converted, nnx: converted["Sum"](5, 3, 1, rngs=nnx.Rngs(0)),
+        jax.random.normal(jax.random.key(1), (2, 5)), [({}, "eval")])
+    assert difference == 0.0
+
+
+def test_a_layer_after_a_sum_of_sizes_that_cannot_broadcast_is_refused_naming_the_sum():
+    source = SUM.replace("nn.Dense(self.a)(x) + nn.Dense(self.b)(x)", "nn.Dense(3)(x) + nn.Dense(4)(x)")
     fixed, messages = convert(source)
     assert fixed is None
-    line = source.splitlines().index("        y = nn.Dense(self.a)(x) + nn.Dense(self.b)(x)") + 1
+    line = source.splitlines().index("        y = nn.Dense(3)(x) + nn.Dense(4)(x)") + 1
     assert "(the last sum of arrays whose sizes the conversion does not know to be equal: " \
-           f"`nn.Dense(self.a)(x) + nn.Dense(self.b)(x)` at line {line}, of sizes `a` and `b`)" in messages["Sum"]
+           f"`nn.Dense(3)(x) + nn.Dense(4)(x)` at line {line}, of sizes `3` and `4`)" in messages["Sum"]

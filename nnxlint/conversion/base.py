@@ -164,7 +164,7 @@ def _last_element(body: cst.BaseExpression, test: cst.BaseExpression,
                   orelse: cst.BaseExpression) -> Optional[cst.BaseExpression]:
     """``values[-1] if values else before`` (a loop's last size, or the one before it) where
     it is one expression: ``b`` for a literal ``[a, b]`` (never empty), ``d`` for
-    ``[d] * n`` when ``before`` is ``d`` too."""
+    ``[d] * n`` when ``before`` is ``d`` too, else ``d if n > 0 else before``."""
     if not (isinstance(body, cst.Subscript) and len(body.slice) == 1 and isinstance(body.slice[0].slice, cst.Index)
             and _bare_code(body.slice[0].slice.value) == "-1" and _bare_code(body.value) == _bare_code(test)):
         return None
@@ -174,11 +174,14 @@ def _last_element(body: cst.BaseExpression, test: cst.BaseExpression,
         return values.elements[-1].value.with_changes(lpar=[], rpar=[])
     if not (isinstance(values, cst.BinaryOperation) and isinstance(values.operator, cst.Multiply)):
         return None
-    listed = values.left if isinstance(values.left, cst.List) else values.right
-    if isinstance(listed, cst.List) and len(listed.elements) == 1 \
-            and _bare_code(listed.elements[0].value) == _bare_code(orelse):
+    listed, count = (values.left, values.right) if isinstance(values.left, cst.List) else (values.right, values.left)
+    if not (isinstance(listed, cst.List) and len(listed.elements) == 1) \
+            or isinstance(listed.elements[0], cst.StarredElement):
+        return None
+    element = listed.elements[0].value.with_changes(lpar=[], rpar=[])
+    if _bare_code(element) == _bare_code(orelse):
         return orelse.with_changes(lpar=[], rpar=[])
-    return None
+    return cst.parse_expression(f"{_bare_code(element)} if {_bare_code(count)} > 0 else {_bare_code(orelse)}")
 
 
 def _is_none(node: cst.BaseExpression) -> bool:

@@ -13,7 +13,7 @@ from nnxlint.conversion.axis_shapes import axis_call_shape, batched, matmul, per
 from nnxlint.conversion.base import arg_keyword, is_false, self_attribute
 from nnxlint.conversion.constructs.jraph_graph import graph_call_shape, graph_feature_shape
 from nnxlint.conversion.linen_map import ELEMENTWISE_FUNCTIONS, POOLING_FUNCTIONS
-from nnxlint.conversion.shapes import SOME_AXES, Several, Shape, flatten, is_open, keeps_input_rank, open_shape, sum_sizes, int_literal, int_tuple, string_literal, window_output
+from nnxlint.conversion.shapes import SOME_AXES, Several, Shape, broadcast, flatten, is_open, keeps_input_rank, open_shape, sum_sizes, int_literal, int_tuple, string_literal, window_output
 
 _ELEMENTWISE_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.Power)
 
@@ -55,11 +55,12 @@ class ShapeFollowing:
             return matmul(self.shape_of(node.left), self.shape_of(node.right))
         if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, _ELEMENTWISE_OPERATORS):
             left, right = self.shape_of(node.left), self.shape_of(node.right)
-            if left is not None and right is not None and left != right:
-                if self.unequal_sums is not None and left and right and left[-1] != right[-1]:
-                    self.unequal_sums.append((node, left[-1], right[-1]))
-                return None  # broadcasting two arrays: not followed
-            return left or right  # an array with a scalar keeps its shape
+            if left is None or right is None:
+                return left or right  # an array with a scalar keeps its shape
+            shape = broadcast(left, right)
+            if shape is None and self.unequal_sums is not None and left and right and left[-1] != right[-1]:
+                self.unequal_sums.append((node, left[-1], right[-1]))
+            return shape
         return None
 
     def _function_shape(self, call: cst.Call) -> Shape:

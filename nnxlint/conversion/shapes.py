@@ -71,6 +71,16 @@ class _Tidy(cst.CSTTransformer):
         return updated_node.with_changes(body=body, test=test, orelse=orelse)
 
 
+    def leave_Call(self, original_node, updated_node):
+        """``max(a, a)`` is ``a``."""
+        code = cst.Module([]).code_for_node
+        arguments = {code(arg.value.with_changes(lpar=[], rpar=[])) for arg in updated_node.args}
+        if code(updated_node.func) == "max" and len(updated_node.args) == 2 and len(arguments) == 1 \
+                and not any(arg.keyword or arg.star for arg in updated_node.args):
+            return updated_node.args[0].value.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar)
+        return updated_node
+
+
 class _Decided(cst.CSTTransformer):
     """Inside a branch of the test ``test``: each ``a if test else b`` is the part it picks."""
 
@@ -83,6 +93,48 @@ class _Decided(cst.CSTTransformer):
             return updated_node
         chosen = updated_node.body if self.holds else updated_node.orelse
         return chosen.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar) if updated_node.lpar else chosen
+
+
+class _LikeTerms(cst.CSTTransformer):
+    """``width + 2 * width + g`` -> ``3 * width + g``: each sum's terms grouped by what
+    they multiply, in the order they first appear."""
+
+    def leave_BinaryOperation(self, original_node, updated_node):
+        if not isinstance(updated_node.operator, cst.Add) or updated_node.lpar:
+            return updated_node
+        code = cst.Module([]).code_for_node
+        counts: dict[str, int] = {}
+        for term in _terms(updated_node):
+            factor, rest = _factor(term)
+            counts[code(rest)] = counts.get(code(rest), 0) + factor
+        if len(counts) == len(list(_terms(updated_node))):
+            return updated_node
+        terms = [rest if count == 1 else f"{count} * {rest}" for rest, count in counts.items() if count]
+        return cst.parse_expression(" + ".join(terms) or "0")
+
+
+def _terms(node: cst.BaseExpression):
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add) and not node.lpar:
+        yield from _terms(node.left)
+        yield from _terms(node.right)
+    else:
+        yield node
+
+
+def _factor(term: cst.BaseExpression) -> tuple[int, cst.BaseExpression]:
+    """``2 * width`` -> (2, ``width``)."""
+    if isinstance(term, cst.BinaryOperation) and isinstance(term.operator, cst.Multiply) \
+            and isinstance(term.left, cst.Integer) and not term.lpar:
+        return int(term.left.value), term.right
+    return 1, term
+
+
+def collect_terms(code: str) -> str:
+    """``code`` with like terms of its sums added up (``tidy_code`` first)."""
+    try:
+        return tidy_code(cst.Module([]).code_for_node(cst.parse_expression(tidy_code(code)).visit(_LikeTerms())))
+    except (cst.ParserSyntaxError, RecursionError):
+        return code
 
 
 def tidy_code(code: str) -> str:
@@ -148,6 +200,31 @@ def sum_sizes(sizes: Sequence[Size]) -> Size:
     if all(size.value is not None for size in sizes):
         return Size.number(sum(size.value for size in sizes))  # type: ignore[misc]
     return Size(" + ".join(size.operand() for size in sizes))
+
+
+def broadcast(left: Shape, right: Shape) -> Shape:
+    """The shape of ``a + b`` (any elementwise operation of two arrays of the same rank).
+
+    On an axis where the sizes differ, NumPy broadcasting succeeds only when they are
+    equal or one is 1, and the result is then the larger: ``max(a, b)`` is exact in
+    every case where the operation runs (where it does not, Linen fails too).  None
+    where an axis is unknown or the ranks differ."""
+    if left is None or right is None or isinstance(left, Several) or isinstance(right, Several) \
+            or len(left) != len(right):
+        return None
+    axes = []
+    for a, b in zip(left, right):
+        if a == b:
+            axes.append(a)
+        elif a is None or b is None or ANY_AXES in (a, b):
+            return None
+        elif 1 in (a.value, b.value):
+            axes.append(b if a.value == 1 else a)
+        elif a.value is not None and b.value is not None:
+            return None  # two different numbers: the operation itself fails
+        else:
+            axes.append(Size(f"max({tidy_code(a.code)}, {tidy_code(b.code)})"))
+    return tuple(axes)
 
 
 def window_output(size: Axis, window: int, stride: int, padding: str) -> Axis:

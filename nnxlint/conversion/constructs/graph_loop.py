@@ -18,9 +18,19 @@ iterator over each list made before the loop::
     for _ in range(self.steps):
         update = jraph.concatenated_args(next(mlps))
 
-Converted where every pass gives each module the same input sizes (the graph's
-sizes at the end of a pass are those at its start), the tests read only fields,
-and the loop's classes are made nowhere else in the class.
+A size that a pass changes (a skip connection ``graphs + step(graphs)`` whose
+sum is ``max(a, b)``, an update whose output is wider than its input) is carried
+from pass to pass as Linen carries it: ``__init__`` starts a running size before
+its loop and sets it from the pass's sizes at the end of each pass, so each pass
+builds its modules for the sizes that pass sees::
+
+    graphs_nodes_size = width
+    for _ in range(steps):
+        self.perceptrons.append(Perceptron(2 * graphs_nodes_size, ..., rngs=rngs))
+        graphs_nodes_size = 2 * graphs_nodes_size
+
+Converted where the tests read only fields and the loop's classes are made
+nowhere else in the class.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, name_count
 from nnxlint.conversion.constructs.branch_sizes import all_of
 from nnxlint.conversion.jraph_map import CONCATENATED_ARGS, GRAPH_FEATURES, GRAPH_MODELS
 from nnxlint.conversion.naming import nnx_list_name
-from nnxlint.conversion.shapes import Several, tidy_code
+from nnxlint.conversion.shapes import SIMPLE_CODE, Several, Shape, Size, collect_terms, tidy_code
 
 if TYPE_CHECKING:
     from nnxlint.conversion.calls import CallRewriter
@@ -53,6 +63,9 @@ class GraphLoop:
     lists: dict[str, list[str]] = field(default_factory=dict)  # list -> its element constructions (first one kept)
     made: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)  # (list, element code, tests)
     constructions: dict[str, cst.Call] = field(default_factory=dict)  # list -> a construction (for its slot)
+    # a name the loop assigns: (its shape before the loop, its shape at the start of a pass, whose last
+    # axes are running sizes: ``graphs_nodes_size``)
+    carried: dict[str, tuple[Shape, Shape]] = field(default_factory=dict)
 
 
 def begin_graph_loop(rewriter: "CallRewriter", node: cst.For) -> bool:
@@ -71,7 +84,15 @@ def begin_graph_loop(rewriter: "CallRewriter", node: cst.For) -> bool:
     if twice:
         raise Unconvertible(f"`{twice[0]}` is made both inside a message-passing loop and outside it: Linen numbers "
                             "them together, which one `nnx.List` per class does not keep")
-    rewriter.graph_loops.append(GraphLoop(node, rewriter.depth + 1, len(rewriter.conditions), dict(rewriter.shapes)))
+    loop = GraphLoop(node, rewriter.depth + 1, len(rewriter.conditions), dict(rewriter.shapes))
+    taken = set(name_counts(converter.node)) | converter.field_names
+    for name in sorted(_assigned_names(node.body)):
+        before = rewriter.shapes.get(name)
+        start = _with_running_sizes(name, before, taken)
+        if start != before:
+            loop.carried[name] = (before, start)
+            rewriter.shapes[name] = start
+    rewriter.graph_loops.append(loop)
     return True
 
 
@@ -82,19 +103,23 @@ def end_graph_loop(rewriter: "CallRewriter", original: cst.For, updated: cst.For
         return updated
     rewriter.graph_loops.pop()
     converter = rewriter.converter
+    updates = _running_size_updates(rewriter, loop)
     for name, shape in loop.shapes_before.items():
-        if rewriter.shapes.get(name) != shape:
+        if name not in loop.carried and rewriter.shapes.get(name) != shape:
             raise Unconvertible(f"`{name}` has other sizes after a pass of the message-passing loop than before it"
                                 f"{_changes(shape, rewriter.shapes.get(name))}: its modules would differ from pass "
                                 "to pass")
     if not loop.made:
+        for name in loop.carried:  # no ``__init__`` loop to carry a running size
+            rewriter.shapes[name] = loop.carried[name][0] if not updates else None
         return updated
     if any(not element for _, element, _ in loop.made):
         raise Unconvertible("a module made in a message-passing loop is not called in the same pass")
     indent = converter.env.module.default_indent
     nnx = converter.env.nnx
     header = f"for {converter.env.code(original.target)} in {converter.init_code(original.iter, {})}:"
-    lines = [header]
+    lines = [f"{size} = {tidy_code(_start_code(loop, size))}" for size in updates]
+    lines.append(header)
     for name, element, tests in loop.made:
         test = all_of(tests)
         prefix = indent
@@ -102,6 +127,8 @@ def end_graph_loop(rewriter: "CallRewriter", original: cst.For, updated: cst.For
             lines.append(f"{indent}if {test}:")
             prefix = indent * 2
         lines.append(f"{prefix}self.{name}.append({element})")
+    if updates:
+        lines.append(f"{indent}{', '.join(updates)} = {', '.join(tidy_code(code) for code in updates.values())}")
     names = list(loop.constructions)
     for name in names:
         slot = converter._add_slot(name, loop.constructions[name])
@@ -111,6 +138,158 @@ def end_graph_loop(rewriter: "CallRewriter", original: cst.For, updated: cst.For
     iterators = [cst.parse_statement(f"{name} = iter(self.{name})\n") for name in names]
     iterators[0] = iterators[0].with_changes(leading_lines=updated.leading_lines)
     return cst.FlattenSentinel([*iterators, _without_dead_values(rewriter, original, updated)])
+
+
+def _assigned_names(body: cst.CSTNode) -> set[str]:
+    """The names a statement of ``body`` binds (``graphs = ...``, ``a, b = ...``)."""
+    names: set[str] = set()
+
+    class Find(cst.CSTVisitor):
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            return False
+
+        def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+            targets = [element.value for element in node.target.elements] \
+                if isinstance(node.target, (cst.Tuple, cst.List)) else [node.target]
+            names.update(target.value for target in targets if isinstance(target, cst.Name))
+
+        def visit_AugAssign(self, node: cst.AugAssign) -> None:
+            if isinstance(node.target, cst.Name):
+                names.add(node.target.value)
+
+    body.visit(Find())
+    return names
+
+
+def _with_running_sizes(name: str, shape, taken: set[str]):
+    """``shape`` with each known last axis a running size named after ``name``
+    (``graphs_nodes_size`` for a graph's nodes, ``x_size`` for an array)."""
+    def running(label: str, part: Shape) -> Shape:
+        size = f"{label}_size"
+        if not part or part[-1] is None or part[-1].value is not None and part[-1].value <= 1 or size in taken:
+            return part  # (a size of 1 broadcasts, and is not carried)
+        return (*part[:-1], Size(size))
+
+    if isinstance(shape, Several):
+        labels = GRAPH_FEATURES if len(shape.parts) == len(GRAPH_FEATURES) else range(len(shape.parts))
+        return type(shape)(tuple(running(f"{name}_{label}", part) for label, part in zip(labels, shape.parts)))
+    return running(name, shape)
+
+
+def _pairs(start, other) -> list[tuple[Size, object]]:
+    """(running size, the axis of ``other`` in its place)."""
+    if isinstance(start, Several):
+        if not isinstance(other, Several) or len(other.parts) != len(start.parts):
+            return [(part[-1], None) for part in start.parts if part and part[-1] is not None]
+        return [pair for part, then in zip(start.parts, other.parts) for pair in _pairs(part, then)]
+    if not start or start[-1] is None or not start[-1].code.endswith("_size"):
+        return []
+    same_rank = other is not None and not isinstance(other, Several) and len(other) == len(start) \
+        and other[:-1] == start[:-1]
+    return [(start[-1], other[-1] if same_rank else None)]
+
+
+def _running_size_updates(rewriter: "CallRewriter", loop: GraphLoop) -> dict[str, str]:
+    """The running sizes that a pass changes, with their code at the end of a pass.
+
+    Sizes it leaves alone become their value before the loop again, in the modules
+    the pass made and in the shapes after it; a name whose other axes change is left
+    to the refusal.  After the loop, a carried name's shape is its running sizes
+    (which ``__init__``'s loop leaves at their last value); another name read from
+    a running size is unknown there (it holds a value of the last pass's start)."""
+    ends: dict[str, Optional[str]] = {}
+    for name, (_, start) in loop.carried.items():
+        for size, after in _pairs(start, rewriter.shapes.get(name)):
+            ends[size.code] = after.code if isinstance(after, Size) else None  # type: ignore[union-attr]
+    for name in loop.carried:
+        if any(end is None for size, end in ends.items() if size.startswith(f"{name}_")):
+            loop.shapes_before.pop(name, None)  # (its own refusal below)
+    changed = _changed_sizes(loop, ends)
+    unchanged = {size: _start_code(loop, size) for size in ends if size not in changed}
+    for size, end in list(changed.items()):
+        changed[size] = _substituted(end, unchanged)
+    loop.made[:] = [(name, _substituted(element, unchanged), tests) for name, element, tests in loop.made]
+    if any(end is None for end in ends.values()):
+        name = next(name for name in loop.carried if any(ends.get(size.code) is None
+                                                      for size, _ in _pairs(loop.carried[name][1], None)))
+        before, _ = loop.carried[name]
+        raise Unconvertible(f"`{name}` has other axes after a pass of the message-passing loop than before it: its "
+                            "modules would differ from pass to pass")
+    for name, shape in list(rewriter.shapes.items()):
+        if name in loop.carried:
+            before, start = loop.carried[name]
+            rewriter.shapes[name] = start if any(size.code in changed for size, _ in _pairs(start, None)) else before
+        elif shape is not None and changed.keys() & _names_of(shape):
+            rewriter.shapes[name] = None
+        elif shape is not None and unchanged.keys() & _names_of(shape):
+            rewriter.shapes[name] = _substituted_shape(shape, unchanged)
+    return changed
+
+
+def _changed_sizes(loop: GraphLoop, ends: dict[str, Optional[str]]) -> dict[str, str]:
+    """The running sizes that may differ from one pass to the next: by induction, a size
+    is the same at every pass when its end, computed from the sizes before the loop, is
+    its size before the loop, and it reads no size that changes."""
+    starts = {size: _start_code(loop, size) for size in ends}
+    changed = {size: end for size, end in ends.items()
+               if end is not None and tidy_code(_substituted(end, starts)) != tidy_code(starts[size])}
+    growing = True
+    while growing:
+        growing = False
+        for size, end in ends.items():
+            if end is not None and size not in changed and any(other in _names(end) for other in changed):
+                changed[size] = end
+                growing = True
+    return changed
+
+
+def _names(code: str) -> set[str]:
+    names: set[str] = set()
+
+    class Find(cst.CSTVisitor):
+        def visit_Name(self, node: cst.Name) -> None:
+            names.add(node.value)
+
+    cst.parse_expression(code).visit(Find())
+    return names
+
+
+def _start_code(loop: GraphLoop, size: str) -> str:
+    """A running size's code before the loop."""
+    for before, start in loop.carried.values():
+        for running, first in _pairs(start, before):
+            if running.code == size:
+                return first.code  # type: ignore[union-attr]
+    raise KeyError(size)
+
+
+def _names_of(shape) -> set[str]:
+    parts = shape.parts if isinstance(shape, Several) else (shape,)
+    return {name for part in parts if part for axis in part if axis is not None and axis.code != "..."
+            for name in _names(axis.code)}
+
+
+def _substituted_shape(shape, sizes: dict[str, str]):
+    if isinstance(shape, Several):
+        return type(shape)(tuple(_substituted_shape(part, sizes) for part in shape.parts))
+    if not shape:
+        return shape
+    return tuple(axis if axis is None else Size(_substituted(axis.code, sizes), axis.value) for axis in shape)
+
+
+def _substituted(code: str, sizes: dict[str, str]) -> str:
+    """``code`` with each running size in ``sizes`` replaced by its code."""
+    if not sizes.keys() & _names(code):
+        return code
+
+    class Replace(cst.CSTTransformer):
+        def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
+            if updated.value not in sizes:
+                return updated
+            value = sizes[updated.value]
+            return cst.parse_expression(value if SIMPLE_CODE.fullmatch(value) else f"({value})")
+
+    return collect_terms(cst.Module([]).code_for_node(cst.parse_expression(code).visit(Replace())))
 
 
 def _changes(before, after) -> str:
