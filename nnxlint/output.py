@@ -103,8 +103,10 @@ def render_sarif(findings: Sequence[Finding]) -> str:
 def statistics(findings: Sequence[Finding]) -> str:
     counts = Counter(finding.code for finding in findings)
     fixable = Counter(finding.code for finding in findings if finding.fix is not None)
+    # not worked out by plain ``check``: may be fixable, as the footer's ``[-]`` line says
+    deferred = Counter(finding.code for finding in findings if finding.fix_deferred)
     names = {finding.code: finding.name for finding in findings}
     width = max((len(str(count)) for count in counts.values()), default=1)
     return "\n".join(
-        f"{count:>{width}}  {code}  {'[*]' if fixable[code] else '   '} {names[code]}"
+        f"{count:>{width}}  {code}  {'[*]' if fixable[code] else '[-]' if deferred[code] else '   '} {names[code]}"
         for code, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])))

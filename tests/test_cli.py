@@ -91,6 +91,16 @@ def test_statistics(run_cli, project):
     assert "1  NNX001" in result.stdout and "1  NNX102  [*]" in result.stdout
 
 
+def test_statistics_mark_a_deferred_conversion(run_cli, tmp_path):
+    """Plain ``check`` does not work out NNX002's conversion: ``[-]``, as the footer says."""
+    (tmp_path / "model.py").write_text(
+        "from flax import linen as nn\n\n\nclass Head(nn.Module):\n    @nn.compact\n"
+        "    def __call__(self, x):\n        return nn.Dense(3)(x)\n")
+    result = run_cli("check", tmp_path, "--statistics")
+    assert "1  NNX002  [-] linen-module" in result.stdout
+    assert "[-] 1 more may be fixable with `--fix --unsafe-fixes`" in result.stdout + result.stderr
+
+
 def test_config_in_pyproject(run_cli, project):
     (project / "pyproject.toml").write_text(
         '[tool.nnxlint]\nignore = ["NNX001"]\nper-file-ignores = { "pkg/train.py" = ["NNX102"] }\n')
