@@ -96,6 +96,12 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
             ("GraphConvNet", "dict(graphs_node_features=3)", ""))
         for kwargs in ("latent_size=8, message_passing_steps=2, output_globals_size=3, dropout_rate=0.1, "
                        + (variant if "num_mlp_layers" in variant else f"num_mlp_layers=2, {variant}").rstrip(", "),)],
+    # encoder-decoder LSTMs; the decoder's custom cell samples a token per step (``self.make_rng('lstm')``): the
+    # tokens fed back (teacher_force=False) are drawn alike on both sides (one patched ``jax.random.categorical``)
+    "seq2seq": [("models.py", "Seq2seq", f"dict(teacher_force={forced}, hidden_size=6, vocab_size=5)",
+                 "*(jax.nn.one_hot(jax.random.randint(jax.random.key(1), (2, 4), 0, 5), 5), "
+                 "jax.nn.one_hot(jax.random.randint(jax.random.key(2), (2, 3), 0, 5), 5))", {}, {},
+                 "dict(in_features=5, decoder_inputs_features=5)") for forced in (True, False)],
     "sst2": [("models.py", "TextClassifier",
               "dict(embedding_size=8, hidden_size=6, vocab_size=20, output_size=3, dropout_rate=0.3, "
               "word_dropout_rate=0.25, unk_idx=1)",
@@ -103,6 +109,10 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
               {"lengths": "jnp.array([3, 2])", "deterministic": True})],
 }
 
+
+# RNG streams the example's models draw from besides params and dropout (given to Linen's init and apply;
+# the NNX model's ``nnx.Rngs(0)`` serves them from its default stream).
+RNG_STREAMS = {"seq2seq": ("lstm",)}
 
 # Examples whose top model also decodes with a cache: constructor arguments (source) of
 # the decoding model.  Linen's ``init`` makes the cache; the NNX model gets
@@ -159,7 +169,7 @@ def linen_classes(root: Path) -> list[ClassResult]:
 
 
 def _nnx_classes(source: str) -> set[str]:
-    """Classes of a file whose base is ``nnx.Module`` (or a class of the file that is)."""
+    """Classes of a file whose base is ``nnx.Module`` or ``nnx.RNNCellBase`` (or a class of the file that is)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -169,7 +179,7 @@ def _nnx_classes(source: str) -> set[str]:
         if isinstance(node, ast.ClassDef):
             for base in node.bases:
                 text = ast.unparse(base)
-                if text.endswith("nnx.Module") or text in found:
+                if text.endswith(("nnx.Module", "nnx.RNNCellBase")) or text in found:
                     found.add(node.name)
     return found
 
@@ -235,16 +245,22 @@ import contextlib
 
 @contextlib.contextmanager
 def same_masks():
-    """Every dropout mask from one fixed key sequence, on both sides."""
+    """Every dropout mask from one fixed key sequence, and every categorical sample from one key
+    (a scanned step is traced once by NNX, more often by Linen's lifted scan: a count would not
+    align), on both sides."""
     original, count = jax.random.bernoulli, [0]
+    original_categorical = jax.random.categorical
     def bernoulli(key, p=0.5, shape=None, **kwargs):
         count[0] += 1
         return original(jax.random.fold_in(jax.random.key(99), count[0]), p, shape, **kwargs)
     jax.random.bernoulli = bernoulli
+    jax.random.categorical = lambda key, logits, *args, **kwargs: original_categorical(
+        jax.random.key(98), logits, *args, **kwargs)
     try:
         yield
     finally:
         jax.random.bernoulli = original
+        jax.random.categorical = original_categorical
 
 spec = json.loads(sys.argv[1])
 linen = load(spec["linen"], "linen_models")
@@ -256,9 +272,10 @@ for cached, module in list(sys.modules.items()):
         del sys.modules[cached]
 converted = load(spec["nnx"], "nnx_models")
 keyword, _, source = spec["input"].rpartition("=") if "=" in spec["input"].split("(")[0] else ("", "", spec["input"])
-x = eval(source, {"jax": jax, "jnp": jnp})
+x = eval(source.lstrip("*"), {"jax": jax, "jnp": jnp})
 given = {keyword: x} if keyword else {}
-positional = () if keyword else (x,)
+positional = () if keyword else tuple(x) if source.startswith("*") else (x,)  # ``*(a, b)``: several inputs
+x = positional[0] if positional else x
 kwargs = eval(spec["kwargs"], {**vars(linen)})
 nnx_kwargs = {**eval(spec["kwargs"], {**vars(converted)}), **eval(spec["nnx_kwargs"])}
 # a mode may build its own model (``"model": kwargs source``): flags fixed by a config, as lm1b's
@@ -267,8 +284,9 @@ mode_models = {mode: spec[mode].get("model") for mode in ("train", "eval")}
 modes = {mode: {k: eval(v, {"jax": jax, "jnp": jnp}) if isinstance(v, str) else v for k, v in call.items()
                 if k != "model"} for mode, call in (("train", spec["train"]), ("eval", spec["eval"]))}
 model = getattr(linen, spec["class"])(**kwargs)
-variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(3)}, *positional, **given,
-                       **modes["eval"])
+streams = {stream: jax.random.key(4 + index) for index, stream in enumerate(spec["streams"])}
+variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(3), **streams}, *positional,
+                       **given, **modes["eval"])
 NNXClass = getattr(converted, spec["class"])
 import inspect
 signature = inspect.signature(NNXClass.__init__)
@@ -293,8 +311,8 @@ for mode, call in modes.items():
         nnx_model = build_nnx({**nnx_kwargs, **eval(mode_models[mode], {**vars(converted)})})
     mutable = [c for c in variables if c != "params"]
     with same_masks():
-        out = linen_model.apply(variables, *positional, **given, **call, rngs={"dropout": jax.random.key(3)},
-                                mutable=mutable or False)
+        out = linen_model.apply(variables, *positional, **given, **call,
+                                rngs={"dropout": jax.random.key(3), **streams}, mutable=mutable or False)
     out = out[0] if mutable else out
     if not mode_models[mode]:
         getattr(nnx_model, mode)()
@@ -338,7 +356,8 @@ def verify(groups: list[Group], source: Path, work: Path) -> None:
                 continue
             spec = dict(linen=str(linen_file), nnx=str(nnx_file), input=example, kwargs=kwargs,
                         nnx_kwargs=nnx_only[0] if nnx_only else "dict()",
-                        train=train, eval=evaluate, decode=DECODE_SPECS.get(group.name), **{"class": class_name})
+                        train=train, eval=evaluate, decode=DECODE_SPECS.get(group.name),
+                        streams=RNG_STREAMS.get(group.name, ()), **{"class": class_name})
             done = subprocess.run([sys.executable, "-c", _VERIFY, json.dumps(spec)], capture_output=True,
                                   text=True, check=False, env={**os.environ, "JAX_PLATFORMS": "cpu"})
             if done.returncode != 0:

@@ -17,6 +17,10 @@ FLAX_NNX = "flax.nnx"
 EXTERNAL_PACKAGES = frozenset({"flax", "jax", "jaxlib", "optax", "numpy", "orbax"})
 FLAX_LINEN = "flax.linen"
 LINEN_MODULE = "flax.linen.Module"
+# Linen base classes a user module may subclass: ``nn.Module`` and the recurrent cells' base
+# (``nn.RNNCellBase``, a Module subclass that ``nn.RNN`` steps), whose NNX twin is ``nnx.RNNCellBase``.
+LINEN_CELL_BASE = "flax.linen.RNNCellBase"
+LINEN_MODULE_BASES = frozenset({LINEN_MODULE, LINEN_CELL_BASE})
 
 # Implementation modules whose public names flax.nnx / flax.linen re-export at
 # the top level: ``flax.nnx.nn.linear.Linear`` is ``flax.nnx.Linear``.

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import libcst as cst
 
 from nnxlint import timings
-from nnxlint.flax_api import LINEN_MODULE
+from nnxlint.flax_api import LINEN_MODULE_BASES
 from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
 
 _BEFORE = '''\
@@ -52,8 +52,9 @@ def predict(x):
 
 class LinenModule(Rule):
     """## What it does
-    Flags every class that subclasses `flax.linen.Module` (under any alias), or
-    subclasses a Linen Module class of the same file, on the class line.
+    Flags every class that subclasses `flax.linen.Module` or the recurrent cells'
+    base `flax.linen.RNNCellBase` (under any alias), or subclasses a Linen Module
+    class of the same file, on the class line.
 
     ## Why is this bad?
     Linen modules are stateless descriptions whose variables live outside the
@@ -133,6 +134,11 @@ class LinenModule(Rule):
     with `if`s, `assert`s and aliases, made under the same tests;
     `nn.merge_param` -> the call value falling back on the attribute;
     `self.make_rng('dropout')` -> `self.dropout_rngs()`, a stream the module keeps;
+    `rnn = nn.RNN(cell, return_carry=True, split_rngs={...})` called later with
+    `initial_carry=`/`seq_lengths=` -> `rnn = nnx.RNN(self.cell_0, return_carry=True)`
+    over the cell the module holds, a custom `nn.RNNCellBase` cell -> an
+    `nnx.RNNCellBase` sized by its input and carry, drawing a new key per step from
+    its stream (no fix where `split_rngs` gives a drawn stream one key for all steps);
     `nn.combine_masks` and the mask makers -> their `nnx` twins;
     `self.sow('intermediates', ...)` that no file of the run reads -> left out (Linen
     stores nothing then; NNX 0.12.8 would keep every value on the module outside
@@ -150,7 +156,7 @@ class LinenModule(Rule):
     summary = "Flax Linen Module class"
     fixable = "unsafe"
     # it reports class statements only, whose bases resolve through the file's imports
-    triggers = (Needs(uses=(LINEN_MODULE,), words=("class",), imports_only=True),)
+    triggers = (Needs(uses=tuple(sorted(LINEN_MODULE_BASES)), words=("class",), imports_only=True),)
     valid = (
         Valid("from flax import nnx\nclass M(nnx.Module):\n    pass\n"),
         Valid("import flax.linen as nn\nclass Module:\n    pass\nclass M(Module):\n    pass\n"),
@@ -174,7 +180,7 @@ class LinenModule(Rule):
         outer = self.context.scopes[-2] if len(self.context.scopes) > 1 else None
         known = {id(found) for found in self._classes}
         for base in node.bases:
-            if self.context.resolve(base.value) == LINEN_MODULE or self._is_known_class(base.value, outer, known):
+            if self.context.resolve(base.value) in LINEN_MODULE_BASES or self._is_known_class(base.value, outer, known):
                 self._classes.append(node)
                 return
 

@@ -140,3 +140,12 @@ def test_linen_modules_in_nnx():
     for name in flax_api.LINEN_MODULES_IN_NNX:
         assert issubclass(_nnx_attribute(name), flax.linen.Module)
     assert not issubclass(nnx.bridge.Module, flax.linen.Module)  # its apply is NNX's
+
+
+def test_linen_module_bases_are_linen_modules_with_nnx_twins():
+    import flax.linen
+
+    for qualified in flax_api.LINEN_MODULE_BASES:
+        name = qualified.rpartition(".")[2]
+        assert issubclass(getattr(flax.linen, name), flax.linen.Module)
+        assert issubclass(getattr(nnx, name), nnx.Module)  # the conversion's new base

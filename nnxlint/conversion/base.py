@@ -34,6 +34,10 @@ class FactoryUnknown(Unconvertible):
     """A class calls a module-valued field whose layer only the class building it tells."""
 
 
+class CarryUnknown(FactoryUnknown):
+    """A recurrent cell whose carry only the ``nn.RNN`` stepping it tells (``constructs/recurrent_later.py``)."""
+
+
 @dataclass(frozen=True)
 class Mode:
     """``__call__``'s train/eval parameter: its name, position and value in eval mode."""
@@ -262,7 +266,8 @@ def input_sizes(converted: ConvertedClass, inputs: Sequence[Shape], what: str) -
         shape = inputs[index] if index < len(inputs) else None
         if isinstance(shape, Several):  # a ``jraph.GraphsTuple`` (``constructs/jraph_graph.py``), or a tuple
             from nnxlint.conversion.constructs.jraph_graph import graph_input_size
-            shape = (graph_input_size(parameter, shape),)
+            from nnxlint.conversion.constructs.recurrent_later import carry_input_size  # a cell's carry
+            shape = (graph_input_size(parameter, shape) or carry_input_size(parameter, shape),)
         if not shape or shape[-1] is None:
             raise Unconvertible(f"the input size of {what} cannot be determined statically")
         sizes[parameter] = shape[-1]

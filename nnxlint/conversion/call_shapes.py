@@ -205,6 +205,8 @@ class ShapeFollowing:
             return None
         last = node.slice[-1].slice
         if not (isinstance(last, cst.Slice) and last.lower is None and last.upper is None and last.step is None):
+            if is_open(shape) and len(shape) == 2:  # ``x[:, :-1]``, ``x[:, 0]`` on an input of unknown rank:
+                return (SOME_AXES, shape[-1])  # leading axes, as ``axis_shapes.py`` takes them (else NNX raises)
             return None
         if is_open(shape):
             return shape

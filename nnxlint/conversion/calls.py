@@ -22,6 +22,7 @@ from nnxlint.conversion.constructs.shape_branch import shape_test_condition
 from nnxlint.conversion.constructs.chosen_module import bind_chosen_module
 from nnxlint.conversion.constructs.has_variable import bind_initialized_flag, check_flag_read, is_initialized_guard
 from nnxlint.conversion.constructs.local_module import bind_local_module, local_module_call, mark_local_module_use
+from nnxlint.conversion.constructs.recurrent_later import Carry, bind_rnn, rnn_call
 from nnxlint.conversion.constructs.jraph_graph import Graph, bind_graph_function, graph_call
 from nnxlint.conversion.constructs.graph_loop import begin_graph_loop, end_graph_loop, looped_call
 from nnxlint.conversion.constructs.partitioning import partitioned_init
@@ -31,6 +32,7 @@ from nnxlint.conversion.constructs.loop_stack import (
 )
 from nnxlint.conversion.constructs.loop_tail import tail_call
 from nnxlint.conversion.constructs.merge_param import bind_merged_flag, is_merge_param, merged_value
+from nnxlint.conversion.constructs.rnn import RNN_CELLS
 from nnxlint.conversion.constructs.sow import DroppedSows
 from nnxlint.conversion.linen_map import LayerMapping
 from nnxlint.conversion.shapes import Several, Shape
@@ -80,6 +82,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.scan_calls: set[int] = set()  # ``Blocks(...)(x, None)`` calls, converted by ``constructs/lifted.py``
         self.local_modules: dict[str, Slot] = {}  # ``embed = nn.Embed(...)`` (``constructs/local_module.py``)
         self.local_module_reads: set[int] = set()  # the ``embed`` of ``embed(x)`` / ``embed.attend(x)``
+        self.recurrent: dict = {}  # ``encoder = nn.RNN(cell, ...)`` (``constructs/recurrent_later.py``)
         self.graph_values: dict = {}  # ``net = jraph.GraphNetwork(...)`` (``constructs/jraph_graph.py``)
         self.graph_statements: dict[int, cst.BaseExpression] = {}  # ... -> the call handing over ``self.x``
         self.graph_loops: list = []  # the enclosing message-passing loop (``constructs/graph_loop.py``)
@@ -227,7 +230,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.removed_statements.add(id(node))
             return False
         if bind_local_module(self, node) or bind_layer_factory(self, node) or bind_initialized_flag(self, node) \
-                or bind_graph_function(self, node):
+                or bind_graph_function(self, node) or bind_rnn(self, node):
             return False
         bind_merged_flag(self, node)
         self.assigned_values.add(id(node.value))
@@ -270,7 +273,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
     def _bind(self, target: cst.BaseExpression, shape: Shape) -> None:
         """Names get the shapes of what is assigned: ``mean, logvar = self.encoder(x)``."""
         if isinstance(target, cst.Name):
-            self.shapes[target.value] = None if isinstance(shape, Several) and not isinstance(shape, Graph) else shape
+            self.shapes[target.value] = None if isinstance(shape, Several) and not isinstance(shape, (Graph, Carry)) \
+                else shape
         elif isinstance(target, (cst.Tuple, cst.List)):
             parts = shape.parts if isinstance(shape, Several) and len(shape.parts) == len(target.elements) \
                 else (None,) * len(target.elements)
@@ -306,7 +310,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         func = original_node.func
         if id(original_node) in self.called_at_once:
             return updated_node  # ``nn.Dense(3)`` in ``nn.Dense(3)(x)``: the outer call converts both
-        local = local_module_call(self, original_node, updated_node) or graph_call(self, original_node, updated_node)
+        local = rnn_call(self, original_node, updated_node) or local_module_call(self, original_node, updated_node) \
+            or graph_call(self, original_node, updated_node)
         if local is not None:
             return local
         if is_merge_param(converter, original_node):
@@ -379,13 +384,19 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         assert layer is not None
         positional = [arg for arg in original.args if arg.keyword is None]
         inputs = [self.shape_of(arg.value) for arg in positional]
+        stepped = layer.mapping is not None and len(positional) == 2 and layer.mapping.linen in RNN_CELLS
+        if stepped:  # ``cell(carry, x)``: the carry's arrays size the cell (``constructs/recurrent_later.py``)
+            inputs[0] = self.shape_of(positional[0].value, several=True)
         try:
             output, child_mode = converter.call_slot(slot, inputs, self.shapes)
         except Unconvertible as error:
             raise explain_unknown(self, positional, error) from None
         self.call_shapes[id(original)] = output
         call = updated.with_changes(func=cst.parse_expression(f"self.{slot.attribute}"))
-        if layer.mapping is not None:
+        if stepped:
+            if len(original.args) != 2:
+                raise Unconvertible(f"`nn.{layer.mapping.linen}` called with keyword arguments")
+        elif layer.mapping is not None:
             call = self._layer_call_args(layer.mapping, original, call)
         elif layer.factory is not None and (len(original.args) != 1 or original.args[0].keyword is not None):
             raise Unconvertible(f"an `nn.{layer.factory.name}` called with more than its input")

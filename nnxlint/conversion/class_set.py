@@ -21,10 +21,10 @@ import libcst as cst
 
 from nnxlint.context import walk
 
-from nnxlint.conversion.base import ConvertedClass, FactoryUnknown, FileEnv, Unconvertible
+from nnxlint.conversion.base import CarryUnknown, ConvertedClass, FactoryUnknown, FileEnv, Unconvertible
 from nnxlint.conversion.constructs.layer_factory import LayerFactory
 from nnxlint.conversion.classes import ClassConverter
-from nnxlint.conversion.shapes import Shape, Size, open_shape
+from nnxlint.conversion.shapes import Several, Shape, Size, open_shape
 
 _ANY_INPUTS = [open_shape(Size("?"))] * 16  # more than any ``__call__`` has
 
@@ -36,6 +36,7 @@ class ClassSet:
         self.concrete_keys: dict[str, tuple] = {}  # classes converted for concrete shapes
         self.reasons: dict[str, str] = {}  # classes that stay Linen -> why
         self._open_failures: dict[str, str] = {}
+        self._carry_cells: set[str] = set()  # cells whose carry only the RNN stepping them tells
         self._in_progress: list[str] = []
         self.factory_keys: dict[str, tuple] = {}  # classes converted for the layer factories a parent passes
         self._waiting: dict[str, str] = {}  # classes whose factories only a parent can tell -> why
@@ -48,6 +49,7 @@ class ClassSet:
         own = [name for name in self.converted if name not in self.concrete_keys]
         fresh.converted = {name: self.converted[name] for name in own}
         fresh._open_failures = dict(self._open_failures)
+        fresh._carry_cells = set(self._carry_cells)
         fresh.factory_keys = {name: key for name, key in self.factory_keys.items() if name in fresh.converted}
         self.env.custom_collections = {collection: type_name for collection, type_name
                                        in self.env.custom_collections.items()
@@ -102,9 +104,13 @@ class ClassSet:
             except Unconvertible as error:
                 self._open_failures[name] = str(error)
                 self.env.custom_collections = custom
-                if isinstance(error, FactoryUnknown):
+                if isinstance(error, CarryUnknown):
+                    self._carry_cells.add(name)
+                elif isinstance(error, FactoryUnknown):
                     raise  # no input shape tells what a field builds
         if not inputs or not any(inputs):
+            if name in self._carry_cells:  # waits for the RNN that steps it
+                raise CarryUnknown(self._open_failures[name])
             if "input size" not in self._open_failures[name]:
                 raise Unconvertible(self._open_failures[name])
             # nobody here gives its input: the sizes are the builder's to pass
@@ -204,8 +210,13 @@ def _factory_key(factories: Optional[dict[str, LayerFactory]]) -> tuple:
 
 
 def _key(inputs: Sequence[Shape]) -> tuple:
-    return tuple(None if shape is None else tuple(axis.value if axis else None for axis in shape[1:-1])
-                 for shape in inputs)
+    return tuple(_shape_key(shape) for shape in inputs)
+
+
+def _shape_key(shape: Shape) -> Optional[tuple]:
+    if isinstance(shape, Several):  # a cell's carry
+        return tuple(_shape_key(part) for part in shape.parts)
+    return None if shape is None else tuple(axis.value if axis else None for axis in shape[1:-1])
 
 
 def _class_names_in(node: cst.CSTNode, candidates: set[str]) -> set[str]:

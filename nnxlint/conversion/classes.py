@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.flax_api import LINEN_MODULE
+from nnxlint.flax_api import LINEN_MODULE_BASES
 from nnxlint.conversion.base import (
     IDENTIFIER, LINEN_COMPACT, ConvertedClass, FileEnv, InitParam, Mode, Slot, Unconvertible, arg_keyword,
     drop_param, function_params, input_sizes, names_read, self_attribute, size_name, substitute,
@@ -29,6 +29,7 @@ from nnxlint.conversion.calls import CallRewriter, LinenFunctions
 from nnxlint.conversion.constructs import FACTORIES, SELF_CALLS
 from nnxlint.conversion.constructs.branch_module import guarded
 from nnxlint.conversion.constructs.scanned_cell import carry_method, convert_scanned_call, scanned_cell
+from nnxlint.conversion.constructs.recurrent_later import cell_base, cell_input, check_cell_methods, stepped_cell
 from nnxlint.conversion.constructs.setup_code import check_submodule_order, read_setup_block
 from nnxlint.conversion.constructs.explicit_subclass import convert_explicit_subclass, linen_parent
 from nnxlint.conversion.constructs.class_field import choice_init
@@ -116,8 +117,8 @@ class ClassConverter(LayerConstruction):
         parent = linen_parent(self)
         if parent is not None:  # ``class DenseExplicit(Dense)`` (``constructs/explicit_subclass.py``)
             return convert_explicit_subclass(self, parent)
-        if len(node.bases) != 1 or self.env.resolve(node.bases[0].value) != LINEN_MODULE or node.keywords:
-            raise Unconvertible("only classes that subclass `nn.Module` directly are converted")
+        if len(node.bases) != 1 or self.env.resolve(node.bases[0].value) not in LINEN_MODULE_BASES or node.keywords:
+            raise Unconvertible("only classes that subclass `nn.Module` (or `nn.RNNCellBase`) directly are converted")
         body = list(node.body.body) if isinstance(node.body, cst.IndentedBlock) else []
         methods: dict[str, cst.FunctionDef] = {}
         for statement in body:
@@ -132,6 +133,7 @@ class ClassConverter(LayerConstruction):
         overridden = sorted(set(methods) & _LINEN_MODULE_API)
         if overridden:
             raise Unconvertible(f"the class overrides Linen's `{overridden[0]}`")
+        check_cell_methods(self, methods)  # ``constructs/recurrent_later.py``
         self.scan = scanned_cell(self, methods["__call__"])  # ``constructs/scanned_cell.py``
         for name, method in methods.items():
             if name == "__call__" and self.scan is not None:
@@ -177,7 +179,7 @@ class ClassConverter(LayerConstruction):
                 if len(new_body) == init_index + 1 and not method.leading_lines:
                     method = method.with_changes(leading_lines=[cst.EmptyLine(indent=False)])
                 new_body.append(method)
-        base = cst.Arg(cst.parse_expression(f"{self.env.nnx}.Module"))
+        base = cst.Arg(cst.parse_expression(cell_base(self)))
         new_node = node.with_changes(bases=[base], body=node.body.with_changes(body=new_body))
         return ConvertedClass(node.name.value, new_node, self.size_params, self.fields,
                               _with_final_sizes(self._output_shape, self.final_sizes), self.mode, self.uses_rngs, self.constant_flags,
@@ -356,7 +358,7 @@ class ClassConverter(LayerConstruction):
             return None
         shape = shapes.get(value.value.value)
         index = int_literal(node.slice[0].slice.value)
-        if shape is None or index is None or not -len(shape) <= index < len(shape):
+        if shape is None or isinstance(shape, Several) or index is None or not -len(shape) <= index < len(shape):
             return None
         if is_open(shape) and (index >= 0 or ANY_AXES in shape[index:]):
             return None  # counted across axes of unknown number
@@ -396,7 +398,8 @@ class ClassConverter(LayerConstruction):
         shapes: dict[str, Shape] = {}
         for index, param in enumerate(params):
             shape = self.inputs[index] if index < len(self.inputs) else None
-            shapes[param.name.value] = graph_input(self, param, index) or self._inside_shape(param.name.value, index, shape)
+            shapes[param.name.value] = graph_input(self, param, index) or cell_input(self, param, index) \
+                or self._inside_shape(param.name.value, index, shape)
         self._compact = any(self.env.resolve(d.decorator) == LINEN_COMPACT for d in function.decorators)
         if self.scan is not None:
             new_function = convert_scanned_call(self, function, self.scan, shapes)
@@ -536,7 +539,10 @@ class ClassConverter(LayerConstruction):
         assert layer is not None
         first = inputs[0] if inputs else None
         mode = None
-        if layer.mapping is not None:
+        stepped = stepped_cell(self, slot, layer.mapping, inputs, shapes) if layer.mapping is not None else None
+        if stepped is not None:  # ``nn.LSTMCell(f)(carry, x)``: sized by both
+            code, output = stepped
+        elif layer.mapping is not None:
             input_size = self._input_size(layer.mapping, slot, first, shapes)
             code = self._layer_init(slot, layer.mapping, input_size, shapes)
             output = self._layer_output(layer.mapping, slot, first, shapes)
@@ -603,7 +609,8 @@ def _in_parent_terms(shape, values: dict[str, str], inputs: Sequence[Shape]):
     if shape is None:
         return None
     ranks = {len(given) for given in inputs if isinstance(given, tuple) and not is_open(given)}
-    if ANY_AXES in shape and len(ranks) == 1 and not any(is_open(given) for given in inputs if given) \
+    if ANY_AXES in shape and len(ranks) == 1 and not any(is_open(given) for given in inputs
+                                                          if isinstance(given, tuple)) \
             and keeps_input_rank(shape):
         leading = (None,) * (ranks.pop() - 1)
         shape = tuple(axis for part in shape for axis in (leading if part == ANY_AXES else (part,)))

@@ -20,7 +20,7 @@ import libcst as cst
 from nnxlint import names
 from nnxlint.context import children, walk
 from nnxlint.flax_api import FLAX_NNX, is_linen
-from nnxlint.flax_api import LINEN_MODULE
+from nnxlint.flax_api import LINEN_MODULE_BASES
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of
 from nnxlint.conversion.linen_map import SAME_FUNCTIONS
 from nnxlint.conversion.class_set import ClassSet
@@ -45,7 +45,7 @@ def linen_module_classes(module: cst.Module, scope: names.Scope,
     found: dict[str, cst.ClassDef] = {}
     for statement in module.body:
         if isinstance(statement, cst.ClassDef) and any(
-                names.resolve(scope, base.value) == LINEN_MODULE
+                names.resolve(scope, base.value) in LINEN_MODULE_BASES
                 or (isinstance(base.value, cst.Name) and base.value.value in found)
                 or (linen_bases and module.code_for_node(base.value) in linen_bases)
                 for base in statement.bases):
