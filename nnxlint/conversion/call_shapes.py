@@ -191,7 +191,7 @@ class ShapeFollowing:
 
     def _slice_shape(self, node: cst.Subscript) -> Shape:
         """``x[:, :n]``, ``x[:, 0]``, ``x[..., 0:2]``: the last axis is kept when the last
-        index is a plain ``:`` (and nothing adds axes); ``self.embedding[ids]`` gathers rows
+        index is a plain ``:`` or does not reach it (and nothing adds axes); ``self.embedding[ids]`` gathers rows
         of a 2-D parameter: the ids' axes, then the table's width."""
         width = self.converter.table_widths.get(self_attribute(node.value) or "")
         if width is not None and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index):
@@ -207,7 +207,8 @@ class ShapeFollowing:
         if not (isinstance(last, cst.Slice) and last.lower is None and last.upper is None and last.step is None):
             if is_open(shape) and len(shape) == 2:  # ``x[:, :-1]``, ``x[:, 0]`` on an input of unknown rank:
                 return (SOME_AXES, shape[-1])  # leading axes, as ``axis_shapes.py`` takes them (else NNX raises)
-            return None
+            if is_open(shape) or len(node.slice) >= len(shape):
+                return None  # (of a known rank, ``x[:, 0]`` leaves the last axis alone: below)
         if is_open(shape):
             return shape
         kept = [axis if isinstance(element.slice, cst.Slice) and element.slice.lower is None

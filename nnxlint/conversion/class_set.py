@@ -118,8 +118,13 @@ class ClassSet:
             return self.converted[name]
         inputs = _array_inputs(inputs)
         self.converted[name] = ClassConverter(self.env, node, inputs).run()
-        self.concrete_keys[name] = _key(inputs)
+        self.concrete_keys[name] = self._key(name, inputs)
         return self.converted[name]
+
+    def _key(self, name: str, inputs: Sequence[Shape]) -> tuple:
+        """What a concrete conversion depends on: the shapes, or a cell's carry structure
+        alone (its sizes are parameters every builder passes)."""
+        return _carry_structure(inputs) if name in self._carry_cells else _key(inputs)
 
     def _with_layer_sizes(self, name: str, node: cst.ClassDef) -> ConvertedClass:
         """Last resort for a class on its own: a layer input size nothing inside it gives
@@ -132,7 +137,8 @@ class ClassSet:
             raise Unconvertible(self._open_failures[name]) from None
 
     def _check_key(self, name: str, inputs: Optional[Sequence[Shape]]) -> ConvertedClass:
-        if name in self.concrete_keys and (inputs is None or _key(_array_inputs(inputs)) != self.concrete_keys[name]):
+        if name in self.concrete_keys and (inputs is None or self._key(name, _array_inputs(inputs))
+                                           != self.concrete_keys[name]):
             raise Unconvertible(f"`{name}` is used with inputs of different shapes "
                                 f"(on its own: {self._open_failures[name]})")
         return self.converted[name]
@@ -211,6 +217,10 @@ def _factory_key(factories: Optional[dict[str, LayerFactory]]) -> tuple:
 
 def _key(inputs: Sequence[Shape]) -> tuple:
     return tuple(_shape_key(shape) for shape in inputs)
+
+
+def _carry_structure(inputs: Sequence[Shape]) -> tuple:
+    return tuple(_carry_structure(shape.parts) if isinstance(shape, Several) else None for shape in inputs)
 
 
 def _shape_key(shape: Shape) -> Optional[tuple]:
