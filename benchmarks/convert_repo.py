@@ -50,7 +50,14 @@ _OGBG_GRAPHS = ("__import__('jraph').GraphsTuple(nodes=jax.random.normal(jax.ran
 SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
     "imagenet": [("models.py", "ResNet",
                   "dict(stage_sizes=[1, 1], block_cls=ResNetBlock, num_classes=10, num_filters=8)",
-                  "jax.random.normal(jax.random.key(1), (2, 32, 32, 3))", {"train": True}, {"train": False})],
+                  "jax.random.normal(jax.random.key(1), (2, 32, 32, 3))", {"train": True}, {"train": False},
+                  "dict(dense_0_in_features=16)"),  # the head's input: the last stage's width
+                 # as ``_ResNet1Local`` builds it: nn.ConvLocal, kept Linen in nnx.bridge.ToNNX, through the
+                 # factory the conversion generates for it
+                 ("models.py", "ResNet",
+                  "dict(stage_sizes=[1, 1], block_cls=ResNetBlock, num_classes=10, num_filters=8, conv=nn.ConvLocal)",
+                  "jax.random.normal(jax.random.key(1), (2, 32, 32, 3))", {"train": True}, {"train": False},
+                  "dict(dense_0_in_features=16, conv=conv_local)")],
     "vae": [("models.py", "VAE", "dict(latents=4)", "jax.random.uniform(jax.random.key(1), (2, 784))",
              {"z_rng": "jax.random.key(2)"}, {"z_rng": "jax.random.key(2)"})],
     "ppo": [("models.py", "ActorCritic", "dict(num_outputs=4)",
@@ -113,6 +120,11 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
 # RNG streams the example's models draw from besides params and dropout (given to Linen's init and apply;
 # the NNX model's ``nnx.Rngs(0)`` serves them from its default stream).
 RNG_STREAMS = {"seq2seq": ("lstm",)}
+
+# Examples whose models name an axis for their collectives (imagenet's ``BatchNorm(axis_name='batch')``):
+# both sides run under ``jax.vmap(..., axis_name=...)`` over a new leading axis of one, as under ``pmap``.
+AXIS_NAMES = {"imagenet": "batch"}
+
 
 # Examples whose top model also decodes with a cache: constructor arguments (source) of
 # the decoding model.  Linen's ``init`` makes the cache; the NNX model gets
@@ -277,7 +289,7 @@ given = {keyword: x} if keyword else {}
 positional = () if keyword else tuple(x) if source.startswith("*") else (x,)  # ``*(a, b)``: several inputs
 x = positional[0] if positional else x
 kwargs = eval(spec["kwargs"], {**vars(linen)})
-nnx_kwargs = {**eval(spec["kwargs"], {**vars(converted)}), **eval(spec["nnx_kwargs"])}
+nnx_kwargs = {**eval(spec["kwargs"], {**vars(converted)}), **eval(spec["nnx_kwargs"], {**vars(converted)})}
 # a mode may build its own model (``"model": kwargs source``): flags fixed by a config, as lm1b's
 # train and eval configs; the NNX model is then built from that config too, with no train()/eval()
 mode_models = {mode: spec[mode].get("model") for mode in ("train", "eval")}
@@ -297,8 +309,23 @@ for name in signature.parameters:
 
 def build_nnx(nnx_kwargs):
     built = NNXClass(**nnx_kwargs, rngs=nnx.Rngs(0)) if "rngs" in signature.parameters else NNXClass(**nnx_kwargs)
+    if any(isinstance(module, nnx.bridge.ToNNX) for _, module in nnx.iter_modules(built)):
+        built.eval()  # Linen layers kept in ToNNX make their variables on a first call (no statistics move)
+        nnx.bridge.lazy_init(built, *positional, **given)
+        built.train()
     load_linen_variables(built, variables)
     return built
+
+
+def batched(forward):
+    """``forward`` under ``jax.vmap`` over a new leading axis of one named ``spec["axis_name"]``, if any."""
+    if not spec["axis_name"]:
+        return forward
+    def run(*args, **kwargs):
+        out = jax.vmap(forward, axis_name=spec["axis_name"])(*[a[None] for a in args],
+                                                            **{k: v[None] for k, v in kwargs.items()})
+        return jax.tree.map(lambda a: a[0], out)
+    return run
 
 
 nnx_model = build_nnx(nnx_kwargs)
@@ -310,15 +337,21 @@ for mode, call in modes.items():
         linen_model = getattr(linen, spec["class"])(**eval(mode_models[mode], {**vars(linen)}))
         nnx_model = build_nnx({**nnx_kwargs, **eval(mode_models[mode], {**vars(converted)})})
     mutable = [c for c in variables if c != "params"]
+    def linen_forward(*args, **kwargs):
+        return linen_model.apply(variables, *args, **kwargs, **call,
+                                 rngs={"dropout": jax.random.key(3), **streams}, mutable=mutable or False)
     with same_masks():
-        out = linen_model.apply(variables, *positional, **given, **call,
-                                rngs={"dropout": jax.random.key(3), **streams}, mutable=mutable or False)
+        out = batched(linen_forward)(*positional, **given)
     out = out[0] if mutable else out
     if not mode_models[mode]:
         getattr(nnx_model, mode)()
     nnx_call = {k: v for k, v in call.items() if k in call_names}
+    graphdef, state = nnx.split(nnx_model)  # under vmap, the statistics move in a copy
+    def nnx_forward(*args, **kwargs):
+        model = nnx.merge(graphdef, state, copy=True) if spec["axis_name"] else nnx_model
+        return model(*args, **kwargs, **nnx_call)
     with same_masks():
-        got = nnx_model(*positional, **given, **nnx_call)
+        got = batched(nnx_forward)(*positional, **given)
     diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / (np.max(np.abs(np.asarray(a))) + 1e-12))
              for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(got))]
     result[mode] = max(diffs) if diffs else float("nan")
@@ -357,7 +390,8 @@ def verify(groups: list[Group], source: Path, work: Path) -> None:
             spec = dict(linen=str(linen_file), nnx=str(nnx_file), input=example, kwargs=kwargs,
                         nnx_kwargs=nnx_only[0] if nnx_only else "dict()",
                         train=train, eval=evaluate, decode=DECODE_SPECS.get(group.name),
-                        streams=RNG_STREAMS.get(group.name, ()), **{"class": class_name})
+                        streams=RNG_STREAMS.get(group.name, ()), axis_name=AXIS_NAMES.get(group.name),
+                        **{"class": class_name})
             done = subprocess.run([sys.executable, "-c", _VERIFY, json.dumps(spec)], capture_output=True,
                                   text=True, check=False, env={**os.environ, "JAX_PLATFORMS": "cpu"})
             if done.returncode != 0:

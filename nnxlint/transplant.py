@@ -14,6 +14,10 @@ checkpoint stores it) onto the state of an NNX model built by the converted code
   list named after its class (``blocks/2``, ``naming.nnx_list_name``), or of
   the one list whose elements are all of that class (a field holding one of
   several block classes: ``ResNetBlock_2`` -> ``blocks/2``);
+- a Linen layer with no NNX twin kept in ``nnx.bridge.ToNNX`` (``ConvLocal``, after
+  ``nnx.bridge.lazy_init``) keeps Linen's parameter names; handed to a class through a
+  field that defaults to its twin (``conv=nn.ConvLocal`` for ``nn.Conv``), its Linen
+  auto-name ``ConvLocal_0`` is the twin's ``conv_0``;
 - the LSTM gate parameter ``if`` becomes ``if_`` (``if`` is a Python keyword);
 - a GRU cell's per-gate layers (``ir``/``iz``/``in``, ``hr``/``hz``/``hn``)
   are concatenated into ``nnx.GRUCell``'s fused ``dense_i`` / ``dense_h`` in
@@ -58,6 +62,7 @@ from flax import nnx
 from flax.core import meta
 
 from nnxlint.conversion.linen_map import (
+    BRIDGED_LAYERS,
     FUSED_GATES,
     UNFUSABLE_GATE_PARAMETERS,
     custom_variable_type,
@@ -250,6 +255,9 @@ def _child_path(parent: Path, linen_key: str, prefixes: set[Path], linen_path: t
                        if name == element["attribute"] and path[:-1] == parent]
             if len(holding) == 1:
                 candidates.append(holding[0] + (int(element["index"]),))
+        if element["attribute"] in BRIDGED_LAYERS:  # handed in for its twin: named as the twin's layers
+            candidates.append(parent + (nnx_attribute_name(f"{BRIDGED_LAYERS[element['attribute']]}_"
+                                                           f"{element['index']}"),))
     for candidate in candidates:
         if candidate in prefixes:
             return candidate

@@ -72,6 +72,9 @@ class ConvertedClass:
     layer_size_params: list[str] = field(default_factory=list)
     # what the conversion leaves out because Linen ignores it in this run (``constructs/sow.py``)
     dropped: list[str] = field(default_factory=list)
+    # Linen layers kept through ``nnx.bridge.ToNNX`` in it or its submodules (``constructs/linen_bridge.py``):
+    # a model holding one needs ``nnx.bridge.lazy_init`` before use
+    bridged: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -247,6 +250,9 @@ class Layer:
     made_by: Optional["LayerFactory"] = None
     # the module classes a field may hold (``constructs/class_field.py``); ``user_class`` is the first
     choices: tuple[str, ...] = ()
+    # a Linen layer with no NNX twin, kept as Linen in ``nnx.bridge.ToNNX`` (``constructs/linen_bridge.py``);
+    # ``mapping`` is then the table layer whose arguments and output shape it shares
+    bridged: Optional[str] = None
 
 
 

@@ -302,6 +302,8 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         if isinstance(node.func, cst.Call):
             self.called_at_once.add(id(node.func))
             layer = self.converter.layer(node.func.func)
+            if layer is not None and layer.bridged:  # replaced with the attribute that holds it
+                self.converter.bridged_names.add(id(node.func.func))
             if layer is not None and layer.factory is not None:  # its parts are converted with it
                 self.called_at_once.update(id(part) for part in layer.factory.parts(node.func, self.converter))
 

@@ -33,6 +33,7 @@ from nnxlint.conversion.constructs.recurrent_later import cell_base, cell_input,
 from nnxlint.conversion.constructs.setup_code import check_submodule_order, read_setup_block
 from nnxlint.conversion.constructs.explicit_subclass import convert_explicit_subclass, linen_parent
 from nnxlint.conversion.constructs.class_field import choice_init
+from nnxlint.conversion.constructs.linen_bridge import keep_bridged
 from nnxlint.conversion.constructs.jraph_graph import graph_input
 from nnxlint.conversion.constructs.dataclass_field import factory_lines, field_parameter, is_field_call
 from nnxlint.conversion.constructs.layer_factory import (
@@ -88,6 +89,8 @@ class ClassConverter(LayerConstruction):
         self.variables: dict[str, str] = {}  # self.variable attributes -> their NNX creation
         self.rng_streams: dict[str, str] = {}  # ``self.make_rng`` streams kept -> their ``__init__`` line
         self.dropped: list[str] = []  # what Linen ignores in this run and the conversion leaves out (``sow``)
+        self.bridged: list[str] = []  # Linen layers kept in ``nnx.bridge.ToNNX`` (``constructs/linen_bridge.py``)
+        self.bridged_names: set[int] = set()  # their ``nn.ConvLocal`` in constructions that become attributes
         self.scan = None  # a cell stepped by a scanned ``__call__`` (``constructs/scanned_cell.py``)
         self.scanned_output: Shape = None
         self.auto_counters: dict[str, int] = {}
@@ -183,7 +186,7 @@ class ClassConverter(LayerConstruction):
         new_node = node.with_changes(bases=[base], body=node.body.with_changes(body=new_body))
         return ConvertedClass(node.name.value, new_node, self.size_params, self.fields,
                               _with_final_sizes(self._output_shape, self.final_sizes), self.mode, self.uses_rngs, self.constant_flags,
-                              self.layer_size_params, self.dropped)
+                              self.layer_size_params, self.dropped, bridged=self.bridged)
 
     # -- fields and setup --------------------------------------------------
     @staticmethod
@@ -344,7 +347,8 @@ class ClassConverter(LayerConstruction):
         if replacement is not None:
             return cst.parse_expression(replacement)
         member = self.env.linen_member(original)
-        known = member in LAYERS or member in FACTORIES or member in _CONVERTED_ELSEWHERE or member in PARTITIONING
+        known = member in LAYERS or member in FACTORIES or member in _CONVERTED_ELSEWHERE or member in PARTITIONING \
+            or id(original) in self.bridged_names
         if member is not None and not known and "." not in member:
             raise Unconvertible(f"`nn.{member}` has no conversion")
         return updated
@@ -557,8 +561,9 @@ class ClassConverter(LayerConstruction):
         slot.init_code = f"self.{slot.attribute} = {code}"
         return output, mode
 
-    def _child_init(self, slot: Slot, class_name: str, inputs: list[Shape],
-                    shapes: dict[str, Shape]) -> tuple[str, Shape, Optional[Mode]]:
+    def _child_init(self, slot: Slot, class_name: str, inputs: list[Shape], shapes: dict[str, Shape],
+                    transform: Optional[str] = None) -> tuple[str, Shape, Optional[Mode]]:
+        """The child's construction; ``transform``: the Linen lifted transform it is built under."""
         child_fields = [statement.body[0].target.value for statement in self.env.class_node(class_name).body.body
                         if self._is_field(statement)]  # type: ignore[union-attr]
         factories = factories_passed(self, slot.construction, child_fields)
@@ -567,6 +572,7 @@ class ClassConverter(LayerConstruction):
             raise Unconvertible(f"uses `{class_name}`, whose input size `{child.layer_size_params[0]}` cannot be "
                                 "worked out here")
         self.constant_flags |= child.constant_flags
+        keep_bridged(self, class_name, child.bridged, transform)
         args = []
         values: dict[str, str] = {}
         for parameter, size in input_sizes(child, inputs, f"`{slot.attribute}` ({class_name})").items():
@@ -651,4 +657,6 @@ def _target_names(target: cst.BaseExpression) -> list[str]:
 def _type_name(layer) -> str:
     """The type name Linen numbers a layer's modules by (``Dense`` for ``nn.Dense``, the class's
     name for a class of the file or, spelled ``layers.Block``, of another)."""
+    if layer.bridged:  # Linen numbers it as its own class (``ConvLocal_0``)
+        return layer.bridged
     return layer.mapping.linen if layer.mapping else layer.user_class and layer.user_class.rpartition(".")[2]

@@ -27,6 +27,7 @@ from nnxlint.conversion.class_set import ClassSet
 from nnxlint.conversion.models_only import ModelsOnly
 from nnxlint.conversion.constructs.jraph_graph import graph_runtime_size
 from nnxlint.conversion.constructs.sow import left_out_note
+from nnxlint.conversion.constructs.linen_bridge import bridge_note, bridge_partials, bridged_linen_reads
 from nnxlint.conversion.validate import check_converted
 from nnxlint.conversion.shapes import Shape
 from nnxlint.conversion.training import (
@@ -102,6 +103,10 @@ class FileConverter:
         self.classes = ClassSet(self.env)
         self._read_counts: dict[int, tuple[cst.CSTNode, Counter]] = {}  # ``_statement_reads``
         self.users_outside: Optional[dict[str, int]] = None  # ``ModelsOnly.users_outside``, found once
+        # ``partial(ResNet, conv=nn.ConvLocal)`` -> the class it builds; then partial -> the factory generated
+        # for the layer it passes (``constructs/linen_bridge.py``)
+        self.bridged_partials: dict[cst.CSTNode, str] = {}
+        self.bridged_passed: dict[str, tuple[str, str]] = {}  # partial -> (factory, layer)
 
     def _nnx_alias(self) -> str:
         for local, bindings in self.scope.bindings.items():
@@ -145,6 +150,8 @@ class FileConverter:
                    if not (isinstance(replacement, cst.CSTNode) and replacement.deep_equals(old))}
         dropped = left_out_note([item for name in converted for item in self.classes.converted[name].dropped],
                                 self.env.nnx)
+        bridged = [layer for name in converted for layer in self.classes.converted[name].bridged]
+        dropped += bridge_note(bridged, self.bridged_passed, self.env.nnx, with_training)
         return Conversion(changed, None, converted, dict(self.classes.reasons), sizes, with_training,
                           dropped=dropped)
 
@@ -196,6 +203,7 @@ class FileConverter:
             if isinstance(statement, cst.ClassDef) and statement.name.value in self.linen_classes \
                     and statement.name.value in staying:
                 new[statement] = statement
+        self.bridged_passed = bridge_partials(self, new)
         self._convert_imports(new)
         return new
 
@@ -318,7 +326,9 @@ class FileConverter:
                                     f"follow{self._where_read(new, name)}")
         for local, bindings in self.scope.bindings.items():
             if any(is_linen(binding.qualified_name) for binding in bindings) and reads[local] > 0 \
-                    and self._plain_function_reads(new, local) < reads[local]:
+                    and self._plain_function_reads(new, local) + sum(
+                        bridged_linen_reads(part, local, self.env.nnx) for node in new.values()
+                        for part in _parts(node)) < reads[local]:
                 raise Unconvertible(f"`{local}` (flax.linen) is still used outside the converted code")
 
     @staticmethod

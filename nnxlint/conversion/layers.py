@@ -11,7 +11,8 @@ from nnxlint.conversion.base import Layer, Slot, Unconvertible, arg_keyword, sel
 from nnxlint.conversion.constructs import FACTORIES
 from nnxlint.conversion.constructs.class_field import class_choices
 from nnxlint.conversion.constructs.layer_factory import layer_call_values
-from nnxlint.conversion.linen_map import INEXACT_LAYERS, LAYERS, LayerMapping
+from nnxlint.conversion.constructs.linen_bridge import bridged_construction
+from nnxlint.conversion.linen_map import BRIDGED_LAYERS, INEXACT_LAYERS, LAYERS, LayerMapping
 from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, open_shape, int_literal, int_tuple, string_literal, window_output
 
 
@@ -41,6 +42,8 @@ class LayerConstruction:
                 return Layer(LAYERS[member], None)
             if member in FACTORIES:
                 return Layer(None, None, factory=FACTORIES[member])
+            if member in BRIDGED_LAYERS:
+                return Layer(LAYERS[BRIDGED_LAYERS[member]], None, bridged=member)
             if member[:1].isupper():
                 raise Unconvertible(f"`nn.{member}` has no conversion yet")
             return None
@@ -74,7 +77,10 @@ class LayerConstruction:
                     shapes: dict[str, Shape]) -> str:
         values, positional = self.construction_args(slot.construction, mapping)
         values.pop("name", None)
-        made_by = self.layer(slot.construction.func).made_by  # type: ignore[union-attr]
+        layer = self.layer(slot.construction.func)
+        if layer.bridged:  # type: ignore[union-attr]
+            return bridged_construction(self, slot, layer.bridged, shapes)  # type: ignore[union-attr]
+        made_by = layer.made_by  # type: ignore[union-attr]
         if made_by is not None:
             layer_call_values(made_by, values)
         for keyword in values:

@@ -174,3 +174,7 @@ LAYER_METHODS = {"Embed": ("attend",)}
 # Layers of the table whose NNX counterpart computes something else: no fix, for this reason.
 INEXACT_LAYERS = {"GRUCell": "Linen's GRUCell has a bias on the candidate's recurrent term (hn, inside the reset "
                              "gate) that nnx.GRUCell lacks: the converted model would train differently"}
+# Linen layers with no NNX twin that the conversion keeps as Linen inside ``nnx.bridge.ToNNX``
+# (``constructs/linen_bridge.py``) -> the layer of the table whose constructor fields, call and
+# output shape they share: converted code builds them with that layer's NNX arguments.
+BRIDGED_LAYERS = {"ConvLocal": "Conv"}

@@ -17,6 +17,7 @@ import libcst as cst
 from nnxlint.context import walk
 
 from nnxlint.conversion.base import Unconvertible
+from nnxlint.conversion.constructs.linen_bridge import bridge_partials, handed_in_layer
 from nnxlint.conversion.linen_map import LAYERS
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class ModelsOnly:
         self.keep_classes_given_linen_layers()
         for name, reason in converter.held.items():
             self.classes.keep_linen(name, reason)
-        for name in linen_classes:
+        for name in self.classes.builders_first(linen_classes):  # a builder gives its blocks their shapes
             if name not in self.classes.reasons and name not in self.classes.converted:
                 self.classes.try_convert(name)
         self.classes.close_over_uses()
@@ -56,6 +57,7 @@ class ModelsOnly:
                 new[statement] = self._pass_through(statement)
             elif not _is_import(statement):
                 new[statement] = statement
+        converter.bridged_passed = bridge_partials(converter, new)
         converter._convert_imports(new)
         return new
 
@@ -90,9 +92,10 @@ class ModelsOnly:
         return {name: lines[index] for name, index in found.items()}
 
     def keep_classes_given_linen_layers(self) -> None:
-        """``ResNet18Local = partial(ResNet, conv=nn.ConvLocal)``: the partial stays as written,
-        so a class it passes a Linen module class to stays Linen (an NNX class would build
-        the Linen layer)."""
+        """``ResNet18Local = partial(ResNet, conv=nn.ConvLocal)``: a class a partial passes a Linen
+        module class to stays Linen (an NNX class would build the Linen layer), unless the layer
+        is one kept Linen through ``nnx.bridge.ToNNX`` (``constructs/linen_bridge.py``): the
+        partial then passes the factory generated for it (``linen_bridge.bridge_partials``)."""
         env = self.converter.env
         for statement in self.converter.module.body:
             if not self._is_partial(statement):
@@ -103,10 +106,18 @@ class ModelsOnly:
             for arg in call.args[1:]:
                 member = env.linen_member(arg.value)
                 if member and member[:1].isupper() and isinstance(call.args[0].value, cst.Name):
-                    self.classes.keep_linen(call.args[0].value.value, (
-                        f"`{target} = partial(..., {arg.keyword.value}=nn.{member})` passes a Linen module "
-                        f"class, which an NNX class cannot build" + ("" if member in LAYERS else
-                                                                      f" (`nn.{member}` has no NNX equivalent)")))
+                    owner = call.args[0].value.value
+                    why = f"`{target} = partial(..., {arg.keyword.value}=nn.{member})` passes a Linen module class"
+                    try:
+                        if owner in self.converter.linen_classes and handed_in_layer(
+                                env, self.converter.linen_classes[owner], arg.keyword.value, arg.value):
+                            self.converter.bridged_partials[statement] = owner
+                            continue
+                    except Unconvertible as error:
+                        self.classes.keep_linen(owner, f"{why}: {error}")
+                        continue
+                    self.classes.keep_linen(owner, f"{why}, which an NNX class cannot build" + (
+                        "" if member in LAYERS else f" (`nn.{member}` has no NNX equivalent)"))
 
     def _factory_class(self, function: cst.FunctionDef) -> Optional[str]:
         """``def model(latents): return VAE(latents=latents)``: the class a factory builds."""

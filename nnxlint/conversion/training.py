@@ -20,6 +20,7 @@ import libcst as cst
 from nnxlint.context import walk
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of
 from nnxlint.conversion.constructs.variables_display import displayed_variables
+from nnxlint.conversion.constructs.linen_bridge import lazy_init_lines
 from nnxlint.conversion.training_constructs.fresh_model import check_same_model, is_fresh_model
 from nnxlint.conversion.training_constructs.linen_apply import bound_function_call
 from nnxlint.conversion.training_constructs.unfollowed_init import unfollowed_init
@@ -805,11 +806,12 @@ class TrainingRewriter(cst.CSTTransformer):
         if original_node is self.site.statement:
             creation = self._replace_line(original_node, f"{self.model} = {self.plan.converted_construction}")
             removed = self.site.construction_statement
-            if removed is None:
-                return creation
-            # the removed `model = Net()` line's comments and blank lines (PEP 8's two after a class) stay above
-            # the line that now creates the model
-            return creation.with_changes(leading_lines=[*removed.leading_lines, *original_node.leading_lines])
+            if removed is not None:
+                # the removed `model = Net()` line's comments and blank lines (PEP 8's two after a class) stay
+                # above the line that now creates the model
+                creation = creation.with_changes(leading_lines=[*removed.leading_lines, *original_node.leading_lines])
+            bridged = lazy_init_lines(self.model, self.site.call, self.plan.converted, self.env)
+            return cst.FlattenSentinel([creation, *map(self._statement, bridged)]) if bridged else creation
         if len(original_node.body) != 1:
             return updated_node
         small = original_node.body[0]

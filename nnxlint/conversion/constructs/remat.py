@@ -63,7 +63,7 @@ def remat_call(rewriter: CallRewriter, remat: Remat, construction: cst.Call, cal
     attribute = converter.module_name(construction, f"Checkpoint{remat.block}")
     slot = converter._add_slot(attribute, construction)
     inputs = [rewriter.shape_of(arg.value) for arg in call.args]
-    code, output, mode = converter._child_init(slot, remat.block, inputs, rewriter.shapes)
+    code, output, mode = converter._child_init(slot, remat.block, inputs, rewriter.shapes, "remat")
     if mode is not None:
         raise Unconvertible("an `nn.remat` module with a train/eval argument is not converted")
     slot.init_code = f"self.{attribute} = {code}"

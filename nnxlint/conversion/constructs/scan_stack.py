@@ -146,7 +146,7 @@ def scanned_call(rewriter: CallRewriter, scan: Scan, construction: cst.Call, cal
     carry = rewriter.shape_of(call.args[0].value)
     inputs = [carry] + [rewriter.shape_of(arg.value) if axis == "None" else None
                         for arg, axis in zip(call.args[1:], in_axes)]
-    code, _, mode = converter._child_init(slot, scan.block, inputs, rewriter.shapes)
+    code, _, mode = converter._child_init(slot, scan.block, inputs, rewriter.shapes, "scan")
     if mode is not None:
         raise Unconvertible("a scanned block with a train/eval argument is not converted")
     slot.init_code = _build_stack(converter, attribute, code, scan.length, rewriter)
