@@ -11,7 +11,7 @@ from typing import Optional
 import libcst as cst
 
 from nnxlint.context import FileContext
-from nnxlint.flax_api import FLAX_LINEN, FLAX_NNX, is_linen
+from nnxlint.flax_api import FLAX_LINEN, FLAX_NNX, LINEN_MODULE_BASES, is_linen
 
 # Linen's lifted transforms and scope tools, with the NNX counterpart to suggest.
 LINEN_TRANSFORMS = {
@@ -40,7 +40,7 @@ def is_linen_class(context: FileContext, node: cst.BaseExpression) -> bool:
 
 
 def _is_linen_base(context: FileContext, base: cst.BaseExpression) -> bool:
-    return context.resolve(base) == f"{FLAX_LINEN}.Module" or (
+    return context.resolve(base) in LINEN_MODULE_BASES or (
         isinstance(base, cst.Name) and base.value != "Module" and is_linen_class(context, base))
 
 

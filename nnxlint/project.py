@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from nnxlint.cache import content_digest
 from nnxlint import tier
-from nnxlint.flax_api import EXTERNAL_PACKAGES, LINEN_MODULE, VARIABLE_TYPES, canonical_name, nnx_member
+from nnxlint.flax_api import EXTERNAL_PACKAGES, LINEN_CELL_BASE, LINEN_MODULE, VARIABLE_TYPES, canonical_name, nnx_member
 from nnxlint.textio import read_regular
 from nnxlint.workers import die_with_parent
 
@@ -60,6 +60,7 @@ MODULE, PYTREE, LINEN, VARIABLE, OPTIMIZER, MODEL_AND_OPTIMIZER, TRAIN_STATE_KIN
 # Flax roots of the class kinds, by canonical name.
 _ROOTS = {
     "flax.nnx.Module": MODULE, "flax.nnx.Pytree": PYTREE, "flax.nnx.Object": PYTREE, LINEN_MODULE: LINEN,
+    LINEN_CELL_BASE: LINEN, "flax.nnx.RNNCellBase": MODULE,
     "flax.nnx.Optimizer": OPTIMIZER, "flax.nnx.ModelAndOptimizer": MODEL_AND_OPTIMIZER,
     TRAIN_STATE: TRAIN_STATE_KIND,
 }

@@ -150,3 +150,11 @@ def test_what_cannot_be_made_right_gets_no_fix_and_names_the_construct(old, new,
     result = _fixed(SOURCE.replace(old, new))
     assert result.fixed_text is None
     assert any(reason in finding.message for finding in result.findings), [f.message for f in result.findings]
+
+
+def test_a_cell_subclass_is_a_linen_module_for_the_linen_rules():
+    source = SOURCE + "\n\ncell = SamplingCell(4, 3, False)\nvariables = cell.init(jax.random.key(0), None, None)\n"
+    linen_rules = [rule for code, rule in all_rules().items() if code in ("NNX002", "NNX003")]
+    found = {(finding.code, finding.line) for finding in check_source(source, "models.py", linen_rules).findings}
+    assert ("NNX002", 5) in found  # class SamplingCell(nn.RNNCellBase)
+    assert ("NNX003", 41) in found  # its init
