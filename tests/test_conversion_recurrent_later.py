@@ -158,3 +158,43 @@ def test_a_cell_subclass_is_a_linen_module_for_the_linen_rules():
     found = {(finding.code, finding.line) for finding in check_source(source, "models.py", linen_rules).findings}
     assert ("NNX002", 5) in found  # class SamplingCell(nn.RNNCellBase)
     assert ("NNX003", 41) in found  # its init
+
+
+BIDIRECTIONAL = '''\
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+class Summarizer(nn.Module):
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x, lengths):
+        forward = nn.RNN(nn.OptimizedLSTMCell(self.hidden), return_carry=True)
+        backward = nn.RNN(nn.LSTMCell(self.hidden), reverse=True, keep_order=True)
+        carry, ahead = forward(x, seq_lengths=lengths)
+        behind = backward(x, initial_carry=carry, seq_lengths=lengths)
+        return nn.Dense(2)(jnp.concatenate([ahead, behind], axis=-1))
+'''
+
+
+def test_flax_cells_bound_with_options_and_a_carry_handed_on_run_as_linen():
+    jax = pytest.importorskip("jax")
+    from flax import nnx
+
+    from nnxlint.transplant import load_linen_variables
+
+    fixed = _fixed(BIDIRECTIONAL).fixed_text
+    assert "backward = nnx.RNN(self.lstm_cell_0, reverse=True, keep_order=True)" in fixed
+    assert "behind = backward(x, initial_carry=carry, seq_lengths=lengths)" in fixed
+    linen_namespace: dict = {}
+    exec(BIDIRECTIONAL, linen_namespace)
+    nnx_namespace: dict = {}
+    exec(fixed, nnx_namespace)
+    x = jax.random.normal(jax.random.key(1), (3, 6, 4))
+    lengths = jax.numpy.array([6, 3, 4])  # padding: the carry handed on is each sequence's last valid one
+    linen_model = linen_namespace["Summarizer"](5)
+    variables = linen_model.init(jax.random.key(0), x, lengths)
+    model = nnx_namespace["Summarizer"](4, 5, rngs=nnx.Rngs(0))
+    load_linen_variables(model, variables)  # the optimized cell's per-gate layers fused, as NNX keeps them
+    assert jax.numpy.allclose(model(x, lengths), linen_model.apply(variables, x, lengths), rtol=1e-5, atol=1e-6)
