@@ -21,7 +21,8 @@ from nnxlint.context import FileContext
 from nnxlint.context import walk as fast_walk
 from nnxlint.flax_api import (
     FLAX_NNX, LAYER_VARIABLES, LINEN_MODULES_IN_NNX, LINEN_VARIABLE_HOLDERS, MODULE_CLASSES, NNX_TRANSFORM_FOR_JAX,
-    NNX_TRANSFORM_KEYWORDS, OBJECT_VARIABLE_TREES, OBJECT_VARIABLES, OPTIMIZER_CLASSES, VARIABLE_TYPES, nnx_member,
+    NNX_TRANSFORM_KEYWORDS, OBJECT_VARIABLE_TREES, OBJECT_VARIABLES, OPTIMIZER_CLASSES, SUBMODULE_CONTAINERS,
+    VARIABLE_TYPES, nnx_member,
 )
 from nnxlint import project as project_index
 from nnxlint.objects import all_params, assigned_value, nnx_module_classes, top_level_classes
@@ -33,8 +34,6 @@ MODULE, OPTIMIZER, VARIABLE, RNGS = "module", "optimizer", "variable", "rngs"
 OBJECT, STATE, GRAPHDEF = "object", "state", "graphdef"
 LINEN = "linen"  # an instance of a Linen module class (flax.linen's or the project's)
 GRADIENT_TRANSFORMS = ("grad", "value_and_grad")
-# nnx containers of submodules: ``nnx.List([...])``, ``nnx.Dict({...})``, ``nnx.data([...])``.
-CONTAINERS = frozenset({"List", "Dict", "data"})
 # nnx functions that return the state of the objects passed to them.
 STATE_EXTRACTORS = frozenset({"state", "split", "variables"})
 FUNCTOOLS_PARTIAL = "functools.partial"
@@ -257,7 +256,7 @@ class FileIndex:
             return self.kind_of_qualified(found) if found else None
         kinds = []
         for value in self.attributes(local_class).get(attribute, []):
-            if isinstance(value, cst.Call) and nnx_member(self.resolve(value.func)) in CONTAINERS and value.args:
+            if isinstance(value, cst.Call) and nnx_member(self.resolve(value.func)) in SUBMODULE_CONTAINERS and value.args:
                 value = value.args[0].value
             kinds += [self.kind_of_value(element) for element in container_elements(value)]
         return _agreed(kinds)
@@ -352,7 +351,7 @@ def _param_only_value(index: FileIndex, value: cst.BaseExpression, seen: set[str
         return all(_param_only_value(index, element, seen) for element in container_elements(value))
     if not isinstance(value, cst.Call):
         return False
-    if nnx_member(index.resolve(value.func)) in CONTAINERS:
+    if nnx_member(index.resolve(value.func)) in SUBMODULE_CONTAINERS:
         return bool(value.args) and all(_param_only_value(index, arg.value, seen) for arg in value.args)
     kind = index.kind_of_value(value)
     if kind is None:

@@ -167,6 +167,9 @@ LINEN_MODULES_IN_NNX = frozenset({"bridge.ToLinen"})
 # flax.nnx classes that are Modules (instances hold state, are pytrees since 0.11).
 MODULE_CLASSES = RNGS_REQUIRED_LAYERS | RNGS_OPTIONAL_LAYERS | frozenset({"Module", "Sequential", "PReLU", "List", "Dict"})
 OPTIMIZER_CLASSES = frozenset({"Optimizer", "ModelAndOptimizer"})
+# flax.nnx wrappers that hold submodules given as their first argument: ``nnx.List([...])``,
+# ``nnx.Dict({...})``, ``nnx.data([...])`` (the last a marker that becomes its value, as data, when assigned to an attribute).
+SUBMODULE_CONTAINERS = frozenset({"List", "Dict", "data"})
 
 # Keyword arguments the nnx transform accepts: a ``jax.<transform>(...)`` call can
 # become ``nnx.<transform>(...)`` only if every keyword it passes is listed here.

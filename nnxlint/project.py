@@ -50,7 +50,9 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from nnxlint.cache import content_digest
 from nnxlint import tier
-from nnxlint.flax_api import EXTERNAL_PACKAGES, LINEN_CELL_BASE, LINEN_MODULE, VARIABLE_TYPES, canonical_name, nnx_member
+from nnxlint.flax_api import (
+    EXTERNAL_PACKAGES, LINEN_CELL_BASE, LINEN_MODULE, SUBMODULE_CONTAINERS, VARIABLE_TYPES, canonical_name, nnx_member,
+)
 from nnxlint.textio import read_regular
 from nnxlint.workers import die_with_parent
 
@@ -66,7 +68,6 @@ _ROOTS = {
 }
 # Wrappers that return their argument marked as data: ``nnx.data(nnx.Param(...))``.
 # Containers of submodules (``self.layers = nnx.List([...])``).
-_CONTAINERS = frozenset({"flax.nnx.List", "flax.nnx.Dict", "flax.nnx.data"})
 # Calls that return (a copy of) their first argument, with its class.
 _PASS_THROUGH = frozenset({"flax.nnx.data", "flax.nnx.clone", "flax.nnx.bridge.lazy_init",
                            "jax.lax.with_sharding_constraint"})
@@ -350,7 +351,8 @@ class _FactCollector:
     def _elements(self, node: ast.AST, local: dict[str, Any]) -> Optional[list]:
         """The type references of the elements of a container of submodules
         (``nnx.List([Block(...) for _ in range(n)])``, ``[A(...), B(...)]``), else None."""
-        if isinstance(node, ast.Call) and self.qualify(node.func, local) in _CONTAINERS and len(node.args) == 1:
+        if isinstance(node, ast.Call) and nnx_member(self.qualify(node.func, local)) in SUBMODULE_CONTAINERS \
+                and len(node.args) == 1:
             node = node.args[0]
         if isinstance(node, (ast.List, ast.Tuple)):
             return [self.value(element, local) for element in node.elts]

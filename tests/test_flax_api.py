@@ -71,6 +71,17 @@ def test_stateful_layers_and_variable_types_exist():
         assert issubclass(_nnx_attribute(variable), nnx.Variable)
 
 
+def test_submodule_containers_hold_the_modules_they_are_given():
+    """Assigned to a module's attribute, each holds the layers it is given (``nnx.data``
+    returns a marker that becomes the value itself on assignment)."""
+    layer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    for name in flax_api.SUBMODULE_CONTAINERS:
+        holder = nnx.Module()
+        holder.layers = getattr(nnx, name)({"first": layer} if name == "Dict" else [layer])
+        assert (holder.layers["first"] if name == "Dict" else holder.layers[0]) is layer
+        assert [path for path, _ in nnx.iter_graph(holder) if path and path[-1] == "kernel"]
+
+
 def test_every_public_variable_type_is_listed():
     """A Variable subclass Flax makes public (``nnx.X`` or ``nnx.metrics.X``) must be in the table."""
     public = {name for name, value in vars(nnx).items() if inspect.isclass(value) and issubclass(value, nnx.Variable)}
