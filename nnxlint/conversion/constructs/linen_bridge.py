@@ -34,8 +34,9 @@ transform (``nn.scan``, ``nn.remat``) or stepped by a scanned ``__call__`` (its
 variables would be created inside the transform), a layer handed in where the
 field's default is not its twin (what the class calls it with would not be its
 arguments), and an init site whose model holds one but whose ``init`` passes
-keyword arguments or has a constant train/eval flag (the ``lazy_init`` call could
-not be written exactly).
+``method=``, ``mutable=``, ``rngs=`` or starred arguments, or whose model has a
+constant train/eval flag (the ``lazy_init`` call could not be written exactly:
+the training code is not converted, with that reason).
 """
 
 from __future__ import annotations
