@@ -18,11 +18,15 @@ so, the layer computes what Linen's does.  Nothing is computed differently eithe
 
 from __future__ import annotations
 
+import re
 from typing import Optional, Sequence
 
 import libcst as cst
 
-from nnxlint.conversion.shapes import SOME_AXES, Axis, Shape, Size, int_literal, is_open
+from nnxlint.conversion.base import Unconvertible
+from nnxlint.conversion.shapes import (
+    SOME_AXES, Axis, Shape, Size, fold_integers, int_literal, is_open, product, string_literal, sum_sizes, tidy_code,
+)
 
 
 def axis_call_shape(following, func: cst.BaseExpression, qualified: str, args: Sequence[cst.Arg],
@@ -36,7 +40,69 @@ def axis_call_shape(following, func: cst.BaseExpression, qualified: str, args: S
     if isinstance(func, cst.Attribute) and func.attr.value == "squeeze" and not qualified.startswith("jax."):
         given = values[0] if values else keywords.get("axis")
         return True, squeeze(following.shape_of(func.value), given) if len(values) <= 1 else None
+    method = func.attr.value if isinstance(func, cst.Attribute) and not qualified.startswith("jax.") else None
+    if qualified == "einops.rearrange" and len(values) == 2 and not keywords:
+        return True, rearranged(following, values[0], string_literal(values[1]))
+    if qualified == "jax.numpy.tile" and len(values) == 2 and not keywords \
+            and isinstance(values[1], (cst.Tuple, cst.List)):
+        reps = explicit_shape(following, [element.value for element in values[1].elements])
+        return True, tiled(following.shape_of(values[0]), reps)
+    if (qualified == "jax.numpy.reshape" and len(values) == 2 or method == "reshape" and values) and not keywords:
+        array, written = (values[0], values[1:]) if qualified == "jax.numpy.reshape" else (func.value, values)
+        shape = reshaped(following, array, written)  # type: ignore[arg-type]
+        if shape is not None:
+            return True, shape  # (a ``-1`` is left to the flatten rule of ``call_shapes.py``)
+    if qualified in _REORDERING or method in _REORDERING_METHODS:
+        array, rest = (values[0], values[1:]) if qualified in _REORDERING else (func.value, values)  # type: ignore
+        operation = _REORDERING.get(qualified) or _REORDERING_METHODS[method]  # type: ignore[index]
+        return True, None if keywords or (qualified and not values) else operation(following.shape_of(array), rest)
     return False, None
+
+
+def swapaxes(shape: Shape, given: Sequence[cst.BaseExpression]) -> Shape:
+    """``jnp.swapaxes(x, 1, 2)`` (Mixer's token mixing): a known rank only."""
+    axes = _positions(shape, given)
+    if axes is None or len(axes) != 2:
+        return None
+    moved = list(shape)  # type: ignore[arg-type]
+    moved[axes[0]], moved[axes[1]] = moved[axes[1]], moved[axes[0]]
+    return tuple(moved)
+
+
+def transpose(shape: Shape, given: Sequence[cst.BaseExpression]) -> Shape:
+    """``jnp.transpose(x, (0, 2, 1))`` / ``x.transpose(0, 2, 1)``; no order reverses the axes."""
+    if len(given) == 1 and isinstance(given[0], (cst.Tuple, cst.List)):
+        given = [element.value for element in given[0].elements]
+    if not given:
+        return tuple(reversed(shape)) if shape and not is_open(shape) else None
+    axes = _positions(shape, given)
+    if axes is None or sorted(axes) != list(range(len(shape))):  # type: ignore[arg-type]
+        return None
+    return tuple(shape[axis] for axis in axes)  # type: ignore[index]
+
+
+def moveaxis(shape: Shape, given: Sequence[cst.BaseExpression]) -> Shape:
+    """``jnp.moveaxis(x, 1, -1)``."""
+    axes = _positions(shape, given)
+    if axes is None or len(axes) != 2:
+        return None
+    moved = list(shape)  # type: ignore[arg-type]
+    moved.insert(axes[1], moved.pop(axes[0]))
+    return tuple(moved)
+
+
+_REORDERING = {"jax.numpy.swapaxes": swapaxes, "jax.numpy.transpose": transpose, "jax.numpy.moveaxis": moveaxis}
+_REORDERING_METHODS = {"swapaxes": swapaxes, "transpose": transpose}
+
+
+def _positions(shape: Shape, given: Sequence[cst.BaseExpression]) -> Optional[list[int]]:
+    """Literal axes of a shape of known rank, from the front."""
+    if not shape or is_open(shape) or not isinstance(shape, tuple):
+        return None
+    axes = [int_literal(node) for node in given]
+    if any(axis is None or not -len(shape) <= axis < len(shape) for axis in axes):
+        return None
+    return [axis % len(shape) for axis in axes]  # type: ignore[operator]
 
 
 def _axis(node: Optional[cst.BaseExpression]) -> Optional[int]:
@@ -117,3 +183,129 @@ def batched(shape: Shape) -> Shape:
     if not isinstance(shape, tuple):
         return None
     return shape if is_open(shape) else (None,) + shape
+
+
+# -- shapes written out, for inputs of known rank (``constructs/input_axes.py``) ----------------
+def explicit_shape(following, elements: Sequence[cst.BaseExpression]) -> Shape:
+    """``(n, h * w, c)`` / ``(1, 1, c)``: each axis the size its expression has in
+    ``__init__`` terms (``c`` an alias of a known size), None where it reads a value
+    of ``__call__`` (``n``, the batch); None for a ``-1`` or a starred element."""
+    if getattr(following, "following", False):
+        return None  # a followed function's names are not the method's
+    converter = following.converter
+    sizes: list = []
+    for node in elements:
+        if int_literal(node) is not None and int_literal(node) < 0:  # type: ignore[operator]
+            return None
+        try:
+            code = converter.init_code(node, following.shapes)
+        except Unconvertible:
+            sizes.append(None)
+            continue
+        value = fold_integers(code)
+        sizes.append(Size.number(value) if value is not None else Size(tidy_code(code)))
+    return tuple(sizes)
+
+
+def reshaped(following, array: cst.BaseExpression, new_shape: Sequence[cst.BaseExpression]) -> Shape:
+    """``jnp.reshape(x, (n, h * w, c))`` / ``x.reshape(n, h * w, c)``: the shape written;
+    ``x.reshape(input_shape)`` after ``input_shape = y.shape``: ``y``'s."""
+    if len(new_shape) == 1 and isinstance(new_shape[0], cst.Name) \
+            and new_shape[0].value in following.converter.shape_aliases:  # ``x.reshape(input_shape)``
+        return following.converter.shape_aliases[new_shape[0].value]
+    if len(new_shape) == 1 and isinstance(new_shape[0], (cst.Tuple, cst.List)):
+        new_shape = [element.value for element in new_shape[0].elements]
+    if any(isinstance(node, cst.StarredElement) for node in new_shape) or len(new_shape) < 2:
+        return None
+    return explicit_shape(following, new_shape)
+
+
+def tiled(shape: Shape, reps: Shape) -> Shape:
+    """``jnp.tile(cls, (n, 1, 1))``: each axis times its repetitions."""
+    if not shape or not reps or is_open(shape) or len(shape) != len(reps):
+        return None
+    return tuple(size if rep is not None and rep.value == 1 else product([size, rep])
+                 for size, rep in zip(shape, reps))
+
+
+def concatenated(shapes: Sequence[Shape], axis: Optional[int]) -> Shape:
+    """``jnp.concatenate([cls, x], axis=1)`` (a class token before the patches): the
+    sizes on ``axis`` add up, the others agree (a known size where one has it)."""
+    if axis is None or not shapes or any(not shape or is_open(shape) or len(shape) != len(shapes[0])
+                                         for shape in shapes):
+        return None
+    rank = len(shapes[0])  # type: ignore[arg-type]
+    if not -rank <= axis < rank:
+        return None
+    axis %= rank
+    joined = []
+    for position in range(rank):
+        sizes = [shape[position] for shape in shapes]  # type: ignore[index]
+        if position == axis:
+            if any(size is None for size in sizes):
+                return None
+            joined.append(_readable_sum(sizes))  # type: ignore[arg-type]
+            continue
+        known = {size for size in sizes if size is not None}
+        if len(known) > 1:
+            return None
+        joined.append(known.pop() if known else None)
+    return tuple(joined)
+
+
+def _readable_sum(sizes: Sequence[Size]) -> Size:
+    """``1 + h // 4 * (w // 4)``: a sum without the parentheses its terms do not need."""
+    total = sum_sizes(sizes)
+    if total.value is not None:
+        return total
+    return Size(" + ".join(size.code if _binds_tighter_than_sum(size.code) else size.operand() for size in sizes))
+
+
+def _binds_tighter_than_sum(code: str) -> bool:
+    try:
+        node = cst.parse_expression(code)
+    except cst.ParserSyntaxError:
+        return False
+    arithmetic = (cst.Add, cst.Subtract, cst.Multiply, cst.FloorDivide, cst.Modulo, cst.Divide, cst.Power)
+    return not isinstance(node, (cst.BinaryOperation, cst.UnaryOperation, cst.IfExp, cst.Comparison,
+                                 cst.BooleanOperation, cst.Lambda)) \
+        or isinstance(node, cst.BinaryOperation) and isinstance(node.operator, arithmetic)
+
+
+def rearranged(following, array: cst.BaseExpression, pattern: Optional[str]) -> Shape:
+    """``einops.rearrange(x, 'n h w c -> n (h w) c')``: names and groups of names only.
+    An input of unknown rank whose leading axes are a ``__call__`` argument's has as many
+    axes as the pattern names: the class is converted again for that rank."""
+    parsed = _einops_pattern(pattern)
+    shape = following.shape_of(array)
+    if parsed is None or not shape:
+        return None
+    source, target = parsed
+    if is_open(shape):
+        from nnxlint.conversion.constructs.input_axes import stated_rank  # (imports this module)
+        stated_rank(following, shape, len(source))
+        return None
+    if len(shape) != len(source):
+        return None
+    sizes = dict(zip(source, shape))
+    return tuple(product([sizes[name] for name in group]) if len(group) > 1 else sizes[group[0]]
+                 for group in target)
+
+
+def _einops_pattern(pattern: Optional[str]) -> Optional[tuple[list[str], list[list[str]]]]:
+    if pattern is None or pattern.count("->") != 1:
+        return None
+    left, right = pattern.split("->")
+    source = left.split()
+    if not source or not all(name.isidentifier() for name in source) or len(set(source)) != len(source):
+        return None
+    target: list[list[str]] = []
+    for group in re.findall(r"\(([^()]*)\)|(\S+)", right):
+        names = group[0].split() if group[1] == "" else [group[1]]
+        if not names or any(name not in source for name in names):
+            return None
+        target.append(names)
+    if sorted(name for group in target for name in group) != sorted(source):
+        return None
+    return source, target
+

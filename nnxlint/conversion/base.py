@@ -72,6 +72,9 @@ class ConvertedClass:
     layer_size_params: list[str] = field(default_factory=list)
     # what the conversion leaves out because Linen ignores it in this run (``constructs/sow.py``)
     dropped: list[str] = field(default_factory=list)
+    # size parameters of an axis other than the last (``inputs_shape_1``) -> (argument, axis, rank)
+    # (``constructs/input_axes.py``); the others in ``size_params`` size the last axis
+    size_axes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     # Linen layers kept through ``nnx.bridge.ToNNX`` in it or its submodules (``constructs/linen_bridge.py``):
     # a model holding one needs ``nnx.bridge.lazy_init`` before use
     bridged: list[str] = field(default_factory=list)
@@ -269,6 +272,10 @@ def input_sizes(converted: ConvertedClass, inputs: Sequence[Shape], what: str) -
     """The caller's values for a converted class's input size parameters."""
     sizes = {}
     for parameter, index in converted.size_params.items():
+        if parameter in converted.size_axes:
+            from nnxlint.conversion.constructs.input_axes import axis_input_size
+            sizes[parameter] = axis_input_size(parameter, converted.size_axes[parameter], inputs, what)
+            continue
         shape = inputs[index] if index < len(inputs) else None
         if isinstance(shape, Several):  # a ``jraph.GraphsTuple`` (``constructs/jraph_graph.py``), or a tuple
             from nnxlint.conversion.constructs.jraph_graph import graph_input_size

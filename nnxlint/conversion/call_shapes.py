@@ -9,9 +9,10 @@ from typing import Optional, Sequence
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.conversion.axis_shapes import axis_call_shape, batched, matmul, per_example, vmap_kind
+from nnxlint.conversion.axis_shapes import axis_call_shape, concatenated, batched, matmul, per_example, vmap_kind
 from nnxlint.conversion.base import arg_keyword, is_false, self_attribute
 from nnxlint.conversion.constructs.jraph_graph import graph_call_shape, graph_feature_shape
+from nnxlint.conversion.constructs.input_axes import resized
 from nnxlint.conversion.linen_map import ELEMENTWISE_FUNCTIONS, POOLING_FUNCTIONS
 from nnxlint.conversion.shapes import SOME_AXES, Several, Shape, broadcast, flatten, is_open, keeps_input_rank, open_shape, sum_sizes, int_literal, int_tuple, string_literal, window_output
 
@@ -126,6 +127,7 @@ class ShapeFollowing:
         given.update(keywords)
         if not shape or "window_shape" not in given:
             return None
+        shape = tuple(resized(axis) for axis in shape)  # (an input's leading axes no more)
         rank = len(shape) - 2
         window = int_tuple(given["window_shape"], rank)
         strides = int_tuple(given.get("strides"), rank) if "strides" in given else (1,) * rank
@@ -210,7 +212,7 @@ class ShapeFollowing:
             if is_open(shape) or len(node.slice) >= len(shape):
                 return None  # (of a known rank, ``x[:, 0]`` leaves the last axis alone: below)
         if is_open(shape):
-            return shape
+            return tuple(resized(axis) for axis in shape)
         kept = [axis if isinstance(element.slice, cst.Slice) and element.slice.lower is None
                 and element.slice.upper is None else None
                 for element, axis in zip(node.slice, shape)]
@@ -223,6 +225,8 @@ class ShapeFollowing:
 
     def _concatenate_shape(self, arrays: cst.BaseExpression, axis: Optional[cst.BaseExpression]) -> Shape:
         """``jnp.concatenate([a, b], axis=-1)``: the last axes add up."""
+        if isinstance(arrays, (cst.List, cst.Tuple)) and axis is not None and int_literal(axis) != -1:
+            return concatenated([self.shape_of(element.value) for element in arrays.elements], int_literal(axis))
         if not isinstance(arrays, (cst.List, cst.Tuple)) or axis is None or int_literal(axis) != -1:
             return None
         shapes = [self.shape_of(element.value) for element in arrays.elements]

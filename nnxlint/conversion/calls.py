@@ -26,6 +26,7 @@ from nnxlint.conversion.constructs.recurrent_later import Carry, bind_rnn, rnn_c
 from nnxlint.conversion.constructs.jraph_graph import Graph, bind_graph_function, graph_call
 from nnxlint.conversion.constructs.graph_loop import begin_graph_loop, end_graph_loop, looped_call
 from nnxlint.conversion.constructs.partitioning import partitioned_init
+from nnxlint.conversion.constructs.input_axes import asserted_rank, shape_bindings
 from nnxlint.conversion.constructs.lifted import Lifted, is_lifted, lifted_call, read_lifted
 from nnxlint.conversion.constructs.loop_stack import (
     StackLoop, close_loop, loop_header, record_loop_local, stack_loop, stacked_call,
@@ -96,6 +97,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.unknown_sizes: dict[str, str] = {}  # name -> the test of ``__call__`` its size depends on
         self.returns: list = []  # (the tests a ``return`` runs under, its shape)
         self.unequal_sums: list = []  # ``call_shapes.py``
+        self.call_inputs = False  # the names of ``shapes`` are ``__call__``'s inputs (``constructs/input_axes.py``)
 
     # control flow: constructions inside are not converted, but for a layer stack (``constructs/loop_stack.py``)
     def visit_While(self, node) -> None:
@@ -248,6 +250,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.variable_locals.add(node.targets[0].target.value)
             self.variable_reads.add(id(node.targets[0].target))
 
+    def visit_Assert(self, node: cst.Assert) -> None:
+        asserted_rank(self, node)  # ``assert x.ndim == 3``: the input's rank
+
     def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> Optional[bool]:
         return not self.sows.visit_line(self, node)
 
@@ -268,6 +273,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         shape = self.shape_of(original_node.value, several=True)
         for target in original_node.targets:
             self._bind(target.target, shape)
+        shape_bindings(self, original_node)  # ``n, l, d = x.shape``, ``input_shape = x.shape``
         return updated_node
 
     def _bind(self, target: cst.BaseExpression, shape: Shape) -> None:

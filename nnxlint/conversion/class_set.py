@@ -24,6 +24,8 @@ from nnxlint.context import walk
 from nnxlint.conversion.base import CarryUnknown, ConvertedClass, FactoryUnknown, FileEnv, Unconvertible
 from nnxlint.conversion.constructs.layer_factory import LayerFactory
 from nnxlint.conversion.classes import ClassConverter
+from nnxlint.conversion.constructs.input_axes import on_its_own
+from nnxlint.conversion.shapes import is_open
 from nnxlint.conversion.shapes import Several, Shape, Size, open_shape
 
 _ANY_INPUTS = [open_shape(Size("?"))] * 16  # more than any ``__call__`` has
@@ -99,7 +101,7 @@ class ClassSet:
         if name not in self._open_failures:
             custom = dict(self.env.custom_collections)
             try:
-                self.converted[name] = ClassConverter(self.env, node, _ANY_INPUTS).run()
+                self.converted[name] = on_its_own(self.env, node, _ANY_INPUTS)  # (``constructs/input_axes.py``)
                 return self.converted[name]
             except Unconvertible as error:
                 self._open_failures[name] = str(error)
@@ -108,7 +110,8 @@ class ClassSet:
                     self._carry_cells.add(name)
                 elif isinstance(error, FactoryUnknown):
                     raise  # no input shape tells what a field builds
-        if not inputs or not any(inputs):
+        # (a builder giving shapes of any rank gives what the class has on its own)
+        if not inputs or not any(inputs) or all(isinstance(shape, tuple) and is_open(shape) for shape in inputs if shape):
             if name in self._carry_cells:  # waits for the RNN that steps it
                 raise CarryUnknown(self._open_failures[name])
             if "input size" not in self._open_failures[name]:
@@ -131,7 +134,7 @@ class ClassSet:
         (a flatten after convolutions) becomes a constructor parameter (``hidden_in_features``)."""
         custom = dict(self.env.custom_collections)
         try:
-            return ClassConverter(self.env, node, _ANY_INPUTS, layer_sizes=True).run()
+            return on_its_own(self.env, node, _ANY_INPUTS, layer_sizes=True)
         except Unconvertible:
             self.env.custom_collections = custom
             raise Unconvertible(self._open_failures[name]) from None
@@ -163,6 +166,14 @@ class ClassSet:
         except Unconvertible as error:
             self.reasons.setdefault(name, str(error))
             return False
+
+    def builders_first(self, names) -> list[str]:
+        """``names`` with the classes no other class of the file builds first: a block whose
+        input rank only its builder tells (``constructs/input_axes.py``) is converted for
+        the shapes the builder gives it, before it is tried on its own."""
+        built = {child for name, node in self.env.linen_classes.items()
+                 for child in _class_names_in(node, set(self.env.linen_classes) - {name})}
+        return sorted(names, key=lambda name: name in built)
 
     def keep_linen(self, name: str, reason: str) -> None:
         self.reasons.setdefault(name, reason)

@@ -35,6 +35,9 @@ from nnxlint.conversion.constructs.explicit_subclass import convert_explicit_sub
 from nnxlint.conversion.constructs.class_field import choice_init
 from nnxlint.conversion.constructs.linen_bridge import keep_bridged
 from nnxlint.conversion.constructs.jraph_graph import graph_input
+from nnxlint.conversion.constructs.input_axes import (
+    open_input, ranked_input, unranked_note, with_axis_parameters, with_input_axes,
+)
 from nnxlint.conversion.constructs.dataclass_field import factory_lines, field_parameter, is_field_call
 from nnxlint.conversion.constructs.layer_factory import (
     LayerFactory, factories_passed, factory_of, field_default_factory,
@@ -44,7 +47,7 @@ from nnxlint.conversion.layers import LayerConstruction
 from nnxlint.conversion.linen_map import LAYERS, PARTITIONING
 from nnxlint.conversion.naming import nnx_attribute_name
 from nnxlint.conversion.shapes import (
-    ANY_AXES, SIMPLE_CODE, Several, Shape, Size, int_literal, is_open, keeps_input_rank, open_shape, string_literal,
+    ANY_AXES, SIMPLE_CODE, Several, Shape, Size, int_literal, is_open, keeps_input_rank, string_literal,
 )
 
 # builtin decorators that mean the same on an NNX Module: kept as they are (not ``classmethod``: it may
@@ -96,6 +99,9 @@ class ClassConverter(LayerConstruction):
         self.auto_counters: dict[str, int] = {}
         self.reserved_names: dict[int, str] = {}  # construction -> the auto-name Linen gives it (``reserve_name``)
         self.size_params: dict[str, int] = {}
+        self.axis_sizes: dict[str, tuple[int, int, int]] = {}  # ``inputs_shape_1`` (``constructs/input_axes.py``)
+        self.shape_aliases: dict[str, Shape] = {}  # ``input_shape = x.shape``: the shape then (ditto)
+        self.unranked_read: Optional[str] = None  # the last ``x.shape[1]`` of an input of unknown rank (ditto)
         self.final_sizes: dict[str, str] = {}  # a running size of ``__init__`` -> its value after the loop
         self.graph_sizes: dict[str, int] = {}  # a ``jraph.GraphsTuple`` argument's sizes (``constructs/jraph_graph.py``)
         self.mode: Optional[Mode] = None
@@ -186,7 +192,8 @@ class ClassConverter(LayerConstruction):
         new_node = node.with_changes(bases=[base], body=node.body.with_changes(body=new_body))
         return ConvertedClass(node.name.value, new_node, self.size_params, self.fields,
                               _with_final_sizes(self._output_shape, self.final_sizes), self.mode, self.uses_rngs, self.constant_flags,
-                              self.layer_size_params, self.dropped, bridged=self.bridged)
+                              self.layer_size_params, self.dropped, bridged=self.bridged,
+                              size_axes={name: self.axis_sizes[name] for name in self.size_params if name in self.axis_sizes})
 
     # -- fields and setup --------------------------------------------------
     @staticmethod
@@ -317,7 +324,7 @@ class ClassConverter(LayerConstruction):
                     return value if wrapped else cst.parse_expression(f"({alias})")
                 if original_node.value in shapes:
                     raise Unconvertible(f"a layer argument depends on `{original_node.value}`, "
-                                        "a value computed in `__call__`")
+                                        f"a value computed in `__call__`{unranked_note(converter)}")
                 return converter.nnx_reference(original_node, updated_node)
 
             def visit_Call(self, node: cst.Call) -> None:
@@ -354,14 +361,20 @@ class ClassConverter(LayerConstruction):
         return updated
 
     def _shape_axis(self, node: cst.Subscript, shapes: dict[str, Shape]) -> Optional[Size]:
-        """The size for ``x.shape[i]`` when ``x``'s shape is known."""
+        """The size for ``x.shape[i]`` (or ``input_shape[i]`` after ``input_shape = x.shape``)
+        when ``x``'s shape is known."""
         value = node.value
-        if not (isinstance(value, cst.Attribute) and value.attr.value == "shape"
-                and isinstance(value.value, cst.Name) and len(node.slice) == 1
-                and isinstance(node.slice[0].slice, cst.Index)):
+        if not (len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index)):
             return None
-        shape = shapes.get(value.value.value)
+        if isinstance(value, cst.Name) and value.value in self.shape_aliases:  # ``constructs/input_axes.py``
+            shape = self.shape_aliases[value.value]
+        elif isinstance(value, cst.Attribute) and value.attr.value == "shape" and isinstance(value.value, cst.Name):
+            shape = shapes.get(value.value.value)
+        else:
+            return None
         index = int_literal(node.slice[0].slice.value)
+        if isinstance(shape, tuple) and is_open(shape) and index is not None and index >= 0:
+            self.unranked_read = self.env.code(node)  # from the front of axes of unknown number (``input_axes.py``)
         if shape is None or isinstance(shape, Several) or index is None or not -len(shape) <= index < len(shape):
             return None
         if is_open(shape) and (index >= 0 or ANY_AXES in shape[index:]):
@@ -410,6 +423,7 @@ class ClassConverter(LayerConstruction):
             self._output_shape = self.scanned_output
             return new_function
         visitor = CallRewriter(self, shapes)
+        visitor.call_inputs = True  # its names are ``__call__``'s inputs (``constructs/input_axes.py``)
         new_function = function.with_changes(body=function.body.visit(visitor), decorators=[])
         self._output_shape = visitor.output
         if self.mode is not None:
@@ -420,17 +434,18 @@ class ClassConverter(LayerConstruction):
 
     def _inside_shape(self, name: str, index: int, shape: Shape) -> Shape:
         """The caller's shape as seen inside: batch unknown, the feature axis a
-        new ``__init__`` parameter, the other axes only when they are numbers."""
+        new ``__init__`` parameter, the other axes numbers where they are, else
+        parameters too (``constructs/input_axes.py``)."""
         if not shape:
             return None
         parameter = size_name(name, index)
         if parameter in self.field_names:
             raise Unconvertible(f"a field is named `{parameter}`, the name the input size parameter needs")
         if is_open(shape):
-            return open_shape(Size(parameter))
-        middle = tuple(axis if axis is not None and axis.value is not None else None for axis in shape[1:-1])
-        last = Size(parameter) if len(shape) > 1 else None
-        return (None,) + middle + ((last,) if len(shape) > 1 else ())
+            return open_input(parameter, index)
+        if len(shape) < 2:
+            return (None,)
+        return ranked_input(self, name, index, tuple(shape[1:-1]))
 
     def _convert_other_method(self, method: cst.FunctionDef) -> cst.FunctionDef:
         class Check(cst.CSTVisitor):
@@ -494,7 +509,8 @@ class ClassConverter(LayerConstruction):
         return Size(name)
 
     def _size_names(self) -> dict[str, int]:
-        return {**{size_name(name, index): index for name, index in self._call_param_index.items()}, **self.graph_sizes}
+        return {**{size_name(name, index): index for name, index in self._call_param_index.items()}, **self.graph_sizes,
+                **{name: index for name, (index, _, _) in self.axis_sizes.items()}}
 
     # -- called by the rewriter ----------------------------------------------
     def construct(self, construction: cst.Call, attribute: Optional[str]) -> Slot:
@@ -575,6 +591,7 @@ class ClassConverter(LayerConstruction):
         keep_bridged(self, class_name, child.bridged, transform)
         args = []
         values: dict[str, str] = {}
+        inputs = with_axis_parameters(self, slot, child, inputs)  # sizes nothing here gives (last resort)
         for parameter, size in input_sizes(child, inputs, f"`{slot.attribute}` ({class_name})").items():
             args.append(size.code)
             values[parameter] = size.code
@@ -615,6 +632,9 @@ def _in_parent_terms(shape, values: dict[str, str], inputs: Sequence[Shape]):
     if shape is None:
         return None
     ranks = {len(given) for given in inputs if isinstance(given, tuple) and not is_open(given)}
+    parent_terms = with_input_axes(shape, inputs, values)  # ``constructs/input_axes.py``
+    if parent_terms is not None:
+        return parent_terms
     if ANY_AXES in shape and len(ranks) == 1 and not any(is_open(given) for given in inputs
                                                           if isinstance(given, tuple)) \
             and keeps_input_rank(shape):

@@ -216,7 +216,9 @@ class FileConverter:
         sizes = []
         for parameter, index in top.size_params.items():
             shape = inputs[index] if index < len(inputs) else None
-            size = shape[-1].code if shape and shape[-1] is not None else training.runtime_size(site, index)
+            axis = top.size_axes[parameter][1] if parameter in top.size_axes else -1  # (``constructs/input_axes.py``)
+            known = shape[axis] if shape and len(shape) > max(axis, 0) else None
+            size = known.code if known is not None else training.runtime_size(site, index, axis)
             size = graph_runtime_size(self.env, site.class_name, index, parameter, size)  # ``graphs.nodes...``
             if size is None:
                 raise Unconvertible(f"the input size `{parameter}` of `{site.class_name}` cannot be found from "

@@ -12,6 +12,7 @@ from nnxlint.conversion.constructs import FACTORIES
 from nnxlint.conversion.constructs.class_field import class_choices
 from nnxlint.conversion.constructs.layer_factory import layer_call_values
 from nnxlint.conversion.constructs.linen_bridge import bridged_construction
+from nnxlint.conversion.constructs.input_axes import resized
 from nnxlint.conversion.linen_map import BRIDGED_LAYERS, INEXACT_LAYERS, LAYERS, LayerMapping
 from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, open_shape, int_literal, int_tuple, string_literal, window_output
 
@@ -155,7 +156,8 @@ class LayerConstruction:
         if mapping.linen in ("Conv",):
             leading = self._conv_spatial(values, leading)
         elif mapping.linen in ("ConvTranspose", "LSTMCell", "GRUCell"):
-            return tuple(leading) + (last,) if ANY_AXES in leading and mapping.linen == "ConvTranspose" else None
+            return tuple(resized(axis) for axis in leading) + (last,) \
+                if ANY_AXES in leading and mapping.linen == "ConvTranspose" else None
         return tuple(leading) + (last,)
 
     def _input_size(self, mapping: LayerMapping, slot: Slot, shape: Shape,
@@ -212,8 +214,8 @@ class LayerConstruction:
         """The axes before the features after a Conv: the kernel's rank decides how
         many of the last ones are convolved (an int kernel size is a 1-D kernel),
         the ones before them are batch axes."""
-        if ANY_AXES in leading:
-            return leading  # spatial axes of unknown number stay so
+        if ANY_AXES in leading:  # spatial axes of unknown number stay so, of other sizes than the input's
+            return tuple(resized(axis) for axis in leading)
         kernel_node = values.get("kernel_size")
         kernel = int_tuple(kernel_node, 1) if int_literal(kernel_node or cst.Name("x")) is not None \
             else int_tuple(kernel_node, 0)

@@ -39,7 +39,7 @@ class ModelsOnly:
         self.keep_classes_given_linen_layers()
         for name, reason in converter.held.items():
             self.classes.keep_linen(name, reason)
-        for name in linen_classes:
+        for name in self.classes.builders_first(linen_classes):  # a builder gives its blocks their shapes
             if name not in self.classes.reasons and name not in self.classes.converted:
                 self.classes.try_convert(name)
         self.classes.close_over_uses()

@@ -26,6 +26,10 @@ class Size:
     value: Optional[int] = None
     # False only for ``SOME_AXES`` (not compared: it is ``ANY_AXES`` to every rule but one)
     input_leading: bool = field(default=True, compare=False)
+    # for an input's ``ANY_AXES``: which ``__call__`` argument's leading axes they are; ``rank_of`` once
+    # their sizes may have changed, their number not (a strided convolution) (``constructs/input_axes.py``)
+    origin: Optional[int] = field(default=None, compare=False)
+    rank_of: Optional[int] = field(default=None, compare=False)
 
     @staticmethod
     def number(value: int) -> "Size":
@@ -208,14 +212,20 @@ def broadcast(left: Shape, right: Shape) -> Shape:
     On an axis where the sizes differ, NumPy broadcasting succeeds only when they are
     equal or one is 1, and the result is then the larger: ``max(a, b)`` is exact in
     every case where the operation runs (where it does not, Linen fails too).  None
-    where an axis is unknown or the ranks differ."""
-    if left is None or right is None or isinstance(left, Several) or isinstance(right, Several) \
-            or len(left) != len(right):
+    where an axis is unknown or the ranks differ (but for the axes NumPy adds in front
+    of the shorter shape, of size 1: ``(..., f) + (f,)``)."""
+    if left is None or right is None or isinstance(left, Several) or isinstance(right, Several):
+        return None
+    if len(left) != len(right):
+        left, right = _right_aligned(left, right), _right_aligned(right, left)
+    if left is None or right is None or len(left) != len(right):
         return None
     axes = []
     for a, b in zip(left, right):
         if a == b:
             axes.append(a)
+        elif (a is not None and a.value == 1) or (b is not None and b.value == 1):
+            axes.append(b if a is not None and a.value == 1 else a)  # 1 gives way to any size, known or not
         elif a is None or b is None or ANY_AXES in (a, b):
             return None
         elif 1 in (a.value, b.value):
@@ -227,8 +237,23 @@ def broadcast(left: Shape, right: Shape) -> Shape:
     return tuple(axes)
 
 
+def _right_aligned(shape: tuple, other: tuple) -> Shape:
+    """``shape`` with the leading axes of size 1 that broadcasting against ``other`` adds;
+    an open shorter one (its rank unknown) is not aligned."""
+    missing = len(other) - len(shape)
+    if missing <= 0:
+        return shape
+    if is_open(shape):
+        return None
+    if is_open(other):  # ``(f,)`` against ``(..., a, f)``: the unknown axes stay unknown
+        return None if missing > len(other) - 1 else (other[0],) + (Size.number(1),) * (missing - 1) + shape
+    return (Size.number(1),) * missing + shape
+
+
 def window_output(size: Axis, window: int, stride: int, padding: str) -> Axis:
     """Spatial size after a convolution or pooling window (``SAME`` or ``VALID``)."""
+    if size is not None and size.value is None and size != ANY_AXES and padding in ("SAME", "VALID"):
+        return _symbolic_window_output(size, window, stride, padding)
     if size is None or size.value is None:
         return size if size == ANY_AXES else None
     if padding == "SAME":
@@ -236,6 +261,16 @@ def window_output(size: Axis, window: int, stride: int, padding: str) -> Axis:
     if padding == "VALID":
         return Size.number(-(-(size.value - window + 1) // stride))
     return None
+
+
+def _symbolic_window_output(size: Size, window: int, stride: int, padding: str) -> Size:
+    """The same for a size known by name (``images_shape_1``): ``images_shape_1 // 4``
+    for a VALID window of 4 with stride 4, ``(s + 1) // 2`` for SAME with stride 2."""
+    reach = stride - window if padding == "VALID" else stride - 1  # ceil((s - w + 1) / t) = (s - w + t) // t
+    if stride == 1:
+        return size if reach == 0 else Size(f"{size.operand()} - {-reach}")
+    numerator = size.operand() if reach == 0 else f"({size.code} {'+' if reach > 0 else '-'} {abs(reach)})"
+    return Size(f"{numerator} // {stride}")
 
 
 # No array axis comes near this; beyond it, arithmetic is refused, not computed

@@ -219,8 +219,8 @@ class TrainingConverter:
             raise Unconvertible("`init` without an example input")
         return [with_unknown_batch(self._array_shape(arg.value, site.statement)) for arg in args[1:]]
 
-    def runtime_size(self, site: InitSite, index: int) -> Optional[str]:
-        """``x.shape[-1]`` for the example input ``x`` given to ``init`` at ``index``,
+    def runtime_size(self, site: InitSite, index: int, axis: int = -1) -> Optional[str]:
+        """``x.shape[-1]`` (or another ``axis``) for the example input ``x`` given to ``init`` at ``index``,
         where the model is built and ``x`` already exists there (a parameter of the
         function, or a name assigned before)."""
         args = [arg for arg in site.call.args if arg.keyword is None and not arg.star][1:]
@@ -231,7 +231,7 @@ class TrainingConverter:
         owner = self.parents.get(id(where))
         parameters = {p.name.value for p in owner.params.params} if isinstance(owner, cst.FunctionDef) else set()
         if name in parameters or self._assigned_value(name, where) is not None:
-            return f"{name}.shape[-1]"
+            return f"{name}.shape[{axis}]"
         return None
 
     def _array_shape(self, node: cst.BaseExpression, before: cst.CSTNode) -> Shape:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from nnxlint.conversion.axis_shapes import explicit_shape
 from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword
 from nnxlint.conversion.constructs import SelfCall, self_call
 from nnxlint.conversion.shapes import Shape, string_literal
@@ -22,6 +23,9 @@ class Param(SelfCall):
             raise Unconvertible("`self.param` needs a literal name")
         converter = rewriter.converter
         self._add(converter, name, call, rewriter.shapes)
+        if len(call.args) > 2 and isinstance(call.args[2].value, (cst.Tuple, cst.List)):  # ``(1, 1, c)``
+            written = [element.value for element in call.args[2].value.elements]
+            rewriter.call_shapes[id(call)] = explicit_shape(rewriter, written)
         if rewriter.depth:  # made where a branch on fields is taken: so in ``__init__``
             if rewriter.depth != len(rewriter.conditions) or None in rewriter.conditions:
                 raise Unconvertible("`self.param` inside a loop, or in a branch on a value of `__call__`, "

@@ -1,0 +1,235 @@
+"""Input sizes on axes other than the last, as constructor parameters.
+
+A Linen class may size a parameter from any axis of its input, as a learned
+position embedding does from the sequence axis::
+
+    assert inputs.ndim == 3
+    pe = self.param('pos_embedding', init, (1, inputs.shape[1], inputs.shape[2]))
+
+NNX builds the parameter in ``__init__``, before any input exists, so the size
+of axis 1 becomes a constructor parameter named for what it is, ``inputs_shape_1``
+(the last axis stays ``in_features``)::
+
+    def __init__(self, in_features: int, inputs_shape_1: int, ...):
+        self.pos_embedding = nnx.Param(init(rngs.params(), 1, inputs_shape_1, in_features))
+
+An axis is counted from the front, so the input's rank must be known: the
+class states it (``assert x.ndim == 3``, ``n, l, d = x.shape``), or the class
+is converted for the shapes its parent gives it (then every axis that is no
+number is such a parameter).  Whoever builds the class passes the size of that
+axis of what it gives: a parent the expression of its own sizes (``h * w + 1``,
+its own ``x_shape_1``), an init site ``x.shape[1]`` of the example input.  A
+parent that does not know the size refuses, naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Optional
+
+import libcst as cst
+
+from nnxlint.conversion.base import IDENTIFIER, Unconvertible, size_name, substitute
+from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, int_literal, is_open, open_shape
+
+if TYPE_CHECKING:
+    from nnxlint.conversion.base import ConvertedClass
+    from nnxlint.conversion.calls import CallRewriter
+    from nnxlint.conversion.classes import ClassConverter
+
+
+def axis_parameter(converter: "ClassConverter", argument: str, index: int, axis: int, rank: int) -> Size:
+    """``inputs_shape_1``: the constructor parameter for axis ``axis`` of the ``__call__``
+    argument ``argument`` (at ``index``), of rank ``rank``."""
+    name = f"{argument}_shape_{axis}"
+    if name in converter.field_names or not IDENTIFIER.fullmatch(name):
+        raise Unconvertible(f"a field is named `{name}`, the name the size of axis {axis} of `{argument}` needs")
+    converter.axis_sizes[name] = (index, axis, rank)
+    return Size(name)
+
+
+def ranked_input(converter: "ClassConverter", argument: str, index: int, middle: tuple) -> Shape:
+    """The shape of the ``__call__`` argument inside the class, its rank known: batch
+    unknown, the middle axes numbers where ``middle`` has them and parameters
+    otherwise, the last axis the input size parameter."""
+    rank = len(middle) + 2
+    axes = tuple(size if size is not None and size.value is not None
+                 else axis_parameter(converter, argument, index, axis, rank)
+                 for axis, size in enumerate(middle, start=1))
+    return (None,) + axes + (Size(size_name(argument, index)),)
+
+
+def state_rank(rewriter: "CallRewriter", array: cst.BaseExpression, rank: Optional[int]) -> None:
+    """``assert x.ndim == 3`` / ``n, l, d = x.shape`` at the top of ``__call__``: the
+    input ``x``, of unknown rank so far, has ``rank`` axes."""
+    converter = rewriter.converter
+    if not rewriter.call_inputs or rewriter.depth or rank is None or rank < 2 or not isinstance(array, cst.Name):
+        return
+    index = converter._call_param_index.get(array.value)
+    if index is None or rewriter.shapes.get(array.value) != open_shape(Size(size_name(array.value, index))):
+        return
+    rewriter.shapes[array.value] = ranked_input(converter, array.value, index, (None,) * (rank - 2))
+
+
+def asserted_rank(rewriter: "CallRewriter", node: cst.Assert) -> None:
+    """``assert x.ndim == 3`` or ``assert len(x.shape) == 3``."""
+    test = node.test
+    if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1
+            and isinstance(test.comparisons[0].operator, cst.Equal)):
+        return
+    left, right = test.left, test.comparisons[0].comparator
+    if int_literal(left) is not None:
+        left, right = right, left
+    array = None
+    if isinstance(left, cst.Attribute) and left.attr.value == "ndim":
+        array = left.value
+    elif isinstance(left, cst.Call) and isinstance(left.func, cst.Name) and left.func.value == "len" \
+            and len(left.args) == 1 and _shape_owner(left.args[0].value) is not None:
+        array = _shape_owner(left.args[0].value)
+    if array is not None:
+        state_rank(rewriter, array, int_literal(right))
+
+
+def shape_bindings(rewriter: "CallRewriter", node: cst.Assign) -> None:
+    """``n, l, d = x.shape``: ``x`` has three axes, and each name is an alias of its size
+    (``l`` -> ``x_shape_1``) where the size is known and the name bound once.
+    ``input_shape = x.shape``: ``input_shape[-1]`` and ``y.reshape(input_shape)`` are
+    ``x``'s then, whatever ``x`` is bound to later."""
+    converter = rewriter.converter
+    if len(node.targets) != 1:
+        return
+    target, array = node.targets[0].target, _shape_owner(node.value)
+    if array is None:
+        return
+    if isinstance(target, cst.Name):
+        shape = rewriter.shape_of(array)
+        if isinstance(shape, tuple) and converter._assignments.get(target.value) == 1:
+            converter.shape_aliases[target.value] = shape
+        return
+    if not isinstance(target, (cst.Tuple, cst.List)):
+        return
+    elements = target.elements
+    if any(isinstance(element, cst.StarredElement) for element in elements) \
+            or not all(isinstance(element.value, cst.Name) for element in elements):
+        return
+    state_rank(rewriter, array, len(elements))
+    shape = rewriter.shape_of(array)
+    stated_rank(rewriter, shape, len(elements))  # ``n, h, w, c = conv(x).shape``: ``x`` has 4 axes
+    if not shape or is_open(shape) or len(shape) != len(elements):
+        return
+    for element, size in zip(elements, shape):
+        name = element.value.value  # type: ignore[attr-defined]
+        if size is not None and converter._assignments.get(name) == 1:
+            converter.aliases[name] = size.code
+
+
+def stated_rank(rewriter, shape: Shape, rank: int) -> None:
+    """An array of unknown rank whose leading axes are a ``__call__`` argument's is said
+    to have ``rank`` axes (``n, h, w, c = y.shape``, ``rearrange(y, 'n h w c -> ...')``):
+    so has the argument, and the class is converted again for it (``InputRank``)."""
+    if not (is_open(shape) and shape[0] == ANY_AXES and ANY_AXES not in shape[1:] and shape[0].input_leading
+            and getattr(rewriter, "call_inputs", False) and not rewriter.depth):
+        return
+    index = shape[0].origin if shape[0].origin is not None else shape[0].rank_of
+    leading = rank - (len(shape) - 1)  # the axes the input's leading ones are (an embedding added one after)
+    if index is not None and leading >= 1:
+        argument = next(name for name, at in rewriter.converter._call_param_index.items() if at == index)
+        raise InputRank(argument, index, leading + 1)
+
+
+def unranked_note(converter: "ClassConverter") -> str:
+    """Why a size read from the front of an input is unknown, for a refusal."""
+    if converter.unranked_read is None:
+        return ""
+    return (f" (`{converter.unranked_read}` counts axes from the front of an input whose rank the class does not "
+            "state: `assert x.ndim == 4` or `n, h, w, c = x.shape` would)")
+
+
+def _shape_owner(node: cst.BaseExpression) -> Optional[cst.BaseExpression]:
+    """``x`` of ``x.shape``."""
+    if isinstance(node, cst.Attribute) and node.attr.value == "shape":
+        return node.value
+    return None
+
+
+def axis_input_size(parameter: str, place: tuple[int, int, int], inputs, what: str) -> Size:
+    """The size a builder passes for an axis parameter (``inputs_shape_1``), from the
+    shape of what it gives at that argument."""
+    index, axis, rank = place
+    shape = inputs[index] if index < len(inputs) else None
+    if not isinstance(shape, tuple) or is_open(shape):
+        raise Unconvertible(f"the input size `{parameter}` (axis {axis}) of {what} cannot be determined statically: "
+                            "the rank of what is given is not known here")
+    if len(shape) != rank:
+        raise Unconvertible(f"{what} is given an input of {len(shape)} axes where it takes {rank}")
+    if shape[axis] is None:
+        raise Unconvertible(f"the input size `{parameter}` (axis {axis}) of {what} cannot be determined statically")
+    return shape[axis]
+
+
+def with_axis_parameters(converter: "ClassConverter", slot, child: "ConvertedClass", inputs: list) -> list:
+    """Last resort for a class on its own (``ClassConverter.layer_sizes``): an axis of what it
+    gives a child that nothing here knows becomes its own constructor parameter, named for the
+    child's (``mixer_blocks_x_shape_1``), which whoever builds the class must pass."""
+    if not converter.layer_sizes:
+        return inputs
+    inputs = list(inputs)
+    for parameter, (index, axis, rank) in child.size_axes.items():
+        shape = inputs[index] if index < len(inputs) else None
+        name = f"{slot.attribute}_{parameter}"
+        if not isinstance(shape, tuple) or is_open(shape) or len(shape) != rank or shape[axis] is not None \
+                or name in converter.field_names:
+            continue
+        if name not in converter.layer_size_params:
+            converter.layer_size_params.append(name)
+        inputs[index] = shape[:axis] + (Size(name),) + shape[axis + 1:]
+    return inputs
+
+
+class InputRank(Unconvertible):
+    """The class's code states the rank of an input it was converted for without one
+    (``n, h, w, c = conv(x).shape``): converted again for that rank."""
+
+    def __init__(self, argument: str, index: int, rank: int) -> None:
+        super().__init__(f"`{argument}` has {rank} axes here, which its own conversion did not know")
+        self.index, self.rank = index, rank
+
+
+def open_input(parameter: str, index: int) -> Shape:
+    """An input of unknown rank: its leading axes remember whose they are."""
+    return (replace(ANY_AXES, origin=index), Size(parameter))
+
+
+def on_its_own(env, node: cst.ClassDef, any_inputs: list, layer_sizes: bool = False) -> "ConvertedClass":
+    """The class converted for inputs of any shape, or of the ranks its code states."""
+    from nnxlint.conversion.classes import ClassConverter
+
+    inputs = list(any_inputs)
+    while True:
+        try:
+            return ClassConverter(env, node, inputs, layer_sizes=layer_sizes).run()
+        except InputRank as stated:
+            if not is_open(inputs[stated.index]):
+                raise Unconvertible(str(stated)) from None
+            inputs[stated.index] = (None,) * (stated.rank - 1) + (Size("?"),)
+
+
+def resized(axis):
+    """An axis after an operation that may change the sizes of an input's leading axes
+    (a strided convolution, a pooling window, a slice): no longer known to be the input's,
+    only as many."""
+    if axis is None or axis.origin is None:
+        return axis
+    return replace(axis, origin=None, rank_of=axis.origin)
+
+
+def with_input_axes(shape: Shape, inputs, values: dict) -> Shape:
+    """A child's output ``(..., f)`` whose leading axes are its input's, in the terms of the
+    parent that gives that input a known shape: ``(None, s, f)`` for an input ``(None, s, d)``;
+    None where it is no such output."""
+    if not shape or not isinstance(shape, tuple) or shape[0] is None or shape[0].origin is None:
+        return None
+    given = inputs[shape[0].origin] if shape[0].origin < len(inputs) else None
+    if not isinstance(given, tuple) or not given or is_open(given) or ANY_AXES in shape[1:]:
+        return None
+    return tuple(given[:-1]) + tuple(axis if axis is None else substitute(axis.code, values) for axis in shape[1:])
