@@ -174,3 +174,14 @@ def test_a_layer_built_by_the_class_becomes_a_bridged_attribute_named_as_linen_n
 def test_where_the_bridge_cannot_be_made_right_the_class_stays_linen_naming_the_layer(source, reason):
     _, messages = convert(source)
     assert any(reason in message for message in messages.values()), messages
+
+
+def test_linen_code_building_the_model_through_a_partial_keeps_the_class_linen():
+    # ``model = TowerLocal()`` then ``model.init``: converting ``Tower`` would leave Linen calls on an
+    # NNX model (any module-level partial, bridged or not)
+    source = TOWER + ("\n\nimport jax\n\n\ndef predict(x):\n    model = TowerLocal()\n"
+                      "    variables = model.init(jax.random.key(0), x, train=False)\n"
+                      "    return model.apply(variables, x, train=False)\n")
+    fixed, messages = convert(source)
+    assert fixed is None
+    assert "the code at line 41 uses it and is not converted" in messages["Tower"], messages

@@ -62,20 +62,29 @@ class ModelsOnly:
         return new
 
     def users_outside(self) -> dict[str, int]:
-        """Linen classes of the file that its other code names (not through a
-        keyword-only ``partial``), with the index of the first top-level statement
-        that does (found once per file: the training attempt asks first)."""
+        """Linen classes of the file that its other code names (itself, or through a
+        module-level ``partial`` of it: ``model = ResNet18()`` uses ``ResNet``), with the
+        index of the first top-level statement that does (found once per file: the
+        training attempt asks first)."""
         converter = self.converter
         if converter.users_outside is not None:
             return converter.users_outside
         linen_classes = converter.linen_classes
+        aliases = {name: name for name in linen_classes}
+        for statement in converter.module.body:
+            if self._is_partial(statement):
+                assign = statement.body[0]  # type: ignore[attr-defined]
+                built = assign.value.args[0].value
+                if isinstance(assign.targets[0].target, cst.Name) and isinstance(built, cst.Name) \
+                        and built.value in linen_classes:
+                    aliases[assign.targets[0].target.value] = built.value
         found: dict[str, int] = {}
         for index, statement in enumerate(converter.module.body):
             if not (isinstance(statement, cst.ClassDef) and statement.name.value in linen_classes) \
                     and not _is_import(statement) and not self._is_partial(statement) \
                     and not (isinstance(statement, cst.FunctionDef) and self._factory_class(statement)):
-                for name in _names_in(statement, set(linen_classes)):
-                    found.setdefault(name, index)
+                for name in _names_in(statement, set(aliases)):
+                    found.setdefault(aliases[name], index)
         converter.users_outside = found
         return found
 
