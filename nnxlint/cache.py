@@ -37,12 +37,21 @@ def _code_fingerprint() -> str:
     import nnxlint
     import nnxlint.rules
 
+    return source_fingerprint([*nnxlint.__path__, *nnxlint.rules.__path__])
+
+
+def source_fingerprint(directories: Sequence[str]) -> str:
+    """Names, sizes and modification times of the ``.py`` files under ``directories``,
+    subpackages included (the conversion lives in ``nnxlint/conversion/constructs/``)."""
     stats = []
-    for package in (nnxlint, nnxlint.rules):
-        for directory in package.__path__:
-            with os.scandir(directory) as entries:
-                stats += [f"{entry.path}:{entry.stat().st_size}:{entry.stat().st_mtime_ns}"
-                          for entry in entries if entry.name.endswith(".py")]
+    for top in directories:
+        for directory, subdirectories, files in os.walk(top):
+            subdirectories[:] = [name for name in subdirectories if name != "__pycache__"]
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(directory, name)
+                    status = os.stat(path)
+                    stats.append(f"{path}:{status.st_size}:{status.st_mtime_ns}")
     return content_digest("\n".join(sorted(stats)).encode())
 
 

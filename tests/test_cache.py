@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from nnxlint.cache import Cache, content_digest
+from nnxlint.cache import Cache, content_digest, source_fingerprint
 from nnxlint.engine import FixSummary, Finding
 
 LINEN = "import flax.linen as nn\n"
@@ -106,3 +106,25 @@ def test_store_and_load_round_trip_findings(tmp_path):
     assert cache.load(str(source), ["NNX102"], None) == [finding]
     assert cache.load(str(source), ["NNX102"], "safe") is None
     assert cache.load(str(source), ["NNX001", "NNX102"], None) is None
+
+
+def test_an_edited_module_in_a_subpackage_changes_the_fingerprint(tmp_path):
+    """A development install edits ``nnxlint/conversion/constructs/*.py`` as often as the
+    rules: cached results must not outlive such an edit."""
+    import os
+
+    module = tmp_path / "package" / "conversion" / "constructs" / "unit.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("VALUE = 1\n")
+    (tmp_path / "package" / "__pycache__").mkdir()
+    (tmp_path / "package" / "__pycache__" / "stale.py").write_text("")
+    before = source_fingerprint([str(tmp_path / "package")])
+    module.write_text("VALUE = 22\n")
+    assert source_fingerprint([str(tmp_path / "package")]) != before
+    os.utime(module, ns=(1, 1))
+    touched = source_fingerprint([str(tmp_path / "package")])
+    os.utime(module, ns=(2, 2))
+    edited = source_fingerprint([str(tmp_path / "package")])
+    assert edited != touched
+    (tmp_path / "package" / "__pycache__" / "stale.py").write_text("not a module of the package")
+    assert source_fingerprint([str(tmp_path / "package")]) == edited
