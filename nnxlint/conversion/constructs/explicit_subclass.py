@@ -33,6 +33,7 @@ own terms.  Anything else keeps the finding.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
@@ -84,8 +85,9 @@ def convert_explicit_subclass(converter: ClassConverter, parent: str) -> Convert
     if clash is not None:
         raise Unconvertible(f"`{name}` declares the field `{clash}` of `{parent}` again")
     fields = [*base.fields, *converter.fields]
-    return ConvertedClass(name, _nnx_class(converter, base, size_field), {}, fields, base.output,
-                          base.mode, base.uses_rngs, base.constant_flags)
+    # the rest as the parent's: what it drops, the Linen layers it bridges, ... (its input size is a field now)
+    return replace(base, name=name, node=_nnx_class(converter, base, size_field), size_params={}, fields=fields,
+                   size_axes={})
 
 
 def _dummy_batch_field(converter: ClassConverter, setup: cst.FunctionDef) -> str:
