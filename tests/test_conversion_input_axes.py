@@ -192,3 +192,23 @@ def test_a_window_over_a_named_size_is_the_expression_numpy_computes():
             assert eval(code, {"s": size}) == window_output(Size.number(size), window, stride, padding).value
     assert window_output(Size("s"), 4, 4, "VALID").code == "s // 4"
     assert window_output(Size("s"), 3, 1, "SAME").code == "s"
+
+
+def test_a_shape_local_only_the_moved_parameter_read_goes_with_it():
+    source = """
+    import flax.linen as nn
+
+
+    class Table(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            assert x.ndim == 3
+            # (batch, length, width)
+            table_shape = (1, x.shape[1], x.shape[2])
+            batch, length, width = x.shape
+            return x + self.param('table', nn.initializers.zeros, table_shape)
+    """
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert "table_shape" not in fixed  # else an unused local in NNX
+    assert "        # (batch, length, width)\n        batch, length, width = x.shape\n" in fixed  # unused in Linen too

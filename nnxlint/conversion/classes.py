@@ -36,7 +36,7 @@ from nnxlint.conversion.constructs.class_field import choice_init
 from nnxlint.conversion.constructs.linen_bridge import keep_bridged
 from nnxlint.conversion.constructs.jraph_graph import graph_input
 from nnxlint.conversion.constructs.input_axes import (
-    open_input, ranked_input, unranked_note, with_axis_parameters, with_input_axes,
+    open_input, ranked_input, unranked_note, with_axis_parameters, with_input_axes, without_dead_shape_reads,
 )
 from nnxlint.conversion.constructs.dataclass_field import factory_lines, field_parameter, is_field_call
 from nnxlint.conversion.constructs.layer_factory import (
@@ -425,6 +425,7 @@ class ClassConverter(LayerConstruction):
         visitor = CallRewriter(self, shapes)
         visitor.call_inputs = True  # its names are ``__call__``'s inputs (``constructs/input_axes.py``)
         new_function = function.with_changes(body=function.body.visit(visitor), decorators=[])
+        new_function = without_dead_shape_reads(function, new_function)  # ``constructs/input_axes.py``
         self._output_shape = visitor.output
         if self.mode is not None:
             if visitor.mode_reads.get(self.mode.name, 0) != self.mode_consumed:

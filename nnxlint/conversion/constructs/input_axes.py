@@ -233,3 +233,59 @@ def with_input_axes(shape: Shape, inputs, values: dict) -> Shape:
     if not isinstance(given, tuple) or not given or is_open(given) or ANY_AXES in shape[1:]:
         return None
     return tuple(given[:-1]) + tuple(axis if axis is None else substitute(axis.code, values) for axis in shape[1:])
+
+
+_PURE_CALLS = frozenset({"tuple", "list", "len"})
+_PURE_ATTRIBUTES = frozenset({"shape", "ndim"})
+
+
+def without_dead_shape_reads(original: cst.FunctionDef, converted: cst.FunctionDef) -> cst.FunctionDef:
+    """``pos_emb_shape = (1, x.shape[1], x.shape[2])`` or ``n, l, d = x.shape`` at the top
+    of the method, read only by what moved to ``__init__``: the statement goes (an unused
+    local otherwise); one whose names are read in the converted method too, or were never
+    read in Linen either, stays."""
+    if not isinstance(converted.body, cst.IndentedBlock):
+        return converted
+    from nnxlint.conversion.base import name_counts
+
+    before, after = name_counts(original), name_counts(converted)
+    kept: list = []
+    carried: list = []  # the comments above a removed statement go to the next one
+    for statement in converted.body.body:
+        targets = _pure_assignment_targets(statement)
+        if targets and all(after[name] == targets[name] for name in targets) \
+                and any(targets[name] < before[name] for name in targets):
+            carried += list(statement.leading_lines)
+            continue
+        if carried:
+            statement = statement.with_changes(leading_lines=[*carried, *statement.leading_lines])
+            carried = []
+        kept.append(statement)
+    if len(kept) == len(converted.body.body) or not kept:
+        return converted
+    return converted.with_changes(body=converted.body.with_changes(body=kept))
+
+
+def _pure_assignment_targets(statement: cst.CSTNode) -> dict:
+    """The names a one-line ``names = <shape arithmetic>`` binds (with how often each stands
+    in the target), or {} for any other statement."""
+    from nnxlint.context import walk
+    from nnxlint.conversion.base import name_counts
+
+    if not (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
+            and isinstance(statement.body[0], cst.Assign) and len(statement.body[0].targets) == 1):
+        return {}
+    assign = statement.body[0]
+    target = assign.targets[0].target
+    names = [target] if isinstance(target, cst.Name) else [element.value for element in target.elements] \
+        if isinstance(target, (cst.Tuple, cst.List)) else []
+    if not names or not all(isinstance(name, cst.Name) for name in names):
+        return {}
+    for node in walk(assign.value):
+        if isinstance(node, cst.Call) and not (isinstance(node.func, cst.Name) and node.func.value in _PURE_CALLS):
+            return {}
+        if isinstance(node, cst.Attribute) and node.attr.value not in _PURE_ATTRIBUTES:
+            return {}
+        if isinstance(node, (cst.Await, cst.Lambda, cst.NamedExpr, cst.Yield)):
+            return {}
+    return dict(name_counts(target))

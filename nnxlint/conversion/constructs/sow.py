@@ -51,6 +51,9 @@ class DroppedSows:
     def __init__(self) -> None:
         self.comments: dict[int, cst.EmptyLine] = {}  # the ``self.sow(...)`` line -> its comment
         self.markers: set[int] = set()  # the ``pass`` lines standing for them until their block is left
+        # the markers themselves, kept alive: an ``id`` names one object only while it lives, and a
+        # marker freed in an inner block must not make a later statement of the outer one a marker
+        self.alive: list[cst.SimpleStatementLine] = []
 
     def visit_line(self, rewriter, node: cst.SimpleStatementLine) -> bool:
         """True (do not visit it) for a line that is one ``self.sow(...)`` left out."""
@@ -66,6 +69,7 @@ class DroppedSows:
             return updated
         marker = cst.SimpleStatementLine([cst.Pass()], leading_lines=[*original.leading_lines, comment])
         self.markers.add(id(marker))
+        self.alive.append(marker)
         return marker
 
     def leave_block(self, block: cst.IndentedBlock) -> cst.IndentedBlock:
