@@ -13,7 +13,6 @@ exactly raises ``Unconvertible`` with the reason.
 from __future__ import annotations
 
 import builtins
-import re
 from collections import Counter
 from typing import Optional, Sequence
 
@@ -26,8 +25,7 @@ from nnxlint.conversion.base import (
     drop_param, function_params, input_sizes, names_read, self_attribute, size_name, substitute,
 )
 from nnxlint.conversion.calls import CallRewriter, LinenFunctions
-from nnxlint.conversion.constructs import FACTORIES, SELF_CALLS
-from nnxlint.conversion.constructs.branch_module import guarded
+from nnxlint.conversion.constructs import SELF_CALLS
 from nnxlint.conversion.constructs.scanned_cell import carry_method, convert_scanned_call, scanned_cell
 from nnxlint.conversion.constructs.recurrent_later import cell_base, cell_input, check_cell_methods, stepped_cell
 from nnxlint.conversion.constructs.setup_code import check_submodule_order, read_setup_block
@@ -36,18 +34,17 @@ from nnxlint.conversion.constructs.class_field import choice_init
 from nnxlint.conversion.constructs.linen_bridge import keep_bridged
 from nnxlint.conversion.constructs.jraph_graph import graph_input
 from nnxlint.conversion.constructs.input_axes import (
-    open_input, ranked_input, unranked_note, with_axis_parameters, with_input_axes, without_dead_shape_reads,
+    open_input, ranked_input, with_axis_parameters, with_input_axes, without_dead_shape_reads,
 )
-from nnxlint.conversion.constructs.dataclass_field import factory_lines, field_parameter, is_field_call
+from nnxlint.conversion.constructs.dataclass_field import field_parameter, is_field_call
 from nnxlint.conversion.constructs.layer_factory import (
     LayerFactory, factories_passed, factory_of, field_default_factory,
 )
-from nnxlint.conversion.constructs.partitioning import is_partitioning, partitioned_init
+from nnxlint.conversion.init_writer import InitWriter
 from nnxlint.conversion.layers import LayerConstruction
-from nnxlint.conversion.linen_map import LAYERS, PARTITIONING
 from nnxlint.conversion.naming import nnx_attribute_name
 from nnxlint.conversion.shapes import (
-    ANY_AXES, SIMPLE_CODE, Several, Shape, Size, int_literal, is_open, keeps_input_rank, string_literal,
+    ANY_AXES, Several, Shape, Size, is_open, keeps_input_rank, string_literal,
 )
 
 # builtin decorators that mean the same on an NNX Module: kept as they are (not ``classmethod``: it may
@@ -60,10 +57,9 @@ _LINEN_MODULE_API = frozenset({
     "has_variable", "has_rng", "perturb", "tabulate", "lazy_init", "__getattr__", "__setattr__",
 })
 # Linen names that the construction or call around them converts.
-_CONVERTED_ELSEWHERE = ("compact", "initializers")
 
 
-class ClassConverter(LayerConstruction):
+class ClassConverter(LayerConstruction, InitWriter):
     """Converts one Linen class, given the shapes of its ``__call__`` inputs."""
 
     def __init__(self, env: FileEnv, node: cst.ClassDef, inputs: Sequence[Shape],
@@ -295,92 +291,6 @@ class ClassConverter(LayerConstruction):
         return name == "self" or name in self.aliases or name in self.env.scope.bindings or hasattr(builtins, name)
 
     # -- expressions in __init__ terms ---------------------------------------
-    def init_code(self, node: cst.BaseExpression, shapes: dict[str, Shape]) -> str:
-        """``node`` rewritten for ``__init__``: ``self.field`` -> ``field``,
-        ``x.shape[-1]`` -> its size, Linen functions -> NNX ones."""
-        converter = self
-        sizes: dict[int, Size] = {}
-        partitioning: set[int] = set()  # ``nn.with_logical_partitioning`` called: converted with its call
-
-        class Translate(cst.CSTTransformer):
-            def leave_Attribute(self, original_node, updated_node):
-                if id(original_node) in partitioning:
-                    return updated_node
-                attribute = self_attribute(original_node)
-                if attribute in converter.slots:  # a submodule passed on, built before (``setup_code.py``)
-                    return updated_node
-                if attribute is not None:
-                    if attribute not in converter.field_names:
-                        raise Unconvertible(f"`self.{attribute}` is used where the NNX `__init__` needs it")
-                    return cst.Name(attribute)
-                return converter.nnx_reference(original_node, updated_node)
-
-            def leave_Name(self, original_node, updated_node):
-                if original_node.value in converter.aliases:  # ``config = self.config`` in ``__call__``
-                    alias = converter.aliases[original_node.value]
-                    value = cst.parse_expression(alias)
-                    wrapped = SIMPLE_CODE.fullmatch(alias) or value.lpar or isinstance(
-                        value, (cst.Attribute, cst.Subscript, cst.Call))
-                    return value if wrapped else cst.parse_expression(f"({alias})")
-                if original_node.value in shapes:
-                    raise Unconvertible(f"a layer argument depends on `{original_node.value}`, "
-                                        f"a value computed in `__call__`{unranked_note(converter)}")
-                return converter.nnx_reference(original_node, updated_node)
-
-            def visit_Call(self, node: cst.Call) -> None:
-                if converter.layer(node.func) is not None:
-                    raise Unconvertible("a submodule inside a list, dict or expression is not converted")
-                if is_partitioning(converter, node):
-                    partitioning.add(id(node.func))
-
-            def leave_Call(self, original_node, updated_node):
-                return partitioned_init(converter, original_node, updated_node)
-
-            def visit_Subscript(self, node) -> bool:
-                size = converter._shape_axis(node, shapes)
-                if size is not None:
-                    sizes[id(node)] = size
-                return size is None  # ``x.shape[-1]`` reads no value of ``x``
-
-            def leave_Subscript(self, original_node, updated_node):
-                if id(original_node) in sizes:
-                    return cst.parse_expression(sizes[id(original_node)].operand())
-                return updated_node
-
-        return self.env.code(node.visit(Translate()))
-
-    def nnx_reference(self, original, updated):
-        replacement = self.env.nnx_function(original)
-        if replacement is not None:
-            return cst.parse_expression(replacement)
-        member = self.env.linen_member(original)
-        known = member in LAYERS or member in FACTORIES or member in _CONVERTED_ELSEWHERE or member in PARTITIONING \
-            or id(original) in self.bridged_names
-        if member is not None and not known and "." not in member:
-            raise Unconvertible(f"`nn.{member}` has no conversion")
-        return updated
-
-    def _shape_axis(self, node: cst.Subscript, shapes: dict[str, Shape]) -> Optional[Size]:
-        """The size for ``x.shape[i]`` (or ``input_shape[i]`` after ``input_shape = x.shape``)
-        when ``x``'s shape is known."""
-        value = node.value
-        if not (len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index)):
-            return None
-        if isinstance(value, cst.Name) and value.value in self.shape_aliases:  # ``constructs/input_axes.py``
-            shape = self.shape_aliases[value.value]
-        elif isinstance(value, cst.Attribute) and value.attr.value == "shape" and isinstance(value.value, cst.Name):
-            shape = shapes.get(value.value.value)
-        else:
-            return None
-        index = int_literal(node.slice[0].slice.value)
-        if isinstance(shape, tuple) and is_open(shape) and index is not None and index >= 0:
-            self.unranked_read = self.env.code(node)  # from the front of axes of unknown number (``input_axes.py``)
-        if shape is None or isinstance(shape, Several) or index is None or not -len(shape) <= index < len(shape):
-            return None
-        if is_open(shape) and (index >= 0 or ANY_AXES in shape[index:]):
-            return None  # counted across axes of unknown number
-        return shape[index]
-
     # -- mode flags ------------------------------------------------------------
     def mode_use(self, node: cst.BaseExpression, eval_value: bool) -> Optional[bool]:
         """Records ``node`` as a use of the mode parameter that must be ``eval_value``
@@ -457,62 +367,6 @@ class ClassConverter(LayerConstruction):
         return method.visit(LinenFunctions(self))  # type: ignore[return-value]
 
     # -- __init__ ----------------------------------------------------------------
-    def _build_init(self, methods: dict[str, cst.FunctionDef]) -> cst.FunctionDef:
-        read_fields = set()
-
-        class Reads(cst.CSTVisitor):
-            def visit_Attribute(inner, node: cst.Attribute) -> None:
-                attribute = self_attribute(node)
-                if attribute is not None:
-                    read_fields.add(attribute)
-
-        for method in methods.values():
-            method.visit(Reads())
-        known = self.field_names | set(self.slots) | set(self.params) | set(self.variables) | set(methods) \
-            | set(self.rng_streams)
-        unknown = sorted(read_fields - known)
-        if unknown:  # Linen's own API (`self.is_initializing()`, `self.scope`, ...) has no NNX twin
-            raise Unconvertible(f"`self.{unknown[0]}` is Linen Module API the conversion does not know")
-        lines = factory_lines(self.fields, self.env.module.default_indent)
-        lines += [f"self.{f.name} = {f.name}" for f in self.fields if f.name in read_fields]
-        lines += self.init_lines
-        lines += [guarded(self.slots[attribute].init_code, self.slot_guards.get(attribute),  # type: ignore[arg-type]
-                          self.env.module.default_indent, self.slot_alternatives.get(attribute))
-                  for attribute in self.slot_order]
-        lines += list(self.params.values())
-        lines += list(self.variables.values())
-        lines += list(self.rng_streams.values())
-        lines += self.display_lines
-        used_text = "\n".join(lines)
-        self.size_params = {name: index for name, index in self._size_names().items()
-                            if re.search(rf"\b{name}\b(?!\s*=[^=])", used_text)}  # not a keyword
-        signature = ["self"] + [f"{name}: int" for name in [*self.size_params, *self.layer_size_params]]
-        for param in self.fields:
-            text = param.name + (f": {param.annotation}" if param.annotation else "")
-            signature.append(text + (f" = {param.default}" if param.default is not None else ""))
-        if self.uses_rngs:
-            signature += ["*", f"rngs: {self.env.nnx}.Rngs"]
-        indent = self.env.module.default_indent
-        newline = self.env.module.default_newline
-        body = "".join(f"{indent}{physical}{newline}" for line in lines for physical in line.split("\n")) \
-            or f"{indent}pass{newline}"
-        text = f"def __init__({', '.join(signature)}):{newline}{body}"
-        return cst.parse_statement(text, config=self.env.module.config_for_parsing)  # type: ignore[return-value]
-
-    def layer_size_parameter(self, slot: Slot) -> Optional[Size]:
-        """``hidden_in_features`` for the layer ``self.hidden`` whose input size is unknown,
-        when the class may take it as a constructor parameter."""
-        name = f"{slot.attribute}_in_features"
-        if not self.layer_sizes or not IDENTIFIER.fullmatch(name) or name in self.field_names:
-            return None
-        if name not in self.layer_size_params:
-            self.layer_size_params.append(name)
-        return Size(name)
-
-    def _size_names(self) -> dict[str, int]:
-        return {**{size_name(name, index): index for name, index in self._call_param_index.items()}, **self.graph_sizes,
-                **{name: index for name, (index, _, _) in self.axis_sizes.items()}}
-
     # -- called by the rewriter ----------------------------------------------
     def construct(self, construction: cst.Call, attribute: Optional[str]) -> Slot:
         """An inline ``@nn.compact`` construction becomes an attribute."""
