@@ -11,7 +11,7 @@ of axis 1 becomes a constructor parameter named for what it is, ``inputs_shape_1
 (the last axis stays ``in_features``)::
 
     def __init__(self, in_features: int, inputs_shape_1: int, ...):
-        self.pos_embedding = nnx.Param(init(rngs.params(), 1, inputs_shape_1, in_features))
+        self.pos_embedding = nnx.Param(init(rngs.params(), (1, inputs_shape_1, in_features)))
 
 An axis is counted from the front, so the input's rank must be known: the
 class states it (``assert x.ndim == 3``, ``n, l, d = x.shape``), or the class
