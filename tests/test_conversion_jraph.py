@@ -363,6 +363,19 @@ rngs=rngs))
     assert "            graphs_edges_size = 2 * width if edges else graphs_edges_size\n" in fixed
 
 
+def test_after_the_loop_a_size_no_pass_changed_is_its_value_before_the_loop():
+    """Only the edges are carried (``graphs_edges_size``): a layer after the loop reads
+    the nodes' size as the plain expression, never a running size ``__init__`` lacks."""
+    source = OPTIONAL_EDGES.replace("Perceptron([self.width])", "Perceptron([2 * self.width])").replace(
+        "        return jraph.segment_sum(graphs.nodes,",
+        "        graphs = graphs._replace(nodes=nn.Dense(3)(graphs.nodes))\n        return jraph.segment_sum(graphs.nodes,")
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert "            graphs_edges_size = 2 * width if edges else graphs_edges_size\n" \
+           "        self.dense_2 = nnx.Linear(width, 3, rngs=rngs)\n" in fixed
+    assert "graphs_nodes_size" not in fixed
+
+
 # the edges come out of the optional update at another size, and are projected back within the pass
 WIDER_EDGES = OPTIONAL_EDGES.replace("Perceptron([self.width])", "Perceptron([2 * self.width])").replace(
     "            graphs = merged(step(graphs), graphs)\n",

@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
-from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, name_counts
+from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, name_counts, names_read, substitute
 from nnxlint.conversion.constructs.branch_sizes import all_of
 from nnxlint.conversion.jraph_map import CONCATENATED_ARGS, GRAPH_FEATURES, GRAPH_MODELS
 from nnxlint.conversion.naming import nnx_list_name
-from nnxlint.conversion.shapes import SIMPLE_CODE, Several, Shape, Size, collect_terms, tidy_code
+from nnxlint.conversion.shapes import Several, Shape, Size, collect_terms, tidy_code
 
 if TYPE_CHECKING:
     from nnxlint.conversion.calls import CallRewriter
@@ -66,6 +66,7 @@ class GraphLoop:
     # a name the loop assigns: (its shape before the loop, its shape at the start of a pass, whose last
     # axes are running sizes: ``graphs_nodes_size``)
     carried: dict[str, tuple[Shape, Shape]] = field(default_factory=dict)
+    running: dict[str, str] = field(default_factory=dict)  # running size -> its code before the loop
 
 
 def begin_graph_loop(rewriter: "CallRewriter", node: cst.For) -> bool:
@@ -88,7 +89,7 @@ def begin_graph_loop(rewriter: "CallRewriter", node: cst.For) -> bool:
     taken = set(name_counts(converter.node)) | converter.field_names
     for name in sorted(_assigned_names(node.body)):
         before = rewriter.shapes.get(name)
-        start = _with_running_sizes(name, before, taken)
+        start = _with_running_sizes(name, before, taken, loop.running)
         if start != before:
             loop.carried[name] = (before, start)
             rewriter.shapes[name] = start
@@ -118,7 +119,7 @@ def end_graph_loop(rewriter: "CallRewriter", original: cst.For, updated: cst.For
     indent = converter.env.module.default_indent
     nnx = converter.env.nnx
     header = f"for {converter.env.code(original.target)} in {converter.init_code(original.iter, {})}:"
-    lines = [f"{size} = {tidy_code(_start_code(loop, size))}" for size in updates]
+    lines = [f"{size} = {tidy_code(loop.running[size])}" for size in updates]
     lines.append(header)
     for name, element, tests in loop.made:
         test = all_of(tests)
@@ -161,64 +162,60 @@ def _assigned_names(body: cst.CSTNode) -> set[str]:
     return names
 
 
-def _with_running_sizes(name: str, shape, taken: set[str]):
+def _with_running_sizes(name: str, shape, taken: set[str], running: dict[str, str]):
     """``shape`` with each known last axis a running size named after ``name``
-    (``graphs_nodes_size`` for a graph's nodes, ``x_size`` for an array)."""
-    def running(label: str, part: Shape) -> Shape:
+    (``graphs_nodes_size`` for a graph's nodes, ``x_size`` for an array), recorded
+    in ``running`` with its code before the loop."""
+    def carried(label: str, part: Shape) -> Shape:
         size = f"{label}_size"
         if not part or part[-1] is None or part[-1].value is not None and part[-1].value <= 1 or size in taken:
             return part  # (a size of 1 broadcasts, and is not carried)
+        running[size] = part[-1].code
         return (*part[:-1], Size(size))
 
     if isinstance(shape, Several):
         labels = GRAPH_FEATURES if len(shape.parts) == len(GRAPH_FEATURES) else range(len(shape.parts))
-        return type(shape)(tuple(running(f"{name}_{label}", part) for label, part in zip(labels, shape.parts)))
-    return running(name, shape)
+        return type(shape)(tuple(carried(f"{name}_{label}", part) for label, part in zip(labels, shape.parts)))
+    return carried(name, shape)
 
 
-def _pairs(start, other) -> list[tuple[Size, object]]:
-    """(running size, the axis of ``other`` in its place)."""
+def _ends(loop: GraphLoop, start, after) -> list[tuple[str, Optional[Size]]]:
+    """(running size, its axis in ``after``, None where ``after``'s other axes differ)."""
     if isinstance(start, Several):
-        if not isinstance(other, Several) or len(other.parts) != len(start.parts):
-            return [(part[-1], None) for part in start.parts if part and part[-1] is not None]
-        return [pair for part, then in zip(start.parts, other.parts) for pair in _pairs(part, then)]
-    if not start or start[-1] is None or not start[-1].code.endswith("_size"):
+        matched = isinstance(after, Several) and len(after.parts) == len(start.parts)
+        return [pair for index, part in enumerate(start.parts)
+                for pair in _ends(loop, part, after.parts[index] if matched else None)]
+    if not start or start[-1] is None or start[-1].code not in loop.running:
         return []
-    same_rank = other is not None and not isinstance(other, Several) and len(other) == len(start) \
-        and other[:-1] == start[:-1]
-    return [(start[-1], other[-1] if same_rank else None)]
+    same_rank = after is not None and not isinstance(after, Several) and len(after) == len(start) \
+        and after[:-1] == start[:-1]
+    return [(start[-1].code, after[-1] if same_rank else None)]
 
 
 def _running_size_updates(rewriter: "CallRewriter", loop: GraphLoop) -> dict[str, str]:
     """The running sizes that a pass changes, with their code at the end of a pass.
 
     Sizes it leaves alone become their value before the loop again, in the modules
-    the pass made and in the shapes after it; a name whose other axes change is left
-    to the refusal.  After the loop, a carried name's shape is its running sizes
-    (which ``__init__``'s loop leaves at their last value); another name read from
-    a running size is unknown there (it holds a value of the last pass's start)."""
-    ends: dict[str, Optional[str]] = {}
+    the pass made and in the shapes after it.  After the loop, a carried name's
+    shape is its running sizes (which ``__init__``'s loop leaves at their last
+    value); another name read from a running size is unknown there (it holds a
+    value of the last pass's start)."""
+    ends: dict[str, str] = {}
     for name, (_, start) in loop.carried.items():
-        for size, after in _pairs(start, rewriter.shapes.get(name)):
-            ends[size.code] = after.code if isinstance(after, Size) else None  # type: ignore[union-attr]
-    for name in loop.carried:
-        if any(end is None for size, end in ends.items() if size.startswith(f"{name}_")):
-            loop.shapes_before.pop(name, None)  # (its own refusal below)
+        for size, after in _ends(loop, start, rewriter.shapes.get(name)):
+            if after is None:
+                raise Unconvertible(f"`{name}` has other axes after a pass of the message-passing loop than before "
+                                    "it: its modules would differ from pass to pass")
+            ends[size] = after.code
     changed = _changed_sizes(loop, ends)
-    unchanged = {size: _start_code(loop, size) for size in ends if size not in changed}
-    for size, end in list(changed.items()):
-        changed[size] = _substituted(end, unchanged)
+    unchanged = {size: loop.running[size] for size in ends if size not in changed}
+    changed = {size: _substituted(end, unchanged) for size, end in changed.items()}
     loop.made[:] = [(name, _substituted(element, unchanged), tests) for name, element, tests in loop.made]
-    if any(end is None for end in ends.values()):
-        name = next(name for name in loop.carried if any(ends.get(size.code) is None
-                                                      for size, _ in _pairs(loop.carried[name][1], None)))
-        before, _ = loop.carried[name]
-        raise Unconvertible(f"`{name}` has other axes after a pass of the message-passing loop than before it: its "
-                            "modules would differ from pass to pass")
     for name, shape in list(rewriter.shapes.items()):
         if name in loop.carried:
             before, start = loop.carried[name]
-            rewriter.shapes[name] = start if any(size.code in changed for size, _ in _pairs(start, None)) else before
+            rewriter.shapes[name] = _substituted_shape(start, unchanged) if changed.keys() & _names_of(start) \
+                else before
         elif shape is not None and changed.keys() & _names_of(shape):
             rewriter.shapes[name] = None
         elif shape is not None and unchanged.keys() & _names_of(shape):
@@ -226,41 +223,24 @@ def _running_size_updates(rewriter: "CallRewriter", loop: GraphLoop) -> dict[str
     return changed
 
 
-def _changed_sizes(loop: GraphLoop, ends: dict[str, Optional[str]]) -> dict[str, str]:
+def _changed_sizes(loop: GraphLoop, ends: dict[str, str]) -> dict[str, str]:
     """The running sizes that may differ from one pass to the next: by induction, a size
     is the same at every pass when its end, computed from the sizes before the loop, is
     its size before the loop, and it reads no size that changes."""
-    starts = {size: _start_code(loop, size) for size in ends}
     changed = {size: end for size, end in ends.items()
-               if end is not None and tidy_code(_substituted(end, starts)) != tidy_code(starts[size])}
+               if tidy_code(_substituted(end, loop.running)) != tidy_code(loop.running[size])}
     growing = True
     while growing:
         growing = False
         for size, end in ends.items():
-            if end is not None and size not in changed and any(other in _names(end) for other in changed):
+            if size not in changed and changed.keys() & _names(end):
                 changed[size] = end
                 growing = True
     return changed
 
 
 def _names(code: str) -> set[str]:
-    names: set[str] = set()
-
-    class Find(cst.CSTVisitor):
-        def visit_Name(self, node: cst.Name) -> None:
-            names.add(node.value)
-
-    cst.parse_expression(code).visit(Find())
-    return names
-
-
-def _start_code(loop: GraphLoop, size: str) -> str:
-    """A running size's code before the loop."""
-    for before, start in loop.carried.values():
-        for running, first in _pairs(start, before):
-            if running.code == size:
-                return first.code  # type: ignore[union-attr]
-    raise KeyError(size)
+    return names_read(cst.parse_expression(code))
 
 
 def _names_of(shape) -> set[str]:
@@ -278,18 +258,10 @@ def _substituted_shape(shape, sizes: dict[str, str]):
 
 
 def _substituted(code: str, sizes: dict[str, str]) -> str:
-    """``code`` with each running size in ``sizes`` replaced by its code."""
+    """``code`` with each running size in ``sizes`` replaced by its code, like terms added up."""
     if not sizes.keys() & _names(code):
         return code
-
-    class Replace(cst.CSTTransformer):
-        def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
-            if updated.value not in sizes:
-                return updated
-            value = sizes[updated.value]
-            return cst.parse_expression(value if SIMPLE_CODE.fullmatch(value) else f"({value})")
-
-    return collect_terms(cst.Module([]).code_for_node(cst.parse_expression(code).visit(Replace())))
+    return collect_terms(substitute(code, sizes).code)
 
 
 def _changes(before, after) -> str:
