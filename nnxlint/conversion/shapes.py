@@ -74,7 +74,6 @@ class _Tidy(cst.CSTTransformer):
             return body.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar) if updated_node.lpar else body
         return updated_node.with_changes(body=body, test=test, orelse=orelse)
 
-
     def leave_Call(self, original_node, updated_node):
         """``max(a, a)`` is ``a``."""
         code = cst.Module([]).code_for_node
@@ -228,8 +227,6 @@ def broadcast(left: Shape, right: Shape) -> Shape:
             axes.append(b if a is not None and a.value == 1 else a)  # 1 gives way to any size, known or not
         elif a is None or b is None or ANY_AXES in (a, b):
             return None
-        elif 1 in (a.value, b.value):
-            axes.append(b if a.value == 1 else a)
         elif a.value is not None and b.value is not None:
             return None  # two different numbers: the operation itself fails
         else:
