@@ -64,7 +64,6 @@ def test_a_layer_made_in_a_branch_on_a_field_is_made_under_the_same_test(tied):
 
 
 @pytest.mark.parametrize("old, new, reason", [
-    ('nn.Dense(self.vocab, name="logitdense")', "nn.Dense(self.vocab)", "needs a literal `name=`"),
     ("if self.tied:", "if tokens.shape[0] > 1:", "not a value of `__call__`"),
 ])
 def test_a_layer_in_a_branch_the_conversion_cannot_place_gets_no_fix(old, new, reason):

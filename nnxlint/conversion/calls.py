@@ -14,6 +14,7 @@ from nnxlint.conversion.base import (
 from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
 from nnxlint.conversion.constructs.layer_factory import bind_layer_factory, check_factory_read, mark_factory_use
+from nnxlint.conversion.constructs import branch_names
 from nnxlint.conversion.constructs.branch_module import branch_guard, negated, returns
 from nnxlint.conversion.constructs.branch_sizes import (
     enter_branch, explain_unknown, leave_branch, leave_branch_body, merged_output,
@@ -94,6 +95,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.initialized_reads: set[int] = set()  # the ``flag`` of ``if flag:``
         self.sows = DroppedSows()  # ``self.sow(...)`` lines left out (``constructs/sow.py``)
         self.branches: dict = {}  # ``if`` -> its shapes (``constructs/branch_sizes.py``)
+        self.name_branches: dict = {}  # ``if`` -> Linen's name counters (``constructs/branch_names.py``)
         self.unknown_sizes: dict[str, str] = {}  # name -> the test of ``__call__`` its size depends on
         self.returns: list = []  # (the tests a ``return`` runs under, its shape)
         self.unequal_sums: list = []  # ``call_shapes.py``
@@ -136,9 +138,11 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.conditions.append(fixed or shape_test_condition(self, node))
         keeps_branch = init_guard or (fixed is None and self.conditions[-1] is not None)
         enter_branch(self, node, fixed, keeps_branch)
+        branch_names.enter(self, node)
 
     def leave_If_body(self, original_node: cst.If) -> None:
         leave_branch_body(self, original_node)
+        branch_names.leave_body(self, original_node)
 
     def visit_Else(self, node: cst.Else) -> None:
         self.conditions[-1] = negated(self.conditions[-1])
@@ -150,6 +154,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             return cst.RemoveFromParent()  # a layer or a field's (``constructs/chosen_module.py``)
         self.depth -= 1
         leave_branch(self, original_node)
+        branch_names.leave(self, original_node)
         condition = self.conditions.pop()
         if not self._is_init_guard(original_node):
             if returns(original_node) and self.converter._compact:  # the rest runs under ``not (test)``
@@ -351,9 +356,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
                 if guard is not None:
                     raise Unconvertible(f"`nn.{factory.name}` created in a branch is not converted")
                 return factory.inline(self, func, original_node, updated_node)
-            slot = converter.construct(func, None)
-            if guard is not None:
-                converter.slot_guards[slot.attribute] = guard
+            slot = converter.construct(func, None, guard)
             return self._call_slot(slot, original_node, updated_node)
         if isinstance(func, cst.Call) and _class_like(func.func) and converter.layer(func.func) is None:
             raise Unconvertible(f"`{converter.env.code(func.func)}(...)(...)`: `{converter.env.code(func.func)}` is "

@@ -32,6 +32,7 @@ from nnxlint.conversion.constructs.setup_code import check_submodule_order, read
 from nnxlint.conversion.constructs.explicit_subclass import convert_explicit_subclass, linen_parent
 from nnxlint.conversion.constructs.class_field import choice_init
 from nnxlint.conversion.constructs.linen_bridge import keep_bridged
+from nnxlint.conversion.constructs.branch_names import UnsettledNames, twin_slot
 from nnxlint.conversion.constructs.jraph_graph import graph_input
 from nnxlint.conversion.constructs.input_axes import (
     open_input, ranked_input, with_axis_parameters, with_input_axes, without_dead_shape_reads,
@@ -93,6 +94,8 @@ class ClassConverter(LayerConstruction, InitWriter):
         self.scan = None  # a cell stepped by a scanned ``__call__`` (``constructs/scanned_cell.py``)
         self.scanned_output: Shape = None
         self.auto_counters: dict[str, int] = {}
+        self.unsettled_names = UnsettledNames()  # types numbered differently by a branch's arms
+        self.slot_twins: dict[str, Slot] = {}  # the ``else`` arm's module of an ``if`` arm's name
         self.reserved_names: dict[int, str] = {}  # construction -> the auto-name Linen gives it (``reserve_name``)
         self.size_params: dict[str, int] = {}
         self.axis_sizes: dict[str, tuple[int, int, int]] = {}  # ``inputs_shape_1`` (``constructs/input_axes.py``)
@@ -368,8 +371,9 @@ class ClassConverter(LayerConstruction, InitWriter):
 
     # -- __init__ ----------------------------------------------------------------
     # -- called by the rewriter ----------------------------------------------
-    def construct(self, construction: cst.Call, attribute: Optional[str]) -> Slot:
-        """An inline ``@nn.compact`` construction becomes an attribute."""
+    def construct(self, construction: cst.Call, attribute: Optional[str], guard: Optional[str] = None) -> Slot:
+        """An inline ``@nn.compact`` construction becomes an attribute (built under
+        ``guard``, a test on fields, when made in a branch)."""
         layer = self.layer(construction.func)
         assert layer is not None
         if len(layer.choices) > 1:
@@ -379,7 +383,12 @@ class ClassConverter(LayerConstruction, InitWriter):
             or self.module_name(construction, _type_name(layer))
         if attribute in self.field_names or attribute in self.params or attribute in self.variables:
             raise Unconvertible(f"the submodule name `{attribute}` collides with a field")
-        return self._add_slot(attribute, construction)
+        if attribute in self.slots and guard is not None:  # ``constructs/branch_names.py``
+            return twin_slot(self, attribute, construction, guard)
+        slot = self._add_slot(attribute, construction)
+        if guard is not None:
+            self.slot_guards[attribute] = guard
+        return slot
 
     def reserve_name(self, construction: cst.Call) -> None:
         """Linen numbers modules as Python creates them: in ``nn.Dense(4)(nn.Dense(8)(x))``
@@ -392,6 +401,7 @@ class ClassConverter(LayerConstruction, InitWriter):
 
     def auto_name(self, type_name: str) -> str:
         """The attribute for Linen's next automatic name of ``type_name`` (``Dense_2`` -> ``dense_2``)."""
+        self.unsettled_names.check(self.env.module, type_name)
         count = self.auto_counters.get(type_name, 0)
         self.auto_counters[type_name] = count + 1
         return nnx_attribute_name(f"{type_name}_{count}")

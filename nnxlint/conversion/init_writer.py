@@ -134,7 +134,8 @@ class InitWriter:
         lines += [f"self.{f.name} = {f.name}" for f in self.fields if f.name in read_fields]
         lines += self.init_lines
         lines += [guarded(self.slots[attribute].init_code, self.slot_guards.get(attribute),  # type: ignore[arg-type]
-                          self.env.module.default_indent, self.slot_alternatives.get(attribute))
+                          self.env.module.default_indent, self.slot_alternatives.get(attribute)
+                          or getattr(self.slot_twins.get(attribute), "init_code", None))
                   for attribute in self.slot_order]
         lines += list(self.params.values())
         lines += list(self.variables.values())

@@ -11,9 +11,8 @@ Linen creates the layer only when the branch is taken; so does the NNX
 ``__init__``, under the same test in ``__init__`` terms (``if not
 (config.logits_via_embedding): self.logitdense = nnx.Linear(...)``), and the
 call stays in its branch.  Converted when every enclosing ``if`` reads only
-fields and module-level names (no loop, no value of ``__call__``) and the layer
-has a literal ``name=``: Linen numbers automatic names (``Dense_1``) only over
-the modules it creates, so a branch not taken would shift them.
+fields and module-level names (no loop, no value of ``__call__``); automatic
+names (``Dense_1``) follow ``branch_names.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
-from nnxlint.conversion.base import Unconvertible, arg_keyword
+from nnxlint.conversion.base import Unconvertible
 
 if TYPE_CHECKING:
     from nnxlint.conversion.calls import CallRewriter
@@ -33,9 +32,6 @@ def branch_guard(rewriter: CallRewriter, construction: cst.Call) -> str:
     if rewriter.depth != len(rewriter.conditions) or None in rewriter.conditions:
         raise Unconvertible("submodules created inside a loop or branch are not converted, but in a branch "
                             "whose test reads only fields (not a value of `__call__`)")
-    if not any(arg_keyword(arg) == "name" for arg in construction.args):
-        raise Unconvertible("a submodule created in a branch needs a literal `name=`: Linen numbers "
-                            "automatic names only over the modules a call creates")
     return " and ".join(rewriter.conditions)  # type: ignore[arg-type]
 
 
