@@ -127,11 +127,16 @@ AXIS_NAMES = {"imagenet": "batch"}
 
 
 # Examples whose top model also decodes with a cache: constructor arguments (source) of
-# the decoding model.  Linen's ``init`` makes the cache; the NNX model gets
-# ``init_cache`` on each attention; both then take the example's tokens one at a time.
+# the decoding model, and for an encoder-decoder the targets (source) it decodes.
+# Linen's ``init`` makes the cache; the NNX model gets ``init_cache`` on each
+# attention that decodes; both then take the tokens one at a time (an encoder-decoder
+# encodes the inputs once, through its ``encode``, and steps its ``decode``).
 DECODE_SPECS = {
-    "lm1b": "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=20, emb_dim=16, num_heads=2, "
-            "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, deterministic=True, decode=True))",
+    "lm1b": {"model": "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=20, emb_dim=16, num_heads=2, "
+                      "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, deterministic=True, decode=True))"},
+    "wmt": {"model": "dict(config=TransformerConfig(vocab_size=20, output_vocab_size=20, emb_dim=16, num_heads=2, "
+                     "num_layers=2, qkv_dim=16, mlp_dim=32, max_len=10, deterministic=True, decode=True))",
+            "targets": "jax.random.randint(jax.random.key(2), (2, 6), 0, 20)"},
 }
 
 
@@ -356,19 +361,31 @@ for mode, call in modes.items():
              for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(got))]
     result[mode] = max(diffs) if diffs else float("nan")
 if spec.get("decode"):  # the same tokens one at a time, through the caches
-    linen_decoder = getattr(linen, spec["class"])(**eval(spec["decode"], {**vars(linen)}))
-    cache = linen_decoder.init(jax.random.key(0), jnp.ones(x.shape, x.dtype))["cache"]
-    decoder = build_nnx({**nnx_kwargs, **eval(spec["decode"], {**vars(converted)})})
+    decoding = spec["decode"]
+    linen_decoder = getattr(linen, spec["class"])(**eval(decoding["model"], {**vars(linen)}))
+    targets = eval(decoding["targets"], {"jax": jax}) if "targets" in decoding else None
+    decoded = x if targets is None else targets
+    examples = (jnp.ones(x.shape, x.dtype),) + (() if targets is None else (jnp.ones(targets.shape, targets.dtype),))
+    cache = linen_decoder.init(jax.random.key(0), *examples)["cache"]
+    decoder = build_nnx({**nnx_kwargs, **eval(decoding["model"], {**vars(converted)})})
     for _, module in nnx.iter_modules(decoder):
-        if isinstance(module, nnx.MultiHeadAttention):
-            module.init_cache(x.shape + (module.in_features,))
+        if isinstance(module, nnx.MultiHeadAttention) and module.decode is not False:
+            module.init_cache(decoded.shape + (module.in_features,))
+    if targets is not None:
+        encoded = linen_decoder.apply({"params": variables["params"]}, x, method="encode")
+        nnx_encoded = decoder.encode(x)
     diffs = []
     for position in range(3):
-        step = x[:, position:position + 1]
-        expected, updates = linen_decoder.apply({"params": variables["params"], "cache": cache}, step,
-                                                mutable=["cache"])
+        step = decoded[:, position:position + 1]
+        if targets is None:
+            expected, updates = linen_decoder.apply({"params": variables["params"], "cache": cache}, step,
+                                                    mutable=["cache"])
+            got = decoder(step)
+        else:
+            expected, updates = linen_decoder.apply({"params": variables["params"], "cache": cache}, encoded, x,
+                                                    step, method="decode", mutable=["cache"])
+            got = decoder.decode(nnx_encoded, x, step)
         cache = updates["cache"]
-        got = decoder(step)
         diffs.append(float(np.max(np.abs(np.asarray(expected) - np.asarray(got)))
                            / (np.max(np.abs(np.asarray(expected))) + 1e-12)))
     result["decode"] = max(diffs)
