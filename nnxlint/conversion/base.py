@@ -256,6 +256,9 @@ class Layer:
     # a Linen layer with no NNX twin, kept as Linen in ``nnx.bridge.ToNNX`` (``constructs/linen_bridge.py``);
     # ``mapping`` is then the table layer whose arguments and output shape it shares
     bridged: Optional[str] = None
+    # a subclass of the file that overrides ``param`` of the layer ``mapping`` maps
+    # (``constructs/param_override.py``): converted code builds it under this name
+    subclass: Optional[str] = None
 
 
 

@@ -544,4 +544,6 @@ def _type_name(layer) -> str:
     name for a class of the file or, spelled ``layers.Block``, of another)."""
     if layer.bridged:  # Linen numbers it as its own class (``ConvLocal_0``)
         return layer.bridged
+    if layer.subclass:  # ``StdConv_0``
+        return layer.subclass
     return layer.mapping.linen if layer.mapping else layer.user_class and layer.user_class.rpartition(".")[2]

@@ -28,6 +28,7 @@ from nnxlint.conversion.models_only import ModelsOnly
 from nnxlint.conversion.constructs.jraph_graph import graph_runtime_size
 from nnxlint.conversion.constructs.sow import left_out_note
 from nnxlint.conversion.constructs.linen_bridge import bridge_note, bridge_partials, bridged_linen_reads
+from nnxlint.conversion.constructs.param_override import converted_overrides, hold_users
 from nnxlint.conversion.validate import check_converted
 from nnxlint.conversion.shapes import Shape
 from nnxlint.conversion.training import (
@@ -173,6 +174,7 @@ class FileConverter:
             for name, reason in self.held.items():
                 self.classes.keep_linen(name, reason)
             self.classes.close_over_uses()
+        hold_users(self.env, self.classes)
         if site.class_name in self.classes.reasons:
             raise Unconvertible(self.classes.reasons[site.class_name])
         staying = set(self.classes.reasons)
@@ -203,6 +205,7 @@ class FileConverter:
             if isinstance(statement, cst.ClassDef) and statement.name.value in self.linen_classes \
                     and statement.name.value in staying:
                 new[statement] = statement
+        converted_overrides(self.env, self.classes, new)  # ``class StdConv(nn.Conv)`` overriding ``param``
         self.bridged_passed = bridge_partials(self, new)
         self._convert_imports(new)
         return new

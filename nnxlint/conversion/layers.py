@@ -12,6 +12,7 @@ from nnxlint.conversion.constructs import FACTORIES
 from nnxlint.conversion.constructs.class_field import class_choices
 from nnxlint.conversion.constructs.layer_factory import layer_call_values
 from nnxlint.conversion.constructs.linen_bridge import bridged_construction
+from nnxlint.conversion.constructs.param_override import check_construction, param_override
 from nnxlint.conversion.constructs.input_axes import resized
 from nnxlint.conversion.linen_map import BRIDGED_LAYERS, INEXACT_LAYERS, LAYERS, LayerMapping
 from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, open_shape, int_literal, int_tuple, string_literal, window_output
@@ -55,6 +56,9 @@ class LayerConstruction:
         if self.env.foreign_classes and isinstance(func, (cst.Name, cst.Attribute)) \
                 and self.env.code(func) in self.env.foreign_classes:
             return Layer(None, self.env.code(func))
+        override = param_override(self.env, func)  # ``class StdConv(nn.Conv)`` overriding ``param``
+        if override is not None:
+            return Layer(LAYERS[override.layer], None, subclass=override.name)
         return None
 
     def construction_args(self, construction: cst.Call,
@@ -86,6 +90,8 @@ class LayerConstruction:
             layer_call_values(made_by, values)
         for keyword in values:
             self.check_layer_keyword(mapping, keyword)
+        if layer.subclass:  # type: ignore[union-attr]
+            check_construction(layer.subclass, values)  # type: ignore[union-attr]
         flag = values.pop(mapping.mode_flag, None) if mapping.mode_flag else None
         if flag is not None:
             constant = self.mode_use(flag, True)
@@ -127,7 +133,7 @@ class LayerConstruction:
         parts += [f"{name}={code}" for name, code in nnx_values.items()]
         parts.append("rngs=rngs")
         self.uses_rngs = True
-        function = made_by.code if made_by is not None else f"{self.env.nnx}.{mapping.nnx}"
+        function = made_by.code if made_by is not None else layer.subclass or f"{self.env.nnx}.{mapping.nnx}"
         return f"{function}({', '.join(parts)})"
 
     def check_layer_keyword(self, mapping: LayerMapping, keyword: str) -> None:

@@ -174,6 +174,12 @@ LAYER_METHODS = {"Embed": ("attend",)}
 # Layers of the table whose NNX counterpart computes something else: no fix, for this reason.
 INEXACT_LAYERS = {"GRUCell": "Linen's GRUCell has a bias on the candidate's recurrent term (hn, inside the reset "
                              "gate) that nnx.GRUCell lacks: the converted model would train differently"}
+# Flax layers whose NNX twin hands the arrays it computes with to its ``promote_dtype`` constructor
+# argument right after reading its parameters, in this order (Linen promotes the same arrays after
+# ``self.param``): a Linen subclass that transforms one parameter in a ``param`` override does it
+# in that hook (``constructs/param_override.py``).
+PROMOTED_ARRAYS = {"Dense": ("inputs", "kernel", "bias"), "Conv": ("inputs", "kernel", "bias"),
+                   "ConvTranspose": ("inputs", "kernel", "bias")}
 # Linen layers with no NNX twin that the conversion keeps as Linen inside ``nnx.bridge.ToNNX``
 # (``constructs/linen_bridge.py``) -> the layer of the table whose constructor fields, call and
 # output shape they share: converted code builds them with that layer's NNX arguments.

@@ -18,6 +18,7 @@ from nnxlint.context import walk
 
 from nnxlint.conversion.base import Unconvertible
 from nnxlint.conversion.constructs.linen_bridge import bridge_partials, handed_in_layer
+from nnxlint.conversion.constructs.param_override import converted_overrides, hold_users
 from nnxlint.conversion.linen_map import LAYERS
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class ModelsOnly:
             if name not in self.classes.reasons and name not in self.classes.converted:
                 self.classes.try_convert(name)
         self.classes.close_over_uses()
+        hold_users(converter.env, self.classes)  # ``constructs/param_override.py``
         converted = [name for name in linen_classes if name not in self.classes.reasons]
         if not converted:
             raise Unconvertible(training_reason)
@@ -57,6 +59,7 @@ class ModelsOnly:
                 new[statement] = self._pass_through(statement)
             elif not _is_import(statement):
                 new[statement] = statement
+        converted_overrides(converter.env, self.classes, new)
         converter.bridged_passed = bridge_partials(converter, new)
         converter._convert_imports(new)
         return new

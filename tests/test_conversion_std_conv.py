@@ -1,0 +1,137 @@
+"""A subclass of a Flax layer overriding ``param`` to transform one parameter
+(``constructs/param_override.py``): the weight-standardised convolution of BiT.
+It converts to an NNX subclass whose ``promote_dtype`` hook applies the same
+transform; the parameters keep their names, so Linen's weights load and the
+forward pass matches; other overrides are refused with the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from conversion_helpers import convert, max_relative_difference
+
+BIT_BLOCKS = '''
+import jax.numpy as jnp
+from flax import linen as nn
+
+
+def standardized(w, axes, eps=1e-5):
+    w = w - jnp.mean(w, axis=axes)
+    return w / (jnp.std(w, axis=axes) + eps)
+
+
+class WSConv(nn.Conv):
+    """Convolution over a standardised kernel."""
+
+    def param(self, name, *args, **kwargs):
+        p = super().param(name, *args, **kwargs)
+        if name == "kernel":
+            p = standardized(p, axes=(0, 1, 2))
+        return p
+
+
+class Unit(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        y = WSConv(self.width, (3, 3), use_bias=False, name="conv_a")(x)
+        y = nn.relu(nn.GroupNorm(num_groups=2)(y))
+        return WSConv(x.shape[-1], (1, 1))(y) + x
+
+
+class Stem(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = WSConv(4, (3, 3), strides=(2, 2), name="root")(x)
+        return Unit(6)(x).mean(axis=(1, 2))
+'''
+
+
+def test_the_subclass_becomes_an_nnx_conv_with_a_promotion_hook_that_standardizes_the_kernel():
+    fixed, messages = convert(BIT_BLOCKS)
+    assert fixed is not None, messages
+    assert ("def _ws_conv_promote_dtype(args, /, *, dtype=None, inexact=True):\n" in fixed)
+    assert ("    inputs, p, bias = args\n"
+            "    p = standardized(p, axes=(0, 1, 2))\n"
+            "    return nnx.nn.dtypes.promote_dtype((inputs, p, bias), dtype=dtype, inexact=inexact)\n") in fixed
+    assert ("class WSConv(nnx.Conv):\n"
+            '    """Convolution over a standardised kernel."""\n\n'
+            "    def __init__(self, *args, **kwargs):\n"
+            "        super().__init__(*args, promote_dtype=_ws_conv_promote_dtype, **kwargs)\n") in fixed
+    # constructions convert as nn.Conv's, under the subclass's name; unnamed ones numbered as Linen does
+    assert "self.conv_a = WSConv(in_features, width, (3, 3), use_bias=False, rngs=rngs)" in fixed
+    assert "self.ws_conv_0 = WSConv(width, in_features, (1, 1), rngs=rngs)" in fixed
+    assert "linen" not in fixed
+    fixed_again, _ = convert(fixed)
+    assert fixed_again is None
+
+
+def test_the_converted_model_computes_what_linen_does_from_the_same_weights():
+    jax = pytest.importorskip("jax")
+    fixed, messages = convert(BIT_BLOCKS)
+    assert fixed is not None, messages
+    difference = max_relative_difference(
+        BIT_BLOCKS, fixed, lambda linen: linen["Stem"](),
+        lambda converted, nnx: converted["Stem"](3, rngs=nnx.Rngs(0)),
+        jax.random.normal(jax.random.key(1), (2, 8, 8, 3)), [({}, "eval")])
+    assert difference < 1e-5
+
+
+@pytest.mark.parametrize("override, reason", [
+    ('''    def param(self, name, *args):
+        p = super().param(name, *args)
+        if name == "kernel":
+            p = p * self.features
+        return p
+''', "reads `self`"),
+    ('''    def param(self, name, *args):
+        p = super().param(name, *args)
+        if name == "scale":
+            p = 2 * p
+        return p
+''', "transforms `scale`, which `nn.Conv` does not have"),
+    ('''    def param(self, name, *args):
+        return 2 * super().param(name, *args)
+''', "only `p = super().param(name, ...)`"),
+    ('''    def variable(self, *args):
+        return super().variable(*args)
+''', "only a subclass whose one member is a `param` override"),
+])
+def test_other_overrides_are_refused_naming_the_subclass(override, reason):
+    source = f'''
+from flax import linen as nn
+
+
+class Odd(nn.Conv):
+{override}
+
+class User(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return Odd(3, (1, 1))(x)
+'''
+    fixed, messages = convert(source)
+    assert fixed is None
+    assert "`Odd" in messages["User"] and reason in messages["User"]
+
+
+def test_a_mask_is_refused_because_nnx_applies_it_before_the_hook():
+    source = BIT_BLOCKS.replace('name="root"', 'name="root", mask=jnp.ones((3, 3, 3, 4))')
+    _, messages = convert(source)
+    assert "`WSConv(mask=...)`" in messages["Stem"]
+
+
+def test_each_nnx_layer_of_the_table_hands_its_arrays_to_the_hook_in_the_order_the_table_gives():
+    pytest.importorskip("flax")
+    import inspect
+    import re
+
+    from flax import nnx
+
+    from nnxlint.conversion.linen_map import LAYERS, PROMOTED_ARRAYS
+
+    for layer, arrays in PROMOTED_ARRAYS.items():
+        source = inspect.getsource(getattr(nnx, LAYERS[layer].nnx).__call__)
+        assert re.search(r"self\.promote_dtype\(\s*\(" + r",\s*".join(arrays) + r"\)", source), layer
+        assert "promote_dtype" in inspect.signature(getattr(nnx, LAYERS[layer].nnx).__init__).parameters
