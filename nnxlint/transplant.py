@@ -22,7 +22,10 @@ checkpoint stores it) onto the state of an NNX model built by the converted code
 - a GRU cell's per-gate layers (``ir``/``iz``/``in``, ``hr``/``hz``/``hn``)
   are concatenated into ``nnx.GRUCell``'s fused ``dense_i`` / ``dense_h`` in
   the order NNX splits them (``linen_map.FUSED_GATES``); Linen's ``hn`` bias,
-  which NNX has no parameter for, must be zero (it is at init);
+  which ``nnx.GRUCell`` has no parameter for, loads into the ``hn_bias`` of the
+  subclass the conversion builds (``linen_map.KEPT_GATE_PARAMETERS``,
+  ``conversion/constructs/gru.py``); into a plain ``nnx.GRUCell`` it must be zero
+  (it is at init);
 - a stacked layer (``nn.scan`` with ``variable_axes={'params': 0}``) loads as
   it is: its leading layer axis is the one ``nnx.vmap`` gives the NNX stack;
 - a partitioned value (``nn.with_partitioning`` / ``nn.with_logical_partitioning``
@@ -64,6 +67,7 @@ from flax.core import meta
 from nnxlint.conversion.linen_map import (
     BRIDGED_LAYERS,
     FUSED_GATES,
+    KEPT_GATE_PARAMETERS,
     UNFUSABLE_GATE_PARAMETERS,
     custom_variable_type,
 )
@@ -221,17 +225,23 @@ def _fused_gates(node: Mapping[str, Any], nnx_path: Path, prefixes: set[Path], l
         gates = {gate for gate_layers in fused.values() for gate in gate_layers}
         if set(node) != gates or not all(nnx_path + (layer,) in prefixes for layer in fused):
             continue
+        kept = {}  # the unfusable parameters that the converted cell's subclass holds
         for gate, parameter in UNFUSABLE_GATE_PARAMETERS[cell]:
+            attribute = KEPT_GATE_PARAMETERS.get(cell, {}).get((gate, parameter))
+            if attribute is not None and nnx_path + (attribute,) in prefixes and parameter in node[gate]:
+                kept[attribute] = node[gate][parameter]
+                continue
             value = _unboxed(node[gate].get(parameter, 0))[0]
             if not isinstance(value, jax.core.Tracer) and np.any(np.asarray(value) != 0):
                 raise TransplantError(
                     f"Linen {cell} {_show(linen_path)} has a nonzero {gate}/{parameter}, which nnx.{cell} has "
                     f"no parameter for (Linen's {cell} adds it inside the reset gate); only a cell whose "
-                    f"{gate}/{parameter} is zero, as at init, loads exactly")
-        return {layer: {parameter: jnp.concatenate([_unboxed(node[gate][parameter])[0] for gate in gate_layers],
-                                                   axis=-1)
-                        for parameter in _shared_parameters(node, gate_layers, cell)}
-                for layer, gate_layers in fused.items()}
+                    f"{gate}/{parameter} is zero, as at init, loads exactly (the conversion builds a subclass "
+                    f"that holds it as `{attribute}`)")
+        return {**{layer: {parameter: jnp.concatenate([_unboxed(node[gate][parameter])[0] for gate in gate_layers],
+                                                      axis=-1)
+                           for parameter in _shared_parameters(node, gate_layers, cell)}
+                   for layer, gate_layers in fused.items()}, **kept}
     return node
 
 

@@ -123,8 +123,8 @@ def test_a_cell_stepped_by_a_scanned_call_becomes_an_nnx_rnn_over_the_held_cell(
     ("@functools.partial(nn.transforms.scan, variable_broadcast=\"params\", in_axes=1, out_axes=1,\n"
      "                       split_rngs={\"params\": False})", "@nn.jit", "decorated method `__call__`"),
     ("in_axes=1, out_axes=1", "in_axes=1, out_axes=0", "one `in_axes`/`out_axes`"),
-    ("return nn.OptimizedLSTMCell(self.hidden)(carry, x)", "return nn.GRUCell(self.hidden)(carry, x)",
-     "other than `return nn.<LSTM cell>(...)(carry, x)`"),
+    ("return nn.OptimizedLSTMCell(self.hidden)(carry, x)", "return nn.SimpleCell(self.hidden)(carry, x)",
+     "other than `return nn.<LSTM or GRU cell>(...)(carry, x)`"),
 ])
 def test_a_decorated_call_other_than_a_scanned_cell_gets_no_fix(old, new, reason):
     # dropping a decorator would change the call: ``nn.scan`` would step the cell once

@@ -27,6 +27,7 @@ from nnxlint.conversion.class_set import ClassSet
 from nnxlint.conversion.models_only import ModelsOnly
 from nnxlint.conversion.constructs.jraph_graph import graph_runtime_size
 from nnxlint.conversion.constructs.sow import left_out_note
+from nnxlint.conversion.constructs.gru import gru_class, gru_note
 from nnxlint.conversion.constructs.linen_bridge import bridge_note, bridge_partials, bridged_linen_reads
 from nnxlint.conversion.constructs.param_override import converted_overrides, hold_users
 from nnxlint.conversion.validate import check_converted
@@ -153,6 +154,8 @@ class FileConverter:
                                 self.env.nnx)
         bridged = [layer for name in converted for layer in self.classes.converted[name].bridged]
         dropped += bridge_note(bridged, self.bridged_passed, self.env.nnx, with_training)
+        dropped += gru_note(bool(gru_class(self.env, [self.classes.converted[name].node for name in converted],
+                                           self.module)), self.env)
         return Conversion(changed, None, converted, dict(self.classes.reasons), sizes, with_training,
                           dropped=dropped)
 
@@ -238,7 +241,8 @@ class FileConverter:
         return f"{built_by}({', '.join(args)})"
 
     def _variable_classes(self) -> list[cst.BaseStatement]:
-        """``class Counter(nnx.Variable)`` for each collection of the user's own."""
+        """``class Counter(nnx.Variable)`` for each collection of the user's own, and the GRU
+        cell subclass when a converted class builds one (``constructs/gru.py``)."""
         classes = []
         newline, indent = self.module.default_newline, self.module.default_indent
         for collection, type_name in self.env.custom_collections.items():
@@ -249,7 +253,8 @@ class FileConverter:
                     f'{indent}"""The Linen collection {collection!r}."""{newline}')
             statement = cst.parse_statement(text, config=self.module.config_for_parsing)
             classes.append(statement.with_changes(leading_lines=[cst.EmptyLine(indent=False)] * 2))
-        return classes
+        converted = [self.classes.converted[name].node for name in self.linen_classes if name in self.classes.converted]
+        return classes + gru_class(self.env, converted, self.module)
 
     # -- cleanup -------------------------------------------------------------
     @staticmethod

@@ -11,10 +11,11 @@ from nnxlint.conversion.base import Layer, Slot, Unconvertible, arg_keyword, sel
 from nnxlint.conversion.constructs import FACTORIES
 from nnxlint.conversion.constructs.class_field import class_choices
 from nnxlint.conversion.constructs.layer_factory import layer_call_values
+from nnxlint.conversion.constructs.gru import nnx_layer
 from nnxlint.conversion.constructs.linen_bridge import bridged_construction
 from nnxlint.conversion.constructs.param_override import check_construction, param_override
 from nnxlint.conversion.constructs.input_axes import resized
-from nnxlint.conversion.linen_map import BRIDGED_LAYERS, INEXACT_LAYERS, LAYERS, LayerMapping
+from nnxlint.conversion.linen_map import BRIDGED_LAYERS, LAYERS, LayerMapping
 from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, open_shape, int_literal, int_tuple, string_literal, window_output
 
 
@@ -38,8 +39,6 @@ class LayerConstruction:
                 return Layer(None, self.class_choices[attribute][0], choices=self.class_choices[attribute])
         member = self.env.linen_member(func)
         if member is not None:
-            if member in INEXACT_LAYERS:
-                raise Unconvertible(f"`nn.{member}`: {INEXACT_LAYERS[member]}")
             if member in LAYERS:
                 return Layer(LAYERS[member], None)
             if member in FACTORIES:
@@ -133,7 +132,7 @@ class LayerConstruction:
         parts += [f"{name}={code}" for name, code in nnx_values.items()]
         parts.append("rngs=rngs")
         self.uses_rngs = True
-        function = made_by.code if made_by is not None else layer.subclass or f"{self.env.nnx}.{mapping.nnx}"
+        function = made_by.code if made_by is not None else layer.subclass or nnx_layer(self.env, mapping.linen, mapping.nnx)
         return f"{function}({', '.join(parts)})"
 
     def check_layer_keyword(self, mapping: LayerMapping, keyword: str) -> None:

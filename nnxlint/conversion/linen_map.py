@@ -164,6 +164,9 @@ FUSED_GATES = {"GRUCell": {"dense_i": ("ir", "iz", "in"), "dense_h": ("hr", "hz"
 # (tanh(W_in x + b_in + r * (W_hn h + b_hn))); nnx.GRUCell's dense_h has no bias,
 # so the two agree only while b_hn is zero, as it is at init: training moves it.
 UNFUSABLE_GATE_PARAMETERS = {"GRUCell": (("hn", "bias"),), "OptimizedLSTMCell": ()}
+# Where converted code keeps them: the parameter of the NNX cell's subclass that the
+# conversion adds to the file (``constructs/gru.py``), Linen gate parameter -> its attribute.
+KEPT_GATE_PARAMETERS = {"GRUCell": {("hn", "bias"): "hn_bias"}}
 # Linen wrappers that name an initializer's axes -> the NNX one, and the arguments NNX
 # needs besides: Linen only names the axes at creation, NNX also shards the variable
 # then (it needs a mesh) unless told not to.
@@ -171,9 +174,6 @@ PARTITIONING = {"with_logical_partitioning": "with_partitioning", "with_partitio
 PARTITIONING_ADDED = {"eager_sharding": "False"}
 # Methods of a layer other than ``__call__`` that NNX has with the same meaning.
 LAYER_METHODS = {"Embed": ("attend",)}
-# Layers of the table whose NNX counterpart computes something else: no fix, for this reason.
-INEXACT_LAYERS = {"GRUCell": "Linen's GRUCell has a bias on the candidate's recurrent term (hn, inside the reset "
-                             "gate) that nnx.GRUCell lacks: the converted model would train differently"}
 # Flax layers whose NNX twin hands the arrays it computes with to its ``promote_dtype`` constructor
 # argument right after reading its parameters, in this order (Linen promotes the same arrays after
 # ``self.param``): a Linen subclass that transforms one parameter in a ``param`` override does it

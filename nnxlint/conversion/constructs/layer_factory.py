@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Mapping, Optional
 import libcst as cst
 
 from nnxlint.conversion.base import Unconvertible, self_attribute
+from nnxlint.conversion.constructs.gru import nnx_layer
 from nnxlint.conversion.linen_map import LAYERS, LayerMapping
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def factory_of(converter: "ClassConverter", node: cst.BaseExpression) -> Optiona
         return converter.layer_factories.get(f"self.{attribute}")
     member = converter.env.linen_member(node)
     if member in LAYERS:
-        return LayerFactory(LAYERS[member], f"{converter.env.nnx}.{LAYERS[member].nnx}")
+        return LayerFactory(LAYERS[member], nnx_layer(converter.env, member, LAYERS[member].nnx))
     return None
 
 
@@ -109,7 +110,7 @@ def field_default_factory(converter: "ClassConverter", name: str, value: cst.Bas
     if member not in LAYERS:
         return None
     converter.layer_factories.setdefault(f"self.{name}", LayerFactory(LAYERS[member], name))
-    return f"{converter.env.nnx}.{LAYERS[member].nnx}"
+    return nnx_layer(converter.env, member, LAYERS[member].nnx)
 
 
 def bind_layer_factory(rewriter: "CallRewriter", node: cst.Assign) -> bool:

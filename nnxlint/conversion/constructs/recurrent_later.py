@@ -140,11 +140,15 @@ def carry_input_size(parameter: str, shape: Shape) -> Optional[Size]:
 def stepped_cell(converter: ClassConverter, slot: Slot, mapping, inputs: list[Shape],
                  shapes: dict[str, Shape]) -> Optional[tuple[str, Shape]]:
     """``nn.LSTMCell(f)(carry, x)``: the NNX cell sized by ``x`` and the carry's hidden state,
-    and its ``((c, h), h)``; None for any other call."""
+    and its ``((c, h), h)`` (a GRU's carry is ``h``: ``(h, h)``); None for any other call."""
     if mapping.linen not in RNN_CELLS or len(inputs) != 2:
         return None
     carry, step = inputs
-    hidden = carry.parts[1] if isinstance(carry, Several) and len(carry.parts) == 2 else None
+    gru = mapping.linen == "GRUCell"
+    if gru:
+        hidden = carry if not isinstance(carry, Several) else None
+    else:
+        hidden = carry.parts[1] if isinstance(carry, Several) and len(carry.parts) == 2 else None
     if not hidden or isinstance(hidden, Several) or hidden[-1] is None or not step or isinstance(step, Several):
         raise Unconvertible(f"`nn.{mapping.linen}(...)(carry, x)` with a carry or input of unknown size "
                             "(Linen sizes the cell by its carry's hidden state)")
@@ -156,7 +160,7 @@ def stepped_cell(converter: ClassConverter, slot: Slot, mapping, inputs: list[Sh
     sized = Slot(slot.attribute, slot.construction.with_changes(args=args))
     code = converter._layer_init(sized, mapping, step[-1], shapes)
     output = step[:-1] + (hidden[-1],)
-    return code, Several((Carry((output, output)), output))
+    return code, Several((output if gru else Carry((output, output)), output))
 
 
 # -- the parent ------------------------------------------------------------------------

@@ -14,11 +14,11 @@ import libcst as cst
 
 from nnxlint.conversion.base import Slot, Unconvertible
 from nnxlint.conversion.constructs import Factory, factory
-from nnxlint.conversion.linen_map import INEXACT_LAYERS, LAYERS
+from nnxlint.conversion.linen_map import LAYERS
 from nnxlint.conversion.shapes import Shape
 
-# GRUCell: see ``linen_map.INEXACT_LAYERS``.
-RNN_CELLS = ("LSTMCell", "OptimizedLSTMCell")
+# GRUCell: built as the subclass ``constructs/gru.py`` adds.
+RNN_CELLS = ("LSTMCell", "OptimizedLSTMCell", "GRUCell")
 
 
 def rnn_cell(construction: cst.Call, converter) -> cst.Call:
@@ -29,8 +29,6 @@ def rnn_cell(construction: cst.Call, converter) -> cst.Call:
         raise Unconvertible("`nn.RNN` with options or a cell not created in place is not converted")
     cell = cells[0]
     cell_name = converter.env.linen_member(cell.func)
-    if cell_name in INEXACT_LAYERS:
-        raise Unconvertible(f"`nn.RNN` of a {cell_name}: {INEXACT_LAYERS[cell_name]}")
     if cell_name not in RNN_CELLS:
         raise Unconvertible(f"`nn.RNN` of a cell other than {', '.join(RNN_CELLS)}")
     return cell

@@ -72,7 +72,7 @@ def scanned_cell(converter: ClassConverter, call: cst.FunctionDef) -> Optional[S
     if len(params) != 2 or not (isinstance(returned, cst.Call) and isinstance(returned.func, cst.Call)
                                 and [converter.env.code(arg.value) for arg in returned.args] == params
                                 and converter.env.linen_member(returned.func.func) in RNN_CELLS):
-        raise Unconvertible("a scanned `__call__(self, carry, x)` other than `return nn.<LSTM cell>(...)(carry, x)` "
+        raise Unconvertible("a scanned `__call__(self, carry, x)` other than `return nn.<LSTM or GRU cell>(...)(carry, x)` "
                             "is not converted")
     return ScannedCell(returned.func, params[0], params[1], in_axis)  # type: ignore[arg-type]
 
