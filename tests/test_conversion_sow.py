@@ -93,7 +93,7 @@ def test_a_file_that_may_read_the_collection_keeps_the_class_linen_and_is_named(
     assert fixed is None
     line = source.count("\n", 0, source.index(reader)) + 1
     assert f"this file:{line} (`{site}" in messages["Scorer"]
-    assert "converting that reader to `nnx.capture` is not done" in messages["Scorer"]
+    assert "in a way the conversion does not turn into `nnx.capture`" in messages["Scorer"]
 
 
 def test_other_mutable_collections_do_not_read_it():

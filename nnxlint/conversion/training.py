@@ -21,6 +21,9 @@ from nnxlint.context import walk
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of
 from nnxlint.conversion.constructs.variables_display import displayed_variables
 from nnxlint.conversion.constructs.linen_bridge import lazy_init_lines
+from nnxlint.conversion.training_constructs.capture import (
+    capture_call, captured_updates, check_reads, read_collection,
+)
 from nnxlint.conversion.training_constructs.fresh_model import check_same_model, is_fresh_model
 from nnxlint.conversion.training_constructs.linen_apply import bound_function_call
 from nnxlint.conversion.training_constructs.unfollowed_init import unfollowed_init
@@ -328,6 +331,8 @@ class RoleAnalysis(cst.CSTVisitor):
         self.owners: dict[int, _Function] = {}  # id(node) -> the innermost local function holding it
         # id(apply call with mutable=) -> the name its updated collections go to
         self.unpacked_mutable_applies: dict[int, str] = {}
+        # id(apply call with mutable=['intermediates']) -> the name its captured State goes to
+        self.captured_applies: dict[int, str] = {}
         for function in self.functions.values():
             self._own(function.node.body, function)
         self.changed = True
@@ -484,6 +489,8 @@ class RoleAnalysis(cst.CSTVisitor):
             for name, role in zip(targets, (UPDATES, OPT_STATE)):
                 if isinstance(name, cst.Name):
                     self._set(name.value, role)
+        elif self.is_apply(value) and captured_updates(value, target) is not None:
+            self.captured_applies[id(value)] = captured_updates(value, target)  # type: ignore[assignment]
         elif self.is_apply(value) and any(_keyword(arg) == "mutable" for arg in value.args) and len(targets) == 2:
             if isinstance(targets[1], cst.Name):
                 self._set(targets[1].value, UPDATES)
@@ -584,6 +591,8 @@ class TrainingRewriter(cst.CSTTransformer):
         self.dropped_rng_names: set[str] = set()  # names only passed as `rngs=` to apply
         self.freed_params: set[str] = set()  # parameters that built the model anew (``latents``)
         self.aux_removed = self._functions_losing_aux()  # their has_aux=True goes
+        self.captured = set(analysis.captured_applies.values())  # names holding captured intermediates
+        check_reads(analysis.converter.module, self.captured)
         self.entry_points = analysis.entry_points()
         self.switch_before: dict[int, str] = {}  # id(original statement) -> "train" / "eval"
         self._function_modes: dict[str, set[str]] = {}  # local function -> modes it runs the model in
@@ -964,6 +973,9 @@ class TrainingRewriter(cst.CSTTransformer):
             args[-1] = args[-1].with_changes(comma=updated.args[-1].comma)
         return updated.with_changes(args=args)
 
+    def leave_Subscript(self, original_node: cst.Subscript, updated_node: cst.Subscript):
+        return read_collection(original_node, updated_node, self.captured) or updated_node
+
     def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute):
         if original_node.attr.value == "step" and self.role(original_node.value) == STATE:
             # TrainState counts apply_gradients; nnx.Optimizer counts update() the same way
@@ -990,18 +1002,21 @@ class TrainingRewriter(cst.CSTTransformer):
             elif keyword == "rngs":
                 self._drop_rngs(arg.value)
             elif keyword == "mutable":
-                self._check_updates_kept(original)
+                if id(original) not in self.analysis.captured_applies:
+                    self._check_updates_kept(original)
                 continue
             elif mode is not None and (keyword == mode.name or (keyword is None and index == mode.index)):
                 continue  # model.train() / model.eval() before the statement (plan_modes)
-            elif keyword is not None and keyword in ("capture_intermediates",):
-                raise Unconvertible(f"`{keyword}=` is not converted")
+            elif keyword == "capture_intermediates":  # its nearest NNX twin names values otherwise
+                raise Unconvertible("`capture_intermediates=` is not converted: NNX's `nnx.capture(..., "
+                                    "method_outputs=nnx.Intermediate)` keys the outputs by method name, not "
+                                    "Linen's `__call__` entries")
             else:
                 kept.append(new_arg)
         if kept:
             kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
         self.apply_mode(original)  # checks the flag
-        func = f"{self.model}.{method}" if method else self.model
+        func = capture_call(self, original, f"{self.model}.{method}" if method else self.model)
         # a ``)`` on a line of its own keeps the arguments on theirs; else they join the call
         own_line = bool(kept) and isinstance(kept[-1].whitespace_after_arg, cst.ParenthesizedWhitespace)
         return cst.Call(cst.parse_expression(func), kept, lpar=updated.lpar, rpar=updated.rpar,
@@ -1019,11 +1034,16 @@ class TrainingRewriter(cst.CSTTransformer):
                                 "which NNX would keep in the model")
 
     def _drop_rngs(self, value: cst.BaseExpression) -> None:
+        """The keys of ``rngs={'dropout': key, 'noise': key2}`` go: the NNX model draws from the
+        streams it keeps (``make_rng.py``), whose counters give a new key at each call as the
+        program's per-step keys did (same distribution, other values); a stream the model
+        does not draw was unused in Linen too."""
         if not isinstance(value, cst.Dict):
             raise Unconvertible("`rngs=` that is not a dict literal")
         for element in value.elements:
-            if not isinstance(element, cst.DictElement) or string_literal(element.key) != "dropout":
-                raise Unconvertible("`rngs=` with streams other than 'dropout' is not converted")
+            stream = string_literal(element.key) if isinstance(element, cst.DictElement) else None
+            if stream is None or stream == "params":
+                raise Unconvertible("`rngs=` of `apply` with a stream that is not a literal name, or 'params'")
             if isinstance(element.value, cst.Name):
                 self.dropped_rng_names.add(element.value.value)
 

@@ -8,6 +8,11 @@ duration of one run:
   defaults to ``nnx.Param``, ``update(grads)``, ``.model``), as in Flax < 0.11;
 - dropout: counted, switched off (every Dropout call returns its input), or
   given a different seed (the seed is folded into every mask key);
+- the other random streams a model draws (``self.make_rng('noise')`` in Linen,
+  ``self.noise_rngs()`` from an ``nnx.Rngs`` stream in NNX; not 'params' nor
+  'dropout'), in the same two cases: one fixed key for every draw on both sides
+  while dropout is off (so the noise is identical and compared exactly), the
+  seed folded into every key while it is reseeded (compared statistically);
 - Linen weights: the variables the first concrete ``Module.init`` returns are
   recorded, and loaded into the NNX model handed to the first ``nnx.Optimizer``
   (``nnxlint.transplant``), so a Linen program and its NNX conversion start from
@@ -188,7 +193,35 @@ def _dropout_control(off: bool, seed: Optional[int]) -> Iterator[list[int]]:
         if off:  # deterministic dropout is the identity, in both frameworks
             for dropout in (nnx.Dropout, linen.Dropout):
                 stack.enter_context(_patched(dropout, "__call__", _identity_dropout))
+        if off or seed is not None:
+            stack.enter_context(_other_streams_controlled(seed))
         yield drawn
+
+
+_UNCONTROLLED_STREAMS = ("params", "dropout", "default")  # initialisers, Dropout, NNX's fallback stream
+
+
+@contextlib.contextmanager
+def _other_streams_controlled(seed: Optional[int]) -> Iterator[None]:
+    """Keys of the other streams: one fixed key (``seed`` None) or the drawn key with
+    ``seed`` folded in, for Linen's ``make_rng`` and NNX's ``RngStream`` alike."""
+
+    def controlled(key, stream: str):
+        if stream in _UNCONTROLLED_STREAMS:
+            return key
+        return jax.random.key(0) if seed is None else jax.random.fold_in(key, seed)
+
+    linen_make_rng = linen.Module.__dict__["make_rng"]
+    nnx_draw = nnx.RngStream.__dict__["__call__"]
+
+    def make_rng(self, name: str = "params"):
+        return controlled(linen_make_rng(self, name), name)
+
+    def draw(self):
+        return controlled(nnx_draw(self), self.tag)
+
+    with _patched(linen.Module, "make_rng", make_rng), _patched(nnx.RngStream, "__call__", draw):
+        yield
 
 
 def _identity_dropout(self, inputs, *args, **kwargs):
