@@ -142,9 +142,10 @@ class LinenModule(Rule):
     `nn.combine_masks` and the mask makers -> their `nnx` twins;
     `self.sow('intermediates', ...)` that no file of the run reads -> left out (Linen
     stores nothing then; NNX 0.12.8 would keep every value on the module outside
-    `nnx.capture`), a comment showing the NNX form in its place. No fix (the
-    finding names the construct): `nn.GRUCell` (Linen's `hn` bias inside the reset
-    gate has no `nnx.GRUCell` parameter), `self.sow` whose collection a file of the
+    `nnx.capture`), a comment showing the NNX form in its place; `nn.GRUCell` -> a
+    subclass of `nnx.GRUCell` added to the file that keeps Linen's `hn` bias (inside
+    the reset gate; `nnx.GRUCell` has no parameter for it). No fix (the
+    finding names the construct): `self.sow` whose collection a file of the
     run may read (named; its reader is not converted to `nnx.capture`),
     `nn.vmap`/`nn.jit` of a module, and
     `nn.remat` with options or
