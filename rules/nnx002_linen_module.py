@@ -140,13 +140,19 @@ class LinenModule(Rule):
     `nnx.RNNCellBase` sized by its input and carry, drawing a new key per step from
     its stream (no fix where `split_rngs` gives a drawn stream one key for all steps);
     `nn.combine_masks` and the mask makers -> their `nnx` twins;
-    `self.sow('intermediates', ...)` that no file of the run reads -> left out (Linen
-    stores nothing then; NNX 0.12.8 would keep every value on the module outside
-    `nnx.capture`), a comment showing the NNX form in its place; `nn.GRUCell` -> a
+    `self.sow('intermediates', ...)` read back in the file's training code as
+    `out, updates = model.apply(..., mutable=['intermediates'])` ->
+    `self.sow(nnx.Intermediate, ...)` and `nnx.capture(model, nnx.Intermediate)(...)`
+    (the model's other calls `nnx.capture(model)(...)`, which keep nothing);
+    `apply(..., rngs={'noise': key})` -> a `noise` stream in `nnx.Rngs` whose
+    counter draws a new key per call; a sow that no file of the run reads -> left
+    out (Linen stores nothing then; NNX 0.12.8 would keep every value on the module
+    outside `nnx.capture`), a comment showing the NNX form in its place; `nn.GRUCell` -> a
     subclass of `nnx.GRUCell` added to the file that keeps Linen's `hn` bias (inside
     the reset gate; `nnx.GRUCell` has no parameter for it). No fix (the
     finding names the construct): `self.sow` whose collection a file of the
-    run may read (named; its reader is not converted to `nnx.capture`),
+    run may read otherwise (named: `mutable=True`, more collections, another file,
+    `capture_intermediates=`, `updates` used whole),
     `nn.vmap`/`nn.jit` of a module, and
     `nn.remat` with options or
     `nn.scan` with other options (`metadata_params`, `unroll`, `reverse`, ...).
