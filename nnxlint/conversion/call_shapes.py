@@ -22,7 +22,8 @@ _ELEMENTWISE_OPERATORS = (cst.Add, cst.Subtract, cst.Multiply, cst.Divide, cst.P
 _SHAPE_KEEPING_METHODS = frozenset({"astype", "clip"})
 _SHAPE_KEEPING_FUNCTIONS = frozenset({f"jax.numpy.{name}" for name in (
     "asarray", "array", "exp", "log", "sqrt", "abs", "square", "tanh", "sin", "cos", "clip", "round", "floor",
-    "where", "flip", "roll")}) | {"jax.lax.stop_gradient"}
+    "where", "flip", "roll")}) | {"jax.lax.stop_gradient", "jax.lax.with_sharding_constraint",
+                                  "flax.linen.with_logical_constraint"}
 _RANDOM_ARRAYS = frozenset({"jax.random.normal", "jax.random.uniform"})
 
 

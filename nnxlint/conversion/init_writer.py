@@ -18,7 +18,7 @@ from nnxlint.conversion.constructs.branch_module import guarded
 from nnxlint.conversion.constructs.dataclass_field import factory_lines
 from nnxlint.conversion.constructs.input_axes import unranked_note
 from nnxlint.conversion.constructs.partitioning import is_partitioning, partitioned_init
-from nnxlint.conversion.linen_map import LAYERS, PARTITIONING
+from nnxlint.conversion.linen_map import LAYERS, PARTITIONING, STATELESS_FUNCTIONS
 from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Several, Shape, Size, int_literal, is_open
 
 # Linen names the conversion handles where they appear (decorators, initializers)
@@ -88,7 +88,7 @@ class InitWriter:
             return cst.parse_expression(replacement)
         member = self.env.linen_member(original)
         known = member in LAYERS or member in FACTORIES or member in _CONVERTED_ELSEWHERE or member in PARTITIONING \
-            or id(original) in self.bridged_names
+            or member in STATELESS_FUNCTIONS or id(original) in self.bridged_names
         if member is not None and not known and "." not in member:
             raise Unconvertible(f"`nn.{member}` has no conversion")
         return updated

@@ -135,6 +135,9 @@ SAME_FUNCTIONS = frozenset({
 # Linen functions whose flax.nnx twins are other objects with the same signature that
 # compute the same (only a rank mismatch raises ValueError instead of AssertionError).
 TWIN_FUNCTIONS = frozenset({"combine_masks", "make_attention_mask", "make_causal_mask"})
+# Linen functions that read no module state, only Flax's global logical-axis rules (the ones
+# ``nnx.logical_axis_rules`` sets too): converted code calls them as they are, through the Linen import.
+STATELESS_FUNCTIONS = frozenset({"with_logical_constraint"})
 # Functions that keep the array's shape (for the static shape inference).
 ELEMENTWISE_FUNCTIONS = frozenset({
     "relu", "gelu", "silu", "swish", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "leaky_relu",
