@@ -1,6 +1,7 @@
 """``nn.GRUCell`` converts to the ``nnx.GRUCell`` subclass that ``constructs/gru.py`` adds to
 the file (Linen's candidate bias ``hn/bias``, which nnx.GRUCell lacks, as a parameter of its
-own): inside ``nn.RNN``, in ``setup``, stepped by hand, stepped by a scanned ``__call__``.
+own): inside ``nn.RNN``, in ``setup``, stepped by hand, stepped by a scanned ``__call__``, in a
+block under ``nn.remat`` and in an ``nn.scan`` layer stack.
 From transplanted weights the converted model computes exactly what Linen computes, also
 after a training step has moved ``hn/bias`` (where a plain ``nnx.GRUCell`` parts from Linen)."""
 
@@ -78,6 +79,24 @@ class Reader(nn.Module):
         return self.scanned(self.scanned.initialize_carry(xs[:, 0].shape), xs)[1]
 '''
 
+STACK = '''\
+import flax.linen as nn
+
+
+class Block(nn.Module):
+    @nn.compact
+    def __call__(self, xs, _):
+        return xs + nn.RNN(nn.GRUCell(4))(xs), None
+
+
+class Stack(nn.Module):
+    @nn.compact
+    def __call__(self, xs):
+        xs, _ = nn.remat(Block)()(xs, None)
+        xs, _ = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=2)()(xs, None)
+        return xs
+'''
+
 
 def _fixed(source: str) -> str:
     fixed, messages = convert(source)
@@ -141,6 +160,7 @@ def _hn_biases(jax, variables):
     (SETUP, "Reader", (3,), (2, 4, 3)),
     (STEPPED, "Stepper", (3,), (2, 4, 3)),
     (SCANNED, "Reader", (3,), (2, 4, 3)),
+    (STACK, "Stack", (4,), (2, 3, 4)),  # under nn.remat and a scanned layer stack
 ])
 def test_the_converted_model_computes_linens_output_after_a_step_moved_hn_bias(source, linen_class, nnx_args,
                                                                               xs_shape):
