@@ -1,7 +1,8 @@
 """Linen lifted transforms of a class of the file that the conversion knows,
 created and called at once (``nn.scan(...)(...)(x)``) or bound to a name first
-(``Blocks = nn.scan(...)``): ``nn.scan`` layer stacks (``scan_stack.py``) and
-``nn.remat`` / ``nn.checkpoint`` (``remat.py``)."""
+(``Blocks = nn.scan(...)``): ``nn.scan`` layer stacks (``scan_stack.py``),
+``nn.remat`` / ``nn.checkpoint`` (``remat.py``), ``nn.vmap`` ensembles and shared
+modules and ``nn.jit`` (``vmap.py``)."""
 
 from __future__ import annotations
 
@@ -16,19 +17,22 @@ from nnxlint.conversion.constructs.scan_stack import (
     read_scan,
     scanned_call,
 )
+from nnxlint.conversion.constructs.vmap import Jit, Vmap, is_vmap, read_vmap, vmap_call
 
 if TYPE_CHECKING:
     from nnxlint.conversion.calls import CallRewriter
     from nnxlint.conversion.classes import ClassConverter
 
-Lifted = Scan | Remat
+Lifted = Scan | Remat | Vmap | Jit
 
 
 def is_lifted(converter: ClassConverter, node: cst.BaseExpression) -> bool:
-    return is_scan(converter, node) or is_remat(converter, node)
+    return is_scan(converter, node) or is_remat(converter, node) or is_vmap(converter, node)
 
 
 def read_lifted(converter: ClassConverter, node: cst.Call) -> Lifted:
+    if is_vmap(converter, node):
+        return read_vmap(converter, node)
     return read_scan(converter, node) if is_scan(converter, node) else read_remat(converter, node)
 
 
@@ -36,4 +40,6 @@ def lifted_call(rewriter: CallRewriter, lifted: Lifted, construction: cst.Call, 
                 updated: cst.Call) -> cst.BaseExpression:
     if isinstance(lifted, Scan):
         return scanned_call(rewriter, lifted, construction, call, updated)
+    if isinstance(lifted, (Vmap, Jit)):
+        return vmap_call(rewriter, lifted, construction, call, updated)
     return remat_call(rewriter, lifted, construction, call, updated)

@@ -91,18 +91,18 @@ def read_scan(converter: ClassConverter, node: cst.Call) -> Scan:
 
 
 def _maps_to_zero(node, allowed: tuple[str, ...], required: str) -> bool:
-    entries = _dict_entries(node)
+    entries = dict_entries(node)
     return entries is not None and required in entries and set(entries) <= set(allowed) \
         and all(int_literal(value) == 0 for value in entries.values())
 
 
 def _maps_to_true(node, allowed: tuple[str, ...]) -> bool:
-    entries = _dict_entries(node)
+    entries = dict_entries(node)
     return entries is not None and "params" in entries and set(entries) <= set(allowed) \
         and all(isinstance(value, cst.Name) and value.value == "True" for value in entries.values())
 
 
-def _dict_entries(node) -> dict[str, cst.BaseExpression] | None:
+def dict_entries(node) -> dict[str, cst.BaseExpression] | None:
     if not isinstance(node, cst.Dict):
         return None
     entries = {}
@@ -149,7 +149,7 @@ def scanned_call(rewriter: CallRewriter, scan: Scan, construction: cst.Call, cal
     code, _, mode = converter._child_init(slot, scan.block, inputs, rewriter.shapes, "scan")
     if mode is not None:
         raise Unconvertible("a scanned block with a train/eval argument is not converted")
-    slot.init_code = _build_stack(converter, attribute, code, scan.length, rewriter)
+    slot.init_code = build_stack(converter, attribute, code, scan.length, rewriter)
     rewriter.call_shapes[id(call)] = Several((carry, None))  # a scan's carry keeps its shape (jax.lax.scan)
     function = f"{scan.block}.__call__"
     if scan.remat:
@@ -160,7 +160,7 @@ def scanned_call(rewriter: CallRewriter, scan: Scan, construction: cst.Call, cal
     return updated.with_changes(func=scanned, args=[stack, *updated.args])
 
 
-def _build_stack(converter: ClassConverter, attribute: str, block: str, length: cst.BaseExpression,
+def build_stack(converter: ClassConverter, attribute: str, block: str, length: cst.BaseExpression,
                  rewriter: CallRewriter) -> str:
     """``__init__``'s lines for the stack (one entry of its body: physical lines, each indented by the caller)."""
     nnx = converter.env.nnx
