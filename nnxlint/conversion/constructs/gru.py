@@ -9,7 +9,7 @@ at init, and part once training moves it.  A converted file that builds a GRU ge
 once, before its first converted class, a small subclass that adds that bias as its
 own ``nnx.Param`` (``linen_map.KEPT_GATE_PARAMETERS``: ``hn_bias``) and computes
 Linen's formula; every ``nn.GRUCell`` (in ``nn.RNN``, stepped by hand, in ``setup``,
-as a field's default) becomes it::
+under a scanned ``__call__``, in a block under ``nn.remat`` or ``nn.scan``) becomes it::
 
     class LinenGRUCell(nnx.GRUCell):
         ...
@@ -25,6 +25,7 @@ name (then ``LinenGRUCell2``, ...); the fix description says it was added.
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import TYPE_CHECKING
 
@@ -75,7 +76,7 @@ class {name}({nnx}.GRUCell):
 
 def gru_class_name(env: "FileEnv") -> str:
     """The name of the generated subclass: ``LinenGRUCell``, or the first free ``LinenGRUCell<n>``."""
-    candidates = ["LinenGRUCell"] + [f"LinenGRUCell{n}" for n in range(2, 100)]
+    candidates = itertools.chain(["LinenGRUCell"], (f"LinenGRUCell{n}" for n in itertools.count(2)))
     return next(name for name in candidates if name not in env.scope.bindings)
 
 
@@ -97,8 +98,8 @@ def gru_note(added: bool, env: "FileEnv") -> list[str]:
     """The fix description's sentence on the added subclass."""
     if not added:
         return []
-    return [f"`nn.{GRU}` becomes `{gru_class_name(env)}`, a subclass of `{env.nnx}.{GRU}` added to the file that "
-            f"keeps Linen's bias on the candidate's recurrent term (`hn/bias`, which `{env.nnx}.{GRU}` lacks)"]
+    return [(f"`nn.{GRU}` becomes `{gru_class_name(env)}`, a subclass of `{env.nnx}.{GRU}` added to the file that "
+             f"keeps Linen's bias on the candidate's recurrent term (`hn/bias`, which `{env.nnx}.{GRU}` lacks)")]
 
 
 def nnx_layer(env: "FileEnv", linen: str, nnx: str) -> str:
