@@ -158,3 +158,31 @@ def test_apply_with_a_params_stream_is_refused():
     fixed, messages = convert(source)
     assert fixed is None
     assert "`rngs=` of `apply` with a stream that is not a literal name, or 'params'" in messages["Net"]
+
+
+def test_verify_draws_the_other_streams_alike_on_both_sides():
+    jax = pytest.importorskip("jax")
+    import flax.linen as nn
+    from flax import nnx
+
+    from nnxlint.verify.programs import _other_streams_controlled
+
+    class Draw(nn.Module):
+        @nn.compact
+        def __call__(self):
+            return self.make_rng("noise"), self.make_rng("params")
+
+    def draws(seed):
+        with _other_streams_controlled(seed):
+            linen_noise, linen_params = Draw().apply({}, rngs={"noise": jax.random.key(1),
+                                                               "params": jax.random.key(2)})
+            rngs = nnx.Rngs(params=2, noise=5)
+            return linen_noise, rngs.noise(), rngs.noise(), linen_params, rngs.params()
+
+    same = jax.random.key_data
+    linen_noise, nnx_noise, nnx_again, linen_params, nnx_params = draws(None)
+    assert (same(linen_noise) == same(nnx_noise)).all() and (same(nnx_noise) == same(nnx_again)).all()
+    assert not (same(linen_params) == same(nnx_params)).all()  # initialisers keep their own keys
+    seeded = draws(3)
+    assert not (same(seeded[0]) == same(seeded[1])).all()  # reseeded: drawn as each side draws, seed folded in
+    assert not (same(seeded[1]) == same(seeded[2])).all()
