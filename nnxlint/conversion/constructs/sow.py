@@ -14,9 +14,11 @@ type) nowhere, as Linen's ``sow`` without a mutable collection.
 
 A reader the conversion follows is ``out, updates = model.apply(variables, ...,
 mutable=['intermediates'])`` (or ``mutable='intermediates'``, ``state.apply_fn``)
-whose ``updates`` is read through ``updates['intermediates']``: training.py makes
-it ``out, updates = nnx.capture(model, nnx.Intermediate)(...)`` and every other
-call of the model in that file ``nnx.capture(model)(...)``.  Where the run has
+whose ``updates`` is read through ``updates['intermediates']`` only, in the class's
+own file (the training code converted with it; a reader in another file of the run
+stays Linen and would break): training.py makes it ``out, updates =
+nnx.capture(model, nnx.Intermediate)(...)`` and every other call of the model in
+that file ``nnx.capture(model)(...)``.  Where the run has
 only such readers, the sow is kept as NNX's.  Where nothing reads the collection,
 the exact conversion is no call at all: the statement gives way to a comment
 showing the NNX form, and the fix description says what was left out.  Where a
