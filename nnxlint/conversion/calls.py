@@ -51,6 +51,9 @@ class LinenFunctions(cst.CSTTransformer):
         self.converter = converter
 
     def leave_Attribute(self, original_node, updated_node):
+        renamed = self.converter.param_aliases.get(self_attribute(original_node) or "")
+        if renamed is not None:  # ``self.weight = self.param('kernel', ...)`` in ``setup``
+            return updated_node.with_changes(attr=cst.Name(renamed))
         return self.converter.nnx_reference(original_node, updated_node)
 
     def leave_Name(self, original_node, updated_node):

@@ -85,6 +85,7 @@ class ClassConverter(LayerConstruction, InitWriter):
         self.init_lines: list[str] = []  # setup statements that are not submodules, in order
         self.display_lines: list[str] = []  # ``print``s of ``setup``: once all is built
         self.params: dict[str, str] = {}  # self.param attributes -> their NNX creation
+        self.param_aliases: dict[str, str] = {}  # ``self.weight = self.param('kernel', ...)``: weight -> kernel
         self.table_widths: dict[str, Size] = {}  # 2-D ``self.param`` -> its last axis (``call_shapes.py`` gathers)
         self.variables: dict[str, str] = {}  # self.variable attributes -> their NNX creation
         self.rng_streams: dict[str, str] = {}  # ``self.make_rng`` streams kept -> their ``__init__`` line
@@ -250,7 +251,7 @@ class ClassConverter(LayerConstruction, InitWriter):
             self.field_names.add(attribute)  # later reads of self.x translate to x's text
 
     def _add_slot(self, attribute: str, construction: cst.Call) -> Slot:
-        if attribute in self.slots:
+        if attribute in self.slots or attribute in self.params:
             raise Unconvertible(f"submodule name `{attribute}` is used twice")
         for arg in construction.args:
             if arg_keyword(arg) == "parent":

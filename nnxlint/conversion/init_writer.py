@@ -126,7 +126,7 @@ class InitWriter:
         for method in methods.values():
             method.visit(Reads())
         known = self.field_names | set(self.slots) | set(self.params) | set(self.variables) | set(methods) \
-            | set(self.rng_streams) | {"sow"}  # a ``self.sow`` left in a method is NNX's (constructs/sow.py)
+            | set(self.rng_streams) | set(self.param_aliases) | {"sow"}  # a ``self.sow`` left in a method is NNX's (constructs/sow.py)
         unknown = sorted(read_fields - known)
         if unknown:  # Linen's own API (`self.is_initializing()`, `self.scope`, ...) has no NNX twin
             raise Unconvertible(f"`self.{unknown[0]}` is Linen Module API the conversion does not know")

@@ -1,5 +1,8 @@
 """``self.param('w', init, *shape)`` -> ``self.w = nnx.Param(init(rngs.params(), *shape))``,
-read as ``self.w[...]``."""
+read as ``self.w[...]``.  In ``setup`` under another attribute (``self.weight =
+self.param('kernel', ...)``, as Hugging Face-style models write it) the NNX attribute
+takes the parameter's name, Linen's variable path, so the transplant loads it by
+rule, and every ``self.weight`` of the class reads ``self.kernel``."""
 
 from __future__ import annotations
 
@@ -43,10 +46,13 @@ class Param(SelfCall):
         name = string_literal(args[0].value)
         if name is None or not IDENTIFIER.fullmatch(name):
             raise Unconvertible("`self.param` needs a literal name that is an identifier")
-        if attribute != name:
-            raise Unconvertible(f"`self.param({name!r}, ...)` stored under another name (`{attribute}`)")
         if name in converter.params or name in converter.slots or name in converter.variables:
             raise Unconvertible(f"`{name}` is created twice")
+        if attribute != name:
+            if name in converter.field_names or name in converter.param_aliases:
+                raise Unconvertible(f"`self.param({name!r}, ...)` stored as `self.{attribute}`: the class "
+                                    f"already has a `{name}`, the attribute NNX needs for it")
+            converter.param_aliases[attribute] = name
         init = converter.init_code(args[1].value, shapes)
         rest = [converter.init_code(arg.value, shapes) for arg in args[2:]]
         table = args[2].value if len(args) > 2 else None
