@@ -128,7 +128,8 @@ def _line(source: str, text: str) -> int:
 
 
 @pytest.mark.parametrize("read, why", [
-    ("state['intermediates']['Tower_0']['h'][0]", "`Tower_0` read from the captured intermediates at line"),
+    ("state['intermediates']['Tower_0']['h'][0]", "`Tower_0` read at line"),
+    ("(lambda inter: inter['Tower_0']['h'][0])(state['intermediates'])", "`Tower_0` read at line"),
     ("state", "`state` at line"),
 ])
 def test_a_reader_the_conversion_cannot_follow_is_refused_with_its_line(read, why):

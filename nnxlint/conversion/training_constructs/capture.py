@@ -6,7 +6,8 @@ Linen's ``updates`` is ``{'intermediates': {'encoder': {'h': (value,)}}}``; NNX'
 is ``{'encoder': {'h': Intermediate((value,))}}`` (an ``Intermediate`` indexes into its
 tuple), so ``updates['intermediates']`` becomes ``updates`` and the keys after it stay:
 the converted model's attributes carry the names Linen's submodules had (``setup``
-attributes, ``name=``), except Linen's automatic ones (``Dense_0``), which are refused.
+attributes, ``name=``), except Linen's automatic ones (``Dense_0``): a file that
+captures and reads such a key anywhere (through an alias too) is refused.
 Any other use of ``updates`` (returned, passed on, iterated) is refused with its line.
 Once a file captures, its other calls of the model become ``nnx.capture(model)(x)``:
 there ``sow`` stores nothing and returns False, as Linen's ``sow`` without a mutable
@@ -58,11 +59,10 @@ def check_reads(module: cst.Module, names: set[str]) -> None:
     for node in walk(module):
         if isinstance(node, cst.Subscript) and _collection_of(node) is not None:
             through.add(id(node.value))
-            outer = _outer_key(module, node)
-            if outer is not None and _AUTOMATIC_NAME.fullmatch(outer[1]):
-                raise Unconvertible(f"`{outer[1]}` read from the captured intermediates at line "
-                                    f"{line_of(module, outer[0])}: Linen's automatic name, which the converted "
-                                    "model's attribute does not keep")
+        key = _key(node) if isinstance(node, cst.Subscript) else None
+        if key is not None and _AUTOMATIC_NAME.fullmatch(key):  # wherever the State went (an alias, a caller)
+            raise Unconvertible(f"`{key}` read at line {line_of(module, node)} beside captured intermediates: "
+                                "Linen's automatic name, which the converted model's attribute does not keep")
     for node in walk(module):
         if isinstance(node, cst.Assign):
             for target in node.targets:
@@ -91,16 +91,10 @@ def capture_call(rewriter: "TrainingRewriter", original: cst.Call, func: str) ->
 
 def _collection_of(node: cst.Subscript) -> Optional[str]:
     """``updates`` for ``updates['intermediates']``."""
-    if isinstance(node.value, cst.Name) and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index) \
-            and string_literal(node.slice[0].slice.value) == COLLECTION:
-        return node.value.value
-    return None
+    return node.value.value if isinstance(node.value, cst.Name) and _key(node) == COLLECTION else None
 
 
-def _outer_key(module: cst.Module, inner: cst.Subscript) -> Optional[tuple[cst.Subscript, str]]:
-    for node in walk(module):
-        if isinstance(node, cst.Subscript) and node.value is inner and len(node.slice) == 1 \
-                and isinstance(node.slice[0].slice, cst.Index):
-            key = string_literal(node.slice[0].slice.value)
-            return (node, key) if key is not None else None
+def _key(node: cst.Subscript) -> Optional[str]:
+    if len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index):
+        return string_literal(node.slice[0].slice.value)
     return None
