@@ -6,10 +6,12 @@ modules and ``nn.jit`` (``vmap.py``)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import libcst as cst
 
+from nnxlint.conversion.base import Unconvertible, line_of
 from nnxlint.conversion.constructs.remat import Remat, is_remat, read_remat, remat_call
 from nnxlint.conversion.constructs.scan_stack import (
     Scan,
@@ -31,15 +33,28 @@ def is_lifted(converter: ClassConverter, node: cst.BaseExpression) -> bool:
 
 
 def read_lifted(converter: ClassConverter, node: cst.Call) -> Lifted:
-    if is_vmap(converter, node):
-        return read_vmap(converter, node)
-    return read_scan(converter, node) if is_scan(converter, node) else read_remat(converter, node)
+    with _at_line(converter, node):
+        if is_vmap(converter, node):
+            return read_vmap(converter, node)
+        return read_scan(converter, node) if is_scan(converter, node) else read_remat(converter, node)
 
 
 def lifted_call(rewriter: CallRewriter, lifted: Lifted, construction: cst.Call, call: cst.Call,
                 updated: cst.Call) -> cst.BaseExpression:
-    if isinstance(lifted, Scan):
-        return scanned_call(rewriter, lifted, construction, call, updated)
-    if isinstance(lifted, (Vmap, Jit)):
-        return vmap_call(rewriter, lifted, construction, call, updated)
-    return remat_call(rewriter, lifted, construction, call, updated)
+    with _at_line(rewriter.converter, call):
+        if isinstance(lifted, Scan):
+            return scanned_call(rewriter, lifted, construction, call, updated)
+        if isinstance(lifted, (Vmap, Jit)):
+            return vmap_call(rewriter, lifted, construction, call, updated)
+        return remat_call(rewriter, lifted, construction, call, updated)
+
+
+@contextmanager
+def _at_line(converter: ClassConverter, node: cst.CSTNode):
+    """A refusal names the line of the transform (the finding stands on the class)."""
+    try:
+        yield
+    except Unconvertible as error:
+        if " (line " in str(error):
+            raise
+        raise type(error)(f"{error} (line {line_of(converter.env.module, node)})") from None

@@ -33,7 +33,10 @@ line): options of ``nn.jit`` (``static_argnums``, ``donate_argnums``, ...) or
 ``nn.vmap`` other than those above, ``variable_axes`` other than the two forms
 (a collection the class does not have, such as ``{'param': 0}``, makes Linen's
 own ``init`` fail), an ensemble without ``axis_size=``, a shared module that
-splits ``dropout`` or maps no input, keyword arguments, a train/eval argument.
+splits ``dropout`` or maps no input, keyword arguments, a train/eval argument
+that ``in_axes`` maps.  A train/eval argument (a Dropout's ``deterministic``) goes,
+as for any submodule: ``model.train()`` / ``eval()`` set it.  Shared parameters
+without split ``dropout`` draw one mask for the whole mapped axis on both sides.
 """
 
 from __future__ import annotations
@@ -102,7 +105,8 @@ def read_vmap(converter: ClassConverter, node: cst.Call) -> Vmap | Jit:
                             "does not have makes Linen's init fail)")
     copies = None
     if _all_equal(variable_axes, "0") and set(variable_axes) <= set(_ENSEMBLE_COLLECTIONS):
-        if split_rngs is None or set(split_rngs) - set(_ENSEMBLE_STREAMS) or not _all_equal(split_rngs, "True"):
+        if split_rngs is None or "params" not in split_rngs or set(split_rngs) - set(_ENSEMBLE_STREAMS) \
+                or not _all_equal(split_rngs, "True"):
             raise Unconvertible("`nn.vmap` ensemble whose `split_rngs` is not {'params': True} (and 'dropout': True)")
         if "axis_size" not in options:
             raise Unconvertible("`nn.vmap` ensemble without `axis_size=`: NNX builds the copies before any input")
@@ -166,16 +170,22 @@ def vmap_call(rewriter: CallRewriter, lifted: Vmap | Jit, construction: cst.Call
     shapes = [rewriter.shape_of(arg.value) for arg in call.args]
     if isinstance(lifted, Jit):
         code, output, mode = converter._child_init(slot, lifted.block, shapes, rewriter.shapes, "jit")
-        _refuse_mode(mode, transform)
         slot.init_code = f"self.{attribute} = {code}"
         rewriter.call_shapes[id(call)] = output
+        if mode is not None:  # ``model.train()`` / ``eval()`` set it
+            updated = rewriter._child_call_args(mode, call, updated)
         return updated.with_changes(func=cst.parse_expression(f"self.{attribute}"))
     in_axes = _axes(lifted.in_axes, len(call.args), "in_axes")
     if lifted.copies is None and all(axis == "None" for axis in in_axes):
         raise Unconvertible("an `nn.vmap` of shared parameters that maps no input is not converted")
     inputs = [_inside(shape, axis) for shape, axis in zip(shapes, in_axes)]
     code, output, mode = converter._child_init(slot, lifted.block, inputs, rewriter.shapes, "vmap")
-    _refuse_mode(mode, transform)
+    if mode is not None:  # ``model.train()`` / ``eval()`` set it; Linen maps a flag only with ``in_axes`` None
+        if mode.index >= len(in_axes) or in_axes[mode.index] != "None":
+            raise Unconvertible("an `nn.vmap` module whose train/eval argument is mapped (its `in_axes` is not None)")
+        updated = rewriter._child_call_args(mode, call, updated)
+        del in_axes[mode.index]
+    in_axes += ["None"] * _omitted_parameters(converter, lifted.block, len(in_axes) + (mode is not None))
     if lifted.copies is None:
         slot.init_code = f"self.{attribute} = {code}"
     else:
@@ -189,9 +199,15 @@ def vmap_call(rewriter: CallRewriter, lifted: Vmap | Jit, construction: cst.Call
                                 args=[cst.Arg(cst.parse_expression(f"self.{attribute}")), *updated.args])
 
 
-def _refuse_mode(mode, transform: str) -> None:
-    if mode is not None:
-        raise Unconvertible(f"an `nn.{transform}` module with a train/eval argument is not converted")
+def _omitted_parameters(converter: ClassConverter, block: str, passed: int) -> int:
+    """How many defaulted parameters of ``block.__call__`` the call leaves out: ``nnx.vmap``
+    passes their defaults positionally (``resolve_kwargs``), so each needs an axis (None)."""
+    call = next((statement for statement in converter.env.class_node(block).body.body
+                 if isinstance(statement, cst.FunctionDef) and statement.name.value == "__call__"), None)
+    if call is None or call.params.star_arg is not cst.MaybeSentinel.DEFAULT or call.params.kwonly_params \
+            or call.params.star_kwarg is not None:
+        raise Unconvertible(f"an `nn.vmap` of `{block}`, whose `__call__` takes other than positional parameters")
+    return max(len(call.params.params) - 1 - passed, 0)
 
 
 def _mapped_output(output):
