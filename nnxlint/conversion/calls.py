@@ -137,7 +137,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             self.conditions[-1] = negated(self.conditions[-1])
         if isinstance(node.orelse, cst.If):
             self.elifs.add(id(node.orelse))
-        fixed = self.converter.fixed_condition(node.test)
+        fixed = self.converter.fixed_condition(node.test, self.shapes)
         self.conditions.append(fixed or shape_test_condition(self, node))
         keeps_branch = init_guard or (fixed is None and self.conditions[-1] is not None)
         enter_branch(self, node, fixed, keeps_branch)

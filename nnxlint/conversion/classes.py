@@ -278,12 +278,15 @@ class ClassConverter(LayerConstruction, InitWriter):
         except Unconvertible:
             return
 
-    def fixed_condition(self, test: cst.BaseExpression) -> Optional[str]:
-        """An ``if`` test in ``__init__`` terms when it reads only fields and module names."""
-        if not self._fixed(test):
+    def fixed_condition(self, test: cst.BaseExpression, shapes: Optional[dict[str, Shape]] = None) -> Optional[str]:
+        """An ``if`` test in ``__init__`` terms when it reads only fields, module names and the
+        sizes of inputs (``x.shape[-1] != nout``, ``nout`` an alias: ``in_features != nmid * 4``;
+        the ``__init__`` test is the call's for an input of the size the module is built for)."""
+        shapes = shapes or {}
+        if not all(self._fixed_name(read) or read in shapes for read in names_read(test)):
             return None
         try:
-            return self.init_code(test, {})
+            return self.init_code(test, shapes)
         except Unconvertible:
             return None
 

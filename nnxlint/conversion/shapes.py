@@ -70,9 +70,41 @@ class _Tidy(cst.CSTTransformer):
         code = cst.Module([]).code_for_node
         # sizes are pure: ``a if t else (b if t else c) + d`` is ``a if t else c + d``, ``a if t else a`` is ``a``
         body, orelse = (bare(part.visit(_Decided(code(test), holds))) for part, holds in ((body, True), (orelse, False)))
+        if isinstance(test, cst.Name) and test.value in ("True", "False"):  # a test decided by folding
+            return body if test.value == "True" else orelse
+        sides = (test.left, test.comparisons[0].comparator) if _is_inequality(test) else ()
+        if sides and {code(body), code(orelse)} == {code(bare(side)) for side in sides}:
+            return body  # ``a if b != a else b``: equal to ``a`` either way
         if code(body) == code(orelse):
             return body.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar) if updated_node.lpar else body
         return updated_node.with_changes(body=body, test=test, orelse=orelse)
+
+    def leave_Comparison(self, original_node, updated_node):
+        """``strides != (1, 1)`` where both sides are the same code: ``False`` (``True`` for ``==``)."""
+        code = cst.Module([]).code_for_node
+        if len(updated_node.comparisons) == 1 and isinstance(updated_node.comparisons[0].operator, _EQUALITIES) \
+                and code(updated_node.left.with_changes(lpar=[], rpar=[])) \
+                == code(updated_node.comparisons[0].comparator.with_changes(lpar=[], rpar=[])):
+            return cst.Name(str(isinstance(updated_node.comparisons[0].operator, cst.Equal)))
+        return updated_node
+
+    def leave_BooleanOperation(self, original_node, updated_node):
+        """``2 or in_features // 4`` is ``2``, ``None or d`` is ``d``; ``t or False`` is ``t``."""
+        left, right = updated_node.left, updated_node.right
+        truth = _literal_truth(left)
+        either = isinstance(updated_node.operator, cst.Or)
+        if truth is not None:
+            picked = left if truth == either else right
+        elif _literal_truth(right) is (not either) and isinstance(right, cst.Name):  # ``t or False``, ``t and True``
+            picked = left
+        else:
+            return updated_node
+        return picked.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar) if updated_node.lpar else picked
+
+    def leave_BinaryOperation(self, original_node, updated_node):
+        """``(2) * 4`` (a folded part in integer arithmetic) is ``8``."""
+        value = fold_integers(cst.Module([]).code_for_node(updated_node.with_changes(lpar=[], rpar=[])))
+        return updated_node if value is None or value < 0 else cst.Integer(str(value))
 
     def leave_Call(self, original_node, updated_node):
         """``max(a, a)`` is ``a``."""
@@ -82,6 +114,23 @@ class _Tidy(cst.CSTTransformer):
                 and not any(arg.keyword or arg.star for arg in updated_node.args):
             return updated_node.args[0].value.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar)
         return updated_node
+
+
+_EQUALITIES = (cst.Equal, cst.NotEqual)
+
+
+def _is_inequality(test: cst.BaseExpression) -> bool:
+    return isinstance(test, cst.Comparison) and len(test.comparisons) == 1 \
+        and isinstance(test.comparisons[0].operator, cst.NotEqual)
+
+
+def _literal_truth(node: cst.BaseExpression):
+    """Whether a literal (``None``, ``True``, ``False``, an integer) is true; None for anything else."""
+    if isinstance(node, cst.Name) and node.value in ("None", "True", "False"):
+        return node.value == "True"
+    if isinstance(node, cst.Integer):
+        return node.evaluated_value != 0
+    return None
 
 
 class _Decided(cst.CSTTransformer):
