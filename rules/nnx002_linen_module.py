@@ -149,11 +149,18 @@ class LinenModule(Rule):
     out (Linen stores nothing then; NNX 0.12.8 would keep every value on the module
     outside `nnx.capture`), a comment showing the NNX form in its place; `nn.GRUCell` -> a
     subclass of `nnx.GRUCell` added to the file that keeps Linen's `hn` bias (inside
-    the reset gate; `nnx.GRUCell` has no parameter for it). No fix (the
+    the reset gate; `nnx.GRUCell` has no parameter for it);
+    `nn.vmap(Head, variable_axes={'params': 0}, split_rngs={'params': True},
+    axis_size=n)(...)(x)` (an ensemble) -> the copies built by `nnx.vmap` under
+    `nnx.split_rngs` and applied by `nnx.vmap(Head.__call__, in_axes=(0, ...))`;
+    `nn.vmap` with `variable_axes={'params': None}` (shared parameters) ->
+    `nnx.vmap(Head.__call__, in_axes=(None, ...))` over the plain module;
+    `nn.jit(Block)(...)(x)` -> the module itself (`nnx.jit` compiles the step). No fix (the
     finding names the construct): `self.sow` whose collection a file of the
     run may read otherwise (named: `mutable=True`, more collections, another file,
     `capture_intermediates=`, `updates` used whole),
-    `nn.vmap`/`nn.jit` of a module, and
+    `nn.vmap` with other options or `variable_axes` (`{'param': 0}` names no
+    collection: Linen's own `init` fails), `nn.jit` with options, and
     `nn.remat` with options or
     `nn.scan` with other options (`metadata_params`, `unroll`, `reverse`, ...).
     """

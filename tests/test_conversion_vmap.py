@@ -147,3 +147,31 @@ def test_vmaps_and_jits_without_an_exact_nnx_form_get_no_fix_naming_the_line(old
     assert reason in net, messages
     line = next(number for number, text in enumerate(source.splitlines(), 1) if new.splitlines()[0] in text)
     assert f"(line {line}))" in net or f"(line {line - 1}))" in net, net  # (a bound nn.vmap spans two lines)
+
+
+BATCH_NORM = '''\
+import flax.linen as nn
+
+
+class Head(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+        return nn.Dense(3)(nn.BatchNorm(use_running_average=not train)(x))
+
+
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.vmap(Head, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
+                       in_axes=(None, None), axis_size=2)()(x, train)
+'''
+
+
+def test_an_ensemble_of_batch_norms_keeps_per_copy_statistics_in_train_and_eval():
+    fixed, messages = convert(BATCH_NORM)
+    assert fixed is not None, messages
+    jax = pytest.importorskip("jax")
+    x = jax.random.normal(jax.random.key(6), (4, 6))
+    # eval first: the helper applies Linen to the initial statistics each time
+    assert _forward_difference(BATCH_NORM, fixed, x, modes=(({"train": False}, "eval"),
+                                                            ({"train": True}, "train"))) < 1e-6
