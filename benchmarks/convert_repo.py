@@ -58,6 +58,12 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
                   "dict(stage_sizes=[1, 1], block_cls=ResNetBlock, num_classes=10, num_filters=8, conv=nn.ConvLocal)",
                   "jax.random.normal(jax.random.key(1), (2, 32, 32, 3))", {"train": True}, {"train": False},
                   "dict(dense_0_in_features=16, conv=conv_local)")],
+    # google-research/vision_transformer: the Mixer (its file imports ``einops``); 16 tokens of 4x4 patches
+    "vit_jax": [("models_mixer.py", "MlpMixer",
+                 "dict(patches=__import__('types').SimpleNamespace(size=(4, 4)), num_classes=5, num_blocks=2, "
+                 "hidden_dim=8, tokens_mlp_dim=6, channels_mlp_dim=10)",
+                 "jax.random.normal(jax.random.key(1), (2, 16, 16, 3))", {"train": True}, {"train": False},
+                 "dict(mixer_blocks_x_shape_1=16)")],
     "vae": [("models.py", "VAE", "dict(latents=4)", "jax.random.uniform(jax.random.key(1), (2, 784))",
              {"z_rng": "jax.random.key(2)"}, {"z_rng": "jax.random.key(2)"})],
     "ppo": [("models.py", "ActorCritic", "dict(num_outputs=4)",
