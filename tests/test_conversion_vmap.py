@@ -122,6 +122,35 @@ def test_dropout_in_an_ensemble_draws_per_copy_masks_and_its_flag_becomes_the_mo
     assert not jax.numpy.allclose(out[0], out[1])  # each copy its own dropout key, as Linen's split
 
 
+def test_dropout_in_an_ensemble_matches_linen_in_train_mode_where_both_draw_the_same_masks(monkeypatch):
+    # the keys differ (Linen folds by module path, NNX counts): one key sequence for both sides
+    jax = pytest.importorskip("jax")
+    bernoulli, drawn = jax.random.bernoulli, []
+
+    def same_masks(key, p=0.5, shape=None, **kwargs):
+        drawn.append(shape)
+        return bernoulli(jax.random.key(7), p, shape, **kwargs)
+
+    monkeypatch.setattr(jax.random, "bernoulli", same_masks)
+    fixed, messages = convert(DROPOUT)
+    assert fixed is not None, messages
+    from flax import nnx
+
+    from nnxlint.transplant import load_linen_variables
+
+    linen, converted = {}, {}
+    exec(DROPOUT, linen)  # noqa: S102 (the test program)
+    exec(fixed, converted)  # noqa: S102 (its conversion)
+    x = jax.random.normal(jax.random.key(5), (2, 6))
+    variables = linen["Net"]().init(jax.random.key(0), x)
+    expected = linen["Net"]().apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
+    model = converted["Net"](6, rngs=nnx.Rngs(0))
+    load_linen_variables(model, variables)
+    model.train()
+    assert jax.numpy.allclose(model(x), expected, rtol=1e-6, atol=1e-6)
+    assert len(drawn) == 2  # one draw per side, through the patched function
+
+
 @pytest.mark.parametrize("old, new, reason", [
     ('variable_axes={"params": 0}', 'variable_axes={"param": 0}', "`variable_axes` does not map `params`"),
     ('variable_axes={"params": 0}', 'variable_axes={"params": 1}', "neither {'params': 0}"),
