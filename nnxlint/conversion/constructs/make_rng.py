@@ -8,7 +8,11 @@ folds the module's path and a per-call counter into the key given to ``apply``
 have the same distribution; a comparison of the values needs the same keys on
 both sides (``benchmarks/convert_repo.py`` draws dropout masks from one sequence).
 An ``nnx.Rngs`` without that stream falls back on its ``default`` one
-(``nnx.Rngs(0)``); one with named streams only must name it.
+(``nnx.Rngs(0)``); one with named streams only must name it.  The training code's
+``init({'params': k0, 'noise': k1}, x)`` builds ``nnx.Rngs(params=0, noise=1)``, and
+the keys it gives ``apply(..., rngs={'noise': key})`` go (``training.py``): a key
+split per step becomes the stream's counter, carried in the model through
+``nnx.jit``.
 """
 
 from __future__ import annotations
