@@ -80,6 +80,8 @@ def test_a_test_on_a_value_of_the_call_other_than_a_size_is_still_refused():
     ("None or d // 4", "d // 4"),
     ("(m or d // 4) * 4", "(m or d // 4) * 4"),  # a field's value is unknown: kept
     ("a if b != a else b", "a"),
+    ("max(12 if 8 != 12 or (2, 2) != (1, 1) else 8, 12)", "12"),  # integer literals compared
+    ("x != 3", "x != 3"),
     ("a if b != c else b", "a if b != c else b"),
 ])
 def test_sizes_fold_where_literals_decide_them(code, tidy):

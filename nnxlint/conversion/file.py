@@ -202,13 +202,13 @@ class FileConverter:
                 continue
             elif not _is_import(statement):
                 new[statement] = statement.visit(rewriter)
+        converted_overrides(self.env, self.classes, new)  # ``class StdConv(nn.Conv)`` overriding ``param``
         self._remove_dead_keys(new, rewriter)
         self._check_nothing_left(new, analysis)
         for statement in self.module.body:  # the classes that stay Linen, as they are
             if isinstance(statement, cst.ClassDef) and statement.name.value in self.linen_classes \
                     and statement.name.value in staying:
                 new[statement] = statement
-        converted_overrides(self.env, self.classes, new)  # ``class StdConv(nn.Conv)`` overriding ``param``
         self.bridged_passed = bridge_partials(self, new)
         self._convert_imports(new)
         return new

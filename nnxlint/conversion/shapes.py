@@ -80,13 +80,18 @@ class _Tidy(cst.CSTTransformer):
         return updated_node.with_changes(body=body, test=test, orelse=orelse)
 
     def leave_Comparison(self, original_node, updated_node):
-        """``strides != (1, 1)`` where both sides are the same code: ``False`` (``True`` for ``==``)."""
+        """``a != a`` (the same code on both sides) or ``(2, 2) != (1, 1)`` (integer literals):
+        ``False`` / ``True``."""
         code = cst.Module([]).code_for_node
-        if len(updated_node.comparisons) == 1 and isinstance(updated_node.comparisons[0].operator, _EQUALITIES) \
-                and code(updated_node.left.with_changes(lpar=[], rpar=[])) \
-                == code(updated_node.comparisons[0].comparator.with_changes(lpar=[], rpar=[])):
-            return cst.Name(str(isinstance(updated_node.comparisons[0].operator, cst.Equal)))
-        return updated_node
+        if len(updated_node.comparisons) != 1 or not isinstance(updated_node.comparisons[0].operator, _EQUALITIES):
+            return updated_node
+        left, right = (code(side.with_changes(lpar=[], rpar=[]))
+                       for side in (updated_node.left, updated_node.comparisons[0].comparator))
+        literals = _INTEGER_LITERALS.fullmatch(left) and _INTEGER_LITERALS.fullmatch(right)
+        if left != right and not literals:
+            return updated_node
+        equal = left == right or ast.literal_eval(left) == ast.literal_eval(right)
+        return cst.Name(str(equal == isinstance(updated_node.comparisons[0].operator, cst.Equal)))
 
     def leave_BooleanOperation(self, original_node, updated_node):
         """``2 or in_features // 4`` is ``2``, ``None or d`` is ``d``; ``t or False`` is ``t``."""
@@ -117,6 +122,7 @@ class _Tidy(cst.CSTTransformer):
 
 
 _EQUALITIES = (cst.Equal, cst.NotEqual)
+_INTEGER_LITERALS = re.compile(r"\(?\d{1,18}(, ?\d{1,18})*,?\)?")  # ``12``, ``(2, 2)``
 
 
 def _is_inequality(test: cst.BaseExpression) -> bool:
