@@ -1000,6 +1000,40 @@ def test_an_inline_named_scan_without_remat_and_a_broadcast_input():
         in fixed
 
 
+def test_a_scanned_blocks_defaulted_parameter_the_call_leaves_out_is_broadcast():
+    """``nnx.scan`` passes a left-out default positionally (``resolve_kwargs``): it needs an axis."""
+    source = '''
+import flax.linen as nn
+
+
+class Block(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x, _, scale: float = 0.5):
+        return x + scale * nn.Dense(self.width)(x), None
+
+
+class Stack(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        x, _ = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=3)(self.width)(x, None)
+        return x
+'''
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert "nnx.scan(Block.__call__, in_axes=(0, nnx.Carry, 0, None), out_axes=(nnx.Carry, 0))" in fixed
+    jax = pytest.importorskip("jax")
+    from conversion_helpers import max_relative_difference
+
+    difference = max_relative_difference(
+        source, fixed, lambda linen: linen["Stack"](4), lambda converted, nnx: converted["Stack"](4, 4, rngs=nnx.Rngs(0)),
+        jax.random.normal(jax.random.key(1), (2, 4)), [({}, "eval")])
+    assert difference == 0.0
+
+
 @pytest.mark.parametrize("old, new, reason", [
     ('split_rngs={"params": True},', 'split_rngs={"params": True}, metadata_params={},', "`metadata_params=`"),
     ('variable_axes={"params": 0}', 'variable_axes={"params": 1}', "`variable_axes` is not {'params': 0}"),

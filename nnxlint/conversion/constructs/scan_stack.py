@@ -154,10 +154,24 @@ def scanned_call(rewriter: CallRewriter, scan: Scan, construction: cst.Call, cal
     function = f"{scan.block}.__call__"
     if scan.remat:
         function = f"{nnx}.remat({function})"
+    in_axes += ("None",) * omitted_parameters(converter, scan.block, len(call.args), "scan")
     axes = ", ".join(("0", f"{nnx}.Carry") + in_axes)
     scanned = cst.parse_expression(f"{nnx}.scan({function}, in_axes=({axes}), out_axes=({nnx}.Carry, 0))")
     stack = cst.Arg(cst.parse_expression(f"self.{attribute}"))
     return updated.with_changes(func=scanned, args=[stack, *updated.args])
+
+
+def omitted_parameters(converter: ClassConverter, block: str, passed: int, transform: str) -> int:
+    """How many defaulted parameters of ``block.__call__`` the call leaves out: ``nnx.scan``
+    and ``nnx.vmap`` pass their defaults positionally (``resolve_kwargs``), so each needs an
+    axis (None: broadcast)."""
+    call = next((statement for statement in converter.env.class_node(block).body.body
+                 if isinstance(statement, cst.FunctionDef) and statement.name.value == "__call__"), None)
+    if call is None or call.params.star_arg is not cst.MaybeSentinel.DEFAULT or call.params.kwonly_params \
+            or call.params.star_kwarg is not None:
+        raise Unconvertible(f"an `nn.{transform}` of `{block}`, whose `__call__` takes other than positional "
+                            "parameters")
+    return max(len(call.params.params) - 1 - passed, 0)
 
 
 def build_stack(converter: ClassConverter, attribute: str, block: str, length: cst.BaseExpression,

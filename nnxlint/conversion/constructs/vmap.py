@@ -48,7 +48,7 @@ import libcst as cst
 
 from nnxlint.conversion.axis_shapes import batched
 from nnxlint.conversion.base import Unconvertible, arg_keyword
-from nnxlint.conversion.constructs.scan_stack import build_stack, dict_entries
+from nnxlint.conversion.constructs.scan_stack import build_stack, dict_entries, omitted_parameters
 from nnxlint.conversion.shapes import Several, int_literal, is_open
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def vmap_call(rewriter: CallRewriter, lifted: Vmap | Jit, construction: cst.Call
             raise Unconvertible("an `nn.vmap` module whose train/eval argument is mapped (its `in_axes` is not None)")
         updated = rewriter._child_call_args(mode, call, updated)
         del in_axes[mode.index]
-    in_axes += ["None"] * _omitted_parameters(converter, lifted.block, len(in_axes) + (mode is not None))
+    in_axes += ["None"] * omitted_parameters(converter, lifted.block, len(in_axes) + (mode is not None), "vmap")
     if lifted.copies is None:
         slot.init_code = f"self.{attribute} = {code}"
     else:
@@ -197,17 +197,6 @@ def vmap_call(rewriter: CallRewriter, lifted: Vmap | Jit, construction: cst.Call
                                     f"{',' if not in_axes else ''}), out_axes={out_axes})")
     return updated.with_changes(func=function,
                                 args=[cst.Arg(cst.parse_expression(f"self.{attribute}")), *updated.args])
-
-
-def _omitted_parameters(converter: ClassConverter, block: str, passed: int) -> int:
-    """How many defaulted parameters of ``block.__call__`` the call leaves out: ``nnx.vmap``
-    passes their defaults positionally (``resolve_kwargs``), so each needs an axis (None)."""
-    call = next((statement for statement in converter.env.class_node(block).body.body
-                 if isinstance(statement, cst.FunctionDef) and statement.name.value == "__call__"), None)
-    if call is None or call.params.star_arg is not cst.MaybeSentinel.DEFAULT or call.params.kwonly_params \
-            or call.params.star_kwarg is not None:
-        raise Unconvertible(f"an `nn.vmap` of `{block}`, whose `__call__` takes other than positional parameters")
-    return max(len(call.params.params) - 1 - passed, 0)
 
 
 def _mapped_output(output):
