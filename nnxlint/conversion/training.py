@@ -489,8 +489,8 @@ class RoleAnalysis(cst.CSTVisitor):
             for name, role in zip(targets, (UPDATES, OPT_STATE)):
                 if isinstance(name, cst.Name):
                     self._set(name.value, role)
-        elif self.is_apply(value) and captured_updates(value, target) is not None:
-            self.captured_applies[id(value)] = captured_updates(value, target)  # type: ignore[assignment]
+        elif self.is_apply(value) and (captured := captured_updates(value, target)) is not None:
+            self.captured_applies[id(value)] = captured
         elif self.is_apply(value) and any(_keyword(arg) == "mutable" for arg in value.args) and len(targets) == 2:
             if isinstance(targets[1], cst.Name):
                 self._set(targets[1].value, UPDATES)
