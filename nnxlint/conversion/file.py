@@ -27,7 +27,7 @@ from nnxlint.conversion.class_set import ClassSet
 from nnxlint.conversion.models_only import ModelsOnly
 from nnxlint.conversion.constructs.jraph_graph import graph_runtime_size
 from nnxlint.conversion.constructs.sow import left_out_note
-from nnxlint.conversion.constructs.gru import gru_class, gru_note
+from nnxlint.conversion.constructs.gru import builds_gru, gru_class, gru_note
 from nnxlint.conversion.constructs.linen_bridge import bridge_note, bridge_partials, bridged_linen_reads
 from nnxlint.conversion.constructs.param_override import converted_overrides, hold_users
 from nnxlint.conversion.validate import check_converted
@@ -154,8 +154,8 @@ class FileConverter:
                                 self.env.nnx)
         bridged = [layer for name in converted for layer in self.classes.converted[name].bridged]
         dropped += bridge_note(bridged, self.bridged_passed, self.env.nnx, with_training)
-        dropped += gru_note(bool(gru_class(self.env, [self.classes.converted[name].node for name in converted],
-                                           self.module)), self.env)
+        dropped += gru_note(builds_gru(self.env, [self.classes.converted[name].node for name in converted],
+                                       self.module), self.env)
         return Conversion(changed, None, converted, dict(self.classes.reasons), sizes, with_training,
                           dropped=dropped)
 

@@ -80,13 +80,17 @@ def gru_class_name(env: "FileEnv") -> str:
     return next(name for name in candidates if name not in env.scope.bindings)
 
 
+def builds_gru(env: "FileEnv", converted: list[cst.ClassDef], module: cst.Module) -> bool:
+    """A converted class builds the subclass."""
+    uses = re.compile(rf"\b{gru_class_name(env)}\b")
+    return any(uses.search(module.code_for_node(node)) for node in converted)
+
+
 def gru_class(env: "FileEnv", converted: list[cst.ClassDef], module: cst.Module) -> list[cst.BaseStatement]:
     """The subclass's definition when a converted class builds it (none otherwise)."""
-    name = gru_class_name(env)
-    uses = re.compile(rf"\b{name}\b")
-    if not any(uses.search(module.code_for_node(node)) for node in converted):
+    if not builds_gru(env, converted, module):
         return []
-    text = _BODY.format(name=name, nnx=env.nnx, bias=_BIAS)
+    text = _BODY.format(name=gru_class_name(env), nnx=env.nnx, bias=_BIAS)
     if module.default_indent != "    ":
         text = text.replace("    ", module.default_indent)
     text = text.replace("\n", module.default_newline)
