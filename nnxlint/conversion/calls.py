@@ -36,8 +36,9 @@ from nnxlint.conversion.constructs.loop_tail import tail_call
 from nnxlint.conversion.constructs.merge_param import bind_merged_flag, is_merge_param, merged_value
 from nnxlint.conversion.constructs.rnn import RNN_CELLS
 from nnxlint.conversion.constructs.sow import DroppedSows
+from nnxlint.conversion.constructs.value_dtype import bind_dtypes, forget, layer_output_dtype
 from nnxlint.conversion.linen_map import LayerMapping
-from nnxlint.conversion.shapes import Several, Shape
+from nnxlint.conversion.shapes import Bindings, Several, Shape
 
 if TYPE_CHECKING:
     from nnxlint.conversion.classes import ClassConverter
@@ -67,6 +68,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         super().__init__(converter)
         self.shapes = shapes
         self.call_shapes: dict[int, Shape] = {}
+        self.call_dtypes: dict[int, str] = {}  # a layer call -> the dtype it returns (``constructs/value_dtype.py``)
         self.output: Shape = None
         self.mode_reads: dict[str, int] = {}
         self.called_at_once: set[int] = set()
@@ -115,6 +117,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
     visit_Lambda, leave_Lambda = visit_While, leave_While
 
     def visit_For(self, node: cst.For) -> None:
+        forget(self.shapes, node.target)
         graph_loop = begin_graph_loop(self, node)
         self.depth += 1
         self.loops.append(stack_loop(self, node) if self.converter._compact and not graph_loop else None)
@@ -201,6 +204,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
 
     def visit_AugAssign(self, node: cst.AugAssign) -> None:
         self._check_variable_write(node.target)
+        forget(self.shapes, node.target)
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         self.variable_reads.add(id(node.attr))  # ``x.mean`` reads no ``mean``
@@ -282,6 +286,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         for target in original_node.targets:
             self._bind(target.target, shape)
         shape_bindings(self, original_node)  # ``n, l, d = x.shape``, ``input_shape = x.shape``
+        bind_dtypes(self, original_node)
         return updated_node
 
     def _bind(self, target: cst.BaseExpression, shape: Shape) -> None:
@@ -406,6 +411,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         except Unconvertible as error:
             raise explain_unknown(self, positional, error) from None
         self.call_shapes[id(original)] = output
+        dtype = layer_output_dtype(self, slot)
+        if dtype is not None:
+            self.call_dtypes[id(original)] = dtype
         call = updated.with_changes(func=cst.parse_expression(f"self.{slot.attribute}"))
         if stepped:
             if len(original.args) != 2:
@@ -431,7 +439,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
                 or not set(keywords) <= set(params[len(positional):]):
             raise Unconvertible(f"`self.{name}(...)` with starred arguments or arguments that do not match "
                                 "its parameters is not followed")
-        shapes = {param: self.shape_of(arg.value, several=True) for param, arg in zip(params, positional)}
+        shapes = Bindings({param: self.shape_of(arg.value, several=True) for param, arg in zip(params, positional)})
         shapes.update({param: self.shape_of(arg.value, several=True) for param, arg in keywords.items()})
         follower = CallRewriter(converter, shapes)
         converter.followed_methods[name] = method.with_changes(body=method.body.visit(follower))

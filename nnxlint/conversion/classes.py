@@ -45,7 +45,7 @@ from nnxlint.conversion.init_writer import InitWriter
 from nnxlint.conversion.layers import LayerConstruction
 from nnxlint.conversion.naming import nnx_attribute_name
 from nnxlint.conversion.shapes import (
-    ANY_AXES, Several, Shape, Size, is_open, keeps_input_rank, string_literal,
+    ANY_AXES, Bindings, Several, Shape, Size, is_open, keeps_input_rank, string_literal,
 )
 
 # builtin decorators that mean the same on an NNX Module: kept as they are (not ``classmethod``: it may
@@ -329,7 +329,7 @@ class ClassConverter(LayerConstruction, InitWriter):
         self._call_param_defaults = {param.name.value: param.default.value == "True" for param in params
                                      if isinstance(param.default, cst.Name)
                                      and param.default.value in ("True", "False")}
-        shapes: dict[str, Shape] = {}
+        shapes = Bindings()
         for index, param in enumerate(params):
             shape = self.inputs[index] if index < len(self.inputs) else None
             shapes[param.name.value] = graph_input(self, param, index) or cell_input(self, param, index) \

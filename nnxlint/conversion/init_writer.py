@@ -19,7 +19,8 @@ from nnxlint.conversion.constructs.dataclass_field import factory_lines
 from nnxlint.conversion.constructs.input_axes import unranked_note
 from nnxlint.conversion.constructs.partitioning import is_partitioning, partitioned_init
 from nnxlint.conversion.linen_map import LAYERS, PARTITIONING, STATELESS_FUNCTIONS
-from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Several, Shape, Size, int_literal, is_open
+from nnxlint.conversion.constructs.value_dtype import dtype_read
+from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Bindings, Several, Shape, Size, int_literal, is_open
 
 # Linen names the conversion handles where they appear (decorators, initializers)
 _CONVERTED_ELSEWHERE = ("compact", "initializers")
@@ -34,9 +35,19 @@ class InitWriter:
         converter = self
         sizes: dict[int, Size] = {}
         partitioning: set[int] = set()  # ``nn.with_logical_partitioning`` called: converted with its call
+        dtypes: dict[int, str] = {}  # ``x.dtype`` known in ``__init__`` (``constructs/value_dtype.py``)
+        known_dtypes = shapes.dtypes if isinstance(shapes, Bindings) else {}
 
         class Translate(cst.CSTTransformer):
+            def visit_Attribute(self, node: cst.Attribute) -> bool:
+                dtype = dtype_read(known_dtypes, node)
+                if dtype is not None:
+                    dtypes[id(node)] = dtype
+                return dtype is None  # ``x.dtype`` reads no value of ``x``
+
             def leave_Attribute(self, original_node, updated_node):
+                if id(original_node) in dtypes:
+                    return cst.parse_expression(dtypes[id(original_node)])
                 if id(original_node) in partitioning:
                     return updated_node
                 attribute = self_attribute(original_node)

@@ -225,6 +225,15 @@ class Several:
     parts: tuple[Shape, ...]
 
 
+class Bindings(dict):
+    """A method's names -> the shapes of their values; ``dtypes``: names -> the dtype of
+    their value in ``__init__`` terms, where it is known (``constructs/value_dtype.py``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.dtypes: dict[str, str] = {}
+
+
 def is_open(shape: Shape) -> bool:
     return bool(shape) and ANY_AXES in shape  # type: ignore[operator]
 
