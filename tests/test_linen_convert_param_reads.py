@@ -41,3 +41,63 @@ def test_the_converted_model_computes_what_linen_computes():
         POSITIONS, fixed, lambda linen: linen["Positions"](),
         lambda converted, nnx: converted["Positions"](3, rngs=nnx.Rngs(0)), x, [({}, "eval")])
     assert difference == 0.0
+
+
+TEMPERATURE = '''\
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+
+def scaled_normal(key, shape, scale=1.0):
+    return scale * jax.random.normal(key, shape)
+
+
+class Temperature(nn.Module):
+    start: float = 0.5
+
+    @nn.compact
+    def __call__(self):
+        log_t = self.param("log_t", init_fn=lambda key: jnp.full((), jnp.log(self.start)))
+        spread = self.param("spread", scaled_normal, (3,), scale=self.start)
+        return jnp.exp(log_t) * spread
+'''
+
+
+def test_keyword_arguments_of_self_param_are_linen_s_init_fn_and_init_kwargs():
+    fixed, messages = convert(TEMPERATURE)
+    assert fixed is not None, messages
+    # Linen: ``param(name, init_fn, *init_args, unbox=True, **init_kwargs)``; a lambda is called in parentheses
+    assert "self.log_t = nnx.Param((lambda key: jnp.full((), jnp.log(start)))(rngs.params()))" in fixed
+    assert "self.spread = nnx.Param(scaled_normal(rngs.params(), (3,), scale=start))" in fixed
+    assert convert(fixed)[0] is None
+
+
+def test_the_converted_temperature_computes_what_linen_computes():
+    jax = pytest.importorskip("jax")
+    import numpy as np
+    from flax import nnx
+
+    from nnxlint.transplant import load_linen_variables
+
+    fixed, messages = convert(TEMPERATURE)
+    assert fixed is not None, messages
+    linen, converted = {}, {}
+    exec(TEMPERATURE, linen)
+    exec(fixed, converted)
+    variables = linen["Temperature"](0.25).init(jax.random.key(0))
+    model = converted["Temperature"](0.25, rngs=nnx.Rngs(0))
+    load_linen_variables(model, variables)
+    np.testing.assert_array_equal(np.asarray(model()), np.asarray(linen["Temperature"](0.25).apply(variables)))
+
+
+@pytest.mark.parametrize("call, reason", [
+    ('self.param("w", nn.initializers.zeros, (3,), unbox=False)', "`self.param(..., unbox=...)`"),
+    ('self.param("w", *rest)', "`self.param` with starred arguments"),
+    ('self.param("w", nn.initializers.zeros, init_fn=nn.initializers.ones)', "`self.param` given `init_fn` twice"),
+])
+def test_self_param_forms_without_an_nnx_twin_are_refused(call, reason):
+    source = TEMPERATURE.replace('self.param("log_t", init_fn=lambda key: jnp.full((), jnp.log(self.start)))', call)
+    fixed, messages = convert(source)
+    assert fixed is None
+    assert reason in messages["Temperature"]

@@ -40,9 +40,7 @@ class Param(SelfCall):
 
     @staticmethod
     def _add(converter, attribute: str, call: cst.Call, shapes: dict[str, Shape]) -> None:
-        args = list(call.args)
-        if len(args) < 2 or any(arg_keyword(arg) for arg in args) or any(arg.star for arg in args):
-            raise Unconvertible("`self.param` with keyword or starred arguments is not converted")
+        args, keywords = _arguments(call)
         name = string_literal(args[0].value)
         if name is None or not IDENTIFIER.fullmatch(name):
             raise Unconvertible("`self.param` needs a literal name that is an identifier")
@@ -54,10 +52,34 @@ class Param(SelfCall):
                                     f"already has a `{name}`, the attribute NNX needs for it")
             converter.param_aliases[attribute] = name
         init = converter.init_code(args[1].value, shapes)
+        if not isinstance(args[1].value, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) \
+                and not args[1].value.lpar:
+            init = f"({init})"  # ``(lambda key: ...)(rngs.params())``
         rest = [converter.init_code(arg.value, shapes) for arg in args[2:]]
+        rest += [f"{keyword}={converter.init_code(value, shapes)}" for keyword, value in keywords.items()]
         table = args[2].value if len(args) > 2 else None
         if isinstance(table, cst.Tuple) and len(table.elements) == 2:  # ``(vocab, width)``: rows of a lookup table
             converter.table_widths[name] = converter.size_of(table.elements[1].value, shapes)
         converter.params[name] = (f"self.{name} = {converter.env.nnx}.Param("
                                   f"{init}({', '.join(['rngs.params()'] + rest)}))")
         converter.uses_rngs = True
+
+
+def _arguments(call: cst.Call) -> tuple[list[cst.Arg], dict[str, cst.BaseExpression]]:
+    """``self.param``'s name, init function and its positional arguments, and the keyword
+    arguments Linen hands the init function (``self.param('t', init_fn=f, scale=2)``:
+    Linen's signature is ``param(name, init_fn, *init_args, unbox=True, **init_kwargs)``)."""
+    positional = [arg for arg in call.args if arg_keyword(arg) is None]
+    keywords = {arg_keyword(arg): arg.value for arg in call.args if arg_keyword(arg) is not None}
+    if any(arg.star for arg in call.args):
+        raise Unconvertible("`self.param` with starred arguments is not converted")
+    if "unbox" in keywords:
+        raise Unconvertible("`self.param(..., unbox=...)` is not converted (NNX keeps metadata on the variable)")
+    for index, keyword in enumerate(("name", "init_fn")):
+        if keyword in keywords:
+            if len(positional) != index:
+                raise Unconvertible(f"`self.param` given `{keyword}` twice")
+            positional.append(cst.Arg(keywords.pop(keyword)))
+    if len(positional) < 2:
+        raise Unconvertible("`self.param` without a name and an init function")
+    return positional, keywords
