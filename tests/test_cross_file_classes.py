@@ -168,3 +168,18 @@ def test_one_user_that_cannot_convert_holds_the_classes_every_user_uses(run_cli,
     assert f"`Head`: migrate to `nnx.Module` (no fix: `Net` of {project / 'model.py'}, a Linen class, uses it; " \
         f"this class converts only with every Linen class that uses it, and `Odd` of {project / 'other.py'} does " \
         "not)" in result.stdout
+
+
+def test_a_class_that_uses_only_a_helper_function_of_the_file_does_not_hold_its_classes(run_cli, project):
+    """Odd stays Linen but calls only ``layers.kernel_init()``, an initializer, not a class of layers.py
+    (jaxrl's encoder and ``default_init``): Block converts with Net."""
+    (project / "layers.py").write_text(LAYERS.replace(
+        "\n\nclass Block", "\n\ndef kernel_init():\n    return nn.initializers.lecun_normal()\n\n\nclass Block"))
+    (project / "other.py").write_text(
+        "import flax.linen as nn\n\nfrom layers import kernel_init\n\n\nclass Odd(nn.Module):\n"
+        "    @nn.compact\n    def __call__(self, x):\n        self.sow('stats', 'x', x)\n"
+        "        return nn.Dense(2, kernel_init=kernel_init())(x)\n")
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    assert "class Block(nnx.Module):" in (project / "layers.py").read_text(), result.stdout
+    assert "self.block_1 = Block(hidden, hidden * 2, rngs=rngs)" in (project / "model.py").read_text()
+    assert "class Odd(nn.Module):" in (project / "other.py").read_text()

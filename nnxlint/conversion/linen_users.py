@@ -70,6 +70,9 @@ def convert_with_users(module: cst.Module, scope: names.Scope, path: str, projec
         conversion = converter.run()
     except Unconvertible as error:
         conversion = Conversion(reason=str(error), reasons=dict(converter.classes.reasons))
+    users = _building_users(users, converter, conversion)
+    if not users:  # they use only the file's other functions (``default_init()``): nothing to convert with it
+        return conversion, {}, None
     together = Together(converter)
     failure = _convert_users(project, users, converter, conversion, together)
     if failure is None:
@@ -109,6 +112,17 @@ def _linen_users(project, importing: Sequence[Importer]) -> list[_User]:
                 if uses:
                     found.append(_User(importer, node.name, tuple(uses)))
     return found
+
+
+def _building_users(users: list[_User], converter: FileConverter, conversion: Conversion) -> list[_User]:
+    """The users that build a Linen class of the file, themselves or through a factory function
+    of the file that builds one; a user of only its other functions (an initializer) is none."""
+    building = []
+    for user in users:
+        uses = tuple(name for name in user.uses if name in converter.linen_classes or name in conversion.factories)
+        if uses:
+            building.append(_User(user.importer, user.name, uses))
+    return building
 
 
 def _convert_users(project, users: list[_User], converter: FileConverter, conversion: Conversion,
