@@ -114,3 +114,16 @@ def test_collections_map_to_nnx_variable_types():
     attention = nnx.MultiHeadAttention(2, 4, decode=True, rngs=nnx.Rngs(0))
     attention.init_cache((1, 3, 4))
     assert type(attention.cache_index) is getattr(nnx, VARIABLE_TYPES["cache"])
+
+
+@pytest.mark.parametrize("mapping", [m for m in MAPPINGS if m.without_variables], ids=lambda mapping: mapping.linen)
+def test_layers_listed_without_variables_hold_none_on_either_side(mapping):
+    import jax
+    import jax.numpy as jnp
+
+    linen_layer = getattr(flax_linen, mapping.linen)(*(0.5 for _ in mapping.linen_positional[:1]))
+    mode = {mapping.mode_flag: False} if mapping.mode_flag in mapping.call_positional else {}
+    variables = linen_layer.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, jnp.ones((2, 3)), **mode)
+    assert not jax.tree_util.tree_leaves(variables)
+    nnx_layer = getattr(nnx, mapping.nnx)(*(0.5 for _ in mapping.nnx_positional[:1]), rngs=nnx.Rngs(0))
+    assert not jax.tree_util.tree_leaves(nnx.state(nnx_layer, nnx.Param, nnx.BatchStat))

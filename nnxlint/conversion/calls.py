@@ -15,7 +15,7 @@ from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.constructs import SELF_CALLS
 from nnxlint.conversion.constructs.layer_factory import bind_layer_factory, check_factory_read, mark_factory_use
 from nnxlint.conversion.constructs import branch_names
-from nnxlint.conversion.constructs.branch_module import branch_guard, negated, returns
+from nnxlint.conversion.constructs.branch_module import branch_guard, built_every_iteration, negated, returns
 from nnxlint.conversion.constructs.branch_sizes import (
     enter_branch, explain_unknown, leave_branch, leave_branch_body, merged_output,
 )
@@ -83,6 +83,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.conditions: list[Optional[str]] = []
         self.elifs: set[int] = set()
         self.loops: list[Optional[StackLoop]] = []  # the enclosing ``for`` loops, innermost last
+        self.loop_conditions: list[int] = []  # for each, the number of enclosing ``if``s outside it
         self.stacked_classes: set[str] = set()  # classes a loop stacks: created nowhere else
         self.scans: dict[str, Lifted] = {}  # ``Blocks = nn.scan(...)`` / ``nn.remat(...)`` (statement removed)
         self.stack_tails: set[str] = set()  # lists a module after their loop joined (``constructs/loop_tail.py``)
@@ -118,12 +119,14 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
 
     def visit_For(self, node: cst.For) -> None:
         forget(self.shapes, node.target)
+        self.loop_conditions.append(len(self.conditions))
         graph_loop = begin_graph_loop(self, node)
         self.depth += 1
         self.loops.append(stack_loop(self, node) if self.converter._compact and not graph_loop else None)
 
     def leave_For(self, original_node, updated_node):
         self.depth -= 1
+        self.loop_conditions.pop()
         loop = self.loops.pop()
         if loop is None:
             return end_graph_loop(self, original_node, updated_node)
@@ -316,7 +319,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         mark_local_module_use(self, node)
         mark_factory_use(self, node)
         loop = self.loops[-1] if self.loops else None
-        if id(node) in self.called_at_once and not (loop is not None and loop.depth == self.depth):
+        if id(node) in self.called_at_once and not (loop is not None and self._stacked_by(loop, node)):
             self.converter.reserve_name(node)  # in the order Python creates the modules, as Linen numbers them
         if isinstance(node.func, cst.Call):
             self.called_at_once.add(id(node.func))
@@ -351,7 +354,7 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             if looped is not None:
                 return looped
             loop = self.loops[-1] if self.loops else None
-            if loop is not None and loop.depth == self.depth:
+            if loop is not None and self._stacked_by(loop, func):
                 return stacked_call(self, loop, func, original_node, updated_node)
             if self.stacked_classes & {converter.layer(func.func).user_class,  # type: ignore[union-attr]
                                        getattr(converter.layer(func.func).mapping, "linen", None)}:
@@ -396,6 +399,11 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         if attribute is not None:
             return attribute not in self.converter.other_methods and attribute not in self.converter.slots
         return isinstance(func, cst.Name) and func.value in self.partials
+
+    def _stacked_by(self, loop: StackLoop, construction: cst.BaseExpression) -> bool:
+        """Whether the loop's list holds what ``construction`` builds: made in the loop's body,
+        or a layer without variables made in a branch there (``built_every_iteration``)."""
+        return loop.depth == self.depth or built_every_iteration(self, loop, construction)
 
     def _call_slot(self, slot: Slot, original: cst.Call, updated: cst.Call) -> cst.Call:
         converter = self.converter

@@ -42,6 +42,9 @@ class LayerMapping:
     same_defaults: tuple[str, ...] = ()
     # Keyword -> (Linen default, NNX default), where they differ.
     different_defaults: Mapping[str, tuple[object, object]] = field(default_factory=dict)
+    # Holds no variables on either side (no weights to place): ``__init__`` may build it
+    # where Linen builds it only in some iterations of a loop (``constructs/loop_stack.py``).
+    without_variables: bool = False
 
 
 _INIT_DEFAULTS = ("use_bias", "kernel_init", "bias_init", "param_dtype", "dtype", "precision")
@@ -91,7 +94,7 @@ LAYERS: dict[str, LayerMapping] = {mapping.linen: mapping for mapping in (
                  ("rate",), mode_flag="deterministic", call_renamed={"rng": "rngs"},
                  call_positional=("deterministic", "rng"),
                  same_defaults=("broadcast_dims", "rng_collection"),
-                 different_defaults={"deterministic": (None, False)}),
+                 different_defaults={"deterministic": (None, False)}, without_variables=True),
     LayerMapping("MultiHeadDotProductAttention", "MultiHeadAttention", ("num_heads",),
                  ("num_heads", "in_features", "qkv_features", "out_features"), input_size="in_features",
                  output_size="out_features", call_renamed={"dropout_rng": "rngs"},

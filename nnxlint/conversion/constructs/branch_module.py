@@ -35,6 +35,19 @@ def branch_guard(rewriter: CallRewriter, construction: cst.Call) -> str:
     return " and ".join(rewriter.conditions)  # type: ignore[arg-type]
 
 
+def built_every_iteration(rewriter: CallRewriter, loop, construction: cst.BaseExpression) -> bool:
+    """A layer without variables (``nn.Dropout``) made in a branch inside a stack loop, the
+    tests between them all ``if``s (``if i + 1 < len(self.sizes): x = nn.Dropout(r)(x, ...)``):
+    ``__init__`` builds one per iteration whatever the tests (there are no weights whose
+    place depends on them) and the call keeps its branch."""
+    if not isinstance(construction, cst.Call) or loop.node is None:
+        return False
+    layer = rewriter.converter.layer(construction.func)
+    branches = len(rewriter.conditions) - rewriter.loop_conditions[-1]
+    return layer is not None and layer.mapping is not None and layer.mapping.without_variables \
+        and rewriter.depth - loop.depth == branches > 0
+
+
 def guarded(init_code: str, guard: str | None, indent: str, otherwise: str | None = None) -> str:
     """The ``__init__`` line(s) building a submodule, under its branch's test (and
     what the attribute is otherwise, ``constructs/chosen_module.py``)."""
