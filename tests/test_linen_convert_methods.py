@@ -43,4 +43,4 @@ def test_a_classmethod_gets_no_fix_as_it_may_build_the_class_with_its_linen_sign
                 return nn.Dense(self.width)(x)
         ''')
     assert fixed is None
-    assert "decorated method `small` is not converted" in messages["Head"]
+    assert "`small` builds the class, with its Linen signature" in messages["Head"]

@@ -440,6 +440,9 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         if name in converter.followed_methods:
             raise Unconvertible(f"`self.{name}` is called more than once in `__call__`")
         method = converter.other_methods[name]
+        if any(isinstance(d.decorator, cst.Name) and d.decorator.value in ("classmethod", "staticmethod")
+               for d in method.decorators):
+            return None  # it builds no module (``classes._builds_class``): a plain function's result
         params = [param.name.value for param in function_params(method)[1:]]
         positional = [arg for arg in call.args if arg.keyword is None]
         keywords = {arg.keyword.value: arg for arg in call.args if arg.keyword is not None}

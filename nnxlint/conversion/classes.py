@@ -48,9 +48,10 @@ from nnxlint.conversion.shapes import (
     ANY_AXES, Bindings, Several, Shape, Size, is_open, keeps_input_rank, string_literal,
 )
 
-# builtin decorators that mean the same on an NNX Module: kept as they are (not ``classmethod``: it may
-# build the class with its Linen signature)
+# builtin decorators that mean the same on an NNX Module: kept as they are (``classmethod`` and
+# ``staticmethod`` only where the method does not build the class: with its Linen signature)
 _PLAIN_DECORATORS = frozenset({"property"})
+_CLASS_LEVEL_DECORATORS = frozenset({"classmethod", "staticmethod"})
 # Linen Module methods a subclass may override; their NNX meaning differs or is absent.
 _LINEN_MODULE_API = frozenset({
     "__init__", "__post_init__", "param", "variable", "sow", "make_rng", "init", "apply", "bind", "unbind",
@@ -78,6 +79,7 @@ class ClassConverter(LayerConstruction, InitWriter):
         self.inputs = inputs
         self.fields: list[InitParam] = []
         self.field_names: set[str] = set()
+        self.class_attributes: dict[str, int] = {}  # ``INFO: ClassVar[Info] = Info()`` -> id of its statement
         self.slots: dict[str, Slot] = {}
         self.slot_order: list[str] = []
         self.slot_guards: dict[str, str] = {}  # submodules built under a branch on fields -> its test
@@ -151,8 +153,13 @@ class ClassConverter(LayerConstruction, InitWriter):
             if compact and name != "__call__":
                 raise Unconvertible(f"`@nn.compact` on `{name}`: only a compact `__call__` is converted")
             plain = sum(1 for d in method.decorators if isinstance(d.decorator, cst.Name)
-                        and d.decorator.value in _PLAIN_DECORATORS and self.env.resolve(d.decorator) is None)
+                        and self.env.resolve(d.decorator) is None and (d.decorator.value in _PLAIN_DECORATORS or (
+                            d.decorator.value in _CLASS_LEVEL_DECORATORS
+                            and not _builds_class(method, node, d.decorator.value))))
             if len(method.decorators) > compact + plain:  # ``@partial(nn.scan, ...)``: dropping it would change the call
+                if any(isinstance(d.decorator, cst.Name) and d.decorator.value in _CLASS_LEVEL_DECORATORS
+                       for d in method.decorators):
+                    raise Unconvertible(f"`{name}` builds the class, with its Linen signature")
                 raise Unconvertible(f"decorated method `{name}` is not converted")
         if "setup" in methods:
             self._read_setup(methods["setup"])
@@ -180,9 +187,14 @@ class ClassConverter(LayerConstruction, InitWriter):
             if self._is_docstring(statement):
                 new_body.append(statement)
                 continue
+            if id(statement) in self.class_attributes.values():
+                new_body.append(statement)
+                continue
             if init_index is None:
                 init_index = len(new_body)
-                new_body.append(init.with_changes(leading_lines=statement.leading_lines))
+                after_attribute = new_body and id(new_body[-1]) in self.class_attributes.values()
+                new_body.append(init.with_changes(leading_lines=statement.leading_lines or (
+                    [cst.EmptyLine(indent=False)] if after_attribute else [])))
             if isinstance(statement, cst.FunctionDef) and statement.name.value != "setup":
                 method = converted_methods[statement.name.value]
                 if len(new_body) == init_index + 1 and not method.leading_lines:
@@ -214,7 +226,10 @@ class ClassConverter(LayerConstruction, InitWriter):
         annotation = self.env.code(assign.annotation.annotation)
         if assign.target.value in self.field_names or assign.target.value == "rngs":  # else a duplicate parameter
             raise Unconvertible(f"field `{assign.target.value}` is declared twice or named `rngs`")
-        if "ClassVar" in annotation or "InitVar" in annotation:
+        if "ClassVar" in annotation:  # no dataclass field: a class attribute, kept as it is
+            self.class_attributes[assign.target.value] = id(statement)
+            return
+        if "InitVar" in annotation:
             raise Unconvertible(f"field `{assign.target.value}: {annotation}` is not converted")
         default = None
         if assign.value is not None:
@@ -551,3 +566,19 @@ def _type_name(layer) -> str:
     if layer.subclass:  # ``StdConv_0``
         return layer.subclass
     return layer.mapping.linen if layer.mapping else layer.user_class and layer.user_class.rpartition(".")[2]
+
+
+def _builds_class(method: cst.FunctionDef, node: cst.ClassDef, decorator: str) -> bool:
+    """Whether a class-level method calls the class: by name, or a classmethod's ``cls``."""
+    params = function_params(method)
+    builders = {node.name.value} | ({params[0].name.value} if decorator == "classmethod" and params else set())
+
+    class Calls(cst.CSTVisitor):
+        found = False
+
+        def visit_Call(self, call: cst.Call) -> None:
+            self.found = self.found or (isinstance(call.func, cst.Name) and call.func.value in builders)
+
+    calls = Calls()
+    method.body.visit(calls)
+    return calls.found
