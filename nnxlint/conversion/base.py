@@ -173,13 +173,13 @@ def _bare_code(node: cst.BaseExpression) -> str:
 def _last_element(body: cst.BaseExpression, test: cst.BaseExpression,
                   orelse: cst.BaseExpression) -> Optional[cst.BaseExpression]:
     """``values[-1] if values else before`` (a loop's last size, or the one before it) where
-    it is one expression: ``b`` for a literal ``[a, b]`` (never empty), ``d`` for
+    it is one expression: ``b`` for a literal ``[a, b]`` or ``(a, b)`` (never empty), ``d`` for
     ``[d] * n`` when ``before`` is ``d`` too, else ``d if n > 0 else before``."""
     if not (isinstance(body, cst.Subscript) and len(body.slice) == 1 and isinstance(body.slice[0].slice, cst.Index)
             and _bare_code(body.slice[0].slice.value) == "-1" and _bare_code(body.value) == _bare_code(test)):
         return None
     values = body.value
-    if isinstance(values, cst.List) and values.elements and not any(
+    if isinstance(values, (cst.List, cst.Tuple)) and values.elements and not any(
             isinstance(element, cst.StarredElement) for element in values.elements):
         return values.elements[-1].value.with_changes(lpar=[], rpar=[])
     if not (isinstance(values, cst.BinaryOperation) and isinstance(values.operator, cst.Multiply)):

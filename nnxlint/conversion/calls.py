@@ -27,6 +27,7 @@ from nnxlint.conversion.constructs.recurrent_later import Carry, bind_rnn, rnn_c
 from nnxlint.conversion.constructs.jraph_graph import Graph, bind_graph_function, graph_call
 from nnxlint.conversion.constructs.graph_loop import begin_graph_loop, end_graph_loop, looped_call
 from nnxlint.conversion.constructs.partitioning import partitioned_init
+from nnxlint.conversion.constructs.pinned_mode import pinned_eval_call
 from nnxlint.conversion.constructs.input_axes import asserted_rank, shape_bindings
 from nnxlint.conversion.constructs.lifted import Lifted, is_lifted, lifted_call, read_lifted
 from nnxlint.conversion.constructs.loop_stack import (
@@ -495,10 +496,10 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
             return keyword == child_mode.name or (keyword is None and index == child_mode.index)
 
         found = [arg for index, arg in enumerate(original.args) if is_mode(index, arg_keyword(arg))]
-        if len(found) != 1:
-            raise Unconvertible("a submodule is called without its train/eval argument")
-        if self.converter.mode_use(found[0].value, child_mode.eval_value) is not None:
-            raise Unconvertible("a submodule is called with a constant train/eval argument")
+        if len(found) > 1:
+            raise Unconvertible("a submodule is given its train/eval argument twice")
+        if not found or self.converter.mode_use(found[0].value, child_mode.eval_value) is not None:
+            return pinned_eval_call(self, child_mode, found[0] if found else None, call, is_mode)
         self.converter.mode_consumed += 1
         return drop_args(call, is_mode)
 

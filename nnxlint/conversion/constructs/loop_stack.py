@@ -279,10 +279,13 @@ def _final_sizes(converter, loop: StackLoop, before: dict[str, Size], changed: d
     ``feature_sizes``) ends as the last value, or the size before the loop when there is
     none: that expression of fields, not the ``__init__`` local, is what a class's
     output size tells the classes that build it (``ClassConverter.final_sizes``)."""
-    values = converter.init_code(loop.count, shapes)
+    iterated, value = loop.count, loop.target
+    if isinstance(iterated, cst.Call) and not loop.enumerated:  # ``for i, size in enumerate(sizes)``
+        iterated, value = iterated.args[0].value, _targets(loop)[-1]
+    values = converter.init_code(iterated, shapes)
     for name, running in loop.running.items():
         size = changed.get(running)
-        if size is not None and size.code == loop.target:
+        if size is not None and size.code == value:
             operand = values if SIMPLE_CODE.fullmatch(values) else f"({values})"
             converter.final_sizes[running] = f"{operand}[-1] if {values} else {before[name].code}"
 
