@@ -31,6 +31,7 @@ from nnxlint.conversion.constructs.recurrent_later import cell_base, cell_input,
 from nnxlint.conversion.constructs.setup_code import check_submodule_order, read_setup_block
 from nnxlint.conversion.constructs.explicit_subclass import convert_explicit_subclass, linen_parent
 from nnxlint.conversion.constructs.class_field import choice_init
+from nnxlint.conversion.constructs.shadowing_loop import unshadowed_loop_targets
 from nnxlint.conversion.constructs.linen_bridge import keep_bridged
 from nnxlint.conversion.constructs.branch_names import UnsettledNames, twin_slot
 from nnxlint.conversion.constructs.jraph_graph import graph_input
@@ -339,6 +340,7 @@ class ClassConverter(LayerConstruction, InitWriter):
 
     # -- __call__ ----------------------------------------------------------------
     def _convert_call(self, function: cst.FunctionDef) -> cst.FunctionDef:
+        function = unshadowed_loop_targets(self, function)  # ``for features in self.features``
         params = function_params(function)[1:]
         self._call_param_index = {param.name.value: index for index, param in enumerate(params)}
         self._call_param_defaults = {param.name.value: param.default.value == "True" for param in params

@@ -103,9 +103,11 @@ def stack_loop(rewriter: CallRewriter, node: cst.For) -> StackLoop | None:
             and converter._fixed(call.args[0].value):
         index, value = (element.value.value for element in target.elements)  # type: ignore[attr-defined]
         loop = StackLoop(index, call, rewriter.depth, dict(rewriter.shapes), target=f"{index}, {value}")
-    elif isinstance(target, cst.Name) and target.value != "_" and converter._fixed(call) \
+    elif _plain_targets(target) and converter._fixed(call) \
             and not converter._assignments.get(_INDEX) and not _reads(node.body, _INDEX):
-        loop = StackLoop(_INDEX, call, rewriter.depth, dict(rewriter.shapes), target=target.value, enumerated=True)
+        # ``for size in self.sizes`` / ``for size, stride in zip(self.sizes, self.strides)``
+        loop = StackLoop(_INDEX, call, rewriter.depth, dict(rewriter.shapes), enumerated=True,
+                         target=", ".join(_plain_targets(target)))
     else:
         return None
     loop.node = node
@@ -144,6 +146,15 @@ def record_loop_local(rewriter: CallRewriter, node: cst.Assign) -> None:
         return
     loop.locals.append(f"{target.value} = {code}")
     loop.local_assigns.add(id(node))
+
+
+def _plain_targets(target: cst.BaseAssignTargetExpression) -> list[str]:
+    """The names a loop binds: one name, or a flat tuple of names (none of them ``_``)."""
+    names = [target] if isinstance(target, cst.Name) else [element.value for element in target.elements] \
+        if isinstance(target, (cst.Tuple, cst.List)) else []
+    if names and all(isinstance(name, cst.Name) and name.value != "_" for name in names):
+        return [name.value for name in names]  # type: ignore[union-attr]
+    return []
 
 
 def _targets(loop: StackLoop) -> list[str]:
@@ -204,7 +215,9 @@ def loop_header(loop: StackLoop, node: cst.For) -> cst.For:
     if not loop.lists or loop.parent is not None:
         return node
     if loop.enumerated:
-        target = cst.Tuple([cst.Element(cst.Name(loop.index)), cst.Element(node.target)], lpar=[], rpar=[])
+        values = node.target if isinstance(node.target, cst.Name) or node.target.lpar \
+            else node.target.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+        target = cst.Tuple([cst.Element(cst.Name(loop.index)), cst.Element(values)], lpar=[], rpar=[])
         return node.with_changes(target=target, iter=cst.Call(cst.Name("enumerate"), [cst.Arg(node.iter)]))
     if isinstance(node.target, cst.Name) and node.target.value != loop.index:
         return node.with_changes(target=cst.Name(loop.index))
