@@ -183,3 +183,28 @@ def test_a_class_that_uses_only_a_helper_function_of_the_file_does_not_hold_its_
     assert "class Block(nnx.Module):" in (project / "layers.py").read_text(), result.stdout
     assert "self.block_1 = Block(hidden, hidden * 2, rngs=rngs)" in (project / "model.py").read_text()
     assert "class Odd(nn.Module):" in (project / "other.py").read_text()
+
+
+HEADS = '''\
+import flax.linen as nn
+
+from model import Net
+
+
+class TwoHeads(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return Net(hidden=4, classes=2)(x) + Net(hidden=4, classes=2)(x)
+'''
+
+
+def test_a_chain_of_users_over_three_files_never_leaves_a_linen_class_holding_an_nnx_one(run_cli, project):
+    """heads.py's Linen class builds model.py's Net, which builds layers.py's Block: layers.py's fix
+    would convert Net with Block, and TwoHeads (which stays Linen here: it sows) would then hold
+    an NNX Net. The chain is named and everything stays Linen."""
+    (project / "heads.py").write_text(HEADS.replace("return Net", "self.sow('stats', 'x', x)\n        return Net"))
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    assert "class Net(nn.Module):" in (project / "model.py").read_text()
+    assert "class Block(nn.Module):" in (project / "layers.py").read_text()
+    assert f"`TwoHeads` of {project / 'heads.py'}, a Linen class, uses `Net` of {project / 'model.py'}" \
+        in result.stdout

@@ -168,6 +168,11 @@ def _convert_file(project, importer: Importer, converter: FileConverter, convers
         result = Conversion(reason=str(error), reasons=dict(user.classes.reasons))
     theirs = importers(project, importer.path, [name for name in user.linen_classes] + [
         statement.name.value for statement in module.body if isinstance(statement, cst.FunctionDef)])
+    onward = _building_users(_linen_users(project, theirs), user, result)
+    if onward:  # a Linen class would hold an NNX one: the chain of users goes further than this fix
+        raise Unconvertible(f"`{onward[0].name}` of {onward[0].importer.path}, a Linen class, uses "
+                            f"`{onward[0].uses[0]}` of {importer.path}, which would convert with this fix "
+                            "(a chain of Linen users over three files is not converted)")
     replacements, edits, own = result.replacements, (), result  # ``own``: the file's reasons, class by class
     if theirs:  # the user's classes are imported in turn: their constructions and training code follow
         across = ProjectConversion(module, scope, importer.path, theirs, result, foreign=foreign, project=project)
