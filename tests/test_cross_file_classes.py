@@ -198,13 +198,36 @@ class TwoHeads(nn.Module):
 '''
 
 
-def test_a_chain_of_users_over_three_files_never_leaves_a_linen_class_holding_an_nnx_one(run_cli, project):
+def test_a_chain_of_users_over_three_files_converts_together(run_cli, project, monkeypatch):
     """heads.py's Linen class builds model.py's Net, which builds layers.py's Block: layers.py's fix
-    would convert Net with Block, and TwoHeads (which stays Linen here: it sows) would then hold
-    an NNX Net. The chain is named and everything stays Linen."""
+    converts the three files' classes together, heads.py's knowing model.py's converted Net."""
+    (project / "heads.py").write_text(HEADS + "\n\ndef predict(x):\n    import jax\n\n"
+                                      "    model = TwoHeads()\n"
+                                      "    variables = model.init(jax.random.key(0), x)\n"
+                                      "    return model.apply(variables, x)\n")
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    assert "class Block(nnx.Module):" in (project / "layers.py").read_text(), result.stdout
+    assert "class Net(nnx.Module):" in (project / "model.py").read_text()
+    heads = (project / "heads.py").read_text()
+    assert "class TwoHeads(nnx.Module):" in heads and "self.net_0 = Net(in_features, hidden=4, classes=2, rngs=rngs)" \
+        in heads
+    for name in ("layers", "model", "train", "heads"):
+        sys.modules.pop(name, None)
+    monkeypatch.syspath_prepend(str(project))
+    import jax.numpy as jnp
+
+    import heads
+
+    assert heads.predict(jnp.ones((3, 5))).shape == (3, 2)
+
+
+def test_a_chain_whose_last_user_stays_linen_leaves_every_class_linen(run_cli, project):
+    """TwoHeads sows into a collection that `init` keeps: it stays Linen, so Net and Block stay
+    Linen too (a Linen class never holds an NNX one), and the reason names the chain."""
     (project / "heads.py").write_text(HEADS.replace("return Net", "self.sow('stats', 'x', x)\n        return Net"))
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     assert "class Net(nn.Module):" in (project / "model.py").read_text()
     assert "class Block(nn.Module):" in (project / "layers.py").read_text()
-    assert f"`TwoHeads` of {project / 'heads.py'}, a Linen class, uses `Net` of {project / 'model.py'}" \
+    assert f"`Block`: migrate to `nnx.Module` (no fix: `Net` of {project / 'model.py'}, a Linen class, uses it: " \
+        f"in {project / 'heads.py'}, whose Linen classes use classes this fix converts, `TwoHeads` stays Linen" \
         in result.stdout

@@ -32,6 +32,9 @@ from nnxlint.conversion.project_files import Importer, _Constructions, _spelling
 from nnxlint.conversion.validate import converted_text
 
 
+_MAX_CHAIN = 8  # files of Linen classes using each other, one after the other (an import cycle stops there)
+
+
 @dataclass(frozen=True)
 class ForeignClass:
     """A Linen class of another file that a class of this file builds."""
@@ -55,6 +58,9 @@ class Together:
     texts: dict[str, str] = field(default_factory=dict)  # path -> converted text (users and their importers)
     originals: dict[str, str] = field(default_factory=dict)  # path -> the text it was converted from
     users: dict[str, list[str]] = field(default_factory=dict)  # path -> its classes converted with the file
+    # path -> (converter, conversion) of each file converted in this fix, the models file first: the
+    # classes a file further down the chain may build (``_convert_file``)
+    sources: dict[str, tuple[FileConverter, Conversion]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the users' own importers could not get
 
 
@@ -127,55 +133,70 @@ def _building_users(users: list[_User], converter: FileConverter, conversion: Co
 
 def _convert_users(project, users: list[_User], converter: FileConverter, conversion: Conversion,
                    together: Together) -> Optional[tuple[_User, str]]:
-    """Converts each importing file with the users in it into ``together``; the first user
-    that does not convert, with why, or None."""
-    classes = {name: converter.classes.converted[name] for name in conversion.converted}
-    builders = {**{name: name for name in classes},
-                **{function: built for function, built in conversion.factories.items()}}
-    by_file: dict[str, list[_User]] = {}
+    """Converts each importing file with the users in it into ``together``, then the files whose
+    Linen classes use the classes converted so, and so on down the chain (``layers.py`` <-
+    ``model.py`` <- ``heads.py``); the first user of the file that does not convert, with why
+    (for a user further down: its reason, named), or None."""
+    together.sources[converter.path] = (converter, conversion)
+    level: dict[str, list[_User]] = {}
     for user in users:
-        by_file.setdefault(user.importer.path, []).append(user)
-    for in_file in by_file.values():
-        try:
-            _convert_file(project, in_file[0].importer, converter, conversion, [user.name for user in in_file],
-                          builders, classes, together)
-        except Unconvertible as error:
-            user = next((user for user in in_file if f"`{user.name}`" in str(error)), in_file[0])
-            return user, str(error)
-    return None
+        level.setdefault(user.importer.path, []).append(user)
+    roots = {path: in_file[0] for path, in_file in level.items()}  # the file's user each chain starts from
+    for depth in range(_MAX_CHAIN):
+        onward: dict[str, list[_User]] = {}
+        for path, in_file in level.items():
+            try:
+                found = _convert_file(project, path, [user.name for user in in_file], together)
+            except Unconvertible as error:
+                if depth == 0:  # a user of the file itself
+                    return next((user for user in in_file if f"`{user.name}`" in str(error)), in_file[0]), str(error)
+                return roots[path], f"in {path}, whose Linen classes use classes this fix converts, {error}"
+            for user in found:
+                onward.setdefault(user.importer.path, []).append(user)
+                roots.setdefault(user.importer.path, roots[path])
+        level = {path: in_file for path, in_file in onward.items() if path != converter.path}
+        if not level:
+            return None
+    return next(iter(roots.values())), f"Linen classes use each other over more than {_MAX_CHAIN} files"
 
 
-def _convert_file(project, importer: Importer, converter: FileConverter, conversion: Conversion,
-                  user_names: list[str], builders: dict[str, str], classes: dict[str, ConvertedClass],
-                  together: Together) -> None:
-    """One importing file converted knowing the file's converted classes, with the files of the
-    run that import it in turn (its own ``ProjectConversion``), into ``together``."""
+def _convert_file(project, path: str, user_names: list[str], together: Together) -> list[_User]:
+    """One file converted knowing the classes of every file converted so far in this fix
+    (``together.sources``), with the files of the run that import it in turn (its own
+    ``ProjectConversion``), into ``together``; the Linen classes of other files that use
+    its converted classes (the next link of the chain)."""
     from nnxlint.conversion.project_files import ProjectConversion, trains_elsewhere
 
     try:
-        text = read_source(importer.path).text
+        text = read_source(path).text
         module = cst.parse_module(text)
     except (SourceError, cst.ParserSyntaxError, RecursionError) as error:
-        raise Unconvertible(f"{importer.path} cannot be read or parsed ({error})") from None
+        raise Unconvertible(f"{path} cannot be read or parsed ({error})") from None
     scope = names.collect_scope(module, None)
-    foreign = {spelling: ForeignClass(converter.linen_classes[name], _converter_of(name, converter, conversion))
-               for spelling, name in importer.spellings.items() if name in converter.linen_classes}
-    user = FileConverter(module, scope, importer.path, project=project)
+    foreign: dict[str, ForeignClass] = {}
+    rewrites = []  # each source's classes, as this file spells them: its constructions are updated
+    for source_path, (source, source_conversion) in together.sources.items():
+        importer = next((found for found in importers(project, source_path, _names_of(source))
+                         if found.path == path), None)
+        if source_path == path or importer is None:
+            continue
+        foreign.update({spelling: ForeignClass(source.linen_classes[name],
+                                               _converter_of(name, source, source_conversion))
+                        for spelling, name in importer.spellings.items() if name in source.linen_classes})
+        classes = {name: source.classes.converted[name] for name in source_conversion.converted}
+        rewrites.append((importer, {**{name: name for name in classes}, **source_conversion.factories}, classes))
+    user = FileConverter(module, scope, path, project=project)
     user.env.foreign_classes = foreign
     try:
         result = user.run()
     except Unconvertible as error:
         result = Conversion(reason=str(error), reasons=dict(user.classes.reasons))
-    theirs = importers(project, importer.path, [name for name in user.linen_classes] + [
-        statement.name.value for statement in module.body if isinstance(statement, cst.FunctionDef)])
-    onward = _building_users(_linen_users(project, theirs), user, result)
-    if onward:  # a Linen class would hold an NNX one: the chain of users goes further than this fix
-        raise Unconvertible(f"`{onward[0].name}` of {onward[0].importer.path}, a Linen class, uses "
-                            f"`{onward[0].uses[0]}` of {importer.path}, which would convert with this fix "
-                            "(a chain of Linen users over three files is not converted)")
+    importing = importers(project, path, _names_of(user))
+    chain = {user.importer.path for user in _building_users(_linen_users(project, importing), user, result)}
+    theirs = [importer for importer in importing if importer.path not in chain]  # converted whole, further down
     replacements, edits, own = result.replacements, (), result  # ``own``: the file's reasons, class by class
     if theirs:  # the user's classes are imported in turn: their constructions and training code follow
-        across = ProjectConversion(module, scope, importer.path, theirs, result, foreign=foreign, project=project)
+        across = ProjectConversion(module, scope, path, theirs, result, foreign=foreign, project=project)
         if trains_elsewhere(result, theirs):
             result = across.conversion
         if result.converted:
@@ -185,13 +206,24 @@ def _convert_file(project, importer: Importer, converter: FileConverter, convers
     missing = next((name for name in user_names if name not in result.converted), None)
     if missing is not None:
         raise Unconvertible(f"`{missing}` stays Linen: {own.reason_for(missing) or result.reason_for(missing)}")
-    together.originals[importer.path] = text
-    together.texts[importer.path] = _Constructions(importer, builders, classes).rewrite(
-        converted_text(module, replacements))
-    together.users[importer.path] = result.converted
+    converted = converted_text(module, replacements)
+    for importer, builders, classes in rewrites:
+        converted = _Constructions(importer, builders, classes).rewrite(converted)
+    together.originals.setdefault(path, text)
+    together.texts[path] = converted
+    together.users[path] = result.converted
+    together.sources[path] = (user, result)
     for edit in edits:
-        together.originals.setdefault(edit.path, edit.before)
-        together.texts[edit.path] = edit.after
+        if edit.path not in together.sources:  # a file of the chain keeps its own conversion
+            together.originals.setdefault(edit.path, edit.before)
+            together.texts[edit.path] = edit.after
+    return _building_users(_linen_users(project, importing), user, result)
+
+
+def _names_of(converter: FileConverter) -> list[str]:
+    """What other files may import from the converter's file to build its classes."""
+    return list(converter.linen_classes) + [statement.name.value for statement in converter.module.body
+                                            if isinstance(statement, cst.FunctionDef)]
 
 
 def _converter_of(name: str, converter: FileConverter, conversion: Conversion) -> Callable[..., ConvertedClass]:
