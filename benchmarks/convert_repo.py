@@ -64,6 +64,10 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
                  "hidden_dim=8, tokens_mlp_dim=6, channels_mlp_dim=10)",
                  "jax.random.normal(jax.random.key(1), (2, 16, 16, 3))", {"train": True}, {"train": False},
                  "dict(mixer_blocks_x_shape_1=16)")],
+    # ikostrikov/jaxrl: the twin critics over the MLP of another file (a chain of three files converts)
+    "jaxrl": [("networks/critic_net.py", "DoubleCritic", "dict(hidden_dims=(16, 8))",
+               "*(jax.random.normal(jax.random.key(1), (2, 5)), jax.random.normal(jax.random.key(2), (2, 3)))",
+               {}, {}, "dict(actions_features=3)")],
     "vae": [("models.py", "VAE", "dict(latents=4)", "jax.random.uniform(jax.random.key(1), (2, 784))",
              {"z_rng": "jax.random.key(2)"}, {"z_rng": "jax.random.key(2)"})],
     "ppo": [("models.py", "ActorCritic", "dict(num_outputs=4)",
@@ -257,8 +261,8 @@ import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
 from nnxlint.transplant import load_linen_variables
 
-def load(path, name):
-    sys.path[:0] = [str(__import__("pathlib").Path(path).parent)]
+def load(path, name, root):
+    sys.path[:0] = [str(__import__("pathlib").Path(path).parent), root]  # siblings, and the package root
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -286,14 +290,16 @@ def same_masks():
         jax.random.categorical = original_categorical
 
 spec = json.loads(sys.argv[1])
-linen = load(spec["linen"], "linen_models")
-# the Linen tree's sibling modules (``from dense import Dense``) must not serve the converted tree's imports
+linen = load(spec["linen"], "linen_models", spec["linen_root"])
+# the Linen tree's modules (``from dense import Dense``, ``from vit_jax import models_resnet``) must not
+# serve the converted tree's imports
 linen_folder = str(__import__("pathlib").Path(spec["linen"]).parent)
 sys.path.remove(linen_folder)
+sys.path.remove(spec["linen_root"])
 for cached, module in list(sys.modules.items()):
-    if (getattr(module, "__file__", None) or "").startswith(linen_folder + "/"):
+    if (getattr(module, "__file__", None) or "").startswith((linen_folder + "/", spec["linen_root"] + "/")):
         del sys.modules[cached]
-converted = load(spec["nnx"], "nnx_models")
+converted = load(spec["nnx"], "nnx_models", spec["nnx_root"])
 keyword, _, source = spec["input"].rpartition("=") if "=" in spec["input"].split("(")[0] else ("", "", spec["input"])
 x = eval(source.lstrip("*"), {"jax": jax, "jnp": jnp})
 given = {keyword: x} if keyword else {}
@@ -410,7 +416,8 @@ def verify(groups: list[Group], source: Path, work: Path) -> None:
             if class_name not in _nnx_classes(nnx_file.read_text()):
                 group.forward[name] = "not converted"
                 continue
-            spec = dict(linen=str(linen_file), nnx=str(nnx_file), input=example, kwargs=kwargs,
+            spec = dict(linen=str(linen_file), nnx=str(nnx_file), linen_root=str(source), nnx_root=str(work),
+                        input=example, kwargs=kwargs,
                         nnx_kwargs=nnx_only[0] if nnx_only else "dict()",
                         train=train, eval=evaluate, decode=DECODE_SPECS.get(group.name),
                         streams=RNG_STREAMS.get(group.name, ()), axis_name=AXIS_NAMES.get(group.name),
