@@ -78,7 +78,49 @@ def test_the_converted_model_computes_what_linen_does_from_the_same_weights():
     assert difference < 1e-5
 
 
+NAMED_INIT_OVERRIDE = '''    def param(self, pname: str, initializer, *shape_and_dtype):
+        kernel = super().param(pname, initializer, *shape_and_dtype)
+        if pname == "kernel":
+            kernel = standardized(kernel, axes=(0, 1, 2))
+        return kernel
+'''
+
+
+def test_an_override_naming_its_parameters_converts_when_it_passes_them_all_on_unchanged():
+    # vision_transformer's StdConv: ``param(self, name, init_fn, *init_args)``
+    start = BIT_BLOCKS.index("    def param(")
+    source = BIT_BLOCKS[:start] + NAMED_INIT_OVERRIDE + BIT_BLOCKS[BIT_BLOCKS.index("\n\nclass Unit"):]
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert ("    inputs, kernel, bias = args\n"
+            "    kernel = standardized(kernel, axes=(0, 1, 2))\n") in fixed
+    jax = pytest.importorskip("jax")
+    difference = max_relative_difference(
+        source, fixed, lambda linen: linen["Stem"](),
+        lambda converted, nnx: converted["Stem"](3, rngs=nnx.Rngs(0)),
+        jax.random.normal(jax.random.key(2), (2, 8, 8, 3)), [({}, "eval")])
+    assert difference < 1e-5
+
+
 @pytest.mark.parametrize("override, reason", [
+    ('''    def param(self, name, init_fn, *args):
+        p = super().param(name, *args)
+        if name == "kernel":
+            p = 2 * p
+        return p
+''', "only `p = super().param(name, ...)`"),
+    ('''    def param(self, name, init_fn=None, *args):
+        p = super().param(name, init_fn, *args)
+        if name == "kernel":
+            p = 2 * p
+        return p
+''', "without defaults"),
+    ('''    def param(self, name, init_fn, *args):
+        p = super().param(name, init_fn, *args)
+        if name == "kernel":
+            p = p * len(args)
+        return p
+''', "reads `self`, the override's parameters"),
     ('''    def param(self, name, *args):
         p = super().param(name, *args)
         if name == "kernel":

@@ -28,7 +28,9 @@ promotes as the default does::
 The parameters keep their names (``kernel``, ``bias``), so Linen weights load
 unchanged, and a construction ``StdConv(...)`` converts as the layer it
 subclasses, under the subclass's name (Linen numbers unnamed ones ``StdConv_0``).
-Converted only for that shape (the super call passing its arguments through, one
+Converted only for that shape (the super call passing the override's parameters
+through unchanged, whatever they are named: ``(self, name, init_fn, *init_args)`` as
+in vision_transformer, or ``(self, name, *args, **kwargs)``; one
 ``if name == '<parameter>':`` whose statements read neither ``self`` nor the
 name, the value returned), a parameter of ``linen_map.PROMOTED_ARRAYS`` and a
 subclass of the same file; Linen's ``mask`` multiplies the kernel after the
@@ -96,15 +98,16 @@ def read_override(env: FileEnv, node: cst.ClassDef) -> ParamOverride:
     method = methods[0]
     line = f"`{name}.param` (line {_line(env, method)})"
     params = method.params
-    if method.decorators or len(params.params) != 2 or params.kwonly_params or params.posonly_params:
-        raise Unconvertible(f"{line}: takes other parameters than `(self, name, *args, **kwargs)`")
+    if method.decorators or len(params.params) < 2 or params.posonly_params \
+            or any(param.default is not None for param in (*params.params, *params.kwonly_params)):
+        raise Unconvertible(f"{line}: takes other parameters than `(self, name, ...)` without defaults")
     name_param = params.params[1].name.value
     body = list(method.body.body) if isinstance(method.body, cst.IndentedBlock) else []
     body = [statement for statement in body if not _is_docstring(statement)]
     if len(body) != 3:
         raise Unconvertible(f"{line}: only `p = super().param(name, ...)`, one `if name == '<parameter>':` "
                             "transforming `p`, and `return p` are converted")
-    variable = _super_param(body[0], name_param, params)
+    variable = _super_param(body[0], params)
     parameter, statements = _transform(body[1], name_param, variable)
     if variable is None or parameter is None or not _returns(body[2], variable):
         raise Unconvertible(f"{line}: only `p = super().param(name, ...)`, one `if name == '<parameter>':` "
@@ -113,9 +116,11 @@ def read_override(env: FileEnv, node: cst.ClassDef) -> ParamOverride:
     if parameter not in arrays:
         raise Unconvertible(f"{line} transforms `{parameter}`, which `nn.{layer}` does not have")
     read = set().union(*(names_read(statement) for statement in statements))
-    if "self" in read or name_param in read or variable in set(arrays) - {parameter}:
-        raise Unconvertible(f"{line}: the transform of `{parameter}` reads `self`, the parameter's name or "
-                            "another array of the layer")
+    own = {param.name.value for param in (*params.params, *params.kwonly_params, params.star_arg, params.star_kwarg)
+           if isinstance(param, cst.Param)}
+    if read & own or variable in set(arrays) - {parameter}:
+        raise Unconvertible(f"{line}: the transform of `{parameter}` reads `self`, the override's parameters "
+                            "or another array of the layer")
     if env.scope.lookup(_hook_name(name)) is not None:
         raise Unconvertible(f"`{name}`: the file already defines `{_hook_name(name)}`, the name its NNX "
                             "promotion hook would take")
@@ -202,8 +207,9 @@ def _builds(node: cst.CSTNode, name: str) -> bool:
                for child in walk(node))
 
 
-def _super_param(statement: cst.BaseStatement, name_param: str, params: cst.Parameters) -> Optional[str]:
-    """``p = super().param(name, *args, **kwargs)`` (the override's own arguments, in order) -> ``p``."""
+def _super_param(statement: cst.BaseStatement, params: cst.Parameters) -> Optional[str]:
+    """``p = super().param(name, init_fn, *init_args, **kwargs)``, the override's own parameters passed
+    on unchanged and in order (keyword-only ones as ``k=k``) -> ``p``."""
     if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1 \
             or not isinstance(statement.body[0], cst.Assign) or len(statement.body[0].targets) != 1:
         return None
@@ -213,12 +219,14 @@ def _super_param(statement: cst.BaseStatement, name_param: str, params: cst.Para
             and isinstance(call.func.value.func, cst.Name) and call.func.value.func.value == "super"
             and not call.func.value.args):
         return None
-    passed = [(arg.star, arg.value.value if isinstance(arg.value, cst.Name) else None) for arg in call.args]
-    own = [("", name_param)]
+    passed = [(arg.star, arg.keyword.value if arg.keyword is not None else None,
+               arg.value.value if isinstance(arg.value, cst.Name) else None) for arg in call.args]
+    own = [("", None, param.name.value) for param in params.params[1:]]
     if isinstance(params.star_arg, cst.Param):
-        own.append(("*", params.star_arg.name.value))
+        own.append(("*", None, params.star_arg.name.value))
+    own += [("", param.name.value, param.name.value) for param in params.kwonly_params]
     if params.star_kwarg is not None:
-        own.append(("**", params.star_kwarg.name.value))
+        own.append(("**", None, params.star_kwarg.name.value))
     return target.value if passed == own else None
 
 
