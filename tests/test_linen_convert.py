@@ -927,8 +927,8 @@ def test_a_loop_naming_its_modules_block_i_fills_the_list_named_block():
     ("x = nn.Dense(8)(x)\n", "x = Block(8)(x)\n", "also outside the loop"),
     ("return nn.Dense(1)(x)", "return nn.Dense(1)(Block(8)(Block(8)(x)))", "created again a second time"),
     ("x = Block(8)(x)", "x = Block(8, name='b')(x)", "named other than `name=f'<name>_{index}'`"),
-    ("for _ in range(self.depth):\n            x = Block(8)(x)", "for i in range(2):\n            x = Block(8, name=f'b{i}')(x)",
-     "named other than `name=f'<name>_{i}'`"),
+    ("for _ in range(self.depth):\n            x = Block(8)(x)", "for i in range(2):\n            x = Block(8, name='b' + str(i))(x)",
+     "named other than `name=f'<name>_{i}'` or an f-string of the loop's variables"),
     ("x = Block(8)(x)", "if x is not None:\n                x = Block(8)(x)", "inside a loop or branch"),
     ("for _ in range(self.depth):", "for _ in [1, 2]:", "inside a loop or branch"),
 ])

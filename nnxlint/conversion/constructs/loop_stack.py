@@ -21,6 +21,16 @@ each class created once per iteration, unconditionally, and nowhere else in the
 class (or named ``name=f'block_{i}'``, Linen's ``block_2``, NNX's ``block/2``,
 as in Flax's lm1b and wmt examples), not inside another loop.
 
+A module named by another f-string of the loop's variables (BiT's stages:
+``name='unit1'`` before the loop, ``name=f'unit{i + 1}'`` in it) keeps its Linen
+name as an attribute, so checkpoints load under the same paths::
+
+    for i in range(1, block_size):
+        setattr(self, f'unit{i + 1}', ResidualUnit(x_features, nout, rngs=rngs))
+    ...
+    for i in range(1, self.block_size):
+        x = getattr(self, f'unit{i + 1}')(x)
+
 Where the loop changes an input's feature size (``x = nn.Dense(size)(x)``: each
 element reads what the one before gave), ``__init__`` builds the list with the
 same loop and a running size named after the array (``x_features``), started
@@ -73,6 +83,7 @@ class StackLoop:
     local_assigns: set[int] = field(default_factory=set)
     deepest: "StackLoop | None" = None  # the innermost loop of a nest, which builds the modules
     replacement: tuple[str, str, int] | None = None  # a nest in ``__call__``: (element, list, statement index)
+    named: dict[str, str] = field(default_factory=dict)  # ``unit_`` -> ``f'unit{i + 1}'``: an attribute per iteration
 
     @property
     def root(self) -> "StackLoop":
@@ -212,8 +223,8 @@ def loop_header(loop: StackLoop, node: cst.For) -> cst.For:
             else node.body.indent
         return node.with_changes(target=cst.Name(element), iter=cst.parse_expression(f"self.{attribute}"),
                                  body=cst.parse_statement(f"for _ in _:\n{indent}{statement}\n").body)
-    if not loop.lists or loop.parent is not None:
-        return node
+    if not loop.lists or loop.parent is not None or loop.lists <= set(loop.named):
+        return node  # attributes named per iteration need no list index
     if loop.enumerated:
         values = node.target if isinstance(node.target, cst.Name) or node.target.lpar \
             else node.target.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
@@ -253,8 +264,8 @@ def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
             raise Unconvertible(f"the modules a loop creates get inputs of other sizes in later iterations "
                                 f"(`{unknown}` changes shape in a way not followed): they cannot be built in an "
                                 "`nnx.List`")
-        if read or nested or nest[-1].locals:
-            slot.init_code = _sized_loop(converter, nest, attribute, element, before, changed)
+        if read or nested or nest[-1].locals or attribute in loop.named:
+            slot.init_code = _sized_loop(converter, nest, attribute, element, before, changed, loop.named)
             sized = True
         else:
             slot.init_code = f"self.{attribute} = {converter.env.nnx}.List([{element} " \
@@ -309,16 +320,19 @@ def _header(converter, loop: StackLoop, shapes: dict[str, Shape]) -> str:
 
 
 def _sized_loop(converter, nest: list[StackLoop], attribute: str, element: str, before: dict[str, Size],
-                changed: dict[str, Size | None]) -> str:
-    """``__init__``'s loops building the list, the running sizes moved on per iteration."""
+                changed: dict[str, Size | None], named: dict[str, str]) -> str:
+    """``__init__``'s loops building the list (or setting an attribute per iteration, ``named``),
+    the running sizes moved on per iteration."""
     root = nest[0]
     lines = [f"{running} = {before[name].code}" for name, running in root.running.items() if running in changed]
-    lines.append(f"self.{attribute} = {converter.env.nnx}.List()")
+    if attribute not in named:
+        lines.append(f"self.{attribute} = {converter.env.nnx}.List()")
     for level, loop in enumerate(nest):
         lines.append(converter.env.module.default_indent * level + _header(converter, loop, {}) + ":")
     indent = converter.env.module.default_indent * len(nest)
     lines += [indent + line for line in nest[-1].locals]
-    lines.append(f"{indent}self.{attribute}.append({element})")
+    lines.append(f"{indent}setattr(self, {named[attribute]}, {element})" if attribute in named
+                 else f"{indent}self.{attribute}.append({element})")
     lines += [f"{indent}{running} = {_unwrapped(size.code)}" for running, size in changed.items() if size is not None]
     return "\n".join(lines)
 
@@ -363,7 +377,7 @@ def _assignment(statement: cst.CSTNode) -> cst.CSTNode | None:
     return None
 
 
-def _numbered_name(name: cst.BaseExpression, index: str) -> str:
+def _numbered_name(name: cst.BaseExpression, index: str) -> str | None:
     """``f'block_{i}'`` -> ``block``: Linen's ``block_2`` is the list entry ``block/2``."""
     parts = name.parts if isinstance(name, cst.FormattedString) else ()
     if len(parts) == 2 and isinstance(parts[0], cst.FormattedStringText) and parts[0].value.endswith("_") \
@@ -371,7 +385,37 @@ def _numbered_name(name: cst.BaseExpression, index: str) -> str:
             and isinstance(parts[1].expression, cst.Name) and parts[1].expression.value == index \
             and parts[1].format_spec is None and parts[1].conversion is None:
         return parts[0].value[:-1]
-    raise Unconvertible(f"a module created in a loop is named other than `name=f'<name>_{{{index}}}'`")
+    return None
+
+
+def _iteration_name(loop: StackLoop, name: cst.BaseExpression) -> str:
+    """``f'unit{i + 1}'`` (BiT's stages, after a ``name='unit1'`` before the loop) -> the
+    slot that stands for the attributes the loop sets, ``unit_``.  NNX keeps Linen's
+    names as attributes (``setattr(self, f'unit{i + 1}', ...)`` in ``__init__``,
+    ``getattr`` where called), so checkpoints load with the same paths.  Only a name
+    that starts with an identifier and reads nothing but the loop's targets and literals:
+    the same expression in ``__init__``'s loop then gives the same names."""
+    parts = name.parts if isinstance(name, cst.FormattedString) else ()
+    targets = {target for level in loop.nest() for target in _targets(level)}
+    expressions = [part for part in parts if isinstance(part, cst.FormattedStringExpression)]
+    if parts and isinstance(parts[0], cst.FormattedStringText) and IDENTIFIER.fullmatch(parts[0].value) \
+            and expressions and all(part.format_spec is None and names_read(part.expression) <= targets
+                                    and not _calls(part.expression) for part in expressions) \
+            and "_" not in targets:
+        return "".join(part.value if isinstance(part, cst.FormattedStringText) else "_" for part in parts)
+    raise Unconvertible(f"a module created in a loop is named other than `name=f'<name>_{{{loop.index}}}'` or "
+                        "an f-string of the loop's variables")
+
+
+def _calls(node: cst.CSTNode) -> bool:
+    found = []
+
+    class Calls(cst.CSTVisitor):
+        def visit_Call(self, node: cst.Call) -> None:
+            found.append(node)
+
+    node.visit(Calls())
+    return bool(found)
 
 
 def stacked_call(rewriter: CallRewriter, loop: StackLoop, construction: cst.Call, original: cst.Call,
@@ -393,8 +437,12 @@ def stacked_call(rewriter: CallRewriter, loop: StackLoop, construction: cst.Call
     if len(layer.choices) > 1:  # ``self.block_cls``: Linen numbers each class apart, one class per instance
         type_name = self_attribute(construction.func)  # type: ignore[assignment]
     name = next((arg.value for arg in construction.args if arg_keyword(arg) == "name"), None)
+    named = None
     if name is not None:
         attribute = _numbered_name(name, loop.index)  # the construction's ``name=`` is not passed to NNX
+        if attribute is None:
+            attribute, named = _iteration_name(loop, name), cst.Module([]).code_for_node(name)
+            loop.named[attribute] = named
     else:
         if nnx_list_name(type_name) in loop.root.lists or converter.auto_counters.get(type_name):
             raise Unconvertible(f"`{type_name}` is created more than once per loop iteration or also outside the "
@@ -408,4 +456,6 @@ def stacked_call(rewriter: CallRewriter, loop: StackLoop, construction: cst.Call
         raise Unconvertible(f"the list name `{attribute}` collides with a field")
     slot = converter._add_slot(attribute, construction)
     call = rewriter._call_slot(slot, original, updated)  # the list's code: ``close_loop``
+    if named is not None:
+        return call.with_changes(func=cst.parse_expression(f"getattr(self, {named})"))
     return call.with_changes(func=cst.parse_expression(f"self.{attribute}[{loop.index}]"))
