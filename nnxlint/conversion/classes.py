@@ -32,6 +32,7 @@ from nnxlint.conversion.constructs.setup_code import check_submodule_order, read
 from nnxlint.conversion.constructs.explicit_subclass import convert_explicit_subclass, linen_parent
 from nnxlint.conversion.constructs.class_field import choice_init
 from nnxlint.conversion.constructs.shadowing_loop import unshadowed_loop_targets
+from nnxlint.conversion.constructs.keyword_dict import inlined_keyword_dicts
 from nnxlint.conversion.constructs.linen_bridge import keep_bridged
 from nnxlint.conversion.constructs.branch_names import UnsettledNames, twin_slot
 from nnxlint.conversion.constructs.jraph_graph import graph_input
@@ -341,6 +342,7 @@ class ClassConverter(LayerConstruction, InitWriter):
     # -- __call__ ----------------------------------------------------------------
     def _convert_call(self, function: cst.FunctionDef) -> cst.FunctionDef:
         function = unshadowed_loop_targets(self, function)  # ``for features in self.features``
+        function = inlined_keyword_dicts(self, function)  # ``nn.Dense(d, **inits)``
         params = function_params(function)[1:]
         self._call_param_index = {param.name.value: index for index, param in enumerate(params)}
         self._call_param_defaults = {param.name.value: param.default.value == "True" for param in params
