@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -195,6 +195,33 @@ def linen_classes(root: Path) -> list[ClassResult]:
     return found
 
 
+# NNX1xx findings that the fix added (``measure``): code the fix touched or left calling the
+# converted classes the Linen way (a construction without ``rngs``, ...), each a place the user
+# must still finish by hand
+ADDED_FINDINGS: list[str] = []
+
+
+def _nnx1_findings(root: Path) -> list[dict]:
+    return json.loads(_nnxlint("--select", "NNX1", "--output-format", "json", cwd=root) or "[]")
+
+
+def _nnx1_counts(root: Path) -> Counter:
+    return Counter((finding["path"], finding["code"]) for finding in _nnx1_findings(root))
+
+
+def _added_findings(root: Path, before: Counter) -> list[str]:
+    """The NNX1xx findings of the converted tree beyond the counts per file and rule before the fix."""
+    seen: Counter = Counter()
+    added = []
+    for finding in _nnx1_findings(root):
+        key = (finding["path"], finding["code"])
+        seen[key] += 1
+        if seen[key] > before[key]:
+            added.append(f"{finding['path'].removeprefix('./')}:{finding['line']} {finding['code']} "
+                         f"{finding['message']}")
+    return added
+
+
 def _nnx_classes(source: str) -> set[str]:
     """Classes of a file whose base is ``nnx.Module`` or ``nnx.RNNCellBase`` (or a class of the file that is)."""
     try:
@@ -231,8 +258,10 @@ def measure(source: Path) -> tuple[list[Group], Path]:
     work = Path(tempfile.mkdtemp(prefix="convert_repo_")) / source.name
     shutil.copytree(source, work, ignore=shutil.ignore_patterns(".git", "__pycache__"))
     before = linen_classes(work)
+    anti_patterns = _nnx1_counts(work)
     _nnxlint("--fix", "--unsafe-fixes", cwd=work)
     after = {(c.path, c.name): c for c in linen_classes(work)}
+    ADDED_FINDINGS[:] = _added_findings(work, anti_patterns)
     import_errors: dict[str, Optional[str]] = {}
     groups: dict[str, Group] = {}
     for result in before:
@@ -498,6 +527,8 @@ def main() -> None:
     print(table(groups))
     print("\nUnconverted classes:\n" + (reasons(groups) or "none"))
     print("\nTop reasons:\n" + (top_reasons(groups) or "none"))
+    print(f"\nNNX1xx findings the fix added ({len(ADDED_FINDINGS)}: code still building or calling converted "
+          "classes the Linen way, to finish by hand):\n" + ("\n".join(f"- {line}" for line in ADDED_FINDINGS) or "none"))
     if options.json:
         options.json.write_text(json.dumps([dict(asdict(g), converted=g.converted) for g in groups], indent=1))
     shutil.rmtree(work.parent, ignore_errors=True)
