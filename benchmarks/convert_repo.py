@@ -195,12 +195,6 @@ def linen_classes(root: Path) -> list[ClassResult]:
     return found
 
 
-# NNX1xx findings that the fix added (``measure``): code the fix touched or left calling the
-# converted classes the Linen way (a construction without ``rngs``, ...), each a place the user
-# must still finish by hand
-ADDED_FINDINGS: list[str] = []
-
-
 def _nnx1_findings(root: Path) -> list[dict]:
     return json.loads(_nnxlint("--select", "NNX1", "--output-format", "json", cwd=root) or "[]")
 
@@ -210,7 +204,9 @@ def _nnx1_counts(root: Path) -> Counter:
 
 
 def _added_findings(root: Path, before: Counter) -> list[str]:
-    """The NNX1xx findings of the converted tree beyond the counts per file and rule before the fix."""
+    """The NNX1xx findings of the converted tree beyond the counts per file and rule before the fix:
+    code the fix touched or left calling the converted classes the Linen way (a construction
+    without ``rngs``, ``init``/``apply``), each a place the user must still finish by hand."""
     seen: Counter = Counter()
     added = []
     for finding in _nnx1_findings(root):
@@ -258,10 +254,8 @@ def measure(source: Path) -> tuple[list[Group], Path]:
     work = Path(tempfile.mkdtemp(prefix="convert_repo_")) / source.name
     shutil.copytree(source, work, ignore=shutil.ignore_patterns(".git", "__pycache__"))
     before = linen_classes(work)
-    anti_patterns = _nnx1_counts(work)
     _nnxlint("--fix", "--unsafe-fixes", cwd=work)
     after = {(c.path, c.name): c for c in linen_classes(work)}
-    ADDED_FINDINGS[:] = _added_findings(work, anti_patterns)
     import_errors: dict[str, Optional[str]] = {}
     groups: dict[str, Group] = {}
     for result in before:
@@ -521,14 +515,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the per-class results here")
     options = parser.parse_args()
     source = options.path.resolve()
+    anti_patterns = _nnx1_counts(source)
     groups, work = measure(source)
+    added = _added_findings(work, anti_patterns)
     if options.verify:
         verify(groups, source, work)
     print(table(groups))
     print("\nUnconverted classes:\n" + (reasons(groups) or "none"))
     print("\nTop reasons:\n" + (top_reasons(groups) or "none"))
-    print(f"\nNNX1xx findings the fix added ({len(ADDED_FINDINGS)}: code still building or calling converted "
-          "classes the Linen way, to finish by hand):\n" + ("\n".join(f"- {line}" for line in ADDED_FINDINGS) or "none"))
+    print(f"\nNNX1xx findings the fix added ({len(added)}: code still building or calling converted "
+          "classes the Linen way, to finish by hand):\n" + ("\n".join(f"- {line}" for line in added) or "none"))
     if options.json:
         options.json.write_text(json.dumps([dict(asdict(g), converted=g.converted) for g in groups], indent=1))
     shutil.rmtree(work.parent, ignore_errors=True)
