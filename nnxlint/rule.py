@@ -114,11 +114,16 @@ class Needs:
     opens the ``uses`` that those files import.  ``imports_only``: the rule learns
     about names of other files only through the file's own imports (re-exports), so
     only the files it imports, at any depth, count (not the files that import it).
+    ``names``: the rule reports only at a name it resolves to one of these (the
+    last part of the qualified name: ``"jit"`` for ``jax.jit`` and ``nnx.jit``);
+    the text contains one of them, or a file it imports re-exports it under
+    another name (then one of the names that file imports contains it).
     """
 
     uses: tuple[str, ...] = ()
     words: tuple[str, ...] = ()
     imports_only: bool = False
+    names: tuple[str, ...] = ()
 
 
 @dataclass

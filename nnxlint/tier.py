@@ -198,9 +198,31 @@ class _File:
         return self.summary
 
 
+_LINKED_NAMES: dict[tuple[tuple[str, ...], frozenset], bool] = {}
+
+
+def _names_met(names: tuple[str, ...], file: _File) -> bool:
+    """Whether the file can refer to one of ``names``: it spells one, or one of the
+    files it imports (any depth) imports a name containing one, which it can re-export
+    under an alias (``from flax.nnx import jit as compile``).  Re-exports follow
+    import statements only (nnxlint.project), so no other way reaches the file."""
+    if any(name in file.text for name in names):
+        return True
+    linked = file.imported if file.imported is not None else file.linked
+    if linked is True or not linked:
+        return bool(linked)
+    key = (names, linked)
+    found = _LINKED_NAMES.get(key)
+    if found is None:
+        found = _LINKED_NAMES[key] = any(name in imported for imported in linked for name in names)
+    return found
+
+
 def _needs_met(needs: "Needs", file: _File) -> Optional[bool]:
     """Whether ``file`` meets ``needs``; None when it does not parse."""
     if needs.words and not any(word in file.text for word in needs.words):
+        return False
+    if needs.names and not _names_met(needs.names, file):
         return False
     linked = file.imported if needs.imports_only and file.imported is not None else file.linked
     if not needs.uses or linked is True:

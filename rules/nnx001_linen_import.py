@@ -53,7 +53,7 @@ class LinenUsage(Rule):
     code = "NNX001"
     name = "linen-usage"
     summary = "Use of the legacy Flax Linen API"
-    triggers = (Needs(uses=("flax.linen",)),)
+    triggers = (Needs(uses=("flax.linen",), words=("linen",)),)
     valid = (
         Valid("from flax import nnx\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n"),
         Valid("import flax\nx = flax.nnx.Linear\n"),

@@ -62,7 +62,7 @@ class RawArrayAttribute(Rule):
     name = "raw-array-attribute"
     summary = "Array stored on a module without `nnx.Param`: never trained"
     fixable = "unsafe"
-    triggers = (Needs(uses=("flax.nnx",)),)
+    triggers = (Needs(uses=("flax.nnx",), words=("__init__",)),)
     valid = (
         Valid("import jax\nfrom flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, rngs: nnx.Rngs):\n"
               "        self.w = nnx.Param(jax.random.normal(rngs.params(), (3,)))\n"),

@@ -223,3 +223,47 @@ def test_nnx002_opens_on_the_files_a_file_imports_not_on_the_files_that_import_i
     assert [(name, line) for name, line, _ in with_tier] == [("models.py", 4), ("train.py", 5)]
     monkeypatch.setenv(tier.FULL_ENVIRONMENT, "1")
     assert with_tier == run()
+
+
+def test_names_ask_for_the_name_or_an_import_that_can_alias_it():
+    needs = Needs(uses=("flax.nnx",), names=("jit",))
+    plain = "from flax import nnx\n\ndef step(model):\n    return model(1)\n"
+    assert tier._needs_met(needs, tier._File(plain, None, False)) is False
+    assert tier._needs_met(needs, tier._File(plain.replace("def", "@nnx.jit\ndef"), None, False)) is True
+    # a file it imports can re-export the name under an alias: then only what those files import tells
+    assert tier._needs_met(needs, tier._File(plain, None, frozenset({"flax.nnx.jit"}))) is True
+    assert tier._needs_met(needs, tier._File(plain, None, frozenset({"flax.nnx"}), frozenset({"numpy"}))) is False
+    assert tier._needs_met(needs, tier._File(plain, None, True)) is True
+
+
+def test_a_compiling_transform_re_exported_under_an_alias_keeps_the_rule(tmp_path, monkeypatch):
+    from nnxlint import project
+    from nnxlint.config import load_settings
+    from nnxlint.runner import find_files
+
+    (tmp_path / "compat.py").write_text("from flax.nnx import jit as compiled\n")
+    (tmp_path / "train.py").write_text(
+        "import optax\nfrom flax import nnx\nfrom compat import compiled\n\n"
+        "model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))\noptimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)\n"
+        "\n\n@compiled\ndef train_step(x):\n    optimizer.update(model, nnx.grad(loss_fn)(model, x))\n")
+    (tmp_path / "predict.py").write_text("from flax import nnx\n\nmodel = nnx.Linear(2, 1, rngs=nnx.Rngs(0))\n\n\n"
+                                         "def predict(x):\n    return model(x)\n")
+    paths = find_files(load_settings(None, tmp_path), [str(tmp_path)])
+    index = project.build(paths, jobs=1)
+    nnx114 = [rule for rule in SELECTED if rule.code == "NNX114"]
+
+    def opened(name):
+        path = str(tmp_path / name)
+        summary = tier.ImportSummary.from_data(index.by_path[path]["imports"])
+        return tier.rules_for((tmp_path / name).read_text(), nnx114, summary, tier.is_linked(path, summary, index))
+
+    assert opened("train.py") == nnx114 and opened("predict.py") == []
+    job = job_for(load_settings(None, tmp_path), {"NNX114"}, use_cache=False)
+
+    def run():
+        return [(Path(f.path).name, f.code) for outcome in check_files(paths, job, jobs=1) for f in outcome.findings]
+
+    with_tier = run()
+    assert ("train.py", "NNX114") in with_tier
+    monkeypatch.setenv(tier.FULL_ENVIRONMENT, "1")
+    assert with_tier == run()
