@@ -308,15 +308,20 @@ class Traversal:
                     rule.code, f"{type(error).__name__}: {error} (at {where.filename}:{where.lineno})"))
 
     def run(self, module: cst.Module) -> None:
+        # a leave is queued only where it does something (a handler, a scope to close):
+        # most of the ~700k nodes of a large tree have neither
+        leaves = {kind for kind in _NODE_TYPES if kind in _SCOPE_TYPES or kind.__name__ in self._leave}
         pending: list[tuple[cst.CSTNode, bool]] = [(module, False)]
+        pop, push, extend = pending.pop, pending.append, pending.extend
         while pending:
-            node, leaving = pending.pop()
+            node, leaving = pop()
             if leaving:
                 self.on_leave(node)
                 continue
             self.on_visit(node)
-            pending.append((node, True))
-            pending.extend((child, False) for child in reversed(children(node)))
+            if type(node) in leaves:
+                push((node, True))
+            extend([(child, False) for child in reversed(children(node))])
 
     def on_visit(self, node: cst.CSTNode) -> None:
         scopes = self.context.scopes
