@@ -21,6 +21,7 @@ from nnxlint.context import walk
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of
 from nnxlint.conversion.constructs.variables_display import displayed_variables
 from nnxlint.conversion.constructs.linen_bridge import lazy_init_lines
+from nnxlint.conversion.training_constructs.decode_cache import DecodeSite, decode_init, decode_statement
 from nnxlint.conversion.training_constructs.capture import (
     capture_call, captured_updates, check_reads, read_collection,
 )
@@ -104,6 +105,7 @@ class TrainingConverter:
         self.env = env
         self.module = module
         self.functions: dict[str, cst.FunctionDef] = {}
+        self.decode_sites: list[DecodeSite] = []  # decoding through a Linen cache (decode_cache.py)
         self.constants = integer_constants(module)
         self.parents: dict[int, FunctionNode] = {}  # id(statement) -> enclosing function
         self._index(module, module)
@@ -123,6 +125,8 @@ class TrainingConverter:
     # -- the init site -------------------------------------------------------
     def find_init_site(self) -> InitSite:
         sites = [node for node in walk(self.module) if isinstance(node, cst.Call) and self._init_method(node)]
+        self.decode_sites = [site for site in (decode_init(self, call) for call in sites) if site is not None]
+        sites = [call for call in sites if not any(call is site.init_call for site in self.decode_sites)]
         found = [site for site in (self._init_site(call) for call in sites) if site is not None]
         if len(found) != 1:
             why = unfollowed_init(self.module, sites) if not found else \
@@ -810,6 +814,10 @@ class TrainingRewriter(cst.CSTTransformer):
     # -- statements ------------------------------------------------------------
     def leave_SimpleStatementLine(self, original_node: cst.SimpleStatementLine,
                                   updated_node: cst.SimpleStatementLine):
+        for decode in self.analysis.converter.decode_sites:
+            replaced = decode_statement(self, decode, original_node, updated_node)
+            if replaced is not None:
+                return replaced
         if original_node is self.site.construction_statement:
             return cst.RemoveFromParent()
         if original_node is self.site.statement:
