@@ -17,6 +17,8 @@ process (``nnxlint check --timings -j 1``): discovery, the ``ast`` index, the ch
 tier, LibCST parsing, the rules, NNX002's conversion, positions, output.
 ``--compare-with COMMAND`` times another nnxlint (an older checkout, say) in the
 same alternation, so that its ratio to ruff is taken in the same rounds.
+``--check-exact`` also compares the JSON findings on each tree with the cheap tier
+and with every rule on every file (``NNXLINT_NO_TIER=1``): they must be the same.
 """
 
 from __future__ import annotations
@@ -96,6 +98,26 @@ def stages(tree: Path, program: list[str]) -> str:
     return "\n".join(line for line in done.stderr.splitlines() if line.startswith(("Timings:", "  ")))
 
 
+def tier_is_exact(tree: Path, program: list[str]) -> bool:
+    """Whether ``check --output-format json`` on ``tree`` is the same with the cheap tier
+    as with every rule on every file (prints the first difference when it is not)."""
+    def findings(env: Optional[dict[str, str]]) -> str:
+        command = [*program, "check", "--no-cache", "--exit-zero", "--output-format", "json", "."]
+        return subprocess.run(command, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, check=False).stdout
+
+    with_tier, without = findings(None), findings({**os.environ, FULL_ENVIRONMENT: "1"})
+    if not with_tier.lstrip().startswith("["):  # no JSON: nnxlint failed, nothing was compared
+        print(f"  no JSON from nnxlint: {with_tier[:200]!r}")
+        return False
+    if with_tier != without:
+        for line, (tiered, full) in enumerate(zip(with_tier.splitlines(), without.splitlines()), 1):
+            if tiered != full:
+                print(f"  tier differs at line {line} of the JSON: {tiered.strip()!r} != {full.strip()!r}")
+                break
+    return with_tier == without
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trees", nargs="*", type=Path, help="more trees to compare on (a google/flax checkout)")
@@ -103,6 +125,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--stages", action="store_true", help="also split one in-process run into stages")
     parser.add_argument("--without-tier", action="store_true", help="also time nnxlint with the cheap tier off")
+    parser.add_argument("--check-exact", action="store_true",
+                        help="also compare the JSON findings with the tier and without it (NNXLINT_NO_TIER=1)")
     parser.add_argument("--nnxlint", default=f"{sys.executable} -m nnxlint",
                         help="how to run nnxlint (another checkout, say); default: %(default)s")
     parser.add_argument("--compare-with", metavar="COMMAND",
@@ -126,6 +150,9 @@ def main() -> None:
                       f"{row['cpu']:7.2f}s {row['cpu ratio']:6.1f}x ruff")
             if options.stages:
                 print(stages(tree, shlex.split(options.nnxlint)))
+            if options.check_exact:
+                exact = tier_is_exact(tree, shlex.split(options.nnxlint))
+                print(f"  findings with the tier {'identical to' if exact else 'DIFFER from'} every rule on every file")
 
 
 if __name__ == "__main__":
