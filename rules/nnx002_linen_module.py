@@ -129,7 +129,12 @@ class LinenModule(Rule):
     `nnx.with_partitioning(init, names, eager_sharding=False)`; `embed = nn.Embed(...)`
     used as `embed(x)` and `embed.attend(y)` -> one attribute; attention's `decode=`
     as written (NNX's `init_cache` makes the `nnx.Cache` variables Linen's `init`
-    made; Linen's `has_variable` test for `init` goes); a layer given by a field
+    made; Linen's `has_variable` test for `init` goes); decoding in the training
+    file, `cache = decoder.init(key, x)['cache']` and `out, updates =
+    decoder.apply({'params': p, 'cache': cache}, tok, mutable=['cache'])` -> the
+    decode model built with fresh caches (`init_cache` for `x`'s batch and length),
+    loaded with the trained weights and called as `decoder(tok)` (no fix where the
+    cache passes through a function or is reordered); a layer given by a field
     or else made (`shared_embedding`), layers under branches on fields and `setup`
     with `if`s, `assert`s and aliases, made under the same tests;
     `nn.merge_param` -> the call value falling back on the attribute;
