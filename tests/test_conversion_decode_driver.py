@@ -102,3 +102,11 @@ def test_a_decode_step_not_unpacked_is_refused():
     fixed, reasons = convert(source)
     assert fixed is None
     assert "must be unpacked as `output, updates = model.apply(...)`" in reasons["LM"]
+
+
+def test_the_cache_picked_from_the_init_variables_converts_the_same_way():
+    source = PROGRAM.replace('    cache = decoder.init(jax.random.key(1), data)["cache"]\n',
+                             '    initial = decoder.init(jax.random.key(1), data)\n    cache = initial["cache"]\n')
+    fixed, reasons = convert(source)
+    assert fixed is not None, reasons
+    assert fixed == convert(PROGRAM)[0]

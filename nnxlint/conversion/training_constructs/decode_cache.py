@@ -65,7 +65,15 @@ def decode_init(converter: "TrainingConverter", call: cst.Call) -> Optional[Deco
     """The decode site whose ``init`` is ``call``; None when ``call`` is no ``m.init(...)['cache']``."""
     statement = converter._statement_of(call)
     assign = _single_assign(statement) if statement is not None else None
-    if assign is None or _cache_key(assign.value) is not call or not isinstance(assign.targets[0].target, cst.Name):
+    if assign is None or not isinstance(assign.targets[0].target, cst.Name):
+        return None
+    picked = None  # `cache = variables['cache']` after `variables = model.init(...)`
+    if assign.value is call:
+        picked = _cache_picked(converter, statement, assign.targets[0].target.value)  # type: ignore[arg-type]
+        if picked is None:
+            return None
+        assign = _single_assign(picked)  # type: ignore[assignment]
+    elif _cache_key(assign.value) is not call:
         return None
     func = call.func
     if not (isinstance(func, cst.Attribute) and func.attr.value == "init" and isinstance(func.value, cst.Name)):
@@ -79,15 +87,35 @@ def decode_init(converter: "TrainingConverter", call: cst.Call) -> Optional[Deco
         raise Unconvertible(f"the decode cache `init` at {where}: only `model.init(key, x)['cache']` is converted")
     site = DecodeSite(func.value.value, assign.targets[0].target.value, construction, statement,  # type: ignore
                       call, call.args[1].value)
+    if picked is not None:
+        site.updates.add(id(picked))  # removed as the updates are
     _follow_uses(converter, site)
     return site
+
+
+def _cache_picked(converter: "TrainingConverter", init: cst.SimpleStatementLine,
+                  variables: str) -> Optional[cst.SimpleStatementLine]:
+    """``cache = variables['cache']`` when that is the only read of ``variables`` (a
+    training ``variables = model.init(...)`` reads ``params``)."""
+    body = converter._body(converter.parents.get(id(init)))
+    reads = [node for top in body for node in walk(top)
+             if isinstance(node, cst.Name) and node.value == variables]
+    statements = [node for top in body for node in walk(top) if isinstance(node, cst.SimpleStatementLine)]
+    after = [index for index, statement in enumerate(statements) if statement is init]
+    for statement in statements[after[0] + 1:] if after else ():
+        assign = _single_assign(statement)
+        source = _cache_key(assign.value) if assign is not None else None
+        if isinstance(source, cst.Name) and source.value == variables and len(reads) == 2 \
+                and isinstance(assign.targets[0].target, cst.Name):  # type: ignore[union-attr]
+            return statement
+    return None
 
 
 def _follow_uses(converter: "TrainingConverter", site: DecodeSite) -> None:
     """Fills the applies and cache updates; every other use of the cache or model is refused."""
     body = converter._body(converter.parents.get(id(site.init)))
     updates_names: set[str] = set()
-    allowed: set[int] = {id(site.construction), id(site.init)}
+    allowed: set[int] = {id(site.construction), id(site.init), *site.updates}
     statements = [node for top in body for node in walk(top) if isinstance(node, cst.SimpleStatementLine)]
     for statement in statements:
         assign = _single_assign(statement)
