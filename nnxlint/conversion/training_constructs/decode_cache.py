@@ -174,11 +174,13 @@ def decode_statement(rewriter: "TrainingRewriter", site: DecodeSite,
         return cst.RemoveFromParent()
     if original is site.init:
         construction = _single_assign(site.construction).value  # type: ignore[union-attr]
+        _check_same_class(rewriter, construction)  # type: ignore[arg-type]
+        rngs = [cst.Arg(cst.parse_expression(f"{nnx}.Rngs(0)"), keyword=cst.Name("rngs"),  # weights loaded below
+                        equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))]
         built = rewriter.env.code(construction.with_changes(  # type: ignore[attr-defined]
             args=[*(arg.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
                     for arg in construction.args),  # type: ignore[attr-defined]
-                  cst.Arg(cst.parse_expression(f"{nnx}.Rngs(0)"), keyword=cst.Name("rngs"),
-                          equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))]))
+                  *(rngs if rewriter.plan.converted.uses_rngs else ())]))
         example = rewriter.env.code(site.example)
         lines = [rewriter._replace_line(original, f"{site.model} = {built}"),
                  cst.parse_statement(
@@ -199,3 +201,15 @@ def decode_statement(rewriter: "TrainingRewriter", site: DecodeSite,
     share = rewriter._replace_line(original, f"{nnx}.update({site.model}, {nnx}.state({rewriter.model}, {nnx}.Param))")
     step = rewriter._statement(f"{rewriter.env.code(output)} = {site.model}({inputs})")
     return cst.FlattenSentinel([share, step])
+
+
+def _check_same_class(rewriter: "TrainingRewriter", construction: cst.Call) -> None:
+    """The decode model is the trained class in another configuration (its weights are
+    the trained model's), built from its fields alone (no input sizes to find)."""
+    where = f"the decode model at line {line_of(rewriter.env.module, construction)}"
+    trained = rewriter.plan.site.class_name
+    if rewriter.analysis.converter.linen_class(construction.func) != trained:
+        raise Unconvertible(f"{where} is not built by `{trained}`, the class of the trained model")
+    if rewriter.plan.converted.size_params:
+        raise Unconvertible(f"{where}: `{trained}` takes input sizes in NNX "
+                            f"(`{next(iter(rewriter.plan.converted.size_params))}`), not passed at the decode site")
