@@ -21,7 +21,9 @@ from nnxlint.context import walk
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of
 from nnxlint.conversion.constructs.variables_display import displayed_variables
 from nnxlint.conversion.constructs.linen_bridge import lazy_init_lines
-from nnxlint.conversion.training_constructs.decode_cache import DecodeSite, decode_init, decode_statement
+from nnxlint.conversion.training_constructs.decode_cache import (
+    DecodeSite, decode_init, decode_statement, follow_uses,
+)
 from nnxlint.conversion.training_constructs.capture import (
     capture_call, captured_updates, check_reads, read_collection,
 )
@@ -125,8 +127,12 @@ class TrainingConverter:
     # -- the init site -------------------------------------------------------
     def find_init_site(self) -> InitSite:
         sites = [node for node in walk(self.module) if isinstance(node, cst.Call) and self._init_method(node)]
-        self.decode_sites = [site for site in (decode_init(self, call) for call in sites) if site is not None]
-        sites = [call for call in sites if not any(call is site.init_call for site in self.decode_sites)]
+        decode_sites = [site for site in (decode_init(self, call) for call in sites) if site is not None]
+        training_sites = [call for call in sites if not any(call is site.init_call for site in decode_sites)]
+        if training_sites:  # decoding reads the weights of a model trained in the file
+            self.decode_sites, sites = decode_sites, training_sites
+            for decode in decode_sites:
+                follow_uses(self, decode)
         found = [site for site in (self._init_site(call) for call in sites) if site is not None]
         if len(found) != 1:
             why = unfollowed_init(self.module, sites) if not found else \

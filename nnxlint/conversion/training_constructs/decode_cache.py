@@ -62,7 +62,8 @@ def _single_assign(statement: cst.CSTNode) -> Optional[cst.Assign]:
 
 
 def decode_init(converter: "TrainingConverter", call: cst.Call) -> Optional[DecodeSite]:
-    """The decode site whose ``init`` is ``call``; None when ``call`` is no ``m.init(...)['cache']``."""
+    """The decode site whose ``init`` is ``call`` (its uses not yet followed: ``follow_uses``);
+    None when ``call`` is no ``m.init(...)['cache']``."""
     statement = converter._statement_of(call)
     assign = _single_assign(statement) if statement is not None else None
     if assign is None or not isinstance(assign.targets[0].target, cst.Name):
@@ -89,7 +90,6 @@ def decode_init(converter: "TrainingConverter", call: cst.Call) -> Optional[Deco
                       call, call.args[1].value)
     if picked is not None:
         site.updates.add(id(picked))  # removed as the updates are
-    _follow_uses(converter, site)
     return site
 
 
@@ -111,7 +111,7 @@ def _cache_picked(converter: "TrainingConverter", init: cst.SimpleStatementLine,
     return None
 
 
-def _follow_uses(converter: "TrainingConverter", site: DecodeSite) -> None:
+def follow_uses(converter: "TrainingConverter", site: DecodeSite) -> None:
     """Fills the applies and cache updates; every other use of the cache or model is refused."""
     body = converter._body(converter.parents.get(id(site.init)))
     updates_names: set[str] = set()
