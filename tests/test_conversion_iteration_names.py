@@ -68,9 +68,24 @@ def test_linen_weights_load_under_the_same_names_and_the_stage_computes_the_same
     assert difference < 1e-6
 
 
+def test_a_literal_format_spec_in_the_name_is_kept():
+    # big_vision's BiT-paper stages: ``unit01``, ``unit02``, ...
+    source = STAGE.replace('name="unit1"', 'name="unit01"').replace('f"unit{k + 1}"', 'f"unit{k + 1:02d}"')
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert 'setattr(self, f"unit{k + 1:02d}", Bottleneck(x_features, width, rngs=rngs))' in fixed
+    jax = pytest.importorskip("jax")
+    difference = max_relative_difference(
+        source, fixed, lambda linen: linen["Stage"](units=3, width=4, stride=1),
+        lambda converted, nnx: converted["Stage"](8, 3, 4, 1, rngs=nnx.Rngs(0)),
+        jax.random.normal(jax.random.key(3), (2, 8, 8, 8)), [({}, "eval")])
+    assert difference < 1e-6
+
+
 @pytest.mark.parametrize("name, reason", [
     ('f"unit{self.width}{k}"', "an f-string of the loop's variables"),
     ('f"unit{len(str(k))}"', "an f-string of the loop's variables"),
+    ('f"unit{k:{self.width}}"', "an f-string of the loop's variables"),
     ('"unit" + str(k + 1)', "an f-string of the loop's variables"),
 ])
 def test_other_names_in_a_loop_are_refused_with_the_reason(name, reason):

@@ -177,3 +177,47 @@ def test_each_nnx_layer_of_the_table_hands_its_arrays_to_the_hook_in_the_order_t
         source = inspect.getsource(getattr(nnx, LAYERS[layer].nnx).__call__)
         assert re.search(r"self\.promote_dtype\(\s*\(" + r",\s*".join(arrays) + r"\)", source), layer
         assert "promote_dtype" in inspect.signature(getattr(nnx, LAYERS[layer].nnx).__init__).parameters
+
+
+PARTIAL_UNIT = BIT_BLOCKS.replace('''class Unit(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        y = WSConv(self.width, (3, 3), use_bias=False, name="conv_a")(x)
+        y = nn.relu(nn.GroupNorm(num_groups=2)(y))
+        return WSConv(x.shape[-1], (1, 1))(y) + x
+''', '''class Unit(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        conv = functools.partial(WSConv, use_bias=False)
+        y = conv(self.width, (3, 3), name="conv_a")(x)
+        y = nn.relu(nn.GroupNorm(num_groups=2)(y))
+        return conv(x.shape[-1], (1, 1), padding="VALID", name="conv_b")(y) + x
+''').replace("import jax.numpy", "import functools\nimport jax.numpy")
+
+
+def test_a_partial_of_the_subclass_builds_the_nnx_subclass():
+    # big_vision's BiT-paper units: ``conv = partial(StdConv, use_bias=False)``
+    assert "functools.partial(WSConv" in PARTIAL_UNIT
+    fixed, messages = convert(PARTIAL_UNIT)
+    assert fixed is not None, messages
+    assert "class WSConv(nnx.Conv):" in fixed
+    assert "        conv = functools.partial(WSConv, use_bias=False)\n" in fixed
+    assert "        self.conv_a = conv(in_features, width, (3, 3), rngs=rngs)\n" in fixed
+    assert "        self.conv_b = conv(width, in_features, (1, 1), padding=\"VALID\", rngs=rngs)\n" in fixed
+    jax = pytest.importorskip("jax")
+    difference = max_relative_difference(
+        PARTIAL_UNIT, fixed, lambda linen: linen["Stem"](),
+        lambda converted, nnx: converted["Stem"](3, rngs=nnx.Rngs(0)),
+        jax.random.normal(jax.random.key(4), (2, 8, 8, 3)), [({}, "eval")])
+    assert difference < 1e-5
+
+
+def test_a_mask_fixed_by_the_partial_is_refused_too():
+    source = PARTIAL_UNIT.replace("functools.partial(WSConv, use_bias=False)",
+                                  "functools.partial(WSConv, use_bias=False, mask=jnp.ones((3, 3, 3, 6)))")
+    _, messages = convert(source)
+    assert "`WSConv(mask=...)`" in messages["Unit"], messages

@@ -89,8 +89,9 @@ class LayerConstruction:
             layer_call_values(made_by, values)
         for keyword in values:
             self.check_layer_keyword(mapping, keyword)
-        if layer.subclass:  # type: ignore[union-attr]
-            check_construction(layer.subclass, values)  # type: ignore[union-attr]
+        subclass = layer.subclass or (made_by.subclass if made_by is not None else None)  # type: ignore[union-attr]
+        if subclass:
+            check_construction(subclass, {**values, **(made_by.preset if made_by is not None else {})})
         flag = values.pop(mapping.mode_flag, None) if mapping.mode_flag else None
         if flag is not None:
             constant = self.mode_use(flag, True)

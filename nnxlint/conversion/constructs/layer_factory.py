@@ -35,7 +35,8 @@ a module built through a factory by the layer's class (``Conv_0``,
 ``nnxlint.transplant`` needs no name map.
 
 Converted where the conversion knows which layer a factory builds: a partial
-of a Flax layer of the table (or of a factory it knows), with keyword arguments
+of a Flax layer of the table, of a subclass overriding its ``param`` (BiT's
+``partial(StdConv, use_bias=False)``, converted as the NNX subclass) or of a factory it knows, with keyword arguments
 only, bound once under ``@nn.compact`` outside loops and branches; a field whose
 default is a Flax layer (``conv: ModuleDef = nn.Conv``); a field the parent
 fills with one of those (the class is then converted for the layers its parent
@@ -51,6 +52,7 @@ import libcst as cst
 
 from nnxlint.conversion.base import Unconvertible, self_attribute
 from nnxlint.conversion.constructs.gru import nnx_layer
+from nnxlint.conversion.constructs.param_override import param_override
 from nnxlint.conversion.linen_map import LAYERS, LayerMapping
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ class LayerFactory:
     # Linen keyword -> value the factory fixes; values of a factory made in another
     # class are None (not in this class's terms)
     preset: Mapping[str, Optional[cst.BaseExpression]] = field(default_factory=dict)
+    subclass: Optional[str] = None  # a ``param``-overriding subclass of the layer (``constructs/param_override.py``)
 
     def key(self) -> tuple:
         """What a class converted for this factory depends on (the keywords it fixes, and
@@ -81,7 +84,7 @@ class LayerFactory:
         """The same factory as another class receives it, through its field ``code``: the
         fixed values that read nothing (``padding='SAME'``) keep their meaning there."""
         return LayerFactory(self.mapping, code, {keyword: value if _literal(value) else None
-                                                 for keyword, value in self.preset.items()})
+                                                 for keyword, value in self.preset.items()}, self.subclass)
 
 
 def _literal(node: Optional[cst.BaseExpression]) -> bool:
@@ -101,6 +104,9 @@ def factory_of(converter: "ClassConverter", node: cst.BaseExpression) -> Optiona
     member = converter.env.linen_member(node)
     if member in LAYERS:
         return LayerFactory(LAYERS[member], nnx_layer(converter.env, member, LAYERS[member].nnx))
+    override = param_override(converter.env, node)  # ``partial(StdConv, use_bias=False)``
+    if override is not None:
+        return LayerFactory(LAYERS[override.layer], override.name, subclass=override.name)
     return None
 
 
@@ -148,7 +154,7 @@ def bind_layer_factory(rewriter: "CallRewriter", node: cst.Assign) -> bool:
     # ``conv = partial(self.conv, ...)``: the field ``conv`` is an ``__init__`` parameter that keeps its name
     local = f"{target.value}_factory" if target.value in converter.field_names else target.value
     converter.init_lines.append(f"{local} = {', '.join(parts)})")
-    converter.layer_factories[target.value] = LayerFactory(mapping, local, preset)
+    converter.layer_factories[target.value] = LayerFactory(mapping, local, preset, base.subclass)
     rewriter.removed_statements.add(id(node))
     rewriter.factory_reads.add(id(target))
     return True

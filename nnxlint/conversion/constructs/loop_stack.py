@@ -399,12 +399,17 @@ def _iteration_name(loop: StackLoop, name: cst.BaseExpression) -> str:
     targets = {target for level in loop.nest() for target in _targets(level)}
     expressions = [part for part in parts if isinstance(part, cst.FormattedStringExpression)]
     if parts and isinstance(parts[0], cst.FormattedStringText) and IDENTIFIER.fullmatch(parts[0].value) \
-            and expressions and all(part.format_spec is None and names_read(part.expression) <= targets
+            and expressions and all(_plain_format(part) and names_read(part.expression) <= targets
                                     and not _calls(part.expression) for part in expressions) \
             and "_" not in targets:
         return "".join(part.value if isinstance(part, cst.FormattedStringText) else "_" for part in parts)
     raise Unconvertible(f"a module created in a loop is named other than `name=f'<name>_{{{loop.index}}}'` or "
                         "an f-string of the loop's variables")
+
+
+def _plain_format(part: cst.FormattedStringExpression) -> bool:
+    """No format spec, or a literal one (``{i + 1:02d}``: big_vision's ``unit01``)."""
+    return part.format_spec is None or all(isinstance(spec, cst.FormattedStringText) for spec in part.format_spec)
 
 
 def _calls(node: cst.CSTNode) -> bool:

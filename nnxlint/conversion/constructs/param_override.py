@@ -203,8 +203,8 @@ def _overrides(env: FileEnv) -> list[ParamOverride]:
 
 
 def _builds(node: cst.CSTNode, name: str) -> bool:
-    return any(isinstance(child, cst.Call) and isinstance(child.func, cst.Name) and child.func.value == name
-               for child in walk(node))
+    """Whether the class reads the subclass: builds it, or makes a ``partial`` of it."""
+    return any(isinstance(child, cst.Name) and child.value == name for child in walk(node))
 
 
 def _super_param(statement: cst.BaseStatement, params: cst.Parameters) -> Optional[str]:
