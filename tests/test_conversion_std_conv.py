@@ -221,3 +221,24 @@ def test_a_mask_fixed_by_the_partial_is_refused_too():
                                   "functools.partial(WSConv, use_bias=False, mask=jnp.ones((3, 3, 3, 6)))")
     _, messages = convert(source)
     assert "`WSConv(mask=...)`" in messages["Unit"], messages
+
+
+def test_unnamed_layers_built_through_a_partial_of_the_subclass_take_linen_s_names():
+    """Linen numbers them by the subclass (``StdConv_0``), so the transplant finds them."""
+    jax = pytest.importorskip("jax")
+    source = BIT_BLOCKS + '''
+
+class Pair(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        conv = partial(WSConv, use_bias=False)
+        return conv(4, (1, 1))(conv(5, (3, 3))(x))
+'''
+    source = "from functools import partial\n" + source
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert "self.ws_conv_1 = conv(in_features, 5, (3, 3), rngs=rngs)" in fixed  # the outer one is made first
+    difference = max_relative_difference(
+        source, fixed, lambda linen: linen["Pair"](), lambda converted, nnx: converted["Pair"](3, rngs=nnx.Rngs(0)),
+        jax.random.normal(jax.random.key(1), (2, 8, 8, 3)), [({}, "eval")])
+    assert difference < 1e-5

@@ -31,7 +31,7 @@ class LayerConstruction:
         made_by = self.layer_factories.get(func.value if isinstance(func, cst.Name) else f"self.{attribute}") \
             if isinstance(func, cst.Name) or attribute is not None else None
         if made_by is not None:
-            return Layer(made_by.mapping, None, made_by=made_by)
+            return Layer(made_by.mapping, None, made_by=made_by, subclass=made_by.subclass)  # ``StdConv_0``
         if attribute is not None and attribute in self.field_names:
             if attribute not in self.class_choices:  # the file's module classes the field may hold
                 self.class_choices[attribute] = class_choices(self, func)
