@@ -160,7 +160,15 @@ class LinenModule(Rule):
     `nnx.split_rngs` and applied by `nnx.vmap(Head.__call__, in_axes=(0, ...))`;
     `nn.vmap` with `variable_axes={'params': None}` (shared parameters) ->
     `nnx.vmap(Head.__call__, in_axes=(None, ...))` over the plain module;
-    `nn.jit(Block)(...)(x)` -> the module itself (`nnx.jit` compiles the step). No fix (the
+    `nn.jit(Block)(...)(x)` -> the module itself (`nnx.jit` compiles the step);
+    a submodule always called in eval mode (its train flag left to an eval default)
+    -> `nnx.view(child, deterministic=True, use_running_average=True,
+    raise_if_not_found=False)(x)`, so the parent's `train()` does not switch it;
+    `x.dtype` of a value whose dtype is known (a layer given `dtype=`, `nn.Embed`)
+    -> that dtype; `**inits` from a local keyword dict -> its keywords; a `Dropout`
+    in a branch of a stack loop -> one per iteration; stack loops over `zip` of fields
+    (a loop variable named like a field is renamed). Linen classes of other files
+    that use the file's classes convert with them down a chain of files. No fix (the
     finding names the construct): `self.sow` whose collection a file of the
     run may read otherwise (named: `mutable=True`, more collections, another file,
     `capture_intermediates=`, `updates` used whole),
