@@ -32,12 +32,12 @@ def inlined_keyword_dicts(converter: "ClassConverter", function: cst.FunctionDef
     if not isinstance(function.body, cst.IndentedBlock):
         return function
     dicts: dict[str, list[cst.Arg]] = {}
-    statements: set[int] = set()
+    statements: dict[int, str] = {}  # the assignment -> the name it binds
     for statement in function.body.body:
         found = _keyword_dict(converter, statement)
         if found is not None:
             dicts[found[0]] = found[1]
-            statements.add(id(statement))
+            statements[id(statement)] = found[0]
     if not dicts:
         return function
     uses = _Uses(set(dicts))
@@ -46,8 +46,7 @@ def inlined_keyword_dicts(converter: "ClassConverter", function: cst.FunctionDef
                if uses.unpacked.get(name, 0) and not uses.other.get(name, 0) and uses.bound.get(name, 0) == 1}
     if not inlined:
         return function
-    kept = [statement for statement in function.body.body
-            if not (id(statement) in statements and _keyword_dict(converter, statement)[0] in inlined)]
+    kept = [statement for statement in function.body.body if statements.get(id(statement)) not in inlined]
     body = function.body.with_changes(body=kept).visit(_Inline(inlined))
     return function.with_changes(body=body)
 
