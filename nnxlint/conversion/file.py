@@ -18,8 +18,8 @@ from typing import Collection, Optional, Sequence, Union
 import libcst as cst
 
 from nnxlint import names
-from nnxlint.context import children, walk
-from nnxlint.flax_api import FLAX_NNX, is_linen
+from nnxlint.context import children
+from nnxlint.flax_api import FLAX_LINEN, FLAX_NNX, is_linen
 from nnxlint.flax_api import LINEN_MODULE_BASES
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of
 from nnxlint.conversion.linen_map import SAME_FUNCTIONS
@@ -204,6 +204,7 @@ class FileConverter:
                 new[statement] = statement.visit(rewriter)
         converted_overrides(self.env, self.classes, new)  # ``class StdConv(nn.Conv)`` overriding ``param``
         self._remove_dead_keys(new, rewriter)
+        self.plain_functions_to_nnx(new)
         self._check_nothing_left(new, analysis)
         for statement in self.module.body:  # the classes that stay Linen, as they are
             if isinstance(statement, cst.ClassDef) and statement.name.value in self.linen_classes \
@@ -336,19 +337,25 @@ class FileConverter:
                                     f"follow{self._where_read(new, name)}")
         for local, bindings in self.scope.bindings.items():
             if any(is_linen(binding.qualified_name) for binding in bindings) and reads[local] > 0 \
-                    and self._plain_function_reads(new, local) + sum(
-                        bridged_linen_reads(part, local, self.env.nnx) for node in new.values()
-                        for part in _parts(node)) < reads[local]:
+                    and sum(bridged_linen_reads(part, local, self.env.nnx) for node in new.values()
+                            for part in _parts(node)) < reads[local]:
                 raise Unconvertible(f"`{local}` (flax.linen) is still used outside the converted code")
 
-    @staticmethod
-    def _plain_function_reads(new: dict[cst.CSTNode, Replacement], local: str) -> int:
-        """Reads of ``local.f`` left in the converted file where ``f`` is one of Linen's plain
-        functions (``nn.log_sigmoid``, the very function NNX and ``jax.nn`` export): they
-        work the same beside NNX code, unlike a Linen layer or ``nn.apply`` left behind."""
-        return sum(1 for node in new.values() for part in _parts(node) for found in walk(part)
-                   if isinstance(found, cst.Attribute) and isinstance(found.value, cst.Name)
-                   and found.value.value == local and found.attr.value in SAME_FUNCTIONS)
+    def plain_functions_to_nnx(self, new: dict[cst.CSTNode, Replacement]) -> None:
+        """``nn.log_sigmoid(x)`` and ``nn.initializers.normal()`` left in the file's other code
+        (a training loss, a config dataclass) become ``nnx.log_sigmoid``, ``nnx.initializers.normal``:
+        flax.nnx exports the very same functions, and the file no longer needs Linen for them.
+        Classes that stay Linen keep their spelling."""
+        linen_aliases = {local for local, bindings in self.scope.bindings.items()
+                         if any(binding.qualified_name == FLAX_LINEN for binding in bindings)}
+        if not linen_aliases:
+            return
+        renamer = _PlainFunctionsToNNX(linen_aliases, self.env.nnx)
+        for old, replacement in list(new.items()):
+            staying_class = isinstance(old, cst.ClassDef) and old.name.value in self.linen_classes \
+                and old.name.value not in self.classes.converted
+            if not staying_class:
+                new[old] = _visit(replacement, renamer)
 
     def _where_read(self, new: dict[cst.CSTNode, Replacement], name: str) -> str:
         """`` (line N: `code`)``: the first statement left unchanged by the conversion that
@@ -603,3 +610,19 @@ class _DeadKeyRemover(cst.CSTTransformer):
 
         for old, node in list(new.items()):
             new[old] = _visit(node, Calls())
+
+
+class _PlainFunctionsToNNX(cst.CSTTransformer):
+    """``nn.f`` -> ``nnx.f`` for Linen's plain functions (``linen_map.SAME_FUNCTIONS``) and
+    ``nn.initializers.f`` -> ``nnx.initializers.f``, where ``nn`` is an alias of flax.linen."""
+
+    def __init__(self, linen_aliases: set[str], nnx: str) -> None:
+        super().__init__()
+        self.linen_aliases = linen_aliases
+        self.nnx = nnx
+
+    def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute) -> cst.BaseExpression:
+        if isinstance(updated_node.value, cst.Name) and updated_node.value.value in self.linen_aliases \
+                and updated_node.attr.value in (*SAME_FUNCTIONS, "initializers"):
+            return updated_node.with_changes(value=cst.Name(self.nnx))
+        return updated_node

@@ -61,6 +61,7 @@ class ModelsOnly:
                 new[statement] = statement
         converted_overrides(converter.env, self.classes, new)
         converter.bridged_passed = bridge_partials(converter, new)
+        converter.plain_functions_to_nnx(new)
         converter._convert_imports(new)
         return new
 
