@@ -185,8 +185,9 @@ def test_a_read_the_conversion_does_not_follow_is_named_with_its_line():
 
 
 def test_an_init_on_a_model_built_elsewhere_is_named_with_its_line():
-    """flax's sst2 initialises through ``get_initial_params(rng, model)``: the reason says
-    which ``init`` the conversion does not follow, instead of "found 0"."""
+    """An ``init`` through a helper on a parameter (``get_initial_params(rng, model)``) whose
+    call the conversion does not follow: the reason names the call, instead of "found 0"
+    (the form that converts: tests/test_conversion_helper_init.py)."""
     source = textwrap.dedent('''\
         import jax
         import jax.numpy as jnp
@@ -208,8 +209,7 @@ def test_an_init_on_a_model_built_elsewhere_is_named_with_its_line():
             return initial_params(jax.random.key(0), Net())
         ''')
     message = check_source(source, "train.py", [NNX002]).findings[0].message
-    assert "(found 0: `model.init(...)` at line 13 is called on `model`, a parameter of `initial_params`, " \
-           "not on a model built in the same function)" in message
+    assert "(the result of `initial_params(...)` at line 18 is not assigned to one name)" in message
 
 
 def test_a_name_rebound_between_the_init_and_the_rebuild_is_another_model():

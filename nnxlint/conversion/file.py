@@ -161,7 +161,7 @@ class FileConverter:
 
     # -- the whole file ----------------------------------------------------
     def _run_with_training(self) -> dict[cst.CSTNode, Replacement]:
-        training = TrainingConverter(self.env, self.module)
+        training = TrainingConverter(self.env, self.module, self.path)
         site = training.find_init_site()
         inputs = training.input_shapes(site)
         top = self.classes.convert(site.class_name, inputs)
@@ -197,6 +197,8 @@ class FileConverter:
                     new[statement] = cst.FlattenSentinel([*variable_classes, new[statement]])
                     variable_classes = []
             elif isinstance(statement, cst.ClassDef) and training.train_state_subclass(statement.name) is not None:
+                new[statement] = cst.RemoveFromParent()
+            elif statement is site.helper:  # ``get_initial_params(rng, model)``: the model is built with its weights
                 new[statement] = cst.RemoveFromParent()
             elif own_class and statement.name.value in staying:
                 continue

@@ -28,6 +28,7 @@ from nnxlint.conversion.training_constructs.capture import (
     capture_call, captured_updates, check_reads, read_collection,
 )
 from nnxlint.conversion.training_constructs.fresh_model import check_same_model, is_fresh_model
+from nnxlint.conversion.training_constructs.helper_init import helper_site
 from nnxlint.conversion.training_constructs.linen_apply import bound_function_call
 from nnxlint.conversion.training_constructs.unfollowed_init import unfollowed_init
 from nnxlint.conversion.shapes import (
@@ -57,6 +58,9 @@ class InitSite:
     construction: cst.Call  # Class(...)
     construction_statement: Optional[cst.SimpleStatementLine]
     target_role: str
+    # ``def get_initial_params(rng, model)`` calling ``init`` for its caller (``helper_init.py``): the
+    # statement is the caller's, the call the helper's with the caller's arguments; the helper goes
+    helper: Optional[cst.FunctionDef] = None
 
 
 @dataclass
@@ -103,9 +107,10 @@ def _names(target: cst.BaseExpression) -> list[cst.BaseExpression]:
 class TrainingConverter:
     """Finds the init site, the roles, and rewrites every statement that uses them."""
 
-    def __init__(self, env: FileEnv, module: cst.Module) -> None:
+    def __init__(self, env: FileEnv, module: cst.Module, path: Optional[str] = None) -> None:
         self.env = env
         self.module = module
+        self.path = path  # the file's, for what other files of the run import from it
         self.functions: dict[str, cst.FunctionDef] = {}
         self.decode_sites: list[DecodeSite] = []  # decoding through a Linen cache (decode_cache.py)
         self.constants = integer_constants(module)
@@ -133,10 +138,11 @@ class TrainingConverter:
             self.decode_sites, sites = decode_sites, training_sites
             for decode in decode_sites:
                 follow_uses(self, decode)
-        found = [site for site in (self._init_site(call) for call in sites) if site is not None]
+        found = [site for site in (helper_site(self, call) or self._init_site(call) for call in sites)
+                 if site is not None]
         if len(found) != 1:
             why = unfollowed_init(self.module, sites) if not found else \
-                "lines " + ", ".join(str(line_of(self.module, site.call)) for site in found)
+                "lines " + ", ".join(str(line_of(self.module, site.statement)) for site in found)
             raise Unconvertible("the conversion needs exactly one `model.init(key, x)` of a Linen model "
                                 f"in the file (found {len(found)}{': ' + why if why else ''})")
         return found[0]
@@ -237,15 +243,45 @@ class TrainingConverter:
         where the model is built and ``x`` already exists there (a parameter of the
         function, or a name assigned before)."""
         args = [arg for arg in site.call.args if arg.keyword is None and not arg.star][1:]
-        if index >= len(args) or not isinstance(args[index].value, cst.Name):
+        if index >= len(args):
             return None
-        name = args[index].value.value
         where = site.construction_statement or site.statement
+        value = args[index].value
+        if isinstance(value, cst.Name):
+            return f"{value.value}.shape[{axis}]" if self._available(value, where) else None
+        shape = self._shape_argument(value)  # ``jnp.ones(config.input_shape)``: the config value that sized it
+        if isinstance(shape, (cst.Tuple, cst.List)):
+            elements = shape.elements
+            if any(isinstance(element, cst.StarredElement) for element in elements) or not \
+                    -len(elements) <= axis < len(elements):
+                return None
+            size = elements[axis].value
+            return self.env.code(size) if self._available(size, where) else None
+        if shape is not None and self._available(shape, where):
+            return f"{self.env.code(shape)}[{axis}]"
+        return None
+
+    def _available(self, node: cst.BaseExpression, where: cst.CSTNode) -> bool:
+        """Whether every name ``node`` reads exists where the model is built: a parameter of the
+        function, a name assigned before there, or one the module binds (an import)."""
         owner = self.parents.get(id(where))
         parameters = {p.name.value for p in owner.params.params} if isinstance(owner, cst.FunctionDef) else set()
-        if name in parameters or self._assigned_value(name, where) is not None:
-            return f"{name}.shape[{axis}]"
-        return None
+        reads = [node] if isinstance(node, cst.Name) else [
+            name for name in walk(node) if isinstance(name, cst.Name)
+            and not any(name is part.attr for part in walk(node) if isinstance(part, cst.Attribute))]
+        return all(name.value in parameters or self._assigned_value(name.value, where) is not None
+                   or name.value in self.env.scope.bindings for name in reads)
+
+    def _shape_argument(self, node: cst.BaseExpression) -> Optional[cst.BaseExpression]:
+        """The shape given to ``jnp.ones(shape)`` (``jax.random.normal(key, shape)``, ...)."""
+        if not isinstance(node, cst.Call):
+            return None
+        position = _ARRAY_CONSTRUCTORS.get(self.env.resolve(node.func) or "")
+        if position is None:
+            return None
+        args = [arg.value for arg in node.args if arg.keyword is None]
+        keywords = {_keyword(arg): arg.value for arg in node.args if arg.keyword is not None}
+        return keywords.get("shape") or (args[position] if len(args) > position else None)
 
     def _array_shape(self, node: cst.BaseExpression, before: cst.CSTNode) -> Shape:
         if isinstance(node, cst.Name):
@@ -254,15 +290,8 @@ class TrainingConverter:
         if isinstance(node, cst.Subscript) and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Slice):
             shape = self._array_shape(node.value, before)  # x[:n] keeps the other axes
             return shape
-        if isinstance(node, cst.Call):
-            position = _ARRAY_CONSTRUCTORS.get(self.env.resolve(node.func) or "")
-            args = [arg.value for arg in node.args if arg.keyword is None]
-            keywords = {_keyword(arg): arg.value for arg in node.args if arg.keyword is not None}
-            shape_node = keywords.get("shape") or (args[position] if position is not None and
-                                                   len(args) > position else None)
-            if shape_node is not None:
-                return literal_shape(shape_node, self.constants)
-        return None
+        shape_node = self._shape_argument(node)
+        return literal_shape(shape_node, self.constants) if shape_node is not None else None
 
     def _assigned_value(self, name: str, before: cst.CSTNode) -> Optional[cst.BaseExpression]:
         owner = self.parents.get(id(before))
