@@ -105,6 +105,16 @@ def create_train_state(config):
     compile(fixed, "train.py", "exec")
 
 
+def test_the_params_taken_before_the_return():
+    """ppo's form: ``initial_params = model.init(key, x)['params']`` then ``return initial_params``."""
+    helper = HELPER.replace("    return model.init(rng, dummy)['params']\n",
+                            "    initial_params = model.init(rng, dummy)['params']\n    return initial_params\n")
+    fixed, _ = _fix(HEAD + helper)
+    assert fixed is not None and "model = Net(3, width=8, rngs=nnx.Rngs(rng))" in fixed
+    helper = helper.replace("return initial_params", "return initial_params['params']")
+    assert _fix(HEAD + helper)[0] is None  # ['params'] of the params: not init's variables
+
+
 def test_the_helper_keywords_and_defaults_are_the_callers():
     helper = HELPER.replace("def get_initial_params(rng, model):", "def get_initial_params(model, rng, rows=2):") \
         .replace("dummy = jnp.ones((2, 3))", "dummy = jnp.ones((rows, 3))") \
@@ -145,3 +155,9 @@ def test_a_helper_another_file_of_the_run_calls_is_kept(run_cli, tmp_path):
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", tmp_path)
     assert "def get_initial_params(rng, model):" in (tmp_path / "train.py").read_text()
     assert "`get_initial_params`, which calls `init` on its parameter, is also used by" in result.stdout + result.stderr
+
+    # a file that imports the module for another of its names does not stop the conversion
+    (tmp_path / "train.py").write_text(HEAD + HELPER + MAIN)
+    (tmp_path / "train_test.py").write_text("import train\n\n\ndef test_main():\n    train.main()\n")
+    run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", tmp_path)
+    assert "def get_initial_params" not in (tmp_path / "train.py").read_text()

@@ -96,6 +96,9 @@ class FileConverter:
         # factory functions of another file (``models.create``) that build a class of ``env.imported_classes``:
         # converted, they take the input sizes and ``rngs`` keyword-only
         self.factory_spellings: set[str] = set()
+        # the run, for which other files use a function of this one (a training file converted with
+        # another file's models has no ``env.project`` of its own)
+        self.project = project
         from nnxlint.conversion.linen_users import linen_sources  # (it imports this module)
 
         self.linen_classes = linen_module_classes(module, scope, linen_sources(project, scope, path))
@@ -161,7 +164,7 @@ class FileConverter:
 
     # -- the whole file ----------------------------------------------------
     def _run_with_training(self) -> dict[cst.CSTNode, Replacement]:
-        training = TrainingConverter(self.env, self.module, self.path)
+        training = TrainingConverter(self.env, self.module, self.path, self.project)
         site = training.find_init_site()
         inputs = training.input_shapes(site)
         top = self.classes.convert(site.class_name, inputs)

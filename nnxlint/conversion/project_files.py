@@ -283,6 +283,7 @@ class ProjectConversion:
                                              if name in models.linen_classes or name in factories}
             training.factory_spellings = {spelling for spelling, name in importer.spellings.items()
                                           if name in factories}
+            training.project = self.project
             training.classes = models.classes
             try:
                 if training.linen_classes:

@@ -107,10 +107,10 @@ def _names(target: cst.BaseExpression) -> list[cst.BaseExpression]:
 class TrainingConverter:
     """Finds the init site, the roles, and rewrites every statement that uses them."""
 
-    def __init__(self, env: FileEnv, module: cst.Module, path: Optional[str] = None) -> None:
+    def __init__(self, env: FileEnv, module: cst.Module, path: Optional[str] = None, project=None) -> None:
         self.env = env
         self.module = module
-        self.path = path  # the file's, for what other files of the run import from it
+        self.path, self.project = path, project  # the file and the run: which other files import from it
         self.functions: dict[str, cst.FunctionDef] = {}
         self.decode_sites: list[DecodeSite] = []  # decoding through a Linen cache (decode_cache.py)
         self.constants = integer_constants(module)

@@ -240,7 +240,7 @@ class _Analysis:
                 keywords[name] = code(arg.value)
         return ModelSpec(
             self.relative, site.class_name, code(site.construction),
-            f"the init site at {self.relative}:{self.line_of(site.call)}",
+            f"the init site at {self.relative}:{self.line_of(site.statement if site.helper else site.call)}",
             inputs=[code(arg.value) for arg in inputs],
             static_shapes=[_plain_shape(shape) for shape in shapes[:len(inputs)]],
             call_keywords=keywords, mode=_mode(mode), covers=self.covered(site.class_name))

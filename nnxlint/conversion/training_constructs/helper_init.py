@@ -26,6 +26,7 @@ what the helper does.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
@@ -33,6 +34,7 @@ import libcst as cst
 from nnxlint.context import walk
 from nnxlint.conversion.base import Unconvertible, line_of
 from nnxlint.conversion.shapes import string_literal
+from nnxlint.textio import SourceError, read_source
 
 if TYPE_CHECKING:
     from nnxlint.conversion.training import InitSite, TrainingConverter
@@ -90,7 +92,8 @@ def _body(helper: cst.FunctionDef) -> list[cst.BaseStatement]:
 def _returned_collection(converter: "TrainingConverter", helper: cst.FunctionDef,
                          statement: cst.SimpleStatementLine, call: cst.Call) -> Optional[str]:
     """``'params'`` when the helper returns ``init(...)['params']``, None when it returns the
-    variables: ``return model.init(...)[...]`` or ``v = model.init(...)`` then ``return v[...]``."""
+    variables: ``return model.init(...)[...]``, or ``v = model.init(...)[...]`` then ``return v[...]``
+    (``['params']`` taken once)."""
     body = _body(helper)
     name = helper.name.value
     position = next((index for index, line in enumerate(body) if line is statement), None)
@@ -98,11 +101,14 @@ def _returned_collection(converter: "TrainingConverter", helper: cst.FunctionDef
     if isinstance(small, cst.Return) and position == len(body) - 1:
         return _collection_of(small.value, call, name)
     if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name) \
-            and position == len(body) - 2 and small.value is call:
+            and position == len(body) - 2:
         last = body[-1]
         returned = last.body[0] if isinstance(last, cst.SimpleStatementLine) and len(last.body) == 1 else None
-        if isinstance(returned, cst.Return):
-            return _collection_of(returned.value, small.targets[0].target, name)
+        if isinstance(returned, cst.Return):  # ``v = model.init(...)[...]``, ``return v[...]``
+            first = _collection_of(small.value, call, name)
+            second = _collection_of(returned.value, small.targets[0].target, name)
+            if first is None or second is None:
+                return first or second
     raise Unconvertible(f"`{name}` does more with `init`'s variables than return them or their ['params'] "
                         f"(line {line_of(converter.module, statement)})")
 
@@ -132,9 +138,10 @@ def _only_call(converter: "TrainingConverter", helper: cst.FunctionDef) -> tuple
     if len(calls) != 1 or len(references) != 2:  # the ``def`` and the call
         raise Unconvertible(f"`{name}`, which calls `init` on its parameter, is used {len(references) - 1} times in "
                             "the file; it is converted only where it is called once")
-    users = importers(converter.env.project, converter.path, [name]) if converter.path else []
-    if users:
-        raise Unconvertible(f"`{name}`, which calls `init` on its parameter, is also used by {users[0].path}")
+    user = next((importer.path for importer in importers(converter.project, converter.path, [name])
+                 if _reads(importer.path, importer.spellings)), None) if converter.path else None
+    if user is not None:
+        raise Unconvertible(f"`{name}`, which calls `init` on its parameter, is also used by {user}")
     statement = converter._statement_of(calls[0])
     small = statement.body[0] if statement is not None and len(statement.body) == 1 else None
     if not (isinstance(small, cst.Assign) and small.value is calls[0] and len(small.targets) == 1
@@ -142,6 +149,15 @@ def _only_call(converter: "TrainingConverter", helper: cst.FunctionDef) -> tuple
         raise Unconvertible(f"the result of `{name}(...)` at line {line_of(converter.module, calls[0])} is not "
                             "assigned to one name")
     return calls[0], statement
+
+
+def _reads(path: str, spellings) -> bool:
+    """Whether the file at ``path`` names the helper (``train.get_initial_params``), not only its module."""
+    try:
+        text = read_source(path).text
+    except SourceError:
+        return True
+    return any(re.search(rf"(?<![\w.]){re.escape(spelling)}\b", text) for spelling in spellings)
 
 
 def _bind(converter: "TrainingConverter", helper: cst.FunctionDef, call: cst.Call) -> dict[str, cst.BaseExpression]:
