@@ -38,3 +38,8 @@ def jax_compilation_cache(tmp_path_factory):
         patch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
         patch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """The heavy tests first: spread over processes, the suite then ends with the short ones."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)

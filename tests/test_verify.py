@@ -139,6 +139,7 @@ def _verify(run_cli, directory: Path, *extra) -> dict[str, dict]:
     return {result["fixture"]: result for result in json.loads(completed.stdout)["fixtures"]}
 
 
+@pytest.mark.heavy
 def test_the_corpus_passes(run_cli, tmp_path):
     report = tmp_path / "report.md"
     results = _verify(run_cli, FIXTURES, "--report", report)
@@ -165,6 +166,7 @@ def _mutant(root: Path, source: Path, name: str, file: str, *edits: tuple[str, s
     path.write_text(text, encoding="utf-8")
 
 
+@pytest.mark.heavy
 def test_wrong_fixes_are_caught(run_cli, tmp_path):
     mlp = FIXTURES / "nnx102_103_legacy_mlp_adam"
     cheatsheet = FIXTURES / "nnx102_103_legacy_cheatsheet_dropout"
