@@ -559,7 +559,8 @@ class ProjectIndex:
         if path not in self._facts_digests:
             facts = self.by_path.get(path) or facts_of_file(path)
             self._facts_digests[path] = None if facts is None else facts_digest(
-                {key: value for key, value in facts.items() if key != "digest"})
+                {key: _shared_imports(value) if key == "imports" else value
+                 for key, value in facts.items() if key != "digest"})
         return self._facts_digests[path]
 
     # modules
@@ -842,6 +843,11 @@ class ProjectIndex:
 
     def calls_digest(self, functions: Iterable[str]) -> str:
         return facts_digest([[function, self.call_sites(function)] for function in sorted(functions)])
+
+
+def _shared_imports(imports: dict[str, Any]) -> dict[str, Any]:
+    """The import summary less what only the file's own cheap tier reads."""
+    return {key: value for key, value in imports.items() if key not in tier.OWN_SUMMARY_FIELDS}
 
 
 def _flax_kind(qualified: str) -> Optional[str]:

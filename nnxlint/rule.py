@@ -111,19 +111,28 @@ class Needs:
     the rule reports nothing (tests/test_tier.py checks it on every rule example
     and fixture).  A rule that learns about names from other files of the project
     is covered: for a file linked to other files through imports, the tier also
-    opens the ``uses`` that those files import.  ``imports_only``: the rule learns
-    about names of other files only through the file's own imports (re-exports), so
-    only the files it imports, at any depth, count (not the files that import it).
+    opens the ``uses`` (and ``refers``) that those files import.  ``imports_only``:
+    the rule learns about names of other files only through the file's own imports
+    (re-exports), so only the files it imports, at any depth, count (not the files
+    that import it).
     ``names``: the rule reports only at a name it resolves to one of these (the
     last part of the qualified name: ``"jit"`` for ``jax.jit`` and ``nnx.jit``);
     the text contains one of them, or a file it imports re-exports it under
     another name (then one of the names that file imports contains it).
+    ``refers``: the rule reports only where a Name/attribute chain (or a string
+    annotation) resolves to a name at or under one of these, through the file's own
+    imports or a re-export of a linked file: sharper than ``uses`` (an import the
+    file never reads, a name used elsewhere in it, do not count).  ``attributes``:
+    the rule reports only where the file reads or writes an attribute of one of these
+    names (``x.value``).  Both are answered from the ``ast`` walk of the project index.
     """
 
     uses: tuple[str, ...] = ()
     words: tuple[str, ...] = ()
     imports_only: bool = False
     names: tuple[str, ...] = ()
+    refers: tuple[str, ...] = ()
+    attributes: tuple[str, ...] = ()
 
 
 @dataclass

@@ -3,13 +3,14 @@
 A LibCST parse costs several times an ``ast`` parse, and most files of a code
 base have nothing for nnxlint to report.  Each rule declares in ``triggers``
 (``nnxlint.rule.Needs``) what a file must contain for it to report: words of the
-text, and names the file reaches through its imports.  The tier answers from
-substring tests and, only when a rule still needs to know what the file imports,
-from the standard library's ``ast``; LibCST parses a file, and a rule runs on it,
-only when the answer is yes.  The decision errs one way only: a rule left out
-has nothing to report there (tests/test_tier.py compares both paths).
+text, names the file reaches through its imports, names its expressions resolve to,
+attributes it reads.  The tier answers from substring tests and, when a rule still
+needs more, from one walk of the standard library's ``ast`` tree (``summarize``);
+LibCST parses a file, and a rule runs on it, only when the answer is yes.  The
+decision errs one way only: a rule left out has nothing to report there
+(tests/test_tier.py compares both paths).
 
-The import summary of a file (``summarize``) is plain data, so the project index
+The summary of a file (``summarize``) is plain data, so the project index
 (nnxlint/project.py), which parses every file with ``ast`` anyway, can compute it
 in the same pass and hand it over instead of a second parse.
 """
@@ -36,7 +37,8 @@ if TYPE_CHECKING:  # not at run time: the project index imports this module, nev
 FULL_ENVIRONMENT = "NNXLINT_NO_TIER"
 # ``from .x import y`` / ``from . import y`` (also across a line continuation)
 _RELATIVE_IMPORT = re.compile(r"\bfrom(?:\s|\\\r?\n)*\.")
-_STATEMENT_LISTS = ("body", "orelse", "finalbody", "handlers", "cases")
+# A string that may be a type annotation (``"nnx.Module"``, ``"Optional[nnx.Rngs]"``)
+_TYPE_TEXT = re.compile(r"[\w.\[\], |]*[A-Za-z_][\w.\[\], |]*")
 # (implementation module, the public package it is re-exported from)
 _REEXPORTED_FROM = tuple((module, package) for package, modules in (
     (FLAX_NNX, NNX_IMPLEMENTATION_MODULES), (FLAX_LINEN, LINEN_IMPLEMENTATION_MODULES)) for module in modules)
@@ -45,43 +47,136 @@ _REEXPORTED_FROM = tuple((module, package) for package, modules in (
 @dataclass(frozen=True)
 class ImportSummary:
     """What a file imports: every absolute name an import statement (at any depth)
-    names or binds, and whether it has relative imports."""
+    names or binds, and whether it has relative imports.  Also what its expressions
+    refer to (None when not gathered): ``refs``, the canonical names (and every dotted
+    prefix of them) that its Name/attribute chains resolve to through its imports,
+    the way a rule's ``context.resolve`` does; ``attributes``, every ``.name`` it reads
+    or writes."""
 
     names: frozenset[str]
     relative: bool
+    refs: Optional[frozenset[str]] = None
+    attributes: Optional[frozenset[str]] = None
 
     def to_data(self) -> dict:
-        return {"names": sorted(self.names), "relative": self.relative}
+        data: dict = {"names": sorted(self.names), "relative": self.relative}
+        if self.refs is not None and self.attributes is not None:
+            data.update(refs=sorted(self.refs), attributes=sorted(self.attributes))
+        return data
 
     @classmethod
     def from_data(cls, data: dict) -> "ImportSummary":
-        return cls(frozenset(data["names"]), bool(data["relative"]))
+        refs, attributes = data.get("refs"), data.get("attributes")
+        return cls(frozenset(data["names"]), bool(data["relative"]),
+                   None if refs is None else frozenset(refs), None if attributes is None else frozenset(attributes))
+
+
+# What only the file's own tier reads (not the files linked to it): left out of the
+# digest of its facts, so an edit in a function body keeps other files' cached results.
+OWN_SUMMARY_FIELDS = ("refs", "attributes")
 
 
 def summarize(tree: ast.Module, package: Optional[str] = None) -> ImportSummary:
-    """The import summary of a parsed file (walks statements only, not expressions).
-    With the file's ``package`` known (the project index knows it), relative imports
-    are summarized by the absolute names they import."""
+    """The summary of a parsed file, in one walk of its tree.  With the file's
+    ``package`` known (the project index knows it), relative imports are summarized by
+    the absolute names they import."""
     found: set[str] = set()
     relative = False
-    pending: list[ast.AST] = list(tree.body)
+    bound: dict[str, set[str]] = {}  # local name -> the absolute names imports bind it to
+    chains: set[str] = set()  # dotted Name/attribute chains, as spelled
+    attributes: set[str] = set()
+    pending: list = [tree]
     while pending:
         node = pending.pop()
-        if isinstance(node, ast.Import):
+        kind = type(node)
+        if kind is ast.Attribute or kind is ast.Name:
+            dotted = _dotted(node)
+            if dotted is not None:  # the chain and all its prefixes in one go
+                chains.add(dotted)
+                attributes.update(dotted.split(".")[1:])
+                continue
+            attributes.add(node.attr)
+        elif kind is ast.Constant:
+            text = node.value
+            if type(text) is str and len(text) < 200 and _TYPE_TEXT.fullmatch(text):
+                expression = _expression(text)  # a string annotation resolves like code: ``"nnx.Module"``
+                if expression is not None:
+                    pending.append(expression)
+            continue
+        elif kind is ast.Import:
             for alias in node.names:  # ``import a.b.c`` binds ``a`` and names ``a.b.c``
                 found.update((alias.name, alias.name.split(".")[0]))
-        elif isinstance(node, ast.ImportFrom):
+                local = alias.asname or alias.name.split(".")[0]
+                bound.setdefault(local, set()).add(alias.name if alias.asname else local)
+            continue
+        elif kind is ast.ImportFrom:
             source = _absolute_source(node, package)
             if source is None:
                 relative = True
             else:
                 found.update(source if alias.name == "*" else f"{source}.{alias.name}" for alias in node.names)
-        else:
-            for field in _STATEMENT_LISTS:
-                value = getattr(node, field, None)
-                if isinstance(value, list):
-                    pending.extend(value)
-    return ImportSummary(frozenset(found), relative)
+                for alias in node.names:
+                    if alias.name != "*":
+                        bound.setdefault(alias.asname or alias.name, set()).add(f"{source}.{alias.name}")
+            continue
+        for field in _child_fields(kind):
+            value = getattr(node, field)
+            if type(value) is list:
+                pending.extend(value)
+            elif value is not None:
+                pending.append(value)
+    return ImportSummary(frozenset(found), relative, _resolved(chains, bound), frozenset(attributes))
+
+
+def _expression(text: str) -> Optional[ast.AST]:
+    try:
+        return ast.parse(text, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
+def _dotted(node: ast.AST) -> Optional[str]:
+    parts = []
+    while type(node) is ast.Attribute:
+        parts.append(node.attr)  # type: ignore[attr-defined]
+        node = node.value  # type: ignore[attr-defined]
+    if type(node) is not ast.Name:
+        return None
+    parts.append(node.id)  # type: ignore[attr-defined]
+    return ".".join(reversed(parts))
+
+
+def _resolved(chains: set[str], bound: dict[str, set[str]]) -> frozenset[str]:
+    """The canonical names the chains resolve to through the imports, each with its
+    dotted prefixes (so a name at or under ``q`` is found by looking ``q`` up)."""
+    refs: set[str] = set()
+    for chain in chains:
+        head, _, rest = chain.partition(".")
+        for target in bound.get(head, ()):
+            parts = rest.split(".") if rest else []
+            for end in range(len(parts) + 1):  # what a rule resolves for each sub-chain
+                name = canonical_name(".".join([target, *parts[:end]]))
+                dot = name.find(".")
+                while dot != -1:
+                    refs.add(name[:dot])
+                    dot = name.find(".", dot + 1)
+                refs.add(name)
+    return frozenset(refs)
+
+
+_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
+# Fields that never hold nodes (names, operators, contexts).
+_NO_CHILDREN = frozenset({"ctx", "op", "ops", "id", "attr", "arg", "name", "names", "module", "level", "kind",
+                          "type_comment", "is_async", "conversion", "asname", "kwd_attrs", "lineno",
+                          "col_offset", "end_lineno", "end_col_offset"})
+
+
+def _child_fields(kind: type) -> tuple[str, ...]:
+    fields = _CHILD_FIELDS.get(kind)
+    if fields is None:
+        fields = _CHILD_FIELDS[kind] = tuple(name for name in getattr(kind, "_fields", ())
+                                             if name not in _NO_CHILDREN)
+    return fields
 
 
 def _absolute_source(node: ast.ImportFrom, package: Optional[str]) -> Optional[str]:
@@ -225,6 +320,14 @@ def _needs_met(needs: "Needs", file: _File) -> Optional[bool]:
     if needs.names and not _names_met(needs.names, file):
         return False
     linked = file.imported if needs.imports_only and file.imported is not None else file.linked
+    if needs.attributes or needs.refers:
+        summary = file.imports()
+        if summary is None:
+            return None
+        if needs.attributes and summary.attributes is not None and summary.attributes.isdisjoint(needs.attributes):
+            return False
+        if needs.refers and not _refers(needs.refers, summary, linked):
+            return False
     if not needs.uses or linked is True:
         return True
     if linked and any(_linked_reaches(prefix, linked) for prefix in needs.uses):
@@ -236,6 +339,18 @@ def _needs_met(needs: "Needs", file: _File) -> Optional[bool]:
         return None
     return summary.relative or any(_reaches(prefix, name, file.text)
                                    for prefix in needs.uses for name in summary.names)
+
+
+def _refers(prefixes: tuple[str, ...], summary: ImportSummary, linked: Linked) -> bool:
+    """Whether a Name/attribute chain of the file can resolve to a name at or under one of
+    ``prefixes``: through its own imports (``summary.refs``), or through a re-export in
+    a file linked to it (what those files import reaches one), or an import the summary
+    could not resolve (relative, package unknown)."""
+    if summary.refs is None or summary.relative or linked is True:
+        return True
+    if any(prefix in summary.refs for prefix in prefixes):
+        return True
+    return bool(linked) and any(_linked_reaches(prefix, linked) for prefix in prefixes)
 
 
 def _needs_met_by_trigger(trigger: Union[str, "Needs"], file: _File) -> Optional[bool]:

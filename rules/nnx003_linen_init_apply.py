@@ -48,7 +48,7 @@ class LinenInitApply(Rule):
     code = "NNX003"
     name = "linen-init-apply"
     summary = "Linen `init`/`apply` on a module instance"
-    triggers = (Needs(uses=("flax.linen",), words=tuple(_GUIDANCE)),)
+    triggers = (Needs(uses=("flax.linen",), words=tuple(_GUIDANCE), attributes=tuple(_GUIDANCE)),)
     valid = (
         Valid("from flax import nnx\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\ny = model(x)\n"),
         Valid("import flax.linen as nn\nimport optax\ntx = optax.adam(1e-3)\nstate = tx.init(params)\n"),

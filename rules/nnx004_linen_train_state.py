@@ -43,7 +43,7 @@ class LinenTrainState(Rule):
     code = "NNX004"
     name = "linen-train-state"
     summary = "Flax `TrainState` (Linen training state)"
-    triggers = (Needs(uses=(TRAIN_STATE,)),)
+    triggers = (Needs(refers=(TRAIN_STATE,), imports_only=True),)
     valid = (
         Valid("from flax import nnx\noptimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)\n"),
         Valid("from mylib import TrainState\nstate = TrainState.create()\n"),

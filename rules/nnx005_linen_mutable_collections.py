@@ -47,7 +47,8 @@ class LinenMutableCollections(Rule):
     code = "NNX005"
     name = "linen-mutable-collections"
     summary = "Linen mutable variable collections"
-    triggers = (Needs(words=("mutable",)), Needs(uses=("flax.linen",), words=("variable", "sow")))
+    triggers = (Needs(words=("mutable",), attributes=("apply", "apply_fn")),
+                Needs(uses=("flax.linen",), words=("variable", "sow"), attributes=("variable", "sow")))
     valid = (
         Valid("from flax import nnx\nclass M(nnx.Module):\n    def __call__(self, x):\n"
               "        self.sow(nnx.Intermediate, 'h', x)\n        return x\n"),

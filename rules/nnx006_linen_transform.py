@@ -53,7 +53,7 @@ class LinenTransform(Rule):
     code = "NNX006"
     name = "linen-transform"
     summary = "Linen lifted transform"
-    triggers = (Needs(uses=("flax.linen",), names=tuple(LINEN_TRANSFORMS)),)
+    triggers = (Needs(names=tuple(LINEN_TRANSFORMS), refers=("flax.linen",), imports_only=True),)
     valid = (
         Valid("from flax import nnx\nf = nnx.scan(step)\n"),
         Valid("import jax\nimport flax.linen as nn\nf = jax.vmap(g)\n"),

@@ -39,7 +39,7 @@ class OptimizerWithoutWrt(Rule):
     name = "optimizer-without-wrt"
     summary = "`nnx.Optimizer` without the required `wrt` argument"
     fixable = "safe"
-    triggers = (Needs(uses=("flax.nnx.Optimizer",), names=("Optimizer",)),)
+    triggers = (Needs(names=("Optimizer",), refers=("flax.nnx.Optimizer",), imports_only=True),)
     valid = (
         Valid("from flax import nnx\nopt = nnx.Optimizer(model, tx, wrt=nnx.Param)\n"),
         Valid("from flax import nnx\nopt = nnx.ModelAndOptimizer(model, tx)\n"),

@@ -65,7 +65,7 @@ class OptimizerUpdateWithoutModel(Rule):
     name = "optimizer-update-without-model"
     summary = "`nnx.Optimizer.update(grads)` without the model (Flax >= 0.11 needs `update(model, grads)`)"
     fixable = "safe"
-    triggers = (Needs(uses=("flax.nnx",), words=("update",)),)
+    triggers = (Needs(uses=("flax.nnx",), words=("update",), attributes=("update",)),)
     valid = (
         Valid(_TRAIN_STEP.format(model_arg="model, ")),
         Valid("import optax\ntx = optax.adam(1e-3)\nupdates, state = tx.update(grads, state)\n"),

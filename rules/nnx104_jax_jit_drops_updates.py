@@ -85,7 +85,7 @@ class JaxJitDropsUpdates(WatchesMutableVariables, Rule):
     name = "jax-jit-drops-updates"
     summary = "`jax.jit`/`jax.pmap` function updates an NNX module or optimizer in place: updates are dropped"
     fixable = "safe"
-    triggers = (Needs(uses=("jax.jit", "jax.pmap"), names=("jit", "pmap")),)
+    triggers = (Needs(names=("jit", "pmap"), refers=("jax.jit", "jax.pmap"), imports_only=True),)
     valid = (
         Valid("import jax\nfrom flax import nnx\n\n@nnx.jit\ndef train_step(model, optimizer, x):\n"
               "    grads = nnx.grad(loss_fn)(model, x)\n    optimizer.update(model, grads)\n"),

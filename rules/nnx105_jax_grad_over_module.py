@@ -60,7 +60,7 @@ class JaxGradOverModule(Rule):
     name = "jax-grad-over-module"
     summary = "`jax.grad`/`jax.value_and_grad` over an NNX module: fails with Dropout, differentiates non-Params"
     fixable = "unsafe"
-    triggers = (Needs(uses=("jax.grad", "jax.value_and_grad"), names=GRADIENT_TRANSFORMS),)
+    triggers = (Needs(names=GRADIENT_TRANSFORMS, refers=("jax.grad", "jax.value_and_grad"), imports_only=True),)
     valid = (
         Valid("import jax\nfrom flax import nnx\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n"
               "grads = nnx.grad(loss_fn)(model, x)\n"),

@@ -54,7 +54,7 @@ class ConstantRngsInStep(Rule):
     code = "NNX106"
     name = "constant-rngs-in-step"
     summary = "Constant-seed `nnx.Rngs` made inside a jitted/differentiated step: same dropout mask every step"
-    triggers = (Needs(uses=("flax.nnx.Rngs",), words=("rngs",)),)
+    triggers = (Needs(words=("rngs",), refers=("flax.nnx.Rngs",), imports_only=True),)
     valid = (
         # built once, outside the step: its counters advance
         Valid("from flax import nnx\nrngs = nnx.Rngs(dropout=0)\n\n@nnx.jit\ndef step(model, x):\n"

@@ -56,7 +56,7 @@ class VariableValue(Rule):
     name = "variable-value"
     summary = "Deprecated `.value` on an `nnx.Variable`: use `v[...]` / `get_value()`"
     fixable = "safe"
-    triggers = (Needs(uses=("flax.nnx",), words=("value",)),)
+    triggers = (Needs(uses=("flax.nnx",), words=("value",), attributes=("value",)),)
     valid = (
         Valid("from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self):\n"
               "        self.count = nnx.Variable(jnp.array(0))\n\n    def __call__(self):\n"

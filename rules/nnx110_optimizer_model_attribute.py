@@ -42,7 +42,7 @@ class OptimizerModelAttribute(Rule):
     name = "optimizer-model-attribute"
     summary = "`nnx.Optimizer.model` was removed in Flax 0.11"
     fixable = "safe"
-    triggers = (Needs(uses=("flax.nnx",), words=("model",)),)
+    triggers = (Needs(uses=("flax.nnx",), words=("model",), attributes=("model",)),)
     valid = (
         Valid("from flax import nnx\nopt = nnx.ModelAndOptimizer(model, tx)\ny = opt.model(x)\n"),
         Valid("from flax import nnx\nopt = nnx.Optimizer(model, tx, wrt=nnx.Param)\ny = model(x)\n"),

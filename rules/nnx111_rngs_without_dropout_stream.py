@@ -42,7 +42,7 @@ class RngsWithoutDropoutStream(Rule):
     code = "NNX111"
     name = "rngs-without-dropout-stream"
     summary = "`nnx.Rngs` without a `dropout` or default stream reaches an `nnx.Dropout`: KeyError"
-    triggers = (Needs(uses=("flax.nnx.Rngs",)),)
+    triggers = (Needs(names=("Dropout",), refers=("flax.nnx.Rngs",)),)
     valid = (
         Valid("from flax import nnx\ndrop = nnx.Dropout(0.5, rngs=nnx.Rngs(params=0, dropout=1))\n"),
         Valid("from flax import nnx\ndrop = nnx.Dropout(0.5, rngs=nnx.Rngs(0))\n"),

@@ -47,7 +47,7 @@ class NonExhaustiveSplit(Rule):
     code = "NNX112"
     name = "non-exhaustive-split"
     summary = "`nnx.split(model, nnx.Param)` on a model with other state: ValueError (non-exhaustive filters)"
-    triggers = (Needs(uses=("flax.nnx.split",), names=("split",)),)
+    triggers = (Needs(names=("split",), refers=("flax.nnx.split",), imports_only=True),)
     valid = (
         # the class is redefined later (a notebook): the model was built from the first, Param-only one
         Valid("from flax import nnx\n\nclass Model(nnx.Module):\n    def __init__(self, rngs):\n"

@@ -51,7 +51,8 @@ class RawSeedAsRngs(Rule):
     name = "raw-seed-as-rngs"
     summary = "Int seed or raw JAX key passed as `rngs=` to an NNX layer: AttributeError"
     fixable = "safe"
-    triggers = (Needs(uses=("flax.nnx",), words=("rngs",)),)
+    triggers = (Needs(words=("rngs",), refers=tuple(f"flax.nnx.{layer}" for layer in LAYERS_TAKING_RNGS),
+                      imports_only=True),)
     valid = (
         Valid("from flax import nnx\nlayer = nnx.Linear(3, 4, rngs=nnx.Rngs(0))\n"),
         # Dropout's call takes a raw key

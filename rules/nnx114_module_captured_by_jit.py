@@ -64,7 +64,8 @@ class ModuleCapturedByJit(WatchesMutableVariables, Rule):
     code = "NNX114"
     name = "module-captured-by-jit"
     summary = "Module/optimizer captured by a jitted function and updated in it: TraceContextError"
-    triggers = (Needs(uses=("flax.nnx",), names=_COMPILING_TRANSFORMS),)
+    triggers = (Needs(uses=("flax.nnx",), names=_COMPILING_TRANSFORMS,
+                      refers=("jax.jit", "jax.pmap", "flax.nnx.jit", "flax.nnx.pmap")),)
     valid = (
         Valid("from flax import nnx\nmodel = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n"
               "optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)\n\n@nnx.jit\n"

@@ -52,7 +52,7 @@ class LinenApiOnNnxModule(Rule):
     code = "NNX115"
     name = "linen-api-on-nnx-module"
     summary = "Linen `init`/`apply` called on an NNX module: AttributeError"
-    triggers = (Needs(uses=("flax.nnx",), words=LINEN_METHODS),)
+    triggers = (Needs(uses=("flax.nnx",), words=LINEN_METHODS, attributes=LINEN_METHODS),)
     valid = (
         Valid("import flax.linen as nn\nmodel = nn.Dense(3)\nvariables = model.init(key, x)\n"),
         # ``bridge.ToNNX`` has no ``apply`` of its own: its ``__getattr__`` forwards the Linen class's

@@ -267,3 +267,55 @@ def test_a_compiling_transform_re_exported_under_an_alias_keeps_the_rule(tmp_pat
     assert ("train.py", "NNX114") in with_tier
     monkeypatch.setenv(tier.FULL_ENVIRONMENT, "1")
     assert with_tier == run()
+
+
+@pytest.mark.parametrize("text, met", [
+    ("from flax import nnx\nopt = nnx.Optimizer(model, tx, wrt=nnx.Param)\n", True),
+    ("from flax import nnx\nlayer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n", False),  # imports it, never refers to it
+    ("from flax.nnx import Optimizer\n", False),  # an import alone is no use
+    ("from flax.nnx import Optimizer as O\nopt = O(model, tx, wrt=p)\n", True),
+    ("import flax\nopt = flax.nnx.Optimizer(model, tx)\n", True),
+    ("import flax.nnx.training.optimizer as o\nopt = o.Optimizer(model, tx)\n", True),  # the public name
+    ("def make(model, tx):\n    from flax import nnx\n    return nnx.Optimizer(model, tx)\n", True),
+    ("from flax import nnx\n\ndef step(optimizer: 'nnx.Optimizer'):\n    pass\n", True),  # a string annotation
+    ("from flax import nnx\nx = nnx.Optimizer.update\n", True),  # a name under it
+    ("from flax import nnx\n# nnx.Optimizer(model, tx)\ns = 'use nnx.Optimizer, not optax'\n", False),  # comment, prose
+    ("from . import nnx\nopt = nnx.Optimizer(model, tx)\n", True),  # relative, package unknown: anything
+])
+def test_refers_asks_for_an_expression_that_resolves_to_the_name(text, met):
+    assert tier._needs_met(Needs(refers=("flax.nnx.Optimizer",)), tier._File(text, None, False)) is met
+
+
+def test_refers_follows_a_re_export_only_through_the_files_a_file_imports():
+    needs = Needs(refers=("flax.nnx.Optimizer",), imports_only=True)
+    text = "from shop import make\nopt = make(model)\n"
+    assert tier._needs_met(needs, tier._File(text, None, False)) is False
+    assert tier._needs_met(needs, tier._File(text, None, frozenset({"flax.nnx"}))) is True  # shop may re-export it
+    assert tier._needs_met(needs, tier._File(text, None, frozenset({"flax.nnx"}), frozenset({"numpy"}))) is False
+    assert tier._needs_met(Needs(refers=("flax.nnx.Optimizer",)), tier._File(
+        text, None, frozenset({"flax.nnx"}), frozenset({"numpy"}))) is True  # connected files count without it
+
+
+@pytest.mark.parametrize("text, met", [
+    ("from flax import nnx\nw = layer.kernel.value\n", True),
+    ("from flax import nnx\nlayer.kernel.value = 1\n", True),
+    ("from flax import nnx\nw = f(x).value\n", True),  # on a call, not a name chain
+    ("from flax import nnx\nw = layer.kernel[...]\nf(value=1)\ns = 'the value'\n", False),
+])
+def test_attributes_ask_for_an_attribute_read_or_written(text, met):
+    assert tier._needs_met(Needs(attributes=("value",)), tier._File(text, None, False)) is met
+
+
+def test_the_summary_travels_as_data_and_a_body_edit_keeps_the_digest_of_the_facts(tmp_path):
+    from nnxlint import project
+
+    module = tmp_path / "shop.py"
+    module.write_text("from flax import nnx\n\ndef make(model, tx):\n    print(nnx.Optimizer)\n")
+    facts = project.facts_of_file(str(module))
+    summary = tier.ImportSummary.from_data(facts["imports"])
+    assert "flax.nnx.Optimizer" in summary.refs and summary == tier.parse_summary(module.read_text())
+    before = project.ProjectIndex({str(module): facts}).facts_digest(str(module))
+    module.write_text("from flax import nnx\n\ndef make(model, tx):\n    print(nnx.ModelAndOptimizer)\n")
+    edited = project.facts_of_file(str(module))
+    assert edited["imports"]["refs"] != facts["imports"]["refs"]
+    assert project.ProjectIndex({str(module): edited}).facts_digest(str(module)) == before
