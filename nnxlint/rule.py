@@ -124,7 +124,12 @@ class Needs:
     imports or a re-export of a linked file: sharper than ``uses`` (an import the
     file never reads, a name used elsewhere in it, do not count).  ``attributes``:
     the rule reports only where the file reads or writes an attribute of one of these
-    names (``x.value``).  Both are answered from the ``ast`` walk of the project index.
+    names (``x.value``).  ``calls``: the rule reports only at a call whose callee
+    resolves (as ``refers``) to one of these qualified names; ``constructs``: ... or a
+    call, by its name, of a class of the file whose ``__init__`` takes one of these
+    parameters (or any call, in a file linked to others: the class can be theirs);
+    ``missing_keywords``: only calls without these keywords and without starred
+    arguments count.  All are answered from the ``ast`` walk of the project index.
     """
 
     uses: tuple[str, ...] = ()
@@ -133,6 +138,9 @@ class Needs:
     names: tuple[str, ...] = ()
     refers: tuple[str, ...] = ()
     attributes: tuple[str, ...] = ()
+    calls: tuple[str, ...] = ()
+    constructs: tuple[str, ...] = ()
+    missing_keywords: tuple[str, ...] = ()
 
 
 @dataclass

@@ -22,7 +22,7 @@ import functools
 import re
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
 from nnxlint.flax_api import (
     FLAX_LINEN, FLAX_NNX, LINEN_IMPLEMENTATION_MODULES, NNX_IMPLEMENTATION_MODULES, canonical_name,
@@ -47,33 +47,37 @@ _REEXPORTED_FROM = tuple((module, package) for package, modules in (
 @dataclass(frozen=True)
 class ImportSummary:
     """What a file imports: every absolute name an import statement (at any depth)
-    names or binds, and whether it has relative imports.  Also what its expressions
-    refer to (None when not gathered): ``refs``, the canonical names (and every dotted
-    prefix of them) that its Name/attribute chains resolve to through its imports,
-    the way a rule's ``context.resolve`` does; ``attributes``, every ``.name`` it reads
-    or writes."""
+    names or binds, and whether it has relative imports.  Also what its code holds
+    (None when not gathered): ``refs``, the canonical names (and every dotted prefix
+    of them) that its Name/attribute chains resolve to through its imports, the way a
+    rule's ``context.resolve`` does; ``attributes``, every ``.name`` it reads or
+    writes; ``calls``, each call of a Name/attribute chain as ``callee(keywords)``
+    (the callee resolved like ``refs``, or ``:name`` for a name no import binds;
+    ``*``/``**`` among the keywords for starred arguments); ``inits``,
+    ``Class.parameter`` for each parameter of each class's ``__init__``."""
 
     names: frozenset[str]
     relative: bool
     refs: Optional[frozenset[str]] = None
     attributes: Optional[frozenset[str]] = None
+    calls: Optional[frozenset[str]] = None
+    inits: Optional[frozenset[str]] = None
 
     def to_data(self) -> dict:
         data: dict = {"names": sorted(self.names), "relative": self.relative}
-        if self.refs is not None and self.attributes is not None:
-            data.update(refs=sorted(self.refs), attributes=sorted(self.attributes))
+        data.update((field, sorted(value)) for field in OWN_SUMMARY_FIELDS
+                    if (value := getattr(self, field)) is not None)
         return data
 
     @classmethod
     def from_data(cls, data: dict) -> "ImportSummary":
-        refs, attributes = data.get("refs"), data.get("attributes")
         return cls(frozenset(data["names"]), bool(data["relative"]),
-                   None if refs is None else frozenset(refs), None if attributes is None else frozenset(attributes))
+                   **{field: frozenset(data[field]) for field in OWN_SUMMARY_FIELDS if field in data})
 
 
 # What only the file's own tier reads (not the files linked to it): left out of the
 # digest of its facts, so an edit in a function body keeps other files' cached results.
-OWN_SUMMARY_FIELDS = ("refs", "attributes")
+OWN_SUMMARY_FIELDS = ("refs", "attributes", "calls", "inits")
 
 
 def summarize(tree: ast.Module, package: Optional[str] = None) -> ImportSummary:
@@ -85,11 +89,22 @@ def summarize(tree: ast.Module, package: Optional[str] = None) -> ImportSummary:
     bound: dict[str, set[str]] = {}  # local name -> the absolute names imports bind it to
     chains: set[str] = set()  # dotted Name/attribute chains, as spelled
     attributes: set[str] = set()
+    calls: set[tuple[str, str]] = set()  # (callee as spelled, its keywords)
+    inits: set[str] = set()
     pending: list = [tree]
     while pending:
         node = pending.pop()
         kind = type(node)
-        if kind is ast.Attribute or kind is ast.Name:
+        if kind is ast.Call:
+            callee = _dotted(node.func)
+            if callee is not None:
+                keywords = [keyword.arg or "**" for keyword in node.keywords]
+                if any(type(argument) is ast.Starred for argument in node.args):
+                    keywords.append("*")
+                calls.add((callee, ",".join(sorted(keywords))))
+        elif kind is ast.ClassDef:
+            inits.update(f"{node.name}.{parameter}" for parameter in _init_parameters(node))
+        elif kind is ast.Attribute or kind is ast.Name:
             dotted = _dotted(node)
             if dotted is not None:  # the chain and all its prefixes in one go
                 chains.add(dotted)
@@ -125,7 +140,33 @@ def summarize(tree: ast.Module, package: Optional[str] = None) -> ImportSummary:
                 pending.extend(value)
             elif value is not None:
                 pending.append(value)
-    return ImportSummary(frozenset(found), relative, _resolved(chains, bound), frozenset(attributes))
+    return ImportSummary(frozenset(found), relative, _resolved(chains, bound), frozenset(attributes),
+                         _resolved_calls(calls, bound), frozenset(inits))
+
+
+def _init_parameters(node: ast.ClassDef) -> Iterator[str]:
+    """The parameters of the class's ``__init__`` (any in its body, also under ``if``/``try``)."""
+    pending: list = list(node.body)
+    while pending:
+        statement = pending.pop()
+        if type(statement) in (ast.FunctionDef, ast.AsyncFunctionDef) and statement.name == "__init__":
+            arguments = statement.args
+            yield from (argument.arg for argument in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs))
+        elif type(statement) in (ast.If, ast.Try, ast.With):
+            pending.extend((*statement.body, *getattr(statement, "orelse", ()), *getattr(statement, "finalbody", ()),
+                            *(line for handler in getattr(statement, "handlers", ()) for line in handler.body)))
+
+
+def _resolved_calls(calls: set[tuple[str, str]], bound: dict[str, set[str]]) -> frozenset[str]:
+    found = set()
+    for callee, keywords in calls:
+        head, _, rest = callee.partition(".")
+        targets = bound.get(head)
+        if targets:
+            found.update(f"{canonical_name(f'{target}.{rest}' if rest else target)}({keywords})" for target in targets)
+        if not rest:  # also when an import binds it: a class statement may rebind the name
+            found.add(f":{callee}({keywords})")
+    return frozenset(found)
 
 
 def _expression(text: str) -> Optional[ast.AST]:
@@ -328,6 +369,12 @@ def _needs_met(needs: "Needs", file: _File) -> Optional[bool]:
             return False
         if needs.refers and not _refers(needs.refers, summary, linked):
             return False
+    if needs.calls or needs.constructs:
+        summary = file.imports()
+        if summary is None:
+            return None
+        if not _calls_met(needs, summary, linked):
+            return False
     if not needs.uses or linked is True:
         return True
     if linked and any(_linked_reaches(prefix, linked) for prefix in needs.uses):
@@ -351,6 +398,28 @@ def _refers(prefixes: tuple[str, ...], summary: ImportSummary, linked: Linked) -
     if any(prefix in summary.refs for prefix in prefixes):
         return True
     return bool(linked) and any(_linked_reaches(prefix, linked) for prefix in prefixes)
+
+
+def _calls_met(needs: "Needs", summary: ImportSummary, linked: Linked) -> bool:
+    """Whether the file has a call (without ``needs.missing_keywords`` nor starred
+    arguments, when asked) of one of ``needs.calls``, or of a class of the file whose
+    ``__init__`` takes one of ``needs.constructs``; through a file linked to it, the
+    callee can be a re-export, or a class of another file: then the tier does not follow."""
+    if summary.calls is None or summary.inits is None or summary.relative or linked is True:
+        return True
+    missing = frozenset(needs.missing_keywords)
+    for entry in summary.calls:
+        callee, _, keywords = entry[:-1].partition("(")
+        if missing and keywords and (missing | {"*", "**"}).intersection(keywords.split(",")):
+            continue
+        if callee in needs.calls:
+            return True
+        if callee.startswith(":") and any(f"{callee[1:]}.{parameter}" in summary.inits
+                                          for parameter in needs.constructs):
+            return True
+    if not linked:
+        return False
+    return bool(needs.constructs) or any(_linked_reaches(name, linked) for name in needs.calls)
 
 
 def _needs_met_by_trigger(trigger: Union[str, "Needs"], file: _File) -> Optional[bool]:

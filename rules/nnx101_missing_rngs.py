@@ -68,7 +68,11 @@ class MissingRngs(Rule):
     name = "missing-rngs"
     summary = "NNX layer or module constructed without its required `rngs`"
     fixable = "unsafe"
-    triggers = (Needs(uses=("flax.nnx",)),)
+    # a call without `rngs` (nor starred arguments) of a layer of the table, or of a class
+    # whose __init__ takes `rngs` (of this file, by its name; or of another file)
+    triggers = (Needs(uses=("flax.nnx",), calls=tuple(f"flax.nnx.{layer}" for layer in sorted(RNGS_REQUIRED_LAYERS)),
+                      missing_keywords=("rngs",), imports_only=True),
+                Needs(uses=("flax.nnx",), constructs=("rngs",), missing_keywords=("rngs",)))
     valid = (
         Valid("from flax import nnx\nlayer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n"),
         Valid("from flax import nnx\ndrop = nnx.Dropout(0.5)\n"),

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import libcst as cst
 
-from nnxlint.analysis import VARIABLE, attribute_of, file_index, fresh_array, method_of_module_class
+from nnxlint.analysis import (
+    ARRAY_CONSTRUCTORS, INITIALIZER_MODULES, RANDOM_SAMPLERS, VARIABLE, attribute_of, file_index, fresh_array,
+    method_of_module_class,
+)
 from nnxlint.rule import Fix, Invalid, Needs, Rule, Valid
 
 
@@ -62,7 +65,13 @@ class RawArrayAttribute(Rule):
     name = "raw-array-attribute"
     summary = "Array stored on a module without `nnx.Param`: never trained"
     fixable = "unsafe"
-    triggers = (Needs(uses=("flax.nnx",), words=("__init__",)),)
+    # what ``fresh_array`` recognizes: a JAX sampler or constructor, an initializer, or a
+    # sampler method of an ``nnx.Rngs`` (``rngs.params.normal(...)``)
+    triggers = (Needs(uses=("flax.nnx",), words=("__init__",), refers=(
+                    *(f"jax.random.{name}" for name in sorted(RANDOM_SAMPLERS)),
+                    *(f"jax.numpy.{name}" for name in sorted(ARRAY_CONSTRUCTORS)),
+                    *(module.rstrip(".") for module in INITIALIZER_MODULES))),
+                Needs(uses=("flax.nnx",), words=("__init__",), attributes=tuple(sorted(RANDOM_SAMPLERS))))
     valid = (
         Valid("import jax\nfrom flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, rngs: nnx.Rngs):\n"
               "        self.w = nnx.Param(jax.random.normal(rngs.params(), (3,)))\n"),

@@ -72,7 +72,10 @@ def test_tier_skips_files_without_what_the_rules_need():
     assert tier.rules_for(plain, SELECTED) == []
     nnx_only = "from flax import nnx\nlayer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))\n"
     codes = [rule.code for rule in tier.rules_for(nnx_only, SELECTED)]
-    assert "NNX101" in codes and "NNX001" not in codes and "NNX109" not in codes  # no `.value`
+    assert "NNX001" not in codes and "NNX109" not in codes  # no `.value`
+    assert "NNX101" not in codes  # the layer gets its rngs
+    without = [rule.code for rule in tier.rules_for(nnx_only.replace(", rngs=nnx.Rngs(0)", ""), SELECTED)]
+    assert "NNX101" in without
     # a word in a comment or string is not an import of flax.linen
     assert "NNX001" not in [rule.code for rule in tier.rules_for("# flax.linen is legacy\nx = 'linen'\n", SELECTED)]
 
@@ -319,3 +322,30 @@ def test_the_summary_travels_as_data_and_a_body_edit_keeps_the_digest_of_the_fac
     edited = project.facts_of_file(str(module))
     assert edited["imports"]["refs"] != facts["imports"]["refs"]
     assert project.ProjectIndex({str(module): edited}).facts_digest(str(module)) == before
+
+
+@pytest.mark.parametrize("text, met", [
+    ("from flax import nnx\nlayer = nnx.Linear(2, 3)\n", True),
+    ("from flax import nnx\nlayer = nnx.Linear(2, 3, rngs=rngs)\n", False),
+    ("from flax import nnx\nlayer = nnx.Linear(*shape, **options)\n", False),  # starred: anything can be in them
+    ("from flax.nnx import Linear as L\nlayer = L(2, 3)\n", True),
+    ("from flax import nnx\nlayer = nnx.Linear\n", False),  # not called here
+    ("from flax import nnx\n\nclass Block(nnx.Module):\n    def __init__(self, d, *, rngs):\n        pass\n\n"
+     "block = Block(2)\n", True),  # a class of the file whose __init__ takes rngs
+    ("from flax import nnx\n\nclass Block(nnx.Module):\n    def __init__(self, d, *, rngs):\n        pass\n\n"
+     "block = Block(2, rngs=nnx.Rngs(0))\n", False),
+    ("from flax import nnx\n\nclass Block(nnx.Module):\n    def __init__(self, d):\n        pass\n\n"
+     "block = Block(2)\n", False),  # its __init__ takes no rngs
+    ("from flax import nnx\n\nclass Block(nnx.Module):\n    if True:\n        def __init__(self, rngs):\n"
+     "            pass\n\nblock = Block(2)\n", True),
+])
+def test_calls_ask_for_a_call_without_the_keywords(text, met):
+    needs = Needs(calls=("flax.nnx.Linear",), constructs=("rngs",), missing_keywords=("rngs",))
+    assert tier._needs_met(needs, tier._File(text, None, False)) is met
+
+
+def test_constructs_open_every_call_in_a_file_linked_to_others():
+    needs = Needs(constructs=("rngs",), missing_keywords=("rngs",))
+    text = "from shop import Block\nblock = Block(2)\n"  # Block's __init__ is in another file
+    assert tier._needs_met(needs, tier._File(text, None, False)) is False
+    assert tier._needs_met(needs, tier._File(text, None, frozenset({"flax.nnx"}))) is True
