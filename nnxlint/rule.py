@@ -129,7 +129,9 @@ class Needs:
     call, by its name, of a class of the file whose ``__init__`` takes one of these
     parameters (or any call, in a file linked to others: the class can be theirs);
     ``missing_keywords``: only calls without these keywords and without starred
-    arguments count.  All are answered from the ``ast`` walk of the project index.
+    arguments count.  ``stores_containers``: the rule reports only where the file
+    assigns an attribute a container (see ``nnxlint.tier.ImportSummary.containers``).
+    All are answered from the ``ast`` walk of the project index.
     """
 
     uses: tuple[str, ...] = ()
@@ -141,6 +143,7 @@ class Needs:
     calls: tuple[str, ...] = ()
     constructs: tuple[str, ...] = ()
     missing_keywords: tuple[str, ...] = ()
+    stores_containers: bool = False
 
 
 @dataclass

@@ -54,7 +54,11 @@ class ImportSummary:
     writes; ``calls``, each call of a Name/attribute chain as ``callee(keywords)``
     (the callee resolved like ``refs``, or ``:name`` for a name no import binds;
     ``*``/``**`` among the keywords for starred arguments); ``inits``,
-    ``Class.parameter`` for each parameter of each class's ``__init__``."""
+    ``Class.parameter`` for each parameter of each class's ``__init__``; ``containers``,
+    the attributes assigned a container (``x.name = value``, ``value`` a list, tuple
+    or dict display or comprehension, ``list(...)``/``tuple(...)``/``dict(...)`` of one
+    argument, or a name that the file assigns such a display or annotates with a
+    subscripted type)."""
 
     names: frozenset[str]
     relative: bool
@@ -62,6 +66,7 @@ class ImportSummary:
     attributes: Optional[frozenset[str]] = None
     calls: Optional[frozenset[str]] = None
     inits: Optional[frozenset[str]] = None
+    containers: Optional[frozenset[str]] = None
 
     def to_data(self) -> dict:
         data: dict = {"names": sorted(self.names), "relative": self.relative}
@@ -77,7 +82,7 @@ class ImportSummary:
 
 # What only the file's own tier reads (not the files linked to it): left out of the
 # digest of its facts, so an edit in a function body keeps other files' cached results.
-OWN_SUMMARY_FIELDS = ("refs", "attributes", "calls", "inits")
+OWN_SUMMARY_FIELDS = ("refs", "attributes", "calls", "inits", "containers")
 
 
 def summarize(tree: ast.Module, package: Optional[str] = None) -> ImportSummary:
@@ -91,10 +96,16 @@ def summarize(tree: ast.Module, package: Optional[str] = None) -> ImportSummary:
     attributes: set[str] = set()
     calls: set[tuple[str, str]] = set()  # (callee as spelled, its keywords)
     inits: set[str] = set()
+    stored: list[tuple[str, ast.AST]] = []  # (attribute, value) of ``x.attribute = value``
+    holders: set[str] = set()  # names assigned a container display, or annotated with a subscripted type
     pending: list = [tree]
     while pending:
         node = pending.pop()
         kind = type(node)
+        if kind in _ASSIGNMENTS:
+            _note_assignment(node, stored, holders)
+        elif kind is ast.arg and type(node.annotation) is ast.Subscript:
+            holders.add(node.arg)
         if kind is ast.Call:
             callee = _dotted(node.func)
             if callee is not None:
@@ -140,8 +151,43 @@ def summarize(tree: ast.Module, package: Optional[str] = None) -> ImportSummary:
                 pending.extend(value)
             elif value is not None:
                 pending.append(value)
+    containers = frozenset(attribute for attribute, value in stored
+                           if _is_container(value) or (type(value) is ast.Name and value.id in holders))
     return ImportSummary(frozenset(found), relative, _resolved(chains, bound), frozenset(attributes),
-                         _resolved_calls(calls, bound), frozenset(inits))
+                         _resolved_calls(calls, bound), frozenset(inits), containers)
+
+
+_ASSIGNMENTS = (ast.Assign, ast.AnnAssign, ast.NamedExpr)
+_DISPLAYS = (ast.List, ast.Tuple, ast.Dict, ast.ListComp, ast.DictComp, ast.SetComp, ast.Set, ast.GeneratorExp)
+_CONTAINER_CALLS = frozenset({"list", "tuple", "dict"})
+
+
+def _is_container(value: ast.AST) -> bool:
+    return isinstance(value, _DISPLAYS) or (
+        type(value) is ast.Call and type(value.func) is ast.Name and value.func.id in _CONTAINER_CALLS)
+
+
+def _note_assignment(node: ast.AST, stored: list, holders: set[str]) -> None:
+    """What an assignment stores in attributes, and the names it gives a container."""
+    value = node.value  # type: ignore[attr-defined]
+    if value is None:  # ``x: T`` declares, stores nothing
+        if type(node.annotation) is ast.Subscript and type(node.target) is ast.Name:  # type: ignore[attr-defined]
+            holders.add(node.target.id)  # type: ignore[attr-defined]
+        return
+    targets = node.targets if type(node) is ast.Assign else [node.target]  # type: ignore[attr-defined]
+    if type(node) is ast.AnnAssign and type(node.annotation) is ast.Subscript:
+        holders.update(target.id for target in targets if type(target) is ast.Name)
+    # a display anywhere in the value (``a, b = [x], [y]``) may be what a name holds
+    contains = _is_container(value) or any(_is_container(element) for element in getattr(value, "elts", ()))
+    pending = list(targets)
+    while pending:
+        target = pending.pop()
+        if type(target) is ast.Attribute:
+            stored.append((target.attr, value))
+        elif type(target) is ast.Name and contains:
+            holders.add(target.id)
+        elif type(target) in (ast.Tuple, ast.List, ast.Starred):
+            pending.extend(getattr(target, "elts", None) or [target.value])
 
 
 def _init_parameters(node: ast.ClassDef) -> Iterator[str]:
@@ -368,6 +414,12 @@ def _needs_met(needs: "Needs", file: _File) -> Optional[bool]:
         if needs.attributes and summary.attributes is not None and summary.attributes.isdisjoint(needs.attributes):
             return False
         if needs.refers and not _refers(needs.refers, summary, linked):
+            return False
+    if needs.stores_containers:
+        summary = file.imports()
+        if summary is None:
+            return None
+        if summary.containers is not None and not summary.containers:
             return False
     if needs.calls or needs.constructs:
         summary = file.imports()

@@ -61,7 +61,7 @@ class PlainContainerOfModules(Rule):
     name = "plain-container-of-modules"
     summary = "Plain list/dict/tuple of submodules on a module: ValueError since Flax 0.12"
     fixable = "unsafe"
-    triggers = (Needs(uses=("flax.nnx",)),)
+    triggers = (Needs(uses=("flax.nnx",), stores_containers=True),)  # what ``_contents`` recognizes
     valid = (
         Valid("from flax import nnx\n\nclass M(nnx.Module):\n    def __init__(self, rngs):\n"
               "        self.layers = nnx.List([nnx.Linear(2, 2, rngs=rngs) for _ in range(3)])\n"),

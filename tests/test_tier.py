@@ -349,3 +349,18 @@ def test_constructs_open_every_call_in_a_file_linked_to_others():
     text = "from shop import Block\nblock = Block(2)\n"  # Block's __init__ is in another file
     assert tier._needs_met(needs, tier._File(text, None, False)) is False
     assert tier._needs_met(needs, tier._File(text, None, frozenset({"flax.nnx"}))) is True
+
+
+@pytest.mark.parametrize("text, met", [
+    ("self.layers = [nnx.Linear(2, 2, rngs=rngs) for _ in range(3)]\n", True),
+    ("self.layers = []\n", True),
+    ("self.heads = {'a': head}\n", True),
+    ("self.layers = list(block for block in blocks)\n", True),
+    ("layers = []\nself.layers = layers\n", True),  # a name the file gives a list
+    ("first, rest = [a], b\nself.layers = first\n", True),
+    ("def __init__(self, blocks: list[Block]):\n    self.blocks = blocks\n", True),  # annotated as a container
+    ("def __init__(self, block: Block):\n    self.block = block\n    layers = [block]\n", False),
+    ("self.linear = nnx.Linear(2, 2, rngs=rngs)\nself.size = n\n", False),
+])
+def test_stores_containers_asks_for_a_container_assigned_to_an_attribute(text, met):
+    assert tier._needs_met(Needs(stores_containers=True), tier._File(text, None, False)) is met
