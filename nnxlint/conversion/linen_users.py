@@ -184,7 +184,8 @@ def _convert_file(project, path: str, user_names: list[str], together: Together)
                                                _converter_of(name, source, source_conversion))
                         for spelling, name in importer.spellings.items() if name in source.linen_classes})
         classes = {name: source.classes.converted[name] for name in source_conversion.converted}
-        rewrites.append((importer, {**{name: name for name in classes}, **source_conversion.factories}, classes))
+        rewrites.append((importer, {**{name: name for name in classes}, **source_conversion.factories}, classes,
+                         source.env))
     user = FileConverter(module, scope, path, project=project)
     user.env.foreign_classes = foreign
     try:
@@ -207,8 +208,8 @@ def _convert_file(project, path: str, user_names: list[str], together: Together)
     if missing is not None:
         raise Unconvertible(f"`{missing}` stays Linen: {own.reason_for(missing) or result.reason_for(missing)}")
     converted = converted_text(module, replacements)
-    for importer, builders, classes in rewrites:
-        converted = _Constructions(importer, builders, classes).rewrite(converted)
+    for importer, builders, classes, env in rewrites:
+        converted = _Constructions(importer, builders, classes, env).rewrite(converted)
     together.originals.setdefault(path, text)
     together.texts[path] = converted
     together.users[path] = result.converted
