@@ -131,6 +131,8 @@ class _Site:
         first_use = self._first_use(converted)
         if isinstance(first_use, str):
             return first_use
+        if id(first_use) in edits:  # another model is built before the same statement
+            return f"line {line_of(self.module, first_use)} is the first use of two models"
         sizes = self._sizes(converted, class_name, inputs, first_use)
         if isinstance(sizes, str):
             return sizes
