@@ -39,6 +39,7 @@ FULL_ENVIRONMENT = "NNXLINT_NO_TIER"
 _RELATIVE_IMPORT = re.compile(r"\bfrom(?:\s|\\\r?\n)*\.")
 # A string that may be a type annotation (``"nnx.Module"``, ``"Optional[nnx.Rngs]"``)
 _TYPE_TEXT = re.compile(r"[\w.\[\], |]*[A-Za-z_][\w.\[\], |]*")
+_CHAIN = re.compile(r"[A-Za-z_]\w*(?:\s*\.\s*[A-Za-z_]\w*)*")
 # (implementation module, the public package it is re-exported from)
 _REEXPORTED_FROM = tuple((module, package) for package, modules in (
     (FLAX_NNX, NNX_IMPLEMENTATION_MODULES), (FLAX_LINEN, LINEN_IMPLEMENTATION_MODULES)) for module in modules)
@@ -102,6 +103,9 @@ def summarize(tree: ast.Module, package: Optional[str] = None) -> ImportSummary:
     while pending:
         node = pending.pop()
         kind = type(node)
+        if kind is ast.Name:  # the most common node: a chain of one
+            chains.add(node.id)
+            continue
         if kind in _ASSIGNMENTS:
             _note_assignment(node, stored, holders)
         elif kind is ast.arg and type(node.annotation) is ast.Subscript:
@@ -115,7 +119,7 @@ def summarize(tree: ast.Module, package: Optional[str] = None) -> ImportSummary:
                 calls.add((callee, ",".join(sorted(keywords))))
         elif kind is ast.ClassDef:
             inits.update(f"{node.name}.{parameter}" for parameter in _init_parameters(node))
-        elif kind is ast.Attribute or kind is ast.Name:
+        elif kind is ast.Attribute:
             dotted = _dotted(node)
             if dotted is not None:  # the chain and all its prefixes in one go
                 chains.add(dotted)
@@ -125,9 +129,11 @@ def summarize(tree: ast.Module, package: Optional[str] = None) -> ImportSummary:
         elif kind is ast.Constant:
             text = node.value
             if type(text) is str and len(text) < 200 and _TYPE_TEXT.fullmatch(text):
-                expression = _expression(text)  # a string annotation resolves like code: ``"nnx.Module"``
-                if expression is not None:
-                    pending.append(expression)
+                # a string annotation resolves like code (``"nnx.Module"``): its chains, unparsed
+                for spelled in _CHAIN.findall(text):
+                    dotted = "".join(spelled.split())  # ``"nnx . Module"`` is ``nnx.Module``
+                    chains.add(dotted)
+                    attributes.update(dotted.split(".")[1:])
             continue
         elif kind is ast.Import:
             for alias in node.names:  # ``import a.b.c`` binds ``a`` and names ``a.b.c``
@@ -213,13 +219,6 @@ def _resolved_calls(calls: set[tuple[str, str]], bound: dict[str, set[str]]) -> 
         if not rest:  # also when an import binds it: a class statement may rebind the name
             found.add(f":{callee}({keywords})")
     return frozenset(found)
-
-
-def _expression(text: str) -> Optional[ast.AST]:
-    try:
-        return ast.parse(text, mode="eval").body
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
 
 
 def _dotted(node: ast.AST) -> Optional[str]:

@@ -282,7 +282,7 @@ def test_a_compiling_transform_re_exported_under_an_alias_keeps_the_rule(tmp_pat
     ("def make(model, tx):\n    from flax import nnx\n    return nnx.Optimizer(model, tx)\n", True),
     ("from flax import nnx\n\ndef step(optimizer: 'nnx.Optimizer'):\n    pass\n", True),  # a string annotation
     ("from flax import nnx\nx = nnx.Optimizer.update\n", True),  # a name under it
-    ("from flax import nnx\n# nnx.Optimizer(model, tx)\ns = 'use nnx.Optimizer, not optax'\n", False),  # comment, prose
+    ("from flax import nnx\n# nnx.Optimizer(model, tx)\ns = 'see nnx.Optimizer: the docs'\n", False),  # comment, prose
     ("from . import nnx\nopt = nnx.Optimizer(model, tx)\n", True),  # relative, package unknown: anything
 ])
 def test_refers_asks_for_an_expression_that_resolves_to_the_name(text, met):
