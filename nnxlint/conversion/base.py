@@ -239,6 +239,9 @@ class Slot:
     attribute: str
     construction: cst.Call
     init_code: Optional[str] = None  # set once the input size is known
+    # the input size its first call read; a later call on an input of unknown size reuses it (its
+    # weights fix that size, in Linen as in NNX): BiT's ``head(out['pre_logits'])``
+    input_size: Optional[object] = None
 
 
 @dataclass

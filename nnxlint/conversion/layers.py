@@ -170,6 +170,13 @@ class LayerConstruction:
                     shapes: dict[str, Shape]) -> Optional[Size]:
         """The size a layer reads from its input: the last axis, or DenseGeneral's
         contracted axes (their sizes as a tuple when there are several)."""
+        size = self._read_input_size(mapping, slot, shape)
+        if size is None:
+            return slot.input_size  # type: ignore[return-value]
+        slot.input_size = size
+        return size
+
+    def _read_input_size(self, mapping: LayerMapping, slot: Slot, shape: Shape) -> Optional[Size]:
         if not shape:
             return None
         if mapping.linen != "DenseGeneral":

@@ -8,10 +8,13 @@
 Linen names the module where it is created (``Embed_0``); NNX builds it as that
 attribute in ``__init__`` and every use reads it: ``self.embed_0(tokens)``,
 ``self.embed_0.attend(x)`` (``nnx.Embed.attend``).  The binding statement goes.
-Converted where the name is bound once, outside loops and branches, and used
-only by calls of the module or of its methods in ``linen_map.LAYER_METHODS``
-(the module's size comes from its first call, or from its arguments when it
-reads none from its input, as ``nn.Embed``).
+Converted where the name is bound once, outside loops, and used only by calls
+of the module or of its methods in ``linen_map.LAYER_METHODS`` (the module's
+size comes from its first call, or from its arguments when it reads none from
+its input, as ``nn.Embed``).  Bound inside a branch on fields (BiT's head,
+``if self.num_classes: head = nn.Dense(...)``, then called on the pooled and
+the unpooled features), ``__init__`` builds it under the same test
+(``constructs/branch_module.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING
 import libcst as cst
 
 from nnxlint.conversion.base import Unconvertible
+from nnxlint.conversion.constructs.branch_module import branch_guard
 from nnxlint.conversion.linen_map import LAYER_METHODS
 
 if TYPE_CHECKING:
@@ -37,10 +41,10 @@ def bind_local_module(rewriter: CallRewriter, node: cst.Assign) -> bool:
     if layer is None or layer.mapping is None:
         return False
     target = node.targets[0].target if len(node.targets) == 1 else None
-    if not isinstance(target, cst.Name) or rewriter.depth or converter._assignments.get(target.value) != 1:
-        raise Unconvertible(f"an `nn.{layer.mapping.linen}` bound to something other than a name assigned once "
-                            "outside loops and branches")
-    rewriter.local_modules[target.value] = converter.construct(value, None)
+    if not isinstance(target, cst.Name) or converter._assignments.get(target.value) != 1:
+        raise Unconvertible(f"an `nn.{layer.mapping.linen}` bound to something other than a name assigned once")
+    guard = branch_guard(rewriter, value) if rewriter.depth else None  # refuses a loop or a test of `__call__`
+    rewriter.local_modules[target.value] = converter.construct(value, None, guard)
     rewriter.removed_statements.add(id(node))
     return True
 
