@@ -106,7 +106,8 @@ class ClassConverter(LayerConstruction, InitWriter):
         self.axis_sizes: dict[str, tuple[int, int, int]] = {}  # ``inputs_shape_1`` (``constructs/input_axes.py``)
         self.shape_aliases: dict[str, Shape] = {}  # ``input_shape = x.shape``: the shape then (ditto)
         self.unranked_read: Optional[str] = None  # the last ``x.shape[1]`` of an input of unknown rank (ditto)
-        self.final_sizes: dict[str, str] = {}  # a running size of ``__init__`` -> its value after the loop
+        # a running size of ``__init__`` -> its value after the loop (None: none the builders can read)
+        self.final_sizes: dict[str, Optional[str]] = {}
         self.graph_sizes: dict[str, int] = {}  # a ``jraph.GraphsTuple`` argument's sizes (``constructs/jraph_graph.py``)
         self.mode: Optional[Mode] = None
         self.uses_rngs = False
@@ -531,13 +532,18 @@ def _in_parent_terms(shape, values: dict[str, str], inputs: Sequence[Shape]):
     return tuple(axis if axis is None or axis == ANY_AXES else substitute(axis.code, values) for axis in shape)
 
 
-def _with_final_sizes(shape, final_sizes: dict[str, str]):
-    """The output shape for the classes building this one: no ``__init__`` local in it."""
+def _with_final_sizes(shape, final_sizes: dict[str, Optional[str]]):
+    """The output shape for the classes building this one: no ``__init__`` local in it (an axis
+    whose size only such a local holds is unknown there)."""
     if isinstance(shape, Several):
         return type(shape)(tuple(_with_final_sizes(part, final_sizes) for part in shape.parts))
     if not shape or not final_sizes:
         return shape
-    return tuple(axis if axis is None or axis == ANY_AXES else substitute(axis.code, final_sizes) for axis in shape)
+    unknown = {name for name, value in final_sizes.items() if value is None}
+    known = {name: value for name, value in final_sizes.items() if value is not None}
+    return tuple(axis if axis is None or axis == ANY_AXES
+                 else None if names_read(cst.parse_expression(axis.code)) & unknown
+                 else substitute(axis.code, known) for axis in shape)
 
 
 def _assignment_counts(node: cst.CSTNode) -> Counter:

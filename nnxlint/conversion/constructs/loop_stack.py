@@ -281,6 +281,8 @@ def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
         elif shape:
             last = before[name] if name in kept else Size(loop.running[name]) if sized and after[name] else None
             rewriter.shapes[name] = shape[:-1] + (last,)
+            if last is not None and last.code == loop.running[name]:  # an ``__init__`` local, unknown outside
+                converter.final_sizes.setdefault(last.code, None)
     for name, shape in rewriter.shapes.items():  # names bound in the body: sizes in the loop's terms
         if name not in loop.shapes_before and isinstance(shape, tuple) and shape[-1] is not None \
                 and shape[-1] != ANY_AXES:  # (not a ``Several``: a graph, a tuple)
