@@ -8,7 +8,8 @@ checkpoint stores it) onto the state of an NNX model built by the converted code
 
 - Linen auto-names become the NNX attribute names nnxlint's conversion gives
   them (``Dense_0`` -> ``dense_0``, see ``nnxlint.conversion.naming``); explicit names
-  (``name='encoder'``, ``setup`` attributes) are kept;
+  (``name='encoder'``, ``setup`` attributes) are kept, but for one that is no
+  identifier (``name='norm-pre-head'`` -> ``norm_pre_head``, ``naming.identifier_name``);
 - a Linen list attribute element (``layers_0``) becomes the ``nnx.List`` entry
   ``layers/0``, and a module a loop creates (``Block_2``) the entry of the
   list named after its class (``blocks/2``, ``naming.nnx_list_name``), or of
@@ -71,7 +72,7 @@ from nnxlint.conversion.linen_map import (
     UNFUSABLE_GATE_PARAMETERS,
     custom_variable_type,
 )
-from nnxlint.conversion.naming import nnx_attribute_name, nnx_list_name
+from nnxlint.conversion.naming import identifier_name, nnx_attribute_name, nnx_list_name
 
 COLLECTION_TYPES: dict[str, type[nnx.Variable]] = {"params": nnx.Param, "batch_stats": nnx.BatchStat}
 # Loaded when given, never required: run-time state that a checkpoint leaves out.
@@ -255,7 +256,7 @@ def _shared_parameters(node: Mapping[str, Any], gate_layers: tuple[str, ...], ce
 def _child_path(parent: Path, linen_key: str, prefixes: set[Path], linen_path: tuple[str, ...],
                 collection_name: str, list_classes: Mapping[Path, str]) -> Path:
     candidates = [parent + (RENAMED_PARAMETERS.get(linen_key, linen_key),),
-                  parent + (nnx_attribute_name(linen_key),)]
+                  parent + (nnx_attribute_name(linen_key),), parent + (identifier_name(linen_key),)]
     element = _LIST_ELEMENT.fullmatch(linen_key)
     if element:
         candidates.append(parent + (element["attribute"], int(element["index"])))

@@ -21,7 +21,7 @@ import libcst as cst
 from nnxlint.context import walk
 from nnxlint.flax_api import LINEN_MODULE_BASES
 from nnxlint.conversion.base import (
-    IDENTIFIER, LINEN_COMPACT, ConvertedClass, FileEnv, InitParam, Mode, Slot, Unconvertible, arg_keyword,
+    LINEN_COMPACT, ConvertedClass, FileEnv, InitParam, Mode, Slot, Unconvertible, arg_keyword,
     drop_param, function_params, input_sizes, names_read, self_attribute, size_name, substitute,
 )
 from nnxlint.conversion.calls import CallRewriter, LinenFunctions
@@ -45,7 +45,7 @@ from nnxlint.conversion.constructs.layer_factory import (
 )
 from nnxlint.conversion.init_writer import InitWriter
 from nnxlint.conversion.layers import LayerConstruction
-from nnxlint.conversion.naming import nnx_attribute_name
+from nnxlint.conversion.naming import identifier_name, nnx_attribute_name
 from nnxlint.conversion.shapes import (
     ANY_AXES, Bindings, Several, Shape, Size, is_open, keeps_input_rank, string_literal,
 )
@@ -437,9 +437,9 @@ class ClassConverter(LayerConstruction, InitWriter):
         if given is None:
             return self.auto_name(type_name)
         name = string_literal(given)
-        if name is None or not IDENTIFIER.fullmatch(name):
-            raise Unconvertible("`name=` must be a literal identifier")
-        return name
+        if not name:
+            raise Unconvertible("`name=` must be a literal string")
+        return identifier_name(name)  # ``norm-pre-head`` -> ``norm_pre_head``: the transplant maps it back
 
     def call_slot(self, slot: Slot, inputs: list[Shape], shapes: dict[str, Shape]) -> tuple[Shape, Optional[Mode]]:
         """Fixes the slot's NNX construction from the shapes it is called with;

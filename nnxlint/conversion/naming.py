@@ -8,6 +8,7 @@ state without per-model name maps.
 
 from __future__ import annotations
 
+import keyword
 import re
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -28,6 +29,16 @@ def nnx_attribute_name(linen_name: str) -> str:
     if re.fullmatch(r"[A-Z][A-Za-z0-9]*_\d+", linen_name):
         return snake_case(linen_name)
     return linen_name
+
+
+def identifier_name(linen_name: str) -> str:
+    """The attribute for an explicit Linen name that is no Python identifier
+    (BiT's ``name='norm-pre-head'`` -> ``norm_pre_head``): each character an
+    identifier cannot hold becomes ``_``, a leading digit or a keyword gets one more."""
+    name = re.sub(r"\W", "_", linen_name)
+    if name[:1].isdigit():
+        name = f"_{name}"
+    return f"{name}_" if keyword.iskeyword(name) else name
 
 
 def nnx_list_name(linen_class: str) -> str:
