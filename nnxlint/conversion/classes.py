@@ -29,6 +29,7 @@ from nnxlint.conversion.constructs import SELF_CALLS
 from nnxlint.conversion.constructs.scanned_cell import carry_method, convert_scanned_call, scanned_cell
 from nnxlint.conversion.constructs.recurrent_later import cell_base, cell_input, check_cell_methods, stepped_cell
 from nnxlint.conversion.constructs.setup_code import check_submodule_order, read_setup_block
+from nnxlint.conversion.constructs.setup_values import add_value
 from nnxlint.conversion.constructs.explicit_subclass import convert_explicit_subclass, linen_parent
 from nnxlint.conversion.constructs.class_field import choice_init
 from nnxlint.conversion.constructs.shadowing_loop import unshadowed_loop_targets
@@ -87,6 +88,7 @@ class ClassConverter(LayerConstruction, InitWriter):
         self.slot_guards: dict[str, str] = {}  # submodules built under a branch on fields -> its test
         self.slot_alternatives: dict[str, str] = {}  # ... -> the ``else`` line (``constructs/chosen_module.py``)
         self.init_lines: list[str] = []  # setup statements that are not submodules, in order
+        self.setup_values: set[str] = set()  # plain attributes ``setup`` sets, read as ``self.x`` in ``__init__``
         self.display_lines: list[str] = []  # ``print``s of ``setup``: once all is built
         self.params: dict[str, str] = {}  # self.param attributes -> their NNX creation
         self.param_aliases: dict[str, str] = {}  # ``self.weight = self.param('kernel', ...)``: weight -> kernel
@@ -265,8 +267,7 @@ class ClassConverter(LayerConstruction, InitWriter):
         elif isinstance(value, cst.Call) and self_attribute(value.func) in SELF_CALLS:
             SELF_CALLS[self_attribute(value.func)].in_setup(self, attribute, value)
         else:
-            self.init_lines.append(f"self.{attribute} = {self.init_code(value, {})}")
-            self.field_names.add(attribute)  # later reads of self.x translate to x's text
+            add_value(self, attribute, value)  # ``constructs/setup_values.py``
 
     def _add_slot(self, attribute: str, construction: cst.Call) -> Slot:
         if attribute in self.slots or attribute in self.params:

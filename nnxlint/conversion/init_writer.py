@@ -51,8 +51,10 @@ class InitWriter:
                 if id(original_node) in partitioning:
                     return updated_node
                 attribute = self_attribute(original_node)
-                if attribute in converter.slots or attribute in converter.class_attributes:
-                    return updated_node  # a submodule passed on, built before (``setup_code.py``); a class attribute
+                if attribute in converter.slots or attribute in converter.class_attributes \
+                        or attribute in converter.setup_values:
+                    return updated_node  # a submodule passed on, built before (``setup_code.py``); a class
+                    # attribute; a plain value ``setup`` set (``setup_values.py``)
                 if attribute is not None:
                     if attribute not in converter.field_names:
                         raise Unconvertible(f"`self.{attribute}` is used where the NNX `__init__` needs it")
@@ -137,7 +139,7 @@ class InitWriter:
         for method in methods.values():
             method.visit(Reads())
         known = self.field_names | set(self.slots) | set(self.params) | set(self.variables) | set(methods) \
-            | set(self.class_attributes) | set(self.rng_streams) | set(self.param_aliases) | {"sow"}  # a ``self.sow`` left in a method is NNX's (constructs/sow.py)
+            | set(self.class_attributes) | self.setup_values | set(self.rng_streams) | set(self.param_aliases) | {"sow"}  # a ``self.sow`` left in a method is NNX's (constructs/sow.py)
         unknown = sorted(read_fields - known)
         if unknown:  # Linen's own API (`self.is_initializing()`, `self.scope`, ...) has no NNX twin
             raise Unconvertible(f"`self.{unknown[0]}` is Linen Module API the conversion does not know")

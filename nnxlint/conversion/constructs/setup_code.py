@@ -12,7 +12,8 @@
 
 ``setup`` runs once, like NNX's ``__init__``, so each statement keeps its
 meaning there: a local alias of fields (``config = self.config``) is read as
-the fields it names; an ``if`` on fields builds its submodules under the same
+the fields it names; plain values, other locals and ``if``s that set only those
+stay ``__init__`` code (``constructs/setup_values.py``); an ``if`` on fields builds its submodules under the same
 test (``if config.share_embeddings: self.shared_embedding = nnx.Embed(...)``),
 with the ``else`` that sets the same attribute to a plain value
 (``else: self.shared_embedding = None``); an ``assert`` on fields stays, under
@@ -32,6 +33,7 @@ import libcst as cst
 from nnxlint.conversion.base import Unconvertible, self_attribute
 from nnxlint.conversion.constructs.branch_module import guarded, negated
 from nnxlint.conversion.constructs.setup_display import is_display, read_display
+from nnxlint.conversion.constructs.setup_values import add_local, add_plain_if, sets_plain_values
 
 if TYPE_CHECKING:
     from nnxlint.conversion.classes import ClassConverter
@@ -41,7 +43,9 @@ def read_setup_block(converter: ClassConverter, statements, guard: Optional[str]
                      else_of: Optional[str] = None) -> None:
     """``setup``'s statements, read under ``guard`` (the ``else`` of the branch taken under ``else_of``)."""
     for statement in statements:
-        if isinstance(statement, cst.If):
+        if isinstance(statement, cst.If) and sets_plain_values(converter, statement):
+            add_plain_if(converter, statement, guard)  # ``constructs/setup_values.py``
+        elif isinstance(statement, cst.If):
             _read_branch(converter, statement, guard)
         elif guard is None and is_display(converter, statement):
             read_display(converter, statement)  # type: ignore[arg-type]
@@ -58,6 +62,8 @@ def read_setup_block(converter: ClassConverter, statements, guard: Optional[str]
             attribute = self_attribute(target)
             if isinstance(target, cst.Name) and guard is None and self_attribute(assign.value) is not None:
                 _alias(converter, target.value, assign.value)
+            elif isinstance(target, cst.Name):
+                add_local(converter, target.value, assign.value, guard)
             elif attribute is None or not _otherwise_value(converter, attribute, assign.value, else_of):
                 converter.read_setup_assignment(target, assign.value, guard)
         else:
