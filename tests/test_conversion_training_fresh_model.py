@@ -238,11 +238,12 @@ def test_a_name_rebound_between_the_init_and_the_rebuild_is_another_model():
            "than at the init site" in message
 
 
-def test_a_linen_function_left_in_the_training_file_is_kept_but_a_linen_layer_refuses(run_cli, tmp_path):
+def test_a_linen_function_left_in_the_training_file_moves_to_nnx_but_a_linen_layer_refuses(run_cli, tmp_path):
     with_function = TRAIN.replace("return jnp.mean((out - y) ** 2)", "return jnp.mean((nn.sigmoid(out) - y) ** 2)")
     after, _ = _fix(run_cli, tmp_path, with_function)
-    # ``nn.sigmoid`` is jax's function, the same beside NNX code: the file converts and keeps the import
-    assert "def train_step(model, optimizer, x, y):" in after and "nn.sigmoid(out)" in after
+    # ``nn.sigmoid`` is jax's function, which flax.nnx exports too: the file converts without Linen
+    assert "def train_step(model, optimizer, x, y):" in after and "nnx.sigmoid(out)" in after
+    assert "linen" not in after
     with_layer = TRAIN.replace("return jnp.mean((out - y) ** 2)",
                                "return jnp.mean((nn.Dense(2).apply({}, out) - y) ** 2)")
     after, result = _fix(run_cli, tmp_path, with_layer)
