@@ -53,7 +53,11 @@ def guarded(init_code: str, guard: str | None, indent: str, otherwise: str | Non
     what the attribute is otherwise, ``constructs/chosen_module.py``)."""
     if guard is None:
         return init_code
-    return f"if {guard}:\n{indent}{init_code}" + (f"\nelse:\n{indent}{otherwise}" if otherwise else "")
+    # built as nodes: code of several lines (an ``if`` kept whole) moves one level in as a block
+    orelse = cst.Else(cst.IndentedBlock(list(cst.parse_module(otherwise).body))) if otherwise else None
+    branch = cst.If(test=cst.parse_expression(guard), body=cst.IndentedBlock(list(cst.parse_module(init_code).body)),
+                    orelse=orelse)
+    return cst.Module(body=[branch], default_indent=indent).code.rstrip("\n")
 
 
 def returns(node: cst.If) -> bool:
