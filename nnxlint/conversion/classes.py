@@ -30,6 +30,7 @@ from nnxlint.conversion.constructs.scanned_cell import carry_method, convert_sca
 from nnxlint.conversion.constructs.recurrent_later import cell_base, cell_input, check_cell_methods, stepped_cell
 from nnxlint.conversion.constructs.setup_code import check_submodule_order, read_setup_block
 from nnxlint.conversion.constructs.setup_values import add_value
+from nnxlint.conversion.constructs.linen_helpers import check_helper_calls
 from nnxlint.conversion.constructs.explicit_subclass import convert_explicit_subclass, linen_parent
 from nnxlint.conversion.constructs.class_field import choice_init
 from nnxlint.conversion.constructs.shadowing_loop import unshadowed_loop_targets
@@ -150,6 +151,7 @@ class ClassConverter(LayerConstruction, InitWriter):
         if overridden:
             raise Unconvertible(f"the class overrides Linen's `{overridden[0]}`")
         check_cell_methods(self, methods)  # ``constructs/recurrent_later.py``
+        check_helper_calls(self, methods)  # ``constructs/linen_helpers.py``
         self.scan = scanned_cell(self, methods["__call__"])  # ``constructs/scanned_cell.py``
         for name, method in methods.items():
             if name == "__call__" and self.scan is not None:
