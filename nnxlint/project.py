@@ -415,7 +415,7 @@ class _Scan:
             elif kind in _NESTED:
                 self.nested.append(current)
                 continue
-            for name in _child_fields(kind):
+            for name in tier.child_fields(kind):
                 value = getattr(current, name)
                 if type(value) is list:
                     pending.extend(value)
@@ -429,21 +429,6 @@ _NESTED = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.La
 # Nodes with nothing below them that the scan needs.
 _LEAVES = frozenset({ast.Name, ast.Constant, ast.Pass, ast.Break, ast.Continue, ast.Import, ast.ImportFrom,
                      ast.Global, ast.Nonlocal})
-_CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
-# Fields that never hold nodes the scan needs (names, operators, contexts).
-_NO_CHILDREN = frozenset({"ctx", "op", "ops", "id", "attr", "arg", "name", "names", "module", "level", "kind",
-                          "type_comment", "is_async", "conversion", "format_spec", "type_params", "asname",
-                          "kwd_attrs"})
-
-
-def _child_fields(kind: type) -> tuple[str, ...]:
-    fields = _CHILD_FIELDS.get(kind)
-    if fields is None:
-        fields = _CHILD_FIELDS[kind] = tuple(name for name in getattr(kind, "_fields", ())  # str, int: none
-                                             if name not in _NO_CHILDREN)
-    return fields
-
-
 def _literal(node: ast.AST) -> Any:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, (bool, int, str)) else None
 

@@ -151,7 +151,7 @@ def summarize(tree: ast.Module, package: Optional[str] = None) -> ImportSummary:
                     if alias.name != "*":
                         bound.setdefault(alias.asname or alias.name, set()).add(f"{source}.{alias.name}")
             continue
-        for field in _child_fields(kind):
+        for field in child_fields(kind):
             value = getattr(node, field)
             if type(value) is list:
                 pending.extend(value)
@@ -257,7 +257,8 @@ _NO_CHILDREN = frozenset({"ctx", "op", "ops", "id", "attr", "arg", "name", "name
                           "col_offset", "end_lineno", "end_col_offset"})
 
 
-def _child_fields(kind: type) -> tuple[str, ...]:
+def child_fields(kind: type) -> tuple[str, ...]:
+    """The fields of an ``ast`` node type that may hold nodes (also the project index's walk)."""
     fields = _CHILD_FIELDS.get(kind)
     if fields is None:
         fields = _CHILD_FIELDS[kind] = tuple(name for name in getattr(kind, "_fields", ())
