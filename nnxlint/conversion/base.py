@@ -341,6 +341,14 @@ def name_counts(node: cst.CSTNode) -> Counter:
     return counts
 
 
+def single_assign(statement: cst.CSTNode) -> Optional[cst.Assign]:
+    """The assignment a statement line holds when it is just ``target = value``."""
+    if isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1 \
+            and isinstance(statement.body[0], cst.Assign) and len(statement.body[0].targets) == 1:
+        return statement.body[0]
+    return None
+
+
 def names_read(node: cst.CSTNode) -> set[str]:
     """The names an expression reads: attribute owners, not attribute or keyword names."""
     return set(name_counts(node))

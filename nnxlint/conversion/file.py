@@ -21,7 +21,7 @@ from nnxlint import names
 from nnxlint.context import children
 from nnxlint.flax_api import FLAX_LINEN, FLAX_NNX, is_linen
 from nnxlint.flax_api import LINEN_MODULE_BASES
-from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of
+from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of, single_assign
 from nnxlint.conversion.linen_map import SAME_FUNCTIONS
 from nnxlint.conversion.class_set import ClassSet
 from nnxlint.conversion.models_only import ModelsOnly
@@ -33,7 +33,7 @@ from nnxlint.conversion.constructs.param_override import converted_overrides, ho
 from nnxlint.conversion.validate import check_converted
 from nnxlint.conversion.shapes import Shape
 from nnxlint.conversion.training import (
-    InitSite, RoleAnalysis, TrainingConverter, TrainingPlan, TrainingRewriter, _names, _single_assign,
+    InitSite, RoleAnalysis, TrainingConverter, TrainingPlan, TrainingRewriter, _names,
 )
 
 Replacement = Union[cst.CSTNode, cst.RemovalSentinel, cst.FlattenSentinel]
@@ -553,7 +553,7 @@ class _DeadKeyRemover(cst.CSTTransformer):
         return updated_node
 
     def leave_SimpleStatementLine(self, original_node, updated_node):
-        assign = _single_assign(original_node)
+        assign = single_assign(original_node)
         if assign is None:
             return updated_node
         targets = _names(assign.targets[0].target)

@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Union
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of
+from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of, single_assign
 from nnxlint.conversion.constructs.variables_display import displayed_variables
 from nnxlint.conversion.constructs.linen_bridge import lazy_init_lines
 from nnxlint.conversion.training_constructs.decode_cache import (
@@ -69,12 +69,6 @@ class TrainingPlan:
     converted: ConvertedClass
     converted_construction: str = ""  # ``Model(16, rngs=nnx.Rngs(0))``
 
-
-def _single_assign(statement: cst.CSTNode) -> Optional[cst.Assign]:
-    if (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
-            and isinstance(statement.body[0], cst.Assign) and len(statement.body[0].targets) == 1):
-        return statement.body[0]
-    return None
 
 
 def _keyword(arg: cst.Arg) -> Optional[str]:
@@ -165,7 +159,7 @@ class TrainingConverter:
         statement = self._statement_of(call)
         if statement is None:
             return None
-        assign = _single_assign(statement)
+        assign = single_assign(statement)
         if assign is None or not isinstance(assign.targets[0].target, cst.Name):
             raise Unconvertible("`init` whose result is not assigned to one name is not converted")
         value = assign.value
@@ -185,7 +179,7 @@ class TrainingConverter:
         construction_statement = self._construction_of(owner_model.value, statement)
         if construction_statement is None:
             return None
-        construction = _single_assign(construction_statement).value  # type: ignore[union-attr]
+        construction = single_assign(construction_statement).value  # type: ignore[union-attr]
         return InitSite(statement, call, owner_model.value, self.linen_class(construction.func),  # type: ignore
                         construction, construction_statement, role)
 
@@ -203,12 +197,12 @@ class TrainingConverter:
         for statement in self._body(owner):
             if statement is before:
                 break
-            assign = _single_assign(statement)
+            assign = single_assign(statement)
             if assign and isinstance(assign.targets[0].target, cst.Name) and assign.targets[0].target.value == name:
                 candidate = statement
         if candidate is None:
             return None
-        value = _single_assign(candidate).value  # type: ignore[union-attr]
+        value = single_assign(candidate).value  # type: ignore[union-attr]
         if isinstance(value, cst.Call) and self.linen_class(value.func) is not None:
             return candidate
         return None
@@ -300,7 +294,7 @@ class TrainingConverter:
             for statement in body:
                 if statement is before:
                     break
-                assign = _single_assign(statement)
+                assign = single_assign(statement)
                 if assign and isinstance(assign.targets[0].target, cst.Name) and \
                         assign.targets[0].target.value == name:
                     value = assign.value
@@ -576,7 +570,7 @@ class RoleAnalysis(cst.CSTVisitor):
 
 
 def site_target(site: InitSite) -> str:
-    target = _single_assign(site.statement).targets[0].target  # type: ignore[union-attr]
+    target = single_assign(site.statement).targets[0].target  # type: ignore[union-attr]
     assert isinstance(target, cst.Name)
     return target.value
 

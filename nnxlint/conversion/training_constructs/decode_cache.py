@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Optional
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.conversion.base import Unconvertible, line_of
+from nnxlint.conversion.base import Unconvertible, line_of, single_assign
 
 if TYPE_CHECKING:
     from nnxlint.conversion.training import TrainingConverter, TrainingRewriter
@@ -54,18 +54,12 @@ def _cache_key(node: cst.BaseExpression) -> Optional[cst.BaseExpression]:
     return None
 
 
-def _single_assign(statement: cst.CSTNode) -> Optional[cst.Assign]:
-    if isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1 \
-            and isinstance(statement.body[0], cst.Assign) and len(statement.body[0].targets) == 1:
-        return statement.body[0]
-    return None
-
 
 def decode_init(converter: "TrainingConverter", call: cst.Call) -> Optional[DecodeSite]:
     """The decode site whose ``init`` is ``call`` (its uses not yet followed: ``follow_uses``);
     None when ``call`` is no ``m.init(...)['cache']``."""
     statement = converter._statement_of(call)
-    assign = _single_assign(statement) if statement is not None else None
+    assign = single_assign(statement) if statement is not None else None
     if assign is None or not isinstance(assign.targets[0].target, cst.Name):
         return None
     picked = None  # `cache = variables['cache']` after `variables = model.init(...)`
@@ -73,7 +67,7 @@ def decode_init(converter: "TrainingConverter", call: cst.Call) -> Optional[Deco
         picked = _cache_picked(converter, statement, assign.targets[0].target.value)  # type: ignore[arg-type]
         if picked is None:
             return None
-        assign = _single_assign(picked)  # type: ignore[assignment]
+        assign = single_assign(picked)  # type: ignore[assignment]
     elif _cache_key(assign.value) is not call:
         return None
     func = call.func
@@ -103,7 +97,7 @@ def _cache_picked(converter: "TrainingConverter", init: cst.SimpleStatementLine,
     statements = [node for top in body for node in walk(top) if isinstance(node, cst.SimpleStatementLine)]
     after = [index for index, statement in enumerate(statements) if statement is init]
     for statement in statements[after[0] + 1:] if after else ():
-        assign = _single_assign(statement)
+        assign = single_assign(statement)
         source = _cache_key(assign.value) if assign is not None else None
         if isinstance(source, cst.Name) and source.value == variables and len(reads) == 2 \
                 and isinstance(assign.targets[0].target, cst.Name):  # type: ignore[union-attr]
@@ -118,7 +112,7 @@ def follow_uses(converter: "TrainingConverter", site: DecodeSite) -> None:
     allowed: set[int] = {id(site.construction), id(site.init), *site.updates}
     statements = [node for top in body for node in walk(top) if isinstance(node, cst.SimpleStatementLine)]
     for statement in statements:
-        assign = _single_assign(statement)
+        assign = single_assign(statement)
         apply = _decode_apply(site, assign.value) if assign is not None else None
         if apply is not None:
             target = assign.targets[0].target  # type: ignore[union-attr]
@@ -173,7 +167,7 @@ def decode_statement(rewriter: "TrainingRewriter", site: DecodeSite,
     if original is site.construction or id(original) in site.updates:
         return cst.RemoveFromParent()
     if original is site.init:
-        construction = _single_assign(site.construction).value  # type: ignore[union-attr]
+        construction = single_assign(site.construction).value  # type: ignore[union-attr]
         _check_same_class(rewriter, construction)  # type: ignore[arg-type]
         rngs = [cst.Arg(cst.parse_expression(f"{nnx}.Rngs(0)"), keyword=cst.Name("rngs"),  # weights loaded below
                         equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))]
@@ -196,7 +190,7 @@ def decode_statement(rewriter: "TrainingRewriter", site: DecodeSite,
     if rewriter.role(params) is None:
         raise Unconvertible(f"the decode step at line {line_of(rewriter.env.module, original)} reads params the "
                             "conversion cannot trace to the trained model")
-    output = _single_assign(original).targets[0].target.elements[0].value  # type: ignore[union-attr]
+    output = single_assign(original).targets[0].target.elements[0].value  # type: ignore[union-attr]
     inputs = ", ".join(rewriter.env.code(arg.value) for arg in apply.args[1:] if arg.keyword is None)
     share = rewriter._replace_line(original, f"{nnx}.update({site.model}, {nnx}.state({rewriter.model}, {nnx}.Param))")
     step = rewriter._statement(f"{rewriter.env.code(output)} = {site.model}({inputs})")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Optional
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.conversion.base import Unconvertible, line_of
+from nnxlint.conversion.base import Unconvertible, line_of, names_read
 from nnxlint.conversion.shapes import string_literal
 from nnxlint.textio import SourceError, read_source
 
@@ -199,25 +199,6 @@ def _locals(converter: "TrainingConverter", helper: cst.FunctionDef, init: cst.S
     return found
 
 
-def _read_names(node: cst.CSTNode) -> list[cst.Name]:
-    """The names ``node`` reads (not attribute or keyword names)."""
-    found: list[cst.Name] = []
-
-    class Reads(cst.CSTVisitor):
-        def visit_Attribute(self, attribute: cst.Attribute) -> bool:
-            attribute.value.visit(self)
-            return False
-
-        def visit_Arg(self, arg: cst.Arg) -> bool:
-            arg.value.visit(self)
-            return False
-
-        def visit_Name(self, name: cst.Name) -> None:
-            found.append(name)
-
-    node.visit(Reads())
-    return found
-
 
 def _check_free_names(converter: "TrainingConverter", call: cst.Call, values: dict[str, cst.BaseExpression],
                       caller_statement: cst.SimpleStatementLine) -> None:
@@ -230,9 +211,9 @@ def _check_free_names(converter: "TrainingConverter", call: cst.Call, values: di
                     for name in walk(target.target) if isinstance(name, cst.Name)}
     expressions = [call, *values.values()]
     for expression in expressions:
-        for name in _read_names(expression):
-            if name.value not in values and name.value in bound_there:
-                raise Unconvertible(f"the helper reads `{name.value}` from the file, which the calling function "
+        for name in names_read(expression):
+            if name not in values and name in bound_there:
+                raise Unconvertible(f"the helper reads `{name}` from the file, which the calling function "
                                     f"`{caller.name.value}` binds otherwise")
 
 

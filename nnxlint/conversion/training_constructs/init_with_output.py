@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Optional
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.conversion.base import ConvertedClass, line_of
+from nnxlint.conversion.base import ConvertedClass, line_of, names_read, single_assign
 from nnxlint.conversion.constructs.jraph_graph import graph_runtime_size
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def _sites(module: cst.Module, owner: "_Constructions", function: cst.FunctionDe
     name.init_with_output(...)`` of the function body whose ``name`` a builder built above."""
     body = function.body.body  # type: ignore[union-attr]
     for index, statement in enumerate(body):
-        small = _single_assign(statement)
+        small = single_assign(statement)
         if small is None or not isinstance(small.value, cst.Call):
             continue
         func = small.value.func
@@ -66,19 +66,13 @@ def _sites(module: cst.Module, owner: "_Constructions", function: cst.FunctionDe
             continue
         name = func.value.value
         for earlier in reversed(body[:index]):
-            assign = _single_assign(earlier)
+            assign = single_assign(earlier)
             if assign is not None and isinstance(assign.targets[0].target, cst.Name) \
                     and assign.targets[0].target.value == name:
                 if isinstance(assign.value, cst.Call) and owner.spelled(module, assign.value.func):
                     yield earlier, statement, name
                 break
 
-
-def _single_assign(statement: cst.CSTNode) -> Optional[cst.Assign]:
-    if isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1 \
-            and isinstance(statement.body[0], cst.Assign) and len(statement.body[0].targets) == 1:
-        return statement.body[0]
-    return None
 
 
 def _plain(node: cst.BaseExpression) -> bool:
@@ -87,12 +81,6 @@ def _plain(node: cst.BaseExpression) -> bool:
         node = node.value
     return isinstance(node, cst.Name)
 
-
-def _read_names(node: cst.BaseExpression) -> list[str]:
-    """The names an expression reads (not attribute or keyword names)."""
-    skipped = {id(part.attr) for part in walk(node) if isinstance(part, cst.Attribute)} | {
-        id(part.keyword) for part in walk(node) if isinstance(part, cst.Arg) and part.keyword is not None}
-    return [name.value for name in walk(node) if isinstance(name, cst.Name) and id(name) not in skipped]
 
 
 class _Site:
@@ -105,11 +93,11 @@ class _Site:
 
     def convert(self, edits: dict[int, list[cst.BaseStatement]]) -> Optional[str]:
         """Records the edits, or says why the site is not converted."""
-        built = self.owner.spelled(self.module, _single_assign(self.construction).value.func)  # type: ignore
+        built = self.owner.spelled(self.module, single_assign(self.construction).value.func)  # type: ignore
         class_name = self.owner.builders[built]  # type: ignore[index]
         converted: ConvertedClass = self.owner.classes[class_name]
-        call: cst.Call = _single_assign(self.init).value  # type: ignore[union-attr,assignment]
-        target = _single_assign(self.init).targets[0].target  # type: ignore[union-attr]
+        call: cst.Call = single_assign(self.init).value  # type: ignore[union-attr,assignment]
+        target = single_assign(self.init).targets[0].target  # type: ignore[union-attr]
         if not isinstance(target, (cst.Tuple, cst.List)) or len(target.elements) != 2:
             return f"`{self.name}.init_with_output(...)` is not unpacked as `output, variables`"
         output, variables = (element.value for element in target.elements)
@@ -139,12 +127,12 @@ class _Site:
         key = positional[0].value
         if converted.uses_rngs and not self._available([key], first_use):
             return f"the key `{self.code(key)}` does not exist where `{self.name}` is first used"
-        construction: cst.Call = _single_assign(self.construction).value  # type: ignore[union-attr,assignment]
+        construction: cst.Call = single_assign(self.construction).value  # type: ignore[union-attr,assignment]
         front, back = ([], [f"{parameter}={size}" for parameter, size in sizes.items()]) if built != class_name \
             else (list(sizes.values()), [])  # a factory function passes them on, keyword-only
         if converted.uses_rngs:
             back.append(f"rngs={self.nnx}.Rngs({self.code(key)})")
-        new_construction = self.construction.with_changes(body=[_single_assign(self.construction).with_changes(
+        new_construction = self.construction.with_changes(body=[single_assign(self.construction).with_changes(
             value=_with_args(construction, front, back))])
         if isinstance(output, cst.Tuple):
             output = output.with_changes(lpar=[], rpar=[])
@@ -214,7 +202,7 @@ class _Site:
                 for statement in statements for target in walk(statement))
 
         for expression in expressions:
-            for name in _read_names(expression):
+            for name in names_read(expression):
                 if name in params:
                     continue
                 if assigned(self.body[position:init], name) or (
