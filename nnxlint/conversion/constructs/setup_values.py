@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
+from nnxlint.context import walk
 from nnxlint.conversion.base import Unconvertible, line_of, self_attribute
 from nnxlint.conversion.constructs import SELF_CALLS
 from nnxlint.conversion.constructs.branch_module import guarded
@@ -40,15 +41,8 @@ if TYPE_CHECKING:
 
 def sets_plain_values(converter: ClassConverter, node: cst.If) -> bool:
     """The ``if`` builds no submodule, parameter or variable (so it is plain ``__init__`` code)."""
-    found = []
-
-    class Builds(cst.CSTVisitor):
-        def visit_Call(self, call: cst.Call) -> None:
-            if converter.layer(call.func) is not None or self_attribute(call.func) in SELF_CALLS:
-                found.append(call)
-
-    node.visit(Builds())
-    return not found
+    return not any(isinstance(call, cst.Call) and (converter.layer(call.func) is not None
+                                                   or self_attribute(call.func) in SELF_CALLS) for call in walk(node))
 
 
 def add_value(converter: ClassConverter, attribute: str, value: cst.BaseExpression,
@@ -122,14 +116,7 @@ def _value_line(converter: ClassConverter, attribute: str, value: cst.BaseExpres
 
 
 def _computes(node: cst.CSTNode) -> bool:
-    found = []
-
-    class Calls(cst.CSTVisitor):
-        def visit_Call(self, call: cst.Call) -> None:
-            found.append(call)
-
-    node.visit(Calls())
-    return bool(found)
+    return any(isinstance(part, cst.Call) for part in walk(node))
 
 
 def _local_line(converter: ClassConverter, name: str, value: cst.BaseExpression) -> str:
