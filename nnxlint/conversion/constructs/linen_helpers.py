@@ -18,6 +18,7 @@ the function.  A function counts when its own body calls a Linen layer class
 from __future__ import annotations
 
 import ast
+import functools
 from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
@@ -69,7 +70,7 @@ def _linen_builder(env: FileEnv, func: cst.BaseExpression) -> Optional[str]:
     path, facts, name = found[1]
     if path not in env.project.index.run_paths:
         return None
-    return f"a function of {path}" if _builds_there(env.project, path, facts["names"], name) else None
+    return f"a function of {path}" if _builds_there(env.project, path, facts, name) else None
 
 
 def _builds_here(env: FileEnv, function: cst.FunctionDef) -> bool:
@@ -82,8 +83,9 @@ def _builds_here(env: FileEnv, function: cst.FunctionDef) -> bool:
     return False
 
 
-def _builds_there(project, path: str, module_names: dict[str, str], name: str) -> bool:
-    function = _function_of(path, name)
+def _builds_there(project, path: str, facts: dict, name: str) -> bool:
+    module_names = facts["names"]
+    function = _function_of(path, facts["digest"], name)
     if function is None:
         return False
     for node in ast.walk(function):
@@ -102,7 +104,8 @@ def _builds_there(project, path: str, module_names: dict[str, str], name: str) -
     return False
 
 
-def _function_of(path: str, name: str) -> Optional[ast.FunctionDef]:
+@functools.lru_cache(maxsize=64)  # per file version (``digest``): each call site asks again
+def _function_of(path: str, digest: str, name: str) -> Optional[ast.FunctionDef]:
     try:
         tree = ast.parse(read_source(path).text)
     except (SourceError, SyntaxError, ValueError):
