@@ -11,9 +11,14 @@ fix is project-level (``nnxlint.rule.OtherFiles``):
 - every other construction of a converted class (or of a factory function that
   builds one) in the run gets the new arguments: ``rngs=nnx.Rngs(0)`` and the
   input sizes where they are known;
+- when no training code of the run converts, the files that build the classes
+  keep their Linen training code and build them through ``nnx.bridge.to_linen``
+  (``constructs/to_linen.py``): ``init``, ``apply`` and ``TrainState`` keep
+  working on the NNX classes;
 - what cannot be updated -- a construction whose input size is unknown there, a
-  file that still uses the class as a Linen model (``init``/``apply``) -- is named
-  in a note; code outside the run must pass the new arguments itself;
+  file that still uses the class as a Linen model (``init``/``apply``) where the
+  training code of another file converted -- is named in a note; code outside the
+  run must pass the new arguments itself;
 - an importer whose Linen classes use the file's classes is converted with it
   (``linen_users.py``), or holds them Linen.
 
@@ -43,6 +48,7 @@ from nnxlint.project import dotted_name
 from nnxlint.rule import FileEdit, OtherFiles
 from nnxlint.textio import SourceError, read_source
 from nnxlint.conversion.base import ConvertedClass, Unconvertible
+from nnxlint.conversion.constructs import to_linen
 from nnxlint.conversion.training_constructs.init_with_output import model_outputs
 from nnxlint.conversion.validate import converted_text
 
@@ -243,18 +249,24 @@ class ProjectConversion:
         builders = {**{name: name for name in classes},
                     **{function: built for function, built in conversion.factories.items()}}
         edits = []
+        bridged = []  # files that keep their Linen training code on the converted classes
+        keep_linen_training = self.together is None and self._across is None
         for importer in self.importing:
             found = self._file(importer)
             if found is None:
                 continue
             text = trained.get(importer.path, found.text)
             try:
-                after = _Constructions(importer, builders, classes, converter.env).rewrite(text)
+                constructions = _Constructions(importer, builders, classes, converter.env,
+                                               bridge=keep_linen_training)
+                after = constructions.rewrite(text)
             except (cst.ParserSyntaxError, Unconvertible) as error:
                 notes.append(f"{importer.path} is not updated: {error}")
                 continue
             if after != found.text:
                 edits.append(FileEdit(importer.path, found.text, after))
+                if constructions.bridged:
+                    bridged.append(importer.path)
                 # updated, it uses no converted class as a Linen model (a test's ``init_with_output``)
                 stale = f"the training code in {importer.path} is not converted:"
                 notes = [note for note in notes if not note.startswith(stale)]
@@ -263,6 +275,8 @@ class ProjectConversion:
             edits.extend(FileEdit(path, self.together.originals[path], text)
                          for path, text in self.together.texts.items() if path not in own)
             notes.extend(self.together.notes)
+        if bridged:
+            notes.append(to_linen.NOTE.format(files=", ".join(bridged)))
         return conversion, OtherFiles(tuple(edits), tuple(notes))
 
     def _with_training(self):
@@ -315,11 +329,13 @@ class _Constructions:
     arguments, or names what it cannot update."""
 
     def __init__(self, importer: Importer, builders: dict[str, str], classes: dict[str, ConvertedClass],
-                 env=None) -> None:
+                 env=None, bridge: bool = False) -> None:
         self.importer = importer
         self.builders = builders  # class or factory function -> the class it builds
         self.classes = classes
         self.env = env  # the models file's (``FileEnv``): a graph input's sizes
+        self.bridge = bridge  # Linen training code stays: constructions go through ``nnx.bridge.to_linen``
+        self.bridged = False  # whether ``rewrite`` bridged any
 
     def rewrite(self, text: str) -> str:
         module = cst.parse_module(text)
@@ -334,6 +350,9 @@ class _Constructions:
         plan = _Plan(self, module, scope, nnx or "nnx")
         module.visit(plan)
         moved = {id(node) for statement in built for node in walk(statement)}  # rewritten above
+        if self.bridge and plan.bridged:  # the sites it cannot follow use bridged models instead
+            outputs = []
+            plan.problems.extend(to_linen.problems(module, self.spelled, self.classes.values(), bool(plan.init_keys)))
         problems = [f"{self.importer.path}:{line}: {why}" for line, why in outputs]
         problems += [f"{self.importer.path}:{positions[node].start.line}: {why}" for node, why in plan.problems
                      if id(node) not in moved]
@@ -345,6 +364,7 @@ class _Constructions:
             module.visit(plan)
         if not plan.calls and not built:
             return text
+        self.bridged = plan.bridged
         new = module.visit(_Replace(plan.calls))
         if nnx is None:
             new = add_imports(new, {FLAX_NNX})
@@ -368,6 +388,8 @@ class _Plan(cst.CSTVisitor):
         self.nnx = nnx
         self.calls: dict[int, cst.Call] = {}  # id(call) -> the call with the new arguments
         self.problems: list[tuple[cst.CSTNode, str]] = []
+        self.bridged = False
+        self.init_keys: dict[int, cst.Call] = {}  # bridged: ``init`` calls given a ``default`` key
         self._seen_funcs: set[int] = set()
         self._linen_receivers = {match.group(1) for match in re.finditer(
             r"\b([A-Za-z_][A-Za-z0-9_]*)\.(?:%s)\(" % "|".join(_LINEN_METHODS), module.code)}
@@ -375,6 +397,11 @@ class _Plan(cst.CSTVisitor):
     def visit_Call(self, node: cst.Call) -> None:
         built = self.owner.spelled(self.module, node.func)
         if built is None:
+            if self.owner.bridge:  # a bridged model is a Linen module: Linen functions take it
+                keyed = to_linen.with_default_key(node)
+                if keyed is not None:
+                    self.init_keys[id(node)] = keyed
+                return
             if is_linen(names.resolve(self.scope, node.func) or "") and any(
                     self.owner.spelled(self.module, arg.value.func) for arg in node.args
                     if isinstance(arg.value, cst.Call)):
@@ -390,6 +417,14 @@ class _Plan(cst.CSTVisitor):
             self.problems.append((node, f"`{spelling}(...)` must pass the input size "
                                         f"{', '.join(f'`{size}`' for size in sizes)}, which is not known here"))
             return
+        if self.owner.bridge:
+            bridged = to_linen.bridged(node, self.nnx, converted)
+            if isinstance(bridged, str):
+                self.problems.append((node, bridged))
+            else:
+                self.calls[id(node)] = bridged
+                self.bridged = True
+            return
         if converted.uses_rngs:
             rngs = cst.Arg(cst.parse_expression(f"{self.nnx}.Rngs({SEED})"), keyword=cst.Name("rngs"),
                            equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
@@ -399,6 +434,8 @@ class _Plan(cst.CSTVisitor):
             self.calls[id(node)] = node.with_changes(args=[*args, rngs])
 
     def visit_Attribute(self, node: cst.Attribute) -> Optional[bool]:
+        if self.owner.bridge:
+            return None
         if isinstance(node.value, cst.Call) and node.attr.value in _LINEN_METHODS \
                 and self.owner.spelled(self.module, node.value.func):
             self.problems.append((node, f"`{self.module.code_for_node(node.value.func)}(...).{node.attr.value}` "
@@ -406,6 +443,8 @@ class _Plan(cst.CSTVisitor):
         return None
 
     def visit_Assign(self, node: cst.Assign) -> None:
+        if self.owner.bridge:
+            return
         if isinstance(node.value, cst.Call) and self.owner.spelled(self.module, node.value.func) \
                 and len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) \
                 and node.targets[0].target.value in self._linen_receivers:
@@ -420,6 +459,8 @@ class _Plan(cst.CSTVisitor):
 
     def leave_Module(self, original_node: cst.Module) -> None:
         """Any other reference (a subclass, ``partial(CNN, ...)``, ``isinstance``) is no call to update."""
+        if self.bridged:
+            self.calls.update(self.init_keys)
         for node in _references(original_node):
             if id(node) not in self._seen_funcs and self.owner.spelled(self.module, node) is not None:
                 self.problems.append((node, f"`{self.module.code_for_node(node)}` is used other than by "
@@ -427,11 +468,15 @@ class _Plan(cst.CSTVisitor):
 
 
 def _references(module: cst.Module) -> list[cst.BaseExpression]:
-    """Every Name and Attribute expression outside import statements (``models.CNN`` and
-    its ``models``; not the ``CNN`` of the attribute on its own)."""
+    """Every Name and Attribute expression outside import statements and annotations
+    (``models.CNN`` and its ``models``; not the ``CNN`` of the attribute on its own): an
+    annotation ``model: models.CNN`` holds for the converted class too."""
     found: list[cst.BaseExpression] = []
 
     class Collect(cst.CSTVisitor):
+        def visit_Annotation(self, node) -> bool:
+            return False
+
         def visit_Import(self, node) -> bool:
             return False
 
@@ -457,4 +502,8 @@ class _Replace(cst.CSTTransformer):
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
         new = self.calls.get(id(original_node))
-        return updated_node.with_changes(args=new.args) if new is not None else updated_node
+        if new is None:
+            return updated_node
+        if new.func is not original_node.func:  # bridged: ``nnx.bridge.to_linen(Class, ...)``
+            return new
+        return updated_node.with_changes(args=new.args)

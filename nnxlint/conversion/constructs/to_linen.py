@@ -1,0 +1,147 @@
+"""Converted classes built by Linen training code, through ``nnx.bridge.to_linen``.
+
+When the model file converts and no training code of the run does (``train.py``
+keeps ``model.init``, ``model.apply``, ``TrainState.create(apply_fn=model.apply)``),
+every construction of a converted class in the files of the run becomes a Linen
+module that holds the NNX class::
+
+    model = models.TextClassifier(embedding_size=32, ...)
+    ->
+    model = nnx.bridge.to_linen(models.TextClassifier, embedding_size=32, ..., metadata_fn=None)
+
+``init`` builds the NNX model with ``nnx.Rngs`` made from init's keys and returns
+its variables as Linen collections (``nnx.Param`` in ``params``, ``nnx.BatchStat``
+in ``batch_stats``), plain arrays (``metadata_fn=None``) as Linen's are; ``apply``
+loads them into a fresh model and calls it (``rngs={'dropout': key}`` becomes its
+``dropout`` stream; ``mutable=['batch_stats']`` returns the moved statistics).  So
+the training code runs unchanged on the converted model, a step on the way to
+converting it too.  The parameters are named by the NNX attributes
+(``linear_0/kernel``, not ``Dense_0/kernel``): a Linen checkpoint loads into them
+through ``nnxlint.transplant``.  A class that does not take ``rngs`` gets
+``skip_rng=True``.
+
+Refused, with the site named (the file is then left as it is, and the fix says
+so): a construction that must pass an input size the class takes now (not known
+where it is built), a class whose train/eval argument the conversion moved to
+``model.train()``/``eval()`` (the training code passes it to ``apply``), a class
+holding Linen layers through ``nnx.bridge.ToNNX``, one that passes ``name=`` or ``metadata_fn=`` (they are
+``to_linen``'s own), ``apply(..., method=Class.method)`` (the function of the NNX
+class is no Linen method), a Linen ``cache`` collection (autoregressive decoding
+keeps its cache differently in NNX), and a parameter read by its Linen name
+(``params['Dense_0']``).  In a file that builds the model but does not ``init`` it,
+a class that needs a key other than ``params`` in ``__init__`` is refused (the
+other file's ``init`` would not give it one); an ``init`` in a bridged file is
+given a ``default`` key for them: ``model.init({'params': key, 'default': key}, x)``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterable, Optional, Union
+
+import libcst as cst
+
+from nnxlint.context import walk
+from nnxlint.conversion.base import ConvertedClass
+
+NOTE = ("the training code in {files} stays Linen (`init`, `apply`, `TrainState`) and builds the converted "
+        "models through `nnx.bridge.to_linen`: the parameters are named by the NNX attributes, so a Linen "
+        "checkpoint loads through `nnxlint.transplant`; convert that code to `nnx.Optimizer` next")
+_OWN_KEYWORDS = ("name", "metadata_fn", "skip_rng", "abstract_init")
+_OTHER_STREAM = re.compile(r"Dropout\(|rngs\.(?!params\b)\w+|rngs\[")
+_LINEN_NAME_READ = re.compile(r"""\[\s*['"]params['"]\s*\]\s*\[\s*['"]""")
+
+
+def bridged(call: cst.Call, nnx: str, converted: ConvertedClass) -> Union[cst.Call, str]:
+    """``nnx.bridge.to_linen(Class, *args, **kwargs)`` for the construction ``call``, or why not."""
+    if converted.mode is not None and converted.mode.name not in _call_parameters(converted.node):
+        return (f"the training code passes `{converted.mode.name}` to `apply`, which the converted "
+                f"`{converted.name}.__call__` no longer takes (`model.train()`/`eval()` set it): "
+                "the construction is not bridged")
+    if converted.bridged:
+        return (f"`{converted.name}` holds Linen layers through `nnx.bridge.ToNNX`, which need "
+                "`nnx.bridge.lazy_init`: the construction is not bridged back to Linen")
+    clash = next((arg.keyword.value for arg in call.args
+                  if arg.keyword is not None and arg.keyword.value in _OWN_KEYWORDS), None)
+    if clash is not None:
+        return f"`{clash}=` is an argument of `nnx.bridge.to_linen` itself: the construction is not bridged"
+    if any(arg.star for arg in call.args):
+        return "a construction with starred arguments is not bridged"
+    options = [] if converted.uses_rngs else [_keyword("skip_rng", "True")]
+    args = [cst.Arg(call.func), *call.args, *options, _keyword("metadata_fn", "None")]
+    # the layout of the call's own arguments (one per line, or on one line) and its trailing comma
+    between = next((arg.comma for arg in call.args[:-1] if isinstance(arg.comma, cst.Comma)),
+                   cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+    trailing = call.args[-1].comma if call.args else cst.MaybeSentinel.DEFAULT
+    args = [arg.with_changes(comma=between) for arg in args[:-1]] + [args[-1].with_changes(comma=trailing)]
+    return call.with_changes(func=cst.parse_expression(f"{nnx}.bridge.to_linen"), args=args)
+
+
+def with_default_key(call: cst.Call) -> Optional[cst.Call]:
+    """``model.init(key, ...)`` -> ``model.init({'params': key, 'default': key}, ...)``, or None
+    for a call that is no ``init``, or already names a ``default`` key.
+
+    ``ToLinen`` builds the NNX model in ``init`` with ``nnx.Rngs`` of init's keys only:
+    a ``Dropout`` (or any stream other than ``params``) built in ``__init__`` needs one
+    there, and the ``default`` stream stands in for every stream (Linen ignores keys no
+    module asks for).
+    """
+    if not (isinstance(call.func, cst.Attribute) and call.func.attr.value in ("init", "init_with_output")
+            and call.args and call.args[0].keyword is None and not call.args[0].star):
+        return None
+    keys = call.args[0].value
+    if isinstance(keys, cst.Dict):
+        entries = {_string(element.key): element.value for element in keys.elements
+                   if isinstance(element, cst.DictElement)}
+        if "default" in entries or "params" not in entries:
+            return None
+        default = entries["params"]
+        elements = list(keys.elements)
+        elements[-1] = elements[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        keys = keys.with_changes(elements=[*elements, cst.DictElement(cst.SimpleString("'default'"), default)])
+    else:
+        keys = cst.Dict([cst.DictElement(cst.SimpleString("'params'"), keys,
+                                         comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))),
+                         cst.DictElement(cst.SimpleString("'default'"), keys)])
+    return call.with_changes(args=[call.args[0].with_changes(value=keys), *call.args[1:]])
+
+
+def problems(module: cst.Module, spelled: Callable[[cst.Module, cst.BaseExpression], Optional[str]],
+             classes: Iterable[ConvertedClass], keyed_here: bool) -> list[tuple[cst.CSTNode, str]]:
+    """The uses of a bridged model that would not behave as Linen's did."""
+    found: list[tuple[cst.CSTNode, str]] = []
+    if not keyed_here and any(_OTHER_STREAM.search(cst.Module([]).code_for_node(converted.node))
+                              for converted in classes):
+        found.append((module, "the model built here is initialized elsewhere, whose `init` key gives its "
+                              "`Dropout` (built in `__init__`) no key: the construction is not bridged"))
+    for node in walk(module):
+        if isinstance(node, cst.Arg) and node.keyword is not None:
+            if node.keyword.value == "method" and isinstance(node.value, cst.Attribute) \
+                    and spelled(module, node.value.value) is not None:
+                found.append((node, f"`method={module.code_for_node(node.value)}` names a function of the NNX "
+                                    "class, which a bridged model does not run as a Linen method"))
+            elif node.keyword.value == "mutable" and "cache" in module.code_for_node(node.value):
+                found.append((node, "a Linen `cache` collection (decoding) is kept differently by NNX "
+                                    "modules: the training code is not bridged"))
+        elif isinstance(node, cst.SimpleStatementLine) and _LINEN_NAME_READ.search(module.code_for_node(node)):
+            found.append((node, "a parameter is read by its Linen name; a bridged model names them "
+                                "by its NNX attributes"))
+    return found
+
+
+def _call_parameters(node: cst.ClassDef) -> set[str]:
+    call = next((statement for statement in node.body.body
+                 if isinstance(statement, cst.FunctionDef) and statement.name.value == "__call__"), None)
+    if call is None:
+        return set()
+    params = call.params
+    return {param.name.value for param in (*params.posonly_params, *params.params, *params.kwonly_params)}
+
+
+def _string(node: Optional[cst.BaseExpression]) -> Optional[str]:
+    return node.evaluated_value if isinstance(node, cst.SimpleString) else None
+
+
+def _keyword(name: str, value: str) -> cst.Arg:
+    return cst.Arg(cst.parse_expression(value), keyword=cst.Name(name),
+                   equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
