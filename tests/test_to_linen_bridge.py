@@ -140,9 +140,44 @@ def test_linen_training_code_trains_the_converted_class_through_the_bridge(run_c
     assert max(abs(a - b) / abs(a) for a, b in zip(linen, bridged)) <= 1e-5
 
 
-def test_a_class_whose_train_flag_moved_to_train_eval_is_not_bridged(run_cli, tmp_path):
+def _train_with_flag(passed):
+    return TRAIN.replace('logits = state.apply_fn({"params": params}, tokens)',
+                         f'logits = state.apply_fn({{"params": params}}, tokens, {passed}, rngs={{"dropout": key}})') \
+        .replace("def step(state, tokens, labels):", "def step(state, tokens, labels, key=jax.random.key(7)):")
+
+
+def test_a_train_flag_moved_to_train_eval_is_passed_as_the_bridged_models_mode(run_cli, tmp_path):
+    before, after = (_project(tmp_path / name, MODELS_WITH_DROPOUT_FLAG) for name in ("before", "after"))
+    for directory in (before, after):
+        (directory / "train.py").write_text(_train_with_flag("deterministic=True"))
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", after)
+    train = (after / "train.py").read_text()
+    assert "def call_in_mode(deterministic):" in train and "        if not deterministic:" in train
+    assert ('state.apply_fn({"params": params}, tokens, nnx_method=call_in_mode(True), '
+            'rngs={"dropout": key})') in train
+    # ``init`` leaves the argument out: its default (eval) is passed
+    assert "jnp.zeros((2, 5), jnp.int32), nnx_method=call_in_mode(True))" in train
+    assert "nnx.bridge.to_linen" in result.stderr
+    assert run_cli("check", "--no-cache", "--select", "NNX1", after).returncode == 0
+    compared = subprocess.run([sys.executable, "-c", COMPARE, str(before), str(after)], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert compared.returncode == 0, compared.stderr
+    linen, bridged = json.loads(compared.stdout.strip().splitlines()[-1])
+    assert max(abs(a - b) / abs(a) for a, b in zip(linen, bridged)) <= 1e-5
+    # in train mode the dropout key reaches the NNX model's Dropout
+    train_mode = subprocess.run(
+        [sys.executable, "-c", "import jax, train; state = train.make_state(jax.random.key(0)); "
+                               "x = jax.numpy.ones((2, 5), jax.numpy.int32); "
+                               "f = lambda k: state.apply_fn({'params': state.params}, x, "
+                               "nnx_method=train.call_in_mode(False), rngs={'dropout': jax.random.key(k)}); "
+                               "print(bool((f(1) != f(2)).any()))"],
+        cwd=after, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert train_mode.stdout.strip() == "True", train_mode.stderr
+
+
+def test_a_train_flag_passed_by_position_is_not_bridged(run_cli, tmp_path):
     project = _project(tmp_path / "project", MODELS_WITH_DROPOUT_FLAG)
+    (project / "train.py").write_text(_train_with_flag("True"))
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
-    assert (project / "train.py").read_text() == TRAIN
-    assert ("train.py:10: the training code passes `deterministic` to `apply`, which the converted "
-            "`BagOfWords.__call__` no longer takes") in result.stderr
+    assert (project / "train.py").read_text() == _train_with_flag("True")
+    assert "`deterministic` is passed by position: the call is not given the NNX model's mode" in result.stderr

@@ -366,6 +366,8 @@ class _Constructions:
             return text
         self.bridged = plan.bridged
         new = module.visit(_Replace(plan.calls))
+        if plan.mode_helper:
+            new = _after_imports(new, to_linen.mode_helper(next(iter(plan.modes)), new))
         if nnx is None:
             new = add_imports(new, {FLAX_NNX})
         return new.code
@@ -390,6 +392,10 @@ class _Plan(cst.CSTVisitor):
         self.problems: list[tuple[cst.CSTNode, str]] = []
         self.bridged = False
         self.init_keys: dict[int, cst.Call] = {}  # bridged: ``init`` calls given a ``default`` key
+        self.linen_calls: list[cst.Call] = []  # bridged: ``apply``/``init`` calls, given the mode below
+        self.modes: set = set()  # bridged: the train/eval arguments moved to ``train()``/``eval()``
+        self.builds_linen = False  # whether the file builds Linen modules of its own
+        self.mode_helper = False  # whether a call was given ``nnx_method=call_in_mode(...)``
         self._seen_funcs: set[int] = set()
         self._linen_receivers = {match.group(1) for match in re.finditer(
             r"\b([A-Za-z_][A-Za-z0-9_]*)\.(?:%s)\(" % "|".join(_LINEN_METHODS), module.code)}
@@ -401,6 +407,10 @@ class _Plan(cst.CSTVisitor):
                 keyed = to_linen.with_default_key(node)
                 if keyed is not None:
                     self.init_keys[id(node)] = keyed
+                if isinstance(node.func, cst.Attribute) and node.func.attr.value in to_linen.LINEN_CALLS:
+                    self.linen_calls.append(node)
+                resolved = names.resolve(self.scope, node.func) or ""
+                self.builds_linen |= is_linen(resolved) and resolved.rpartition(".")[2][:1].isupper()
                 return
             if is_linen(names.resolve(self.scope, node.func) or "") and any(
                     self.owner.spelled(self.module, arg.value.func) for arg in node.args
@@ -424,6 +434,9 @@ class _Plan(cst.CSTVisitor):
             else:
                 self.calls[id(node)] = bridged
                 self.bridged = True
+                mode = to_linen.moved_mode(converted)
+                if mode is not None:
+                    self.modes.add(mode)
             return
         if converted.uses_rngs:
             rngs = cst.Arg(cst.parse_expression(f"{self.nnx}.Rngs({SEED})"), keyword=cst.Name("rngs"),
@@ -461,10 +474,36 @@ class _Plan(cst.CSTVisitor):
         """Any other reference (a subclass, ``partial(CNN, ...)``, ``isinstance``) is no call to update."""
         if self.bridged:
             self.calls.update(self.init_keys)
+            self._give_mode(original_node)
         for node in _references(original_node):
             if id(node) not in self._seen_funcs and self.owner.spelled(self.module, node) is not None:
                 self.problems.append((node, f"`{self.module.code_for_node(node)}` is used other than by "
                                             "constructing it"))
+
+
+    def _give_mode(self, module: cst.Module) -> None:
+        """Bridged classes whose train/eval argument moved to ``train()``/``eval()``: each
+        Linen ``apply``/``init`` call of the file passes it as ``nnx_method=`` instead."""
+        if not self.modes:
+            return
+        if len({(mode.name, mode.eval_value) for mode in self.modes}) > 1:
+            self.problems.append((module, "the bridged classes take different train/eval arguments"))
+            return
+        if self.builds_linen:
+            self.problems.append((module, "the file builds Linen modules of its own, whose `apply` calls "
+                                          "must not be given the NNX model's mode"))
+            return
+        if to_linen.MODE_HELPER in self.scope.bindings:
+            self.problems.append((module, f"the file has a `{to_linen.MODE_HELPER}` of its own"))
+            return
+        mode = next(iter(self.modes))
+        for call in self.linen_calls:
+            new = to_linen.in_mode(self.init_keys.get(id(call), call), mode)
+            if isinstance(new, str):
+                self.problems.append((call, new))
+            elif new is not None:
+                self.calls[id(call)] = new
+                self.mode_helper = True
 
 
 def _references(module: cst.Module) -> list[cst.BaseExpression]:
@@ -493,6 +532,29 @@ def _references(module: cst.Module) -> list[cst.BaseExpression]:
 
     module.visit(Collect())
     return found
+
+
+def _after_imports(module: cst.Module, statement: cst.BaseStatement) -> cst.Module:
+    """``module`` with ``statement`` after its leading imports, two blank lines around it."""
+    body = list(module.body)
+    index = 0
+    while index < len(body) and (_is_import_statement(body[index]) or (index == 0 and _is_docstring(body[index]))):
+        index += 1
+    blank = cst.EmptyLine()
+    statement = statement.with_changes(leading_lines=[blank, blank])
+    if index < len(body):
+        body[index] = body[index].with_changes(leading_lines=[blank, blank])
+    return module.with_changes(body=[*body[:index], statement, *body[index:]])
+
+
+def _is_import_statement(statement: cst.CSTNode) -> bool:
+    return isinstance(statement, cst.SimpleStatementLine) and all(
+        isinstance(small, (cst.Import, cst.ImportFrom)) for small in statement.body)
+
+
+def _is_docstring(statement: cst.CSTNode) -> bool:
+    return isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1 \
+        and isinstance(statement.body[0], cst.Expr) and isinstance(statement.body[0].value, cst.SimpleString)
 
 
 class _Replace(cst.CSTTransformer):

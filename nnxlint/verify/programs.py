@@ -16,7 +16,9 @@ duration of one run:
 - Linen weights: the variables the first concrete ``Module.init`` returns are
   recorded, and loaded into the NNX model handed to the first ``nnx.Optimizer``
   (``nnxlint.transplant``), so a Linen program and its NNX conversion start from
-  identical parameters.
+  identical parameters; a conversion that keeps Linen training code on the NNX
+  model (``nnx.bridge.to_linen``) gets them from its first ``init`` instead, laid
+  out as the bridge lays out the NNX model's variables.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ def run_program(path: Path, steps: int, options: RunOptions) -> RunResult:
         loaded: list[bool] = []
         if options.linen_variables is not None:
             stack.enter_context(_loading_into_first_optimizer(options.linen_variables, loaded))
+            stack.enter_context(_loading_into_first_bridged_init(options.linen_variables, loaded))
         module = None
         stack.enter_context(_sibling_modules(path))
         try:
@@ -107,7 +110,8 @@ def run_program(path: Path, steps: int, options: RunOptions) -> RunResult:
             if module is not None:
                 del sys.modules[module.__name__]
     if options.linen_variables is not None and not loaded:
-        raise ProgramError(f"{path.name} built no nnx.Optimizer, so the Linen weights could not be loaded")
+        raise ProgramError(f"{path.name} built no nnx.Optimizer and initialized no model bridged to Linen, "
+                           "so the Linen weights could not be loaded")
     return RunResult(*_check_returned(path, steps, returned), dropout_masks_drawn=drawn[0])
 
 
@@ -267,4 +271,25 @@ def _loading_into_first_optimizer(variables: dict, loaded: list[bool]) -> Iterat
         original(self, model, *args, **kwargs)
 
     with _patched(nnx.Optimizer, "__init__", init):
+        yield
+
+
+@contextlib.contextmanager
+def _loading_into_first_bridged_init(variables: dict, loaded: list[bool]) -> Iterator[None]:
+    """The first ``init`` of an ``nnx.bridge.ToLinen`` returns the Linen weights: loaded into
+    the NNX model it holds, then laid out by collection as the bridge lays out its variables."""
+    original = linen.Module.__dict__["init"]
+
+    def init(self, *args, **kwargs):
+        initialized = original(self, *args, **kwargs)
+        if loaded or not isinstance(self, nnx.bridge.ToLinen):
+            return initialized
+        options = {} if self.skip_rng else {"rngs": nnx.Rngs(0)}
+        model = self.nnx_class(*self.args, **self.kwargs, **options)
+        load_linen_variables(model, jax.tree.map(jax.numpy.asarray, variables))
+        loaded.append(True)
+        return {**initialized, **{collection: nnx.state(model, COLLECTION_TYPES[collection]).to_pure_dict()
+                                  for collection in initialized if collection in COLLECTION_TYPES}}
+
+    with _patched(linen.Module, "init", init):
         yield

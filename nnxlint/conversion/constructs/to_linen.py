@@ -20,11 +20,24 @@ converting it too.  The parameters are named by the NNX attributes
 through ``nnxlint.transplant``.  A class that does not take ``rngs`` gets
 ``skip_rng=True``.
 
+A Linen ``__call__`` argument that the conversion moved to ``model.train()`` /
+``eval()`` (``train``, ``deterministic``) is no argument of the NNX ``__call__``: each
+``apply``/``init`` call of the file passes it to a function written after the imports,
+which sets the mode and calls the model (``ToLinen`` runs ``nnx_method`` on the model
+it builds)::
+
+    model.apply({'params': p}, x, train=True, rngs={'dropout': key})
+    ->
+    model.apply({'params': p}, x, nnx_method=call_in_mode(True), rngs={'dropout': key})
+
+A call that leaves the argument out passes its default.
+
 Refused, with the site named (the file is then left as it is, and the fix says
 so): a construction that must pass an input size the class takes now (not known
-where it is built), a class whose train/eval argument the conversion moved to
-``model.train()``/``eval()`` (the training code passes it to ``apply``), a class
-holding Linen layers through ``nnx.bridge.ToNNX``, one that passes ``name=`` or ``metadata_fn=`` (they are
+where it is built), a moved train/eval argument passed by position, or in a file
+that builds Linen modules of its own (their ``apply`` must not get it), or for a
+class holding a layer in a constant mode; a class holding Linen layers through
+``nnx.bridge.ToNNX``; a construction that passes ``name=`` or ``metadata_fn=`` (they are
 ``to_linen``'s own), ``apply(..., method=Class.method)`` (the function of the NNX
 class is no Linen method), a Linen ``cache`` collection (autoregressive decoding
 keeps its cache differently in NNX), and a parameter read by its Linen name
@@ -42,22 +55,23 @@ from typing import Callable, Iterable, Optional, Union
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.conversion.base import ConvertedClass
+from nnxlint.conversion.base import ConvertedClass, Mode
 
 NOTE = ("the training code in {files} stays Linen (`init`, `apply`, `TrainState`) and builds the converted "
         "models through `nnx.bridge.to_linen`: the parameters are named by the NNX attributes, so a Linen "
         "checkpoint loads through `nnxlint.transplant`; convert that code to `nnx.Optimizer` next")
 _OWN_KEYWORDS = ("name", "metadata_fn", "skip_rng", "abstract_init")
+LINEN_CALLS = ("apply", "apply_fn", "init", "init_with_output")
+MODE_HELPER = "call_in_mode"
 _OTHER_STREAM = re.compile(r"Dropout\(|rngs\.(?!params\b)\w+|rngs\[")
 _LINEN_NAME_READ = re.compile(r"""\[\s*['"]params['"]\s*\]\s*\[\s*['"]""")
 
 
 def bridged(call: cst.Call, nnx: str, converted: ConvertedClass) -> Union[cst.Call, str]:
     """``nnx.bridge.to_linen(Class, *args, **kwargs)`` for the construction ``call``, or why not."""
-    if converted.mode is not None and converted.mode.name not in _call_parameters(converted.node):
-        return (f"the training code passes `{converted.mode.name}` to `apply`, which the converted "
-                f"`{converted.name}.__call__` no longer takes (`model.train()`/`eval()` set it): "
-                "the construction is not bridged")
+    if moved_mode(converted) is not None and converted.constant_flags:
+        return (f"`{converted.name}` keeps a layer in a constant train/eval mode, which "
+                "`model.train()`/`eval()` would change: the construction is not bridged")
     if converted.bridged:
         return (f"`{converted.name}` holds Linen layers through `nnx.bridge.ToNNX`, which need "
                 "`nnx.bridge.lazy_init`: the construction is not bridged back to Linen")
@@ -75,6 +89,62 @@ def bridged(call: cst.Call, nnx: str, converted: ConvertedClass) -> Union[cst.Ca
     trailing = call.args[-1].comma if call.args else cst.MaybeSentinel.DEFAULT
     args = [arg.with_changes(comma=between) for arg in args[:-1]] + [args[-1].with_changes(comma=trailing)]
     return call.with_changes(func=cst.parse_expression(f"{nnx}.bridge.to_linen"), args=args)
+
+
+def moved_mode(converted: ConvertedClass) -> Optional[Mode]:
+    """The Linen ``__call__``'s train/eval argument when the conversion moved it to
+    ``model.train()``/``eval()`` (the converted ``__call__`` no longer takes it)."""
+    mode = converted.mode
+    return mode if mode is not None and mode.name not in _call_parameters(converted.node) else None
+
+
+def mode_helper(mode: Mode, module: cst.Module) -> cst.SimpleStatementLine:
+    """The function that Linen-style calls pass as ``nnx_method=``: it sets the mode that
+    the Linen ``__call__`` took as an argument, then calls the NNX model (written in the
+    module's indentation and newlines)."""
+    train = f"not {mode.name}" if mode.eval_value else mode.name
+    lines = [f"def {MODE_HELPER}({mode.name}):",
+             '    """`nnx_method=` of `apply`/`init` on a model built by `nnx.bridge.to_linen`: Linen',
+             f'    passed `{mode.name}` to `__call__`; the NNX model is set by `train()`/`eval()`."""',
+             "",
+             "    def call(module, *args, **kwargs):",
+             f"        if {train}:",
+             "            module.train()",
+             "        else:",
+             "            module.eval()",
+             "        return module(*args, **kwargs)",
+             "",
+             "    return call",
+             ""]
+    indent = module.default_indent
+    source = module.default_newline.join(
+        indent * ((len(line) - len(line.lstrip(" "))) // 4) + line.lstrip(" ") for line in lines)
+    return cst.parse_statement(source, config=module.config_for_parsing)  # type: ignore[return-value]
+
+
+def in_mode(call: cst.Call, mode: Mode) -> Union[cst.Call, str, None]:
+    """``model.apply(v, x, train=E)`` -> ``model.apply(v, x, nnx_method=call_in_mode(E))`` (the
+    argument's default when the call leaves it out); None for a call that is no ``apply`` or
+    ``init``, or that leaves out an argument without a default; why not, when it is positional."""
+    if not (isinstance(call.func, cst.Attribute) and call.func.attr.value in LINEN_CALLS):
+        return None
+    if any(arg.keyword is not None and arg.keyword.value == "nnx_method" for arg in call.args):
+        return None
+    given = next((arg for arg in call.args if arg.keyword is not None and arg.keyword.value == mode.name), None)
+    positional = [arg for arg in call.args if arg.keyword is None]
+    if given is None and (len(positional) > mode.index + 1 or any(arg.star for arg in call.args)):
+        return f"`{mode.name}` is passed by position: the call is not given the NNX model's mode"
+    if given is None and mode.default is None:
+        return None
+    value = given.value if given is not None else cst.Name(str(mode.default))
+    method = cst.Arg(cst.Call(cst.Name(MODE_HELPER), [cst.Arg(value)]), keyword=cst.Name("nnx_method"),
+                     equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
+    if given is not None:
+        return call.with_changes(args=[method.with_changes(comma=given.comma) if arg is given else arg
+                                       for arg in call.args])
+    args = list(call.args)
+    args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+    return call.with_changes(args=[*args, method])
 
 
 def with_default_key(call: cst.Call) -> Optional[cst.Call]:
