@@ -189,7 +189,7 @@ class FileConverter:
         analysis = RoleAnalysis(training, site)
         analysis.run()
         rewriter = TrainingRewriter(analysis, plan, self._free_name(OPTIMIZER_NAME))
-        rewriter.plan_modes(training)
+        rewriter.switches.plan(training)
         new: dict[cst.CSTNode, Replacement] = {}
         variable_classes = self._variable_classes()
         for statement in self.module.body:

@@ -13,7 +13,7 @@ Any use of a role name the conversion does not understand raises
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 import libcst as cst
 
@@ -31,6 +31,7 @@ from nnxlint.conversion.training_constructs.fresh_model import check_same_model,
 from nnxlint.conversion.training_constructs.helper_init import helper_site
 from nnxlint.conversion.training_constructs.linen_apply import bound_function_call
 from nnxlint.conversion.training_constructs.unfollowed_init import unfollowed_init
+from nnxlint.conversion.training_modes import FunctionNode, ModeSwitches, References, statements_of
 from nnxlint.conversion.shapes import (
     Shape, int_literal, integer_constants, literal_shape, string_literal, with_unknown_batch,
 )
@@ -44,7 +45,6 @@ _ARRAY_CONSTRUCTORS = {"jax.numpy.ones": 0, "jax.numpy.zeros": 0, "jax.numpy.emp
                        "jax.random.normal": 1, "jax.random.uniform": 1, "jax.random.bernoulli": 2}
 _RANDOM_KEYS = ("jax.random.key", "jax.random.PRNGKey")
 
-FunctionNode = Union[cst.FunctionDef, cst.Module]
 
 
 @dataclass
@@ -194,7 +194,7 @@ class TrainingConverter:
         """``name = LinenClass(...)`` in the same body as ``before``, earlier."""
         owner = self.parents.get(id(before))
         candidate = None
-        for statement in self._body(owner):
+        for statement in statements_of(owner):
             if statement is before:
                 break
             assign = single_assign(statement)
@@ -215,14 +215,6 @@ class TrainingConverter:
         if isinstance(func, (cst.Name, cst.Attribute)) and self.env.imported_classes:
             return self.env.imported_classes.get(self.env.code(func))
         return None
-
-    @staticmethod
-    def _body(owner: Optional[FunctionNode]) -> Sequence[cst.BaseStatement]:
-        if isinstance(owner, cst.Module):
-            return owner.body
-        if isinstance(owner, cst.FunctionDef) and isinstance(owner.body, cst.IndentedBlock):
-            return owner.body.body
-        return ()
 
     # -- the example input -----------------------------------------------------
     def input_shapes(self, site: InitSite) -> list[Shape]:
@@ -290,7 +282,7 @@ class TrainingConverter:
     def _assigned_value(self, name: str, before: cst.CSTNode) -> Optional[cst.BaseExpression]:
         owner = self.parents.get(id(before))
         value = None
-        for body in (self._body(owner), self.module.body):
+        for body in (statements_of(owner), self.module.body):
             for statement in body:
                 if statement is before:
                     break
@@ -427,7 +419,7 @@ class RoleAnalysis(cst.CSTVisitor):
         definitions = {id(function.node.name) for function in self.functions.values()}  # ``def f``: not a use
         aliases, functions = self.aliases, self.functions
 
-        class Uses(_References):
+        class Uses(References):
             def visit_Name(inner, node: cst.Name) -> None:
                 name = aliases.get(node.value, node.value)
                 if name in functions and id(node) not in definitions:
@@ -576,38 +568,6 @@ def site_target(site: InitSite) -> str:
 
 
 
-class _References(cst.CSTVisitor):
-    """Visits the names code reads: not keyword or attribute names, nor the
-    names inside classes (the Linen modules, converted on their own)."""
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
-        return False
-
-    def visit_Arg(self, node: cst.Arg) -> bool:
-        node.value.visit(self)
-        return False
-
-    def visit_Attribute(self, node: cst.Attribute) -> bool:
-        node.value.visit(self)
-        return False
-
-    @staticmethod
-    def count_reads(node: cst.CSTNode, name: str) -> int:
-        """How often ``name`` is read in ``node`` (assignment targets excluded)."""
-        count = 0
-
-        class Count(_References):
-            def visit_AssignTarget(inner, target: cst.AssignTarget) -> bool:
-                return False
-
-            def visit_Name(inner, found: cst.Name) -> None:
-                nonlocal count
-                count += found.value == name
-
-        node.visit(Count())
-        return count
-
-
 class TrainingRewriter(cst.CSTTransformer):
     """Rewrites the training code once the roles are known."""
 
@@ -627,9 +587,7 @@ class TrainingRewriter(cst.CSTTransformer):
         self.captured = set(analysis.captured_applies.values())  # names holding captured intermediates
         check_reads(analysis.converter.module, self.captured)
         self.entry_points = analysis.entry_points()
-        self.switch_before: dict[int, str] = {}  # id(original statement) -> "train" / "eval"
-        self._function_modes: dict[str, set[str]] = {}  # local function -> modes it runs the model in
-        self._walked: set[str] = set()  # mixed-mode functions already switched inside
+        self.switches = ModeSwitches(analysis, plan)  # model.train() / model.eval() before statements
 
     def _functions_losing_aux(self) -> set[str]:
         """Functions returning ``(loss, aux)`` whose aux holds only training state
@@ -648,118 +606,9 @@ class TrainingRewriter(cst.CSTTransformer):
         analysis.converter.module.visit(Returns())
         return losing
 
-    # -- train/eval switches ------------------------------------------------
-    def apply_mode(self, call: cst.Call) -> Optional[str]:
-        """"train" or "eval" for an ``apply`` call of a model with a mode argument."""
-        mode = self.mode
-        if mode is None:
-            return None
-        for index, arg in enumerate(call.args[1:]):
-            if _keyword(arg) == mode.name or (arg.keyword is None and index == mode.index):
-                value = _bool_literal(arg.value)
-                if value is None:
-                    raise Unconvertible(f"`{mode.name}=` must be True or False at each `apply`")
-                return "eval" if value == mode.eval_value else "train"
-        if mode.default is None:
-            raise Unconvertible(f"`apply` without `{mode.name}`")
-        return "eval" if mode.default == mode.eval_value else "train"
-
-    def plan_modes(self, converter: TrainingConverter) -> None:
-        """Where ``model.train()`` / ``model.eval()`` go: before each statement whose
-        ``apply`` calls (directly or through the local functions it calls) switch
-        the mode.  The walk starts at the module body and at every function that
-        nothing in the file calls (``train()``, called by its user), and descends
-        into loops and into the functions that both train and evaluate."""
-        if self.mode is None:
-            return
-        analysis = self.analysis
-        own: dict[str, set[str]] = {name: set() for name in analysis.functions}
-        calls: dict[str, set[str]] = {name: set() for name in analysis.functions}
-        definitions = {id(function.node.name) for function in analysis.functions.values()}  # ``def f``: not a use
-        outer = self
-
-        class Collect(_References):
-            def visit_Call(inner, node: cst.Call) -> None:
-                owner = analysis.owners.get(id(node))
-                if owner is not None and analysis.is_apply(node):
-                    own[owner.node.name.value].add(outer.apply_mode(node))  # type: ignore[arg-type]
-
-            def visit_Name(inner, node: cst.Name) -> None:
-                name = analysis.aliases.get(node.value, node.value)
-                owner = analysis.owners.get(id(node))
-                if name in analysis.functions and id(node) not in definitions and owner is not None:
-                    calls[owner.node.name.value].add(name)
-
-        converter.module.visit(Collect())
-        modes = {name: set(found) for name, found in own.items()}
-        for _ in range(len(modes)):
-            for name in modes:
-                for callee in calls[name]:
-                    modes[name] |= modes.get(callee, set())
-        self._function_modes = modes
-        builder = converter.parents.get(id(self.site.statement))
-        roots: list[FunctionNode] = [converter.module] + [
-            analysis.functions[name].node for name in sorted(self.entry_points)]
-        for root in roots:
-            # NNX layers start in train mode where the model is built; elsewhere the mode is unknown
-            self._walk(TrainingConverter._body(root), "train" if root is builder else None)
-        if self.switch_before and self.plan.converted.constant_flags:
-            raise Unconvertible("a layer has a constant `deterministic`/`use_running_average`, which "
-                                "`model.train()`/`model.eval()` would override")
-
-    def _statement_modes(self, statement: cst.CSTNode) -> tuple[set[str], set[str]]:
-        """The modes a statement runs the model in, and the local functions it calls."""
-        found: set[str] = set()
-        called: set[str] = set()
-        outer = self
-
-        class Collect(_References):
-            def visit_FunctionDef(inner, node: cst.FunctionDef) -> bool:
-                return False
-
-            def visit_Call(inner, node: cst.Call) -> None:
-                if outer.analysis.is_apply(node):
-                    found.add(outer.apply_mode(node))  # type: ignore[arg-type]
-
-            def visit_Name(inner, node: cst.Name) -> None:
-                name = outer.analysis.aliases.get(node.value, node.value)
-                if name in outer._function_modes:
-                    called.add(name)
-                    found.update(outer._function_modes[name])
-
-        statement.visit(Collect())
-        return found, called
-
-    def _walk(self, body: Sequence[cst.BaseStatement], current: Optional[str]) -> Optional[str]:
-        for statement in body:
-            if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
-                continue
-            modes, called = self._statement_modes(statement)
-            if len(modes) == 1:
-                mode = next(iter(modes))
-                if mode != current:
-                    self.switch_before[id(statement)] = mode
-                current = mode
-            elif len(modes) > 1:
-                current = self._walk_inside(statement, called, current)
-        return current
-
-    def _walk_inside(self, statement: cst.BaseStatement, called: set[str], current: Optional[str]) -> Optional[str]:
-        """A statement that both trains and evaluates: switch inside it."""
-        if isinstance(statement, (cst.For, cst.While)) and statement.orelse is None:
-            # the next iteration starts in the mode the body ended in
-            return self._walk(statement.body.body, None)  # type: ignore[attr-defined]
-        if isinstance(statement, cst.If) and statement.orelse is None:
-            return self._walk(statement.body.body, current)  # type: ignore[attr-defined]
-        mixed = [name for name in called if len(self._function_modes[name]) > 1]
-        if isinstance(statement, cst.SimpleStatementLine) and len(mixed) == 1 and mixed[0] not in self._walked:
-            self._walked.add(mixed[0])
-            return self._walk(TrainingConverter._body(self.analysis.functions[mixed[0]].node), current)
-        raise Unconvertible("one statement trains and evaluates: split it to convert")
-
     def on_leave(self, original_node, updated_node):
         result = super().on_leave(original_node, updated_node)
-        switch = self.switch_before.get(id(original_node))
+        switch = self.switches.before.get(id(original_node))
         if switch is None:
             return result
         line = self._statement(f"{self.model}.{switch}()")
@@ -1043,7 +892,7 @@ class TrainingRewriter(cst.CSTTransformer):
                     self._check_updates_kept(original)
                 continue
             elif mode is not None and (keyword == mode.name or (keyword is None and index == mode.index)):
-                continue  # model.train() / model.eval() before the statement (plan_modes)
+                continue  # model.train() / model.eval() before the statement (``ModeSwitches``)
             elif keyword == "capture_intermediates":  # its nearest NNX twin names values otherwise
                 raise Unconvertible("`capture_intermediates=` is not converted: NNX's `nnx.capture(..., "
                                     "method_outputs=nnx.Intermediate)` keys the outputs by method name, not "
@@ -1052,7 +901,7 @@ class TrainingRewriter(cst.CSTTransformer):
                 kept.append(new_arg)
         if kept:
             kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-        self.apply_mode(original)  # checks the flag
+        self.switches.apply_mode(original)  # checks the flag
         func = capture_call(self, original, f"{self.model}.{method}" if method else self.model)
         # a ``)`` on a line of its own keeps the arguments on theirs; else they join the call
         own_line = bool(kept) and isinstance(kept[-1].whitespace_after_arg, cst.ParenthesizedWhitespace)
@@ -1066,7 +915,7 @@ class TrainingRewriter(cst.CSTTransformer):
         updates = self.analysis.unpacked_mutable_applies.get(id(apply))
         if updates is None:
             raise Unconvertible("`apply(..., mutable=...)` whose result is not unpacked as `output, updates`")
-        if updates == "_" or _References.count_reads(self.analysis.converter.module, updates) == 0:
+        if updates == "_" or References.count_reads(self.analysis.converter.module, updates) == 0:
             raise Unconvertible("`apply(..., mutable=...)` discards the updated collections, "
                                 "which NNX would keep in the model")
 
@@ -1083,12 +932,6 @@ class TrainingRewriter(cst.CSTTransformer):
                 raise Unconvertible("`rngs=` of `apply` with a stream that is not a literal name, or 'params'")
             if isinstance(element.value, cst.Name):
                 self.dropped_rng_names.add(element.value.value)
-
-
-def _bool_literal(node: cst.BaseExpression) -> Optional[bool]:
-    if isinstance(node, cst.Name) and node.value in ("True", "False"):
-        return node.value == "True"
-    return None
 
 
 def _without_roles(node: cst.BaseExpression, role) -> Optional[cst.BaseExpression]:

@@ -23,6 +23,7 @@ import libcst as cst
 
 from nnxlint.context import walk
 from nnxlint.conversion.base import Unconvertible, line_of, single_assign
+from nnxlint.conversion.training_modes import statements_of
 
 if TYPE_CHECKING:
     from nnxlint.conversion.training import TrainingConverter, TrainingRewriter
@@ -91,7 +92,7 @@ def _cache_picked(converter: "TrainingConverter", init: cst.SimpleStatementLine,
                   variables: str) -> Optional[cst.SimpleStatementLine]:
     """``cache = variables['cache']`` when that is the only read of ``variables`` (a
     training ``variables = model.init(...)`` reads ``params``)."""
-    body = converter._body(converter.parents.get(id(init)))
+    body = statements_of(converter.parents.get(id(init)))
     reads = [node for top in body for node in walk(top)
              if isinstance(node, cst.Name) and node.value == variables]
     statements = [node for top in body for node in walk(top) if isinstance(node, cst.SimpleStatementLine)]
@@ -107,7 +108,7 @@ def _cache_picked(converter: "TrainingConverter", init: cst.SimpleStatementLine,
 
 def follow_uses(converter: "TrainingConverter", site: DecodeSite) -> None:
     """Fills the applies and cache updates; every other use of the cache or model is refused."""
-    body = converter._body(converter.parents.get(id(site.init)))
+    body = statements_of(converter.parents.get(id(site.init)))
     updates_names: set[str] = set()
     allowed: set[int] = {id(site.construction), id(site.init), *site.updates}
     statements = [node for top in body for node in walk(top) if isinstance(node, cst.SimpleStatementLine)]
