@@ -68,3 +68,17 @@ def add_imports(module: cst.Module, qualified_names: Iterable[str]) -> cst.Modul
         index = _insertion_index(body, qualified.split(".")[0])
         body.insert(index, _statement_for(qualified))
     return module.with_changes(body=body)
+
+
+def add_after_imports(module: cst.Module, statement: cst.BaseStatement) -> cst.Module:
+    """``module`` with a definition (a helper function a fix needs) after its docstring and
+    leading imports, two blank lines on either side as PEP 8 has them."""
+    body = list(module.body)
+    index = 0
+    while index < len(body) and (_is_import(body[index]) or (index == 0 and _is_docstring(body[index]))):
+        index += 1
+    blank = cst.EmptyLine()
+    if index < len(body):
+        body[index] = body[index].with_changes(leading_lines=[blank, blank])
+    return module.with_changes(body=[*body[:index], statement.with_changes(leading_lines=[blank, blank]),
+                                     *body[index:]])

@@ -43,7 +43,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from nnxlint import names
 from nnxlint.context import walk
 from nnxlint.flax_api import FLAX_NNX, is_linen
-from nnxlint.imports import add_imports
+from nnxlint.imports import add_after_imports, add_imports
 from nnxlint.project import dotted_name
 from nnxlint.rule import FileEdit, OtherFiles
 from nnxlint.textio import SourceError, read_source
@@ -367,7 +367,7 @@ class _Constructions:
         self.bridged = plan.bridged
         new = module.visit(_Replace(plan.calls))
         if plan.mode_helper:
-            new = _after_imports(new, to_linen.mode_helper(next(iter(plan.modes)), new))
+            new = add_after_imports(new, to_linen.mode_helper(next(iter(plan.modes)), new))
         if nnx is None:
             new = add_imports(new, {FLAX_NNX})
         return new.code
@@ -474,36 +474,11 @@ class _Plan(cst.CSTVisitor):
         """Any other reference (a subclass, ``partial(CNN, ...)``, ``isinstance``) is no call to update."""
         if self.bridged:
             self.calls.update(self.init_keys)
-            self._give_mode(original_node)
+            to_linen.give_mode(self, original_node)
         for node in _references(original_node):
             if id(node) not in self._seen_funcs and self.owner.spelled(self.module, node) is not None:
                 self.problems.append((node, f"`{self.module.code_for_node(node)}` is used other than by "
                                             "constructing it"))
-
-
-    def _give_mode(self, module: cst.Module) -> None:
-        """Bridged classes whose train/eval argument moved to ``train()``/``eval()``: each
-        Linen ``apply``/``init`` call of the file passes it as ``nnx_method=`` instead."""
-        if not self.modes:
-            return
-        if len({(mode.name, mode.eval_value) for mode in self.modes}) > 1:
-            self.problems.append((module, "the bridged classes take different train/eval arguments"))
-            return
-        if self.builds_linen:
-            self.problems.append((module, "the file builds Linen modules of its own, whose `apply` calls "
-                                          "must not be given the NNX model's mode"))
-            return
-        if to_linen.MODE_HELPER in self.scope.bindings:
-            self.problems.append((module, f"the file has a `{to_linen.MODE_HELPER}` of its own"))
-            return
-        mode = next(iter(self.modes))
-        for call in self.linen_calls:
-            new = to_linen.in_mode(self.init_keys.get(id(call), call), mode)
-            if isinstance(new, str):
-                self.problems.append((call, new))
-            elif new is not None:
-                self.calls[id(call)] = new
-                self.mode_helper = True
 
 
 def _references(module: cst.Module) -> list[cst.BaseExpression]:
@@ -532,29 +507,6 @@ def _references(module: cst.Module) -> list[cst.BaseExpression]:
 
     module.visit(Collect())
     return found
-
-
-def _after_imports(module: cst.Module, statement: cst.BaseStatement) -> cst.Module:
-    """``module`` with ``statement`` after its leading imports, two blank lines around it."""
-    body = list(module.body)
-    index = 0
-    while index < len(body) and (_is_import_statement(body[index]) or (index == 0 and _is_docstring(body[index]))):
-        index += 1
-    blank = cst.EmptyLine()
-    statement = statement.with_changes(leading_lines=[blank, blank])
-    if index < len(body):
-        body[index] = body[index].with_changes(leading_lines=[blank, blank])
-    return module.with_changes(body=[*body[:index], statement, *body[index:]])
-
-
-def _is_import_statement(statement: cst.CSTNode) -> bool:
-    return isinstance(statement, cst.SimpleStatementLine) and all(
-        isinstance(small, (cst.Import, cst.ImportFrom)) for small in statement.body)
-
-
-def _is_docstring(statement: cst.CSTNode) -> bool:
-    return isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1 \
-        and isinstance(statement.body[0], cst.Expr) and isinstance(statement.body[0].value, cst.SimpleString)
 
 
 class _Replace(cst.CSTTransformer):

@@ -147,6 +147,32 @@ def in_mode(call: cst.Call, mode: Mode) -> Union[cst.Call, str, None]:
     return call.with_changes(args=[*args, method])
 
 
+def give_mode(plan, module: cst.Module) -> None:
+    """Bridged classes whose train/eval argument moved to ``train()``/``eval()``: each Linen
+    ``apply``/``init`` call of the file (``plan``: ``project_files._Plan``) passes it as
+    ``nnx_method=`` instead, or the file gets a problem."""
+    if not plan.modes:
+        return
+    if len({(mode.name, mode.eval_value) for mode in plan.modes}) > 1:
+        plan.problems.append((module, "the bridged classes take different train/eval arguments"))
+        return
+    if plan.builds_linen:
+        plan.problems.append((module, "the file builds Linen modules of its own, whose `apply` calls "
+                                      "must not be given the NNX model's mode"))
+        return
+    if MODE_HELPER in plan.scope.bindings:
+        plan.problems.append((module, f"the file has a `{MODE_HELPER}` of its own"))
+        return
+    mode = next(iter(plan.modes))
+    for call in plan.linen_calls:
+        new = in_mode(plan.init_keys.get(id(call), call), mode)
+        if isinstance(new, str):
+            plan.problems.append((call, new))
+        elif new is not None:
+            plan.calls[id(call)] = new
+            plan.mode_helper = True
+
+
 def with_default_key(call: cst.Call) -> Optional[cst.Call]:
     """``model.init(key, ...)`` -> ``model.init({'params': key, 'default': key}, ...)``, or None
     for a call that is no ``init``, or already names a ``default`` key.
