@@ -181,3 +181,35 @@ def test_a_train_flag_passed_by_position_is_not_bridged(run_cli, tmp_path):
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     assert (project / "train.py").read_text() == _train_with_flag("True")
     assert "`deterministic` is passed by position: the call is not given the NNX model's mode" in result.stderr
+
+
+MODELS_WITH_METHOD = MODELS + '''
+    def probabilities(self, tokens):
+        return nn.softmax(self(tokens))
+'''
+
+FEATURES = '''
+
+def features(params, tokens):
+    return build({"vocab": 20, "dim": 8}).apply({"params": params}, tokens, method=models.BagOfWords.probabilities)
+'''
+
+
+def test_a_method_of_the_class_runs_through_the_bridge_on_the_nnx_model(run_cli, tmp_path):
+    before, after = (_project(tmp_path / name, MODELS_WITH_METHOD) for name in ("before", "after"))
+    for directory in (before, after):
+        (directory / "train.py").write_text(TRAIN + FEATURES)
+    run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", after)
+    train = (after / "train.py").read_text()
+    assert "tokens, nnx_method=models.BagOfWords.probabilities)" in train
+    compare = COMPARE.replace("print(json.dumps([linen_losses, train.run(6, params)]))",
+                              "import numpy as np; tokens = jax.numpy.arange(10).reshape(2, 5)\n"
+                              "print(json.dumps([np.asarray(linen_features).tolist(), "
+                              "np.asarray(train.features(params, tokens)).tolist()]))") \
+        .replace("linen_losses = train.run(6, linen_params)",
+                 "linen_features = train.features(linen_params, jax.numpy.arange(10).reshape(2, 5))")
+    compared = subprocess.run([sys.executable, "-c", compare, str(before), str(after)], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert compared.returncode == 0, compared.stderr
+    linen, bridged = json.loads(compared.stdout.strip().splitlines()[-1])
+    assert linen == bridged

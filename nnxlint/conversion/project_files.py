@@ -352,7 +352,8 @@ class _Constructions:
         moved = {id(node) for statement in built for node in walk(statement)}  # rewritten above
         if self.bridge and plan.bridged:  # the sites it cannot follow use bridged models instead
             outputs = []
-            plan.problems.extend(to_linen.problems(module, self.spelled, self.classes.values(), bool(plan.init_keys)))
+            plan.problems.extend(to_linen.problems(module, self.spelled, self.classes.values(), bool(plan.init_keys),
+                                                   plan.adapted_methods))
         problems = [f"{self.importer.path}:{line}: {why}" for line, why in outputs]
         problems += [f"{self.importer.path}:{positions[node].start.line}: {why}" for node, why in plan.problems
                      if id(node) not in moved]
@@ -396,7 +397,8 @@ class _Plan(cst.CSTVisitor):
         self.modes: set = set()  # bridged: the train/eval arguments moved to ``train()``/``eval()``
         self.builds_linen = False  # whether the file builds Linen modules of its own
         self.mode_helper = False  # whether a call was given ``nnx_method=call_in_mode(...)``
-        self._seen_funcs: set[int] = set()
+        self.adapted_methods: set[int] = set()  # calls whose ``method=`` became ``nnx_method=``
+        self.seen_references: set[int] = set()
         self._linen_receivers = {match.group(1) for match in re.finditer(
             r"\b([A-Za-z_][A-Za-z0-9_]*)\.(?:%s)\(" % "|".join(_LINEN_METHODS), module.code)}
 
@@ -417,7 +419,7 @@ class _Plan(cst.CSTVisitor):
                     if isinstance(arg.value, cst.Call)):
                 self.problems.append((node, "a Linen function is given a converted model"))
             return
-        self._seen_funcs.add(id(node.func))
+        self.seen_references.add(id(node.func))
         spelling = self.module.code_for_node(node.func)
         if any(arg.keyword is not None and arg.keyword.value == "rngs" for arg in node.args):
             return  # already built the NNX way
@@ -468,15 +470,15 @@ class _Plan(cst.CSTVisitor):
         """``class DenseExplicit(Dense)`` converted with it (``constructs/explicit_subclass.py``:
         its ``__init__`` hands the arguments to ``super().__init__``): a base, no construction."""
         if "super().__init__(" in self.module.code_for_node(node):
-            self._seen_funcs.update(id(base.value) for base in node.bases)
+            self.seen_references.update(id(base.value) for base in node.bases)
 
     def leave_Module(self, original_node: cst.Module) -> None:
         """Any other reference (a subclass, ``partial(CNN, ...)``, ``isinstance``) is no call to update."""
         if self.bridged:
             self.calls.update(self.init_keys)
-            to_linen.give_mode(self, original_node)
+            to_linen.adapt_calls(self, original_node)
         for node in _references(original_node):
-            if id(node) not in self._seen_funcs and self.owner.spelled(self.module, node) is not None:
+            if id(node) not in self.seen_references and self.owner.spelled(self.module, node) is not None:
                 self.problems.append((node, f"`{self.module.code_for_node(node)}` is used other than by "
                                             "constructing it"))
 

@@ -38,8 +38,9 @@ where it is built), a moved train/eval argument passed by position, or in a file
 that builds Linen modules of its own (their ``apply`` must not get it), or for a
 class holding a layer in a constant mode; a class holding Linen layers through
 ``nnx.bridge.ToNNX``; a construction that passes ``name=`` or ``metadata_fn=`` (they are
-``to_linen``'s own), ``apply(..., method=Class.method)`` (the function of the NNX
-class is no Linen method), a Linen ``cache`` collection (autoregressive decoding
+``to_linen``'s own), ``method=Class.method`` outside an ``apply``/``init`` call, or
+with a moved train/eval argument (in ``apply``, ``method=models.Net.encode`` becomes
+``nnx_method=models.Net.encode``, the NNX function run on the NNX model), a Linen ``cache`` collection (autoregressive decoding
 keeps its cache differently in NNX), and a parameter read by its Linen name
 (``params['Dense_0']``).  In a file that builds the model but does not ``init`` it,
 a class that needs a key other than ``params`` in ``__init__`` is refused (the
@@ -147,30 +148,55 @@ def in_mode(call: cst.Call, mode: Mode) -> Union[cst.Call, str, None]:
     return call.with_changes(args=[*args, method])
 
 
-def give_mode(plan, module: cst.Module) -> None:
-    """Bridged classes whose train/eval argument moved to ``train()``/``eval()``: each Linen
-    ``apply``/``init`` call of the file (``plan``: ``project_files._Plan``) passes it as
-    ``nnx_method=`` instead, or the file gets a problem."""
-    if not plan.modes:
-        return
-    if len({(mode.name, mode.eval_value) for mode in plan.modes}) > 1:
-        plan.problems.append((module, "the bridged classes take different train/eval arguments"))
-        return
-    if plan.builds_linen:
-        plan.problems.append((module, "the file builds Linen modules of its own, whose `apply` calls "
-                                      "must not be given the NNX model's mode"))
-        return
-    if MODE_HELPER in plan.scope.bindings:
-        plan.problems.append((module, f"the file has a `{MODE_HELPER}` of its own"))
-        return
-    mode = next(iter(plan.modes))
+def adapt_calls(plan, module: cst.Module) -> None:
+    """Each Linen ``apply``/``init`` call of the file (``plan``: ``project_files._Plan``) as a
+    bridged model takes it: ``init`` with a ``default`` key, ``method=Net.encode`` as
+    ``nnx_method=Net.encode`` (the NNX function, run on the NNX model), and a train/eval
+    argument that the conversion moved to ``train()``/``eval()`` as ``nnx_method=call_in_mode(...)``;
+    what cannot be adapted is a problem of the file."""
+    mode = _one_mode(plan, module)
     for call in plan.linen_calls:
-        new = in_mode(plan.init_keys.get(id(call), call), mode)
-        if isinstance(new, str):
-            plan.problems.append((call, new))
-        elif new is not None:
+        new = plan.init_keys.get(id(call), call)
+        method = next((arg for arg in new.args if arg.keyword is not None and arg.keyword.value == "method"
+                       and isinstance(arg.value, cst.Attribute)
+                       and plan.owner.spelled(module, arg.value.value) is not None), None)
+        if method is not None:
+            if mode is not None:
+                plan.problems.append((call, f"`method=` with a `{mode.name}` argument moved to "
+                                            "`train()`/`eval()` is not bridged"))
+                continue
+            new = new.with_changes(args=[arg.with_changes(keyword=cst.Name("nnx_method")) if arg is method else arg
+                                         for arg in new.args])
+            plan.adapted_methods.add(id(call))
+            plan.seen_references.add(id(method.value.value))  # ``models.Net`` of ``models.Net.encode``
+        if mode is not None:
+            moded = in_mode(new, mode)
+            if isinstance(moded, str):
+                plan.problems.append((call, moded))
+                continue
+            if moded is not None:
+                new = moded
+                plan.mode_helper = True
+        if new is not call:
             plan.calls[id(call)] = new
-            plan.mode_helper = True
+
+
+def _one_mode(plan, module: cst.Module) -> Optional[Mode]:
+    """The one train/eval argument the bridged classes' conversion moved, if any (a problem
+    of the file when there are several, or when the file's own Linen modules would get it)."""
+    if not plan.modes:
+        return None
+    problem = None
+    if len({(mode.name, mode.eval_value) for mode in plan.modes}) > 1:
+        problem = "the bridged classes take different train/eval arguments"
+    elif plan.builds_linen:
+        problem = "the file builds Linen modules of its own, whose `apply` calls must not be given the NNX model's mode"
+    elif MODE_HELPER in plan.scope.bindings:
+        problem = f"the file has a `{MODE_HELPER}` of its own"
+    if problem is not None:
+        plan.problems.append((module, problem))
+        return None
+    return next(iter(plan.modes))
 
 
 def with_default_key(call: cst.Call) -> Optional[cst.Call]:
@@ -203,8 +229,12 @@ def with_default_key(call: cst.Call) -> Optional[cst.Call]:
 
 
 def problems(module: cst.Module, spelled: Callable[[cst.Module, cst.BaseExpression], Optional[str]],
-             classes: Iterable[ConvertedClass], keyed_here: bool) -> list[tuple[cst.CSTNode, str]]:
-    """The uses of a bridged model that would not behave as Linen's did."""
+             classes: Iterable[ConvertedClass], keyed_here: bool,
+             adapted: set[int]) -> list[tuple[cst.CSTNode, str]]:
+    """The uses of a bridged model that would not behave as Linen's did (``adapted``: the
+    calls whose ``method=`` ``adapt_calls`` rewrote)."""
+    kept = {id(arg) for node in walk(module) if isinstance(node, cst.Call) and id(node) in adapted
+            for arg in node.args}
     found: list[tuple[cst.CSTNode, str]] = []
     if not keyed_here and any(_OTHER_STREAM.search(cst.Module([]).code_for_node(converted.node))
                               for converted in classes):
@@ -213,7 +243,7 @@ def problems(module: cst.Module, spelled: Callable[[cst.Module, cst.BaseExpressi
     for node in walk(module):
         if isinstance(node, cst.Arg) and node.keyword is not None:
             if node.keyword.value == "method" and isinstance(node.value, cst.Attribute) \
-                    and spelled(module, node.value.value) is not None:
+                    and spelled(module, node.value.value) is not None and id(node) not in kept:
                 found.append((node, f"`method={module.code_for_node(node.value)}` names a function of the NNX "
                                     "class, which a bridged model does not run as a Linen method"))
             elif node.keyword.value == "mutable" and "cache" in module.code_for_node(node.value):
