@@ -183,6 +183,17 @@ class ModelsOnly:
                 for statement in self.converter.module.body
                 if isinstance(statement, cst.FunctionDef) and self._factory_class(statement)}
 
+    def partials(self) -> dict[str, str]:
+        """``ResNet18 = partial(ResNet, ...)`` -> ``ResNet``: names other files call to build a class."""
+        found = {}
+        for statement in self.converter.module.body:
+            if self._is_partial(statement):
+                assign = statement.body[0]  # type: ignore[attr-defined]
+                target, built = assign.targets[0].target, assign.value.args[0].value
+                if isinstance(target, cst.Name) and isinstance(built, cst.Name):
+                    found[target.value] = built.value
+        return found
+
     def _is_partial(self, statement: cst.CSTNode) -> bool:
         """``ResNet18 = partial(ResNet, stage_sizes=[2, 2, 2, 2], block_cls=ResNetBlock)``."""
         if not (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1

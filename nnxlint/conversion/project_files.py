@@ -231,6 +231,8 @@ class ProjectConversion:
             return self.single, OtherFiles(notes=(*self.notes, note))
 
     def _convert(self) -> tuple["Conversion", OtherFiles]:
+        from nnxlint.conversion.models_only import ModelsOnly
+
         trained: dict[str, str] = {}  # path -> its converted training code
         if self.together is not None:  # converted with the Linen classes that use the file's
             converter, conversion, trained = self.together.converter, self.single, self.together.texts
@@ -247,7 +249,8 @@ class ProjectConversion:
             return conversion, OtherFiles(notes=tuple(notes))
         classes = {name: converter.classes.converted[name] for name in conversion.converted}
         builders = {**{name: name for name in classes},
-                    **{function: built for function, built in conversion.factories.items()}}
+                    **{function: built for function, built in conversion.factories.items()},
+                    **{alias: built for alias, built in ModelsOnly(converter).partials().items() if built in classes}}
         edits = []
         bridged = []  # files that keep their Linen training code on the converted classes
         keep_linen_training = self.together is None and self._across is None
@@ -373,6 +376,10 @@ class _Constructions:
             new = add_imports(new, {FLAX_NNX})
         return new.code
 
+    def module_aliases(self) -> set[str]:
+        """The names the importer binds the models module to (``models`` of ``models.CNN``)."""
+        return {spelling.rpartition(".")[0] for spelling in self.importer.spellings if "." in spelling}
+
     def spelled(self, module: cst.Module, node: cst.BaseExpression) -> Optional[str]:
         if isinstance(node, (cst.Name, cst.Attribute)):
             name = self.importer.spellings.get(module.code_for_node(node))
@@ -403,6 +410,10 @@ class _Plan(cst.CSTVisitor):
             r"\b([A-Za-z_][A-Za-z0-9_]*)\.(?:%s)\(" % "|".join(_LINEN_METHODS), module.code)}
 
     def visit_Call(self, node: cst.Call) -> None:
+        if isinstance(node.func, cst.Name) and node.func.value == "getattr" and node.args \
+                and self.module.code_for_node(node.args[0].value) in self.owner.module_aliases():
+            self.problems.append((node, f"`{self.module.code_for_node(node)}` picks a class of the models file "
+                                        "by name: that construction must get the new arguments by hand"))
         built = self.owner.spelled(self.module, node.func)
         if built is None:
             if self.owner.bridge:  # a bridged model is a Linen module: Linen functions take it

@@ -84,12 +84,21 @@ def bridged(call: cst.Call, nnx: str, converted: ConvertedClass) -> Union[cst.Ca
         return "a construction with starred arguments is not bridged"
     options = [] if converted.uses_rngs else [_keyword("skip_rng", "True")]
     args = [cst.Arg(call.func), *call.args, *options, _keyword("metadata_fn", "None")]
-    # the layout of the call's own arguments (one per line, or on one line) and its trailing comma
-    between = next((arg.comma for arg in call.args[:-1] if isinstance(arg.comma, cst.Comma)),
-                   cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+    # the layout of the call's own arguments (one per line where any breaks the line) and its trailing comma
+    commas = [arg.comma for arg in call.args[:-1] if isinstance(arg.comma, cst.Comma)]
+    between = next((comma for comma in commas if isinstance(comma.whitespace_after, cst.ParenthesizedWhitespace)),
+                   commas[0] if commas else cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+    function = f"{nnx}.bridge.to_linen"
+    visual = not isinstance(call.whitespace_before_args, cst.ParenthesizedWhitespace)
+    if visual and isinstance(between.whitespace_after, cst.ParenthesizedWhitespace):
+        # arguments aligned under the opening parenthesis: it moved with the longer name
+        shift = len(function) - len(cst.Module([]).code_for_node(call.func))
+        line = between.whitespace_after.last_line
+        between = between.with_deep_changes(between.whitespace_after, last_line=cst.SimpleWhitespace(
+            " " * max(len(line.value) + shift, 0)))
     trailing = call.args[-1].comma if call.args else cst.MaybeSentinel.DEFAULT
     args = [arg.with_changes(comma=between) for arg in args[:-1]] + [args[-1].with_changes(comma=trailing)]
-    return call.with_changes(func=cst.parse_expression(f"{nnx}.bridge.to_linen"), args=args)
+    return call.with_changes(func=cst.parse_expression(function), args=args)
 
 
 def moved_mode(converted: ConvertedClass) -> Optional[Mode]:
