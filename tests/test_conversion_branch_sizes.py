@@ -211,3 +211,73 @@ def test_a_layer_after_a_sum_of_sizes_that_cannot_broadcast_is_refused_naming_th
     line = source.splitlines().index("        y = nn.Dense(3)(x) + nn.Dense(4)(x)") + 1
     assert "(the last sum of arrays whose sizes the conversion does not know to be equal: " \
            f"`nn.Dense(3)(x) + nn.Dense(4)(x)` at line {line}, of sizes `3` and `4`)" in messages["Sum"]
+
+
+# a residual unit projects its input only when the sizes differ (or it strides): either
+# way its output has ``features * 4`` channels, so a stage of them, and a model of
+# stages built in a loop, convert (vision_transformer's and big_vision's ResNet)
+BOTTLENECK_STAGES = '''
+from typing import Sequence
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+
+class Bottleneck(nn.Module):
+    features: int
+    strides: Sequence[int] = (1, 1)
+
+    @nn.compact
+    def __call__(self, x):
+        out = self.features * 4
+        residual = x
+        if x.shape[-1] != out or self.strides != (1, 1):
+            residual = nn.Conv(out, (1, 1), self.strides, use_bias=False, name="conv_proj")(residual)
+            residual = nn.GroupNorm(num_groups=4, name="gn_proj")(residual)
+        y = nn.Conv(self.features, (1, 1), use_bias=False, name="conv1")(x)
+        y = nn.relu(nn.GroupNorm(num_groups=4, name="gn1")(y))
+        y = nn.Conv(self.features, (3, 3), self.strides, use_bias=False, name="conv2")(y)
+        y = nn.relu(nn.GroupNorm(num_groups=4, name="gn2")(y))
+        y = nn.Conv(out, (1, 1), use_bias=False, name="conv3")(y)
+        return nn.relu(residual + y)
+
+
+class Stage(nn.Module):
+    units: int
+    features: int
+    first_stride: Sequence[int] = (1, 1)
+
+    @nn.compact
+    def __call__(self, x):
+        x = Bottleneck(self.features, strides=self.first_stride, name="unit1")(x)
+        for i in range(1, self.units):
+            x = Bottleneck(self.features, name=f"unit{i + 1}")(x)
+        return x
+
+
+class Backbone(nn.Module):
+    width: int = 4
+
+    @nn.compact
+    def __call__(self, image):
+        x = nn.Conv(self.width, (3, 3), name="conv_root")(image)
+        x = Stage(2, self.width, name="block1")(x)
+        for i, units in enumerate([1, 2], 1):
+            x = Stage(units, self.width * 2 ** i, first_stride=(2, 2), name=f"block{i + 1}")(x)
+        return jnp.mean(x, axis=(1, 2))
+'''
+
+
+def test_a_projection_taken_only_when_sizes_differ_leaves_one_size():
+    jax = pytest.importorskip("jax")
+    fixed, messages = convert(BOTTLENECK_STAGES)
+    assert fixed is not None, messages
+    # no ``max(out if in != out or ... else in, out)``: the unit's output is ``features * 4``
+    assert "Bottleneck((features * 4), features, rngs=rngs)" in fixed
+    assert "setattr(self, f\"block{i + 1}\", Stage(x_features, units, width * 2 ** i, first_stride=(2, 2), " \
+           "rngs=rngs))" in fixed
+    difference = max_relative_difference(
+        BOTTLENECK_STAGES, fixed, lambda linen: linen["Backbone"](width=4),
+        lambda converted, nnx: converted["Backbone"](3, width=4, rngs=nnx.Rngs(0)),
+        jax.random.normal(jax.random.key(1), (2, 16, 16, 3)), [({}, "eval")])
+    assert difference <= 1e-5

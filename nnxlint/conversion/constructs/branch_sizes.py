@@ -142,9 +142,31 @@ def _merged_axis(test: str, taken: Optional[Size], other: Optional[Size]) -> Opt
         return taken
     if taken is None or other is None or taken.code == "..." or other.code == "...":
         return None
-    if tidy_code(taken.code) == tidy_code(other.code):
+    if tidy_code(taken.code) == tidy_code(other.code) or _equal_unless(test, taken.code, other.code):
         return taken
     return conditional_size(test, taken, other)
+
+
+def _equal_unless(test: str, taken: str, other: str) -> bool:
+    """Whether ``test`` failing means ``other == taken``: a projection taken only when the
+    sizes differ, ``if in_features != nout or strides != (1, 1): x = project(nout)``, leaves
+    ``nout`` either way (``test`` is ``a != b``, or an ``or`` of tests with one)."""
+    try:
+        expression = cst.parse_expression(tidy_code(test))
+    except (cst.ParserSyntaxError, RecursionError):
+        return False
+    operands = [expression]
+    while isinstance(operands[-1], cst.BooleanOperation) and isinstance(operands[-1].operator, cst.Or):
+        last = operands.pop()
+        operands += [last.left, last.right]
+    sides = {tidy_code(taken), tidy_code(other)}
+    for operand in operands:
+        if isinstance(operand, cst.Comparison) and len(operand.comparisons) == 1 \
+                and isinstance(operand.comparisons[0].operator, cst.NotEqual):
+            code = cst.Module([]).code_for_node
+            if {tidy_code(code(operand.left)), tidy_code(code(operand.comparisons[0].comparator))} == sides:
+                return True
+    return False
 
 
 def conditional_size(test: str, taken: Size, other: Size) -> Size:
