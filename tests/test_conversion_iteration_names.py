@@ -47,9 +47,10 @@ def test_units_named_per_iteration_become_attributes_of_those_names():
     fixed, messages = convert(STAGE)
     assert fixed is not None, messages
     assert "        self.unit1 = Bottleneck(in_features, width, stride=stride, rngs=rngs)\n" in fixed
+    # the unit's projection is taken only when the sizes differ: after unit1 every unit gets
+    # ``width * 2`` (constructs/branch_sizes.py), no running size
     assert ("        for k in range(1, units):\n"
-            '            setattr(self, f"unit{k + 1}", Bottleneck(x_features, width, rngs=rngs))\n'
-            "            x_features = width * 2\n") in fixed
+            '            setattr(self, f"unit{k + 1}", Bottleneck((width * 2), width, rngs=rngs))\n\n') in fixed
     assert ("        x = self.unit1(x)\n"
             "        for k in range(1, self.units):\n"
             '            x = getattr(self, f"unit{k + 1}")(x)\n') in fixed
@@ -73,7 +74,7 @@ def test_a_literal_format_spec_in_the_name_is_kept():
     source = STAGE.replace('name="unit1"', 'name="unit01"').replace('f"unit{k + 1}"', 'f"unit{k + 1:02d}"')
     fixed, messages = convert(source)
     assert fixed is not None, messages
-    assert 'setattr(self, f"unit{k + 1:02d}", Bottleneck(x_features, width, rngs=rngs))' in fixed
+    assert 'setattr(self, f"unit{k + 1:02d}", Bottleneck((width * 2), width, rngs=rngs))' in fixed
     jax = pytest.importorskip("jax")
     difference = max_relative_difference(
         source, fixed, lambda linen: linen["Stage"](units=3, width=4, stride=1),
