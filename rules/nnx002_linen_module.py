@@ -230,13 +230,15 @@ class LinenModule(Rule):
         try:
             from nnxlint.conversion.linen_users import (  # heavy: only for files with Linen modules
                 convert_with_users, explained, linen_sources)
+            from nnxlint.conversion.models_only import partial_alias
             from nnxlint.conversion.project_files import importers
 
             # the files of the run that import this one; the Linen classes among them that use
             # its classes convert with it, or hold them Linen
             wanted = [found.name.value for found in self._classes] + [
                 statement.name.value for statement in node.body if isinstance(statement, cst.FunctionDef)] + [
-                target for statement in node.body for target in _partial_alias(statement)]
+                alias[0] for statement in node.body
+                if (alias := partial_alias(statement, self.context.resolve)) is not None]
             importing = importers(self.context.project, self.context.path, wanted)
             with timings.stage("NNX002 conversion"):
                 conversion, held, together = convert_with_users(
@@ -310,15 +312,3 @@ def _fix_description(conversion, importing: Sequence[str] = (), users: Optional[
     elif not conversion.with_training:
         text += " (code outside this file that builds these classes must pass `rngs=` and use them as NNX modules)"
     return text
-
-
-def _partial_alias(statement: cst.CSTNode) -> list[str]:
-    """``ResNet50 = partial(ResNet, ...)``: a name other files build the class by."""
-    if isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1 \
-            and isinstance(statement.body[0], cst.Assign) and isinstance(statement.body[0].value, cst.Call):
-        assign = statement.body[0]
-        func = assign.value.func
-        if (isinstance(func, cst.Name) and func.value == "partial") or \
-                (isinstance(func, cst.Attribute) and func.attr.value == "partial"):
-            return [target.target.value for target in assign.targets if isinstance(target.target, cst.Name)]
-    return []

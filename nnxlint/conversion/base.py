@@ -221,6 +221,13 @@ def self_attribute(node: cst.BaseExpression) -> Optional[str]:
     return None
 
 
+def method_of(class_node: cst.ClassDef, name: str) -> Optional[cst.FunctionDef]:
+    """The method ``name`` defined in the class body (``__call__``), or None."""
+    body = class_node.body.body if isinstance(class_node.body, cst.IndentedBlock) else ()
+    return next((statement for statement in body
+                 if isinstance(statement, cst.FunctionDef) and statement.name.value == name), None)
+
+
 def function_params(function: cst.FunctionDef) -> list[cst.Param]:
     params = function.params
     star = params.star_arg

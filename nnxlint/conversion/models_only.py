@@ -10,7 +10,7 @@ classes stay, the Linen import stays and ``from flax import nnx`` joins it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import libcst as cst
 
@@ -185,24 +185,36 @@ class ModelsOnly:
 
     def partials(self) -> dict[str, str]:
         """``ResNet18 = partial(ResNet, ...)`` -> ``ResNet``: names other files call to build a class."""
-        found = {}
-        for statement in self.converter.module.body:
-            if self._is_partial(statement):
-                assign = statement.body[0]  # type: ignore[attr-defined]
-                target, built = assign.targets[0].target, assign.value.args[0].value
-                if isinstance(target, cst.Name) and isinstance(built, cst.Name):
-                    found[target.value] = built.value
-        return found
+        return dict(alias for statement in self.converter.module.body
+                    if (alias := partial_alias(statement, self.converter.env.resolve)) is not None)
 
     def _is_partial(self, statement: cst.CSTNode) -> bool:
-        """``ResNet18 = partial(ResNet, stage_sizes=[2, 2, 2, 2], block_cls=ResNetBlock)``."""
-        if not (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
-                and isinstance(statement.body[0], cst.Assign)):
-            return False
-        value = statement.body[0].value
-        return (isinstance(value, cst.Call) and self.converter.env.resolve(value.func) in _PARTIAL
-                and len(value.args) >= 1 and value.args[0].keyword is None
-                and all(arg.keyword is not None and not arg.star for arg in value.args[1:]))
+        return partial_assignment(statement, self.converter.env.resolve) is not None
+
+
+def partial_assignment(statement: cst.CSTNode, resolve: Callable[[cst.BaseExpression], Optional[str]]
+                       ) -> Optional[cst.Assign]:
+    """``ResNet18 = partial(ResNet, stage_sizes=[2, 2, 2, 2], block_cls=ResNetBlock)`` (the
+    assignment; ``resolve``: how the file's names resolve), or None."""
+    if not (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
+            and isinstance(statement.body[0], cst.Assign)):
+        return None
+    value = statement.body[0].value
+    if (isinstance(value, cst.Call) and resolve(value.func) in _PARTIAL
+            and len(value.args) >= 1 and value.args[0].keyword is None
+            and all(arg.keyword is not None and not arg.star for arg in value.args[1:])):
+        return statement.body[0]
+    return None
+
+
+def partial_alias(statement: cst.CSTNode, resolve: Callable[[cst.BaseExpression], Optional[str]]
+                  ) -> Optional[tuple[str, str]]:
+    """(alias, class) for ``ResNet18 = partial(ResNet, ...)``, both plain names, or None."""
+    assign = partial_assignment(statement, resolve)
+    if assign is None:
+        return None
+    target, built = assign.targets[0].target, assign.value.args[0].value  # type: ignore[attr-defined]
+    return (target.value, built.value) if isinstance(target, cst.Name) and isinstance(built, cst.Name) else None
 
 
 def _is_import(statement: cst.CSTNode) -> bool:

@@ -160,10 +160,10 @@ def _equal_unless(test: str, taken: str, other: str) -> bool:
         last = operands.pop()
         operands += [last.left, last.right]
     sides = {tidy_code(taken), tidy_code(other)}
+    code = cst.Module([]).code_for_node
     for operand in operands:
         if isinstance(operand, cst.Comparison) and len(operand.comparisons) == 1 \
                 and isinstance(operand.comparisons[0].operator, cst.NotEqual):
-            code = cst.Module([]).code_for_node
             if {tidy_code(code(operand.left)), tidy_code(code(operand.comparisons[0].comparator))} == sides:
                 return True
     return False

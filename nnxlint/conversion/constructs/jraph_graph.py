@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 import libcst as cst
 from nnxlint.context import walk
-from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, line_of, self_attribute
+from nnxlint.conversion.base import Slot, Unconvertible, arg_keyword, line_of, method_of, self_attribute
 from nnxlint.conversion.constructs.branch_sizes import all_of, merged_shape
 from nnxlint.conversion.constructs.graph_loop import element_made, looped_module
 from nnxlint.conversion.jraph_map import (
@@ -112,8 +112,7 @@ def graph_runtime_size(env, class_name: str, index: int, parameter: str, size: O
     match = _GRAPH_SIZE.fullmatch(parameter)
     if match is None or size is None or not size.endswith(".shape[-1]"):
         return size
-    call = next((statement for statement in env.class_node(class_name).body.body
-                 if isinstance(statement, cst.FunctionDef) and statement.name.value == "__call__"), None)
+    call = method_of(env.class_node(class_name), "__call__")
     params = list(call.params.params)[1:] if call is not None else []
     if index >= len(params) or params[index].annotation is None \
             or env.resolve(params[index].annotation.annotation) not in GRAPHS_TUPLE:

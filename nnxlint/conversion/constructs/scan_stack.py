@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import libcst as cst
 
-from nnxlint.conversion.base import Unconvertible, arg_keyword
+from nnxlint.conversion.base import Unconvertible, arg_keyword, method_of
 from nnxlint.conversion.shapes import Several, int_literal, string_literal
 
 if TYPE_CHECKING:
@@ -165,8 +165,7 @@ def omitted_parameters(converter: ClassConverter, block: str, passed: int, trans
     """How many defaulted parameters of ``block.__call__`` the call leaves out: ``nnx.scan``
     and ``nnx.vmap`` pass their defaults positionally (``resolve_kwargs``), so each needs an
     axis (None: broadcast)."""
-    call = next((statement for statement in converter.env.class_node(block).body.body
-                 if isinstance(statement, cst.FunctionDef) and statement.name.value == "__call__"), None)
+    call = method_of(converter.env.class_node(block), "__call__")
     if call is None or call.params.star_arg is not cst.MaybeSentinel.DEFAULT or call.params.kwonly_params \
             or call.params.star_kwarg is not None:
         raise Unconvertible(f"an `nn.{transform}` of `{block}`, whose `__call__` takes other than positional "

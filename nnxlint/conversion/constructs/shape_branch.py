@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
-from nnxlint.conversion.base import self_attribute
+from nnxlint.conversion.base import method_of, self_attribute
 from nnxlint.conversion.linen_map import ELEMENTWISE_FUNCTIONS
 from nnxlint.conversion.shapes import int_literal, string_literal
 
@@ -136,9 +136,7 @@ def _all_ones(node: cst.BaseExpression) -> bool:
 
 def _statements_before(converter, branch: cst.If) -> Optional[list[cst.CSTNode]]:
     """The statements of ``__call__`` before ``branch`` (None: it is not one of them)."""
-    body = converter.node.body.body if isinstance(converter.node.body, cst.IndentedBlock) else ()
-    call = next((statement for statement in body if isinstance(statement, cst.FunctionDef)
-                 and statement.name.value == "__call__"), None)
+    call = method_of(converter.node, "__call__")
     statements = list(call.body.body) if call is not None and isinstance(call.body, cst.IndentedBlock) else []
     for index, statement in enumerate(statements):
         if statement is branch:

@@ -56,7 +56,7 @@ from typing import Callable, Iterable, Optional, Union
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.conversion.base import ConvertedClass, Mode
+from nnxlint.conversion.base import ConvertedClass, Mode, method_of
 
 NOTE = ("the training code in {files} stays Linen (`init`, `apply`, `TrainState`) and builds the converted "
         "models through `nnx.bridge.to_linen`: the parameters are named by the NNX attributes, so a Linen "
@@ -265,8 +265,7 @@ def problems(module: cst.Module, spelled: Callable[[cst.Module, cst.BaseExpressi
 
 
 def _call_parameters(node: cst.ClassDef) -> set[str]:
-    call = next((statement for statement in node.body.body
-                 if isinstance(statement, cst.FunctionDef) and statement.name.value == "__call__"), None)
+    call = method_of(node, "__call__")
     if call is None:
         return set()
     params = call.params
