@@ -228,6 +228,7 @@ class LinenModule(Rule):
             return
         fix: Optional[Fix] = None
         try:
+            from nnxlint.conversion.constructs.param_override import layer_subclasses
             from nnxlint.conversion.linen_users import (  # heavy: only for files with Linen modules
                 convert_with_users, explained, linen_sources)
             from nnxlint.conversion.models_only import partial_alias
@@ -235,7 +236,7 @@ class LinenModule(Rule):
 
             # the files of the run that import this one; the Linen classes among them that use
             # its classes convert with it, or hold them Linen
-            wanted = [found.name.value for found in self._classes] + [
+            wanted = [found.name.value for found in self._classes] + layer_subclasses(node, self.context.resolve) + [
                 statement.name.value for statement in node.body if isinstance(statement, cst.FunctionDef)] + [
                 alias[0] for statement in node.body
                 if (alias := partial_alias(statement, self.context.resolve)) is not None]

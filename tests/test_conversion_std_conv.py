@@ -242,3 +242,36 @@ class Pair(nn.Module):
         source, fixed, lambda linen: linen["Pair"](), lambda converted, nnx: converted["Pair"](3, rngs=nnx.Rngs(0)),
         jax.random.normal(jax.random.key(1), (2, 8, 8, 3)), [({}, "eval")])
     assert difference < 1e-5
+
+
+OWN_DENSE = '''
+import functools
+
+import jax.numpy as jnp
+from flax.linen import Module, compact
+
+
+class Dense(Module):
+    features: int
+
+    @compact
+    def __call__(self, x):
+        kernel = self.param("kernel", lambda key, shape: jnp.ones(shape), (x.shape[-1], self.features))
+        return x @ kernel
+
+
+class Head(Module):
+    @compact
+    def __call__(self, x):
+        project = functools.partial(Dense, features=4)
+        return project(name="out")(x)
+'''
+
+
+def test_a_class_of_the_file_subclassing_module_is_no_layer_subclass():
+    """``class Dense(Module)`` (``Module`` imported from flax.linen) is a module of its own, not a
+    subclass of a Flax layer that would need a ``param`` override: the reason for its user
+    names what the conversion lacks (a ``partial`` of a class of the file)."""
+    _, messages = convert(OWN_DENSE)
+    assert "subclasses `nn.Module`" not in messages["Head"]
+    assert "`project(...)(...)`" in messages["Head"], messages["Head"]

@@ -129,6 +129,25 @@ def test_a_loop_keeping_the_size_still_builds_the_list_in_one_comprehension():
             "for size in feature_sizes])\n") in fixed
 
 
+def test_a_loop_in_a_branch_on_fields_builds_its_list_under_the_same_test():
+    source = MLP.replace("        for size in self.feature_sizes:\n            x = nn.Dense(features=size)(x)\n"
+                         "            x = self.activation(x)\n",
+                         "        if self.feature_sizes:\n            for size in self.feature_sizes:\n"
+                         "                x = nn.Dense(features=size)(x)\n                x = self.activation(x)\n")
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert ("        if feature_sizes:\n            x_features = in_features\n            self.denses = nnx.List()\n"
+            "            for size in feature_sizes:\n"
+            "                self.denses.append(nnx.Linear(x_features, size, rngs=rngs))\n") in fixed
+    jnp = pytest.importorskip("jax.numpy")
+    x = jnp.linspace(-1.0, 1.0, 15).reshape(3, 5)
+    for sizes in ((4, 7, 2), ()):  # the branch taken, and not (no list then, and none used)
+        difference = max_relative_difference(
+            source, fixed, lambda linen: linen["MLP"](sizes),
+            lambda ns, nnx: ns["MLP"](5, sizes, rngs=nnx.Rngs(0)), x, [({}, "eval")])
+        assert difference <= 1e-6
+
+
 @pytest.mark.parametrize("old, new, reason", [
     # the activation is not known to keep the shape: the next layer's size is not followed
     ("activation: Callable = nn.tanh", "activation: Callable = print", "inputs of other sizes in later iterations"),
@@ -136,9 +155,10 @@ def test_a_loop_keeping_the_size_still_builds_the_list_in_one_comprehension():
     ("        for size in self.feature_sizes:\n            x = nn.Dense(features=size)(x)\n",
      "        for _ in range(2):\n            for size in self.feature_sizes:\n"
      "                x = nn.Dense(features=size)(x)\n", "in a loop nested in a loop that does more than run it"),
-    # a stack in a branch
+    # a stack in a branch on a value of ``__call__``: whether Linen builds it is known only then
     ("        for size in self.feature_sizes:\n",
-     "        if self.feature_sizes:\n          for size in self.feature_sizes:\n", "inside a branch"),
+     "        if inputs.sum() > 0:\n          for size in self.feature_sizes:\n",
+     "inside a branch on a value of `__call__`"),
 ])
 def test_loops_that_cannot_become_a_list_get_no_fix(old, new, reason):
     source = MLP.replace(old, new)

@@ -100,6 +100,9 @@ class FileEnv:
     # Linen classes of another file of the run that this file's classes build, as this file spells
     # them (``Block``, ``layers.Block``) -> ``linen_users.ForeignClass`` (converted by that file's ``ClassSet``)
     foreign_classes: dict = field(default_factory=dict)
+    # ``param``-overriding subclasses of a Flax layer in another file of the run, which that file's fix
+    # converts, as this file spells them (``models_resnet.StdConv``) -> ``param_override.ParamOverride``
+    foreign_overrides: dict = field(default_factory=dict)
     # the run (``nnxlint.project.ProjectView``) when the conversion knows it; None: the file on its own
     project: Optional[object] = None
 
@@ -266,8 +269,8 @@ class Layer:
     # a Linen layer with no NNX twin, kept as Linen in ``nnx.bridge.ToNNX`` (``constructs/linen_bridge.py``);
     # ``mapping`` is then the table layer whose arguments and output shape it shares
     bridged: Optional[str] = None
-    # a subclass of the file that overrides ``param`` of the layer ``mapping`` maps
-    # (``constructs/param_override.py``): converted code builds it under this name
+    # a subclass that overrides ``param`` of the layer ``mapping`` maps (``constructs/param_override.py``):
+    # converted code builds it under this name (``StdConv``, or ``models_resnet.StdConv`` from another file)
     subclass: Optional[str] = None
 
 

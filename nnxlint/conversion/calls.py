@@ -254,9 +254,11 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.assigned_values.add(id(node.value))
         if isinstance(node.value, cst.Call) and self.converter.env.resolve(node.value.func) == "functools.partial":
             self.partials.update(target.target.value for target in node.targets if isinstance(target.target, cst.Name))
-        if len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) and (
-                not self.depth or self.graph_loops):  # (a message-passing loop's modules read them too)
-            self.converter.add_alias(node.targets[0].target.value, node.value, self.shapes)
+        if len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name):
+            # in a block, only a value of fields and module names: the same wherever it is read (a
+            # message-passing loop's modules read the sizes of its inputs too)
+            self.converter.add_alias(node.targets[0].target.value, node.value, self.shapes,
+                                     fixed_only=bool(self.depth) and not self.graph_loops)
         record_loop_local(self, node)
         for target in node.targets:
             self._check_variable_write(target.target)

@@ -39,7 +39,7 @@ from nnxlint.conversion.constructs.linen_bridge import keep_bridged
 from nnxlint.conversion.constructs.branch_names import UnsettledNames, twin_slot
 from nnxlint.conversion.constructs.jraph_graph import graph_input
 from nnxlint.conversion.constructs.input_axes import (
-    open_input, ranked_input, with_axis_parameters, with_input_axes, without_dead_shape_reads,
+    open_input, ranked_input, with_axis_parameters, with_input_axes, without_dead_locals,
 )
 from nnxlint.conversion.constructs.dataclass_field import field_parameter, is_field_call
 from nnxlint.conversion.constructs.layer_factory import (
@@ -286,13 +286,15 @@ class ClassConverter(LayerConstruction, InitWriter):
         return self_attribute(func) == method
 
     # -- local aliases -----------------------------------------------------------
-    def add_alias(self, name: str, value: cst.BaseExpression, shapes: dict[str, Shape]) -> None:
+    def add_alias(self, name: str, value: cst.BaseExpression, shapes: dict[str, Shape],
+                  fixed_only: bool = False) -> None:
         """``config = self.config``, ``dtype = jnp.float32`` or ``d = x.shape[-1]`` in a
         method, the name bound once in the class: a layer argument that reads the
-        name gets the value."""
+        name gets the value (``fixed_only``: a value that reads no input size, as one bound
+        in a branch, ``width = int(64 * self.resnet.width_factor)``)."""
         if self._assignments.get(name) != 1:
             return
-        if any(read not in shapes and not self._fixed_name(read) for read in names_read(value)):
+        if any((fixed_only or read not in shapes) and not self._fixed_name(read) for read in names_read(value)):
             return
         try:
             self.aliases[name] = self.init_code(value, shapes)
@@ -365,7 +367,7 @@ class ClassConverter(LayerConstruction, InitWriter):
         visitor = CallRewriter(self, shapes)
         visitor.call_inputs = True  # its names are ``__call__``'s inputs (``constructs/input_axes.py``)
         new_function = function.with_changes(body=function.body.visit(visitor), decorators=[])
-        new_function = without_dead_shape_reads(function, new_function)  # ``constructs/input_axes.py``
+        new_function = without_dead_locals(function, new_function, self.field_names)  # ``constructs/input_axes.py``
         self._output_shape = visitor.output
         if self.mode is not None:
             if visitor.mode_reads.get(self.mode.name, 0) != self.mode_consumed:
@@ -576,8 +578,8 @@ def _type_name(layer) -> str:
     name for a class of the file or, spelled ``layers.Block``, of another)."""
     if layer.bridged:  # Linen numbers it as its own class (``ConvLocal_0``)
         return layer.bridged
-    if layer.subclass:  # ``StdConv_0``
-        return layer.subclass
+    if layer.subclass:  # ``StdConv_0``, spelled ``StdConv`` or ``models_resnet.StdConv``
+        return layer.subclass.rpartition(".")[2]
     return layer.mapping.linen if layer.mapping else layer.user_class and layer.user_class.rpartition(".")[2]
 
 

@@ -180,7 +180,7 @@ class FileConverter:
             for name, reason in self.held.items():
                 self.classes.keep_linen(name, reason)
             self.classes.close_over_uses()
-        hold_users(self.env, self.classes)
+        hold_users(self.env, self.classes, self.held)
         if site.class_name in self.classes.reasons:
             raise Unconvertible(self.classes.reasons[site.class_name])
         staying = set(self.classes.reasons)

@@ -27,6 +27,7 @@ import libcst as cst
 from nnxlint import names
 from nnxlint.textio import SourceError, read_source
 from nnxlint.conversion.base import ConvertedClass, Unconvertible
+from nnxlint.conversion.constructs.param_override import converted_override, override_names
 from nnxlint.conversion.file import Conversion, FileConverter, convert_file
 from nnxlint.conversion.project_files import Importer, _Constructions, _spellings_in, importers
 from nnxlint.conversion.validate import converted_text
@@ -125,7 +126,8 @@ def _building_users(users: list[_User], converter: FileConverter, conversion: Co
     of the file that builds one; a user of only its other functions (an initializer) is none."""
     building = []
     for user in users:
-        uses = tuple(name for name in user.uses if name in converter.linen_classes or name in conversion.factories)
+        uses = tuple(name for name in user.uses if name in converter.linen_classes or name in conversion.factories
+                     or name in override_names(converter.env))
         if uses:
             building.append(_User(user.importer, user.name, uses))
     return building
@@ -174,6 +176,7 @@ def _convert_file(project, path: str, user_names: list[str], together: Together)
         raise Unconvertible(f"{path} cannot be read or parsed ({error})") from None
     scope = names.collect_scope(module, None)
     foreign: dict[str, ForeignClass] = {}
+    overrides: dict = {}  # ``models_resnet.StdConv`` -> its ParamOverride (None: its file does not convert it)
     rewrites = []  # each source's classes, as this file spells them: its constructions are updated
     for source_path, (source, source_conversion) in together.sources.items():
         importer = next((found for found in importers(project, source_path, _names_of(source))
@@ -183,11 +186,14 @@ def _convert_file(project, path: str, user_names: list[str], together: Together)
         foreign.update({spelling: ForeignClass(source.linen_classes[name],
                                                _converter_of(name, source, source_conversion))
                         for spelling, name in importer.spellings.items() if name in source.linen_classes})
+        overrides.update({spelling: converted_override(source.env, source.classes, name)
+                          for spelling, name in importer.spellings.items() if name in override_names(source.env)})
         classes = {name: source.classes.converted[name] for name in source_conversion.converted}
         rewrites.append((importer, {**{name: name for name in classes}, **source_conversion.factories}, classes,
                          source.env))
     user = FileConverter(module, scope, path, project=project)
     user.env.foreign_classes = foreign
+    user.env.foreign_overrides = overrides
     try:
         result = user.run()
     except Unconvertible as error:
@@ -197,7 +203,8 @@ def _convert_file(project, path: str, user_names: list[str], together: Together)
     theirs = [importer for importer in importing if importer.path not in chain]  # converted whole, further down
     replacements, edits, own = result.replacements, (), result  # ``own``: the file's reasons, class by class
     if theirs:  # the user's classes are imported in turn: their constructions and training code follow
-        across = ProjectConversion(module, scope, path, theirs, result, foreign=foreign, project=project)
+        across = ProjectConversion(module, scope, path, theirs, result, foreign=foreign, project=project,
+                                   foreign_overrides=overrides)
         if trains_elsewhere(result, theirs):
             result = across.conversion
         if result.converted:
@@ -223,8 +230,8 @@ def _convert_file(project, path: str, user_names: list[str], together: Together)
 
 def _names_of(converter: FileConverter) -> list[str]:
     """What other files may import from the converter's file to build its classes."""
-    return list(converter.linen_classes) + [statement.name.value for statement in converter.module.body
-                                            if isinstance(statement, cst.FunctionDef)]
+    return list(converter.linen_classes) + override_names(converter.env) + [
+        statement.name.value for statement in converter.module.body if isinstance(statement, cst.FunctionDef)]
 
 
 def _converter_of(name: str, converter: FileConverter, conversion: Conversion) -> Callable[..., ConvertedClass]:

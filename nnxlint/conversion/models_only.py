@@ -44,7 +44,7 @@ class ModelsOnly:
             if name not in self.classes.reasons and name not in self.classes.converted:
                 self.classes.try_convert(name)
         self.classes.close_over_uses()
-        hold_users(converter.env, self.classes)  # ``constructs/param_override.py``
+        hold_users(converter.env, self.classes, converter.held)  # ``constructs/param_override.py``
         converted = [name for name in linen_classes if name not in self.classes.reasons]
         if not converted:
             raise Unconvertible(training_reason)

@@ -162,10 +162,12 @@ class ProjectConversion:
 
     def __init__(self, module: cst.Module, scope: names.Scope, path: str, importing: list[Importer],
                  single: "Conversion", held: Optional[dict[str, str]] = None,
-                 together: Optional["Together"] = None, foreign: Optional[dict] = None, project=None) -> None:
+                 together: Optional["Together"] = None, foreign: Optional[dict] = None, project=None,
+                 foreign_overrides: Optional[dict] = None) -> None:
         self.module = module
         self.project = project  # the run (``FileEnv.project``)
         self.foreign = foreign or {}  # classes of another file that the file's classes use (``FileEnv``)
+        self.foreign_overrides = foreign_overrides or {}  # and ``param``-overriding layers (``FileEnv``)
         self.together = together  # the Linen classes of importers converted with the file's (``linen_users``)
         self.scope = scope
         self.path = path
@@ -196,6 +198,7 @@ class ProjectConversion:
 
         converter = FileConverter(self.module, self.scope, self.path, self.held, self.project)
         converter.env.foreign_classes = self.foreign
+        converter.env.foreign_overrides = self.foreign_overrides
         return converter
 
     def _file(self, importer: Importer) -> Optional[_File]:

@@ -25,7 +25,7 @@ parent that does not know the size refuses, naming it.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Collection, Optional
 
 import libcst as cst
 
@@ -235,40 +235,52 @@ def with_input_axes(shape: Shape, inputs, values: dict) -> Shape:
     return tuple(given[:-1]) + tuple(axis if axis is None else substitute(axis.code, values) for axis in shape[1:])
 
 
-_PURE_CALLS = frozenset({"tuple", "list", "len"})
+_PURE_CALLS = frozenset({"tuple", "list", "len", "int", "float", "min", "max", "abs"})
 _PURE_ATTRIBUTES = frozenset({"shape", "ndim"})
 
 
-def without_dead_shape_reads(original: cst.FunctionDef, converted: cst.FunctionDef) -> cst.FunctionDef:
-    """``pos_emb_shape = (1, x.shape[1], x.shape[2])`` or ``n, l, d = x.shape`` at the top
-    of the method, read only by what moved to ``__init__``: the statement goes (an unused
-    local otherwise); one whose names are read in the converted method too, or were never
-    read in Linen either, stays."""
-    if not isinstance(converted.body, cst.IndentedBlock):
-        return converted
+def without_dead_locals(original: cst.FunctionDef, converted: cst.FunctionDef,
+                        fields: Collection[str]) -> cst.FunctionDef:
+    """``pos_emb_shape = (1, x.shape[1], x.shape[2])``, ``n, l, d = x.shape`` or ``width =
+    4 * self.stem`` (also inside a branch or loop), read only by what moved to ``__init__``:
+    the statement goes (an unused local otherwise); one whose names are read in the converted
+    method too, or were never read in Linen either, stays."""
     from nnxlint.conversion.base import name_counts
 
     before, after = name_counts(original), name_counts(converted)
-    kept: list = []
-    carried: list = []  # the comments above a removed statement go to the next one
-    for statement in converted.body.body:
-        targets = _pure_assignment_targets(statement)
-        if targets and all(after[name] == targets[name] for name in targets) \
-                and any(targets[name] < before[name] for name in targets):
-            carried += list(statement.leading_lines)
-            continue
-        if carried:
-            statement = statement.with_changes(leading_lines=[*carried, *statement.leading_lines])
-            carried = []
-        kept.append(statement)
-    if len(kept) == len(converted.body.body) or not kept:
-        return converted
-    return converted.with_changes(body=converted.body.with_changes(body=kept))
+
+    def dead(statement: cst.CSTNode) -> bool:
+        targets = _pure_assignment_targets(statement, fields)
+        return bool(targets) and all(after[name] == targets[name] for name in targets) \
+            and any(targets[name] < before[name] for name in targets)
+
+    class Blocks(cst.CSTTransformer):
+        def leave_IndentedBlock(self, original_node, updated_node):
+            kept: list = []
+            carried: list = []  # the comments above a removed statement go to the next one
+            for statement in updated_node.body:
+                if dead(statement):
+                    carried += list(statement.leading_lines)
+                    continue
+                if carried:
+                    statement = statement.with_changes(leading_lines=[*carried, *statement.leading_lines])
+                    carried = []
+                kept.append(statement)
+            if len(kept) == len(updated_node.body) or not kept:  # a block keeps a statement
+                return updated_node
+            return updated_node.with_changes(body=kept)
+
+        def visit_FunctionDef(self, node) -> bool:  # a nested function's locals are its own
+            return node is converted
+
+        visit_Lambda = visit_ClassDef = visit_FunctionDef
+
+    return converted.visit(Blocks())
 
 
-def _pure_assignment_targets(statement: cst.CSTNode) -> dict:
-    """The names a one-line ``names = <shape arithmetic>`` binds (with how often each stands
-    in the target), or {} for any other statement."""
+def _pure_assignment_targets(statement: cst.CSTNode, fields: Collection[str]) -> dict:
+    """The names a one-line ``names = <arithmetic of sizes and fields>`` binds (with how often
+    each stands in the target), or {} for any other statement."""
     from nnxlint.context import walk
     from nnxlint.conversion.base import name_counts
 
@@ -284,8 +296,18 @@ def _pure_assignment_targets(statement: cst.CSTNode) -> dict:
     for node in walk(assign.value):
         if isinstance(node, cst.Call) and not (isinstance(node.func, cst.Name) and node.func.value in _PURE_CALLS):
             return {}
-        if isinstance(node, cst.Attribute) and node.attr.value not in _PURE_ATTRIBUTES:
+        if isinstance(node, cst.Attribute) and node.attr.value not in _PURE_ATTRIBUTES \
+                and _field_chain(node) not in fields:
             return {}
         if isinstance(node, (cst.Await, cst.Lambda, cst.NamedExpr, cst.Yield)):
             return {}
     return dict(name_counts(target))
+
+
+def _field_chain(node: cst.Attribute):
+    """``self.config.width`` -> ``config``: the field an attribute chain on ``self`` starts with."""
+    from nnxlint.conversion.base import self_attribute
+
+    while isinstance(node.value, cst.Attribute):
+        node = node.value
+    return self_attribute(node)

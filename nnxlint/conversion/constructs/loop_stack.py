@@ -19,7 +19,9 @@ range(<n>)`` loop (or one over values fixed for the module: ``for size in
 self.feature_sizes``, ``enumerate(...)`` of them, indexed through ``enumerate``),
 each class created once per iteration, unconditionally, and nowhere else in the
 class (or named ``name=f'block_{i}'``, Linen's ``block_2``, NNX's ``block/2``,
-as in Flax's lm1b and wmt examples), not inside another loop.
+as in Flax's lm1b and wmt examples), not inside another loop.  A loop inside branches
+whose tests read only fields (``if self.resnet is not None:``) builds its list in
+``__init__`` under the same test (``constructs/branch_module.py``).
 
 A module named by another f-string of the loop's variables (BiT's stages:
 ``name='unit1'`` before the loop, ``name=f'unit{i + 1}'`` in it) keeps its Linen
@@ -409,6 +411,20 @@ def _iteration_name(loop: StackLoop, name: cst.BaseExpression) -> str:
                         "an f-string of the loop's variables")
 
 
+def _enclosing_guard(rewriter: CallRewriter, loop: StackLoop) -> str:
+    """The test of the branches on fields around the loop (``if self.resnet is not None:``),
+    under which ``__init__`` builds its list ("" when there are none); refused when anything
+    else lies between the method and the loop: a test of a value of ``__call__``, another kind
+    of block, a loop around it that does more than run it."""
+    position = next(index for index, open_loop in enumerate(rewriter.loops) if open_loop is loop.root)
+    outside = rewriter.conditions[:rewriter.loop_conditions[position]]
+    if loop.depth != loop.levels + len(outside) or None in outside:
+        raise Unconvertible("a module created in a loop inside a branch on a value of `__call__` or inside "
+                            "another block, or in a loop nested in a loop that does more than run it, is not "
+                            "converted")
+    return " and ".join(outside)  # type: ignore[arg-type]
+
+
 def _plain_format(part: cst.FormattedStringExpression) -> bool:
     """No format spec, or a literal one (``{i + 1:02d}``: big_vision's ``unit01``)."""
     return part.format_spec is None or all(isinstance(spec, cst.FormattedStringText) for spec in part.format_spec)
@@ -433,9 +449,7 @@ def stacked_call(rewriter: CallRewriter, loop: StackLoop, construction: cst.Call
     assert layer is not None
     if layer.factory is not None:
         raise Unconvertible(f"`nn.{layer.factory.name}` created in a loop is not converted")
-    if loop.depth != loop.levels:
-        raise Unconvertible("a module created in a loop inside a branch, or in a loop nested in a loop that "
-                            "does more than run it, is not converted")
+    guard = _enclosing_guard(rewriter, loop)
     if loop.parent is not None and any(arg_keyword(arg) == "name" for arg in construction.args):
         raise Unconvertible("a module named with `name=` in a nest of loops is not converted")
     type_name = layer.mapping.linen if layer.mapping else layer.user_class
@@ -462,6 +476,8 @@ def stacked_call(rewriter: CallRewriter, loop: StackLoop, construction: cst.Call
     if attribute in converter.field_names or attribute in converter.params or attribute in converter.variables:
         raise Unconvertible(f"the list name `{attribute}` collides with a field")
     slot = converter._add_slot(attribute, construction)
+    if guard:
+        converter.slot_guards[attribute] = guard
     call = rewriter._call_slot(slot, original, updated)  # the list's code: ``close_loop``
     if named is not None:
         return call.with_changes(func=cst.parse_expression(f"getattr(self, {named})"))

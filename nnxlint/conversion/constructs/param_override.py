@@ -28,6 +28,10 @@ promotes as the default does::
 The parameters keep their names (``kernel``, ``bias``), so Linen weights load
 unchanged, and a construction ``StdConv(...)`` converts as the layer it
 subclasses, under the subclass's name (Linen numbers unnamed ones ``StdConv_0``).
+Another file of the run builds it the same way, as it spells it
+(``models_resnet.StdConv(...)``, ViT's hybrid stem), when the subclass's own file
+converts it (a class there builds it) in the same fix (``linen_users.py``); a
+Linen class of another file that builds it and stays Linen keeps it Linen.
 Converted only for that shape (the super call passing the override's parameters
 through unchanged, whatever they are named: ``(self, name, init_fn, *init_args)`` as
 in vision_transformer, or ``(self, name, *args, **kwargs)``; one
@@ -39,12 +43,13 @@ override but NNX's before the hook, so a construction passing ``mask`` is refuse
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 import libcst as cst
 
 from nnxlint.context import walk
+from nnxlint.flax_api import FLAX_LINEN
 from nnxlint.conversion.base import FileEnv, Unconvertible, names_read
 from nnxlint.conversion.linen_map import LAYERS, PROMOTED_ARRAYS
 from nnxlint.conversion.naming import snake_case
@@ -65,14 +70,34 @@ class ParamOverride:
 
 def subclassed_layer(env: FileEnv, node: cst.ClassDef) -> Optional[str]:
     """The Flax layer a class of the file subclasses directly (``Conv`` for ``nn.Conv``), or None."""
+    return _layer_base(node, env.resolve)
+
+
+def layer_subclasses(module: cst.Module, resolve: Callable[[cst.BaseExpression], Optional[str]]) -> list[str]:
+    """The file's classes that subclass a Flax layer directly: other files may build them as one."""
+    return [statement.name.value for statement in module.body
+            if isinstance(statement, cst.ClassDef) and _layer_base(statement, resolve) is not None]
+
+
+def _layer_base(node: cst.ClassDef, resolve: Callable[[cst.BaseExpression], Optional[str]]) -> Optional[str]:
     if len(node.bases) != 1 or node.keywords:
         return None
-    return env.linen_member(node.bases[0].value)
+    qualified = resolve(node.bases[0].value) or ""
+    layer = qualified[len(FLAX_LINEN) + 1:] if qualified.startswith(FLAX_LINEN + ".") else None
+    return layer if layer in LAYERS else None  # ``class Dense(Module)`` is a module of its own
 
 
 def param_override(env: FileEnv, func: cst.BaseExpression) -> Optional[ParamOverride]:
     """The override a construction's class makes, when it names a class of the file that
-    subclasses a Flax layer and defines ``param``; refused with the reason for any other shape."""
+    subclasses a Flax layer and defines ``param``, or such a class of another file of the run
+    that converts it; refused with the reason for any other shape."""
+    if env.foreign_overrides and isinstance(func, (cst.Name, cst.Attribute)) \
+            and env.code(func) in env.foreign_overrides:
+        override = env.foreign_overrides[env.code(func)]
+        if override is None:
+            raise Unconvertible(f"`{env.code(func)}` overrides `param` of a Flax layer; its own file converts it "
+                                "only with a class of that file that builds it")
+        return replace(override, name=env.code(func))  # built as this file spells it
     name = func.value if isinstance(func, cst.Name) else None
     node = next((statement for statement in env.module.body if isinstance(statement, cst.ClassDef)
                  and statement.name.value == name), None)
@@ -133,19 +158,34 @@ def check_construction(name: str, keywords) -> None:
                             "NNX before its `promote_dtype` hook")
 
 
-def hold_users(env: FileEnv, classes: ClassSet) -> None:
-    """A subclass converts for all the file's classes that build it or for none: one that stays
-    Linen keeps the others Linen."""
+def hold_users(env: FileEnv, classes: ClassSet, held: Mapping[str, str]) -> None:
+    """A subclass converts for all the classes of the run that build it or for none: one that
+    stays Linen (here, or in another file: ``held``) keeps the others Linen."""
     for override in _overrides(env):
         users = [name for name, node in env.linen_classes.items() if _builds(node, override.name)]
-        kept = next((name for name in users if name in classes.reasons), None)
+        if override.name in held:
+            kept, why = override.name, f"which stays Linen: {held[override.name]}"
+        else:
+            kept = next((name for name in users if name in classes.reasons), None)
+            why = f"which `{kept}` also builds and which stays Linen with it: {classes.reasons.get(kept)}"
         if kept is None:
             continue
         for name in users:
             if name not in classes.reasons:
-                classes.keep_linen(name, f"builds `{override.name}`, which `{kept}` also builds and which stays "
-                                         f"Linen with it: {classes.reasons[kept]}")
+                classes.keep_linen(name, f"builds `{override.name}`, {why}")
         classes.close_over_uses()
+
+
+def override_names(env: FileEnv) -> list[str]:
+    """The file's subclasses of a Flax layer that override ``param`` (what other files may build)."""
+    return [override.name for override in _overrides(env)]
+
+
+def converted_override(env: FileEnv, classes: ClassSet, name: str) -> Optional[ParamOverride]:
+    """The file's subclass ``name`` when its fix converts it (a converted class builds it)."""
+    return next((override for override in _overrides(env) if override.name == name and any(
+        _builds(classes.converted[user].node, name) for user in classes.converted if user in env.linen_classes)),
+        None)
 
 
 def converted_overrides(env: FileEnv, classes: ClassSet, new: dict) -> None:
