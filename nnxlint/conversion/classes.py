@@ -35,6 +35,7 @@ from nnxlint.conversion.constructs.explicit_subclass import convert_explicit_sub
 from nnxlint.conversion.constructs.class_field import choice_init
 from nnxlint.conversion.constructs.shadowing_loop import unshadowed_loop_targets
 from nnxlint.conversion.constructs.keyword_dict import inlined_keyword_dicts
+from nnxlint.conversion.constructs.built_output_size import BUILT, with_stored_size
 from nnxlint.conversion.constructs.linen_bridge import keep_bridged
 from nnxlint.conversion.constructs.branch_names import UnsettledNames, twin_slot
 from nnxlint.conversion.constructs.jraph_graph import graph_input
@@ -111,6 +112,8 @@ class ClassConverter(LayerConstruction, InitWriter):
         self.unranked_read: Optional[str] = None  # the last ``x.shape[1]`` of an input of unknown rank (ditto)
         # a running size of ``__init__`` -> its value after the loop (None: none the builders can read)
         self.final_sizes: dict[str, Optional[str]] = {}
+        self.guarded_locals: set[str] = set()  # ``__init__`` locals set only under a branch's test
+        self.stored_output: Optional[str] = None  # ``constructs/built_output_size.py``
         self.graph_sizes: dict[str, int] = {}  # a ``jraph.GraphsTuple`` argument's sizes (``constructs/jraph_graph.py``)
         self.mode: Optional[Mode] = None
         self.uses_rngs = False
@@ -210,7 +213,9 @@ class ClassConverter(LayerConstruction, InitWriter):
         base = cst.Arg(cst.parse_expression(cell_base(self)))
         new_node = node.with_changes(bases=[base], body=node.body.with_changes(body=new_body))
         return ConvertedClass(node.name.value, new_node, self.size_params, self.fields,
-                              _with_final_sizes(self._output_shape, self.final_sizes), self.mode, self.uses_rngs, self.constant_flags,
+                              with_stored_size(_with_final_sizes(self._output_shape, self.final_sizes),
+                                               self.stored_output, self._output_shape),
+                              self.mode, self.uses_rngs, self.constant_flags,
                               self.layer_size_params, self.dropped, bridged=self.bridged,
                               size_axes={name: self.axis_sizes[name] for name in self.size_params if name in self.axis_sizes})
 
@@ -511,6 +516,7 @@ class ClassConverter(LayerConstruction, InitWriter):
             args.append("rngs=rngs")
             self.uses_rngs = True
         values.update({name: code for name, code in field_values.items() if code is not None})
+        values[BUILT] = f"self.{slot.attribute}"  # the size it stores (``constructs/built_output_size.py``)
         return f"{class_name}({', '.join(args)})", _in_parent_terms(child.output, values, inputs), child.mode
 
 
@@ -534,7 +540,8 @@ def _in_parent_terms(shape, values: dict[str, str], inputs: Sequence[Shape]):
             and keeps_input_rank(shape):
         leading = (None,) * (ranks.pop() - 1)
         shape = tuple(axis for part in shape for axis in (leading if part == ANY_AXES else (part,)))
-    return tuple(axis if axis is None or axis == ANY_AXES else substitute(axis.code, values) for axis in shape)
+    sizes = tuple(axis if axis is None or axis == ANY_AXES else substitute(axis.code, values) for axis in shape)
+    return tuple(None if axis is not None and axis != ANY_AXES and BUILT in axis.code else axis for axis in sizes)
 
 
 def _with_final_sizes(shape, final_sizes: dict[str, Optional[str]]):

@@ -15,6 +15,7 @@ import libcst as cst
 from nnxlint.conversion.base import IDENTIFIER, Slot, Unconvertible, self_attribute, size_name
 from nnxlint.conversion.constructs import FACTORIES
 from nnxlint.conversion.constructs.branch_module import guarded
+from nnxlint.conversion.constructs.built_output_size import ATTRIBUTE as STORED_ATTRIBUTE, stored_output_size
 from nnxlint.conversion.constructs.dataclass_field import factory_lines
 from nnxlint.conversion.constructs.input_axes import unranked_note
 from nnxlint.conversion.constructs.partitioning import is_partitioning, partitioned_init
@@ -154,6 +155,9 @@ class InitWriter:
         lines += list(self.variables.values())
         lines += list(self.rng_streams.values())
         lines += self.display_lines
+        self.stored_output = stored_output_size(self)
+        if self.stored_output is not None:
+            lines.append(f"self.{STORED_ATTRIBUTE} = {self.stored_output}")
         used_text = "\n".join(lines)
         self.size_params = {name: index for name, index in self._size_names().items()
                             if re.search(rf"\b{name}\b(?!\s*=[^=])", used_text)}  # not a keyword

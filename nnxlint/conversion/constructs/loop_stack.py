@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING
 import libcst as cst
 
 from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword, name_counts, names_read, self_attribute
+from nnxlint.conversion.constructs.built_output_size import built_element
 from nnxlint.conversion.constructs.class_field import list_name
 from nnxlint.conversion.naming import nnx_list_name
 from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Shape, Size, is_open
@@ -269,6 +270,8 @@ def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
         if read or nested or nest[-1].locals or attribute in loop.named:
             slot.init_code = _sized_loop(converter, nest, attribute, element, before, changed, loop.named)
             sized = True
+            if attribute in converter.slot_guards:  # the running sizes exist only under the loop's test
+                converter.guarded_locals.update(loop.running.values())
         else:
             slot.init_code = f"self.{attribute} = {converter.env.nnx}.List([{element} " \
                              f"{_header(converter, loop, rewriter.shapes)}])"
@@ -337,7 +340,9 @@ def _sized_loop(converter, nest: list[StackLoop], attribute: str, element: str, 
     lines += [indent + line for line in nest[-1].locals]
     lines.append(f"{indent}setattr(self, {named[attribute]}, {element})" if attribute in named
                  else f"{indent}self.{attribute}.append({element})")
-    lines += [f"{indent}{running} = {_unwrapped(size.code)}" for running, size in changed.items() if size is not None]
+    built = f"getattr(self, {named[attribute]})" if attribute in named else f"self.{attribute}[-1]"
+    lines += [f"{indent}{running} = {built_element(_unwrapped(size.code), attribute, built)}"
+              for running, size in changed.items() if size is not None]
     return "\n".join(lines)
 
 
