@@ -64,6 +64,9 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
                  "hidden_dim=8, tokens_mlp_dim=6, channels_mlp_dim=10)",
                  "jax.random.normal(jax.random.key(1), (2, 16, 16, 3))", {"train": True}, {"train": False},
                  "dict(mixer_blocks_x_shape_1=16)")],
+    # google-research/big_vision: BiT (its stages' output size stored by each stage as ``out_features``)
+    "big_vision": [("models/bit.py", "Model", "dict(num_classes=5, width=0.5, depth=(1, 2))",
+                    "jax.random.normal(jax.random.key(1), (2, 32, 32, 3))", {"train": True}, {"train": False})],
     # ikostrikov/jaxrl: the twin critics over the MLP of another file (a chain of three files converts)
     "jaxrl": [("networks/critic_net.py", "DoubleCritic", "dict(hidden_dims=(16, 8))",
                "*(jax.random.normal(jax.random.key(1), (2, 5)), jax.random.normal(jax.random.key(2), (2, 3)))",
