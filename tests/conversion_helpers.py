@@ -47,3 +47,15 @@ def max_relative_difference(linen_source, nnx_source, linen_args, nnx_args, x, m
         worst = max(worst, float(np.max(np.abs(np.asarray(expected) - np.asarray(got)))
                                  / np.max(np.abs(np.asarray(expected)))))
     return worst
+
+
+def import_fresh(directory, monkeypatch, *modules: str):
+    """The project's ``modules`` imported anew from ``directory`` (another copy of the same
+    files may have been imported before: the Linen original, then the converted one)."""
+    import importlib
+    import sys
+
+    for name in ("layers", "model", "train", *modules):
+        sys.modules.pop(name, None)
+    monkeypatch.syspath_prepend(str(directory))
+    return tuple(importlib.import_module(name) for name in modules)

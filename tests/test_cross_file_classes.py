@@ -4,9 +4,10 @@ layers.py's block, model.py's model built from it, train.py's init site, in one 
 from __future__ import annotations
 
 import shutil
-import sys
 
 import pytest
+
+from conversion_helpers import import_fresh
 
 LAYERS = '''\
 import flax.linen as nn
@@ -60,16 +61,6 @@ def project(tmp_path):
     return tmp_path
 
 
-def _import_fresh(directory, monkeypatch):
-    for name in ("layers", "model", "train"):
-        sys.modules.pop(name, None)
-    monkeypatch.syspath_prepend(str(directory))
-    import model
-    import train
-
-    return model, train
-
-
 def test_a_block_and_the_model_of_another_file_convert_together_and_match_linen(run_cli, project, tmp_path_factory,
                                                                               monkeypatch):
     import jax
@@ -97,11 +88,11 @@ def test_a_block_and_the_model_of_another_file_convert_together_and_match_linen(
     assert {path.name: path.read_text() for path in project.glob("*.py")} == after and "NNX002" not in again.stdout
 
     x = jax.random.normal(jax.random.key(1), (2, 5))
-    linen_model, _ = _import_fresh(linen_copy, monkeypatch)
+    (linen_model,) = import_fresh(linen_copy, monkeypatch, "model")
     linen_net = linen_model.Net(hidden=8, classes=3)
     variables = linen_net.init(jax.random.key(0), x)
     expected = np.asarray(linen_net.apply(variables, x))
-    nnx_model, nnx_train = _import_fresh(project, monkeypatch)
+    nnx_model, nnx_train = import_fresh(project, monkeypatch, "model", "train")
     net = nnx_model.Net(5, hidden=8, classes=3, rngs=nnx.Rngs(3))
     load_linen_variables(net, variables)
     difference = np.max(np.abs(np.asarray(net(x)) - expected)) / np.max(np.abs(expected))
@@ -211,13 +202,9 @@ def test_a_chain_of_users_over_three_files_converts_together(run_cli, project, m
     heads = (project / "heads.py").read_text()
     assert "class TwoHeads(nnx.Module):" in heads and "self.net_0 = Net(in_features, hidden=4, classes=2, rngs=rngs)" \
         in heads
-    for name in ("layers", "model", "train", "heads"):
-        sys.modules.pop(name, None)
-    monkeypatch.syspath_prepend(str(project))
     import jax.numpy as jnp
 
-    import heads
-
+    (heads,) = import_fresh(project, monkeypatch, "heads")
     assert heads.predict(jnp.ones((3, 5))).shape == (3, 2)
 
 

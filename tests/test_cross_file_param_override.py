@@ -9,9 +9,10 @@ from the same weights, with the branch taken or not."""
 from __future__ import annotations
 
 import shutil
-import sys
 
 import pytest
+
+from conversion_helpers import import_fresh
 
 LAYERS = '''\
 import jax.numpy as jnp
@@ -86,15 +87,6 @@ def project(tmp_path):
     return tmp_path
 
 
-def _import_fresh(directory, monkeypatch):
-    for name in ("layers", "model", "train"):
-        sys.modules.pop(name, None)
-    monkeypatch.syspath_prepend(str(directory))
-    import model
-
-    return model
-
-
 def test_the_stem_of_another_file_converts_with_its_user_and_matches_linen(run_cli, project, tmp_path_factory,
                                                                          monkeypatch):
     import jax
@@ -132,10 +124,10 @@ def test_the_stem_of_another_file_converts_with_its_user_and_matches_linen(run_c
 
     x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
     for stem in (2, None):  # the branch taken, and not: then ``__init__`` builds no stem either
-        linen = _import_fresh(linen_copy, monkeypatch).Hybrid(stem=stem)
+        linen = import_fresh(linen_copy, monkeypatch, "model")[0].Hybrid(stem=stem)
         variables = linen.init(jax.random.key(0), x)
         expected = np.asarray(linen.apply(variables, x))
-        net = _import_fresh(project, monkeypatch).Hybrid(3, stem=stem, rngs=nnx.Rngs(5))
+        net = import_fresh(project, monkeypatch, "model")[0].Hybrid(3, stem=stem, rngs=nnx.Rngs(5))
         load_linen_variables(net, variables)
         difference = np.max(np.abs(np.asarray(net(x)) - expected)) / np.max(np.abs(expected))
         assert difference <= 1e-5, (stem, difference)
