@@ -8,38 +8,28 @@ from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
-from nnxlint.conversion.base import (
-    FactoryUnknown, Mode, Slot, Unconvertible, arg_keyword, drop_args, function_params, self_attribute,
-)
+from nnxlint.conversion.base import FactoryUnknown, Slot, Unconvertible, function_params, self_attribute
 from nnxlint.conversion.call_shapes import ShapeFollowing
+from nnxlint.conversion.control_flow import ControlFlow
 from nnxlint.conversion.constructs import SELF_CALLS
 from nnxlint.conversion.constructs.layer_factory import bind_layer_factory, check_factory_read, mark_factory_use
-from nnxlint.conversion.constructs import branch_names
-from nnxlint.conversion.constructs.branch_module import branch_guard, built_every_iteration, negated, returns
-from nnxlint.conversion.constructs.branch_sizes import (
-    enter_branch, explain_unknown, leave_branch, leave_branch_body, merged_output,
-)
-from nnxlint.conversion.constructs.shape_branch import shape_test_condition
-from nnxlint.conversion.constructs.chosen_module import bind_chosen_module
-from nnxlint.conversion.constructs.has_variable import bind_initialized_flag, check_flag_read, is_initialized_guard
+from nnxlint.conversion.constructs.branch_module import branch_guard, built_every_iteration
+from nnxlint.conversion.constructs.branch_sizes import merged_output
+from nnxlint.conversion.constructs.has_variable import bind_initialized_flag, check_flag_read
 from nnxlint.conversion.constructs.local_module import bind_local_module, local_module_call, mark_local_module_use
 from nnxlint.conversion.constructs.recurrent_later import Carry, bind_rnn, rnn_call
 from nnxlint.conversion.constructs.jraph_graph import Graph, bind_graph_function, graph_call
-from nnxlint.conversion.constructs.graph_loop import begin_graph_loop, end_graph_loop, looped_call
+from nnxlint.conversion.constructs.graph_loop import looped_call
 from nnxlint.conversion.constructs.partitioning import partitioned_init
-from nnxlint.conversion.constructs.pinned_mode import pinned_eval_call
 from nnxlint.conversion.constructs.input_axes import asserted_rank, shape_bindings
 from nnxlint.conversion.constructs.lifted import Lifted, is_lifted, lifted_call, read_lifted
-from nnxlint.conversion.constructs.loop_stack import (
-    StackLoop, close_loop, loop_header, record_loop_local, stack_loop, stacked_call,
-)
+from nnxlint.conversion.constructs.loop_stack import StackLoop, record_loop_local, stacked_call
 from nnxlint.conversion.constructs.loop_tail import tail_call
 from nnxlint.conversion.constructs.merge_param import bind_merged_flag, is_merge_param, merged_value
-from nnxlint.conversion.constructs.rnn import RNN_CELLS
 from nnxlint.conversion.constructs.sow import DroppedSows
-from nnxlint.conversion.constructs.value_dtype import bind_dtypes, forget, layer_output_dtype
-from nnxlint.conversion.linen_map import LayerMapping
+from nnxlint.conversion.constructs.value_dtype import bind_dtypes, forget
 from nnxlint.conversion.shapes import Bindings, Several, Shape
+from nnxlint.conversion.submodule_calls import SubmoduleCalls
 
 if TYPE_CHECKING:
     from nnxlint.conversion.classes import ClassConverter
@@ -62,7 +52,7 @@ class LinenFunctions(cst.CSTTransformer):
         return self.converter.nnx_reference(original_node, updated_node)
 
 
-class CallRewriter(ShapeFollowing, LinenFunctions):
+class CallRewriter(ControlFlow, SubmoduleCalls, ShapeFollowing, LinenFunctions):
     """Rewrites ``__call__`` in order, following shapes statement by statement."""
 
     def __init__(self, converter: ClassConverter, shapes: dict[str, Shape]) -> None:
@@ -107,87 +97,6 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         self.returns: list = []  # (the tests a ``return`` runs under, its shape)
         self.unequal_sums: list = []  # ``call_shapes.py``
         self.call_inputs = False  # the names of ``shapes`` are ``__call__``'s inputs (``constructs/input_axes.py``)
-
-    # control flow: constructions inside are not converted, but for a layer stack (``constructs/loop_stack.py``)
-    def visit_While(self, node) -> None:
-        self.depth += 1
-
-    def leave_While(self, original_node, updated_node):
-        self.depth -= 1
-        return updated_node
-
-    visit_Lambda, leave_Lambda = visit_While, leave_While
-
-    def visit_For(self, node: cst.For) -> None:
-        forget(self.shapes, node.target)
-        self.loop_conditions.append(len(self.conditions))
-        graph_loop = begin_graph_loop(self, node)
-        self.depth += 1
-        self.loops.append(stack_loop(self, node) if self.converter._compact and not graph_loop else None)
-
-    def leave_For(self, original_node, updated_node):
-        self.depth -= 1
-        self.loop_conditions.pop()
-        loop = self.loops.pop()
-        if loop is None:
-            return end_graph_loop(self, original_node, updated_node)
-        close_loop(self, loop)
-        return loop_header(loop, updated_node)
-
-    def visit_If(self, node: cst.If) -> Optional[bool]:
-        if bind_chosen_module(self, node):
-            return False
-        self.depth += 1
-        init_guard = self._is_init_guard(node)  # (before this ``if``'s own test joins the conditions)
-        self.init_guards += init_guard
-        if id(node) in self.elifs:  # ``elif``: the branch before it was not taken
-            self.conditions[-1] = negated(self.conditions[-1])
-        if isinstance(node.orelse, cst.If):
-            self.elifs.add(id(node.orelse))
-        fixed = self.converter.fixed_condition(node.test, self.shapes)
-        self.conditions.append(fixed or shape_test_condition(self, node))
-        keeps_branch = init_guard or (fixed is None and self.conditions[-1] is not None)
-        enter_branch(self, node, fixed, keeps_branch)
-        branch_names.enter(self, node)
-
-    def leave_If_body(self, original_node: cst.If) -> None:
-        leave_branch_body(self, original_node)
-        branch_names.leave_body(self, original_node)
-
-    def visit_Else(self, node: cst.Else) -> None:
-        self.conditions[-1] = negated(self.conditions[-1])
-
-    def leave_If(self, original_node: cst.If, updated_node: cst.If):
-        """``if not self.is_initializing(): body`` -> ``body``: NNX's ``__init__``
-        never runs ``__call__``, so every call is past initialization."""
-        if id(original_node) in self.removed_statements:
-            return cst.RemoveFromParent()  # a layer or a field's (``constructs/chosen_module.py``)
-        self.depth -= 1
-        leave_branch(self, original_node)
-        branch_names.leave(self, original_node)
-        condition = self.conditions.pop()
-        if not self._is_init_guard(original_node):
-            if returns(original_node) and self.converter._compact:  # the rest runs under ``not (test)``
-                if self.depth:
-                    raise Unconvertible("a `return` inside nested branches of a compact method is not converted")
-                self.depth += 1  # until the method ends: what follows is made under that test
-                self.conditions.append(negated(condition))
-            return updated_node
-        self.init_guards -= 1
-        body = list(updated_node.body.body)  # type: ignore[union-attr]
-        header_comment = updated_node.body.header.comment  # type: ignore[union-attr]
-        kept_comment = [cst.EmptyLine(comment=header_comment)] if header_comment else []
-        body[0] = body[0].with_changes(
-            leading_lines=[*updated_node.leading_lines, *kept_comment, *body[0].leading_lines])
-        return cst.FlattenSentinel(body)
-
-    def _is_init_guard(self, node: cst.If) -> bool:
-        test = node.test
-        return (node.orelse is None and isinstance(node.body, cst.IndentedBlock)
-                and isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not)
-                and isinstance(test.expression, cst.Call) and not test.expression.args
-                and self.converter.is_self_call(test.expression.func, "is_initializing")) \
-            or is_initialized_guard(self, node)
 
     def _variable_value(self, node: cst.BaseExpression) -> bool:
         """``mean.value`` for a ``mean = self.variable(...)``, or ``self.mean.value``
@@ -408,35 +317,6 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         or a layer without variables made in a branch there (``built_every_iteration``)."""
         return loop.depth == self.depth or built_every_iteration(self, loop, construction)
 
-    def _call_slot(self, slot: Slot, original: cst.Call, updated: cst.Call) -> cst.Call:
-        converter = self.converter
-        layer = converter.layer(slot.construction.func)
-        assert layer is not None
-        positional = [arg for arg in original.args if arg.keyword is None]
-        inputs = [self.shape_of(arg.value) for arg in positional]
-        stepped = layer.mapping is not None and len(positional) == 2 and layer.mapping.linen in RNN_CELLS
-        if stepped:  # ``cell(carry, x)``: the carry's arrays size the cell (``constructs/recurrent_later.py``)
-            inputs[0] = self.shape_of(positional[0].value, several=True)
-        try:
-            output, child_mode = converter.call_slot(slot, inputs, self.shapes)
-        except Unconvertible as error:
-            raise explain_unknown(self, positional, error) from None
-        self.call_shapes[id(original)] = output
-        dtype = layer_output_dtype(self, slot)
-        if dtype is not None:
-            self.call_dtypes[id(original)] = dtype
-        call = updated.with_changes(func=cst.parse_expression(f"self.{slot.attribute}"))
-        if stepped:
-            if len(original.args) != 2:
-                raise Unconvertible(f"`nn.{layer.mapping.linen}` called with keyword arguments")
-        elif layer.mapping is not None:
-            call = self._layer_call_args(layer.mapping, original, call)
-        elif layer.factory is not None and (len(original.args) != 1 or original.args[0].keyword is not None):
-            raise Unconvertible(f"an `nn.{layer.factory.name}` called with more than its input")
-        elif child_mode is not None:
-            call = self._child_call_args(child_mode, original, call)
-        return call
-
     def _follow_method(self, name: str, call: cst.Call) -> Shape:
         """``self.encode(x)``: convert ``encode`` with the shapes it is called with."""
         converter = self.converter
@@ -458,52 +338,6 @@ class CallRewriter(ShapeFollowing, LinenFunctions):
         follower = CallRewriter(converter, shapes)
         converter.followed_methods[name] = method.with_changes(body=method.body.visit(follower))
         return follower.output
-
-    def _layer_call_args(self, mapping: LayerMapping, original: cst.Call, call: cst.Call) -> cst.Call:
-        names_by_position = ("inputs",) + mapping.call_positional
-        args = []
-        for index, (arg, new_arg) in enumerate(zip(original.args, call.args)):
-            keyword = arg_keyword(arg)
-            if keyword is None and index >= len(names_by_position):
-                raise Unconvertible(f"too many positional arguments in a call of `{mapping.linen}`")
-            name = keyword or names_by_position[index]
-            if name == mapping.mode_flag:
-                if self._consume_mode(arg.value) is None:
-                    continue  # the flag is the module's mode: model.train()/eval() sets it
-                new_arg = new_arg.with_changes(keyword=cst.Name(name), equal=cst.AssignEqual(
-                    cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
-            elif name in mapping.call_renamed:
-                new_arg = new_arg.with_changes(keyword=cst.Name(mapping.call_renamed[name]), equal=cst.AssignEqual(
-                    cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
-            elif keyword is None and index > 0 and mapping.linen == "SelfAttention":
-                new_arg = new_arg.with_changes(keyword=cst.Name(name), equal=cst.AssignEqual(
-                    cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
-            elif name == "inputs_kv":
-                raise Unconvertible("`inputs_kv=` has no NNX equivalent: pass `inputs_k` and `inputs_v`")
-            args.append(new_arg)
-        if args and len(args) < len(call.args):
-            args[-1] = args[-1].with_changes(comma=call.args[-1].comma)
-        return call.with_changes(args=args)
-
-    def _consume_mode(self, value: cst.BaseExpression) -> Optional[bool]:
-        constant = self.converter.mode_use(value, True)
-        if constant is None:
-            self.converter.mode_consumed += 1
-        else:
-            self.converter.constant_flags = True
-        return constant
-
-    def _child_call_args(self, child_mode: Mode, original: cst.Call, call: cst.Call) -> cst.Call:
-        def is_mode(index: int, keyword: Optional[str]) -> bool:
-            return keyword == child_mode.name or (keyword is None and index == child_mode.index)
-
-        found = [arg for index, arg in enumerate(original.args) if is_mode(index, arg_keyword(arg))]
-        if len(found) > 1:
-            raise Unconvertible("a submodule is given its train/eval argument twice")
-        if not found or self.converter.mode_use(found[0].value, child_mode.eval_value) is not None:
-            return pinned_eval_call(self, child_mode, found[0] if found else None, call, is_mode)
-        self.converter.mode_consumed += 1
-        return drop_args(call, is_mode)
 
     # -- shapes ------------------------------------------------------------
 
