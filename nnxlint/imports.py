@@ -29,7 +29,8 @@ def _is_import(statement: cst.CSTNode) -> bool:
         isinstance(small, (cst.Import, cst.ImportFrom)) for small in statement.body)
 
 
-def _is_docstring(statement: cst.CSTNode) -> bool:
+def is_docstring(statement: cst.CSTNode) -> bool:
+    """A statement that is only a string: a module's, class's or function's docstring where it comes first."""
     return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
             and isinstance(statement.body[0], cst.Expr)
             and isinstance(statement.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))
@@ -45,13 +46,13 @@ def _insertion_index(body: list[cst.CSTNode], package: str) -> int:
             last_leading_import = index
             if any(name.split(".")[0] == package for name in _imported_modules(statement)):
                 last_same = index
-        elif not (index == 0 and _is_docstring(statement)):
+        elif not (index == 0 and is_docstring(statement)):
             break
     if last_same is not None:
         return last_same + 1
     if last_leading_import is not None:
         return last_leading_import + 1
-    return 1 if body and _is_docstring(body[0]) else 0
+    return 1 if body and is_docstring(body[0]) else 0
 
 
 def _statement_for(qualified: str) -> cst.SimpleStatementLine:
@@ -75,7 +76,7 @@ def add_after_imports(module: cst.Module, statement: cst.BaseStatement) -> cst.M
     leading imports, two blank lines on either side as PEP 8 has them."""
     body = list(module.body)
     index = 0
-    while index < len(body) and (_is_import(body[index]) or (index == 0 and _is_docstring(body[index]))):
+    while index < len(body) and (_is_import(body[index]) or (index == 0 and is_docstring(body[index]))):
         index += 1
     blank = cst.EmptyLine()
     if index < len(body):

@@ -6,10 +6,15 @@ Where things are (read top-down):
   ``model.init``, the imports; entry point ``convert_file``.
 * ``classes.py``    -- ``ClassConverter``: one Linen class -> one NNX class
   (fields and ``setup`` -> ``__init__``, submodules -> attributes, the
-  train/eval flag -> ``model.train()``/``model.eval()``).
+  train/eval flag -> ``model.train()``/``model.eval()``), with its mixins:
+  ``fields_and_setup.py`` (reading the class body), ``submodule_slots.py``
+  (naming and building submodules, a child class's constructor arguments),
+  ``init_writer.py`` (the ``__init__`` it writes), ``layers.py``.
 * ``calls.py``      -- ``CallRewriter``: rewrites ``__call__`` (and the methods
-  it calls) statement by statement; ``call_shapes.py`` follows array shapes
-  so each layer learns its input size (``shapes.py``: the size arithmetic).
+  it calls) statement by statement, with its mixins ``control_flow.py`` (loops
+  and branches) and ``submodule_calls.py`` (a submodule's call and its
+  arguments); ``call_shapes.py`` follows array shapes so each layer learns its
+  input size (``shapes.py``: the size arithmetic).
 * ``layers.py``     -- Flax layers of the table ``linen_map.py`` (one row per
   layer: NNX name, renamed arguments, input-size argument, defaults).
 * ``constructs/``   -- construct units, one file per Linen construct that is not

@@ -339,8 +339,6 @@ class CallRewriter(ControlFlow, SubmoduleCalls, ShapeFollowing, LinenFunctions):
         converter.followed_methods[name] = method.with_changes(body=method.body.visit(follower))
         return follower.output
 
-    # -- shapes ------------------------------------------------------------
-
 
 def _class_like(func: cst.BaseExpression) -> bool:
     """``Block`` or ``layers.Block``: a name spelled like a class."""

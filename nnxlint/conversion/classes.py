@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import libcst as cst
 
 from nnxlint.context import walk
+from nnxlint.imports import is_docstring
 from nnxlint.flax_api import LINEN_MODULE_BASES
 from nnxlint.conversion.base import (
     LINEN_COMPACT, ConvertedClass, FileEnv, InitParam, Mode, Slot, Unconvertible, drop_param, function_params,
@@ -136,7 +137,7 @@ class ClassConverter(LayerConstruction, InitWriter, FieldsAndSetup, SubmoduleSlo
                 methods[statement.name.value] = statement
             elif self._is_field(statement):
                 self._add_field(statement)  # type: ignore[arg-type]
-            elif not self._is_docstring(statement):
+            elif not is_docstring(statement):
                 raise Unconvertible("class bodies with statements other than fields and methods are not converted")
         if "__call__" not in methods:
             raise Unconvertible("the class has no `__call__`")
@@ -184,7 +185,7 @@ class ClassConverter(LayerConstruction, InitWriter, FieldsAndSetup, SubmoduleSlo
         new_body: list[cst.BaseStatement] = []
         init_index: Optional[int] = None
         for statement in body:
-            if self._is_docstring(statement):
+            if is_docstring(statement):
                 new_body.append(statement)
                 continue
             if id(statement) in self.class_attributes.values():
@@ -247,7 +248,6 @@ class ClassConverter(LayerConstruction, InitWriter, FieldsAndSetup, SubmoduleSlo
     def _fixed_name(self, name: str) -> bool:
         return name == "self" or name in self.aliases or name in self.env.scope.bindings or hasattr(builtins, name)
 
-    # -- expressions in __init__ terms ---------------------------------------
     # -- mode flags ------------------------------------------------------------
     def mode_use(self, node: cst.BaseExpression, eval_value: bool) -> Optional[bool]:
         """Records ``node`` as a use of the mode parameter that must be ``eval_value``
@@ -324,8 +324,6 @@ class ClassConverter(LayerConstruction, InitWriter, FieldsAndSetup, SubmoduleSlo
                     raise Unconvertible(f"`{method.name.value}` creates submodules or parameters")
         method.visit(Check())
         return method.visit(LinenFunctions(self))  # type: ignore[return-value]
-
-    # -- __init__ ----------------------------------------------------------------
 
 
 def _with_final_sizes(shape, final_sizes: dict[str, Optional[str]]):

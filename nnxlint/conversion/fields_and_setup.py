@@ -24,12 +24,6 @@ class FieldsAndSetup:
 
     # -- fields and setup --------------------------------------------------
     @staticmethod
-    def _is_docstring(statement: cst.CSTNode) -> bool:
-        return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
-                and isinstance(statement.body[0], cst.Expr)
-                and isinstance(statement.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))
-
-    @staticmethod
     def _is_field(statement: cst.CSTNode) -> bool:
         return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
                 and isinstance(statement.body[0], cst.AnnAssign)

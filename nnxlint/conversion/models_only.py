@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import libcst as cst
 
 from nnxlint.context import walk
+from nnxlint.imports import is_docstring
 
 from nnxlint.conversion.base import Unconvertible
 from nnxlint.conversion.constructs.linen_bridge import bridge_partials, handed_in_layer
@@ -135,7 +136,7 @@ class ModelsOnly:
     def _factory_class(self, function: cst.FunctionDef) -> Optional[str]:
         """``def model(latents): return VAE(latents=latents)``: the class a factory builds."""
         body = function.body.body if isinstance(function.body, cst.IndentedBlock) else ()
-        statements = [statement for statement in body if not _is_docstring(statement)]
+        statements = [statement for statement in body if not is_docstring(statement)]
         params = function.params
         if len(statements) != 1 or function.decorators or params.star_arg not in (None, cst.MaybeSentinel.DEFAULT) \
                 or params.star_kwarg or params.kwonly_params or params.posonly_params:
@@ -165,7 +166,7 @@ class ModelsOnly:
         new_params = [cst.Param(cst.Name(text.partition(":")[0]), cst.Annotation(
             cst.parse_expression(text.partition(": ")[2]))) for text in added]
         params = function.params.with_changes(star_arg=cst.ParamStar(), kwonly_params=new_params)
-        statement = [s for s in function.body.body if not _is_docstring(s)][0]  # type: ignore[union-attr]
+        statement = [s for s in function.body.body if not is_docstring(s)][0]  # type: ignore[union-attr]
         call = statement.body[0].value  # type: ignore[attr-defined]
         args = [cst.Arg(cst.Name(name)) for name in passed] + list(call.args)
         if converted.uses_rngs:
@@ -221,10 +222,6 @@ def _is_import(statement: cst.CSTNode) -> bool:
     return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
             and isinstance(statement.body[0], (cst.Import, cst.ImportFrom)))
 
-
-def _is_docstring(statement: cst.CSTNode) -> bool:
-    return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
-            and isinstance(statement.body[0], cst.Expr) and isinstance(statement.body[0].value, cst.SimpleString))
 
 
 def _names_in(node: cst.CSTNode, candidates: set[str]) -> list[str]:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
+from nnxlint.imports import is_docstring
 from nnxlint.conversion.base import ConvertedClass, Unconvertible, function_params, self_attribute
 from nnxlint.conversion.shapes import int_literal
 
@@ -69,7 +70,7 @@ def convert_explicit_subclass(converter: ClassConverter, parent: str) -> Convert
             setup = statement
         elif converter._is_field(statement):
             converter._add_field(statement)  # type: ignore[arg-type]
-        elif not converter._is_docstring(statement):
+        elif not is_docstring(statement):
             raise Unconvertible(f"`{name}` subclasses the Linen class `{parent}`: only fields and a `setup` that "
                                 "calls `self.__call__` on a dummy batch (the explicit-init style) are converted")
     if setup is None:
@@ -137,8 +138,8 @@ def _nnx_class(converter: ClassConverter, base: ConvertedClass, size_field: str)
     init = cst.parse_statement(text, config=env.module.config_for_parsing)
     node = converter.node
     statements = list(node.body.body)  # type: ignore[union-attr]
-    docstring = [statement for statement in statements if converter._is_docstring(statement)]
-    first = next(statement for statement in statements if not converter._is_docstring(statement))
+    docstring = [statement for statement in statements if is_docstring(statement)]
+    first = next(statement for statement in statements if not is_docstring(statement))
     init = init.with_changes(leading_lines=first.leading_lines)
     return node.with_changes(body=node.body.with_changes(body=[*docstring, init]))
 

@@ -50,6 +50,7 @@ import libcst as cst
 
 from nnxlint.context import walk
 from nnxlint.flax_api import FLAX_LINEN
+from nnxlint.imports import is_docstring
 from nnxlint.conversion.base import FileEnv, Unconvertible, names_read
 from nnxlint.conversion.linen_map import LAYERS, PROMOTED_ARRAYS
 from nnxlint.conversion.naming import snake_case
@@ -113,7 +114,7 @@ def read_override(env: FileEnv, node: cst.ClassDef) -> ParamOverride:
     name, layer = node.name.value, subclassed_layer(env, node)
     methods = [statement for statement in node.body.body if isinstance(statement, cst.FunctionDef)]
     others = [statement for statement in node.body.body
-              if not isinstance(statement, cst.FunctionDef) and not _is_docstring(statement)]
+              if not isinstance(statement, cst.FunctionDef) and not is_docstring(statement)]
     if others or [method.name.value for method in methods] != ["param"]:
         raise Unconvertible(f"`{name}` subclasses `nn.{layer}`: only a subclass whose one member is a `param` "
                             "override is converted")
@@ -128,7 +129,7 @@ def read_override(env: FileEnv, node: cst.ClassDef) -> ParamOverride:
         raise Unconvertible(f"{line}: takes other parameters than `(self, name, ...)` without defaults")
     name_param = params.params[1].name.value
     body = list(method.body.body) if isinstance(method.body, cst.IndentedBlock) else []
-    body = [statement for statement in body if not _is_docstring(statement)]
+    body = [statement for statement in body if not is_docstring(statement)]
     if len(body) != 3:
         raise Unconvertible(f"{line}: only `p = super().param(name, ...)`, one `if name == '<parameter>':` "
                             "transforming `p`, and `return p` are converted")
@@ -211,7 +212,7 @@ def _nnx_statements(env: FileEnv, override: ParamOverride) -> list[cst.BaseState
                 f"{indent}{', '.join(arrays)} = args{newline}{transform}"
                 f"{indent}return {nnx}.nn.dtypes.promote_dtype(({', '.join(arrays)}), dtype=dtype, "
                 f"inexact=inexact){newline}")
-    docstring = next((statement for statement in override.node.body.body if _is_docstring(statement)), None)
+    docstring = next((statement for statement in override.node.body.body if is_docstring(statement)), None)
     init = (f"def __init__(self, *args, **kwargs):{newline}"
             f"{indent}super().__init__(*args, promote_dtype={hook}, **kwargs){newline}")
     body = [cst.parse_statement(init, config=module.config_for_parsing)]
@@ -298,7 +299,3 @@ def _returns(statement: cst.BaseStatement, variable: Optional[str]) -> bool:
 def _line(env: FileEnv, node: cst.CSTNode) -> int:
     return env.module.code.count("\n", 0, env.module.code.find(env.code(node))) + 1
 
-
-def _is_docstring(statement: cst.BaseStatement) -> bool:
-    return isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1 \
-        and isinstance(statement.body[0], cst.Expr) and isinstance(statement.body[0].value, cst.SimpleString)

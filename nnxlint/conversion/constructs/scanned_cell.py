@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
+from nnxlint.imports import is_docstring
 from nnxlint.conversion.base import LINEN_COMPACT, Unconvertible, arg_keyword, function_params
 from nnxlint.conversion.constructs.rnn import RNN_CELLS
 from nnxlint.conversion.shapes import Several, int_literal, is_open, string_literal
@@ -66,7 +67,7 @@ def scanned_cell(converter: ClassConverter, call: cst.FunctionDef) -> Optional[S
                             "split_rngs={'params': False}` and one `in_axes`/`out_axes` (0 or 1) is not converted")
     params = [param.name.value for param in function_params(call)[1:]]
     body = call.body.body if isinstance(call.body, cst.IndentedBlock) else ()
-    statements = [s for s in body if not converter._is_docstring(s)]
+    statements = [s for s in body if not is_docstring(s)]
     returned = statements[0].body[0].value if len(statements) == 1 and isinstance(
         statements[0], cst.SimpleStatementLine) and isinstance(statements[0].body[0], cst.Return) else None
     if len(params) != 2 or not (isinstance(returned, cst.Call) and isinstance(returned.func, cst.Call)
@@ -98,13 +99,13 @@ def convert_scanned_call(converter: ClassConverter, call: cst.FunctionDef, scan:
     time_major = ", time_major=True" if scan.axis == 0 else ""
     line = cst.parse_statement(f"return {converter.env.nnx}.RNN(self.{slot.attribute}, return_carry=True"
                                f"{time_major})({scan.inputs}, initial_carry={scan.carry})\n")
-    body = [s for s in call.body.body if converter._is_docstring(s)] + [line]  # type: ignore[union-attr]
+    body = [s for s in call.body.body if is_docstring(s)] + [line]  # type: ignore[union-attr]
     return call.with_changes(body=call.body.with_changes(body=body), decorators=[])
 
 
 def carry_method(converter: ClassConverter, method: cst.FunctionDef, scan: ScannedCell) -> Optional[cst.FunctionDef]:
     """``initialize_carry`` building a detached copy of the scanned cell -> the held cell's."""
-    body = [s for s in method.body.body if not converter._is_docstring(s)]  # type: ignore[union-attr]
+    body = [s for s in method.body.body if not is_docstring(s)]  # type: ignore[union-attr]
     returned = body[0].body[0].value if len(body) == 1 and isinstance(body[0], cst.SimpleStatementLine) \
         and isinstance(body[0].body[0], cst.Return) else None
     if not (isinstance(returned, cst.Call) and isinstance(returned.func, cst.Attribute)
@@ -120,7 +121,7 @@ def carry_method(converter: ClassConverter, method: cst.FunctionDef, scan: Scann
     attribute = next(name for name, slot in converter.slots.items() if slot.construction is scan.cell)
     key, shape = (converter.env.code(arg.value) for arg in returned.args)
     line = cst.parse_statement(f"return self.{attribute}.initialize_carry({shape}, {converter.env.nnx}.Rngs({key}))\n")
-    docstrings = [s for s in method.body.body if converter._is_docstring(s)]  # type: ignore[union-attr]
+    docstrings = [s for s in method.body.body if is_docstring(s)]  # type: ignore[union-attr]
     return method.with_changes(body=method.body.with_changes(body=docstrings + [line]))
 
 
