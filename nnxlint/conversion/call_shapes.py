@@ -11,6 +11,7 @@ import libcst as cst
 from nnxlint.context import walk
 from nnxlint.conversion.axis_shapes import axis_call_shape, concatenated, batched, matmul, per_example, vmap_kind
 from nnxlint.conversion.base import arg_keyword, is_false, self_attribute
+from nnxlint.conversion.constructs.dict_entries import entry_shape
 from nnxlint.conversion.constructs.jraph_graph import graph_call_shape, graph_feature_shape
 from nnxlint.conversion.constructs.input_axes import resized
 from nnxlint.conversion.linen_map import ELEMENTWISE_FUNCTIONS, POOLING_FUNCTIONS
@@ -36,6 +37,9 @@ class ShapeFollowing:
     # sums of arrays of different known sizes (broadcasting, not followed): (the sum, its sizes),
     # for the refusal that may follow (``constructs/branch_sizes.py``); shared with followed functions
     unequal_sums: Optional[list] = None
+    # plain local dicts whose entries' shapes are followed (``constructs/dict_entries.py``): only in a
+    # converted method (``CallRewriter``), none in a followed function of the file
+    record_dicts: frozenset = frozenset()
 
     def shape_of(self, node: cst.BaseExpression, several: bool = False) -> Shape:
         """The shape of ``node``'s array; a ``Several`` for a tuple only when ``several``."""
@@ -196,6 +200,9 @@ class ShapeFollowing:
         """``x[:, :n]``, ``x[:, 0]``, ``x[..., 0:2]``: the last axis is kept when the last
         index is a plain ``:`` or does not reach it (and nothing adds axes); ``self.embedding[ids]`` gathers rows
         of a 2-D parameter: the ids' axes, then the table's width."""
+        found, entry = entry_shape(self, node)  # ``out['pre_logits']`` (``constructs/dict_entries.py``)
+        if found:
+            return entry
         width = self.converter.table_widths.get(self_attribute(node.value) or "")
         if width is not None and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index):
             ids = self.shape_of(node.slice[0].slice.value)

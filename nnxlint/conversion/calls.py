@@ -12,6 +12,7 @@ from nnxlint.conversion.base import FactoryUnknown, Slot, Unconvertible, functio
 from nnxlint.conversion.call_shapes import ShapeFollowing
 from nnxlint.conversion.control_flow import ControlFlow
 from nnxlint.conversion.constructs import SELF_CALLS
+from nnxlint.conversion.constructs.dict_entries import bind_entry
 from nnxlint.conversion.constructs.layer_factory import bind_layer_factory, check_factory_read, mark_factory_use
 from nnxlint.conversion.constructs.branch_module import branch_guard, built_every_iteration
 from nnxlint.conversion.constructs.branch_sizes import merged_output
@@ -97,6 +98,9 @@ class CallRewriter(ControlFlow, SubmoduleCalls, ShapeFollowing, LinenFunctions):
         self.returns: list = []  # (the tests a ``return`` runs under, its shape)
         self.unequal_sums: list = []  # ``call_shapes.py``
         self.call_inputs = False  # the names of ``shapes`` are ``__call__``'s inputs (``constructs/input_axes.py``)
+        # ``out['key'] = x`` in a plain local dict: (dict, key) -> shape (``constructs/dict_entries.py``)
+        self.record_dicts = frozenset()
+        self.entry_shapes: dict[tuple[str, str], Shape] = {}
 
     def _variable_value(self, node: cst.BaseExpression) -> bool:
         """``mean.value`` for a ``mean = self.variable(...)``, or ``self.mean.value``
@@ -209,6 +213,8 @@ class CallRewriter(ControlFlow, SubmoduleCalls, ShapeFollowing, LinenFunctions):
         if isinstance(target, cst.Name):
             self.shapes[target.value] = None if isinstance(shape, Several) and not isinstance(shape, (Graph, Carry)) \
                 else shape
+        elif isinstance(target, cst.Subscript):
+            bind_entry(self, target, None if isinstance(shape, Several) else shape)
         elif isinstance(target, (cst.Tuple, cst.List)):
             parts = shape.parts if isinstance(shape, Several) and len(shape.parts) == len(target.elements) \
                 else (None,) * len(target.elements)

@@ -26,6 +26,7 @@ from nnxlint.conversion.base import (
     names_read, self_attribute, size_name, substitute,
 )
 from nnxlint.conversion.calls import CallRewriter, LinenFunctions
+from nnxlint.conversion.constructs.dict_entries import record_dicts
 from nnxlint.conversion.constructs.scanned_cell import carry_method, convert_scanned_call, scanned_cell
 from nnxlint.conversion.constructs.recurrent_later import cell_base, cell_input, check_cell_methods
 from nnxlint.conversion.constructs.setup_code import check_submodule_order
@@ -293,6 +294,7 @@ class ClassConverter(LayerConstruction, InitWriter, FieldsAndSetup, SubmoduleSlo
             return new_function
         visitor = CallRewriter(self, shapes)
         visitor.call_inputs = True  # its names are ``__call__``'s inputs (``constructs/input_axes.py``)
+        visitor.record_dicts = record_dicts(function)  # ``out['key'] = x`` (``constructs/dict_entries.py``)
         new_function = function.with_changes(body=function.body.visit(visitor), decorators=[])
         new_function = without_dead_locals(function, new_function, self.field_names)  # ``constructs/input_axes.py``
         self._output_shape = visitor.output

@@ -14,6 +14,7 @@ import libcst as cst
 
 from nnxlint.conversion.base import Unconvertible
 from nnxlint.conversion.constructs import branch_names
+from nnxlint.conversion.constructs.dict_entries import forget_in_loop
 from nnxlint.conversion.constructs.branch_module import negated, returns
 from nnxlint.conversion.constructs.branch_sizes import enter_branch, leave_branch, leave_branch_body
 from nnxlint.conversion.constructs.chosen_module import bind_chosen_module
@@ -29,6 +30,7 @@ class ControlFlow:
 
     # control flow: constructions inside are not converted, but for a layer stack (``constructs/loop_stack.py``)
     def visit_While(self, node) -> None:
+        forget_in_loop(self, node)
         self.depth += 1
 
     def leave_While(self, original_node, updated_node):
@@ -39,6 +41,7 @@ class ControlFlow:
 
     def visit_For(self, node: cst.For) -> None:
         forget(self.shapes, node.target)
+        forget_in_loop(self, node)
         self.loop_conditions.append(len(self.conditions))
         graph_loop = begin_graph_loop(self, node)
         self.depth += 1
