@@ -124,6 +124,13 @@ def nnx_member(qualified: Optional[str]) -> Optional[str]:
     return None
 
 
+def linen_member(qualified: Optional[str]) -> Optional[str]:
+    """``'Conv'`` for ``'flax.linen.Conv'``; None for anything outside flax.linen."""
+    if qualified and qualified.startswith(FLAX_LINEN + "."):
+        return qualified[len(FLAX_LINEN) + 1:]
+    return None
+
+
 def is_linen(qualified: Optional[str]) -> bool:
     return bool(qualified) and (qualified == FLAX_LINEN or qualified.startswith(FLAX_LINEN + "."))
 

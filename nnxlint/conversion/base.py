@@ -13,7 +13,7 @@ import libcst as cst
 
 from nnxlint import names
 from nnxlint.positions import Positions
-from nnxlint.flax_api import FLAX_LINEN
+from nnxlint.flax_api import FLAX_LINEN, linen_member
 from nnxlint.conversion.linen_map import SAME_FUNCTIONS, TWIN_FUNCTIONS, LayerMapping
 from nnxlint.conversion.shapes import Several, Shape, Size, fold_integers, tidy_code
 
@@ -117,10 +117,7 @@ class FileEnv:
         return names.resolve(self.scope, node)
 
     def linen_member(self, node: cst.BaseExpression) -> Optional[str]:
-        qualified = self.resolve(node)
-        if qualified and qualified.startswith(FLAX_LINEN + "."):
-            return qualified[len(FLAX_LINEN) + 1:]
-        return None
+        return linen_member(self.resolve(node))
 
     def nnx_function(self, node: cst.BaseExpression) -> Optional[str]:
         """``nnx.relu`` for ``nn.relu`` (and ``nnx.initializers.x`` for

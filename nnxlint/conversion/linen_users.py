@@ -125,9 +125,10 @@ def _building_users(users: list[_User], converter: FileConverter, conversion: Co
     """The users that build a Linen class of the file, themselves or through a factory function
     of the file that builds one; a user of only its other functions (an initializer) is none."""
     building = []
+    overrides = set(override_names(converter.env))
     for user in users:
         uses = tuple(name for name in user.uses if name in converter.linen_classes or name in conversion.factories
-                     or name in override_names(converter.env))
+                     or name in overrides)
         if uses:
             building.append(_User(user.importer, user.name, uses))
     return building
@@ -186,8 +187,9 @@ def _convert_file(project, path: str, user_names: list[str], together: Together)
         foreign.update({spelling: ForeignClass(source.linen_classes[name],
                                                _converter_of(name, source, source_conversion))
                         for spelling, name in importer.spellings.items() if name in source.linen_classes})
+        source_overrides = set(override_names(source.env))
         overrides.update({spelling: converted_override(source.env, source.classes, name)
-                          for spelling, name in importer.spellings.items() if name in override_names(source.env)})
+                          for spelling, name in importer.spellings.items() if name in source_overrides})
         classes = {name: source.classes.converted[name] for name in source_conversion.converted}
         rewrites.append((importer, {**{name: name for name in classes}, **source_conversion.factories}, classes,
                          source.env))

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Optional
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.flax_api import FLAX_LINEN
+from nnxlint.flax_api import linen_member
 from nnxlint.imports import is_docstring
 from nnxlint.conversion.base import FileEnv, Unconvertible, names_read
 from nnxlint.conversion.linen_map import LAYERS, PROMOTED_ARRAYS
@@ -83,8 +83,7 @@ def layer_subclasses(module: cst.Module, resolve: Callable[[cst.BaseExpression],
 def _layer_base(node: cst.ClassDef, resolve: Callable[[cst.BaseExpression], Optional[str]]) -> Optional[str]:
     if len(node.bases) != 1 or node.keywords:
         return None
-    qualified = resolve(node.bases[0].value) or ""
-    layer = qualified[len(FLAX_LINEN) + 1:] if qualified.startswith(FLAX_LINEN + ".") else None
+    layer = linen_member(resolve(node.bases[0].value))
     return layer if layer in LAYERS else None  # ``class Dense(Module)`` is a module of its own
 
 
@@ -165,12 +164,12 @@ def hold_users(env: FileEnv, classes: ClassSet, held: Mapping[str, str]) -> None
     for override in _overrides(env):
         users = [name for name, node in env.linen_classes.items() if _builds(node, override.name)]
         if override.name in held:
-            kept, why = override.name, f"which stays Linen: {held[override.name]}"
+            why = f"which stays Linen: {held[override.name]}"
         else:
             kept = next((name for name in users if name in classes.reasons), None)
-            why = f"which `{kept}` also builds and which stays Linen with it: {classes.reasons.get(kept)}"
-        if kept is None:
-            continue
+            if kept is None:
+                continue
+            why = f"which `{kept}` also builds and which stays Linen with it: {classes.reasons[kept]}"
         for name in users:
             if name not in classes.reasons:
                 classes.keep_linen(name, f"builds `{override.name}`, {why}")
