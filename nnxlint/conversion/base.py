@@ -7,7 +7,7 @@ from collections import Counter
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Optional, Sequence
 
 import libcst as cst
 
@@ -276,9 +276,21 @@ def is_false(node: cst.BaseExpression) -> bool:
     return isinstance(node, cst.Name) and node.value == "False"
 
 
-def size_name(argument: str, index: int) -> str:
-    """The ``__init__`` parameter for the feature size of a ``__call__`` argument."""
-    return "in_features" if index == 0 else f"{argument}_features"
+def size_name(argument: str, index: int, fields: Collection[str] = ()) -> str:
+    """The ``__init__`` parameter for the feature size of a ``__call__`` argument:
+    ``in_features`` for the first, ``{argument}_features`` for the others, and
+    ``{argument}_in_features`` where a field of the class already has that name."""
+    for name in size_names(argument, index):
+        if name not in fields:
+            return name
+    raise Unconvertible(f"fields are named {' and '.join(f'`{name}`' for name in size_names(argument, index))}, "
+                        f"the names the size of `{argument}` could take")
+
+
+def size_names(argument: str, index: int) -> tuple[str, ...]:
+    """The names ``size_name`` chooses from, in order."""
+    return ("in_features", f"{argument}_in_features") if index == 0 else \
+        (f"{argument}_features", f"{argument}_in_features")
 
 
 def input_sizes(converted: ConvertedClass, inputs: Sequence[Shape], what: str) -> dict[str, Size]:

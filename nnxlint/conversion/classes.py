@@ -310,9 +310,7 @@ class ClassConverter(LayerConstruction, InitWriter, FieldsAndSetup, SubmoduleSlo
         parameters too (``constructs/input_axes.py``)."""
         if not shape:
             return None
-        parameter = size_name(name, index)
-        if parameter in self.field_names:
-            raise Unconvertible(f"a field is named `{parameter}`, the name the input size parameter needs")
+        parameter = size_name(name, index, self.field_names)
         if is_open(shape):
             return open_input(parameter, index)
         if len(shape) < 2:

@@ -185,5 +185,5 @@ class InitWriter:
         return Size(name)
 
     def _size_names(self) -> dict[str, int]:
-        return {**{size_name(name, index): index for name, index in self._call_param_index.items()}, **self.graph_sizes,
+        return {**{size_name(name, index, self.field_names): index for name, index in self._call_param_index.items()}, **self.graph_sizes,
                 **{name: index for name, (index, _, _) in self.axis_sizes.items()}}

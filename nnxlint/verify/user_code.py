@@ -187,12 +187,18 @@ def build_nnx_model(cls: type, args: list, kwargs: dict, examples: list[jax.Arra
     takes the input feature sizes Linen inferred first, named by the conversion's rule."""
     from flax import nnx
 
-    from nnxlint.conversion.base import size_name
+    from nnxlint.conversion.base import size_names
 
     init_parameters = inspect.signature(cls.__init__).parameters
     call_parameters = list(inspect.signature(cls.__call__).parameters.values())[1:]
-    sizes = [int(example.shape[-1]) for index, (parameter, example) in enumerate(zip(call_parameters, examples))
-             if size_name(parameter.name, index) in init_parameters and example.ndim]
+    # the size parameters lead the signature; a field may have the first name (then the size has the second)
+    leading = list(init_parameters)[1:]
+    sizes = []
+    for index, (parameter, example) in enumerate(zip(call_parameters, examples)):
+        names = [name for name in size_names(parameter.name, index) if name not in kwargs]
+        if leading and example.ndim and leading[0] in names:
+            sizes.append(int(example.shape[-1]))
+            leading.pop(0)
     try:
         # built under nnx.jit: its initialisers compile as one program, not one per operation
         return nnx.jit(lambda: cls(*sizes, *args, **kwargs, **(

@@ -56,7 +56,7 @@ def ranked_input(converter: "ClassConverter", argument: str, index: int, middle:
     axes = tuple(size if size is not None and size.value is not None
                  else axis_parameter(converter, argument, index, axis, rank)
                  for axis, size in enumerate(middle, start=1))
-    return (None,) + axes + (Size(size_name(argument, index)),)
+    return (None,) + axes + (Size(size_name(argument, index, converter.field_names)),)
 
 
 def state_rank(rewriter: "CallRewriter", array: cst.BaseExpression, rank: Optional[int]) -> None:
@@ -66,7 +66,7 @@ def state_rank(rewriter: "CallRewriter", array: cst.BaseExpression, rank: Option
     if not rewriter.call_inputs or rewriter.depth or rank is None or rank < 2 or not isinstance(array, cst.Name):
         return
     index = converter._call_param_index.get(array.value)
-    if index is None or rewriter.shapes.get(array.value) != open_shape(Size(size_name(array.value, index))):
+    if index is None or rewriter.shapes.get(array.value) != open_shape(Size(size_name(array.value, index, converter.field_names))):
         return
     rewriter.shapes[array.value] = ranked_input(converter, array.value, index, (None,) * (rank - 2))
 
