@@ -22,6 +22,7 @@ from nnxlint.context import children
 from nnxlint.flax_api import FLAX_LINEN, FLAX_NNX, is_linen
 from nnxlint.flax_api import LINEN_MODULE_BASES
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of, single_assign
+from nnxlint.conversion.blank_lines import KeepsBlankLines, hand_on_top_level
 from nnxlint.conversion.linen_map import SAME_FUNCTIONS
 from nnxlint.conversion.class_set import ClassSet
 from nnxlint.conversion.models_only import ModelsOnly
@@ -207,6 +208,7 @@ class FileConverter:
                 continue
             elif not _is_import(statement):
                 new[statement] = statement.visit(rewriter)
+        hand_on_top_level(self.module.body, new, rewriter.removed_lines)
         converted_overrides(self.env, self.classes, new)  # ``class StdConv(nn.Conv)`` overriding ``param``
         self._remove_dead_keys(new, rewriter)
         self.plain_functions_to_nnx(new)
@@ -513,7 +515,7 @@ def _called_function(func: cst.BaseExpression, aliases: dict[str, str]) -> Optio
     return None
 
 
-class _DeadKeyRemover(cst.CSTTransformer):
+class _DeadKeyRemover(KeepsBlankLines, cst.CSTTransformer):
     """Drops the parameters named in ``keys`` that a converted function no
     longer reads, with their call-site arguments, and ``name = jax.random...(...)``
     assignments (``key, subkey = jax.random.split(key)`` too) whose names the
@@ -573,30 +575,6 @@ class _DeadKeyRemover(cst.CSTTransformer):
             return cst.RemoveFromParent()
         return updated_node
 
-    def leave_IndentedBlock(self, original_node, updated_node):
-        return updated_node.with_changes(body=self._blank_lines_kept(original_node.body, updated_node.body))
-
-    def leave_Module(self, original_node, updated_node):
-        return updated_node.with_changes(body=self._blank_lines_kept(original_node.body, updated_node.body))
-
-    def _blank_lines_kept(self, before: Sequence[cst.BaseStatement], after: Sequence[cst.BaseStatement]) -> list:
-        """The blank lines above a removed statement move to the next one that has none:
-        PEP 8's spacing between blocks survives the removal (its comments go with it)."""
-        after = list(after)
-        removed = [statement for statement in before if id(statement) in self.removed_lines]
-        if not removed or len(after) != len(before) - len(removed):
-            return after
-        kept = iter(range(len(after)))
-        pending: Sequence[cst.EmptyLine] = ()
-        for statement in before:
-            if id(statement) in self.removed_lines:
-                pending = pending or self.removed_lines[id(statement)]
-                continue
-            index = next(kept)
-            if pending and not after[index].leading_lines:
-                after[index] = after[index].with_changes(leading_lines=pending)
-            pending = ()
-        return after
 
     def finish(self, new: dict[cst.CSTNode, Replacement]) -> None:
         """Drops the arguments that fed the dropped parameters."""

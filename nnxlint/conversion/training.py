@@ -19,6 +19,7 @@ import libcst as cst
 
 from nnxlint.context import walk
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of, single_assign
+from nnxlint.conversion.blank_lines import KeepsBlankLines, blank_part
 from nnxlint.conversion.constructs.variables_display import displayed_variables
 from nnxlint.conversion.constructs.linen_bridge import lazy_init_lines
 from nnxlint.conversion.training_constructs.decode_cache import (
@@ -568,7 +569,7 @@ def site_target(site: InitSite) -> str:
 
 
 
-class TrainingRewriter(cst.CSTTransformer):
+class TrainingRewriter(KeepsBlankLines, cst.CSTTransformer):
     """Rewrites the training code once the roles are known."""
 
     def __init__(self, analysis: RoleAnalysis, plan: TrainingPlan, optimizer: str) -> None:
@@ -588,6 +589,7 @@ class TrainingRewriter(cst.CSTTransformer):
         check_reads(analysis.converter.module, self.captured)
         self.entry_points = analysis.entry_points()
         self.switches = ModeSwitches(analysis, plan)  # model.train() / model.eval() before statements
+        self.removed_lines: dict[int, list[cst.EmptyLine]] = {}  # ``blank_lines.KeepsBlankLines``
 
     def _functions_losing_aux(self) -> set[str]:
         """Functions returning ``(loss, aux)`` whose aux holds only training state
@@ -696,15 +698,17 @@ class TrainingRewriter(cst.CSTTransformer):
             replaced = decode_statement(self, decode, original_node, updated_node)
             if replaced is not None:
                 return replaced
-        if original_node is self.site.construction_statement:
+        removed = self.site.construction_statement
+        if original_node is removed:
+            # its blank lines (PEP 8's two after a class) stay where they were, above the next statement;
+            # its comments go with the line that now creates the model
+            self.removed_lines[id(original_node)] = blank_part(original_node.leading_lines)
             return cst.RemoveFromParent()
         if original_node is self.site.statement:
             creation = self._replace_line(original_node, f"{self.model} = {self.plan.converted_construction}")
-            removed = self.site.construction_statement
             if removed is not None:
-                # the removed `model = Net()` line's comments and blank lines (PEP 8's two after a class) stay
-                # above the line that now creates the model
-                creation = creation.with_changes(leading_lines=[*removed.leading_lines, *original_node.leading_lines])
+                moved = removed.leading_lines[len(self.removed_lines.get(id(removed), ())):]
+                creation = creation.with_changes(leading_lines=[*moved, *original_node.leading_lines])
             bridged = lazy_init_lines(self.model, self.site.call, self.plan.converted, self.env)
             return cst.FlattenSentinel([creation, *map(self._statement, bridged)]) if bridged else creation
         if len(original_node.body) != 1:
