@@ -59,3 +59,73 @@ def test_other_dicts_keep_the_refusal(change):
     fixed, messages = convert(BLOCK.replace(*change))
     assert fixed is None
     assert "starred arguments to `nn.Dense`" in messages["MlpBlock"]
+
+
+HEAD = '''
+import flax.linen as nn
+
+
+class Classifier(nn.Module):
+    classes: int = 3
+    zero_head: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(6)(x))
+        if self.classes:
+            kw = {"kernel_init": nn.initializers.zeros} if self.zero_head else {}
+            head = nn.Dense(self.classes, name="head", **kw)
+            x = head(x)
+        return x
+'''
+
+
+def test_a_choice_of_dicts_in_a_block_stays_a_choice_in_init():
+    fixed, messages = convert(HEAD)
+    assert fixed is not None, messages
+    assert "self.head = nnx.Linear(6, classes, **({'kernel_init': nnx.initializers.zeros} if zero_head else {}), " \
+        "rngs=rngs)" in fixed
+    assert "kw" not in fixed
+    assert convert(fixed)[0] is None
+
+
+def test_a_keyword_both_dicts_pass_is_written_as_a_choice():
+    source = HEAD.replace('{"kernel_init": nn.initializers.zeros} if self.zero_head else {}',
+                          'dict(use_bias=False) if self.zero_head else {"use_bias": True}')
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert "self.head = nnx.Linear(6, classes, use_bias=(False if zero_head else True), rngs=rngs)" in fixed
+
+
+def test_the_chosen_head_computes_what_linen_does():
+    jax = pytest.importorskip("jax")
+    fixed, messages = convert(HEAD)
+    assert fixed is not None, messages
+    difference = max_relative_difference(
+        HEAD, fixed, lambda linen: linen["Classifier"](zero_head=False),
+        lambda converted, nnx: converted["Classifier"](4, zero_head=False, rngs=nnx.Rngs(0)),
+        jax.random.normal(jax.random.key(1), (2, 4)), [({}, "eval")])
+    assert difference < 1e-6
+    namespace: dict = {}
+    exec(compile(fixed, "<converted>", "exec"), namespace)
+    from flax import nnx
+    zeroed = namespace["Classifier"](4, rngs=nnx.Rngs(0))
+    assert not zeroed.head.kernel[...].any() and zeroed.dense_0.kernel[...].any()
+
+
+@pytest.mark.parametrize("entry, reason", [
+    # sets the output size only sometimes
+    ('{"features": 7}', "`nn.Dense` is passed `features` only sometimes"),
+    # a different default in NNX would show where Linen's applies (the table says which are equal)
+    ('{"dot_general": None}', "`nn.Dense` is passed `dot_general` only sometimes"),
+])
+def test_a_keyword_passed_only_sometimes_must_mean_the_same_when_left_out(entry, reason):
+    fixed, messages = convert(HEAD.replace('{"kernel_init": nn.initializers.zeros}', entry))
+    assert fixed is None
+    assert reason in messages["Classifier"]
+
+
+def test_a_choice_on_a_value_of_call_keeps_the_refusal():
+    fixed, messages = convert(HEAD.replace("if self.zero_head else", "if x.sum() > 0 else"))
+    assert fixed is None
+    assert "starred arguments to `nn.Dense`" in messages["Classifier"]

@@ -11,6 +11,7 @@ from nnxlint.conversion.base import Layer, Slot, Unconvertible, arg_keyword, sel
 from nnxlint.conversion.constructs import FACTORIES
 from nnxlint.conversion.constructs.class_field import class_choices
 from nnxlint.conversion.constructs.layer_factory import layer_call_values
+from nnxlint.conversion.constructs.keyword_dict import STARRED, spread
 from nnxlint.conversion.constructs.gru import nnx_layer
 from nnxlint.conversion.constructs.linen_bridge import bridged_construction
 from nnxlint.conversion.constructs.param_override import check_construction, param_override
@@ -66,8 +67,9 @@ class LayerConstruction:
         values: dict[str, cst.BaseExpression] = {}
         positional: list[str] = []
         for index, arg in enumerate(construction.args):
-            if arg.star:
-                raise Unconvertible(f"starred arguments to `nn.{mapping.linen}`")
+            if arg.star:  # ``**({...} if self.flag else {})`` (``constructs/keyword_dict.py``)
+                spread(arg, mapping, values)
+                continue
             keyword = arg_keyword(arg)
             if keyword is None:
                 if index >= len(mapping.linen_positional):
@@ -81,6 +83,7 @@ class LayerConstruction:
                     shapes: dict[str, Shape]) -> str:
         values, positional = self.construction_args(slot.construction, mapping)
         values.pop("name", None)
+        starred = values.pop(STARRED, None)
         layer = self.layer(slot.construction.func)
         if layer.bridged:  # type: ignore[union-attr]
             return bridged_construction(self, slot, layer.bridged, shapes)  # type: ignore[union-attr]
@@ -131,6 +134,8 @@ class LayerConstruction:
                 break
             parts.append(nnx_values.pop(name))
         parts += [f"{name}={code}" for name, code in nnx_values.items()]
+        if starred is not None:
+            parts.append(f"**{self.init_code(starred, shapes)}")
         parts.append("rngs=rngs")
         self.uses_rngs = True
         function = made_by.code if made_by is not None else layer.subclass or nnx_layer(self.env, mapping.linen, mapping.nnx)

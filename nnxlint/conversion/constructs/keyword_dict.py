@@ -5,14 +5,26 @@
     x = nn.Dense(self.mlp_dim, **inits)(x)
     x = nn.Dense(d, **inits)(x)
 
+    if self.num_classes:
+        kw = {'kernel_init': nn.initializers.zeros} if self.head_zeroinit else {}
+        head = nn.Dense(self.num_classes, name='head', **kw)
+
 NNX layers take the same keywords at construction, in ``__init__``; so the dict's
 entries are written into each call that unpacks it (``nn.Dense(self.mlp_dim,
 kernel_init=..., bias_init=...)``) and the assignment goes, before the conversion.
-Only where that is the same program: the dict is built once, at the top of the
-method, by ``dict(k=v, ...)`` or a literal with string keys, it is read only as
-``**name`` in calls, and each value reads nothing but literals, fields and
-module-level names (initializer factories: building them again per call gives
-equal functions).  Anything else keeps the refusal "starred arguments".
+Only where that is the same program: the dict is built once in the method (at its
+top or in a block), by ``dict(k=v, ...)``, a literal with string keys, or a choice
+``a if test else b`` of two such, it is read only as ``**name`` in calls, and each
+value (and the test) reads nothing but literals, fields and module-level names
+(initializer factories: building them again per call gives equal functions).
+
+Of a choice, a keyword both dicts have is written ``k=(a_k if test else b_k)``; the
+keywords only one has stay a ``**`` of the choice between what is left
+(``**({'kernel_init': nn.initializers.zeros} if self.head_zeroinit else {})``),
+which a Flax layer takes (``spread``) only for keywords NNX takes under the same
+name with the same default and that leave the output's shape as it is: leaving one
+out then means in NNX what it meant in Linen.  Anything else keeps the refusal
+"starred arguments".
 """
 
 from __future__ import annotations
@@ -21,10 +33,17 @@ from typing import TYPE_CHECKING, Optional
 
 import libcst as cst
 
-from nnxlint.conversion.base import IDENTIFIER, names_read
+from nnxlint.conversion.base import IDENTIFIER, Unconvertible, names_read
 
 if TYPE_CHECKING:
     from nnxlint.conversion.classes import ClassConverter
+    from nnxlint.conversion.linen_map import LayerMapping
+
+# ``values[STARRED]`` from ``spread``: the keywords a choice of dicts passes only sometimes
+STARRED = "**"
+# keywords that leave a layer's output shape and dtype as they are
+_SHAPELESS = frozenset({"use_bias", "kernel_init", "bias_init", "param_dtype", "precision", "use_scale",
+                        "scale_init", "embedding_init"})
 
 
 def inlined_keyword_dicts(converter: "ClassConverter", function: cst.FunctionDef) -> cst.FunctionDef:
@@ -33,7 +52,7 @@ def inlined_keyword_dicts(converter: "ClassConverter", function: cst.FunctionDef
         return function
     dicts: dict[str, list[cst.Arg]] = {}
     statements: dict[int, str] = {}  # the assignment -> the name it binds
-    for statement in function.body.body:
+    for statement in _statements(function.body):
         found = _keyword_dict(converter, statement)
         if found is not None:
             dicts[found[0]] = found[1]
@@ -46,9 +65,39 @@ def inlined_keyword_dicts(converter: "ClassConverter", function: cst.FunctionDef
                if uses.unpacked.get(name, 0) and not uses.other.get(name, 0) and uses.bound.get(name, 0) == 1}
     if not inlined:
         return function
-    kept = [statement for statement in function.body.body if statements.get(id(statement)) not in inlined]
-    body = function.body.with_changes(body=kept).visit(_Inline(inlined))
-    return function.with_changes(body=body)
+    removed = {id_ for id_, name in statements.items() if name in inlined}
+    return function.with_changes(body=function.body.visit(_Inline(inlined, removed)))
+
+
+def spread(arg: cst.Arg, mapping: "LayerMapping", values: dict[str, cst.BaseExpression]) -> None:
+    """``**({...} if test else {...})`` left in a call of ``nn.<mapping.linen>`` by the
+    inlining: into ``values[STARRED]``, where it is safe (see above)."""
+    value = arg.value
+    entries = [_entries(branch) for branch in (value.body, value.orelse)] if isinstance(value, cst.IfExp) else []
+    if arg.star != "**" or not entries or None in entries:
+        raise Unconvertible(f"starred arguments to `nn.{mapping.linen}`")
+    for key in sorted({key for branch in entries for key in branch}):  # type: ignore[union-attr]
+        if key not in _SHAPELESS or key not in mapping.same_defaults or mapping.renamed.get(key, key) != key:
+            raise Unconvertible(f"`nn.{mapping.linen}` is passed `{key}` only sometimes (`**`): its NNX "
+                                "default may differ, or it may change the output's shape")
+    values[STARRED] = value
+
+
+def _statements(block: cst.BaseSuite) -> list[cst.SimpleStatementLine]:
+    """The method's one-line statements, in its blocks too (not in nested functions or classes)."""
+    found: list[cst.SimpleStatementLine] = []
+
+    class Collect(cst.CSTVisitor):
+        def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> None:
+            found.append(node)
+
+        def visit_FunctionDef(self, node) -> bool:
+            return False
+
+        visit_ClassDef = visit_Lambda = visit_FunctionDef
+
+    block.visit(Collect())
+    return found
 
 
 def _keyword_dict(converter: "ClassConverter", statement: cst.CSTNode) -> Optional[tuple[str, list[cst.Arg]]]:
@@ -58,24 +107,56 @@ def _keyword_dict(converter: "ClassConverter", statement: cst.CSTNode) -> Option
             and isinstance(statement.body[0].targets[0].target, cst.Name)):
         return None
     value = statement.body[0].value
-    arguments: list[cst.Arg] = []
+    if isinstance(value, cst.IfExp):
+        arguments = _choice_arguments(converter, value)
+    else:
+        entries = _entries(value, converter)
+        arguments = [cst.Arg(entry, keyword=cst.Name(key)) for key, entry in entries.items()] if entries else []
+    if not arguments or not all(converter._fixed(arg.value) for arg in arguments):
+        return None
+    return statement.body[0].targets[0].target.value, arguments
+
+
+def _choice_arguments(converter: "ClassConverter", choice: cst.IfExp) -> list[cst.Arg]:
+    """``a if test else b``: ``k=(a_k if test else b_k)`` for the keys both have, then
+    ``**(<a if test else b> of the others)``; [] where it is not a choice of keyword dicts."""
+    first, second = _entries(choice.body, converter), _entries(choice.orelse, converter)
+    if first is None or second is None or not converter._fixed(choice.test):
+        return []
+    arguments = [cst.Arg(choice.with_changes(body=first[key], orelse=second[key], lpar=[cst.LeftParen()],
+                                             rpar=[cst.RightParen()]), keyword=cst.Name(key))
+                 for key in first if key in second]
+    first_only = {key: entry for key, entry in first.items() if key not in second}
+    second_only = {key: entry for key, entry in second.items() if key not in first}
+    if first_only or second_only:
+        rest = choice.with_changes(body=_display(first_only), orelse=_display(second_only),
+                                   lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+        arguments.append(cst.Arg(rest, star="**"))
+    return arguments
+
+
+def _entries(value: cst.BaseExpression, converter: Optional["ClassConverter"] = None
+             ) -> Optional[dict[str, cst.BaseExpression]]:
+    """``dict(k=v, ...)`` or ``{'k': v, ...}``: its keywords and values."""
     if isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and value.func.value == "dict" \
-            and converter.env.resolve(value.func) is None and converter._fixed_name("dict"):
+            and (converter is None or (converter.env.resolve(value.func) is None and converter._fixed_name("dict"))):
         if any(arg.keyword is None for arg in value.args):
             return None
-        arguments = [cst.Arg(arg.value, keyword=arg.keyword) for arg in value.args]
-    elif isinstance(value, cst.Dict):
+        return {arg.keyword.value: arg.value for arg in value.args}  # type: ignore[union-attr]
+    if isinstance(value, cst.Dict):
+        entries = {}
         for element in value.elements:
             key = element.key if isinstance(element, cst.DictElement) else None
             text = key.evaluated_value if isinstance(key, cst.SimpleString) else None
             if not (isinstance(text, str) and IDENTIFIER.fullmatch(text)):
                 return None
-            arguments.append(cst.Arg(element.value, keyword=cst.Name(text)))
-    else:
-        return None
-    if not arguments or not all(converter._fixed(arg.value) for arg in arguments):
-        return None
-    return statement.body[0].targets[0].target.value, arguments
+            entries[text] = element.value
+        return entries
+    return None
+
+
+def _display(entries: dict[str, cst.BaseExpression]) -> cst.Dict:
+    return cst.Dict([cst.DictElement(cst.SimpleString(repr(key)), value) for key, value in entries.items()])
 
 
 class _Uses(cst.CSTVisitor):
@@ -120,9 +201,13 @@ def _names(node: cst.CSTNode, name: str) -> list[cst.Name]:
 
 
 class _Inline(cst.CSTTransformer):
-    def __init__(self, dicts: dict[str, list[cst.Arg]]) -> None:
+    def __init__(self, dicts: dict[str, list[cst.Arg]], removed: set[int]) -> None:
         super().__init__()
         self.dicts = dicts
+        self.removed = removed  # the dicts' assignments
+
+    def leave_SimpleStatementLine(self, original_node, updated_node):
+        return cst.RemoveFromParent() if id(original_node) in self.removed else updated_node
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
         args: list[cst.Arg] = []
