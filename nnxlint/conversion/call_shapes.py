@@ -82,7 +82,8 @@ class ShapeFollowing:
         if qualified.startswith(("flax.linen.", "jax.nn.", "jax.numpy.")) and short in ELEMENTWISE_FUNCTIONS \
                 and args:
             return self.shape_of(args[0].value)
-        if self._activation_field(func) and len(args) == 1 and not keywords:
+        if (self._activation_field(func) or isinstance(func, cst.Name) and func.value in converter.elementwise_locals) \
+                and len(args) == 1 and not keywords:
             return self.shape_of(args[0].value)
         if qualified.startswith("flax.linen.") and short in POOLING_FUNCTIONS and args:
             return self._pool_shape(args, keywords)

@@ -26,6 +26,7 @@ from nnxlint.conversion.base import (
     names_read, self_attribute, size_name, substitute,
 )
 from nnxlint.conversion.calls import CallRewriter, LinenFunctions
+from nnxlint.conversion.constructs.activation_locals import elementwise_locals
 from nnxlint.conversion.constructs.dict_entries import record_dicts
 from nnxlint.conversion.constructs.scanned_cell import carry_method, convert_scanned_call, scanned_cell
 from nnxlint.conversion.constructs.recurrent_later import cell_base, cell_input, check_cell_methods
@@ -120,6 +121,7 @@ class ClassConverter(LayerConstruction, InitWriter, FieldsAndSetup, SubmoduleSlo
         self.mode_consumed = 0  # reads of the mode parameter that the conversion removes
         self.aliases: dict[str, str] = {}  # local name -> its value in ``__init__`` terms
         self._assignments: Counter = Counter()
+        self.elementwise_locals: frozenset[str] = frozenset()
 
     # -- entry ---------------------------------------------------------------
     def run(self) -> ConvertedClass:
@@ -167,6 +169,8 @@ class ClassConverter(LayerConstruction, InitWriter, FieldsAndSetup, SubmoduleSlo
             self._read_setup(methods["setup"])
         self.other_methods = {name: method for name, method in methods.items() if name not in ("setup", "__call__")}
         self._assignments = sum((_assignment_counts(method) for method in methods.values()), Counter())
+        # ``activation = nn.relu`` (``constructs/activation_locals.py``)
+        self.elementwise_locals = elementwise_locals(self.env, methods.values(), self._assignments)
         call = self._convert_call(methods["__call__"])
         converted_methods = {"__call__": call}
         for name, method in self.other_methods.items():
@@ -360,8 +364,6 @@ def _target_names(target: cst.BaseExpression) -> list[str]:
     if isinstance(target, (cst.Tuple, cst.List)):
         return [name for element in target.elements for name in _target_names(element.value)]
     return []
-
-
 
 
 def _builds_class(method: cst.FunctionDef, node: cst.ClassDef, decorator: str) -> bool:
