@@ -223,6 +223,7 @@ class FileConverter:
 
     def _construction(self, site: InitSite, top: ConvertedClass, inputs: list[Shape],
                       training: TrainingConverter) -> str:
+        training.check_moved_construction(site)
         if top.layer_size_params:
             raise Unconvertible(f"the input size `{top.layer_size_params[0]}` of `{site.class_name}` cannot be "
                                 "found from the example input passed to `init`")

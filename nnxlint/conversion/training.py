@@ -18,7 +18,9 @@ from typing import Optional
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible, drop_args, line_of, single_assign
+from nnxlint.conversion.base import (
+    ConvertedClass, FileEnv, Unconvertible, drop_args, line_of, name_counts, names_read, single_assign,
+)
 from nnxlint.conversion.blank_lines import KeepsBlankLines, blank_part
 from nnxlint.conversion.constructs.variables_display import displayed_variables
 from nnxlint.conversion.constructs.linen_bridge import lazy_init_lines
@@ -97,6 +99,14 @@ def _names(target: cst.BaseExpression) -> list[cst.BaseExpression]:
     if isinstance(target, (cst.Tuple, cst.List)):
         return [element.value for element in target.elements]
     return [target]
+
+
+def _bound_names(statement: cst.CSTNode) -> set[str]:
+    """The names a statement binds: assigned, loop targets, ``with ... as``."""
+    targets = [node.target for node in walk(statement) if isinstance(
+        node, (cst.AssignTarget, cst.AnnAssign, cst.AugAssign, cst.For, cst.NamedExpr, cst.CompFor))]
+    targets += [node.asname.name for node in walk(statement) if isinstance(node, cst.WithItem) and node.asname]
+    return {name for target in targets for name in name_counts(target)}
 
 
 class TrainingConverter:
@@ -232,7 +242,7 @@ class TrainingConverter:
         args = [arg for arg in site.call.args if arg.keyword is None and not arg.star][1:]
         if index >= len(args):
             return None
-        where = site.construction_statement or site.statement
+        where = site.statement  # where the NNX model is built (``check_moved_construction``)
         value = args[index].value
         if isinstance(value, cst.Name):
             return f"{value.value}.shape[{axis}]" if self._available(value, where) else None
@@ -247,6 +257,31 @@ class TrainingConverter:
         if shape is not None and self._available(shape, where):
             return f"{self.env.code(shape)}[{axis}]"
         return None
+
+    def check_moved_construction(self, site: InitSite) -> None:
+        """The NNX model is built where ``init`` was, and ``model = Net(...)`` goes: nothing
+        in between may use the model, nor rebind what its construction reads."""
+        if site.construction_statement is None:
+            return
+        owner = self.parents.get(id(site.statement))
+        between: list[cst.BaseStatement] = []
+        started = False
+        for statement in statements_of(owner):
+            if any(node is site.statement for node in walk(statement)):
+                break
+            if started:
+                between.append(statement)
+            started = started or statement is site.construction_statement
+        construction_reads = names_read(site.construction)
+        for statement in between:
+            if site.model_name in names_read(statement):
+                raise Unconvertible(f"`{site.model_name}` is used at line {line_of(self.module, statement)}, between "
+                                    f"its construction and `init`, where the NNX model is built")
+            rebound = construction_reads & _bound_names(statement)
+            if rebound:
+                raise Unconvertible(f"`{sorted(rebound)[0]}`, which building `{site.model_name}` reads, is bound "
+                                    f"again at line {line_of(self.module, statement)}, before `init`, where the "
+                                    "NNX model is built")
 
     def _available(self, node: cst.BaseExpression, where: cst.CSTNode) -> bool:
         """Whether every name ``node`` reads exists where the model is built: a parameter of the
