@@ -55,3 +55,12 @@ def test_what_the_move_would_change_keeps_the_model_linen(between, reason):
     fixed, messages = convert(source)
     assert fixed is None
     assert reason in messages["MLP"]
+
+
+def test_an_imported_modules_init_is_no_init_site():
+    source = TRAIN.replace("import jax\n", "import jax\nimport logging\n").replace(
+        "RESULT = train(", "logging.init = lambda **_: None\nlogging.init(project='x')\nRESULT = train(")
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert "logging.init(project='x')" in fixed
+    assert "model = MLP(x.shape[-1], width, rngs=nnx.Rngs(rng))" in fixed

@@ -159,8 +159,9 @@ class TrainingConverter:
         if isinstance(func, cst.Call) and self.env.resolve(func.func) == "jax.jit" and len(func.args) == 1 \
                 and func.args[0].keyword is None:
             func = func.args[0].value
-        if isinstance(func, cst.Attribute) and func.attr.value in ("init", "init_with_output"):
-            return func
+        if isinstance(func, cst.Attribute) and func.attr.value in ("init", "init_with_output") \
+                and not (isinstance(func.value, cst.Name) and self.env.resolve(func.value)):
+            return func  # (an imported module's ``init``, ``wandb.init(...)``, is no model's)
         return None
 
     def _init_site(self, call: cst.Call) -> Optional[InitSite]:
