@@ -576,7 +576,6 @@ class _DeadKeyRemover(KeepsBlankLines, cst.CSTTransformer):
             return cst.RemoveFromParent()
         return updated_node
 
-
     def finish(self, new: dict[cst.CSTNode, Replacement]) -> None:
         """Drops the arguments that fed the dropped parameters."""
         if not self.dropped_positions:
