@@ -34,11 +34,15 @@ from nnxlint.conversion.constructs.param_override import converted_overrides, ho
 from nnxlint.conversion.validate import check_converted
 from nnxlint.conversion.shapes import Shape
 from nnxlint.conversion.training import (
-    InitSite, RoleAnalysis, TrainingConverter, TrainingPlan, TrainingRewriter, _names,
+    InitSite, RoleAnalysis, TrainingConverter, TrainingPlan, TrainingRewriter, _names, site_target,
 )
+from nnxlint.conversion.training_constructs.split_merge import SplitMergeRewriter, check_parameters_only
 
 Replacement = Union[cst.CSTNode, cst.RemovalSentinel, cst.FlattenSentinel]
 OPTIMIZER_NAME = "optimizer"
+SPLIT_MERGE_NOTE = ("the training code keeps its state as it is: the model is split once with `{nnx}.split` "
+                    "and every `apply` becomes `{nnx}.merge({graphdef}, params)(...)`; what held Linen's params "
+                    "dict holds the model's `{nnx}.State`")
 
 
 def linen_module_classes(module: cst.Module, scope: names.Scope,
@@ -113,6 +117,7 @@ class FileConverter:
         # for the layer it passes (``constructs/linen_bridge.py``)
         self.bridged_partials: dict[cst.CSTNode, str] = {}
         self.bridged_passed: dict[str, tuple[str, str]] = {}  # partial -> (factory, layer)
+        self.training_note = ""  # how the training code was converted, when not the usual way
 
     def _nnx_alias(self) -> str:
         for local, bindings in self.scope.bindings.items():
@@ -160,6 +165,8 @@ class FileConverter:
         dropped += bridge_note(bridged, self.bridged_passed, self.env.nnx, with_training)
         dropped += gru_note(builds_gru(self.env, [self.classes.converted[name].node for name in converted],
                                        self.module), self.env)
+        if with_training and self.training_note:
+            dropped.append(self.training_note)
         return Conversion(changed, None, converted, dict(self.classes.reasons), sizes, with_training,
                           dropped=dropped)
 
@@ -187,10 +194,55 @@ class FileConverter:
         staying = set(self.classes.reasons)
         plan = TrainingPlan(site, top)
         plan.converted_construction = self._construction(site, top, inputs, training)
-        analysis = RoleAnalysis(training, site)
+        try:
+            new = self._stateful_training(training, plan, staying)
+        except Unconvertible as reason:
+            new = self._split_merge_training(training, plan, staying, reason)
+        for statement in self.module.body:  # the classes that stay Linen, as they are
+            if isinstance(statement, cst.ClassDef) and statement.name.value in self.linen_classes \
+                    and statement.name.value in staying:
+                new[statement] = statement
+        self.bridged_passed = bridge_partials(self, new)
+        self._convert_imports(new)
+        return new
+
+    def _stateful_training(self, training: TrainingConverter, plan: TrainingPlan,
+                           staying: set[str]) -> dict[cst.CSTNode, Replacement]:
+        """The training code with the model and an ``nnx.Optimizer`` in place of the
+        Linen variables, train states and optax states (nnxlint/conversion/training.py)."""
+        analysis = RoleAnalysis(training, plan.site)
         analysis.run()
         rewriter = TrainingRewriter(analysis, plan, self._free_name(OPTIMIZER_NAME))
         rewriter.switches.plan(training)
+        new = self._rewritten_statements(training, plan.site, rewriter, staying, train_states_go=True)
+        self._remove_dead_keys(new, rewriter)
+        self.plain_functions_to_nnx(new)
+        self._check_nothing_left(new, analysis)
+        return new
+
+    def _split_merge_training(self, training: TrainingConverter, plan: TrainingPlan, staying: set[str],
+                              stateful: Unconvertible) -> dict[cst.CSTNode, Replacement]:
+        """Training code the roles cannot follow, kept as it is around ``nnx.split`` and
+        ``nnx.merge`` (``training_constructs/split_merge.py``); when that cannot be done
+        either, the reason is the stateful conversion's."""
+        site = plan.site
+        try:
+            if site.helper is not None or training.decode_sites:
+                raise Unconvertible("an init helper or a decoding cache")
+            check_parameters_only(self.env, list(self.classes.converted.values()))
+            graphdef = self._free_name(f"{site.model_name}_graphdef")
+            rewriter = SplitMergeRewriter(self.env, site, training.parents[id(site.statement)], site_target(site),
+                                          plan.converted, plan.converted_construction, graphdef)
+            new = self._rewritten_statements(training, site, rewriter, staying, train_states_go=False)
+            self.plain_functions_to_nnx(new)
+            self._check_linen_left(new)
+        except Unconvertible:
+            raise stateful from None
+        self.training_note = SPLIT_MERGE_NOTE.format(nnx=self.env.nnx, graphdef=graphdef)
+        return new
+
+    def _rewritten_statements(self, training: TrainingConverter, site: InitSite, rewriter: cst.CSTTransformer,
+                              staying: set[str], train_states_go: bool) -> dict[cst.CSTNode, Replacement]:
         new: dict[cst.CSTNode, Replacement] = {}
         variable_classes = self._variable_classes()
         for statement in self.module.body:
@@ -200,7 +252,8 @@ class FileConverter:
                 if variable_classes:  # defined before the first class that uses them
                     new[statement] = cst.FlattenSentinel([*variable_classes, new[statement]])
                     variable_classes = []
-            elif isinstance(statement, cst.ClassDef) and training.train_state_subclass(statement.name) is not None:
+            elif train_states_go and isinstance(statement, cst.ClassDef) \
+                    and training.train_state_subclass(statement.name) is not None:
                 new[statement] = cst.RemoveFromParent()
             elif statement is site.helper:  # ``get_initial_params(rng, model)``: the model is built with its weights
                 new[statement] = cst.RemoveFromParent()
@@ -208,17 +261,8 @@ class FileConverter:
                 continue
             elif not _is_import(statement):
                 new[statement] = statement.visit(rewriter)
-        hand_on_top_level(self.module.body, new, rewriter.removed_lines)
+        hand_on_top_level(self.module.body, new, rewriter.removed_lines)  # type: ignore[attr-defined]
         converted_overrides(self.env, self.classes, new)  # ``class StdConv(nn.Conv)`` overriding ``param``
-        self._remove_dead_keys(new, rewriter)
-        self.plain_functions_to_nnx(new)
-        self._check_nothing_left(new, analysis)
-        for statement in self.module.body:  # the classes that stay Linen, as they are
-            if isinstance(statement, cst.ClassDef) and statement.name.value in self.linen_classes \
-                    and statement.name.value in staying:
-                new[statement] = statement
-        self.bridged_passed = bridge_partials(self, new)
-        self._convert_imports(new)
         return new
 
     def _construction(self, site: InitSite, top: ConvertedClass, inputs: list[Shape],
@@ -343,6 +387,10 @@ class FileConverter:
             if reads[name] > 0 and name != "_":  # ``_`` is rebound freely (``for _ in ...``)
                 raise Unconvertible(f"`{name}` ({role}) is used in a way the conversion does not "
                                     f"follow{self._where_read(new, name)}")
+        self._check_linen_left(new)
+
+    def _check_linen_left(self, new: dict[cst.CSTNode, Replacement]) -> None:
+        reads = self._all_reads(new)
         for local, bindings in self.scope.bindings.items():
             if any(is_linen(binding.qualified_name) for binding in bindings) and reads[local] > 0 \
                     and sum(bridged_linen_reads(part, local, self.env.nnx) for node in new.values()

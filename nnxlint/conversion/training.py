@@ -101,6 +101,16 @@ def _names(target: cst.BaseExpression) -> list[cst.BaseExpression]:
     return [target]
 
 
+def _plain_read(node: cst.BaseExpression) -> bool:
+    """A subscript or attribute of names and constants: reading it again where the model is
+    built runs nothing (no call, no walrus)."""
+    return isinstance(node, (cst.Subscript, cst.Attribute)) and not any(
+        isinstance(part, _RUNS_CODE) for part in walk(node))
+
+
+_RUNS_CODE = (cst.Call, cst.NamedExpr, cst.Lambda, cst.Await, cst.Yield, cst.BaseComp)
+
+
 def _bound_names(statement: cst.CSTNode) -> set[str]:
     """The names a statement binds: assigned, loop targets, ``with ... as``."""
     targets = [node.target for node in walk(statement) if isinstance(
@@ -245,8 +255,8 @@ class TrainingConverter:
             return None
         where = site.statement  # where the NNX model is built (``check_moved_construction``)
         value = args[index].value
-        if isinstance(value, cst.Name):
-            return f"{value.value}.shape[{axis}]" if self._available(value, where) else None
+        if isinstance(value, cst.Name) or _plain_read(value):  # ``x``, ``xs[0]``, ``batch['image']``
+            return f"{self.env.code(value)}.shape[{axis}]" if self._available(value, where) else None
         shape = self._shape_argument(value)  # ``jnp.ones(config.input_shape)``: the config value that sized it
         if isinstance(shape, (cst.Tuple, cst.List)):
             elements = shape.elements

@@ -94,6 +94,7 @@ def run_program(path: Path, steps: int, options: RunOptions) -> RunResult:
         if options.linen_variables is not None:
             stack.enter_context(_loading_into_first_optimizer(options.linen_variables, loaded))
             stack.enter_context(_loading_into_first_bridged_init(options.linen_variables, loaded))
+            stack.enter_context(_loading_into_first_split(options.linen_variables, loaded))
         module = None
         stack.enter_context(_sibling_modules(path))
         try:
@@ -110,8 +111,8 @@ def run_program(path: Path, steps: int, options: RunOptions) -> RunResult:
             if module is not None:
                 del sys.modules[module.__name__]
     if options.linen_variables is not None and not loaded:
-        raise ProgramError(f"{path.name} built no nnx.Optimizer and initialized no model bridged to Linen, "
-                           "so the Linen weights could not be loaded")
+        raise ProgramError(f"{path.name} built no nnx.Optimizer, split no model and initialized no model "
+                           "bridged to Linen, so the Linen weights could not be loaded")
     return RunResult(*_check_returned(path, steps, returned), dropout_masks_drawn=drawn[0])
 
 
@@ -271,6 +272,22 @@ def _loading_into_first_optimizer(variables: dict, loaded: list[bool]) -> Iterat
         original(self, model, *args, **kwargs)
 
     with _patched(nnx.Optimizer, "__init__", init):
+        yield
+
+
+@contextlib.contextmanager
+def _loading_into_first_split(variables: dict, loaded: list[bool]) -> Iterator[None]:
+    """Training code kept functional (``graphdef, params = nnx.split(model)``, then
+    ``nnx.merge`` at each call): the weights go into the first model split."""
+    original = nnx.split
+
+    def split(node, *filters):
+        if not loaded and isinstance(node, nnx.Module):
+            load_linen_variables(node, jax.tree.map(jax.numpy.asarray, variables))
+            loaded.append(True)
+        return original(node, *filters)
+
+    with _patched(nnx, "split", split):
         yield
 
 
