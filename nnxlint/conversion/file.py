@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Collection, Optional, Sequence, Union
+from typing import Collection, Optional, Sequence
 
 import libcst as cst
 
@@ -31,6 +31,7 @@ from nnxlint.conversion.constructs.sow import left_out_note
 from nnxlint.conversion.constructs.gru import builds_gru, gru_class, gru_note
 from nnxlint.conversion.constructs.linen_bridge import bridge_note, bridge_partials, bridged_linen_reads
 from nnxlint.conversion.constructs.param_override import converted_overrides, hold_users
+from nnxlint.conversion.import_lines import Replacement, convert_imports, is_import, parts
 from nnxlint.conversion.validate import check_converted
 from nnxlint.conversion.shapes import Shape
 from nnxlint.conversion.training import (
@@ -38,7 +39,6 @@ from nnxlint.conversion.training import (
 )
 from nnxlint.conversion.training_constructs.split_merge import SplitMergeRewriter, check_parameters_only
 
-Replacement = Union[cst.CSTNode, cst.RemovalSentinel, cst.FlattenSentinel]
 OPTIMIZER_NAME = "optimizer"
 SPLIT_MERGE_NOTE = ("the training code keeps its state as it is: the model is split once with `{nnx}.split` "
                     "and every `apply` becomes `{nnx}.merge({graphdef}, params)(...)`; what held Linen's params "
@@ -203,7 +203,7 @@ class FileConverter:
                     and statement.name.value in staying:
                 new[statement] = statement
         self.bridged_passed = bridge_partials(self, new)
-        self._convert_imports(new)
+        self.convert_imports(new)
         return new
 
     def _stateful_training(self, training: TrainingConverter, plan: TrainingPlan,
@@ -259,7 +259,7 @@ class FileConverter:
                 new[statement] = cst.RemoveFromParent()
             elif own_class and statement.name.value in staying:
                 continue
-            elif not _is_import(statement):
+            elif not is_import(statement):
                 new[statement] = statement.visit(rewriter)
         hand_on_top_level(self.module.body, new, rewriter.removed_lines)  # type: ignore[attr-defined]
         converted_overrides(self.env, self.classes, new)  # ``class StdConv(nn.Conv)`` overriding ``param``
@@ -359,7 +359,7 @@ class FileConverter:
     def _all_reads(self, new: dict[cst.CSTNode, Replacement]) -> Counter:
         counts: Counter = Counter()
         for node in new.values():
-            for part in _parts(node):
+            for part in parts(node):
                 counts += self._statement_reads(part)
         return counts
 
@@ -381,6 +381,10 @@ class FileConverter:
             if not cleaner.changed:
                 return
 
+    def convert_imports(self, new: dict[cst.CSTNode, Replacement]) -> None:
+        convert_imports(self.module, self.scope, self.env.nnx, new, self._statement_reads(self.module),
+                        self._all_reads(new))
+
     def _check_nothing_left(self, new: dict[cst.CSTNode, Replacement], analysis: RoleAnalysis) -> None:
         reads = self._all_reads(new)
         for name, role in analysis.roles.items():
@@ -394,7 +398,7 @@ class FileConverter:
         for local, bindings in self.scope.bindings.items():
             if any(is_linen(binding.qualified_name) for binding in bindings) and reads[local] > 0 \
                     and sum(bridged_linen_reads(part, local, self.env.nnx) for node in new.values()
-                            for part in _parts(node)) < reads[local]:
+                            for part in parts(node)) < reads[local]:
                 raise Unconvertible(f"`{local}` (flax.linen) is still used outside the converted code")
 
     def plain_functions_to_nnx(self, new: dict[cst.CSTNode, Replacement]) -> None:
@@ -416,7 +420,7 @@ class FileConverter:
     def _where_read(self, new: dict[cst.CSTNode, Replacement], name: str) -> str:
         """`` (line N: `code`)``: the first statement left unchanged by the conversion that
         still reads ``name`` (lm1b's ``cache = initial_variables["cache"]``), for the reason."""
-        left = {self.env.code(line).strip() for node in new.values() for part in _parts(node)
+        left = {self.env.code(line).strip() for node in new.values() for part in parts(node)
                 for line in _statement_lines(part) if self._statement_reads(line)[name] > 0}
         for old in new:
             for line in _statement_lines(old):
@@ -425,63 +429,6 @@ class FileConverter:
                     shown = code.splitlines()[0] + (" ..." if "\n" in code else "")
                     return f" (line {line_of(self.module, line)}: `{shown}`)"
         return ""
-
-    def _convert_imports(self, new: dict[cst.CSTNode, Replacement]) -> None:
-        """The Linen import becomes ``from flax import nnx`` (or stays, followed by it,
-        where Linen names are still read); imports the conversion left unused go."""
-        before = self._statement_reads(self.module)
-        after = self._all_reads(new)
-        nnx_needed = self.env.nnx == "nnx" and not any(
-            binding.qualified_name == FLAX_NNX for bindings in self.scope.bindings.values() for binding in bindings)
-        for statement in self.module.body:
-            if not _is_import(statement):
-                continue
-            small = statement.body[0]  # type: ignore[attr-defined]
-            if _imports_linen(small):  # Linen names still read stay (classes that stay Linen, a config)
-                unused = {name for name in _bound_names(small) if after[name] <= 0}
-                kept = _without_aliases(statement, unused) if unused else statement  # type: ignore[arg-type]
-                if nnx_needed:
-                    nnx_line = cst.parse_statement("from flax import nnx" + self.module.default_newline)
-                    kept = cst.FlattenSentinel([kept, nnx_line]) if isinstance(kept, cst.CSTNode) else \
-                        nnx_line.with_changes(leading_lines=statement.leading_lines,  # type: ignore[attr-defined]
-                                              trailing_whitespace=statement.trailing_whitespace)
-                    nnx_needed = False
-                new[statement] = kept
-                continue
-            unused = {alias_name for alias_name in _bound_names(small)
-                      if before[alias_name] > 0 and after[alias_name] <= 0}
-            if unused:
-                new[statement] = _without_aliases(statement, unused)  # type: ignore[arg-type]
-        self._keep_import_group_breaks(new)
-        if nnx_needed and after[self.env.nnx] > 0:  # no Linen import to follow (a training file): after the imports
-            imports = [statement for statement in self.module.body if _is_import(statement)]
-            flax = [statement for statement in imports if any(
-                qualified.startswith("flax.") for _, qualified in _alias_targets(statement.body[0]))]  # type: ignore
-            if not imports:
-                raise Unconvertible("the file has no import to put `from flax import nnx` after")
-            anchor = (flax or imports)[-1]
-            nnx_line = cst.parse_statement("from flax import nnx" + self.module.default_newline)
-            kept = new.get(anchor, anchor)
-            new[anchor] = cst.FlattenSentinel([*_parts(kept), nnx_line]) if _parts(kept) else \
-                nnx_line.with_changes(leading_lines=anchor.leading_lines)  # type: ignore[attr-defined]
-
-
-    def _keep_import_group_breaks(self, new: dict[cst.CSTNode, Replacement]) -> None:
-        """The blank line above a removed import (``import jax`` opening the third-party
-        group) moves to the next import kept, so PEP 8's groups stay apart."""
-        pending: Sequence[cst.EmptyLine] = ()
-        for statement in self.module.body:
-            if not _is_import(statement):
-                pending = ()
-                continue
-            replaced = new.get(statement, statement)
-            if isinstance(replaced, cst.RemovalSentinel):
-                pending = pending or statement.leading_lines  # type: ignore[attr-defined]
-            elif isinstance(replaced, cst.SimpleStatementLine):
-                if pending and not replaced.leading_lines:
-                    new[statement] = replaced.with_changes(leading_lines=pending)
-                pending = ()
-
 
 def _statement_lines(node: cst.CSTNode) -> list[cst.SimpleStatementLine]:
     found: list[cst.SimpleStatementLine] = []
@@ -495,14 +442,6 @@ def _statement_lines(node: cst.CSTNode) -> list[cst.SimpleStatementLine]:
     return found
 
 
-def _parts(node: Replacement) -> list[cst.CSTNode]:
-    if isinstance(node, cst.FlattenSentinel):
-        return list(node.nodes)
-    if isinstance(node, cst.CSTNode):
-        return [node]
-    return []
-
-
 def _visit(node: Replacement, visitor: cst.CSTTransformer) -> Replacement:
     if isinstance(node, cst.FlattenSentinel):
         parts = [part.visit(visitor) for part in node.nodes]
@@ -510,48 +449,6 @@ def _visit(node: Replacement, visitor: cst.CSTTransformer) -> Replacement:
     if isinstance(node, cst.CSTNode):
         return node.visit(visitor)
     return node
-
-
-def _is_import(statement: cst.CSTNode) -> bool:
-    return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
-            and isinstance(statement.body[0], (cst.Import, cst.ImportFrom)))
-
-
-def _imports_linen(small: cst.BaseSmallStatement) -> bool:
-    bound = list(_alias_targets(small))
-    linen = [qualified for _, qualified in bound if is_linen(qualified)]
-    if linen and len(linen) != len(bound):
-        raise Unconvertible("an import statement that mixes flax.linen with other names")
-    return bool(linen)
-
-
-def _alias_targets(small: cst.BaseSmallStatement):
-    if isinstance(small, cst.Import):
-        for alias in small.names:
-            dotted = names.dotted_name(alias.name) or ""
-            if alias.asname is not None:
-                yield alias.asname.name.value, dotted  # type: ignore[attr-defined]
-            else:
-                yield dotted.split(".")[0], dotted
-    elif isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar) and small.module:
-        module = names.dotted_name(small.module)
-        for alias in small.names:
-            local = alias.asname.name.value if alias.asname else names.dotted_name(alias.name)  # type: ignore
-            yield local, f"{module}.{names.dotted_name(alias.name)}"
-
-
-def _bound_names(small: cst.BaseSmallStatement) -> list[str]:
-    return [local for local, _ in _alias_targets(small)]
-
-
-def _without_aliases(statement: cst.SimpleStatementLine, unused: set[str]) -> Replacement:
-    small = statement.body[0]
-    aliases = list(small.names)  # type: ignore[attr-defined]
-    kept = [alias for alias, (local, _) in zip(aliases, _alias_targets(small)) if local not in unused]
-    if not kept:
-        return cst.RemoveFromParent()
-    kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-    return statement.with_changes(body=[small.with_changes(names=kept)])
 
 
 def _called_function(func: cst.BaseExpression, aliases: dict[str, str]) -> Optional[str]:

@@ -20,6 +20,7 @@ from nnxlint.imports import is_docstring
 from nnxlint.conversion.base import Unconvertible
 from nnxlint.conversion.constructs.linen_bridge import bridge_partials, handed_in_layer
 from nnxlint.conversion.constructs.param_override import converted_overrides, hold_users
+from nnxlint.conversion.import_lines import is_import
 from nnxlint.conversion.linen_map import LAYERS
 
 if TYPE_CHECKING:
@@ -58,12 +59,12 @@ class ModelsOnly:
                 variable_classes = []
             elif isinstance(statement, cst.FunctionDef) and self._factory_class(statement) in converted:
                 new[statement] = self._pass_through(statement)
-            elif not _is_import(statement):
+            elif not is_import(statement):
                 new[statement] = statement
         converted_overrides(converter.env, self.classes, new)
         converter.bridged_passed = bridge_partials(converter, new)
         converter.plain_functions_to_nnx(new)
-        converter._convert_imports(new)
+        converter.convert_imports(new)
         return new
 
     def users_outside(self) -> dict[str, int]:
@@ -86,7 +87,7 @@ class ModelsOnly:
         found: dict[str, int] = {}
         for index, statement in enumerate(converter.module.body):
             if not (isinstance(statement, cst.ClassDef) and statement.name.value in linen_classes) \
-                    and not _is_import(statement) and not self._is_partial(statement) \
+                    and not is_import(statement) and not self._is_partial(statement) \
                     and not (isinstance(statement, cst.FunctionDef) and self._factory_class(statement)):
                 for name in _names_in(statement, set(aliases)):
                     found.setdefault(aliases[name], index)
@@ -216,11 +217,6 @@ def partial_alias(statement: cst.CSTNode, resolve: Callable[[cst.BaseExpression]
         return None
     target, built = assign.targets[0].target, assign.value.args[0].value  # type: ignore[attr-defined]
     return (target.value, built.value) if isinstance(target, cst.Name) and isinstance(built, cst.Name) else None
-
-
-def _is_import(statement: cst.CSTNode) -> bool:
-    return (isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1
-            and isinstance(statement.body[0], (cst.Import, cst.ImportFrom)))
 
 
 
