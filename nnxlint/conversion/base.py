@@ -7,11 +7,12 @@ from collections import Counter
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Collection, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Iterator, Optional, Sequence
 
 import libcst as cst
 
 from nnxlint import names
+from nnxlint.context import walk
 from nnxlint.positions import Positions
 from nnxlint.flax_api import FLAX_LINEN, linen_member
 from nnxlint.conversion.linen_map import SAME_FUNCTIONS, TWIN_FUNCTIONS, LayerMapping
@@ -337,6 +338,21 @@ def drop_args(call: cst.Call, remove: Callable[[int, Optional[str]], bool]) -> c
         kept[-1] = kept[-1].with_changes(comma=last_original.comma,  # and the line break before ``)``
                                          whitespace_after_arg=last_original.whitespace_after_arg)
     return call.with_changes(args=kept)
+
+
+def binding_targets(node: cst.CSTNode, comprehensions: bool = False,
+                    withs: bool = False) -> Iterator[tuple[cst.BaseExpression, bool]]:
+    """Each target ``node`` binds (assignments, loops, walrus; comprehension targets and
+    ``with ... as`` when asked), with whether it binds in place or repeatedly (``+=``, a
+    loop, a walrus)."""
+    kinds = (cst.AugAssign, cst.For, cst.NamedExpr) + ((cst.CompFor,) if comprehensions else ())
+    for child in walk(node):
+        if isinstance(child, (cst.AssignTarget, cst.AnnAssign)):
+            yield child.target, False
+        elif isinstance(child, kinds):
+            yield child.target, True
+        elif withs and isinstance(child, cst.WithItem) and child.asname is not None:
+            yield child.asname.name, False  # type: ignore[misc]
 
 
 def name_counts(node: cst.CSTNode) -> Counter:

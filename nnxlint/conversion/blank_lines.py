@@ -26,17 +26,9 @@ class KeepsBlankLines:
         removed = [statement for statement in before if id(statement) in self.removed_lines]
         if not removed or len(after) != len(before) - len(removed):
             return after
-        kept = iter(range(len(after)))
-        pending: Sequence[cst.EmptyLine] = ()
-        for statement in before:
-            if id(statement) in self.removed_lines:
-                pending = pending or self.removed_lines[id(statement)]
-                continue
-            index = next(kept)
-            if pending and not has_blank_line(after[index]):
-                after[index] = after[index].with_changes(leading_lines=[*pending, *after[index].leading_lines])
-            pending = ()
-        return after
+        kept = iter(after)
+        pairs = [(statement, None if id(statement) in self.removed_lines else next(kept)) for statement in before]
+        return [replacement for replacement in _handed_on(pairs, self.removed_lines) if replacement is not None]
 
 
 def has_blank_line(statement: cst.CSTNode) -> bool:
@@ -57,16 +49,32 @@ def hand_on_top_level(body: Sequence[cst.BaseStatement], new: dict, removed_line
                       ) -> None:
     """``KeepsBlankLines`` for module-level statements that a transformer visited one by
     one (``new`` maps each to its replacement)."""
+    pairs = [(statement, None if isinstance(new.get(statement, statement), cst.RemovalSentinel)
+              else new.get(statement, statement)) for statement in body]
+    for (statement, before), after in zip(pairs, _handed_on(pairs, removed_lines)):
+        if after is not before:
+            new[statement] = after
+
+
+def _handed_on(pairs: list, removed_lines: dict[int, Sequence[cst.EmptyLine]]) -> list:
+    """The replacements of (statement, replacement) pairs, None for a statement removed,
+    with the blank lines of each one removed moved onto the next one kept."""
     pending: Sequence[cst.EmptyLine] = ()
-    for statement in body:
-        replaced = new.get(statement, statement)
-        if isinstance(replaced, cst.RemovalSentinel):
+    result = []
+    for statement, replacement in pairs:
+        if replacement is None:
             pending = pending or removed_lines.get(id(statement), ())
-            continue
-        first = replaced.nodes[0] if isinstance(replaced, cst.FlattenSentinel) and replaced.nodes else replaced
-        if pending and isinstance(first, (cst.SimpleStatementLine, cst.BaseCompoundStatement)) \
-                and not has_blank_line(first):
-            first = first.with_changes(leading_lines=[*pending, *first.leading_lines])
-            new[statement] = cst.FlattenSentinel([first, *replaced.nodes[1:]]) \
-                if isinstance(replaced, cst.FlattenSentinel) else first
-        pending = ()
+        elif pending:
+            replacement = _with_lines_above(replacement, pending)
+            pending = ()
+        result.append(replacement)
+    return result
+
+
+def _with_lines_above(replacement, lines: Sequence[cst.EmptyLine]):
+    """``lines`` above the first statement of ``replacement``, unless it has a blank line already."""
+    first = replacement.nodes[0] if isinstance(replacement, cst.FlattenSentinel) and replacement.nodes else replacement
+    if not isinstance(first, (cst.SimpleStatementLine, cst.BaseCompoundStatement)) or has_blank_line(first):
+        return replacement
+    first = first.with_changes(leading_lines=[*lines, *first.leading_lines])
+    return cst.FlattenSentinel([first, *replacement.nodes[1:]]) if isinstance(replacement, cst.FlattenSentinel) else first

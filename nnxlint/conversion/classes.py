@@ -18,12 +18,11 @@ from typing import Optional, Sequence
 
 import libcst as cst
 
-from nnxlint.context import walk
 from nnxlint.imports import is_docstring
 from nnxlint.flax_api import LINEN_MODULE_BASES
 from nnxlint.conversion.base import (
-    LINEN_COMPACT, ConvertedClass, FileEnv, InitParam, Mode, Slot, Unconvertible, drop_param, function_params,
-    names_read, self_attribute, size_name, substitute,
+    LINEN_COMPACT, ConvertedClass, FileEnv, InitParam, Mode, Slot, Unconvertible, binding_targets, drop_param,
+    function_params, names_read, self_attribute, size_name, substitute,
 )
 from nnxlint.conversion.calls import CallRewriter, LinenFunctions
 from nnxlint.conversion.constructs.activation_locals import elementwise_locals
@@ -348,13 +347,8 @@ def _assignment_counts(node: cst.CSTNode) -> Counter:
     """How often each plain name is bound (assigned, loop target, ...) in ``node``;
     a name rebound in place or by a loop counts as bound more than once."""
     counts: Counter = Counter()
-    for child in walk(node):
-        if isinstance(child, cst.AssignTarget):
-            counts.update(_target_names(child.target))
-        elif isinstance(child, cst.AnnAssign):
-            counts.update(_target_names(child.target))
-        elif isinstance(child, (cst.AugAssign, cst.For, cst.NamedExpr)):
-            counts.update(_target_names(child.target) * 2)
+    for target, repeatedly in binding_targets(node):
+        counts.update(_target_names(target) * (2 if repeatedly else 1))
     return counts
 
 

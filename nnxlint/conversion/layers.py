@@ -11,7 +11,7 @@ from nnxlint.conversion.base import Layer, Slot, Unconvertible, arg_keyword, sel
 from nnxlint.conversion.constructs import FACTORIES
 from nnxlint.conversion.constructs.class_field import class_choices
 from nnxlint.conversion.constructs.layer_factory import layer_call_values
-from nnxlint.conversion.constructs.keyword_dict import STARRED, spread
+from nnxlint.conversion.constructs.keyword_dict import spread
 from nnxlint.conversion.constructs.gru import nnx_layer
 from nnxlint.conversion.constructs.linen_bridge import bridged_construction
 from nnxlint.conversion.constructs.param_override import check_construction, param_override
@@ -63,12 +63,13 @@ class LayerConstruction:
 
     def construction_args(self, construction: cst.Call,
                           mapping: LayerMapping) -> tuple[dict[str, cst.BaseExpression], list[str]]:
-        """Linen constructor arguments by Linen name, and which were positional."""
+        """Linen constructor arguments by Linen name, and which were positional; a ``**``
+        of a choice of dicts is checked here and given by ``passed_sometimes``."""
         values: dict[str, cst.BaseExpression] = {}
         positional: list[str] = []
         for index, arg in enumerate(construction.args):
-            if arg.star:  # ``**({...} if self.flag else {})`` (``constructs/keyword_dict.py``)
-                spread(arg, mapping, values)
+            if arg.star:
+                spread(arg, mapping)
                 continue
             keyword = arg_keyword(arg)
             if keyword is None:
@@ -79,11 +80,17 @@ class LayerConstruction:
             values[keyword] = arg.value
         return values, positional
 
+    @staticmethod
+    def passed_sometimes(construction: cst.Call, mapping: LayerMapping) -> Optional[cst.BaseExpression]:
+        """``({...} if self.flag else {})`` of a ``**`` in the call: the keywords it passes
+        only sometimes (``constructs/keyword_dict.py``)."""
+        return next((spread(arg, mapping) for arg in construction.args if arg.star), None)
+
     def _layer_init(self, slot: Slot, mapping: LayerMapping, input_size: Optional[Size],
                     shapes: dict[str, Shape]) -> str:
         values, positional = self.construction_args(slot.construction, mapping)
         values.pop("name", None)
-        starred = values.pop(STARRED, None)
+        starred = self.passed_sometimes(slot.construction, mapping)
         layer = self.layer(slot.construction.func)
         if layer.bridged:  # type: ignore[union-attr]
             return bridged_construction(self, slot, layer.bridged, shapes)  # type: ignore[union-attr]

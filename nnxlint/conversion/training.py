@@ -19,7 +19,8 @@ import libcst as cst
 
 from nnxlint.context import walk
 from nnxlint.conversion.base import (
-    ConvertedClass, FileEnv, Unconvertible, drop_args, line_of, name_counts, names_read, single_assign,
+    ConvertedClass, FileEnv, Unconvertible, binding_targets, drop_args, line_of, name_counts, names_read,
+    single_assign,
 )
 from nnxlint.conversion.blank_lines import KeepsBlankLines, blank_part
 from nnxlint.conversion.constructs.variables_display import displayed_variables
@@ -112,11 +113,10 @@ _RUNS_CODE = (cst.Call, cst.NamedExpr, cst.Lambda, cst.Await, cst.Yield, cst.Bas
 
 
 def _bound_names(statement: cst.CSTNode) -> set[str]:
-    """The names a statement binds: assigned, loop targets, ``with ... as``."""
-    targets = [node.target for node in walk(statement) if isinstance(
-        node, (cst.AssignTarget, cst.AnnAssign, cst.AugAssign, cst.For, cst.NamedExpr, cst.CompFor))]
-    targets += [node.asname.name for node in walk(statement) if isinstance(node, cst.WithItem) and node.asname]
-    return {name for target in targets for name in name_counts(target)}
+    """The names a statement binds, attribute and subscript owners included (``config.x = 1``
+    changes ``config``): assigned, loop and comprehension targets, ``with ... as``."""
+    return {name for target, _ in binding_targets(statement, comprehensions=True, withs=True)
+            for name in name_counts(target)}
 
 
 class TrainingConverter:

@@ -39,8 +39,6 @@ if TYPE_CHECKING:
     from nnxlint.conversion.classes import ClassConverter
     from nnxlint.conversion.linen_map import LayerMapping
 
-# ``values[STARRED]`` from ``spread``: the keywords a choice of dicts passes only sometimes
-STARRED = "**"
 # keywords that leave a layer's output shape and dtype as they are
 _SHAPELESS = frozenset({"use_bias", "kernel_init", "bias_init", "param_dtype", "precision", "use_scale",
                         "scale_init", "embedding_init"})
@@ -69,9 +67,9 @@ def inlined_keyword_dicts(converter: "ClassConverter", function: cst.FunctionDef
     return function.with_changes(body=function.body.visit(_Inline(inlined, removed)))
 
 
-def spread(arg: cst.Arg, mapping: "LayerMapping", values: dict[str, cst.BaseExpression]) -> None:
-    """``**({...} if test else {...})`` left in a call of ``nn.<mapping.linen>`` by the
-    inlining: into ``values[STARRED]``, where it is safe (see above)."""
+def spread(arg: cst.Arg, mapping: "LayerMapping") -> cst.BaseExpression:
+    """The choice of ``**({...} if test else {...})`` left in a call of ``nn.<mapping.linen>``
+    by the inlining, where passing it on is safe (see above)."""
     value = arg.value
     entries = [_entries(branch) for branch in (value.body, value.orelse)] if isinstance(value, cst.IfExp) else []
     if arg.star != "**" or not entries or None in entries:
@@ -80,7 +78,7 @@ def spread(arg: cst.Arg, mapping: "LayerMapping", values: dict[str, cst.BaseExpr
         if key not in _SHAPELESS or key not in mapping.same_defaults or mapping.renamed.get(key, key) != key:
             raise Unconvertible(f"`nn.{mapping.linen}` is passed `{key}` only sometimes (`**`): its NNX "
                                 "default may differ, or it may change the output's shape")
-    values[STARRED] = value
+    return value
 
 
 def _statements(block: cst.BaseSuite) -> list[cst.SimpleStatementLine]:
