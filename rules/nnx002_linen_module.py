@@ -99,6 +99,10 @@ class LinenModule(Rule):
     (`nnx.jit`, `nnx.value_and_grad`, `nnx.Optimizer(..., wrt=nnx.Param)`) and
     the imports -- and the result starts from different random weights (NNX
     derives keys differently from Linen) and draws different dropout masks.
+    Training code that cannot be followed into a model and an optimizer (a
+    `TrainState` carried through `jax.lax.scan` in a tuple) stays as it is
+    around `graphdef, params = nnx.split(model)` and `nnx.merge(graphdef,
+    params)(x)` for each `apply`, for models whose variables are all parameters.
     Input sizes that Linen infers become constructor parameters (`in_features`)
     that parent modules and init sites pass, or numbers computed statically.
     Other files of the run that import the converted classes are rewritten with

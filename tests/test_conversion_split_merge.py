@@ -17,6 +17,8 @@ from nnxlint.registry import all_rules
 NNX1_RULES = [rule for code, rule in sorted(all_rules().items()) if code.startswith("NNX1")]
 
 MODEL = '''
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -74,6 +76,7 @@ def test_a_train_state_scanned_in_a_tuple_is_kept_around_split_and_merge():
     assert "apply_fn=lambda variables, *args, **kwargs: nnx.merge(critic_graphdef, variables)(*args, **kwargs)" \
         in fixed
     assert "return jnp.mean((nnx.merge(critic_graphdef, params)(x) - y) ** 2)" in fixed
+    assert "return (state.apply_gradients(grads=grads), count + 1), loss" in fixed
     assert "return losses, nnx.merge(critic_graphdef, state.params)(xs[0])" in fixed
     assert "(state, count), losses = jax.lax.scan(step, (state, 0), (xs, ys))" in fixed  # untouched
     assert not check_source(fixed, "models.py", NNX1_RULES).findings
@@ -108,6 +111,9 @@ def test_linen_params_wrapping_maps_to_the_nnx_state():
     # a dropout stream would restart from the same key at every merge
     (("nn.tanh(nn.Dense(self.hidden)(x))", "nn.Dropout(0.1, deterministic=True)(nn.Dense(self.hidden)(x))"),
      "moves training state"),
+    (("        return nn.Dense(1)(nn.tanh(nn.Dense(self.hidden)(x)))[..., 0]",
+      "        drop = functools.partial(nn.Dropout, rate=0.1, deterministic=True)\n"
+      "        return nn.Dense(1)(drop()(nn.Dense(self.hidden)(x)))[..., 0]"), "moves training state"),
     (("critic.apply(params, x)", "critic.apply(params, x, rngs={'dropout': rng})"), "moves training state"),
     (("    state = train_state", "    print(variables['batch_stats'])\n    state = train_state"),
      "moves training state"),

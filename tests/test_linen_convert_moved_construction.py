@@ -64,3 +64,11 @@ def test_an_imported_modules_init_is_no_init_site():
     assert fixed is not None, messages
     assert "logging.init(project='x')" in fixed
     assert "model = MLP(x.shape[-1], width, rngs=nnx.Rngs(rng))" in fixed
+
+
+def test_an_input_unpacked_from_a_tuple_sizes_the_model():
+    # ``obs, actions = make_batch(key)``: bound by tuple unpacking, read again where the model is built
+    source = TRAIN.replace("    x = jnp.ones((3, n))\n", "    x, scale = jnp.ones((3, n)), 2.0\n")
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert "    model = MLP(x.shape[-1], width, rngs=nnx.Rngs(rng))\n" in fixed

@@ -302,8 +302,20 @@ class TrainingConverter:
         reads = [node] if isinstance(node, cst.Name) else [
             name for name in walk(node) if isinstance(name, cst.Name)
             and not any(name is part.attr for part in walk(node) if isinstance(part, cst.Attribute))]
-        return all(name.value in parameters or self._assigned_value(name.value, where) is not None
+        return all(name.value in parameters or self._bound_before(name.value, where)
                    or name.value in self.env.scope.bindings for name in reads)
+
+    def _bound_before(self, name: str, where: cst.CSTNode) -> bool:
+        """Whether a statement before the one holding ``where``, in its function or at the top
+        of the file, binds ``name`` (``obs, actions = make_batch(key)`` included)."""
+        owner = self.parents.get(id(where))
+        for body in (statements_of(owner), self.module.body):
+            for statement in body:
+                if any(node is where for node in walk(statement)):
+                    break
+                if name in _bound_names(statement):
+                    return True
+        return False
 
     def _shape_argument(self, node: cst.BaseExpression) -> Optional[cst.BaseExpression]:
         """The shape given to ``jnp.ones(shape)`` (``jax.random.normal(key, shape)``, ...)."""

@@ -23,6 +23,7 @@ from typing import Optional
 
 import libcst as cst
 
+from nnxlint.context import walk
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible
 from nnxlint.conversion.blank_lines import KeepsBlankLines, blank_part
 from nnxlint.conversion.constructs.linen_bridge import lazy_init_lines
@@ -50,16 +51,9 @@ def check_parameters_only(env: FileEnv, classes: list[ConvertedClass]) -> None:
 
 
 def _layers_built(node: cst.CSTNode, nnx: str) -> set[str]:
-    found: set[str] = set()
-
-    class Calls(cst.CSTVisitor):
-        def visit_Call(self, call: cst.Call) -> None:
-            func = call.func
-            if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == nnx:
-                found.add(func.attr.value)
-
-    node.visit(Calls())
-    return found
+    """The ``nnx.<name>`` the converted class names: built, or handed to ``partial``."""
+    return {child.attr.value for child in walk(node) if isinstance(child, cst.Attribute)
+            and isinstance(child.value, cst.Name) and child.value.value == nnx}
 
 
 def _params_display(node: cst.BaseExpression) -> Optional[cst.BaseExpression]:
@@ -172,7 +166,8 @@ class SplitMergeRewriter(KeepsBlankLines, cst.CSTTransformer):
         method = func.attr.value
         if method == "apply" and self._is_model(func.value):
             return self._apply(original_node, updated_node)
-        if method == "apply_fn" and updated_node.args:  # ``state.apply_fn({'params': p}, x)``: the lambda below
+        # ``state.apply_fn({'params': p}, x)``: ``apply_fn=model.apply`` became a lambda taking the state
+        if method == "apply_fn" and updated_node.args:
             unwrapped = _params_display(updated_node.args[0].value)
             if unwrapped is not None:
                 first = updated_node.args[0].with_changes(value=unwrapped)
@@ -188,10 +183,7 @@ class SplitMergeRewriter(KeepsBlankLines, cst.CSTTransformer):
             raise Unconvertible(f"`{self.model}.apply` without its variables first")
         state = updated.args[0].value
         state = _params_display(state) or state
-        rest = list(updated.args[1:])
-        if rest:
-            rest[-1] = rest[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-        return cst.Call(func=self._merged(state), args=rest)
+        return updated.with_changes(func=self._merged(state), args=updated.args[1:])  # its layout kept
 
     def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute) -> cst.BaseExpression:
         if id(original_node) in self.called or not self._is_model(original_node.value):
