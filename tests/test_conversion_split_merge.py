@@ -121,9 +121,11 @@ def test_linen_params_wrapping_maps_to_the_nnx_state():
     # the NNX model has no ``apply`` and no Linen method: any other use of it would break
     (("    (state, count), losses", "    print(critic.tabulate(rng, xs[0]))\n    (state, count), losses"),
      "moves training state"),
-    # ``critic_graphdef`` exists only in ``run``
     (("    return losses, critic.apply(state.params, xs[0])", "    return losses, predict(critic, state.params, xs[0])"
       "\n\n\ndef predict(critic, params, x):\n    return critic.apply(params, x)"), "moves training state"),
+    # ``critic_graphdef`` exists only in ``run``: another function's ``critic`` cannot be merged with it
+    (("\n\nXS = ", "\n\ndef evaluate(critic, params, x):\n    return critic.apply(params, x)\n\n\nXS = "),
+     "moves training state"),
 ])
 def test_what_split_and_merge_cannot_keep_leaves_the_model_linen(change, why):
     fixed, messages = convert(SCANNED.replace(*change))
