@@ -226,16 +226,16 @@ class FileConverter:
         ``nnx.merge`` (``training_constructs/split_merge.py``); when that cannot be done
         either, the reason is the stateful conversion's."""
         site = plan.site
+        if site.helper is not None or training.decode_sites:  # they need the stateful conversion
+            raise stateful
         try:
-            if site.helper is not None or training.decode_sites:
-                raise Unconvertible("an init helper or a decoding cache")
             check_parameters_only(self.env, list(self.classes.converted.values()))
             graphdef = self._free_name(f"{site.model_name}_graphdef")
             rewriter = SplitMergeRewriter(self.env, site, training.parents[id(site.statement)], site_target(site),
                                           plan.converted, plan.converted_construction, graphdef)
             new = self._rewritten_statements(training, site, rewriter, staying, train_states_go=False)
             self.plain_functions_to_nnx(new)
-            self._check_linen_left(new)
+            self._check_linen_left(new, self._all_reads(new))
         except Unconvertible:
             raise stateful from None
         self.training_note = SPLIT_MERGE_NOTE.format(nnx=self.env.nnx, graphdef=graphdef)
@@ -391,10 +391,9 @@ class FileConverter:
             if reads[name] > 0 and name != "_":  # ``_`` is rebound freely (``for _ in ...``)
                 raise Unconvertible(f"`{name}` ({role}) is used in a way the conversion does not "
                                     f"follow{self._where_read(new, name)}")
-        self._check_linen_left(new)
+        self._check_linen_left(new, reads)
 
-    def _check_linen_left(self, new: dict[cst.CSTNode, Replacement]) -> None:
-        reads = self._all_reads(new)
+    def _check_linen_left(self, new: dict[cst.CSTNode, Replacement], reads: Counter) -> None:
         for local, bindings in self.scope.bindings.items():
             if any(is_linen(binding.qualified_name) for binding in bindings) and reads[local] > 0 \
                     and sum(bridged_linen_reads(part, local, self.env.nnx) for node in new.values()

@@ -22,9 +22,8 @@ from nnxlint.conversion.base import (
     ConvertedClass, FileEnv, Unconvertible, binding_targets, drop_args, line_of, name_counts, names_read,
     single_assign,
 )
-from nnxlint.conversion.blank_lines import KeepsBlankLines, blank_part
+from nnxlint.conversion.blank_lines import KeepsBlankLines
 from nnxlint.conversion.constructs.variables_display import displayed_variables
-from nnxlint.conversion.constructs.linen_bridge import lazy_init_lines
 from nnxlint.conversion.training_constructs.decode_cache import (
     DecodeSite, decode_init, decode_statement, follow_uses,
 )
@@ -34,6 +33,9 @@ from nnxlint.conversion.training_constructs.capture import (
 from nnxlint.conversion.training_constructs.fresh_model import check_same_model, is_fresh_model
 from nnxlint.conversion.training_constructs.helper_init import helper_site
 from nnxlint.conversion.training_constructs.linen_apply import bound_function_call
+from nnxlint.conversion.training_constructs.model_creation import (
+    creation_lines, drop_construction, parsed_statement,
+)
 from nnxlint.conversion.training_constructs.unfollowed_init import unfollowed_init
 from nnxlint.conversion.training_modes import FunctionNode, ModeSwitches, References, statements_of
 from nnxlint.conversion.shapes import (
@@ -296,7 +298,7 @@ class TrainingConverter:
 
     def _available(self, node: cst.BaseExpression, where: cst.CSTNode) -> bool:
         """Whether every name ``node`` reads exists where the model is built: a parameter of the
-        function, a name assigned before there, or one the module binds (an import)."""
+        function, a name bound before there, or one the module binds (an import)."""
         owner = self.parents.get(id(where))
         parameters = {p.name.value for p in owner.params.params} if isinstance(owner, cst.FunctionDef) else set()
         reads = [node] if isinstance(node, cst.Name) else [
@@ -683,8 +685,7 @@ class TrainingRewriter(KeepsBlankLines, cst.CSTTransformer):
         return self.analysis.role_of(node)
 
     def _statement(self, code: str) -> cst.SimpleStatementLine:
-        return cst.parse_statement(code + self.env.module.default_newline,
-                                   config=self.env.module.config_for_parsing)  # type: ignore[return-value]
+        return parsed_statement(self.env, code)
 
     def _replace_line(self, original: cst.SimpleStatementLine, code: str) -> cst.SimpleStatementLine:
         new = self._statement(code)
@@ -756,19 +757,13 @@ class TrainingRewriter(KeepsBlankLines, cst.CSTTransformer):
             replaced = decode_statement(self, decode, original_node, updated_node)
             if replaced is not None:
                 return replaced
-        removed = self.site.construction_statement
-        if original_node is removed:
-            # its blank lines (PEP 8's two after a class) stay where they were, above the next statement;
-            # its comments go with the line that now creates the model
-            self.removed_lines[id(original_node)] = blank_part(original_node.leading_lines)
-            return cst.RemoveFromParent()
+        if original_node is self.site.construction_statement:
+            return drop_construction(original_node, self.removed_lines)
         if original_node is self.site.statement:
-            creation = self._replace_line(original_node, f"{self.model} = {self.plan.converted_construction}")
-            if removed is not None:
-                moved = removed.leading_lines[len(self.removed_lines.get(id(removed), ())):]
-                creation = creation.with_changes(leading_lines=[*moved, *original_node.leading_lines])
-            bridged = lazy_init_lines(self.model, self.site.call, self.plan.converted, self.env)
-            return cst.FlattenSentinel([creation, *map(self._statement, bridged)]) if bridged else creation
+            lines = creation_lines(self.env, self.site, self.plan.converted, self.plan.converted_construction,
+                                   original_node, self.removed_lines)
+            lines[0] = lines[0].with_changes(trailing_whitespace=original_node.trailing_whitespace)
+            return cst.FlattenSentinel(lines) if len(lines) > 1 else lines[0]
         if len(original_node.body) != 1:
             return updated_node
         small = original_node.body[0]

@@ -25,9 +25,9 @@ import libcst as cst
 
 from nnxlint.context import walk
 from nnxlint.conversion.base import ConvertedClass, FileEnv, Unconvertible
-from nnxlint.conversion.blank_lines import KeepsBlankLines, blank_part
-from nnxlint.conversion.constructs.linen_bridge import lazy_init_lines
+from nnxlint.conversion.blank_lines import KeepsBlankLines
 from nnxlint.conversion.shapes import string_literal
+from nnxlint.conversion.training_constructs.model_creation import creation_lines, drop_construction, parsed_statement
 from nnxlint.flax_api import RNGS_OPTIONAL_LAYERS, STATEFUL_LAYERS
 
 # ``apply`` keywords that only Linen understands: their meaning has no place in a plain call
@@ -90,30 +90,19 @@ class SplitMergeRewriter(KeepsBlankLines, cst.CSTTransformer):
         self.applies: set[int] = set()  # id of the model's Name in ``model.apply``
         self.removed_lines: dict[int, list[cst.EmptyLine]] = {}  # ``blank_lines.KeepsBlankLines``
 
-    def _statement(self, code: str) -> cst.SimpleStatementLine:
-        return cst.parse_statement(code + self.env.module.default_newline,
-                                   config=self.env.module.config_for_parsing)  # type: ignore[return-value]
-
     def _merged(self, state: cst.BaseExpression) -> cst.BaseExpression:
         return cst.parse_expression(f"{self.nnx}.merge({self.graphdef}, {self.env.code(state)})")
 
     def leave_SimpleStatementLine(self, original_node: cst.SimpleStatementLine,
                                   updated_node: cst.SimpleStatementLine):
-        removed = self.site.construction_statement
-        if original_node is removed:  # built where ``init`` was; its blank lines stay (``KeepsBlankLines``)
-            self.removed_lines[id(original_node)] = blank_part(original_node.leading_lines)
-            return cst.RemoveFromParent()
+        if original_node is self.site.construction_statement:
+            return drop_construction(original_node, self.removed_lines)
         if original_node is not self.site.statement:
             return updated_node
-        creation = self._statement(f"{self.model} = {self.construction}").with_changes(
-            leading_lines=original_node.leading_lines)
-        if removed is not None:
-            moved = removed.leading_lines[len(self.removed_lines.get(id(removed), ())):]
-            creation = creation.with_changes(leading_lines=[*moved, *original_node.leading_lines])
-        bridged = lazy_init_lines(self.model, self.site.call, self.converted, self.env)
-        split = self._statement(f"{self.graphdef}, {self.target} = {self.nnx}.split({self.model})").with_changes(
-            trailing_whitespace=original_node.trailing_whitespace)
-        return cst.FlattenSentinel([creation, *map(self._statement, bridged), split])
+        lines = creation_lines(self.env, self.site, self.converted, self.construction, original_node,
+                               self.removed_lines)
+        split = parsed_statement(self.env, f"{self.graphdef}, {self.target} = {self.nnx}.split({self.model})")
+        return cst.FlattenSentinel([*lines, split.with_changes(trailing_whitespace=original_node.trailing_whitespace)])
 
     def visit_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> bool:
         return node is not self.site.statement and node is not self.site.construction_statement  # both replaced
