@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Iterable, Optional
 
 import libcst as cst
@@ -36,23 +37,38 @@ def is_docstring(statement: cst.CSTNode) -> bool:
             and isinstance(statement.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))
 
 
-def _insertion_index(body: list[cst.CSTNode], package: str) -> int:
-    """After the last import of the same package, else after the leading imports,
-    else after the docstring."""
+def _insertion_index(body: list[cst.CSTNode], package: str) -> tuple[int, bool]:
+    """After the last import of the same package; else, for a standard-library package,
+    after the leading standard-library imports or before the others (then it takes
+    their blank lines above: True); else after the leading imports; else after the
+    docstring."""
     last_same: Optional[int] = None
     last_leading_import: Optional[int] = None
+    last_standard: Optional[int] = None
+    first_other: Optional[int] = None
     for index, statement in enumerate(body):
         if _is_import(statement):
             last_leading_import = index
-            if any(name.split(".")[0] == package for name in _imported_modules(statement)):
+            packages = {name.split(".")[0] for name in _imported_modules(statement)}
+            if package in packages:
                 last_same = index
+            if packages == {"__future__"}:  # stays first
+                continue
+            if packages and packages <= sys.stdlib_module_names:
+                last_standard = index if first_other is None else last_standard
+            elif first_other is None:
+                first_other = index
         elif not (index == 0 and is_docstring(statement)):
             break
     if last_same is not None:
-        return last_same + 1
+        return last_same + 1, False
+    if package in sys.stdlib_module_names and last_standard is not None:
+        return last_standard + 1, False
+    if package in sys.stdlib_module_names and first_other is not None:
+        return first_other, True
     if last_leading_import is not None:
-        return last_leading_import + 1
-    return 1 if body and is_docstring(body[0]) else 0
+        return last_leading_import + 1, False
+    return (1 if body and is_docstring(body[0]) else 0), False
 
 
 def _statement_for(qualified: str) -> cst.SimpleStatementLine:
@@ -66,8 +82,12 @@ def add_imports(module: cst.Module, qualified_names: Iterable[str]) -> cst.Modul
     body = list(module.body)
     present = {name for statement in body for name in _imported_modules(statement)}
     for qualified in sorted(set(qualified_names) - present):
-        index = _insertion_index(body, qualified.split(".")[0])
-        body.insert(index, _statement_for(qualified))
+        index, first = _insertion_index(body, qualified.split(".")[0])
+        statement = _statement_for(qualified)
+        if first:  # before the first import: the blank lines above are its
+            statement = statement.with_changes(leading_lines=body[index].leading_lines)
+            body[index] = body[index].with_changes(leading_lines=[cst.EmptyLine()])
+        body.insert(index, statement)
     return module.with_changes(body=body)
 
 

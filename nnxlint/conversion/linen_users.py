@@ -206,7 +206,7 @@ def _convert_file(project, path: str, user_names: list[str], together: Together)
     replacements, edits, own = result.replacements, (), result  # ``own``: the file's reasons, class by class
     if theirs:  # the user's classes are imported in turn: their constructions and training code follow
         across = ProjectConversion(module, scope, path, theirs, result, foreign=foreign, project=project,
-                                   foreign_overrides=overrides)
+                                   foreign_overrides=overrides, texts=together.texts)
         if trains_elsewhere(result, theirs):
             result = across.conversion
         if result.converted:

@@ -35,7 +35,7 @@ import re
 import weakref
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
@@ -48,7 +48,8 @@ from nnxlint.project import dotted_name
 from nnxlint.rule import FileEdit, OtherFiles
 from nnxlint.textio import SourceError, read_source
 from nnxlint.conversion.base import ConvertedClass, Unconvertible
-from nnxlint.conversion.constructs import to_linen
+from nnxlint.conversion.constructs import to_linen, to_linen_sized
+from nnxlint.conversion.constructs.jraph_graph import graph_runtime_size
 from nnxlint.conversion.training_constructs.init_with_output import model_outputs
 from nnxlint.conversion.validate import converted_text
 
@@ -163,8 +164,9 @@ class ProjectConversion:
     def __init__(self, module: cst.Module, scope: names.Scope, path: str, importing: list[Importer],
                  single: "Conversion", held: Optional[dict[str, str]] = None,
                  together: Optional["Together"] = None, foreign: Optional[dict] = None, project=None,
-                 foreign_overrides: Optional[dict] = None) -> None:
+                 foreign_overrides: Optional[dict] = None, texts: Optional[Mapping[str, str]] = None) -> None:
         self.module = module
+        self.texts = texts or {}  # what another part of the same fix already made of a file (``linen_users``)
         self.project = project  # the run (``FileEnv.project``)
         self.foreign = foreign or {}  # classes of another file that the file's classes use (``FileEnv``)
         self.foreign_overrides = foreign_overrides or {}  # and ``param``-overriding layers (``FileEnv``)
@@ -205,8 +207,9 @@ class ProjectConversion:
         """The importer's text and LibCST module, read once (None when it cannot be)."""
         if importer.path not in self._files:
             try:
-                source = read_source(importer.path)
-                self._files[importer.path] = _File(importer.path, source.text, cst.parse_module(source.text))
+                text = self.texts.get(importer.path)
+                text = read_source(importer.path).text if text is None else text
+                self._files[importer.path] = _File(importer.path, text, cst.parse_module(text))
             except (SourceError, cst.ParserSyntaxError, RecursionError) as error:
                 self.notes.append(f"{importer.path} is not updated: it cannot be read or parsed ({error})")
                 self._files[importer.path] = None
@@ -360,6 +363,11 @@ class _Constructions:
             outputs = []
             plan.problems.extend(to_linen.problems(module, self.spelled, self.classes.values(), bool(plan.init_keys),
                                                    plan.adapted_methods))
+        if plan.sized:
+            plan.problems.extend(_sized_problems(plan, module, scope))
+        elif plan.bridged and plan.annotations and to_linen_sized.spelling(scope, "flax.linen", "linen")[0] is None:
+            plan.problems.append((module, "the file binds `linen` to something other than `flax.linen`, which the "
+                                          "annotations of bridged models would name"))
         problems = [f"{self.importer.path}:{line}: {why}" for line, why in outputs]
         problems += [f"{self.importer.path}:{positions[node].start.line}: {why}" for node, why in plan.problems
                      if id(node) not in moved]
@@ -372,9 +380,16 @@ class _Constructions:
         if not plan.calls and not built:
             return text
         self.bridged = plan.bridged
-        new = module.visit(_Replace(plan.calls))
+        # ``model: models.CNN`` holds a Linen module now (and NNX115 would take it for the NNX class)
+        linen, add_linen = to_linen_sized.spelling(scope, "flax.linen", "linen")
+        annotations = {id(node): f"{linen}.Module" for node in plan.annotations} if plan.bridged else {}
+        new = module.visit(_Replace(plan.calls, annotations))
+        if annotations and add_linen:
+            new = add_imports(new, {"flax.linen"})
         if plan.mode_helper:
             new = add_after_imports(new, to_linen.mode_helper(next(iter(plan.modes)), new))
+        if plan.sized:
+            new = _with_sized_helper(new, scope, nnx or "nnx")
         if nnx is None:
             new = add_imports(new, {FLAX_NNX})
         return new.code
@@ -388,6 +403,60 @@ class _Constructions:
             name = self.importer.spellings.get(module.code_for_node(node))
             return name if name in self.builders else None
         return None
+
+
+_CALLABLE = ("typing.Callable", "collections.abc.Callable")
+
+
+def _sized_problems(plan: "_Plan", module: cst.Module, scope: names.Scope) -> list[tuple[cst.CSTNode, str]]:
+    """What stops ``to_linen_sized`` constructions in the file (``constructs/to_linen_sized.py``)."""
+    found: list[tuple[cst.CSTNode, str]] = []
+    if plan.adapted_methods:
+        found.append((module, "a model whose input sizes are read off `__call__`'s inputs is run through another "
+                              "method (`method=`): the construction is not bridged"))
+    taken = [name for name in (to_linen_sized.CLASS, to_linen_sized.FUNCTION) if name in scope.bindings]
+    if taken and not _has_sized_helper(module, scope, plan.nnx):
+        found.append((module, f"the file has a `{taken[0]}` of its own"))
+    if to_linen_sized.spelling(scope, "flax.linen", "linen")[0] is None:
+        found.append((module, "the file binds `linen` to something other than `flax.linen`"))
+    if _callable_spelling(scope)[0] is None:
+        found.append((module, "the file binds `Callable` to something other than `collections.abc.Callable`"))
+    return found
+
+
+def _with_sized_helper(module: cst.Module, scope: names.Scope, nnx: str) -> cst.Module:
+    """``module`` with ``ToLinenSized`` and ``to_linen_sized`` after its imports, and the
+    imports they need."""
+    if _has_sized_helper(module, scope, nnx):  # another models file's fix wrote it
+        return module
+    linen, add_linen = to_linen_sized.spelling(scope, "flax.linen", "linen")
+    callable_name, callable_import = _callable_spelling(scope)
+    for statement in reversed(_sized_helper(module, scope, nnx)):
+        module = add_after_imports(module, statement)
+    needed = {"flax.linen"} if add_linen else set()
+    needed |= {callable_import} if callable_import else set()
+    return add_imports(module, needed) if needed else module
+
+
+def _sized_helper(module: cst.Module, scope: names.Scope, nnx: str) -> list[cst.BaseStatement]:
+    linen = to_linen_sized.spelling(scope, "flax.linen", "linen")[0]
+    return to_linen_sized.helper(module, linen or "linen", nnx, _callable_spelling(scope)[0] or "Callable")
+
+
+def _has_sized_helper(module: cst.Module, scope: names.Scope, nnx: str) -> bool:
+    return all(module.code_for_node(statement).strip() in module.code
+               for statement in _sized_helper(module, scope, nnx))
+
+
+def _callable_spelling(scope: names.Scope) -> tuple[Optional[str], Optional[str]]:
+    """How the file spells ``Callable`` (None when the name is taken otherwise), and the
+    import to add for it."""
+    for qualified in _CALLABLE:
+        local, add = to_linen_sized.spelling(scope, qualified, "Callable")
+        if local is not None and not add:
+            return local, None
+    local, add = to_linen_sized.spelling(scope, _CALLABLE[1], "Callable")
+    return local, (_CALLABLE[1] if add else None)
 
 
 class _Plan(cst.CSTVisitor):
@@ -407,6 +476,8 @@ class _Plan(cst.CSTVisitor):
         self.modes: set = set()  # bridged: the train/eval arguments moved to ``train()``/``eval()``
         self.builds_linen = False  # whether the file builds Linen modules of its own
         self.mode_helper = False  # whether a call was given ``nnx_method=call_in_mode(...)``
+        self.annotations: list[cst.Annotation] = []  # bridged: ``model: models.CNN``, a Linen module now
+        self.sized = False  # whether a construction reads its input sizes off the inputs (``to_linen_sized``)
         self.adapted_methods: set[int] = set()  # calls whose ``method=`` became ``nnx_method=``
         self.seen_references: set[int] = set()
         self._linen_receivers = {match.group(1) for match in re.finditer(
@@ -439,12 +510,15 @@ class _Plan(cst.CSTVisitor):
             return  # already built the NNX way
         converted = self.owner.classes[self.owner.builders[built]]
         sizes = [*converted.size_params, *converted.layer_size_params]
-        if sizes:
+        read_off_inputs = self._sizes_function(built, converted) if sizes else None
+        if sizes and not isinstance(read_off_inputs, cst.Lambda):
             self.problems.append((node, f"`{spelling}(...)` must pass the input size "
-                                        f"{', '.join(f'`{size}`' for size in sizes)}, which is not known here"))
+                                        f"{', '.join(f'`{size}`' for size in sizes)}, which is not known here"
+                                        + (f" ({read_off_inputs})" if read_off_inputs else "")))
             return
         if self.owner.bridge:
-            bridged = to_linen.bridged(node, self.nnx, converted)
+            bridged = to_linen.bridged(node, self.nnx, converted, read_off_inputs)
+            self.sized |= read_off_inputs is not None
             if isinstance(bridged, str):
                 self.problems.append((node, bridged))
             else:
@@ -461,6 +535,17 @@ class _Plan(cst.CSTVisitor):
             if args:
                 args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
             self.calls[id(node)] = node.with_changes(args=[*args, rngs])
+
+    def _sizes_function(self, built: str, converted: ConvertedClass) -> Union[cst.Lambda, str, None]:
+        """For a bridged construction: the function reading its input sizes off the inputs
+        (``constructs/to_linen_sized.py``), or why there is none."""
+        if not self.owner.bridge:
+            return None
+        if self.owner.builders[built] != built:
+            return "built through a factory function or a `partial`"
+        env = self.owner.env
+        return to_linen_sized.sizes_function(converted, None if env is None else (
+            lambda index, parameter, size: graph_runtime_size(env, converted.name, index, parameter, size)))
 
     def visit_Attribute(self, node: cst.Attribute) -> Optional[bool]:
         if self.owner.bridge:
@@ -479,6 +564,11 @@ class _Plan(cst.CSTVisitor):
                 and node.targets[0].target.value in self._linen_receivers:
             self.problems.append((node, f"`{node.targets[0].target.value}` is used as a Linen model "
                                         "(`init`/`apply`)"))
+
+    def visit_Annotation(self, node: cst.Annotation) -> None:
+        built = self.owner.spelled(self.module, node.annotation)
+        if self.owner.bridge and built is not None and self.owner.builders[built] == built:
+            self.annotations.append(node)
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         """``class DenseExplicit(Dense)`` converted with it (``constructs/explicit_subclass.py``:
@@ -526,9 +616,14 @@ def _references(module: cst.Module) -> list[cst.BaseExpression]:
 
 
 class _Replace(cst.CSTTransformer):
-    def __init__(self, calls: dict[int, cst.Call]) -> None:
+    def __init__(self, calls: dict[int, cst.Call], annotations: Optional[dict[int, str]] = None) -> None:
         super().__init__()
         self.calls = calls
+        self.annotations = annotations or {}  # id(annotation) -> its new expression
+
+    def leave_Annotation(self, original_node: cst.Annotation, updated_node: cst.Annotation) -> cst.Annotation:
+        new = self.annotations.get(id(original_node))
+        return updated_node if new is None else updated_node.with_changes(annotation=cst.parse_expression(new))
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
         new = self.calls.get(id(original_node))

@@ -17,8 +17,8 @@ duration of one run:
   recorded, and loaded into the NNX model handed to the first ``nnx.Optimizer``
   (``nnxlint.transplant``), so a Linen program and its NNX conversion start from
   identical parameters; a conversion that keeps Linen training code on the NNX
-  model (``nnx.bridge.to_linen``) gets them from its first ``init`` instead, laid
-  out as the bridge lays out the NNX model's variables.
+  model (``nnx.bridge.to_linen``, or the fix's ``to_linen_sized``) gets them from
+  its first ``init`` instead, laid out as the bridge lays out the NNX model's variables.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from flax import linen, nnx
 from flax.linen import stochastic as linen_stochastic
 from flax.nnx.nn import stochastic as nnx_stochastic
 
+from nnxlint.conversion.constructs import to_linen_sized
 from nnxlint.transplant import COLLECTION_TYPES, load_linen_variables
 from nnxlint.verify.manifest import AFTER_DIRECTORY, BEFORE_DIRECTORY, REFERENCE_DIRECTORY
 
@@ -291,6 +292,22 @@ def _loading_into_first_split(variables: dict, loaded: list[bool]) -> Iterator[N
         yield
 
 
+_INIT_KEYWORDS = ("method", "mutable", "capture_intermediates")
+
+
+def _bridged_model(module: linen.Module, inputs: tuple, keywords: dict) -> Optional[nnx.Module]:
+    """A fresh NNX model as the bridge ``module`` builds it: an ``nnx.bridge.ToLinen``, or the
+    ``ToLinenSized`` of nnxlint's fix, whose sizes it reads off the inputs given to ``init``
+    (``conversion/constructs/to_linen_sized.py``); None for any other module."""
+    options = {} if getattr(module, "skip_rng", True) else {"rngs": nnx.Rngs(0)}
+    if isinstance(module, nnx.bridge.ToLinen):
+        return module.nnx_class(*module.args, **module.kwargs, **options)
+    if type(module).__name__ == to_linen_sized.CLASS:
+        sizes = module.sizes(*inputs, **{key: value for key, value in keywords.items() if key not in _INIT_KEYWORDS})
+        return module.nnx_class(*sizes, *module.args, **module.kwargs, **options)
+    return None
+
+
 @contextlib.contextmanager
 def _loading_into_first_bridged_init(variables: dict, loaded: list[bool]) -> Iterator[None]:
     """The first ``init`` of an ``nnx.bridge.ToLinen`` returns the Linen weights: loaded into
@@ -299,10 +316,9 @@ def _loading_into_first_bridged_init(variables: dict, loaded: list[bool]) -> Ite
 
     def init(self, *args, **kwargs):
         initialized = original(self, *args, **kwargs)
-        if loaded or not isinstance(self, nnx.bridge.ToLinen):
+        model = None if loaded else _bridged_model(self, args[1:], kwargs)
+        if model is None:
             return initialized
-        options = {} if self.skip_rng else {"rngs": nnx.Rngs(0)}
-        model = self.nnx_class(*self.args, **self.kwargs, **options)
         load_linen_variables(model, jax.tree.map(jax.numpy.asarray, variables))
         loaded.append(True)
         return {**initialized, **{collection: nnx.state(model, COLLECTION_TYPES[collection]).to_pure_dict()

@@ -57,6 +57,7 @@ import libcst as cst
 
 from nnxlint.context import walk
 from nnxlint.conversion.base import ConvertedClass, Mode, method_of
+from nnxlint.conversion.constructs import to_linen_sized
 
 NOTE = ("the training code in {files} stays Linen (`init`, `apply`, `TrainState`) and builds the converted "
         "models through `nnx.bridge.to_linen`: the parameters are named by the NNX attributes, so a Linen "
@@ -68,8 +69,11 @@ _OTHER_STREAM = re.compile(r"Dropout\(|rngs\.(?!params\b)\w+|rngs\[")
 _LINEN_NAME_READ = re.compile(r"""\[\s*['"]params['"]\s*\]\s*\[\s*['"]""")
 
 
-def bridged(call: cst.Call, nnx: str, converted: ConvertedClass) -> Union[cst.Call, str]:
-    """``nnx.bridge.to_linen(Class, *args, **kwargs)`` for the construction ``call``, or why not."""
+def bridged(call: cst.Call, nnx: str, converted: ConvertedClass,
+            sizes: Optional[cst.Lambda] = None) -> Union[cst.Call, str]:
+    """``nnx.bridge.to_linen(Class, *args, **kwargs)`` for the construction ``call``, or why not;
+    ``to_linen_sized(Class, sizes, *args, **kwargs)`` for a class whose input sizes ``sizes``
+    reads off its inputs (``constructs/to_linen_sized.py``)."""
     if moved_mode(converted) is not None and converted.constant_flags:
         return (f"`{converted.name}` keeps a layer in a constant train/eval mode, which "
                 "`model.train()`/`eval()` would change: the construction is not bridged")
@@ -83,12 +87,16 @@ def bridged(call: cst.Call, nnx: str, converted: ConvertedClass) -> Union[cst.Ca
     if any(arg.star for arg in call.args):
         return "a construction with starred arguments is not bridged"
     options = [] if converted.uses_rngs else [_keyword("skip_rng", "True")]
-    args = [cst.Arg(call.func), *call.args, *options, _keyword("metadata_fn", "None")]
+    if sizes is None:
+        args = [cst.Arg(call.func), *call.args, *options, _keyword("metadata_fn", "None")]
+        function = f"{nnx}.bridge.to_linen"
+    else:  # its helper passes ``metadata_fn=None``
+        args = [cst.Arg(call.func), cst.Arg(sizes), *call.args, *options]
+        function = to_linen_sized.FUNCTION
     # the layout of the call's own arguments (one per line where any breaks the line) and its trailing comma
     commas = [arg.comma for arg in call.args[:-1] if isinstance(arg.comma, cst.Comma)]
     between = next((comma for comma in commas if isinstance(comma.whitespace_after, cst.ParenthesizedWhitespace)),
                    commas[0] if commas else cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
-    function = f"{nnx}.bridge.to_linen"
     visual = not isinstance(call.whitespace_before_args, cst.ParenthesizedWhitespace)
     if visual and isinstance(between.whitespace_after, cst.ParenthesizedWhitespace):
         # arguments aligned under the opening parenthesis: it moved with the longer name
@@ -209,7 +217,8 @@ def _one_mode(plan, module: cst.Module) -> Optional[Mode]:
 
 
 def with_default_key(call: cst.Call) -> Optional[cst.Call]:
-    """``model.init(key, ...)`` -> ``model.init({'params': key, 'default': key}, ...)``, or None
+    """``model.init(key, ...)`` -> ``model.init({'params': key, 'default': key}, ...)`` (also
+    through ``jax.jit(model.init)``), or None
     for a call that is no ``init``, or already names a ``default`` key.
 
     ``ToLinen`` builds the NNX model in ``init`` with ``nnx.Rngs`` of init's keys only:
@@ -217,7 +226,10 @@ def with_default_key(call: cst.Call) -> Optional[cst.Call]:
     there, and the ``default`` stream stands in for every stream (Linen ignores keys no
     module asks for).
     """
-    if not (isinstance(call.func, cst.Attribute) and call.func.attr.value in ("init", "init_with_output")
+    method = call.func
+    if isinstance(method, cst.Call) and method.args:  # ``jax.jit(model.init)(key, x)``
+        method = method.args[0].value
+    if not (isinstance(method, cst.Attribute) and method.attr.value in ("init", "init_with_output")
             and call.args and call.args[0].keyword is None and not call.args[0].star):
         return None
     keys = call.args[0].value

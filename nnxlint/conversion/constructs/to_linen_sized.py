@@ -1,0 +1,113 @@
+"""A bridged construction whose input sizes are known only from the inputs.
+
+``constructs/to_linen.py`` keeps Linen training code on a converted class through
+``nnx.bridge.to_linen(Class, ...)``, which builds the NNX model from the arguments
+it is given.  A class that now takes its input sizes (``in_features``, a graph's
+``graphs_node_features``) cannot be built so where the code does not know them:
+``get_model(config)`` builds the model, another function hands ``init`` the data.
+Linen inferred those sizes at the first call; the bridge does the same here, through
+a Linen module written once after the file's imports::
+
+    model = models.Critic(hidden=8)
+    ->
+    model = to_linen_sized(models.Critic, lambda observations, actions, *_, **__: (
+        observations.shape[-1], actions.shape[-1]), hidden=8)
+
+``ToLinenSized`` reads the sizes off the inputs of each call (``sizes``, a function
+with the NNX ``__call__``'s leading parameters) and calls an ``nnx.bridge.ToLinen``
+built with them in front of the other arguments, sharing its scope
+(``linen.share_scope``): the variables are laid out exactly as
+``nnx.bridge.to_linen`` lays them out.
+
+Refused (the file is then left as it is): a class with input sizes that only its
+layers know (``hidden_in_features`` after a flatten: no input gives them), a size
+read off an argument that the conversion moved to ``train()``/``eval()``, a
+construction through a factory function or a ``partial``, and a file that runs
+another method on the model (``method=``: the sizes are read off ``__call__``'s
+inputs).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import libcst as cst
+
+from nnxlint import names
+from nnxlint.conversion.base import ConvertedClass, method_of
+
+FUNCTION = "to_linen_sized"
+CLASS = "ToLinenSized"
+_REST = ("_", "__")  # the sizes function's catch-alls for the other inputs
+
+
+def sizes_function(converted: ConvertedClass, graph_size=None) -> Union[str, cst.Lambda]:
+    """``lambda x, y, *_, **__: (x.shape[-1], y.shape[-1])``: the input size arguments of
+    ``converted``, in its constructor's order, from the inputs of a call; or why not.
+    ``graph_size(index, parameter, size)`` turns ``graphs.shape[-1]`` into a graph's
+    ``graphs.nodes.shape[-1]`` (``constructs/jraph_graph.py``)."""
+    if converted.layer_size_params:
+        return (f"the input size `{converted.layer_size_params[0]}` of `{converted.name}` is known to none of its "
+                "inputs")
+    call = method_of(converted.node, "__call__")
+    params = [param.name.value for param in (*call.params.params, *call.params.kwonly_params)][1:] \
+        if call is not None else []
+    moved = converted.mode.index if converted.mode is not None and converted.mode.name not in params else None
+    sizes, last = [], -1
+    for parameter, linen_index in converted.size_params.items():
+        index = linen_index
+        if moved is not None and index >= moved:  # the NNX ``__call__`` no longer takes the moved argument
+            if index == moved:
+                return f"`{parameter}` is read off `{converted.mode.name}`, which `train()`/`eval()` replaced"
+            index -= 1
+        if index >= len(params):
+            return f"the input that `{parameter}` sizes is not a parameter of `{converted.name}.__call__`"
+        axis = converted.size_axes[parameter][1] if parameter in converted.size_axes else -1
+        size = f"{params[index]}.shape[{axis}]"
+        sizes.append((graph_size(linen_index, parameter, size) if graph_size is not None else None) or size)
+        last = max(last, index)
+    used = params[:last + 1]
+    if set(used) & set(_REST):
+        return f"`{converted.name}.__call__` has a parameter named `_` or `__`"
+    values = ", ".join(sizes) + ("," if len(sizes) == 1 else "")
+    return cst.parse_expression(f"lambda {', '.join(used)}, *_, **__: ({values})")  # type: ignore[return-value]
+
+
+def helper(module: cst.Module, linen: str, nnx: str, callable_name: str) -> list[cst.BaseStatement]:
+    """The Linen module and the function that ``to_linen_sized`` constructions call,
+    in the module's indentation and newlines."""
+    lines = [f"class {CLASS}({linen}.Module):",
+             f'    """`{nnx}.bridge.ToLinen` of an NNX class that takes its input sizes first: `sizes`',
+             "    reads them off the inputs of each call, where Linen inferred them; the variables",
+             f'    are laid out as `{nnx}.bridge.to_linen` lays them out."""',
+             "",
+             f"    nnx_class: {callable_name}",
+             f"    sizes: {callable_name}",
+             "    args: tuple",
+             "    kwargs: dict",
+             "    skip_rng: bool = False",
+             "",
+             f"    @{linen}.compact",
+             "    def __call__(self, *args, **kwargs):",
+             "        sizes = self.sizes(*args, **kwargs)",
+             f"        model = {nnx}.bridge.ToLinen(self.nnx_class, (*sizes, *self.args), self.kwargs, self.skip_rng, None)",
+             f"        {linen}.share_scope(self, model)",
+             "        return model(*args, **kwargs)",
+             "",
+             "",
+             f"def {FUNCTION}(nnx_class, sizes, /, *args, skip_rng=False, **kwargs):",
+             f'    """`{nnx}.bridge.to_linen` for a class whose input sizes `sizes` reads off its inputs."""',
+             f"    return {CLASS}(nnx_class, sizes, args, kwargs, skip_rng)",
+             ""]
+    indent, newline = module.default_indent, module.default_newline
+    source = newline.join(indent * ((len(line) - len(line.lstrip(" "))) // 4) + line.lstrip(" ") for line in lines)
+    return list(cst.parse_module(source, config=module.config_for_parsing).body)
+
+
+def spelling(scope: names.Scope, qualified: str, wanted: str) -> tuple[Optional[str], bool]:
+    """How the file spells ``qualified`` (``flax.linen`` as ``nn``), and whether an import
+    must be added to bind it as ``wanted``; (None, False) when ``wanted`` is taken."""
+    for local, bindings in scope.bindings.items():
+        if any(binding.qualified_name == qualified for binding in bindings):
+            return local, False
+    return (None, False) if wanted in scope.bindings else (wanted, True)
