@@ -120,8 +120,14 @@ def test_an_example_input_written_as_an_expression_gives_no_size(run_cli, tmp_pa
             return out
         '''
     after, result = _fix(run_cli, tmp_path, test)
-    assert "init_with_output" in after  # the example input is an expression evaluated once: its size unknown
-    assert "the input size `in_features` of `Tower` cannot be read off the example input" in result.stderr
+    # the example input is an expression evaluated once: its size is unknown where the model is built, so
+    # the test keeps its Linen ``init_with_output`` on the NNX class built through the bridge, sized by its input
+    assert "tower = to_linen_sized(models.Tower, lambda x, *_, **__: (x.shape[-1],), (6,))" in after
+    assert "out, _ = tower.init_with_output({'params': rng, 'default': rng}, jax.numpy.ones((rows, 3)))" in after
+    assert "models_test.py stays Linen" in result.stderr
+    namespace: dict = {}
+    exec(compile(after, "models_test.py", "exec"), namespace)
+    assert namespace["test_blank_input"]().shape == (2, 6)
 
 
 def test_read_variables_and_method_keyword_are_named(run_cli, tmp_path):
@@ -137,11 +143,16 @@ def test_read_variables_and_method_keyword_are_named(run_cli, tmp_path):
             out, variables = tower.init_with_output(jax.random.key(0), jnp.ones((1, 3)))
             return variables['params']
         '''
+    # the variables are read: the test keeps Linen's ``init_with_output`` on a bridged model
     after, result = _fix(run_cli, tmp_path, test)
-    assert after == textwrap.dedent(test)
-    assert ("models_test.py:9: the variables of `tower.init_with_output(...)` are read; only `output, _ = "
-            "tower.init_with_output(...)` is converted") in result.stderr
+    assert "tower = to_linen_sized(models.Tower, lambda x, *_, **__: (x.shape[-1],), (4,))" in after
+    namespace: dict = {}
+    exec(compile(after, "models_test.py", "exec"), namespace)
+    assert namespace["test_params"]()["denses"][0]["kernel"].shape == (3, 4)
+    # ``method=`` by name: neither way; both reasons are named
     test = test.replace("out, variables = tower.init_with_output(jax.random.key(0), jnp.ones((1, 3)))",
                         "out, _ = tower.init_with_output(jax.random.key(0), jnp.ones((1, 3)), method='blank_input')")
     after, result = _fix(run_cli, tmp_path, test)
+    assert after == textwrap.dedent(test)
     assert "`tower.init_with_output(..., method=...)` is not converted" in result.stderr
+    assert "is run through another method (`method=`): the construction is not bridged" in result.stderr

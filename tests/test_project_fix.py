@@ -266,3 +266,37 @@ def test_a_model_built_through_a_factory_function_of_the_models_file(run_cli, tm
            "rngs=rngs)" in models
     assert "model = models.make(8, in_features=3, rngs=nnx.Rngs(key))" in train
     compile(train, "train.py", "exec")
+
+
+LEGACY = '''\
+import jax.numpy as jnp
+
+from models import MLP
+
+model = MLP(hidden=4)
+
+
+def fresh(key):
+    return model.init(key, jnp.ones((1, 3)))["params"]
+
+
+def predict(params, x):
+    return model.apply({"params": params}, x)
+'''
+
+
+def test_a_file_keeping_linen_init_and_apply_is_bridged_where_another_files_training_converts(run_cli, project):
+    (project / "legacy.py").write_text(LEGACY)
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    after = _texts(project)
+    assert "model = MLP(3, hidden=8, rngs=nnx.Rngs(key))" in after["train.py"]  # train.py converts, as before
+    assert "models.Tagger(vocab=10, dim=4, rngs=nnx.Rngs(0))" in after["serve.py"]  # built NNX's way, as before
+    # legacy.py keeps its ``init``/``apply``: the NNX class is built as a Linen module, sized at its first call
+    assert "model = to_linen_sized(MLP, lambda x, *_, **__: (x.shape[-1],), hidden=4)" in after["legacy.py"]
+    assert "legacy.py stays Linen (`init`, `apply`, `TrainState`)" in result.stderr
+    assert after["export.py"] == EXPORT  # it uses the class in no Linen way: not bridged, named
+    used = subprocess.run([sys.executable, "-c", "import jax, jax.numpy as jnp, legacy; "
+                                                 "p = legacy.fresh(jax.random.key(0)); "
+                                                 "print(legacy.predict(p, jnp.ones((2, 3))).shape)"],
+                          cwd=project, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert used.stdout.strip() == "(2, 2)", used.stderr

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from nnxlint.conversion.linen_users import Together
 
 _LINEN_METHODS = ("init", "apply", "init_with_output", "bind", "tabulate", "lazy_init")
+_BRIDGED_API = (*_LINEN_METHODS, "clone")  # what code may use of a model built through the bridge
 SEED = "0"  # the seed of the ``nnx.Rngs`` a construction site gets
 
 
@@ -268,7 +269,14 @@ class ProjectConversion:
             try:
                 constructions = _Constructions(importer, builders, classes, converter.env,
                                                bridge=keep_linen_training)
-                after = constructions.rewrite(text)
+                try:
+                    after = constructions.rewrite(text)
+                except Unconvertible:
+                    # another file's training code converted, this one keeps its Linen ``init``/``apply``
+                    if keep_linen_training or not constructions.linen_uses or importer.path in trained:
+                        raise
+                    constructions = _Constructions(importer, builders, classes, converter.env, bridge=True)
+                    after = constructions.rewrite(text)
             except (cst.ParserSyntaxError, Unconvertible) as error:
                 notes.append(f"{importer.path} is not updated: {error}")
                 continue
@@ -345,6 +353,7 @@ class _Constructions:
         self.env = env  # the models file's (``FileEnv``): a graph input's sizes
         self.bridge = bridge  # Linen training code stays: constructions go through ``nnx.bridge.to_linen``
         self.bridged = False  # whether ``rewrite`` bridged any
+        self.linen_uses = False  # whether the file uses a converted class as a Linen model (not bridged)
 
     def rewrite(self, text: str) -> str:
         module = cst.parse_module(text)
@@ -359,18 +368,21 @@ class _Constructions:
         plan = _Plan(self, module, scope, nnx or "nnx")
         module.visit(plan)
         moved = {id(node) for statement in built for node in walk(statement)}  # rewritten above
-        if self.bridge and plan.bridged:  # the sites it cannot follow use bridged models instead
-            outputs = []
+        bridging = self.bridge and plan.bridged  # the sites it cannot follow use bridged models instead
+        if bridging:
             plan.problems.extend(to_linen.problems(module, self.spelled, self.classes.values(), bool(plan.init_keys),
                                                    plan.adapted_methods))
+            plan.problems.extend(_bridged_attributes(module, {name for name, assign in plan.bridged_names
+                                                              if id(assign) not in moved}))
         if plan.sized:
             plan.problems.extend(_sized_problems(plan, module, scope))
         elif plan.bridged and plan.annotations and to_linen_sized.spelling(scope, "flax.linen", "linen")[0] is None:
             plan.problems.append((module, "the file binds `linen` to something other than `flax.linen`, which the "
                                           "annotations of bridged models would name"))
-        problems = [f"{self.importer.path}:{line}: {why}" for line, why in outputs]
-        problems += [f"{self.importer.path}:{positions[node].start.line}: {why}" for node, why in plan.problems
-                     if id(node) not in moved]
+        problems = [f"{self.importer.path}:{positions[node].start.line}: {why}" for node, why in plan.problems
+                    if id(node) not in moved]
+        if problems or not bridging:  # a bridge that works takes the sites ``model_outputs`` cannot follow
+            problems = [f"{self.importer.path}:{line}: {why}" for line, why in outputs] + problems
         if problems:
             raise Unconvertible("; ".join(problems))
         if built:  # the constructions of the rewritten text that still need ``rngs``
@@ -408,10 +420,19 @@ class _Constructions:
 _CALLABLE = ("typing.Callable", "collections.abc.Callable")
 
 
+def _bridged_attributes(module: cst.Module, bridged: set[str]) -> list[tuple[cst.CSTNode, str]]:
+    """``model.blank_input(2)`` on a model built through the bridge: it is a Linen module now."""
+    return [(node, f"`{module.code_for_node(node)}` is no attribute of a Linen module: a model built through "
+                   "the bridge offers Linen's (`init`, `apply`, ...), the construction is not bridged")
+            for node in walk(module) if isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name)
+            and node.value.value in bridged and node.attr.value not in _BRIDGED_API]
+
+
 def _sized_problems(plan: "_Plan", module: cst.Module, scope: names.Scope) -> list[tuple[cst.CSTNode, str]]:
     """What stops ``to_linen_sized`` constructions in the file (``constructs/to_linen_sized.py``)."""
     found: list[tuple[cst.CSTNode, str]] = []
-    if plan.adapted_methods:
+    if plan.adapted_methods or any(isinstance(node, cst.Arg) and node.keyword is not None
+                                   and node.keyword.value == "method" for node in walk(module)):
         found.append((module, "a model whose input sizes are read off `__call__`'s inputs is run through another "
                               "method (`method=`): the construction is not bridged"))
     taken = [name for name in (to_linen_sized.CLASS, to_linen_sized.FUNCTION) if name in scope.bindings]
@@ -477,6 +498,7 @@ class _Plan(cst.CSTVisitor):
         self.builds_linen = False  # whether the file builds Linen modules of its own
         self.mode_helper = False  # whether a call was given ``nnx_method=call_in_mode(...)``
         self.annotations: list[cst.Annotation] = []  # bridged: ``model: models.CNN``, a Linen module now
+        self.bridged_names: list[tuple[str, cst.Assign]] = []  # bridged: ``model = ...``
         self.sized = False  # whether a construction reads its input sizes off the inputs (``to_linen_sized``)
         self.adapted_methods: set[int] = set()  # calls whose ``method=`` became ``nnx_method=``
         self.seen_references: set[int] = set()
@@ -552,9 +574,16 @@ class _Plan(cst.CSTVisitor):
             return None
         if isinstance(node.value, cst.Call) and node.attr.value in _LINEN_METHODS \
                 and self.owner.spelled(self.module, node.value.func):
+            self.owner.linen_uses = True
             self.problems.append((node, f"`{self.module.code_for_node(node.value.func)}(...).{node.attr.value}` "
                                         "uses it as a Linen model"))
         return None
+
+    def leave_Assign(self, original_node: cst.Assign) -> None:
+        if id(original_node.value) in self.calls and self.calls[id(original_node.value)].func \
+                is not original_node.value.func:  # ``model = nnx.bridge.to_linen(...)``
+            self.bridged_names.extend((target.target.value, original_node) for target in original_node.targets
+                                      if isinstance(target.target, cst.Name))
 
     def visit_Assign(self, node: cst.Assign) -> None:
         if self.owner.bridge:
@@ -562,6 +591,7 @@ class _Plan(cst.CSTVisitor):
         if isinstance(node.value, cst.Call) and self.owner.spelled(self.module, node.value.func) \
                 and len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) \
                 and node.targets[0].target.value in self._linen_receivers:
+            self.owner.linen_uses = True
             self.problems.append((node, f"`{node.targets[0].target.value}` is used as a Linen model "
                                         "(`init`/`apply`)"))
 
