@@ -59,3 +59,17 @@ def import_fresh(directory, monkeypatch, *modules: str):
         sys.modules.pop(name, None)
     monkeypatch.syspath_prepend(str(directory))
     return tuple(importlib.import_module(name) for name in modules)
+
+
+def compared_runs(script: str, before, after):
+    """What ``script`` prints last as JSON (the Linen original's figures and the fixed
+    project's), run in a fresh interpreter with the two directories as its arguments."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    compared = subprocess.run([sys.executable, "-c", script, str(before), str(after)], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert compared.returncode == 0, compared.stderr
+    return json.loads(compared.stdout.strip().splitlines()[-1])

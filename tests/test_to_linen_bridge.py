@@ -4,10 +4,11 @@ file that cannot convert builds the NNX class as a Linen module, and trains as b
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
+
+from conversion_helpers import compared_runs
 
 MODELS = '''\
 import flax.linen as nn
@@ -132,10 +133,7 @@ def test_linen_training_code_trains_the_converted_class_through_the_bridge(run_c
     # nnxlint's own NNX rules have nothing to say about the fixed files
     clean = run_cli("check", "--no-cache", "--select", "NNX1", after)
     assert clean.returncode == 0, clean.stdout
-    compared = subprocess.run([sys.executable, "-c", COMPARE, str(before), str(after)], capture_output=True,
-                              text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert compared.returncode == 0, compared.stderr
-    linen, bridged = json.loads(compared.stdout.strip().splitlines()[-1])
+    linen, bridged = compared_runs(COMPARE, before, after)
     assert len(linen) == 6 and linen[-1] < linen[0]
     assert max(abs(a - b) / abs(a) for a, b in zip(linen, bridged)) <= 1e-5
 
@@ -159,10 +157,7 @@ def test_a_train_flag_moved_to_train_eval_is_passed_as_the_bridged_models_mode(r
     assert "jnp.zeros((2, 5), jnp.int32), nnx_method=call_in_mode(True))" in train
     assert "nnx.bridge.to_linen" in result.stderr
     assert run_cli("check", "--no-cache", "--select", "NNX1", after).returncode == 0
-    compared = subprocess.run([sys.executable, "-c", COMPARE, str(before), str(after)], capture_output=True,
-                              text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert compared.returncode == 0, compared.stderr
-    linen, bridged = json.loads(compared.stdout.strip().splitlines()[-1])
+    linen, bridged = compared_runs(COMPARE, before, after)
     assert max(abs(a - b) / abs(a) for a, b in zip(linen, bridged)) <= 1e-5
     # in train mode the dropout key reaches the NNX model's Dropout
     train_mode = subprocess.run(
@@ -208,8 +203,5 @@ def test_a_method_of_the_class_runs_through_the_bridge_on_the_nnx_model(run_cli,
                               "np.asarray(train.features(params, tokens)).tolist()]))") \
         .replace("linen_losses = train.run(6, linen_params)",
                  "linen_features = train.features(linen_params, jax.numpy.arange(10).reshape(2, 5))")
-    compared = subprocess.run([sys.executable, "-c", compare, str(before), str(after)], capture_output=True,
-                              text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert compared.returncode == 0, compared.stderr
-    linen, bridged = json.loads(compared.stdout.strip().splitlines()[-1])
+    linen, bridged = compared_runs(compare, before, after)
     assert linen == bridged

@@ -4,14 +4,11 @@ them off the inputs, as Linen inferred them, and training goes on unchanged."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import libcst as cst
 
 from nnxlint.imports import add_imports
+
+from conversion_helpers import compared_runs
 
 # an MLP of one file, used by the critic and the actor of two others: one fix converts all three
 COMMON = '''\
@@ -177,10 +174,7 @@ def test_models_built_without_their_input_sizes_train_through_the_sized_bridge(r
     assert "builds the converted models through `nnx.bridge.to_linen`" in result.stderr
     clean = run_cli("check", "--no-cache", "--select", "NNX1", after)
     assert clean.returncode == 0, clean.stdout
-    compared = subprocess.run([sys.executable, "-c", COMPARE, str(before), str(after)], capture_output=True,
-                              text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert compared.returncode == 0, compared.stderr
-    linen, bridged = json.loads(compared.stdout.strip().splitlines()[-1])
+    linen, bridged = compared_runs(COMPARE, before, after)
     assert len(linen) == 8 and linen[-2] < linen[0]
     assert max(abs(a - b) / abs(a) for a, b in zip(linen, bridged)) <= 1e-6
 

@@ -375,7 +375,7 @@ class _Constructions:
             plan.problems.extend(_bridged_attributes(module, {name for name, assign in plan.bridged_names
                                                               if id(assign) not in moved}))
         if plan.sized:
-            plan.problems.extend(_sized_problems(plan, module, scope))
+            plan.problems.extend(to_linen_sized.problems(module, scope, plan.nnx, bool(plan.adapted_methods)))
         elif plan.bridged and plan.annotations and to_linen_sized.spelling(scope, "flax.linen", "linen")[0] is None:
             plan.problems.append((module, "the file binds `linen` to something other than `flax.linen`, which the "
                                           "annotations of bridged models would name"))
@@ -401,7 +401,7 @@ class _Constructions:
         if plan.mode_helper:
             new = add_after_imports(new, to_linen.mode_helper(next(iter(plan.modes)), new))
         if plan.sized:
-            new = _with_sized_helper(new, scope, nnx or "nnx")
+            new = to_linen_sized.with_helper(new, scope, nnx or "nnx")
         if nnx is None:
             new = add_imports(new, {FLAX_NNX})
         return new.code
@@ -417,67 +417,12 @@ class _Constructions:
         return None
 
 
-_CALLABLE = ("typing.Callable", "collections.abc.Callable")
-
-
 def _bridged_attributes(module: cst.Module, bridged: set[str]) -> list[tuple[cst.CSTNode, str]]:
     """``model.blank_input(2)`` on a model built through the bridge: it is a Linen module now."""
     return [(node, f"`{module.code_for_node(node)}` is no attribute of a Linen module: a model built through "
                    "the bridge offers Linen's (`init`, `apply`, ...), the construction is not bridged")
             for node in walk(module) if isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name)
             and node.value.value in bridged and node.attr.value not in _BRIDGED_API]
-
-
-def _sized_problems(plan: "_Plan", module: cst.Module, scope: names.Scope) -> list[tuple[cst.CSTNode, str]]:
-    """What stops ``to_linen_sized`` constructions in the file (``constructs/to_linen_sized.py``)."""
-    found: list[tuple[cst.CSTNode, str]] = []
-    if plan.adapted_methods or any(isinstance(node, cst.Arg) and node.keyword is not None
-                                   and node.keyword.value == "method" for node in walk(module)):
-        found.append((module, "a model whose input sizes are read off `__call__`'s inputs is run through another "
-                              "method (`method=`): the construction is not bridged"))
-    taken = [name for name in (to_linen_sized.CLASS, to_linen_sized.FUNCTION) if name in scope.bindings]
-    if taken and not _has_sized_helper(module, scope, plan.nnx):
-        found.append((module, f"the file has a `{taken[0]}` of its own"))
-    if to_linen_sized.spelling(scope, "flax.linen", "linen")[0] is None:
-        found.append((module, "the file binds `linen` to something other than `flax.linen`"))
-    if _callable_spelling(scope)[0] is None:
-        found.append((module, "the file binds `Callable` to something other than `collections.abc.Callable`"))
-    return found
-
-
-def _with_sized_helper(module: cst.Module, scope: names.Scope, nnx: str) -> cst.Module:
-    """``module`` with ``ToLinenSized`` and ``to_linen_sized`` after its imports, and the
-    imports they need."""
-    if _has_sized_helper(module, scope, nnx):  # another models file's fix wrote it
-        return module
-    linen, add_linen = to_linen_sized.spelling(scope, "flax.linen", "linen")
-    callable_name, callable_import = _callable_spelling(scope)
-    for statement in reversed(_sized_helper(module, scope, nnx)):
-        module = add_after_imports(module, statement)
-    needed = {"flax.linen"} if add_linen else set()
-    needed |= {callable_import} if callable_import else set()
-    return add_imports(module, needed) if needed else module
-
-
-def _sized_helper(module: cst.Module, scope: names.Scope, nnx: str) -> list[cst.BaseStatement]:
-    linen = to_linen_sized.spelling(scope, "flax.linen", "linen")[0]
-    return to_linen_sized.helper(module, linen or "linen", nnx, _callable_spelling(scope)[0] or "Callable")
-
-
-def _has_sized_helper(module: cst.Module, scope: names.Scope, nnx: str) -> bool:
-    return all(module.code_for_node(statement).strip() in module.code
-               for statement in _sized_helper(module, scope, nnx))
-
-
-def _callable_spelling(scope: names.Scope) -> tuple[Optional[str], Optional[str]]:
-    """How the file spells ``Callable`` (None when the name is taken otherwise), and the
-    import to add for it."""
-    for qualified in _CALLABLE:
-        local, add = to_linen_sized.spelling(scope, qualified, "Callable")
-        if local is not None and not add:
-            return local, None
-    local, add = to_linen_sized.spelling(scope, _CALLABLE[1], "Callable")
-    return local, (_CALLABLE[1] if add else None)
 
 
 class _Plan(cst.CSTVisitor):

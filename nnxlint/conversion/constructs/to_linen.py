@@ -32,9 +32,10 @@ it builds)::
 
 A call that leaves the argument out passes its default.
 
-Refused, with the site named (the file is then left as it is, and the fix says
-so): a construction that must pass an input size the class takes now (not known
-where it is built), a moved train/eval argument passed by position, or in a file
+A class that takes input sizes the construction does not know is built through
+``to_linen_sized`` instead (``constructs/to_linen_sized.py``), which reads them off
+the inputs.  Refused, with the site named (the file is then left as it is, and the
+fix says so): a moved train/eval argument passed by position, or in a file
 that builds Linen modules of its own (their ``apply`` must not get it), or for a
 class holding a layer in a constant mode; a class holding Linen layers through
 ``nnx.bridge.ToNNX``; a construction that passes ``name=`` or ``metadata_fn=`` (they are

@@ -34,7 +34,9 @@ from typing import Optional, Union
 import libcst as cst
 
 from nnxlint import names
+from nnxlint.context import walk
 from nnxlint.conversion.base import ConvertedClass, method_of
+from nnxlint.imports import add_after_imports, add_imports
 
 FUNCTION = "to_linen_sized"
 CLASS = "ToLinenSized"
@@ -111,3 +113,58 @@ def spelling(scope: names.Scope, qualified: str, wanted: str) -> tuple[Optional[
         if any(binding.qualified_name == qualified for binding in bindings):
             return local, False
     return (None, False) if wanted in scope.bindings else (wanted, True)
+
+
+_CALLABLE = ("typing.Callable", "collections.abc.Callable")
+
+
+def problems(module: cst.Module, scope: names.Scope, nnx: str,
+             other_methods: bool) -> list[tuple[cst.CSTNode, str]]:
+    """What stops ``to_linen_sized`` constructions in the file (``other_methods``: a call's
+    ``method=`` was made ``nnx_method=``)."""
+    found: list[tuple[cst.CSTNode, str]] = []
+    if other_methods or any(isinstance(node, cst.Arg) and node.keyword is not None
+                            and node.keyword.value == "method" for node in walk(module)):
+        found.append((module, "a model whose input sizes are read off `__call__`'s inputs is run through another "
+                              "method (`method=`): the construction is not bridged"))
+    taken = [name for name in (CLASS, FUNCTION) if name in scope.bindings]
+    if taken and not _has_helper(module, scope, nnx):
+        found.append((module, f"the file has a `{taken[0]}` of its own"))
+    if spelling(scope, "flax.linen", "linen")[0] is None:
+        found.append((module, "the file binds `linen` to something other than `flax.linen`"))
+    if _callable_spelling(scope)[0] is None:
+        found.append((module, "the file binds `Callable` to something other than `collections.abc.Callable`"))
+    return found
+
+
+def with_helper(module: cst.Module, scope: names.Scope, nnx: str) -> cst.Module:
+    """``module`` with ``ToLinenSized`` and ``to_linen_sized`` after its imports, and the
+    imports they need (once: another models file's fix may have written them)."""
+    if _has_helper(module, scope, nnx):
+        return module
+    for statement in reversed(_helper_for(module, scope, nnx)):
+        module = add_after_imports(module, statement)
+    needed = {"flax.linen"} if spelling(scope, "flax.linen", "linen")[1] else set()
+    callable_import = _callable_spelling(scope)[1]
+    needed |= {callable_import} if callable_import else set()
+    return add_imports(module, needed) if needed else module
+
+
+def _helper_for(module: cst.Module, scope: names.Scope, nnx: str) -> list[cst.BaseStatement]:
+    linen = spelling(scope, "flax.linen", "linen")[0]
+    return helper(module, linen or "linen", nnx, _callable_spelling(scope)[0] or "Callable")
+
+
+def _has_helper(module: cst.Module, scope: names.Scope, nnx: str) -> bool:
+    return all(module.code_for_node(statement).strip() in module.code for statement in _helper_for(module, scope, nnx))
+
+
+def _callable_spelling(scope: names.Scope) -> tuple[Optional[str], Optional[str]]:
+    """How the file spells ``Callable`` (None when the name is taken otherwise), and the
+    import to add for it."""
+    for qualified in _CALLABLE:
+        local, add = spelling(scope, qualified, "Callable")
+        if local is not None and not add:
+            return local, None
+    local, add = spelling(scope, _CALLABLE[1], "Callable")
+    return local, (_CALLABLE[1] if add else None)
