@@ -107,8 +107,11 @@ class LinenModule(Rule):
     that parent modules and init sites pass, or numbers computed statically.
     Other files of the run that import the converted classes are rewritten with
     the file, all or none (a project-level fix): the one that calls `init` gets
-    its training code converted, other constructions get `rngs=nnx.Rngs(0)`, and
-    what cannot be updated there is named in a warning; code outside the run
+    its training code converted, other constructions get `rngs=nnx.Rngs(0)`; a
+    file that keeps Linen `init`/`apply` builds the classes as Linen modules
+    (`nnx.bridge.to_linen`, or `to_linen_sized`, which the fix writes into the file
+    to read input sizes off the first inputs), and what cannot be updated is
+    named in a warning; code outside the run
     must pass the new parameters and `rngs=` (the fix description says so). Linen
     classes of other files that use the file's classes convert with them, in the same
     fix; where one cannot, the classes it uses stay Linen. A class that cannot
