@@ -88,6 +88,11 @@ class Scope:
         plain = last_plain[end - 1]
         return candidates[plain if plain >= 0 else end - 1]
 
+    def local_name(self, qualified: str) -> Optional[str]:
+        """The name this scope binds to an import of ``qualified`` (``nn`` for ``flax.linen``), if any."""
+        return next((local for local, bindings in self.bindings.items()
+                     if any(binding.qualified_name == qualified for binding in bindings)), None)
+
     def lookup(self, name: str) -> Optional[Binding]:
         scope: Optional[Scope] = self
         before: Optional[int] = self.current_index

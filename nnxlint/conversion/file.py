@@ -120,10 +120,7 @@ class FileConverter:
         self.training_note = ""  # how the training code was converted, when not the usual way
 
     def _nnx_alias(self) -> str:
-        for local, bindings in self.scope.bindings.items():
-            if any(binding.qualified_name == FLAX_NNX for binding in bindings):
-                return local
-        return "nnx"
+        return self.scope.local_name(FLAX_NNX) or "nnx"
 
     def run(self) -> Conversion:
         try:

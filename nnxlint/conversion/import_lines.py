@@ -20,8 +20,7 @@ def convert_imports(module: cst.Module, scope: names.Scope, nnx: str, new: dict[
                     before: Counter, after: Counter) -> None:
     """Rewrites the import lines of ``module`` into ``new`` (the converted statements);
     ``before``/``after``: how often each name is read in the file and in its conversion."""
-    nnx_needed = nnx == "nnx" and not any(
-        binding.qualified_name == FLAX_NNX for bindings in scope.bindings.values() for binding in bindings)
+    nnx_needed = nnx == "nnx" and scope.local_name(FLAX_NNX) is None
     for statement in module.body:
         if not is_import(statement):
             continue

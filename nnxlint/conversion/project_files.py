@@ -358,8 +358,7 @@ class _Constructions:
     def rewrite(self, text: str) -> str:
         module = cst.parse_module(text)
         scope = names.collect_scope(module, None)
-        nnx = next((local for local, bindings in scope.bindings.items()
-                    if any(binding.qualified_name == FLAX_NNX for binding in bindings)), None)
+        nnx = scope.local_name(FLAX_NNX)
         # ``y, _ = model.init_with_output(key, x)`` (tests): the model built where it is used, called
         rewritten, outputs, built = model_outputs(module, self, nnx or "nnx", self.env) \
             if self.env is not None and ".init_with_output(" in text else (module, [], [])

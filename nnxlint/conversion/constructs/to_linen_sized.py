@@ -109,9 +109,9 @@ def helper(module: cst.Module, linen: str, nnx: str, callable_name: str) -> list
 def spelling(scope: names.Scope, qualified: str, wanted: str) -> tuple[Optional[str], bool]:
     """How the file spells ``qualified`` (``flax.linen`` as ``nn``), and whether an import
     must be added to bind it as ``wanted``; (None, False) when ``wanted`` is taken."""
-    for local, bindings in scope.bindings.items():
-        if any(binding.qualified_name == qualified for binding in bindings):
-            return local, False
+    local = scope.local_name(qualified)
+    if local is not None:
+        return local, False
     return (None, False) if wanted in scope.bindings else (wanted, True)
 
 
@@ -128,7 +128,7 @@ def problems(module: cst.Module, scope: names.Scope, nnx: str,
         found.append((module, "a model whose input sizes are read off `__call__`'s inputs is run through another "
                               "method (`method=`): the construction is not bridged"))
     taken = [name for name in (CLASS, FUNCTION) if name in scope.bindings]
-    if taken and not _has_helper(module, scope, nnx):
+    if taken and not _written(module, _helper_for(module, scope, nnx)):
         found.append((module, f"the file has a `{taken[0]}` of its own"))
     if spelling(scope, "flax.linen", "linen")[0] is None:
         found.append((module, "the file binds `linen` to something other than `flax.linen`"))
@@ -140,9 +140,10 @@ def problems(module: cst.Module, scope: names.Scope, nnx: str,
 def with_helper(module: cst.Module, scope: names.Scope, nnx: str) -> cst.Module:
     """``module`` with ``ToLinenSized`` and ``to_linen_sized`` after its imports, and the
     imports they need (once: another models file's fix may have written them)."""
-    if _has_helper(module, scope, nnx):
+    statements = _helper_for(module, scope, nnx)
+    if _written(module, statements):
         return module
-    for statement in reversed(_helper_for(module, scope, nnx)):
+    for statement in reversed(statements):
         module = add_after_imports(module, statement)
     needed = {"flax.linen"} if spelling(scope, "flax.linen", "linen")[1] else set()
     callable_import = _callable_spelling(scope)[1]
@@ -155,16 +156,14 @@ def _helper_for(module: cst.Module, scope: names.Scope, nnx: str) -> list[cst.Ba
     return helper(module, linen or "linen", nnx, _callable_spelling(scope)[0] or "Callable")
 
 
-def _has_helper(module: cst.Module, scope: names.Scope, nnx: str) -> bool:
-    return all(module.code_for_node(statement).strip() in module.code for statement in _helper_for(module, scope, nnx))
+def _written(module: cst.Module, statements: list[cst.BaseStatement]) -> bool:
+    return all(module.code_for_node(statement).strip() in module.code for statement in statements)
 
 
 def _callable_spelling(scope: names.Scope) -> tuple[Optional[str], Optional[str]]:
     """How the file spells ``Callable`` (None when the name is taken otherwise), and the
     import to add for it."""
-    for qualified in _CALLABLE:
-        local, add = spelling(scope, qualified, "Callable")
-        if local is not None and not add:
-            return local, None
-    local, add = spelling(scope, _CALLABLE[1], "Callable")
-    return local, (_CALLABLE[1] if add else None)
+    local = next(filter(None, map(scope.local_name, _CALLABLE)), None)
+    if local is not None:
+        return local, None
+    return (None, None) if "Callable" in scope.bindings else ("Callable", _CALLABLE[1])
