@@ -221,3 +221,31 @@ def test_a_standard_library_import_joins_the_standard_library_group():
     module = cst.parse_module('"""Doc."""\n\nimport jax\n\nx = 1\n')
     assert add_imports(module, {"collections.abc.Callable"}).code == \
         '"""Doc."""\n\nfrom collections.abc import Callable\n\nimport jax\n\nx = 1\n'
+
+
+# the actor keeps a dropout stream from its construction on: ``init`` must give it a key
+DROPPING_ACTOR = ACTORS.replace(
+    "        return jnp.tanh(MLP((*self.hidden, self.action_dim))(observations))",
+    "        kept = nn.Dropout(0.1, deterministic=True)(observations)\n"
+    "        return jnp.tanh(MLP((*self.hidden, self.action_dim))(kept))")
+
+
+def test_a_model_handed_to_a_function_whose_init_names_its_streams_is_bridged(run_cli, tmp_path):
+    keyed = LEARNER.replace('params = model.init(key, *inputs)["params"]',
+                            'params = model.init({"params": key, "dropout": key}, *inputs)["params"]')
+    project = _project(tmp_path / "project", keyed)
+    (project / "actors.py").write_text(DROPPING_ACTOR)
+    run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    # other.py builds the actor and hands it to ``learner.create``, whose ``init`` keys ``dropout``
+    assert "to_linen_sized(actors.Actor" in (project / "other.py").read_text()
+    clean = run_cli("check", "--no-cache", "--select", "NNX1", project)
+    assert clean.returncode == 0, clean.stdout
+
+
+def test_a_model_handed_to_a_function_whose_init_gives_one_key_is_not_bridged(run_cli, tmp_path):
+    project = _project(tmp_path / "project")
+    (project / "actors.py").write_text(DROPPING_ACTOR)
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    assert "to_linen_sized" not in (project / "other.py").read_text()
+    assert "other.py:1: the model built here is initialized elsewhere, and building it draws on `dropout`" \
+        in result.stderr

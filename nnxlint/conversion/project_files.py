@@ -268,14 +268,15 @@ class ProjectConversion:
             text = trained.get(importer.path, found.text)
             try:
                 constructions = _Constructions(importer, builders, classes, converter.env,
-                                               bridge=keep_linen_training)
+                                               bridge=keep_linen_training, project=self.project)
                 try:
                     after = constructions.rewrite(text)
                 except Unconvertible:
                     # another file's training code converted, this one keeps its Linen ``init``/``apply``
                     if keep_linen_training or not constructions.linen_uses or importer.path in trained:
                         raise
-                    constructions = _Constructions(importer, builders, classes, converter.env, bridge=True)
+                    constructions = _Constructions(importer, builders, classes, converter.env, bridge=True,
+                                                   project=self.project)
                     after = constructions.rewrite(text)
             except (cst.ParserSyntaxError, Unconvertible) as error:
                 notes.append(f"{importer.path} is not updated: {error}")
@@ -346,8 +347,9 @@ class _Constructions:
     arguments, or names what it cannot update."""
 
     def __init__(self, importer: Importer, builders: dict[str, str], classes: dict[str, ConvertedClass],
-                 env=None, bridge: bool = False) -> None:
+                 env=None, bridge: bool = False, project=None) -> None:
         self.importer = importer
+        self.project = project  # the run (``ProjectView``): where a model handed to a function is initialized
         self.builders = builders  # class or factory function -> the class it builds
         self.classes = classes
         self.env = env  # the models file's (``FileEnv``): a graph input's sizes
@@ -369,7 +371,11 @@ class _Constructions:
         moved = {id(node) for statement in built for node in walk(statement)}  # rewritten above
         bridging = self.bridge and plan.bridged  # the sites it cannot follow use bridged models instead
         if bridging:
-            plan.problems.extend(to_linen.problems(module, self.spelled, self.classes.values(), bool(plan.init_keys),
+            def keyed(streams: Optional[frozenset[str]]) -> bool:
+                return bool(plan.init_keys) or (streams is not None and _initialized_elsewhere(
+                    module, scope, plan, streams, self.project))
+
+            plan.problems.extend(to_linen.problems(module, self.spelled, self.classes.values(), keyed,
                                                    plan.adapted_methods))
             plan.problems.extend(_bridged_attributes(module, {name for name, assign in plan.bridged_names
                                                               if id(assign) not in moved}))
@@ -416,6 +422,68 @@ class _Constructions:
         return None
 
 
+def _initialized_elsewhere(module: cst.Module, scope: names.Scope, plan: "_Plan", streams: frozenset[str],
+                           project) -> bool:
+    """Whether the bridged models of the file (it calls no ``init`` on them), by their
+    name or as built, are handed only to functions of other files of the run, each of
+    which gives every one of ``streams`` a key in each ``init`` of its parameter
+    (``model.init({'params': k1, 'lstm': k2}, x)``), and to at least one."""
+    models = {name for name, _ in plan.bridged_names}
+    if project is None:
+        return False
+    handed = False
+    for node in walk(module):
+        if not isinstance(node, cst.Call):
+            continue
+        for position, arg in enumerate(node.args):
+            if not (isinstance(arg.value, cst.Name) and arg.value.value in models
+                    or id(arg.value) in plan.bridged_constructions):
+                continue
+            found = project.lookup(names.resolve(scope, node.func) or "")
+            if arg.star or found is None or found[0] != "function":
+                return False
+            path, _, function = found[1]
+            if not _keys_streams(path, function, arg.keyword.value if arg.keyword else position, streams):
+                return False
+            handed = True
+    return handed
+
+
+def _keys_streams(path: str, function: str, parameter: Union[str, int], streams: frozenset[str]) -> bool:
+    """Whether the top-level ``function`` of ``path`` calls ``init`` (or ``init_with_output``)
+    on its ``parameter`` (a name or a position) and names all of ``streams`` in the key
+    dict of each such call."""
+    try:
+        tree = ast.parse(read_source(path).text)
+    except (SourceError, SyntaxError, ValueError):
+        return False
+    definition = next((node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == function),
+                      None)
+    if definition is None:
+        return False
+    params = [*definition.args.posonlyargs, *definition.args.args, *definition.args.kwonlyargs]
+    if isinstance(parameter, int):
+        positional = [*definition.args.posonlyargs, *definition.args.args]
+        if parameter >= len(positional):
+            return False
+        name = positional[parameter].arg
+    elif any(param.arg == parameter for param in params):
+        name = parameter
+    else:
+        return False
+    inits = [node for node in ast.walk(definition) if isinstance(node, ast.Attribute)
+             and isinstance(node.value, ast.Name) and node.value.id == name
+             and node.attr in ("init", "init_with_output")]
+    calls = {id(node.func): node for node in ast.walk(definition) if isinstance(node, ast.Call)}
+    for attribute in inits:
+        call = calls.get(id(attribute))
+        keys = call.args[0] if call is not None and call.args else None
+        if not isinstance(keys, ast.Dict) or not streams <= {key.value for key in keys.keys
+                                                              if isinstance(key, ast.Constant)}:
+            return False
+    return bool(inits)
+
+
 def _bridged_attributes(module: cst.Module, bridged: set[str]) -> list[tuple[cst.CSTNode, str]]:
     """``model.blank_input(2)`` on a model built through the bridge: it is a Linen module now."""
     return [(node, f"`{module.code_for_node(node)}` is no attribute of a Linen module: a model built through "
@@ -443,6 +511,7 @@ class _Plan(cst.CSTVisitor):
         self.mode_helper = False  # whether a call was given ``nnx_method=call_in_mode(...)``
         self.annotations: list[cst.Annotation] = []  # bridged: ``model: models.CNN``, a Linen module now
         self.bridged_names: list[tuple[str, cst.Assign]] = []  # bridged: ``model = ...``
+        self.bridged_constructions: set[int] = set()  # id of each construction made a bridged model
         self.sized = False  # whether a construction reads its input sizes off the inputs (``to_linen_sized``)
         self.adapted_methods: set[int] = set()  # calls whose ``method=`` became ``nnx_method=``
         self.seen_references: set[int] = set()
@@ -489,6 +558,7 @@ class _Plan(cst.CSTVisitor):
                 self.problems.append((node, bridged))
             else:
                 self.calls[id(node)] = bridged
+                self.bridged_constructions.add(id(node))
                 self.bridged = True
                 mode = to_linen.moved_mode(converted)
                 if mode is not None:

@@ -43,10 +43,12 @@ class holding a layer in a constant mode; a class holding Linen layers through
 with a moved train/eval argument (in ``apply``, ``method=models.Net.encode`` becomes
 ``nnx_method=models.Net.encode``, the NNX function run on the NNX model), a Linen ``cache`` collection (autoregressive decoding
 keeps its cache differently in NNX), and a parameter read by its Linen name
-(``params['Dense_0']``).  In a file that builds the model but does not ``init`` it,
-a class that needs a key other than ``params`` in ``__init__`` is refused (the
-other file's ``init`` would not give it one); an ``init`` in a bridged file is
-given a ``default`` key for them: ``model.init({'params': key, 'default': key}, x)``.
+(``params['Dense_0']``).  An ``init`` in a bridged file is given a ``default`` key for the streams other than
+``params`` that a class draws on in ``__init__`` (``nnx.Dropout``, ``rngs.lstm.fork()``):
+``model.init({'params': key, 'default': key}, x)``.  A file that builds the model but
+does not ``init`` it hands it to a function of another file of the run; the
+construction is bridged when every ``init`` there names each of those streams in its
+key dict (``model.init({'params': k1, 'lstm': k2}, x)``), refused otherwise.
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ NOTE = ("the training code in {files} stays Linen (`init`, `apply`, `TrainState`
 _OWN_KEYWORDS = ("name", "metadata_fn", "skip_rng", "abstract_init")
 LINEN_CALLS = ("apply", "apply_fn", "init", "init_with_output")
 MODE_HELPER = "call_in_mode"
-_OTHER_STREAM = re.compile(r"Dropout\(|rngs\.(?!params\b)\w+|rngs\[")
+# What draws on a key stream when the NNX model is built: ``nnx.Dropout`` keeps a ``dropout``
+# stream (another one with ``rng_collection=``), ``rngs.lstm.fork()`` the ``lstm`` one;
+# ``rngs[name]`` one that cannot be told
+_STREAM_USE = re.compile(r"Dropout\(|rng_collection|rngs\.(?!params\b)(\w+)|rngs\[")
 _LINEN_NAME_READ = re.compile(r"""\[\s*['"]params['"]\s*\]\s*\[\s*['"]""")
 
 
@@ -250,18 +255,33 @@ def with_default_key(call: cst.Call) -> Optional[cst.Call]:
     return call.with_changes(args=[call.args[0].with_changes(value=keys), *call.args[1:]])
 
 
+def init_streams(classes: Iterable[ConvertedClass]) -> Optional[frozenset[str]]:
+    """The key streams other than ``params`` that building the classes draws on; None
+    when one of them cannot be named."""
+    found: set[str] = set()
+    for converted in classes:
+        for match in _STREAM_USE.finditer(cst.Module([]).code_for_node(converted.node)):
+            if match.group(0) in ("rngs[", "rng_collection"):
+                return None
+            found.add(match.group(1) or "dropout")
+    return frozenset(found)
+
+
 def problems(module: cst.Module, spelled: Callable[[cst.Module, cst.BaseExpression], Optional[str]],
-             classes: Iterable[ConvertedClass], keyed_here: bool,
+             classes: Iterable[ConvertedClass], keyed: Callable[[Optional[frozenset[str]]], bool],
              adapted: set[int]) -> list[tuple[cst.CSTNode, str]]:
-    """The uses of a bridged model that would not behave as Linen's did (``adapted``: the
-    calls whose ``method=`` ``adapt_calls`` rewrote)."""
+    """The uses of a bridged model that would not behave as Linen's did (``keyed``: whether
+    every ``init`` of the models built here gives these streams a key, or can; ``adapted``:
+    the calls whose ``method=`` ``adapt_calls`` rewrote)."""
     kept = {id(arg) for node in walk(module) if isinstance(node, cst.Call) and id(node) in adapted
             for arg in node.args}
     found: list[tuple[cst.CSTNode, str]] = []
-    if not keyed_here and any(_OTHER_STREAM.search(cst.Module([]).code_for_node(converted.node))
-                              for converted in classes):
-        found.append((module, "the model built here is initialized elsewhere, whose `init` key gives its "
-                              "`Dropout` (built in `__init__`) no key: the construction is not bridged"))
+    streams = init_streams(classes)
+    if streams != frozenset() and not keyed(streams):
+        what = "a key stream it does not name" if streams is None else \
+            ", ".join(f"`{stream}`" for stream in sorted(streams))
+        found.append((module, f"the model built here is initialized elsewhere, and building it draws on {what}, "
+                              "which that `init` may not give: the construction is not bridged"))
     for node in walk(module):
         if isinstance(node, cst.Arg) and node.keyword is not None:
             if node.keyword.value == "method" and isinstance(node.value, cst.Attribute) \
