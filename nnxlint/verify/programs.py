@@ -301,10 +301,10 @@ def _bridged_model(module: linen.Module, inputs: tuple, keywords: dict) -> Optio
     (``conversion/constructs/to_linen_sized.py``); None for any other module."""
     options = {} if getattr(module, "skip_rng", True) else {"rngs": nnx.Rngs(0)}
     if isinstance(module, nnx.bridge.ToLinen):
-        return module.nnx_class(*module.args, **module.kwargs, **options)
+        return module.nnx_class(*module.args, **dict(module.kwargs), **options)
     if type(module).__name__ == to_linen_sized.CLASS:
         sizes = module.sizes(*inputs, **{key: value for key, value in keywords.items() if key not in _INIT_KEYWORDS})
-        return module.nnx_class(*sizes, *module.args, **module.kwargs, **options)
+        return module.nnx_class(*sizes, *module.args, **dict(module.kwargs), **options)
     return None
 
 

@@ -86,20 +86,20 @@ def helper(module: cst.Module, linen: str, nnx: str, callable_name: str) -> list
              f"    nnx_class: {callable_name}",
              f"    sizes: {callable_name}",
              "    args: tuple",
-             "    kwargs: dict",
+             "    kwargs: tuple  # (name, value) pairs: a module must hash (a static argument of `jax.jit`)",
              "    skip_rng: bool = False",
              "",
              f"    @{linen}.compact",
              "    def __call__(self, *args, **kwargs):",
              "        sizes = self.sizes(*args, **kwargs)",
-             f"        model = {nnx}.bridge.ToLinen(self.nnx_class, (*sizes, *self.args), self.kwargs, self.skip_rng, None)",
+             f"        model = {nnx}.bridge.ToLinen(self.nnx_class, (*sizes, *self.args), dict(self.kwargs), self.skip_rng, None)",
              f"        {linen}.share_scope(self, model)",
              "        return model(*args, **kwargs)",
              "",
              "",
              f"def {FUNCTION}(nnx_class, sizes, /, *args, skip_rng=False, **kwargs):",
              f'    """`{nnx}.bridge.to_linen` for a class whose input sizes `sizes` reads off its inputs."""',
-             f"    return {CLASS}(nnx_class, sizes, args, kwargs, skip_rng)",
+             f"    return {CLASS}(nnx_class, sizes, args, tuple(kwargs.items()), skip_rng)",
              ""]
     indent, newline = module.default_indent, module.default_newline
     source = newline.join(indent * ((len(line) - len(line.lstrip(" "))) // 4) + line.lstrip(" ") for line in lines)
