@@ -75,7 +75,7 @@ SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
              {"z_rng": "jax.random.key(2)"}, {"z_rng": "jax.random.key(2)"})],
     "ppo": [("models.py", "ActorCritic", "dict(num_outputs=4)",
              "jax.random.uniform(jax.random.key(1), (2, 84, 84, 4))", {}, {},
-             "dict(hidden_in_features=11 * 11 * 64)")],  # 84 -> 21 -> 11 -> 11 (SAME, strides 4, 2, 1)
+             "dict(x_shape_1=84, x_shape_2=84)")],  # the spatial axes, which size the flatten after the convolutions
     "linen_design_test": [("dense.py", "Dense", "dict(features=3)", "jax.random.normal(jax.random.key(1), (2, 5))",
                            {}, {}),
                           ("mlp_inline.py", "MLP", "dict(sizes=(4, 3, 2))",

@@ -148,11 +148,13 @@ def test_a_layer_built_by_the_class_becomes_a_bridged_attribute_named_as_linen_n
     assert ("        self.pool = nnx.bridge.ToNNX(nn.ConvLocal(channels * 2, (2, 2), strides=2), "
             "rngs=rngs)\n") in fixed
     assert "        x = self.pool(nnx.relu(x))\n" in fixed
+    # the flatten's size, read as the convolutions read the input (4 axes): 7 -> 5 (VALID) -> 3 (SAME, stride 2)
+    assert "nnx.Linear(((x_shape_1 - 1) // 2) * ((x_shape_2 - 1) // 2) * (channels * 2), 4, rngs=rngs)" in fixed
     assert _own_nnx1_findings(fixed) == []
     jnp = pytest.importorskip("jax.numpy")
     x = jnp.sin(jnp.arange(2 * 7 * 7 * 3, dtype=jnp.float32).reshape(2, 7, 7, 3))
     pairs = _outputs(DIRECT, fixed, lambda ns: ns["Patchwise"](),
-                     lambda ns, nnx: ns["Patchwise"](3 * 3 * 6, rngs=nnx.Rngs(0)), x)  # 7 -> 5 -> 3
+                     lambda ns, nnx: ns["Patchwise"](7, 7, rngs=nnx.Rngs(0)), x)
     assert _relative(pairs) <= 1e-5
 
 

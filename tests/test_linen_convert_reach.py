@@ -228,20 +228,39 @@ def test_names_imported_from_flax_linen_convert_and_a_param_under_a_field_branch
     assert "        if use_bias:\n            self.bias = nnx.Param(nnx.initializers.zeros_init()(rngs.params(), (features,)))" in fixed
 
 
+POLICY = '''\
+    import flax.linen as nn
+
+    class Policy(nn.Module):
+        actions: int
+
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(16, (3, 3), strides=(2, 2))(x))
+            x = x.reshape((x.shape[0], -1))
+            x = nn.relu(nn.Dense(64, name="hidden")(x))
+            return nn.Dense(self.actions, name="logits")(x)
+    '''
+
+
+def test_a_flatten_after_convolutions_is_sized_by_the_input_axes_they_read():
+    fixed, findings = convert(POLICY)
+    assert "def __init__(self, in_features: int, x_shape_1: int, x_shape_2: int, actions: int, *, rngs: nnx.Rngs):" \
+        in fixed
+    assert "self.hidden = nnx.Linear(16 * ((x_shape_1 + 1) // 2) * ((x_shape_2 + 1) // 2), 64, rngs=rngs)" in fixed
+    assert "`Policy` takes a first input of 4 axes (a batch, the spatial axes, the features), as its convolutions " \
+           "read it" in findings["Policy"].fix.description
+    jnp = pytest.importorskip("jax.numpy")
+    from conversion_helpers import max_relative_difference
+
+    x = jnp.cos(jnp.arange(2 * 9 * 6 * 3, dtype=jnp.float32).reshape(2, 9, 6, 3))  # 9 x 6 -> 5 x 3
+    difference = max_relative_difference(POLICY, fixed, lambda linen: linen["Policy"](4),
+                                         lambda ns, nnx: ns["Policy"](3, 9, 6, 4, rngs=nnx.Rngs(0)), x, [({}, "eval")])
+    assert difference <= 1e-6
+
+
 def test_a_layer_size_nothing_in_the_file_gives_becomes_a_named_constructor_parameter():
-    fixed, findings = convert('''\
-        import flax.linen as nn
-
-        class Policy(nn.Module):
-            actions: int
-
-            @nn.compact
-            def __call__(self, x):
-                x = nn.relu(nn.Conv(16, (3, 3), strides=(2, 2))(x))
-                x = x.reshape((x.shape[0], -1))
-                x = nn.relu(nn.Dense(64, name="hidden")(x))
-                return nn.Dense(self.actions, name="logits")(x)
-        ''')
+    fixed, findings = convert(POLICY.replace("nn.Conv(16, (3, 3), strides=(2, 2))", "nn.Dense(16)"))
     assert "def __init__(self, in_features: int, hidden_in_features: int, actions: int, *, rngs: nnx.Rngs):" in fixed
     assert "self.hidden = nnx.Linear(hidden_in_features, 64, rngs=rngs)" in fixed
     assert "self.logits = nnx.Linear(64, actions, rngs=rngs)" in fixed  # a Dense's output is its features

@@ -79,6 +79,9 @@ class ConvertedClass:
     # Linen layers kept through ``nnx.bridge.ToNNX`` in it or its submodules (``constructs/linen_bridge.py``):
     # a model holding one needs ``nnx.bridge.lazy_init`` before use
     bridged: list[str] = field(default_factory=list)
+    # converted on its own for a first input of this many axes, as its convolutions read it
+    # (``constructs/input_axes.py``: ``convolution_rank``), where no code states the rank
+    assumed_rank: Optional[int] = None
 
 
 @dataclass

@@ -24,7 +24,7 @@ from nnxlint.context import walk
 from nnxlint.conversion.base import CarryUnknown, ConvertedClass, FactoryUnknown, FileEnv, Unconvertible
 from nnxlint.conversion.constructs.layer_factory import LayerFactory
 from nnxlint.conversion.classes import ClassConverter
-from nnxlint.conversion.constructs.input_axes import on_its_own
+from nnxlint.conversion.constructs.input_axes import convolution_rank, on_its_own
 from nnxlint.conversion.shapes import is_open
 from nnxlint.conversion.shapes import Several, Shape, Size, open_shape
 
@@ -117,7 +117,7 @@ class ClassSet:
             if "input size" not in self._open_failures[name]:
                 raise Unconvertible(self._open_failures[name])
             # nobody here gives its input: the sizes are the builder's to pass
-            self.converted[name] = self._with_layer_sizes(name, node)
+            self.converted[name] = self._with_convolution_rank(node) or self._with_layer_sizes(name, node)
             return self.converted[name]
         inputs = _array_inputs(inputs)
         self.converted[name] = ClassConverter(self.env, node, inputs).run()
@@ -128,6 +128,23 @@ class ClassSet:
         """What a concrete conversion depends on: the shapes, or a cell's carry structure
         alone (its sizes are parameters every builder passes)."""
         return _carry_structure(inputs) if name in self._carry_cells else _key(inputs)
+
+    def _with_convolution_rank(self, node: cst.ClassDef) -> Optional[ConvertedClass]:
+        """A class on its own whose first input goes through convolutions of ``k`` spatial
+        axes (``constructs/input_axes.py``): converted for that input with ``k + 2`` axes
+        (a batch, the spatial axes, the features), the rank its convolutions read, when
+        that gives every layer its input size (a flatten after them)."""
+        rank = convolution_rank(self.env, node)
+        if rank is None:
+            return None
+        custom = dict(self.env.custom_collections)
+        try:
+            converted = on_its_own(self.env, node, [(None,) * (rank - 1) + (Size("?"),), *_ANY_INPUTS[1:]])
+        except Unconvertible:
+            self.env.custom_collections = custom
+            return None
+        converted.assumed_rank = rank
+        return converted
 
     def _with_layer_sizes(self, name: str, node: cst.ClassDef) -> ConvertedClass:
         """Last resort for a class on its own: a layer input size nothing inside it gives

@@ -29,6 +29,7 @@ from nnxlint.conversion.models_only import ModelsOnly
 from nnxlint.conversion.constructs.jraph_graph import graph_runtime_size
 from nnxlint.conversion.constructs.sow import left_out_note
 from nnxlint.conversion.constructs.gru import builds_gru, gru_class, gru_note
+from nnxlint.conversion.constructs.input_axes import rank_note
 from nnxlint.conversion.constructs.linen_bridge import bridge_note, bridge_partials, bridged_linen_reads
 from nnxlint.conversion.constructs.param_override import converted_overrides, hold_users
 from nnxlint.conversion.import_lines import Replacement, convert_imports, is_import, parts
@@ -162,6 +163,7 @@ class FileConverter:
         dropped += bridge_note(bridged, self.bridged_passed, self.env.nnx, with_training)
         dropped += gru_note(builds_gru(self.env, [self.classes.converted[name].node for name in converted],
                                        self.module), self.env)
+        dropped += rank_note([self.classes.converted[name] for name in converted])
         if with_training and self.training_note:
             dropped.append(self.training_note)
         return Conversion(changed, None, converted, dict(self.classes.reasons), sizes, with_training,

@@ -594,8 +594,7 @@ class _Plan(cst.CSTVisitor):
         return None
 
     def leave_Assign(self, original_node: cst.Assign) -> None:
-        if id(original_node.value) in self.calls and self.calls[id(original_node.value)].func \
-                is not original_node.value.func:  # ``model = nnx.bridge.to_linen(...)``
+        if id(original_node.value) in self.bridged_constructions:  # ``model = nnx.bridge.to_linen(...)``
             self.bridged_names.extend((target.target.value, original_node) for target in original_node.targets
                                       if isinstance(target.target, cst.Name))
 

@@ -329,9 +329,30 @@ def _symbolic_window_output(size: Size, window: int, stride: int, padding: str) 
     for a VALID window of 4 with stride 4, ``(s + 1) // 2`` for SAME with stride 2."""
     reach = stride - window if padding == "VALID" else stride - 1  # ceil((s - w + 1) / t) = (s - w + t) // t
     if stride == 1:
-        return size if reach == 0 else Size(f"{size.operand()} - {-reach}")
-    numerator = size.operand() if reach == 0 else f"({size.code} {'+' if reach > 0 else '-'} {abs(reach)})"
+        return size if reach == 0 else Size(_shifted(size, reach))
+    numerator = size.operand() if reach == 0 else f"({_shifted(size, reach)})"
     return Size(f"{numerator} // {stride}")
+
+
+_TIGHT = (ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Call, ast.Subscript, ast.Attribute)
+
+
+def _shifted(size: Size, by: int) -> str:
+    """``size + by`` as code, a trailing integer folded in (``s - 2`` shifted by 1 is
+    ``s - 1``)."""
+    try:
+        tree = ast.parse(size.code, mode="eval").body
+    except SyntaxError:
+        tree = None
+    head = size.code
+    if isinstance(tree, ast.BinOp) and isinstance(tree.op, (ast.Add, ast.Sub)) \
+            and isinstance(tree.right, ast.Constant) and type(tree.right.value) is int:
+        by += tree.right.value if isinstance(tree.op, ast.Add) else -tree.right.value
+        tree, head = tree.left, ast.get_source_segment(size.code, tree.left) or ""
+    # arithmetic binds tighter than the ``+``/``-`` appended, or as tight and to the left
+    if by and not isinstance(tree, _TIGHT):
+        head = f"({head})"
+    return head if by == 0 else f"{head} {'+' if by > 0 else '-'} {abs(by)}"
 
 
 # No array axis comes near this; beyond it, arithmetic is refused, not computed

@@ -20,6 +20,16 @@ number is such a parameter).  Whoever builds the class passes the size of that
 axis of what it gives: a parent the expression of its own sizes (``h * w + 1``,
 its own ``x_shape_1``), an init site ``x.shape[1]`` of the example input.  A
 parent that does not know the size refuses, naming it.
+
+A class on its own that flattens what its convolutions give (flax's ppo) states
+no rank, yet its flattened size needs the spatial axes.  When every convolution
+it builds has a kernel of ``k`` axes, it is converted for a first input of
+``k + 2`` axes (a batch, the spatial axes, the features), as those convolutions
+read it (``convolution_rank``), if that gives every layer its input size; the fix
+description says so (``rank_note``)::
+
+    def __init__(self, in_features: int, x_shape_1: int, x_shape_2: int, ...):
+        self.hidden = nnx.Linear(64 * (((x_shape_1 + 3) // 4 + 1) // 2) * (...), 512, rngs=rngs)
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from typing import TYPE_CHECKING, Collection, Optional
 
 import libcst as cst
 
+from nnxlint.context import walk
 from nnxlint.conversion.base import IDENTIFIER, Unconvertible, size_name, substitute
 from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, int_literal, is_open, open_shape
 
@@ -212,6 +223,35 @@ def on_its_own(env, node: cst.ClassDef, any_inputs: list, layer_sizes: bool = Fa
             if not is_open(inputs[stated.index]):
                 raise Unconvertible(str(stated)) from None
             inputs[stated.index] = (None,) * (stated.rank - 1) + (Size("?"),)
+
+
+_CONVOLUTIONS = frozenset({"Conv", "ConvTranspose", "ConvLocal"})
+
+
+def convolution_rank(env, node: cst.ClassDef) -> Optional[int]:
+    """``k + 2`` when every Linen convolution the class builds has a ``kernel_size`` of
+    ``k`` axes written out (``nn.Conv(32, (8, 8))``); None when it builds none, or they
+    differ."""
+    ranks = set()
+    for call in walk(node):
+        if not (isinstance(call, cst.Call) and env.linen_member(call.func) in _CONVOLUTIONS):
+            continue
+        kernel = next((arg.value for arg in call.args if arg.keyword is not None
+                       and arg.keyword.value == "kernel_size"), None)
+        if kernel is None:
+            positional = [arg for arg in call.args if arg.keyword is None]
+            kernel = positional[1].value if len(positional) > 1 and not positional[1].star else None
+        if not isinstance(kernel, (cst.Tuple, cst.List)) or any(isinstance(element, cst.StarredElement)
+                                                                 for element in kernel.elements):
+            return None
+        ranks.add(len(kernel.elements) + 2)
+    return ranks.pop() if len(ranks) == 1 else None
+
+
+def rank_note(classes: Collection["ConvertedClass"]) -> list[str]:
+    """For the fix description: the classes converted for the rank their convolutions read."""
+    return [f"`{converted.name}` takes a first input of {converted.assumed_rank} axes (a batch, the spatial axes, "
+            "the features), as its convolutions read it" for converted in classes if converted.assumed_rank]
 
 
 def resized(axis):
