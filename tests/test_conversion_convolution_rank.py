@@ -126,3 +126,13 @@ def test_convolutions_of_different_ranks_give_no_rank(run_cli, tmp_path):
     run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     models = (project / "models.py").read_text()
     assert "images_shape_1" not in models and "dense_0_in_features" in models
+
+
+def test_a_class_of_two_inputs_gives_no_rank(run_cli, tmp_path):
+    # which input the convolutions read is not told by the signature: the size stays a parameter
+    two = MODELS.replace("def __call__(self, images):", "def __call__(self, images, scale):").replace(
+        "return nn.Dense(self.classes)(x)", "return nn.Dense(self.classes)(x) * scale")
+    project = _project(tmp_path / "project", two)
+    run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    models = (project / "models.py").read_text()
+    assert "images_shape_1" not in models and "dense_0_in_features" in models

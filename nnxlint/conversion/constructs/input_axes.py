@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Collection, Optional
 import libcst as cst
 
 from nnxlint.context import walk
-from nnxlint.conversion.base import IDENTIFIER, Unconvertible, size_name, substitute
+from nnxlint.conversion.base import IDENTIFIER, Unconvertible, method_of, size_name, substitute
 from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, int_literal, is_open, open_shape
 
 if TYPE_CHECKING:
@@ -229,9 +229,14 @@ _CONVOLUTIONS = frozenset({"Conv", "ConvTranspose", "ConvLocal"})
 
 
 def convolution_rank(env, node: cst.ClassDef) -> Optional[int]:
-    """``k + 2`` when every Linen convolution the class builds has a ``kernel_size`` of
-    ``k`` axes written out (``nn.Conv(32, (8, 8))``); None when it builds none, or they
-    differ."""
+    """``k + 2`` when the class takes one input (its ``__call__``'s other parameters have
+    defaults) and every Linen convolution it builds has a ``kernel_size`` of ``k`` axes
+    written out (``nn.Conv(32, (8, 8))``); None when it builds none, or they differ."""
+    call = method_of(node, "__call__")
+    params = [*call.params.posonly_params, *call.params.params][1:] if call is not None else []
+    if not params or params[0].default is not None or any(param.default is None for param in params[1:]) \
+            or any(param.default is None for param in call.params.kwonly_params):
+        return None
     ranks = set()
     for call in walk(node):
         if not (isinstance(call, cst.Call) and env.linen_member(call.func) in _CONVOLUTIONS):
