@@ -137,24 +137,28 @@ class ClassSet:
         rank = convolution_rank(self.env, node)
         if rank is None:
             return None
-        custom = dict(self.env.custom_collections)
-        try:
-            converted = on_its_own(self.env, node, [(None,) * (rank - 1) + (Size("?"),), *_ANY_INPUTS[1:]])
-        except Unconvertible:
-            self.env.custom_collections = custom
-            return None
-        converted.assumed_rank = rank
+        converted = self._on_its_own_or_none(node, [(None,) * (rank - 1) + (Size("?"),), *_ANY_INPUTS[1:]])
+        if converted is not None:
+            converted.assumed_rank = rank
         return converted
 
     def _with_layer_sizes(self, name: str, node: cst.ClassDef) -> ConvertedClass:
         """Last resort for a class on its own: a layer input size nothing inside it gives
         (a flatten after convolutions) becomes a constructor parameter (``hidden_in_features``)."""
+        converted = self._on_its_own_or_none(node, _ANY_INPUTS, layer_sizes=True)
+        if converted is None:
+            raise Unconvertible(self._open_failures[name])
+        return converted
+
+    def _on_its_own_or_none(self, node: cst.ClassDef, inputs: list,
+                            layer_sizes: bool = False) -> Optional[ConvertedClass]:
+        """``on_its_own``, or None when it fails (the collections it registered forgotten)."""
         custom = dict(self.env.custom_collections)
         try:
-            return on_its_own(self.env, node, _ANY_INPUTS, layer_sizes=True)
+            return on_its_own(self.env, node, inputs, layer_sizes=layer_sizes)
         except Unconvertible:
             self.env.custom_collections = custom
-            raise Unconvertible(self._open_failures[name]) from None
+            return None
 
     def _check_key(self, name: str, inputs: Optional[Sequence[Shape]]) -> ConvertedClass:
         if name in self.concrete_keys and (inputs is None or self._key(name, _array_inputs(inputs))
