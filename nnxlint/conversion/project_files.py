@@ -48,7 +48,7 @@ from nnxlint.project import dotted_name
 from nnxlint.rule import FileEdit, OtherFiles
 from nnxlint.textio import SourceError, read_source
 from nnxlint.conversion.base import ConvertedClass, Unconvertible
-from nnxlint.conversion.constructs import to_linen, to_linen_sized
+from nnxlint.conversion.constructs import to_linen, to_linen_decoding, to_linen_sized
 from nnxlint.conversion.constructs.jraph_graph import graph_runtime_size
 from nnxlint.conversion.training_constructs.init_with_output import model_outputs
 from nnxlint.conversion.validate import converted_text
@@ -381,6 +381,8 @@ class _Constructions:
                                                               if id(assign) not in moved}))
         if plan.sized:
             plan.problems.extend(to_linen_sized.problems(module, scope, plan.nnx, bool(plan.adapted_methods)))
+        if plan.bridged and plan.decoding:
+            plan.problems.extend(to_linen_decoding.problems(module, scope, plan.nnx))
         elif plan.bridged and plan.annotations and to_linen_sized.spelling(scope, "flax.linen", "linen")[0] is None:
             plan.problems.append((module, "the file binds `linen` to something other than `flax.linen`, which the "
                                           "annotations of bridged models would name"))
@@ -407,6 +409,8 @@ class _Constructions:
             new = add_after_imports(new, to_linen.mode_helper(next(iter(plan.modes)), new))
         if plan.sized:
             new = to_linen_sized.with_helper(new, scope, nnx or "nnx")
+        if plan.bridged and plan.decoding:
+            new = to_linen_decoding.with_helper(new, scope, nnx or "nnx")
         if nnx is None:
             new = add_imports(new, {FLAX_NNX})
         return new.code
@@ -513,6 +517,8 @@ class _Plan(cst.CSTVisitor):
         self.bridged_names: list[tuple[str, cst.Assign]] = []  # bridged: ``model = ...``
         self.bridged_constructions: set[int] = set()  # id of each construction made a bridged model
         self.sized = False  # whether a construction reads its input sizes off the inputs (``to_linen_sized``)
+        # whether the file threads a ``cache`` collection: bridged models decode (``to_linen_decoding``)
+        self.decoding = owner.bridge and to_linen_decoding.decodes(module)
         self.adapted_methods: set[int] = set()  # calls whose ``method=`` became ``nnx_method=``
         self.seen_references: set[int] = set()
         self._linen_receivers = {match.group(1) for match in re.finditer(
@@ -552,7 +558,7 @@ class _Plan(cst.CSTVisitor):
                                         + (f" ({read_off_inputs})" if read_off_inputs else "")))
             return
         if self.owner.bridge:
-            bridged = to_linen.bridged(node, self.nnx, converted, read_off_inputs)
+            bridged = to_linen.bridged(node, self.nnx, converted, read_off_inputs, self.decoding)
             self.sized |= read_off_inputs is not None
             if isinstance(bridged, str):
                 self.problems.append((node, bridged))

@@ -41,9 +41,11 @@ class holding a layer in a constant mode; a class holding Linen layers through
 ``nnx.bridge.ToNNX``; a construction that passes ``name=`` or ``metadata_fn=`` (they are
 ``to_linen``'s own), ``method=Class.method`` outside an ``apply``/``init`` call, or
 with a moved train/eval argument (in ``apply``, ``method=models.Net.encode`` becomes
-``nnx_method=models.Net.encode``, the NNX function run on the NNX model), a Linen ``cache`` collection (autoregressive decoding
-keeps its cache differently in NNX), and a parameter read by its Linen name
-(``params['Dense_0']``).  An ``init`` in a bridged file is given a ``default`` key for the streams other than
+``nnx_method=models.Net.encode``, the NNX function run on the NNX model), and a parameter
+read by its Linen name (``params['Dense_0']``).  A file that threads a Linen ``cache``
+collection (decoding) builds the models through ``to_linen_decoding`` instead
+(``constructs/to_linen_decoding.py``), which makes NNX attention caches where Linen's
+``init`` made its own.  An ``init`` in a bridged file is given a ``default`` key for the streams other than
 ``params`` that a class draws on in ``__init__`` (``nnx.Dropout``, ``rngs.lstm.fork()``):
 ``model.init({'params': key, 'default': key}, x)``.  A file that builds the model but
 does not ``init`` it hands it to a function of another file of the run; the
@@ -60,7 +62,7 @@ import libcst as cst
 
 from nnxlint.context import walk
 from nnxlint.conversion.base import ConvertedClass, Mode, method_of
-from nnxlint.conversion.constructs import to_linen_sized
+from nnxlint.conversion.constructs import to_linen_decoding, to_linen_sized
 
 NOTE = ("the training code in {files} stays Linen (`init`, `apply`, `TrainState`) and builds the converted "
         "models through `nnx.bridge.to_linen`: the parameters are named by the NNX attributes, so a Linen "
@@ -76,10 +78,12 @@ _LINEN_NAME_READ = re.compile(r"""\[\s*['"]params['"]\s*\]\s*\[\s*['"]""")
 
 
 def bridged(call: cst.Call, nnx: str, converted: ConvertedClass,
-            sizes: Optional[cst.Lambda] = None) -> Union[cst.Call, str]:
+            sizes: Optional[cst.Lambda] = None, decoding: bool = False) -> Union[cst.Call, str]:
     """``nnx.bridge.to_linen(Class, *args, **kwargs)`` for the construction ``call``, or why not;
     ``to_linen_sized(Class, sizes, *args, **kwargs)`` for a class whose input sizes ``sizes``
-    reads off its inputs (``constructs/to_linen_sized.py``)."""
+    reads off its inputs (``constructs/to_linen_sized.py``); ``to_linen_decoding(Class, *args,
+    **kwargs)`` in a file that decodes through a ``cache`` collection
+    (``constructs/to_linen_decoding.py``)."""
     if moved_mode(converted) is not None and converted.constant_flags:
         return (f"`{converted.name}` keeps a layer in a constant train/eval mode, which "
                 "`model.train()`/`eval()` would change: the construction is not bridged")
@@ -93,7 +97,13 @@ def bridged(call: cst.Call, nnx: str, converted: ConvertedClass,
     if any(arg.star for arg in call.args):
         return "a construction with starred arguments is not bridged"
     options = [] if converted.uses_rngs else [_keyword("skip_rng", "True")]
-    if sizes is None:
+    if decoding and sizes is not None:
+        return (f"`{converted.name}` takes input sizes that its inputs give, in a file that decodes through a "
+                "`cache` collection: the construction is not bridged")
+    if decoding:  # its helper passes ``metadata_fn=None``
+        args = [cst.Arg(call.func), *call.args, *options]
+        function = to_linen_decoding.FUNCTION
+    elif sizes is None:
         args = [cst.Arg(call.func), *call.args, *options, _keyword("metadata_fn", "None")]
         function = f"{nnx}.bridge.to_linen"
     else:  # its helper passes ``metadata_fn=None``
@@ -288,9 +298,6 @@ def problems(module: cst.Module, spelled: Callable[[cst.Module, cst.BaseExpressi
                     and spelled(module, node.value.value) is not None and id(node) not in kept:
                 found.append((node, f"`method={module.code_for_node(node.value)}` names a function of the NNX "
                                     "class, which a bridged model does not run as a Linen method"))
-            elif node.keyword.value == "mutable" and "cache" in module.code_for_node(node.value):
-                found.append((node, "a Linen `cache` collection (decoding) is kept differently by NNX "
-                                    "modules: the training code is not bridged"))
         elif isinstance(node, cst.SimpleStatementLine) and _LINEN_NAME_READ.search(module.code_for_node(node)):
             found.append((node, "a parameter is read by its Linen name; a bridged model names them "
                                 "by its NNX attributes"))

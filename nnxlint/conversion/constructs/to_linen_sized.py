@@ -101,6 +101,12 @@ def helper(module: cst.Module, linen: str, nnx: str, callable_name: str) -> list
              f'    """`{nnx}.bridge.to_linen` for a class whose input sizes `sizes` reads off its inputs."""',
              f"    return {CLASS}(nnx_class, sizes, args, tuple(kwargs.items()), skip_rng)",
              ""]
+    return statements(module, lines)
+
+
+def statements(module: cst.Module, lines: list[str]) -> list[cst.BaseStatement]:
+    """``lines`` (indented by four spaces a level) as statements in the module's
+    indentation and newlines."""
     indent, newline = module.default_indent, module.default_newline
     source = newline.join(indent * ((len(line) - len(line.lstrip(" "))) // 4) + line.lstrip(" ") for line in lines)
     return list(cst.parse_module(source, config=module.config_for_parsing).body)
@@ -128,7 +134,7 @@ def problems(module: cst.Module, scope: names.Scope, nnx: str,
         found.append((module, "a model whose input sizes are read off `__call__`'s inputs is run through another "
                               "method (`method=`): the construction is not bridged"))
     taken = [name for name in (CLASS, FUNCTION) if name in scope.bindings]
-    if taken and not _written(module, _helper_for(module, scope, nnx)):
+    if taken and not is_written(module, _helper_for(module, scope, nnx)):
         found.append((module, f"the file has a `{taken[0]}` of its own"))
     if spelling(scope, "flax.linen", "linen")[0] is None:
         found.append((module, "the file binds `linen` to something other than `flax.linen`"))
@@ -140,14 +146,19 @@ def problems(module: cst.Module, scope: names.Scope, nnx: str,
 def with_helper(module: cst.Module, scope: names.Scope, nnx: str) -> cst.Module:
     """``module`` with ``ToLinenSized`` and ``to_linen_sized`` after its imports, and the
     imports they need (once: another models file's fix may have written them)."""
-    statements = _helper_for(module, scope, nnx)
-    if _written(module, statements):
-        return module
-    for statement in reversed(statements):
-        module = add_after_imports(module, statement)
     needed = {"flax.linen"} if spelling(scope, "flax.linen", "linen")[1] else set()
     callable_import = _callable_spelling(scope)[1]
     needed |= {callable_import} if callable_import else set()
+    return with_statements(module, _helper_for(module, scope, nnx), needed)
+
+
+def with_statements(module: cst.Module, written: list[cst.BaseStatement], needed: set[str]) -> cst.Module:
+    """``module`` with ``written`` after its imports and the ``needed`` imports, unless
+    they are there already (another models file's fix may have written them)."""
+    if is_written(module, written):
+        return module
+    for statement in reversed(written):
+        module = add_after_imports(module, statement)
     return add_imports(module, needed) if needed else module
 
 
@@ -156,7 +167,7 @@ def _helper_for(module: cst.Module, scope: names.Scope, nnx: str) -> list[cst.Ba
     return helper(module, linen or "linen", nnx, _callable_spelling(scope)[0] or "Callable")
 
 
-def _written(module: cst.Module, statements: list[cst.BaseStatement]) -> bool:
+def is_written(module: cst.Module, statements: list[cst.BaseStatement]) -> bool:
     return all(module.code_for_node(statement).strip() in module.code for statement in statements)
 
 
