@@ -271,9 +271,9 @@ class LinenModule(Rule):
 
     def _fix(self, node: cst.Module, conversion, importing, held, together):
         """The conversion of this file and its fix; a project-level fix when other files
-        of the run import its classes (read and updated only when the fix is applied,
-        unless the file's classes need another file's ``init`` to convert at all)."""
-        from nnxlint.conversion.project_files import ProjectConversion, trains_elsewhere
+        of the run import its classes (read and updated here: a class that one of them
+        would go on building the Linen way stays Linen, and the finding says why)."""
+        from nnxlint.conversion.project_files import ProjectConversion
 
         if not importing:
             fix = Fix(_fix_description(conversion), "unsafe", conversion.replacements) \
@@ -281,8 +281,7 @@ class LinenModule(Rule):
             return conversion, fix
         project = ProjectConversion(node, self.context.module_scope, self.context.path, importing, conversion, held,
                                     together, project=self.context.project)
-        if together is None and trains_elsewhere(conversion, importing):
-            conversion = project.conversion
+        conversion = project.fixed()
         if not (conversion.converted and conversion.replacements):
             return conversion, None
         users = together.users if together is not None else {}

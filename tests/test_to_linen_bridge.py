@@ -175,7 +175,8 @@ def test_a_train_flag_passed_by_position_is_not_bridged(run_cli, tmp_path):
     (project / "train.py").write_text(_train_with_flag("True"))
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     assert (project / "train.py").read_text() == _train_with_flag("True")
-    assert "`deterministic` is passed by position: the call is not given the NNX model's mode" in result.stderr
+    assert (project / "models.py").read_text() == MODELS_WITH_DROPOUT_FLAG
+    assert "`deterministic` is passed by position: the call is not given the NNX model's mode" in result.stdout
 
 
 MODELS_WITH_METHOD = MODELS + '''

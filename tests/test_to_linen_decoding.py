@@ -159,5 +159,7 @@ def test_a_decoding_model_whose_helper_name_is_taken_is_not_bridged(run_cli, tmp
     project = _project(tmp_path / "project", TRAIN.replace("VOCAB, WIDTH, LENGTH = 11, 8, 6",
                                                            "VOCAB, WIDTH, LENGTH = 11, 8, 6\nToLinenDecoding = None"))
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
-    assert "the file has a `ToLinenDecoding` of its own" in result.stderr
+    assert "the file has a `ToLinenDecoding` of its own" in result.stdout  # the decoder's finding says why
     assert "to_linen_decoding(" not in (project / "train.py").read_text()
+    assert (project / "models.py").read_text() == MODELS
+    assert run_cli("check", "--no-cache", "--select", "NNX1", project).returncode == 0

@@ -199,7 +199,11 @@ def test_a_size_no_input_gives_is_not_bridged(run_cli, tmp_path):
     (project / "critics.py").write_text(FLATTENING_CRITIC)
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     assert "to_linen_sized(critics.Critic" not in (project / "learner.py").read_text()
-    assert "of `Critic` is known to none of its inputs" in result.stderr
+    # the critic stays Linen: its finding names the construction the fix could not update
+    assert (project / "critics.py").read_text() == FLATTENING_CRITIC
+    assert "builds it and cannot be updated" in result.stdout and "of `Critic` is known to none of its inputs" \
+        in result.stdout
+    assert run_cli("check", "--no-cache", "--select", "NNX1", project).returncode == 0
 
 
 def test_another_method_run_on_a_sized_model_is_not_bridged(run_cli, tmp_path):
@@ -211,7 +215,9 @@ def value(params, observations, actions):
     project = _project(tmp_path / "project", learner)
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     assert "to_linen_sized(critics.Critic" not in (project / "learner.py").read_text()
-    assert "is run through another method (`method=`): the construction is not bridged" in result.stderr
+    assert (project / "critics.py").read_text() == CRITICS
+    assert "is run through another method (`method=`): the construction is not bridged" in result.stdout
+    assert run_cli("check", "--no-cache", "--select", "NNX1", project).returncode == 0
 
 
 def test_a_standard_library_import_joins_the_standard_library_group():
@@ -247,5 +253,7 @@ def test_a_model_handed_to_a_function_whose_init_gives_one_key_is_not_bridged(ru
     (project / "actors.py").write_text(DROPPING_ACTOR)
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     assert "to_linen_sized" not in (project / "other.py").read_text()
+    assert (project / "actors.py").read_text() == DROPPING_ACTOR
     assert "other.py:1: the model built here is initialized elsewhere, and building it draws on `dropout`" \
-        in result.stderr
+        in result.stdout
+    assert run_cli("check", "--no-cache", "--select", "NNX1", project).returncode == 0

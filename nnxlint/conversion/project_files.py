@@ -232,12 +232,25 @@ class ProjectConversion:
     @cached_property
     def _result(self) -> tuple["Conversion", OtherFiles]:
         try:
-            return self._convert()
+            for importer in self.importing:
+                self._file(importer)  # read once: what cannot be read is a note of every attempt
+            notes = list(self.notes)
+            conversion, other_files, stuck = self._convert()
+            if stuck and self.together is None and not stuck.keys() <= self.held.keys():
+                # a file of the run would go on building them the Linen way, and break: they stay Linen
+                self.held = {**self.held, **stuck}
+                self.notes = notes
+                self.__dict__.pop("_across", None)
+                conversion, other_files, _ = self._convert()
+            return conversion, other_files
         except Exception as error:  # a bug here must not cost the file its own conversion
             note = f"the other files of the run are not updated ({type(error).__name__}: {error}); please report it"
             return self.single, OtherFiles(notes=(*self.notes, note))
 
-    def _convert(self) -> tuple["Conversion", OtherFiles]:
+    def _convert(self) -> tuple["Conversion", OtherFiles, dict[str, str]]:
+        """The conversion, the other files' edits and notes, and the converted classes that a
+        file of the run builds and that the fix cannot update there (-> why)."""
+        from nnxlint.conversion.file import Conversion
         from nnxlint.conversion.models_only import ModelsOnly
 
         trained: dict[str, str] = {}  # path -> its converted training code
@@ -249,17 +262,19 @@ class ProjectConversion:
             converter = self._models_converter()
             try:
                 conversion = converter.run()
-            except Unconvertible:
-                return self.single, OtherFiles(notes=tuple(self.notes))
-        notes = self.notes
+            except Unconvertible as error:  # (``held`` may have grown since ``single``)
+                conversion = Conversion(reason=str(error), reasons=dict(converter.classes.reasons))
+                return conversion, OtherFiles(notes=tuple(self.notes)), {}
+        notes = list(self.notes)
         if not conversion.converted:
-            return conversion, OtherFiles(notes=tuple(notes))
+            return conversion, OtherFiles(notes=tuple(notes)), {}
         classes = {name: converter.classes.converted[name] for name in conversion.converted}
         builders = {**{name: name for name in classes},
                     **{function: built for function, built in conversion.factories.items()},
                     **{alias: built for alias, built in ModelsOnly(converter).partials().items() if built in classes}}
         edits = []
         bridged = []  # files that keep their Linen training code on the converted classes
+        stuck: dict[str, str] = {}
         keep_linen_training = self.together is None and self._across is None
         for importer in self.importing:
             found = self._file(importer)
@@ -272,14 +287,21 @@ class ProjectConversion:
                 try:
                     after = constructions.rewrite(text)
                 except Unconvertible:
-                    # another file's training code converted, this one keeps its Linen ``init``/``apply``
-                    if keep_linen_training or not constructions.linen_uses or importer.path in trained:
+                    # another file's training code converted; this one keeps its Linen ``init``/``apply``,
+                    # or builds a model it cannot give the new arguments: it keeps a Linen module
+                    if keep_linen_training or importer.path in trained:
                         raise
                     constructions = _Constructions(importer, builders, classes, converter.env, bridge=True,
                                                    project=self.project)
                     after = constructions.rewrite(text)
             except (cst.ParserSyntaxError, Unconvertible) as error:
+                if is_test_file(importer.path):  # it tests the Linen model: no conversion keeps it passing
+                    notes.append(f"{importer.path} is not updated (a test of the Linen classes: rewrite it for "
+                                 f"the NNX ones): {error}")
+                    continue
                 notes.append(f"{importer.path} is not updated: {error}")
+                for name in _built_classes(text, importer, builders):
+                    stuck.setdefault(name, f"{importer.path} builds it and cannot be updated: {error}")
                 continue
             if after != found.text:
                 edits.append(FileEdit(importer.path, found.text, after))
@@ -295,7 +317,7 @@ class ProjectConversion:
             notes.extend(self.together.notes)
         if bridged:
             notes.append(to_linen.NOTE.format(files=", ".join(bridged)))
-        return conversion, OtherFiles(tuple(edits), tuple(notes))
+        return conversion, OtherFiles(tuple(edits), tuple(dict.fromkeys(notes))), stuck
 
     def _with_training(self):
         """The conversion with the training code of the one importer that calls ``init``
@@ -342,6 +364,24 @@ class ProjectConversion:
         return None
 
 
+_TEST_FILE = re.compile(r"(^|/)(tests?/|test_[^/]*\.py$|[^/]*_tests?\.py$)")
+
+
+def is_test_file(path: str) -> bool:
+    """``test_models.py``, ``models_test.py`` or a file under ``tests/``: a test of the
+    Linen classes, which often checks what only Linen has (``variables['params']['Dense_0']``,
+    a count of Linen submodules); a file that a fix cannot update otherwise keeps the
+    classes it builds Linen."""
+    return bool(_TEST_FILE.search(path.replace("\\", "/")))
+
+
+def _built_classes(text: str, importer: Importer, builders: Mapping[str, str]) -> set[str]:
+    """The converted classes that ``text`` (the importer's) names, itself or through a
+    factory function."""
+    return {builders[name] for spelling, name in importer.spellings.items()
+            if name in builders and re.search(rf"(?<![\w.]){re.escape(spelling)}\b", text)}
+
+
 class _Constructions:
     """Gives every construction of a converted class in one importing file the new
     arguments, or names what it cannot update."""
@@ -355,7 +395,6 @@ class _Constructions:
         self.env = env  # the models file's (``FileEnv``): a graph input's sizes
         self.bridge = bridge  # Linen training code stays: constructions go through ``nnx.bridge.to_linen``
         self.bridged = False  # whether ``rewrite`` bridged any
-        self.linen_uses = False  # whether the file uses a converted class as a Linen model (not bridged)
 
     def rewrite(self, text: str) -> str:
         module = cst.parse_module(text)
@@ -594,7 +633,6 @@ class _Plan(cst.CSTVisitor):
             return None
         if isinstance(node.value, cst.Call) and node.attr.value in _LINEN_METHODS \
                 and self.owner.spelled(self.module, node.value.func):
-            self.owner.linen_uses = True
             self.problems.append((node, f"`{self.module.code_for_node(node.value.func)}(...).{node.attr.value}` "
                                         "uses it as a Linen model"))
         return None
@@ -610,7 +648,6 @@ class _Plan(cst.CSTVisitor):
         if isinstance(node.value, cst.Call) and self.owner.spelled(self.module, node.value.func) \
                 and len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) \
                 and node.targets[0].target.value in self._linen_receivers:
-            self.owner.linen_uses = True
             self.problems.append((node, f"`{node.targets[0].target.value}` is used as a Linen model "
                                         "(`init`/`apply`)"))
 
