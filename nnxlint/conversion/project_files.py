@@ -178,6 +178,7 @@ class ProjectConversion:
         self.single = single
         self.held = held or {}
         self.notes: list[str] = []
+        self.training_failures: dict[str, str] = {}  # importer -> why its training code is not converted
         self._files: dict[str, Optional[_File]] = {}
 
     @property
@@ -300,8 +301,10 @@ class ProjectConversion:
                                  f"the NNX ones): {error}")
                     continue
                 notes.append(f"{importer.path} is not updated: {error}")
+                training = self.training_failures.get(importer.path)
+                why = f"its training code is not converted ({training}), nor bridged: {error}" if training else error
                 for name in _built_classes(text, importer, builders):
-                    stuck.setdefault(name, f"{importer.path} builds it and cannot be updated: {error}")
+                    stuck.setdefault(name, f"{importer.path} builds it and cannot be updated: {why}")
                 continue
             if after != found.text:
                 edits.append(FileEdit(importer.path, found.text, after))
@@ -359,6 +362,7 @@ class ProjectConversion:
             except Unconvertible as error:
                 if "(found 0)" not in str(error):  # a file without ``init`` of a model is no training file
                     self.notes.append(f"the training code in {importer.path} is not converted: {error}")
+                    self.training_failures[importer.path] = str(error)
                 continue
             return models, conversion, {importer.path: converted_text(found.module, replacements)}
         return None
@@ -420,11 +424,11 @@ class _Constructions:
                                                               if id(assign) not in moved}))
         if plan.sized:
             plan.problems.extend(to_linen_sized.problems(module, scope, plan.nnx, bool(plan.adapted_methods)))
-        if plan.bridged and plan.decoding:
-            plan.problems.extend(to_linen_decoding.problems(module, scope, plan.nnx))
         elif plan.bridged and plan.annotations and to_linen_sized.spelling(scope, "flax.linen", "linen")[0] is None:
             plan.problems.append((module, "the file binds `linen` to something other than `flax.linen`, which the "
                                           "annotations of bridged models would name"))
+        if plan.bridged and plan.decoding:
+            plan.problems.extend(to_linen_decoding.problems(module, scope, plan.nnx))
         problems = [f"{self.importer.path}:{positions[node].start.line}: {why}" for node, why in plan.problems
                     if id(node) not in moved]
         if problems or not bridging:  # a bridge that works takes the sites ``model_outputs`` cannot follow
