@@ -61,6 +61,14 @@ def import_fresh(directory, monkeypatch, *modules: str):
     return tuple(importlib.import_module(name) for name in modules)
 
 
+def write_project(directory, files: dict):
+    """``directory``, made, with ``files`` (name -> text) written in it."""
+    directory.mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory
+
+
 def compared_runs(script: str, before, after):
     """What ``script`` prints last as JSON (the Linen original's figures and the fixed
     project's), run in a fresh interpreter with the two directories as its arguments."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from conversion_helpers import compared_runs
+from conversion_helpers import compared_runs, write_project
 
 MODELS = '''\
 import flax.linen as nn
@@ -92,10 +92,7 @@ print(json.dumps([linen_losses, trainer.learn(4, params)[0]]))
 
 
 def _project(directory, models=MODELS):
-    directory.mkdir()
-    (directory / "models.py").write_text(models)
-    (directory / "trainer.py").write_text(TRAINER)
-    return directory
+    return write_project(directory, {"models.py": models, "trainer.py": TRAINER})
 
 
 def test_the_flattened_size_is_an_expression_of_the_spatial_axes_and_trains_the_same(run_cli, tmp_path):

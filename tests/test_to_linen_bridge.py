@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from conversion_helpers import compared_runs
+from conversion_helpers import compared_runs, write_project
 
 MODELS = '''\
 import flax.linen as nn
@@ -113,10 +113,7 @@ print(json.dumps([linen_losses, train.run(6, params)]))
 
 
 def _project(directory, models=MODELS):
-    directory.mkdir()
-    for name, text in {"models.py": models, "train.py": TRAIN, "other.py": OTHER}.items():
-        (directory / name).write_text(text)
-    return directory
+    return write_project(directory, {"models.py": models, "train.py": TRAIN, "other.py": OTHER})
 
 
 def test_linen_training_code_trains_the_converted_class_through_the_bridge(run_cli, tmp_path):

@@ -5,7 +5,7 @@ unchanged from the same weights."""
 
 from __future__ import annotations
 
-from conversion_helpers import compared_runs
+from conversion_helpers import compared_runs, write_project
 
 # a decoder whose attention and position table keep a cache when it decodes
 MODELS = '''\
@@ -128,10 +128,7 @@ print(json.dumps([linen_losses, losses, float(np.max(np.abs(np.asarray(linen_dec
 
 
 def _project(directory, train=TRAIN):
-    directory.mkdir()
-    (directory / "models.py").write_text(MODELS)
-    (directory / "train.py").write_text(train)
-    return directory
+    return write_project(directory, {"models.py": MODELS, "train.py": train})
 
 
 def test_a_model_decoding_through_a_cache_trains_and_decodes_through_the_bridge(run_cli, tmp_path):

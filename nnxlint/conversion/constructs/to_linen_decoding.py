@@ -80,7 +80,7 @@ def helper(module: cst.Module, linen: str, nnx: str) -> list[cst.BaseStatement]:
              f'        if "{COLLECTION}" in self.variables:',
              "            for layer in attentions:",
              f"                layer.init_cache((1, 1, layer.in_features))  # filled from `{COLLECTION}`",
-             f"        {nnx}.update(model, {nnx}.merge_state(*self.variables.values()))",
+             f"        {nnx}.update(model, {{}}, *self.variables.values())  # `{{}}`: `apply` may be given none",
              "        out = method(model, *args, **kwargs)",
              "        self._update_variables(model)",
              "        return out",
