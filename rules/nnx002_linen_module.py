@@ -285,7 +285,8 @@ class LinenModule(Rule):
         if not (conversion.converted and conversion.replacements):
             return conversion, None
         users = together.users if together is not None else {}
-        return conversion, Fix(_fix_description(conversion, [found.path for found in importing], users), "unsafe",
+        return conversion, Fix(_fix_description(conversion, [found.path for found in importing], users,
+                                                project.bridged_files), "unsafe",
                                project.replacements, other_files=project.other_files)
 
 
@@ -293,7 +294,8 @@ def _message(found: cst.ClassDef) -> str:
     return f"Linen Module class `{found.name.value}`: migrate to `nnx.Module`"
 
 
-def _fix_description(conversion, importing: Sequence[str] = (), users: Optional[dict] = None) -> str:
+def _fix_description(conversion, importing: Sequence[str] = (), users: Optional[dict] = None,
+                     bridged: Sequence[str] = ()) -> str:
     """What the fix converts, and what it asks of code outside the file (or, when other
     files of the run import its classes, outside the run)."""
     names = ", ".join(f"`{name}`" for name in conversion.converted)
@@ -304,9 +306,10 @@ def _fix_description(conversion, importing: Sequence[str] = (), users: Optional[
             f"{', '.join(f'`{name}`' for name in classes)} of {path}" for path, classes in users.items()) + ")"
     if importing:
         files = ", ".join(importing)
+        kept = f", or kept on them through `nnx.bridge.to_linen` ({', '.join(bridged)})" if bridged else ""
         return (f"{text}, with the files of the run that import them ({files}): their constructions get "
-                "the new arguments and their `init`/`apply` training code is converted; code outside the run "
-                "that builds these classes must pass the new arguments (input sizes, `rngs=`)")
+                f"the new arguments and their `init`/`apply` training code is converted{kept}; code outside the "
+                "run that builds these classes must pass the new arguments (input sizes, `rngs=`)")
     sized = {name: sizes for name, sizes in conversion.size_parameters.items() if sizes}
     if sized and not conversion.with_training:
         parameters = "; ".join(f"`{name}` takes {', '.join(f'`{size}`' for size in sizes)}"

@@ -5,6 +5,8 @@ unchanged from the same weights."""
 
 from __future__ import annotations
 
+import json
+
 from conversion_helpers import compared_runs, write_project
 
 # a decoder whose attention and position table keep a cache when it decodes
@@ -133,6 +135,10 @@ def _project(directory, train=TRAIN):
 
 def test_a_model_decoding_through_a_cache_trains_and_decodes_through_the_bridge(run_cli, tmp_path):
     before, after = _project(tmp_path / "before"), _project(tmp_path / "after")
+    shown = run_cli("check", "--no-cache", "--unsafe-fixes", "--output-format", "json", after)
+    description = next(finding["fix"]["description"] for finding in json.loads(shown.stdout)
+                       if finding["code"] == "NNX002" and finding["fix"])
+    assert f"or kept on them through `nnx.bridge.to_linen` ({after / 'train.py'})" in description
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", after)
     assert "class Decoder(nnx.Module):" in (after / "models.py").read_text()
     train = (after / "train.py").read_text()

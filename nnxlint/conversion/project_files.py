@@ -179,6 +179,7 @@ class ProjectConversion:
         self.held = held or {}
         self.notes: list[str] = []
         self.training_failures: dict[str, str] = {}  # importer -> why its training code is not converted
+        self.bridged_files: tuple[str, ...] = ()  # the importers the fix keeps Linen training code in
         self._files: dict[str, Optional[_File]] = {}
 
     @property
@@ -320,6 +321,7 @@ class ProjectConversion:
             notes.extend(self.together.notes)
         if bridged:
             notes.append(to_linen.NOTE.format(files=", ".join(bridged)))
+        self.bridged_files = tuple(bridged)
         return conversion, OtherFiles(tuple(edits), tuple(dict.fromkeys(notes))), stuck
 
     def _with_training(self):
