@@ -16,7 +16,8 @@ bridged construction goes through a Linen module written once after the imports:
     to_linen_decoding(models.TransformerLM, decode_config)
 
 ``ToLinenDecoding`` is an ``nnx.bridge.ToLinen`` whose ``init`` runs the model once with
-its attentions not decoding, to see their inputs (as Linen's did), puts back what
+its attentions not decoding, to see their inputs (as Linen's did: each attention's class
+is, for that run only, a subclass of its own recording them), puts back what
 that run moved (a position embedding's cache index), and makes each cache with
 ``init_cache`` before it stores the variables: ``cache`` holds them with the shapes
 Linen's had.  Its ``apply`` makes the caches before it loads the variables, so the
@@ -88,24 +89,25 @@ def helper(module: cst.Module, linen: str, nnx: str) -> list[cst.BaseStatement]:
              "    @staticmethod",
              "    def make_caches(model, attentions, run):",
              '        """`run()` with the attentions not decoding, then a cache for the inputs each saw."""',
-             "        seen = {}",
+             "        seen, classes = {}, {id(layer): type(layer) for layer in attentions}",
              "",
-             f"        class Seen({nnx}.MultiHeadAttention):",
-             "            def __call__(self, inputs_q, inputs_k=None, inputs_v=None, **kwargs):",
-             "                seen[id(self)] = (inputs_q if inputs_k is None else inputs_k).shape",
-             '                return super().__call__(inputs_q, inputs_k, inputs_v, **{**kwargs, "decode": False})',
+             "        def seeing(layer, inputs_q, inputs_k=None, inputs_v=None, **kwargs):",
+             "            seen[id(layer)] = (inputs_q if inputs_k is None else inputs_k).shape",
+             '            kwargs["decode"] = False',
+             "            return classes[id(layer)].__call__(layer, inputs_q, inputs_k, inputs_v, **kwargs)",
              "",
              f"        before = {nnx}.to_pure_dict({nnx}.state(model))  # Linen's `init` moved no cache index",
-             "        for layer in attentions:",
-             "            layer.__class__ = Seen",
+             "        for layer in attentions:  # for this run only: each its own class, recording its inputs",
+             '            layer.__class__ = type("Seeing", (classes[id(layer)],), {"__call__": seeing})',
              "        try:",
              "            out = run()",
              "        finally:",
              "            for layer in attentions:",
-             f"                layer.__class__ = {nnx}.MultiHeadAttention",
+             "                layer.__class__ = classes[id(layer)]",
              f"        {nnx}.update(model, before)",
              "        for layer in attentions:",
-             "            layer.init_cache(seen[id(layer)], layer.dtype or layer.param_dtype)",
+             "            if id(layer) in seen:  # (an attention the run did not reach makes no cache, as in Linen)",
+             "                layer.init_cache(seen[id(layer)], layer.dtype or layer.param_dtype)",
              "        return out",
              "",
              "",
