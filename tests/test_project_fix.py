@@ -302,3 +302,30 @@ def test_a_file_keeping_linen_init_and_apply_is_bridged_where_another_files_trai
                                                  "print(legacy.predict(p, jnp.ones((2, 3))).shape)"],
                           cwd=project, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert used.stdout.strip() == "(2, 2)", used.stderr
+
+
+def test_a_file_that_can_be_neither_updated_nor_bridged_keeps_the_classes_it_builds_linen(run_cli, project):
+    starred_export = "from models import MLP\n\n\ndef small(options):\n    return MLP(**options)\n"
+    (project / "export.py").write_text(starred_export)
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    after = _texts(project)
+    # MLP stays Linen, and with it train.py's training; Tagger converts, and with no training code
+    # converted serve.py keeps the Linen module it had
+    assert "class MLP(nn.Module):" in after["models.py"] and "class Tagger(nnx.Module):" in after["models.py"]
+    assert after["train.py"] == TRAIN and after["export.py"] == starred_export
+    assert "nnx.bridge.to_linen(models.Tagger, vocab=10, dim=4, metadata_fn=None)" in after["serve.py"]
+    assert "the training code in " in result.stderr and "train.py is not converted: `MLP` stays Linen" in result.stderr
+    assert ("Linen Module class `MLP`: migrate to `nnx.Module` (no fix: " in result.stdout
+            and "export.py builds it and cannot be updated: " in result.stdout
+            and "export.py:5: a construction with starred arguments is not bridged" in result.stdout)
+    assert run_cli("check", "--no-cache", "--select", "NNX1", project).returncode == 0
+
+
+def test_a_class_held_linen_can_leave_another_file_unable_to_update_and_its_classes_stay_linen_too(run_cli, project):
+    # with MLP held, train.py's training no longer converts: serve.py must then be bridged, which it cannot be
+    (project / "export.py").write_text("from models import MLP\n\n\ndef small(options):\n    return MLP(**options)\n")
+    (project / "serve.py").write_text("import models\n\n\ndef tagger(options):\n    return models.Tagger(**options)\n")
+    before = _texts(project)
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    assert _texts(project) == before
+    assert "serve.py builds it and cannot be updated: " in result.stdout

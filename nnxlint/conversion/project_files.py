@@ -238,12 +238,13 @@ class ProjectConversion:
                 self._file(importer)  # read once: what cannot be read is a note of every attempt
             notes = list(self.notes)
             conversion, other_files, stuck = self._convert()
-            if stuck and self.together is None and not stuck.keys() <= self.held.keys():
-                # a file of the run would go on building them the Linen way, and break: they stay Linen
+            # a file of the run would go on building them the Linen way, and break: they stay Linen
+            # (again until none is left: ``held`` only grows)
+            while stuck and self.together is None and not stuck.keys() <= self.held.keys():
                 self.held = {**self.held, **stuck}
-                self.notes = notes
+                self.notes = list(notes)
                 self.__dict__.pop("_across", None)
-                conversion, other_files, _ = self._convert()
+                conversion, other_files, stuck = self._convert()
             return conversion, other_files
         except Exception as error:  # a bug here must not cost the file its own conversion
             note = f"the other files of the run are not updated ({type(error).__name__}: {error}); please report it"
@@ -352,6 +353,9 @@ class ProjectConversion:
             try:
                 if training.linen_classes:
                     raise Unconvertible("it defines Linen classes of its own")
+                held = next((name for name in training.env.imported_classes.values() if name in self.held), None)
+                if held is not None:
+                    raise Unconvertible(f"`{held}` stays Linen: {self.held[held]}")
                 replacements = training.convert_training()
                 if models.env.custom_collections:
                     raise Unconvertible("the model has variable collections of its own "
