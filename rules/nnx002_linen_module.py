@@ -108,10 +108,13 @@ class LinenModule(Rule):
     Other files of the run that import the converted classes are rewritten with
     the file, all or none (a project-level fix): the one that calls `init` gets
     its training code converted, other constructions get `rngs=nnx.Rngs(0)`; a
-    file that keeps Linen `init`/`apply` builds the classes as Linen modules
-    (`nnx.bridge.to_linen`, or `to_linen_sized`, which the fix writes into the file
-    to read input sizes off the first inputs), and what cannot be updated is
-    named in a warning; code outside the run
+    file that keeps Linen `init`/`apply`, or builds a class it cannot give the new
+    arguments, builds the classes as Linen modules (`nnx.bridge.to_linen`;
+    `to_linen_sized`, which the fix writes into the file to read input sizes off
+    the first inputs; `to_linen_decoding`, which makes the attention caches of a
+    file that decodes through a `cache` collection). A file that cannot be updated
+    that way either keeps the classes it builds Linen, and their finding names it
+    (a test file is named in a warning, to rewrite); code outside the run
     must pass the new parameters and `rngs=` (the fix description says so). Linen
     classes of other files that use the file's classes convert with them, in the same
     fix; where one cannot, the classes it uses stay Linen. A class that cannot
