@@ -329,3 +329,14 @@ def test_a_class_held_linen_can_leave_another_file_unable_to_update_and_its_clas
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     assert _texts(project) == before
     assert "serve.py builds it and cannot be updated: " in result.stdout
+
+
+def test_a_file_picking_a_class_by_name_keeps_every_class_linen(run_cli, project):
+    # ``getattr(models, name)`` may build any class of the file: none of them can change under it
+    (project / "export.py").write_text("import models\n\n\ndef build(name, **options):\n"
+                                       "    return getattr(models, name)(**options)\n")
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    after = _texts(project)
+    assert after["models.py"] == MODELS and after["train.py"] == TRAIN and after["serve.py"] == SERVE
+    assert result.stdout.count("export.py builds it and cannot be updated") == 2  # MLP's and Tagger's findings
+    assert "picks a class of the models file by name" in result.stdout

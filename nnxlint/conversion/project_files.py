@@ -305,7 +305,9 @@ class ProjectConversion:
                 notes.append(f"{importer.path} is not updated: {error}")
                 training = self.training_failures.get(importer.path)
                 why = f"its training code is not converted ({training}), nor bridged: {error}" if training else error
-                for name in _built_classes(text, importer, builders):
+                # a class picked by name may be any of them
+                built = set(builders.values()) if constructions.picks_by_name else _built_classes(text, importer, builders)
+                for name in built:
                     stuck.setdefault(name, f"{importer.path} builds it and cannot be updated: {why}")
                 continue
             if after != found.text:
@@ -405,6 +407,7 @@ class _Constructions:
         self.env = env  # the models file's (``FileEnv``): a graph input's sizes
         self.bridge = bridge  # Linen training code stays: constructions go through ``nnx.bridge.to_linen``
         self.bridged = False  # whether ``rewrite`` bridged any
+        self.picks_by_name = False  # whether the file picks a class of the models file by name (``getattr``)
 
     def rewrite(self, text: str) -> str:
         module = cst.parse_module(text)
@@ -576,6 +579,7 @@ class _Plan(cst.CSTVisitor):
     def visit_Call(self, node: cst.Call) -> None:
         if isinstance(node.func, cst.Name) and node.func.value == "getattr" and node.args \
                 and self.module.code_for_node(node.args[0].value) in self.owner.module_aliases():
+            self.owner.picks_by_name = True
             self.problems.append((node, f"`{self.module.code_for_node(node)}` picks a class of the models file "
                                         "by name: that construction must get the new arguments by hand"))
         built = self.owner.spelled(self.module, node.func)
