@@ -82,9 +82,11 @@ def test_the_converted_resnet_computes_what_linen_computes_in_train_and_eval_mod
     assert fixed is not None, messages
     x = jnp.sin(jnp.arange(2 * 6 * 6 * 2, dtype=jnp.float32).reshape(2, 6, 6, 2))
     difference = max_relative_difference(
-        RESNET, fixed, lambda linen: linen["Net"](), lambda ns, nnx: ns["Net"](2, 6, rngs=nnx.Rngs(0)), x,
+        RESNET, fixed, lambda linen: linen["Net"](), lambda ns, nnx: ns["Net"](2, rngs=nnx.Rngs(0)), x,
         [({"train": False}, "eval"), ({"train": True}, "train")])  # eval first: train mode moves the statistics
-    assert difference <= 1e-5  # (6: the head's input size, a parameter as no init site here gives the rank)
+    assert difference <= 1e-5
+    # the convolutions, built through the factory, read 4 axes: the pooled features are the stages' width
+    assert "        self.dense_0 = nnx.Linear(x_features, 3, rngs=rngs)\n" in fixed
 
 
 MLP = '''\
@@ -317,7 +319,7 @@ def test_a_projection_made_when_the_shapes_differ_is_built_when_sizes_or_strides
     x = jnp.sin(jnp.arange(2 * 6 * 6 * 2, dtype=jnp.float32).reshape(2, 6, 6, 2))
     # the first unit keeps 4 channels at stride 1 (no projection), the others project
     difference = max_relative_difference(
-        PROJECTED, fixed, lambda linen: linen["Net"](), lambda ns, nnx: ns["Net"](2, 6, rngs=nnx.Rngs(0)), x,
+        PROJECTED, fixed, lambda linen: linen["Net"](), lambda ns, nnx: ns["Net"](2, rngs=nnx.Rngs(0)), x,
         [({"train": False}, "eval"), ({"train": True}, "train")])
     assert difference <= 1e-5
 

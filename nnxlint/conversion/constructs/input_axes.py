@@ -230,16 +230,19 @@ _CONVOLUTIONS = frozenset({"Conv", "ConvTranspose", "ConvLocal"})
 
 def convolution_rank(env, node: cst.ClassDef) -> Optional[int]:
     """``k + 2`` when the class takes one input (its ``__call__``'s other parameters have
-    defaults) and every Linen convolution it builds has a ``kernel_size`` of ``k`` axes
-    written out (``nn.Conv(32, (8, 8))``); None when it builds none, or they differ."""
+    defaults) and every Linen convolution it builds, itself or through a factory
+    (``conv = partial(self.conv, use_bias=False)``, ``conv: ModuleDef = nn.Conv``), has a
+    ``kernel_size`` of ``k`` axes written out (``nn.Conv(32, (8, 8))``); None when it builds
+    none, or they differ."""
     call = method_of(node, "__call__")
     params = [*call.params.posonly_params, *call.params.params][1:] if call is not None else []
     if not params or params[0].default is not None or any(param.default is None for param in params[1:]) \
             or any(param.default is None for param in call.params.kwonly_params):
         return None
     ranks = set()
+    factories = _layer_factories(env, node)
     for call in walk(node):
-        if not (isinstance(call, cst.Call) and env.linen_member(call.func) in _CONVOLUTIONS):
+        if not (isinstance(call, cst.Call) and _built_layer(env, call.func, factories) in _CONVOLUTIONS):
             continue
         kernel = next((arg.value for arg in call.args if arg.keyword is not None
                        and arg.keyword.value == "kernel_size"), None)
@@ -251,6 +254,31 @@ def convolution_rank(env, node: cst.ClassDef) -> Optional[int]:
             return None
         ranks.add(len(kernel.elements) + 2)
     return ranks.pop() if len(ranks) == 1 else None
+
+
+def _layer_factories(env, node: cst.ClassDef) -> dict[str, Optional[str]]:
+    """The class's names for a Linen layer: ``conv: ModuleDef = nn.Conv`` (as ``self.conv``)
+    and ``conv = partial(self.conv, use_bias=False)`` -> ``'Conv'`` (None where it is no layer)."""
+    factories: dict[str, Optional[str]] = {}
+    for statement in node.body.body:
+        line = statement.body[0] if isinstance(statement, cst.SimpleStatementLine) else None
+        if isinstance(line, cst.AnnAssign) and isinstance(line.target, cst.Name) and line.value is not None:
+            factories[f"self.{line.target.value}"] = env.linen_member(line.value)
+    for assign in walk(node):
+        if isinstance(assign, cst.Assign) and len(assign.targets) == 1 \
+                and isinstance(assign.targets[0].target, cst.Name) and isinstance(assign.value, cst.Call) \
+                and env.resolve(assign.value.func) == "functools.partial" and assign.value.args:
+            factories[assign.targets[0].target.value] = _built_layer(env, assign.value.args[0].value, factories)
+    return factories
+
+
+def _built_layer(env, func: cst.BaseExpression, factories: dict[str, Optional[str]]) -> Optional[str]:
+    """The Linen layer a call of ``func`` builds: ``nn.Conv``, or a name ``_layer_factories`` knows."""
+    if isinstance(func, cst.Name) and func.value in factories:
+        return factories[func.value]
+    if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self":
+        return factories.get(f"self.{func.attr.value}")
+    return env.linen_member(func)
 
 
 def rank_note(classes: Collection["ConvertedClass"]) -> list[str]:
