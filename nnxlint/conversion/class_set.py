@@ -102,6 +102,9 @@ class ClassSet:
             custom = dict(self.env.custom_collections)
             try:
                 self.converted[name] = on_its_own(self.env, node, _ANY_INPUTS)  # (``constructs/input_axes.py``)
+                if _unknown_output(self.converted[name].output):
+                    self.converted[name] = self._with_convolution_rank(node, known_output=True) \
+                        or self.converted[name]
                 return self.converted[name]
             except Unconvertible as error:
                 self._open_failures[name] = str(error)
@@ -129,17 +132,20 @@ class ClassSet:
         alone (its sizes are parameters every builder passes)."""
         return _carry_structure(inputs) if name in self._carry_cells else _key(inputs)
 
-    def _with_convolution_rank(self, node: cst.ClassDef) -> Optional[ConvertedClass]:
+    def _with_convolution_rank(self, node: cst.ClassDef, known_output: bool = False) -> Optional[ConvertedClass]:
         """A class on its own whose first input goes through convolutions of ``k`` spatial
         axes (``constructs/input_axes.py``): converted for that input with ``k + 2`` axes
         (a batch, the spatial axes, the features), the rank its convolutions read, when
-        that gives every layer its input size (a flatten after them)."""
+        that gives every layer its input size (a flatten after them) or, with
+        ``known_output``, the size of its output, which it flattens (jaxrl's DrQ
+        ``Encoder``: its builders size their next layer from it)."""
         rank = convolution_rank(self.env, node)
         if rank is None:
             return None
         converted = self._on_its_own_or_none(node, [(None,) * (rank - 1) + (Size("?"),), *_ANY_INPUTS[1:]])
-        if converted is not None:
-            converted.assumed_rank = rank
+        if converted is None or known_output and _unknown_output(converted.output):
+            return None
+        converted.assumed_rank = rank
         return converted
 
     def _with_layer_sizes(self, name: str, node: cst.ClassDef) -> ConvertedClass:
@@ -245,6 +251,11 @@ def _array_inputs(inputs: Sequence[Shape]) -> list[Shape]:
 
 def _factory_key(factories: Optional[dict[str, LayerFactory]]) -> tuple:
     return tuple(sorted((name, factory.key()) for name, factory in (factories or {}).items()))
+
+
+def _unknown_output(shape) -> bool:
+    """Whether a class's output (one array) has no known feature size."""
+    return shape is None or (isinstance(shape, tuple) and (not shape or shape[-1] is None))
 
 
 def _key(inputs: Sequence[Shape]) -> tuple:

@@ -21,6 +21,7 @@ from nnxlint.conversion.constructs.chosen_module import bind_chosen_module
 from nnxlint.conversion.constructs.graph_loop import begin_graph_loop, end_graph_loop
 from nnxlint.conversion.constructs.has_variable import is_initialized_guard
 from nnxlint.conversion.constructs.loop_stack import close_loop, loop_header, stack_loop
+from nnxlint.conversion.constructs.rank_test import decided_rank_test
 from nnxlint.conversion.constructs.shape_branch import shape_test_condition
 from nnxlint.conversion.constructs.value_dtype import forget
 
@@ -69,7 +70,7 @@ class ControlFlow:
         fixed = self.converter.fixed_condition(node.test, self.shapes)
         self.conditions.append(fixed or shape_test_condition(self, node))
         keeps_branch = init_guard or (fixed is None and self.conditions[-1] is not None)
-        enter_branch(self, node, fixed, keeps_branch)
+        enter_branch(self, node, fixed, keeps_branch, decided_rank_test(self, node.test))
         branch_names.enter(self, node)
 
     def leave_If_body(self, original_node: cst.If) -> None:

@@ -17,7 +17,8 @@ from nnxlint.conversion.constructs.linen_bridge import bridged_construction
 from nnxlint.conversion.constructs.param_override import check_construction, param_override
 from nnxlint.conversion.constructs.input_axes import resized
 from nnxlint.conversion.linen_map import BRIDGED_LAYERS, LAYERS, LayerMapping
-from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, open_shape, int_literal, int_tuple, string_literal, window_output
+from nnxlint.conversion.shapes import ANY_AXES, Shape, Size, open_shape, int_literal, int_tuple, string_literal, varying_window_output, \
+    window_output
 
 
 _LAST_AXIS_IS_FEATURES = ("Dense", "Conv", "Embed")
@@ -172,7 +173,7 @@ class LayerConstruction:
             last = self.size_of(values[mapping.output_size], shapes)
         leading = input_shape[:-1]
         if mapping.linen in ("Conv",):
-            leading = self._conv_spatial(values, leading)
+            leading = self._conv_spatial(values, leading, shapes)
         elif mapping.linen in ("ConvTranspose", "LSTMCell", "GRUCell"):
             return tuple(resized(axis) for axis in leading) + (last,) \
                 if ANY_AXES in leading and mapping.linen == "ConvTranspose" else None
@@ -234,8 +235,7 @@ class LayerConstruction:
         value = int_literal(node)
         return Size(code, value)
 
-    @staticmethod
-    def _conv_spatial(values: dict[str, cst.BaseExpression], leading: tuple) -> tuple:
+    def _conv_spatial(self, values: dict[str, cst.BaseExpression], leading: tuple, shapes: dict[str, Shape]) -> tuple:
         """The axes before the features after a Conv: the kernel's rank decides how
         many of the last ones are convolved (an int kernel size is a 1-D kernel),
         the ones before them are batch axes."""
@@ -250,8 +250,37 @@ class LayerConstruction:
         strides = int_tuple(values.get("strides", cst.Integer("1")), rank)
         padding = string_literal(values.get("padding", cst.SimpleString("'SAME'")))
         batch, spatial = leading[:-rank], leading[-rank:]
-        if strides is None or len(strides) != rank or padding is None or any(
-                name in values for name in ("input_dilation", "kernel_dilation")):
+        if any(name in values for name in ("input_dilation", "kernel_dilation")):
             return batch + (None,) * rank
+        if strides is None or len(strides) != rank or padding is None:
+            varying = self._varying_window(values, rank, shapes)
+            if varying is None:
+                return batch + (None,) * rank
+            strides_by_name, padding_by_name = varying
+            return batch + tuple(varying_window_output(size, k, s, padding_by_name)
+                                 for size, k, s in zip(spatial, kernel, strides_by_name))
         return batch + tuple(window_output(size, k, s, padding) for size, k, s in zip(spatial, kernel, strides))
+
+    def _varying_window(self, values: dict[str, cst.BaseExpression], rank: int,
+                        shapes: dict[str, Shape]) -> Optional[tuple[tuple[Size, ...], object]]:
+        """Strides and padding that ``__init__`` knows by name (``strides=(stride, stride)``
+        in a loop over a field, ``padding=self.padding`` of a field annotated ``str``), in its
+        terms; None when they are anything else."""
+        node = values.get("strides", cst.Integer("1"))
+        elements = [element.value for element in node.elements] if isinstance(node, (cst.Tuple, cst.List)) \
+            else None
+        padding_node = values.get("padding", cst.SimpleString("'SAME'"))
+        padding: object = string_literal(padding_node)
+        field = self_attribute(padding_node)
+        try:
+            if elements is None or len(elements) != rank:
+                return None
+            strides = tuple(self.size_of(element, shapes) for element in elements)
+            if padding is None:
+                if not (field and any(f.name == field and f.annotation == "str" for f in self.fields)):
+                    return None
+                padding = self.size_of(padding_node, shapes)
+        except Unconvertible:
+            return None
+        return strides, padding
 

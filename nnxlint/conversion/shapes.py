@@ -13,7 +13,7 @@ import ast
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 import libcst as cst
 
@@ -332,6 +332,32 @@ def _symbolic_window_output(size: Size, window: int, stride: int, padding: str) 
         return size if reach == 0 else Size(_shifted(size, reach))
     numerator = size.operand() if reach == 0 else f"({_shifted(size, reach)})"
     return Size(f"{numerator} // {stride}")
+
+
+def varying_window_output(size: Axis, window: int, stride: "Size", padding: Union[str, "Size"]) -> Axis:
+    """``window_output`` for a stride or a padding known only by name in ``__init__`` (a loop's
+    ``stride``, a ``padding: str`` field): ``(s - 3) // stride + 1`` for VALID, ``(s + stride - 1)
+    // stride`` for SAME, and a padding by name chooses between them (every other string Flax
+    takes, ``CIRCULAR`` and ``CAUSAL``, keeps SAME's sizes)."""
+    if size is None or size == ANY_AXES:
+        return None
+    if isinstance(padding, Size):
+        valid, same = (varying_window_output(size, window, stride, kind) for kind in ("VALID", "SAME"))
+        if valid is None or same is None:
+            return None
+        return Size(f"{_grouped(valid.code)} if {padding.operand()} == 'VALID' else {_grouped(same.code)}")
+    if stride.value is not None:
+        return window_output(size, window, stride.value, padding)
+    if padding not in ("SAME", "VALID"):
+        return None
+    if padding == "VALID":
+        return Size(f"({_shifted(size, -window)}) // {stride.operand()} + 1")
+    return Size(f"({size.operand()} + {stride.operand()} - 1) // {stride.operand()}")
+
+
+def _grouped(code: str) -> str:
+    """``code`` as an operand of a conditional expression."""
+    return f"({code})" if " if " in code else code
 
 
 _TIGHT = (ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Call, ast.Subscript, ast.Attribute)

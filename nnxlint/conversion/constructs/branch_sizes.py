@@ -44,12 +44,14 @@ class BranchShapes:
     test: Optional[str]  # in ``__init__`` terms; None: a value of ``__call__``
     shown: str  # the test as written, for a refusal
     keeps_branch: bool  # an init guard or a shape test: the branch's shapes hold after it
+    decided: Optional[bool] = None  # a test of a known rank (``rank_test.py``): whether the branch is taken
     taken: Optional[dict[str, Shape]] = None
 
 
-def enter_branch(rewriter: "CallRewriter", node: cst.If, test: Optional[str], keeps_branch: bool) -> None:
+def enter_branch(rewriter: "CallRewriter", node: cst.If, test: Optional[str], keeps_branch: bool,
+                 decided: Optional[bool] = None) -> None:
     rewriter.branches[id(node)] = BranchShapes(dict(rewriter.shapes), test, rewriter.converter.env.code(node.test),
-                                               keeps_branch)
+                                               keeps_branch, decided)
 
 
 def leave_branch_body(rewriter: "CallRewriter", node: cst.If) -> None:
@@ -67,7 +69,9 @@ def leave_branch(rewriter: "CallRewriter", node: cst.If) -> None:
     if branch is None or branch.taken is None:
         return
     taken, other = branch.taken, dict(rewriter.shapes)
-    if branch.keeps_branch or ends(node.orelse.body if isinstance(node.orelse, cst.Else) else None):
+    if branch.decided is False:
+        return  # the other branch's shapes are already there
+    if branch.keeps_branch or branch.decided or ends(node.orelse.body if isinstance(node.orelse, cst.Else) else None):
         _set(rewriter, taken)
         return
     if returns(node) or ends(node.body):

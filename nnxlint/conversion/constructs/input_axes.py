@@ -228,12 +228,14 @@ def on_its_own(env, node: cst.ClassDef, any_inputs: list, layer_sizes: bool = Fa
 _CONVOLUTIONS = frozenset({"Conv", "ConvTranspose", "ConvLocal"})
 
 
-def convolution_rank(env, node: cst.ClassDef) -> Optional[int]:
+def convolution_rank(env, node: cst.ClassDef, seen: frozenset[str] = frozenset()) -> Optional[int]:
     """``k + 2`` when the class takes one input (its ``__call__``'s other parameters have
-    defaults) and every Linen convolution it builds, itself or through a factory
-    (``conv = partial(self.conv, use_bias=False)``, ``conv: ModuleDef = nn.Conv``), has a
-    ``kernel_size`` of ``k`` axes written out (``nn.Conv(32, (8, 8))``); None when it builds
-    none, or they differ."""
+    defaults) and every Linen convolution it builds, itself, through a factory
+    (``conv = partial(self.conv, use_bias=False)``, ``conv: ModuleDef = nn.Conv``) or in a
+    class of the file it builds that has a rank so (jaxrl's DrQ policy, whose ``Encoder``
+    holds the convolutions), has a ``kernel_size`` of ``k`` axes written out
+    (``nn.Conv(32, (8, 8))``); None when it builds none, or they differ."""
+    seen = seen | {node.name.value}
     call = method_of(node, "__call__")
     params = [*call.params.posonly_params, *call.params.params][1:] if call is not None else []
     if not params or params[0].default is not None or any(param.default is None for param in params[1:]) \
@@ -242,7 +244,15 @@ def convolution_rank(env, node: cst.ClassDef) -> Optional[int]:
     ranks = set()
     factories = _layer_factories(env, node)
     for call in walk(node):
-        if not (isinstance(call, cst.Call) and _built_layer(env, call.func, factories) in _CONVOLUTIONS):
+        if not isinstance(call, cst.Call):
+            continue
+        child = call.func.value if isinstance(call.func, cst.Name) else None
+        if child in env.linen_classes and child not in seen:
+            rank = convolution_rank(env, env.linen_classes[child], seen)
+            if rank is not None:
+                ranks.add(rank)
+            continue
+        if _built_layer(env, call.func, factories) not in _CONVOLUTIONS:
             continue
         kernel = next((arg.value for arg in call.args if arg.keyword is not None
                        and arg.keyword.value == "kernel_size"), None)

@@ -78,6 +78,8 @@ class StackLoop:
     target: str = ""  # ``size`` / ``i, size`` of a loop over values (``__init__``'s loop target)
     enumerated: bool = False  # ``for v in values`` gets an index: ``for index, v in enumerate(values)``
     running: dict[str, str] = field(default_factory=dict)  # array name -> its running size in ``__init__``
+    # array name -> {axis: its running size}: the spatial axes a loop of convolutions shrinks
+    running_axes: dict[str, dict[int, str]] = field(default_factory=dict)
     running_shapes: dict[str, Shape] = field(default_factory=dict)  # the shapes the body starts from
     node: cst.For | None = None
     parent: "StackLoop | None" = None  # the loop whose body is only this one (a nest of loops)
@@ -128,8 +130,8 @@ def stack_loop(rewriter: CallRewriter, node: cst.For) -> StackLoop | None:
     enclosing = rewriter.loops[-1] if rewriter.loops else None
     if enclosing is not None and rewriter.depth == enclosing.depth + 1 and _only_statement(enclosing, node):
         loop.parent, loop.levels = enclosing, enclosing.levels + 1  # the sizes run over the whole nest
-        loop.shapes_before, loop.running, loop.running_shapes = \
-            enclosing.shapes_before, enclosing.running, enclosing.running_shapes
+        loop.shapes_before, loop.running, loop.running_shapes, loop.running_axes = \
+            enclosing.shapes_before, enclosing.running, enclosing.running_shapes, enclosing.running_axes
         return loop
     _start_running_sizes(rewriter, loop)
     return loop
@@ -181,17 +183,30 @@ def _single_arg(call: cst.Call) -> bool:
 
 def _start_running_sizes(rewriter: CallRewriter, loop: StackLoop) -> None:
     """Inside the loop each array's feature size is a running size (``x_features``),
-    which ``close_loop`` replaces by the size before the loop where the loop keeps it;
-    the other axes become unknown (an iteration may change them)."""
+    which ``close_loop`` replaces by the size before the loop where the loop keeps it.
+    Of an array of known rank, each known axis between the batch and the features is
+    one too (``x_shape_1``: convolutions in the loop may shrink it); the other axes
+    become unknown (an iteration may change them)."""
     converter = rewriter.converter
     taken = converter.field_names | set(converter._size_names())
+
+    def free(running: str) -> bool:
+        return running not in taken and not converter._assignments.get(running)
+
     for name, shape in loop.shapes_before.items():
         running = f"{name}_features"
-        if not isinstance(shape, tuple) or shape[-1] is None or shape[-1] == ANY_AXES or running in taken \
-                or converter._assignments.get(running):
+        if not isinstance(shape, tuple) or shape[-1] is None or shape[-1] == ANY_AXES or not free(running):
             continue
         loop.running[name] = running
-        leading = shape[:-1] if is_open(shape) else (None,) * (len(shape) - 1)
+        if is_open(shape):
+            leading = shape[:-1]
+        else:
+            axes = {axis: next((candidate for candidate in (f"{name}_shape_{axis}", f"{name}_axis_{axis}")
+                                if free(candidate)), None)
+                    for axis in range(1, len(shape) - 1) if shape[axis] is not None}
+            loop.running_axes[name] = {axis: running for axis, running in axes.items() if running is not None}
+            leading = (None,) + tuple(Size(loop.running_axes[name][axis]) if axis in loop.running_axes[name]
+                                      else None for axis in range(1, len(shape) - 1))
         rewriter.shapes[name] = loop.running_shapes[name] = tuple(leading) + (Size(running),)
 
 
@@ -256,6 +271,7 @@ def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
             and after[name].code in (loop.running[name], before[name].code)}
     kept_values = {loop.running[name]: before[name].code for name in kept}
     changed = {loop.running[name]: after[name] for name in loop.running if name not in kept}
+    axis_starts, axis_changes = _running_axis_changes(rewriter, loop)
     sized = False
     for attribute in sorted(loop.lists):
         slot = converter.slots[attribute]
@@ -268,7 +284,8 @@ def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
                                 f"(`{unknown}` changes shape in a way not followed): they cannot be built in an "
                                 "`nnx.List`")
         if read or nested or nest[-1].locals or attribute in loop.named:
-            slot.init_code = _sized_loop(converter, nest, attribute, element, before, changed, loop.named)
+            slot.init_code = _sized_loop(converter, nest, attribute, element, before, changed, loop.named,
+                                         axis_starts, axis_changes)
             sized = True
             if attribute in converter.slot_guards:  # the running sizes exist only under the loop's test
                 converter.guarded_locals.update(loop.running.values())
@@ -285,13 +302,48 @@ def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
             rewriter.shapes[name] = loop.shapes_before[name]
         elif shape:
             last = before[name] if name in kept else Size(loop.running[name]) if sized and after[name] else None
-            rewriter.shapes[name] = shape[:-1] + (last,)
-            if last is not None and last.code == loop.running[name]:  # an ``__init__`` local, unknown outside
-                converter.final_sizes.setdefault(last.code, None)
+            rewriter.shapes[name] = _after_axes(shape, loop, name, axis_starts, axis_changes, sized) + (last,)
+            for size in rewriter.shapes[name]:  # an ``__init__`` local, unknown outside
+                if size is not None and size.code in (loop.running[name], *loop.running_axes.get(name, {}).values()):
+                    converter.final_sizes.setdefault(size.code, None)
     for name, shape in rewriter.shapes.items():  # names bound in the body: sizes in the loop's terms
         if name not in loop.shapes_before and isinstance(shape, tuple) and shape[-1] is not None \
                 and shape[-1] != ANY_AXES:  # (not a ``Several``: a graph, a tuple)
             rewriter.shapes[name] = shape[:-1] + (None,)
+
+
+def _running_axis_changes(rewriter: CallRewriter, loop: StackLoop) -> tuple[dict[str, str], dict[str, Size]]:
+    """The running sizes of spatial axes (``_start_running_sizes``) that the loop's body
+    changes: each one's size before the loop, and its size at the end of an iteration in
+    terms of the running sizes (``(x_shape_1 - 3) // stride + 1``); an axis the body
+    leaves unknown is not followed."""
+    starts, changes = {}, {}
+    for name, axes in loop.running_axes.items():
+        shape = rewriter.shapes.get(name)
+        for axis, running in axes.items():
+            after = shape[axis] if isinstance(shape, tuple) and not is_open(shape) \
+                and len(shape) == len(loop.shapes_before[name]) else None
+            if after is not None and after.code != running:
+                starts[running], changes[running] = loop.shapes_before[name][axis].code, after
+    return starts, changes
+
+
+def _after_axes(shape: tuple, loop: StackLoop, name: str, starts: dict[str, str], changes: dict[str, Size],
+                sized: bool) -> tuple:
+    """The axes before the features after the loop: those it keeps as before it, those it
+    changes as their running sizes where ``__init__`` runs the loop (``sized``)."""
+    axes = loop.running_axes.get(name, {})
+    before = loop.shapes_before[name]
+    result = []
+    for axis, size in enumerate(shape[:-1]):
+        running = axes.get(axis)
+        if running is None:
+            result.append(size)
+        elif size is not None and size.code == running:
+            result.append(before[axis])  # untouched by the body
+        else:
+            result.append(Size(running) if sized and running in changes else None)
+    return tuple(result)
 
 
 def _last_axis(shape: Shape) -> Size | None:
@@ -327,11 +379,14 @@ def _header(converter, loop: StackLoop, shapes: dict[str, Shape]) -> str:
 
 
 def _sized_loop(converter, nest: list[StackLoop], attribute: str, element: str, before: dict[str, Size],
-                changed: dict[str, Size | None], named: dict[str, str]) -> str:
+                changed: dict[str, Size | None], named: dict[str, str], axis_starts: dict[str, str],
+                axis_changes: dict[str, Size]) -> str:
     """``__init__``'s loops building the list (or setting an attribute per iteration, ``named``),
     the running sizes moved on per iteration."""
     root = nest[0]
     lines = [f"{running} = {before[name].code}" for name, running in root.running.items() if running in changed]
+    lines += [f"{running} = {start}" for running, start in axis_starts.items()]
+    changed = {**changed, **axis_changes}
     if attribute not in named:
         lines.append(f"self.{attribute} = {converter.env.nnx}.List()")
     for level, loop in enumerate(nest):
