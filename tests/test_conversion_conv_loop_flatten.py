@@ -8,9 +8,11 @@ encoder reads (``input_axes.convolution_rank``) and sizes its layer from the enc
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from conversion_helpers import convert, max_relative_difference
+from conversion_helpers import compared_runs, convert, max_relative_difference, write_project
 
 ENCODER = '''\
 from typing import Sequence
@@ -87,3 +89,92 @@ def test_a_padding_field_of_no_stated_type_leaves_the_size_to_the_builder():
     fixed, messages = convert(untyped)
     # explicit padding pairs would size the axes otherwise: no expression of the field is given
     assert fixed is None or "out_features" not in fixed, fixed
+
+
+CRITIC = ENCODER.split("class ValueHead")[0] + '''class Critic(nn.Module):
+    hidden: int
+
+    @nn.compact
+    def __call__(self, frames, actions):
+        x = PixelEncoder(name="encoder")(frames)
+        x = nn.tanh(nn.LayerNorm()(nn.Dense(self.hidden)(x)))
+        return nn.Dense(1)(jnp.concatenate([x, actions], -1)).squeeze(-1)
+'''
+
+# Linen training code in another file, as jaxrl's learners keep it: it stays, building the
+# converted critic through the bridge, which reads the sizes off the inputs of ``init``
+LEARNER = '''\
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+import models
+
+
+def learn(steps, params=None):
+    critic = models.Critic(hidden=8)
+    frames = jax.random.uniform(jax.random.key(1), (4, 15, 13, 3)) * 255
+    actions = jax.random.normal(jax.random.key(2), (4, 2))
+    targets = jnp.linspace(-1.0, 1.0, 4)
+    if params is None:
+        params = critic.init(jax.random.key(0), frames, actions)["params"]
+    state = train_state.TrainState.create(apply_fn=critic.apply, params=params, tx=optax.sgd(0.05))
+    losses = []
+    for _ in range(steps):
+        state, loss = update(state, frames, actions, targets)
+        losses.append(float(loss))
+    return losses, state.params
+
+
+@jax.jit
+def update(state, frames, actions, targets):
+    def loss_fn(params):
+        values = state.apply_fn({"params": params}, frames, actions)
+        return jnp.mean((values - targets) ** 2)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), loss
+'''
+
+# trains the Linen original, then the fixed project from the same weights
+COMPARE = '''\
+import json, sys
+import jax
+from flax import nnx
+from nnxlint.transplant import load_linen_variables
+
+sys.path.insert(0, sys.argv[1])
+import learner
+linen_losses = learner.learn(4)[0]
+_, params = learner.learn(0)
+for name in ("learner", "models"):
+    del sys.modules[name]
+sys.path[0] = sys.argv[2]
+import learner, models
+critic = models.Critic(3, 2, 15, 13, hidden=8, rngs=nnx.Rngs(0))
+load_linen_variables(critic, {"params": params})
+params = nnx.state(critic, nnx.Param).to_pure_dict()
+_, bridged = learner.learn(0)
+assert jax.tree.structure(bridged) == jax.tree.structure(params), (bridged, params)
+print(json.dumps([linen_losses, learner.learn(4, params)[0]]))
+'''
+
+
+def test_linen_training_code_of_another_file_trains_the_converted_critic_the_same(run_cli, tmp_path):
+    before = write_project(tmp_path / "before", {"models.py": CRITIC, "learner.py": LEARNER})
+    after = write_project(tmp_path / "after", {"models.py": CRITIC, "learner.py": LEARNER})
+    shown = run_cli("check", "--no-cache", "--unsafe-fixes", "--select", "NNX002", "--output-format", "json", after)
+    description = json.loads(shown.stdout)[0]["fix"]["description"]
+    assert "`Critic` takes a first input of 4 axes" in description, description
+    run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", after)
+    models = (after / "models.py").read_text()
+    assert "    def __init__(self, in_features: int, actions_features: int, frames_shape_1: int, " \
+           "frames_shape_2: int, hidden: int, *, rngs: nnx.Rngs):\n" in models, models
+    assert "lambda frames, actions, *_, **__: (frames.shape[-1], actions.shape[-1], frames.shape[1], " \
+           "frames.shape[2])" in (after / "learner.py").read_text()
+    clean = run_cli("check", "--no-cache", "--select", "NNX1", after)
+    assert clean.returncode == 0, clean.stdout
+    linen, bridged = compared_runs(COMPARE, before, after)
+    assert len(linen) == 4 and linen[-1] < linen[0]
+    assert max(abs(a - b) for a, b in zip(linen, bridged)) <= 1e-6 * max(abs(a) for a in linen)

@@ -125,10 +125,20 @@ def test_convolutions_of_different_ranks_give_no_rank(run_cli, tmp_path):
     assert "images_shape_1" not in result.stdout and "`dense_0_in_features`, which is not known here" in result.stdout
 
 
-def test_a_class_of_two_inputs_gives_no_rank(run_cli, tmp_path):
-    # which input the convolutions read is not told by the signature: the size stays a parameter
-    two = MODELS.replace("def __call__(self, images):", "def __call__(self, images, scale):").replace(
+def test_a_class_of_two_inputs_takes_the_rank_for_the_one_its_convolutions_are_applied_to(run_cli, tmp_path):
+    two = MODELS.replace("def __call__(self, images):", "def __call__(self, scale, images):").replace(
         "return nn.Dense(self.classes)(x)", "return nn.Dense(self.classes)(x) * scale")
+    project = _project(tmp_path / "project", two)
+    shown = run_cli("check", "--no-cache", "--unsafe-fixes", "--select", "NNX002", "--output-format", "json", project)
+    description = json.loads(shown.stdout)[0]["fix"]["description"]
+    assert "`Tower` takes its input `images` of 4 axes (a batch, the spatial axes, the features)" in description
+
+
+def test_a_class_of_two_inputs_whose_convolutions_read_neither_as_given_gives_no_rank(run_cli, tmp_path):
+    # which input the convolutions read is not told: the size stays a parameter
+    two = MODELS.replace("def __call__(self, images):", "def __call__(self, images, scale):").replace(
+        "x = nn.relu(nn.Conv(6, (3, 3), strides=(2, 2))(images))",
+        "x = nn.relu(nn.Conv(6, (3, 3), strides=(2, 2))(images * scale))")
     project = _project(tmp_path / "project", two)
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     # the class would take the flattened size, which the trainer cannot pass: it stays Linen, saying so

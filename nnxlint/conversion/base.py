@@ -82,6 +82,7 @@ class ConvertedClass:
     # converted on its own for a first input of this many axes, as its convolutions read it
     # (``constructs/input_axes.py``: ``convolution_rank``), where no code states the rank
     assumed_rank: Optional[int] = None
+    assumed_input: int = 0  # which input of ``__call__`` has that rank
 
 
 @dataclass

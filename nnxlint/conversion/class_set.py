@@ -139,13 +139,16 @@ class ClassSet:
         that gives every layer its input size (a flatten after them) or, with
         ``known_output``, the size of its output, which it flattens (jaxrl's DrQ
         ``Encoder``: its builders size their next layer from it)."""
-        rank = convolution_rank(self.env, node)
-        if rank is None:
+        ranked = convolution_rank(self.env, node)
+        if ranked is None:
             return None
-        converted = self._on_its_own_or_none(node, [(None,) * (rank - 1) + (Size("?"),), *_ANY_INPUTS[1:]])
+        index, rank = ranked
+        inputs = list(_ANY_INPUTS)
+        inputs[index] = (None,) * (rank - 1) + (Size("?"),)
+        converted = self._on_its_own_or_none(node, inputs)
         if converted is None or known_output and _unknown_output(converted.output):
             return None
-        converted.assumed_rank = rank
+        converted.assumed_rank, converted.assumed_input = rank, index
         return converted
 
     def _with_layer_sizes(self, name: str, node: cst.ClassDef) -> ConvertedClass:

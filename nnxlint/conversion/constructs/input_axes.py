@@ -228,27 +228,44 @@ def on_its_own(env, node: cst.ClassDef, any_inputs: list, layer_sizes: bool = Fa
 _CONVOLUTIONS = frozenset({"Conv", "ConvTranspose", "ConvLocal"})
 
 
-def convolution_rank(env, node: cst.ClassDef, seen: frozenset[str] = frozenset()) -> Optional[int]:
-    """``k + 2`` when the class takes one input (its ``__call__``'s other parameters have
-    defaults) and every Linen convolution it builds, itself, through a factory
+def convolution_rank(env, node: cst.ClassDef) -> Optional[tuple[int, int]]:
+    """``(i, k + 2)`` when every Linen convolution the class builds, itself, through a factory
     (``conv = partial(self.conv, use_bias=False)``, ``conv: ModuleDef = nn.Conv``) or in a
-    class of the file it builds that has a rank so (jaxrl's DrQ policy, whose ``Encoder``
+    class of the file it builds that has a rank so (jaxrl's DrQ critic, whose ``Encoder``
     holds the convolutions), has a ``kernel_size`` of ``k`` axes written out
-    (``nn.Conv(32, (8, 8))``); None when it builds none, or they differ."""
-    seen = seen | {node.name.value}
+    (``nn.Conv(32, (8, 8))``), and ``i`` is the input they read: the one input of
+    ``__call__`` without a default, or else the one argument that such a layer or class is
+    applied to as it is (``Encoder(...)(observations)``); None when it builds none, the
+    ranks differ, or no input is told."""
     call = method_of(node, "__call__")
-    params = [*call.params.posonly_params, *call.params.params][1:] if call is not None else []
-    if not params or params[0].default is not None or any(param.default is None for param in params[1:]) \
-            or any(param.default is None for param in call.params.kwonly_params):
+    if call is None:
         return None
-    ranks = set()
+    params = [param.name.value for param in [*call.params.posonly_params, *call.params.params][1:]]
+    required = [param for param in [*call.params.posonly_params, *call.params.params][1:] if param.default is None]
+    rank, applied = _convolutions(env, node, frozenset())
+    if rank is None or not params or any(param.default is None for param in call.params.kwonly_params):
+        return None
+    if len(required) == 1 and required[0].name.value == params[0]:
+        return 0, rank
+    read = applied & set(params)
+    return (params.index(read.pop()), rank) if len(read) == 1 else None
+
+
+def _convolutions(env, node: cst.ClassDef, seen: frozenset[str]) -> tuple[Optional[int], set[str]]:
+    """The one rank the class's convolutions read (None: none, or several), and the names
+    that a convolution or a class of the file holding some is applied to (``conv(...)(x)``)."""
+    seen = seen | {node.name.value}
+    ranks, applied = set(), set()
     factories = _layer_factories(env, node)
     for call in walk(node):
         if not isinstance(call, cst.Call):
             continue
+        if isinstance(call.func, cst.Call) and call.args and isinstance(call.args[0].value, cst.Name) \
+                and _reads_images(env, call.func, factories, seen):
+            applied.add(call.args[0].value.value)
         child = call.func.value if isinstance(call.func, cst.Name) else None
         if child in env.linen_classes and child not in seen:
-            rank = convolution_rank(env, env.linen_classes[child], seen)
+            rank = _convolutions(env, env.linen_classes[child], seen)[0]
             if rank is not None:
                 ranks.add(rank)
             continue
@@ -261,9 +278,18 @@ def convolution_rank(env, node: cst.ClassDef, seen: frozenset[str] = frozenset()
             kernel = positional[1].value if len(positional) > 1 and not positional[1].star else None
         if not isinstance(kernel, (cst.Tuple, cst.List)) or any(isinstance(element, cst.StarredElement)
                                                                  for element in kernel.elements):
-            return None
+            return None, applied
         ranks.add(len(kernel.elements) + 2)
-    return ranks.pop() if len(ranks) == 1 else None
+    return (ranks.pop() if len(ranks) == 1 else None), applied
+
+
+def _reads_images(env, construction: cst.Call, factories: dict[str, Optional[str]], seen: frozenset[str]) -> bool:
+    """Whether ``construction`` builds a convolution or a class of the file whose
+    convolutions have a rank."""
+    child = construction.func.value if isinstance(construction.func, cst.Name) else None
+    if child in env.linen_classes and child not in seen:
+        return _convolutions(env, env.linen_classes[child], seen)[0] is not None
+    return _built_layer(env, construction.func, factories) in _CONVOLUTIONS
 
 
 def _layer_factories(env, node: cst.ClassDef) -> dict[str, Optional[str]]:
@@ -293,8 +319,17 @@ def _built_layer(env, func: cst.BaseExpression, factories: dict[str, Optional[st
 
 def rank_note(classes: Collection["ConvertedClass"]) -> list[str]:
     """For the fix description: the classes converted for the rank their convolutions read."""
-    return [f"`{converted.name}` takes a first input of {converted.assumed_rank} axes (a batch, the spatial axes, "
-            "the features), as its convolutions read it" for converted in classes if converted.assumed_rank]
+    return [f"`{converted.name}` takes {_which_input(converted)} of {converted.assumed_rank} axes (a batch, "
+            "the spatial axes, the features), as its convolutions read it" for converted in classes
+            if converted.assumed_rank]
+
+
+def _which_input(converted: "ConvertedClass") -> str:
+    if not converted.assumed_input:
+        return "a first input"
+    call = method_of(converted.node, "__call__")
+    params = [*call.params.posonly_params, *call.params.params][1:] if call is not None else []
+    return f"its input `{params[converted.assumed_input].name.value}`"
 
 
 def resized(axis):
