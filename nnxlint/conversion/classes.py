@@ -48,6 +48,10 @@ from nnxlint.conversion.shapes import ANY_AXES, Bindings, Several, Shape, Size, 
 # builtin decorators that mean the same on an NNX Module: kept as they are (``classmethod`` and
 # ``staticmethod`` only where the method does not build the class: with its Linen signature)
 _PLAIN_DECORATORS = frozenset({"property"})
+# run-time checks of a method's annotations, which wrap any signature and stay on the NNX method
+# (``@typechecked`` above ``@nn.compact``, as gemma writes it; ``@jaxtyped(typechecker=beartype)``)
+_TYPE_CHECKERS = frozenset({"typeguard.typechecked", "kauldron.ktyping.typechecked", "kauldron.typing.typechecked",
+                            "jaxtyping.jaxtyped", "beartype.beartype"})
 _CLASS_LEVEL_DECORATORS = frozenset({"classmethod", "staticmethod"})
 # Linen Module methods a subclass may override; their NNX meaning differs or is absent.
 _LINEN_MODULE_API = frozenset({
@@ -159,6 +163,7 @@ class ClassConverter(LayerConstruction, InitWriter, FieldsAndSetup, SubmoduleSlo
                         and self.env.resolve(d.decorator) is None and (d.decorator.value in _PLAIN_DECORATORS or (
                             d.decorator.value in _CLASS_LEVEL_DECORATORS
                             and not _builds_class(method, node, d.decorator.value))))
+            plain += sum(1 for d in method.decorators if self._type_checker(d.decorator))
             if len(method.decorators) > compact + plain:  # ``@partial(nn.scan, ...)``: dropping it would change the call
                 if any(isinstance(d.decorator, cst.Name) and d.decorator.value in _CLASS_LEVEL_DECORATORS
                        for d in method.decorators):
@@ -213,6 +218,11 @@ class ClassConverter(LayerConstruction, InitWriter, FieldsAndSetup, SubmoduleSlo
                               self.mode, self.uses_rngs, self.constant_flags,
                               self.layer_size_params, self.dropped, bridged=self.bridged,
                               size_axes={name: self.axis_sizes[name] for name in self.size_params if name in self.axis_sizes})
+
+    def _type_checker(self, decorator: cst.BaseExpression) -> bool:
+        """``@typechecked`` / ``@jaxtyped(typechecker=beartype)``: a check kept on the NNX method."""
+        target = decorator.func if isinstance(decorator, cst.Call) else decorator
+        return self.env.resolve(target) in _TYPE_CHECKERS
 
     def is_self_call(self, func: cst.BaseExpression, method: str) -> bool:
         return self_attribute(func) == method
@@ -298,7 +308,8 @@ class ClassConverter(LayerConstruction, InitWriter, FieldsAndSetup, SubmoduleSlo
         visitor = CallRewriter(self, shapes)
         visitor.call_inputs = True  # its names are ``__call__``'s inputs (``constructs/input_axes.py``)
         visitor.record_dicts = record_dicts(function)  # ``out['key'] = x`` (``constructs/dict_entries.py``)
-        new_function = function.with_changes(body=function.body.visit(visitor), decorators=[])
+        new_function = function.with_changes(body=function.body.visit(visitor), decorators=[
+            decorator for decorator in function.decorators if self._type_checker(decorator.decorator)])
         new_function = without_dead_locals(function, new_function, self.field_names)  # ``constructs/input_axes.py``
         self._output_shape = visitor.output
         if self.mode is not None:
