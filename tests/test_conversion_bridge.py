@@ -136,8 +136,10 @@ def test_the_bridged_tower_computes_what_linen_computes_from_transplanted_weight
     fixed, _ = convert(TOWER)
     x = jnp.cos(jnp.arange(2 * 8 * 8 * 2, dtype=jnp.float32).reshape(2, 8, 8, 2))
     pairs = _outputs(TOWER, fixed, lambda ns: ns["TowerLocal"](),
-                     lambda ns, nnx: ns["TowerLocal"](2, 3, rngs=nnx.Rngs(0)), x)
+                     lambda ns, nnx: ns["TowerLocal"](2, rngs=nnx.Rngs(0)), x)
     assert _relative(pairs) <= 1e-5
+    # its convolutions, built through the field's factory, read 4 axes: the pooled size is the stage's width
+    assert "self.dense_0 = nnx.Linear(x_features, 2, rngs=rngs)" in fixed
 
 
 def test_a_layer_built_by_the_class_becomes_a_bridged_attribute_named_as_linen_names_it():

@@ -40,7 +40,11 @@ def test_the_loop_over_zip_builds_the_list_and_its_variable_no_longer_hides_the_
             "            self.convs.append(nnx.Conv(x_features, features_, kernel_size=(3, 3), "
             "strides=(stride, stride), padding=\"VALID\", rngs=rngs))\n"
             "            x_features = features_\n") in fixed
-    assert "self.dense_0 = nnx.Linear(dense_0_in_features, len(features), rngs=rngs)" in fixed
+    # the spatial axes run through the loop beside the features: the flattened size is theirs
+    assert ("            x_features = features_\n"
+            "            x_shape_1 = (x_shape_1 - 3) // stride + 1\n"
+            "            x_shape_2 = (x_shape_2 - 3) // stride + 1\n") in fixed
+    assert "self.dense_0 = nnx.Linear(x_shape_1 * x_shape_2 * x_features, len(features), rngs=rngs)" in fixed
     assert "for index, (features_, stride) in enumerate(zip(self.features, self.strides)):" in fixed
     assert convert(fixed)[0] is None
 
@@ -51,6 +55,6 @@ def test_the_converted_encoder_computes_what_linen_does_from_the_same_weights():
     assert fixed is not None, messages
     difference = max_relative_difference(
         ENCODER, fixed, lambda linen: linen["Encoder"](),
-        lambda converted, nnx: converted["Encoder"](3, 1 * 1 * 4, rngs=nnx.Rngs(0)),
+        lambda converted, nnx: converted["Encoder"](3, 12, 12, rngs=nnx.Rngs(0)),
         jax.random.uniform(jax.random.key(1), (2, 12, 12, 3), maxval=255.0), [({}, "eval")])
     assert difference < 1e-5
