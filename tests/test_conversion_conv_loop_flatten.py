@@ -178,3 +178,32 @@ def test_linen_training_code_of_another_file_trains_the_converted_critic_the_sam
     linen, bridged = compared_runs(COMPARE, before, after)
     assert len(linen) == 4 and linen[-1] < linen[0]
     assert max(abs(a - b) for a, b in zip(linen, bridged)) <= 1e-6 * max(abs(a) for a in linen)
+
+
+POOLED = '''\
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class Net(nn.Module):
+    widths: tuple = (4, 8)
+
+    @nn.compact
+    def __call__(self, x):
+        for width in self.widths:
+            x = nn.relu(nn.Conv(width, (3, 3), strides=(2, 2))(x))
+        return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
+
+
+model = Net()
+variables = model.init(jax.random.key(0), jnp.ones((1, 16, 16, 3)))
+'''
+
+
+def test_spatial_sizes_that_nothing_reads_after_the_loop_are_not_written():
+    fixed, messages = convert(POOLED)
+    assert fixed is not None, messages
+    # a mean over the spatial axes needs none of them: no example's 16 x 16 is baked into ``__init__``
+    assert "x_shape" not in fixed and "16" not in fixed.split("class Net")[1].split("model = ")[0]
+    assert "        self.dense_0 = nnx.Linear(x_features, 3, rngs=rngs)\n" in fixed

@@ -109,6 +109,7 @@ class ClassConverter(LayerConstruction, InitWriter, FieldsAndSetup, SubmoduleSlo
         # a running size of ``__init__`` -> its value after the loop (None: none the builders can read)
         self.final_sizes: dict[str, Optional[str]] = {}
         self.guarded_locals: set[str] = set()  # ``__init__`` locals set only under a branch's test
+        self.running_axes: set[str] = set()  # spatial sizes a loop runs in ``__init__`` (``loop_stack.py``)
         self.stored_output: Optional[str] = None  # ``constructs/built_output_size.py``
         self.graph_sizes: dict[str, int] = {}  # a ``jraph.GraphsTuple`` argument's sizes (``constructs/jraph_graph.py``)
         self.mode: Optional[Mode] = None

@@ -19,6 +19,7 @@ from nnxlint.conversion.constructs.built_output_size import ATTRIBUTE as STORED_
 from nnxlint.conversion.constructs.dataclass_field import factory_lines
 from nnxlint.conversion.constructs.input_axes import unranked_note
 from nnxlint.conversion.constructs.partitioning import is_partitioning, partitioned_init
+from nnxlint.conversion.constructs.loop_stack import without_unread_sizes
 from nnxlint.conversion.linen_map import LAYERS, PARTITIONING, STATELESS_FUNCTIONS
 from nnxlint.conversion.constructs.value_dtype import dtype_read
 from nnxlint.conversion.shapes import ANY_AXES, SIMPLE_CODE, Bindings, Several, Shape, Size, int_literal, is_open
@@ -158,6 +159,7 @@ class InitWriter:
         self.stored_output = stored_output_size(self)
         if self.stored_output is not None:
             lines.append(f"self.{STORED_ATTRIBUTE} = {self.stored_output}")
+        lines = without_unread_sizes(lines, self.running_axes)  # ``constructs/loop_stack.py``
         used_text = "\n".join(lines)
         self.size_params = {name: index for name, index in self._size_names().items()
                             if re.search(rf"\b{name}\b(?!\s*=[^=])", used_text)}  # not a keyword

@@ -302,7 +302,7 @@ def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
             rewriter.shapes[name] = loop.shapes_before[name]
         elif shape:
             last = before[name] if name in kept else Size(loop.running[name]) if sized and after[name] else None
-            rewriter.shapes[name] = _after_axes(shape, loop, name, axis_starts, axis_changes, sized) + (last,)
+            rewriter.shapes[name] = _after_axes(shape, loop, name, axis_changes, sized) + (last,)
             for size in rewriter.shapes[name]:  # an ``__init__`` local, unknown outside
                 if size is not None and size.code in (loop.running[name], *loop.running_axes.get(name, {}).values()):
                     converter.final_sizes.setdefault(size.code, None)
@@ -315,35 +315,53 @@ def close_loop(rewriter: CallRewriter, loop: StackLoop) -> None:
 def _running_axis_changes(rewriter: CallRewriter, loop: StackLoop) -> tuple[dict[str, str], dict[str, Size]]:
     """The running sizes of spatial axes (``_start_running_sizes``) that the loop's body
     changes: each one's size before the loop, and its size at the end of an iteration in
-    terms of the running sizes (``(x_shape_1 - 3) // stride + 1``); an axis the body
-    leaves unknown is not followed."""
+    terms of its own running size (``(x_shape_1 - 3) // stride + 1``; ``__init__`` moves
+    them on one after another); an axis the body leaves unknown, or sizes from another
+    running size, is not followed."""
     starts, changes = {}, {}
+    running_sizes = {*loop.running.values(), *(name for axes in loop.running_axes.values() for name in axes.values())}
     for name, axes in loop.running_axes.items():
         shape = rewriter.shapes.get(name)
         for axis, running in axes.items():
             after = shape[axis] if isinstance(shape, tuple) and not is_open(shape) \
                 and len(shape) == len(loop.shapes_before[name]) else None
-            if after is not None and after.code != running:
+            if after is not None and after.code != running \
+                    and not names_read(cst.parse_expression(after.code)) & (running_sizes - {running}):
                 starts[running], changes[running] = loop.shapes_before[name][axis].code, after
+    rewriter.converter.running_axes.update(changes)
     return starts, changes
 
 
-def _after_axes(shape: tuple, loop: StackLoop, name: str, starts: dict[str, str], changes: dict[str, Size],
-                sized: bool) -> tuple:
+def _after_axes(shape: tuple, loop: StackLoop, name: str, changes: dict[str, Size], sized: bool) -> tuple:
     """The axes before the features after the loop: those it keeps as before it, those it
     changes as their running sizes where ``__init__`` runs the loop (``sized``)."""
     axes = loop.running_axes.get(name, {})
     before = loop.shapes_before[name]
+    if len(shape) != len(before):  # the body changed the rank
+        return (None,) * (len(shape) - 1)
     result = []
     for axis, size in enumerate(shape[:-1]):
         running = axes.get(axis)
         if running is None:
-            result.append(size)
+            result.append(before[axis] if size == before[axis] else None)
         elif size is not None and size.code == running:
             result.append(before[axis])  # untouched by the body
         else:
             result.append(Size(running) if sized and running in changes else None)
     return tuple(result)
+
+
+def without_unread_sizes(lines: list[str], names: set[str]) -> list[str]:
+    """``__init__``'s lines without the assignments of running spatial sizes that nothing
+    else reads (a loop of strided convolutions before a mean over the axes): only a
+    flatten after the loop needs them."""
+    physical = [part for line in lines for part in line.split("\n")]
+    for name in sorted(names):
+        assignment = re.compile(rf"^\s*{re.escape(name)} = ")
+        word = re.compile(rf"\b{re.escape(name)}\b")
+        if not any(word.search(line) for line in physical if not assignment.match(line)):
+            physical = [line for line in physical if not assignment.match(line)]
+    return physical
 
 
 def _last_axis(shape: Shape) -> Size | None:
