@@ -81,3 +81,32 @@ def compared_runs(script: str, before, after):
                               text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert compared.returncode == 0, compared.stderr
     return json.loads(compared.stdout.strip().splitlines()[-1])
+
+
+def bridged_training_script(trainer: str, construction: str) -> str:
+    """For ``compared_runs``: trains the Linen original (``trainer.learn(steps, params=None)``
+    returns the losses and the parameters), then the fixed project from the same weights:
+    the NNX model built by ``construction`` (``models.Tower(3, 10, 12, rngs=nnx.Rngs(0))``)
+    gets the Linen weights through ``nnxlint.transplant``, laid out as the bridge lays them
+    out (checked against what the bridged ``init`` gives)."""
+    return f"""\
+import json, sys
+import jax
+from flax import nnx
+from nnxlint.transplant import load_linen_variables
+
+sys.path.insert(0, sys.argv[1])
+import {trainer}
+linen_losses = {trainer}.learn(4)[0]
+_, params = {trainer}.learn(0)
+for name in ("{trainer}", "models"):
+    del sys.modules[name]
+sys.path[0] = sys.argv[2]
+import {trainer}, models
+model = {construction}
+load_linen_variables(model, {{"params": params}})
+params = nnx.state(model, nnx.Param).to_pure_dict()
+_, bridged = {trainer}.learn(0)
+assert jax.tree.structure(bridged) == jax.tree.structure(params), (bridged, params)
+print(json.dumps([linen_losses, {trainer}.learn(4, params)[0]]))
+"""

@@ -12,7 +12,8 @@ import json
 
 import pytest
 
-from conversion_helpers import compared_runs, convert, max_relative_difference, write_project
+from conversion_helpers import (bridged_training_script, compared_runs, convert, max_relative_difference,
+                                write_project)
 
 ENCODER = '''\
 from typing import Sequence
@@ -137,28 +138,7 @@ def update(state, frames, actions, targets):
     return state.apply_gradients(grads=grads), loss
 '''
 
-# trains the Linen original, then the fixed project from the same weights
-COMPARE = '''\
-import json, sys
-import jax
-from flax import nnx
-from nnxlint.transplant import load_linen_variables
-
-sys.path.insert(0, sys.argv[1])
-import learner
-linen_losses = learner.learn(4)[0]
-_, params = learner.learn(0)
-for name in ("learner", "models"):
-    del sys.modules[name]
-sys.path[0] = sys.argv[2]
-import learner, models
-critic = models.Critic(3, 2, 15, 13, hidden=8, rngs=nnx.Rngs(0))
-load_linen_variables(critic, {"params": params})
-params = nnx.state(critic, nnx.Param).to_pure_dict()
-_, bridged = learner.learn(0)
-assert jax.tree.structure(bridged) == jax.tree.structure(params), (bridged, params)
-print(json.dumps([linen_losses, learner.learn(4, params)[0]]))
-'''
+COMPARE = bridged_training_script("learner", "models.Critic(3, 2, 15, 13, hidden=8, rngs=nnx.Rngs(0))")
 
 
 def test_linen_training_code_of_another_file_trains_the_converted_critic_the_same(run_cli, tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from conversion_helpers import compared_runs, write_project
+from conversion_helpers import bridged_training_script, compared_runs, write_project
 
 MODELS = '''\
 import flax.linen as nn
@@ -66,29 +66,7 @@ def learn(steps, params=None):
     return losses, state.params
 '''
 
-# trains the Linen original, then the fixed project from the same weights (loaded into the
-# NNX model by nnxlint.transplant and laid out as the bridge lays them out)
-COMPARE = '''\
-import json, sys
-import jax
-from flax import nnx
-from nnxlint.transplant import load_linen_variables
-
-sys.path.insert(0, sys.argv[1])
-import trainer
-linen_losses = trainer.learn(4)[0]
-_, params = trainer.learn(0)
-for name in ("trainer", "models"):
-    del sys.modules[name]
-sys.path[0] = sys.argv[2]
-import trainer, models
-tower = models.Tower(3, 10, 12, classes=4, rngs=nnx.Rngs(0))
-load_linen_variables(tower, {"params": params})
-params = nnx.state(tower, nnx.Param).to_pure_dict()
-_, bridged = trainer.learn(0)
-assert jax.tree.structure(bridged) == jax.tree.structure(params), (bridged, params)
-print(json.dumps([linen_losses, trainer.learn(4, params)[0]]))
-'''
+COMPARE = bridged_training_script("trainer", "models.Tower(3, 10, 12, classes=4, rngs=nnx.Rngs(0))")
 
 
 def _project(directory, models=MODELS):
