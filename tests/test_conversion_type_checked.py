@@ -40,6 +40,14 @@ def test_a_type_check_called_with_arguments_stays_too():
     assert "    @jaxtyping.jaxtyped(typechecker=beartype)\n    def __call__(" in fixed
 
 
+def test_a_type_check_bound_to_a_module_level_name_stays_too():
+    source = CHECKED.replace("from typeguard import typechecked",
+                             "from kauldron import typing\n\ntypechecked = typing.typechecked")
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert "typechecked = typing.typechecked\n" in fixed and "    @typechecked\n    def __call__(" in fixed
+
+
 def test_another_decorator_on_call_still_gets_no_fix():
     source = CHECKED.replace("from typeguard import typechecked", "from mylib import traced").replace(
         "@typechecked", "@traced")

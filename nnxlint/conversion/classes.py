@@ -221,8 +221,12 @@ class ClassConverter(LayerConstruction, InitWriter, FieldsAndSetup, SubmoduleSlo
                               size_axes={name: self.axis_sizes[name] for name in self.size_params if name in self.axis_sizes})
 
     def _type_checker(self, decorator: cst.BaseExpression) -> bool:
-        """``@typechecked`` / ``@jaxtyped(typechecker=beartype)``: a check kept on the NNX method."""
+        """``@typechecked`` / ``@jaxtyped(typechecker=beartype)``: a check kept on the NNX method
+        (also through a module-level alias bound once: gemma's ``typechecked = typing.typechecked``)."""
         target = decorator.func if isinstance(decorator, cst.Call) else decorator
+        bindings = self.env.scope.bindings.get(target.value, []) if isinstance(target, cst.Name) else []
+        if len(bindings) == 1 and isinstance(bindings[0].node, cst.Assign) and len(bindings[0].node.targets) == 1:
+            target = bindings[0].node.value
         return self.env.resolve(target) in _TYPE_CHECKERS
 
     def is_self_call(self, func: cst.BaseExpression, method: str) -> bool:
