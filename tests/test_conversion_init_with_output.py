@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import textwrap
 
+from conversion_helpers import import_fresh
+
 MODELS = '''\
 import jax.numpy as jnp
 import flax.linen as nn
@@ -96,7 +98,7 @@ def test_blank_input():
             "    zeros = tower.blank_input(2)\n"
             "    (out) = tower(x)\n") in after
     assert ".init_with_output(" not in after and "from flax import nnx" in after
-    monkeypatch.syspath_prepend(str(tmp_path))
+    import_fresh(tmp_path, monkeypatch, "models")  # this test's models, not another's left imported
     namespace: dict = {}
     exec(compile(after, "models_test.py", "exec"), namespace)
     assert namespace["test_tower_shape"]().shape == (5, 2)
@@ -105,7 +107,7 @@ def test_blank_input():
     assert checked.returncode == 0, checked.stdout
 
 
-def test_an_example_input_written_as_an_expression_gives_no_size(run_cli, tmp_path):
+def test_an_example_input_written_as_an_expression_gives_no_size(run_cli, tmp_path, monkeypatch):
     test = '''\
         import jax
 
@@ -125,12 +127,13 @@ def test_an_example_input_written_as_an_expression_gives_no_size(run_cli, tmp_pa
     assert "tower = to_linen_sized(models.Tower, lambda x, *_, **__: (x.shape[-1],), (6,))" in after
     assert "out, _ = tower.init_with_output({'params': rng, 'default': rng}, jax.numpy.ones((rows, 3)))" in after
     assert "models_test.py stays Linen" in result.stderr
+    import_fresh(tmp_path, monkeypatch, "models")  # this test's models, not another's left imported
     namespace: dict = {}
     exec(compile(after, "models_test.py", "exec"), namespace)
     assert namespace["test_blank_input"]().shape == (2, 6)
 
 
-def test_read_variables_and_method_keyword_are_named(run_cli, tmp_path):
+def test_read_variables_and_method_keyword_are_named(run_cli, tmp_path, monkeypatch):
     test = '''\
         import jax
         import jax.numpy as jnp
@@ -146,6 +149,7 @@ def test_read_variables_and_method_keyword_are_named(run_cli, tmp_path):
     # the variables are read: the test keeps Linen's ``init_with_output`` on a bridged model
     after, result = _fix(run_cli, tmp_path, test)
     assert "tower = to_linen_sized(models.Tower, lambda x, *_, **__: (x.shape[-1],), (4,))" in after
+    import_fresh(tmp_path, monkeypatch, "models")  # this test's models, not another's left imported
     namespace: dict = {}
     exec(compile(after, "models_test.py", "exec"), namespace)
     assert namespace["test_params"]()["denses"][0]["kernel"].shape == (3, 4)
