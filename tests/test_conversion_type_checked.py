@@ -68,7 +68,6 @@ def test_the_checked_nnx_block_computes_what_linen_computes_and_checks_its_argum
     assert "    @typechecked\n    def __call__" in fixed
     (tmp_path / "linen_block.py").write_text(source)
     (tmp_path / "nnx_block.py").write_text(fixed)
-    monkeypatch.syspath_prepend(str(tmp_path))
     linen_block, nnx_block = import_fresh(tmp_path, monkeypatch, "linen_block", "nnx_block")
     x = jax.numpy.linspace(-1.0, 1.0, 12).reshape(3, 4)
     variables = linen_block.Block(5).init(jax.random.key(0), x)
