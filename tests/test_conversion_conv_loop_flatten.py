@@ -187,3 +187,32 @@ def test_spatial_sizes_that_nothing_reads_after_the_loop_are_not_written():
     # a mean over the spatial axes needs none of them: no example's 16 x 16 is baked into ``__init__``
     assert "x_shape" not in fixed and "16" not in fixed.split("class Net")[1].split("model = ")[0]
     assert "        self.dense_0 = nnx.Linear(x_features, 3, rngs=rngs)\n" in fixed
+
+
+STRIDED = '''\
+import flax.linen as nn
+
+
+class Patches(nn.Module):
+    padding: str = "SAME"
+
+    @nn.compact
+    def __call__(self, images):
+        x = nn.Conv(4, (3, 3), strides=2, padding=self.padding)(images)
+        return nn.Dense(2)(x.reshape((x.shape[0], -1)))
+'''
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID", "REFLECT"])
+def test_a_padding_field_with_written_strides_sizes_the_flatten_either_way(padding):
+    fixed, messages = convert(STRIDED)
+    assert fixed is not None, messages
+    # VALID's (s - 3) // 2 + 1 folded as for a written padding: (s - 1) // 2
+    assert ("nnx.Linear(4 * ((images_shape_1 - 1) // 2 if padding == 'VALID' else (images_shape_1 + 1) // 2) * "
+            "((images_shape_2 - 1) // 2 if padding == 'VALID' else (images_shape_2 + 1) // 2), 2") in fixed, fixed
+    jnp = pytest.importorskip("jax.numpy")
+    images = jnp.sin(jnp.arange(2 * 9 * 8 * 3, dtype=jnp.float32).reshape(2, 9, 8, 3))
+    difference = max_relative_difference(
+        STRIDED, fixed, lambda linen: linen["Patches"](padding=padding),
+        lambda ns, nnx: ns["Patches"](3, 9, 8, padding=padding, rngs=nnx.Rngs(0)), images, [({}, "eval")])
+    assert difference <= 1e-5

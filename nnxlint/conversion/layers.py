@@ -269,13 +269,17 @@ class LayerConstruction:
         node = values.get("strides", cst.Integer("1"))
         elements = [element.value for element in node.elements] if isinstance(node, (cst.Tuple, cst.List)) \
             else None
+        numbers = int_tuple(node, rank)
         padding_node = values.get("padding", cst.SimpleString("'SAME'"))
         padding: object = string_literal(padding_node)
         field = self_attribute(padding_node)
         try:
-            if elements is None or len(elements) != rank:
+            if numbers is not None and len(numbers) == rank:
+                strides = tuple(Size.number(number) for number in numbers)
+            elif elements is not None and len(elements) == rank:
+                strides = tuple(self.size_of(element, shapes) for element in elements)
+            else:
                 return None
-            strides = tuple(self.size_of(element, shapes) for element in elements)
             if padding is None:
                 if not (field and any(f.name == field and f.annotation == "str" for f in self.fields)):
                     return None

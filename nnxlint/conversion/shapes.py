@@ -338,7 +338,7 @@ def varying_window_output(size: Axis, window: int, stride: "Size", padding: Unio
     """``window_output`` for a stride or a padding known only by name in ``__init__`` (a loop's
     ``stride``, a ``padding: str`` field): ``(s - 3) // stride + 1`` for VALID, ``(s + stride - 1)
     // stride`` for SAME, and a padding by name chooses between them (every other string Flax
-    takes, ``CIRCULAR`` and ``CAUSAL``, keeps SAME's sizes)."""
+    takes, ``CIRCULAR``, ``REFLECT`` and ``CAUSAL``, keeps SAME's sizes)."""
     if size is None or size == ANY_AXES:
         return None
     if isinstance(padding, Size):

@@ -318,10 +318,13 @@ def _built_layer(env, func: cst.BaseExpression, factories: dict[str, Optional[st
 
 
 def rank_note(classes: Collection["ConvertedClass"]) -> list[str]:
-    """For the fix description: the classes converted for the rank their convolutions read."""
-    return [f"`{converted.name}` takes {_which_input(converted)} of {converted.assumed_rank} axes (a batch, "
-            "the spatial axes, the features), as its convolutions read it" for converted in classes
-            if converted.assumed_rank]
+    """For the fix description: the classes converted for the rank their convolutions read (one note)."""
+    ranked = [converted for converted in classes if converted.assumed_rank]
+    if not ranked:
+        return []
+    return ["; ".join(f"`{converted.name}` takes {_which_input(converted)} of {converted.assumed_rank} axes"
+                      for converted in ranked) + " (a batch, the spatial axes, the features), as "
+            + ("its convolutions read it" if len(ranked) == 1 else "their convolutions read it")]
 
 
 def _which_input(converted: "ConvertedClass") -> str:
