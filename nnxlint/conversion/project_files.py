@@ -179,7 +179,6 @@ class ProjectConversion:
         self.held = held or {}
         self.notes: list[str] = []
         self.training_failures: dict[str, str] = {}  # importer -> why its training code is not converted
-        self.bridged_files: tuple[str, ...] = ()  # the importers the fix keeps Linen training code in
         self._files: dict[str, Optional[_File]] = {}
 
     @property
@@ -197,6 +196,11 @@ class ProjectConversion:
 
     def other_files(self) -> OtherFiles:
         return self._result[1]
+
+    @property
+    def bridged_files(self) -> tuple[str, ...]:
+        """The importers the fix keeps Linen training code in (``nnx.bridge.to_linen``)."""
+        return self._result[2]
 
     def _models_converter(self):
         from nnxlint.conversion.file import FileConverter
@@ -232,27 +236,28 @@ class ProjectConversion:
             return None
 
     @cached_property
-    def _result(self) -> tuple["Conversion", OtherFiles]:
+    def _result(self) -> tuple["Conversion", OtherFiles, tuple[str, ...]]:
         try:
             for importer in self.importing:
                 self._file(importer)  # read once: what cannot be read is a note of every attempt
             notes = list(self.notes)
-            conversion, other_files, stuck = self._convert()
+            conversion, other_files, stuck, bridged = self._convert()
             # a file of the run would go on building them the Linen way, and break: they stay Linen
             # (again until none is left: ``held`` only grows)
             while stuck and self.together is None and not stuck.keys() <= self.held.keys():
                 self.held = {**self.held, **stuck}
                 self.notes = list(notes)
                 self.__dict__.pop("_across", None)
-                conversion, other_files, stuck = self._convert()
-            return conversion, other_files
+                conversion, other_files, stuck, bridged = self._convert()
+            return conversion, other_files, bridged
         except Exception as error:  # a bug here must not cost the file its own conversion
             note = f"the other files of the run are not updated ({type(error).__name__}: {error}); please report it"
-            return self.single, OtherFiles(notes=(*self.notes, note))
+            return self.single, OtherFiles(notes=(*self.notes, note)), ()
 
-    def _convert(self) -> tuple["Conversion", OtherFiles, dict[str, str]]:
-        """The conversion, the other files' edits and notes, and the converted classes that a
-        file of the run builds and that the fix cannot update there (-> why)."""
+    def _convert(self) -> tuple["Conversion", OtherFiles, dict[str, str], tuple[str, ...]]:
+        """The conversion, the other files' edits and notes, the converted classes that a
+        file of the run builds and that the fix cannot update there (-> why), and the files
+        that keep their Linen training code on bridged models."""
         from nnxlint.conversion.file import Conversion
         from nnxlint.conversion.models_only import ModelsOnly
 
@@ -267,10 +272,10 @@ class ProjectConversion:
                 conversion = converter.run()
             except Unconvertible as error:  # (``held`` may have grown since ``single``)
                 conversion = Conversion(reason=str(error), reasons=dict(converter.classes.reasons))
-                return conversion, OtherFiles(notes=tuple(self.notes)), {}
+                return conversion, OtherFiles(notes=tuple(self.notes)), {}, ()
         notes = list(self.notes)
         if not conversion.converted:
-            return conversion, OtherFiles(notes=tuple(notes)), {}
+            return conversion, OtherFiles(notes=tuple(notes)), {}, ()
         classes = {name: converter.classes.converted[name] for name in conversion.converted}
         builders = {**{name: name for name in classes},
                     **{function: built for function, built in conversion.factories.items()},
@@ -324,8 +329,7 @@ class ProjectConversion:
             notes.extend(self.together.notes)
         if bridged:
             notes.append(to_linen.NOTE.format(files=", ".join(bridged)))
-        self.bridged_files = tuple(bridged)
-        return conversion, OtherFiles(tuple(edits), tuple(dict.fromkeys(notes))), stuck
+        return conversion, OtherFiles(tuple(edits), tuple(dict.fromkeys(notes))), stuck, tuple(bridged)
 
     def _with_training(self):
         """The conversion with the training code of the one importer that calls ``init``
@@ -418,7 +422,7 @@ class _Constructions:
             if self.env is not None and ".init_with_output(" in text else (module, [], [])
         wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
         positions = wrapper.resolve(PositionProvider)
-        plan = _Plan(self, module, scope, nnx or "nnx")
+        plan = _Plan(self, module, text, scope, nnx or "nnx")
         module.visit(plan)
         moved = {id(node) for statement in built for node in walk(statement)}  # rewritten above
         bridging = self.bridge and plan.bridged  # the sites it cannot follow use bridged models instead
@@ -445,8 +449,9 @@ class _Constructions:
         if problems:
             raise Unconvertible("; ".join(problems))
         if built:  # the constructions of the rewritten text that still need ``rngs``
-            module = cst.parse_module(rewritten.code)
-            plan = _Plan(self, module, names.collect_scope(module, None), nnx or "nnx")
+            code = rewritten.code
+            module = cst.parse_module(code)
+            plan = _Plan(self, module, code, names.collect_scope(module, None), nnx or "nnx")
             module.visit(plan)
         if not plan.calls and not built:
             return text
@@ -551,7 +556,7 @@ def _bridged_attributes(module: cst.Module, bridged: set[str]) -> list[tuple[cst
 class _Plan(cst.CSTVisitor):
     """Finds the constructions to update and the uses that stop the file's update."""
 
-    def __init__(self, owner: _Constructions, module: cst.Module, scope: names.Scope, nnx: str) -> None:
+    def __init__(self, owner: _Constructions, module: cst.Module, text: str, scope: names.Scope, nnx: str) -> None:
         super().__init__()
         self.owner = owner
         self.module = module
@@ -570,7 +575,7 @@ class _Plan(cst.CSTVisitor):
         self.bridged_constructions: set[int] = set()  # id of each construction made a bridged model
         self.sized = False  # whether a construction reads its input sizes off the inputs (``to_linen_sized``)
         # whether the file threads a ``cache`` collection: bridged models decode (``to_linen_decoding``)
-        self.decoding = owner.bridge and to_linen_decoding.decodes(module)
+        self.decoding = owner.bridge and to_linen_decoding.decodes(module, text)
         self.adapted_methods: set[int] = set()  # calls whose ``method=`` became ``nnx_method=``
         self.seen_references: set[int] = set()
         self._linen_receivers = {match.group(1) for match in re.finditer(

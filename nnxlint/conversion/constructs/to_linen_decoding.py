@@ -45,9 +45,10 @@ CLASS = "ToLinenDecoding"
 COLLECTION = "cache"
 
 
-def decodes(module: cst.Module) -> bool:
-    """Whether the file threads Linen's ``cache`` collection (``mutable=['cache']``)."""
-    return any(isinstance(node, cst.Arg) and node.keyword is not None and node.keyword.value == "mutable"
+def decodes(module: cst.Module, text: str) -> bool:
+    """Whether the file (``module``, of ``text``) threads Linen's ``cache`` collection
+    (``mutable=['cache']``); its text is searched first, so most files are not walked."""
+    return "mutable" in text and COLLECTION in text and any(isinstance(node, cst.Arg) and node.keyword is not None and node.keyword.value == "mutable"
                and COLLECTION in module.code_for_node(node.value) for node in walk(module))
 
 
@@ -121,13 +122,7 @@ def helper(module: cst.Module, linen: str, nnx: str) -> list[cst.BaseStatement]:
 
 def problems(module: cst.Module, scope: names.Scope, nnx: str) -> list[tuple[cst.CSTNode, str]]:
     """What stops ``to_linen_decoding`` constructions in the file."""
-    found: list[tuple[cst.CSTNode, str]] = []
-    taken = [name for name in (CLASS, FUNCTION) if name in scope.bindings]
-    if taken and not to_linen_sized.is_written(module, _helper_for(module, scope, nnx)):
-        found.append((module, f"the file has a `{taken[0]}` of its own"))
-    if to_linen_sized.spelling(scope, "flax.linen", "linen")[0] is None:
-        found.append((module, "the file binds `linen` to something other than `flax.linen`"))
-    return found
+    return to_linen_sized.helper_problems(module, scope, (CLASS, FUNCTION), _helper_for(module, scope, nnx))
 
 
 def with_helper(module: cst.Module, scope: names.Scope, nnx: str) -> cst.Module:

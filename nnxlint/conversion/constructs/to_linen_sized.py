@@ -133,13 +133,23 @@ def problems(module: cst.Module, scope: names.Scope, nnx: str,
                             and node.keyword.value == "method" for node in walk(module)):
         found.append((module, "a model whose input sizes are read off `__call__`'s inputs is run through another "
                               "method (`method=`): the construction is not bridged"))
-    taken = [name for name in (CLASS, FUNCTION) if name in scope.bindings]
-    if taken and not is_written(module, _helper_for(module, scope, nnx)):
+    found += helper_problems(module, scope, (CLASS, FUNCTION), _helper_for(module, scope, nnx))
+    if _callable_spelling(scope)[0] is None:
+        found.append((module, "the file binds `Callable` to something other than `collections.abc.Callable`"))
+    return found
+
+
+def helper_problems(module: cst.Module, scope: names.Scope, helper_names: tuple[str, ...],
+                    statements: list[cst.BaseStatement]) -> list[tuple[cst.CSTNode, str]]:
+    """What stops a bridge helper (``statements``, defining ``helper_names``) from being written
+    after the imports: a name the file binds otherwise (not an earlier fix's same helper), or
+    ``linen`` bound to something other than ``flax.linen``."""
+    found: list[tuple[cst.CSTNode, str]] = []
+    taken = [name for name in helper_names if name in scope.bindings]
+    if taken and not is_written(module, statements):
         found.append((module, f"the file has a `{taken[0]}` of its own"))
     if spelling(scope, "flax.linen", "linen")[0] is None:
         found.append((module, "the file binds `linen` to something other than `flax.linen`"))
-    if _callable_spelling(scope)[0] is None:
-        found.append((module, "the file binds `Callable` to something other than `collections.abc.Callable`"))
     return found
 
 
