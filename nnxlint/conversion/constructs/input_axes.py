@@ -242,7 +242,7 @@ def convolution_rank(env, node: cst.ClassDef) -> Optional[tuple[int, int]]:
         return None
     params = [param.name.value for param in [*call.params.posonly_params, *call.params.params][1:]]
     required = [param for param in [*call.params.posonly_params, *call.params.params][1:] if param.default is None]
-    rank, applied = _convolutions(env, node, frozenset())
+    rank, applied = _convolutions(env, node, frozenset(), {})
     if rank is None or not params or any(param.default is None for param in call.params.kwonly_params):
         return None
     if len(required) == 1 and required[0].name.value == params[0]:
@@ -251,9 +251,11 @@ def convolution_rank(env, node: cst.ClassDef) -> Optional[tuple[int, int]]:
     return (params.index(read.pop()), rank) if len(read) == 1 else None
 
 
-def _convolutions(env, node: cst.ClassDef, seen: frozenset[str]) -> tuple[Optional[int], set[str]]:
+def _convolutions(env, node: cst.ClassDef, seen: frozenset[str],
+                  ranks_of: dict[str, Optional[int]]) -> tuple[Optional[int], set[str]]:
     """The one rank the class's convolutions read (None: none, or several), and the names
-    that a convolution or a class of the file holding some is applied to (``conv(...)(x)``)."""
+    that a convolution or a class of the file holding some is applied to (``conv(...)(x)``);
+    ``ranks_of`` keeps each child class's rank, read once."""
     seen = seen | {node.name.value}
     ranks, applied = set(), set()
     factories = _layer_factories(env, node)
@@ -261,11 +263,11 @@ def _convolutions(env, node: cst.ClassDef, seen: frozenset[str]) -> tuple[Option
         if not isinstance(call, cst.Call):
             continue
         if isinstance(call.func, cst.Call) and call.args and isinstance(call.args[0].value, cst.Name) \
-                and _reads_images(env, call.func, factories, seen):
+                and _reads_images(env, call.func, factories, seen, ranks_of):
             applied.add(call.args[0].value.value)
         child = call.func.value if isinstance(call.func, cst.Name) else None
         if child in env.linen_classes and child not in seen:
-            rank = _convolutions(env, env.linen_classes[child], seen)[0]
+            rank = _child_rank(env, child, seen, ranks_of)
             if rank is not None:
                 ranks.add(rank)
             continue
@@ -283,12 +285,19 @@ def _convolutions(env, node: cst.ClassDef, seen: frozenset[str]) -> tuple[Option
     return (ranks.pop() if len(ranks) == 1 else None), applied
 
 
-def _reads_images(env, construction: cst.Call, factories: dict[str, Optional[str]], seen: frozenset[str]) -> bool:
+def _child_rank(env, child: str, seen: frozenset[str], ranks_of: dict[str, Optional[int]]) -> Optional[int]:
+    if child not in ranks_of:
+        ranks_of[child] = _convolutions(env, env.linen_classes[child], seen, ranks_of)[0]
+    return ranks_of[child]
+
+
+def _reads_images(env, construction: cst.Call, factories: dict[str, Optional[str]], seen: frozenset[str],
+                  ranks_of: dict[str, Optional[int]]) -> bool:
     """Whether ``construction`` builds a convolution or a class of the file whose
     convolutions have a rank."""
     child = construction.func.value if isinstance(construction.func, cst.Name) else None
     if child in env.linen_classes and child not in seen:
-        return _convolutions(env, env.linen_classes[child], seen)[0] is not None
+        return _child_rank(env, child, seen, ranks_of) is not None
     return _built_layer(env, construction.func, factories) in _CONVOLUTIONS
 
 
