@@ -50,14 +50,13 @@ _OGBG_GRAPHS = ("__import__('jraph').GraphsTuple(nodes=jax.random.normal(jax.ran
 SPECS: dict[str, list[tuple[str, str, str, str, dict, dict]]] = {
     "imagenet": [("models.py", "ResNet",
                   "dict(stage_sizes=[1, 1], block_cls=ResNetBlock, num_classes=10, num_filters=8)",
-                  "jax.random.normal(jax.random.key(1), (2, 32, 32, 3))", {"train": True}, {"train": False},
-                  "dict(dense_0_in_features=16)"),  # the head's input: the last stage's width
+                  "jax.random.normal(jax.random.key(1), (2, 32, 32, 3))", {"train": True}, {"train": False}),
                  # as ``_ResNet1Local`` builds it: nn.ConvLocal, kept Linen in nnx.bridge.ToNNX, through the
                  # factory the conversion generates for it
                  ("models.py", "ResNet",
                   "dict(stage_sizes=[1, 1], block_cls=ResNetBlock, num_classes=10, num_filters=8, conv=nn.ConvLocal)",
                   "jax.random.normal(jax.random.key(1), (2, 32, 32, 3))", {"train": True}, {"train": False},
-                  "dict(dense_0_in_features=16, conv=conv_local)")],
+                  "dict(conv=conv_local)")],
     # google-research/vision_transformer: the Mixer (its file imports ``einops``); 16 tokens of 4x4 patches
     "vit_jax": [("models_mixer.py", "MlpMixer",
                  "dict(patches=__import__('types').SimpleNamespace(size=(4, 4)), num_classes=5, num_blocks=2, "

@@ -48,7 +48,7 @@ from nnxlint.project import dotted_name
 from nnxlint.rule import FileEdit, OtherFiles
 from nnxlint.textio import SourceError, read_source
 from nnxlint.conversion.base import ConvertedClass, Unconvertible
-from nnxlint.conversion.constructs import to_linen, to_linen_decoding, to_linen_sized
+from nnxlint.conversion.constructs import picked_by_name, to_linen, to_linen_decoding, to_linen_sized
 from nnxlint.conversion.constructs.jraph_graph import graph_runtime_size
 from nnxlint.conversion.training_constructs.init_with_output import model_outputs
 from nnxlint.conversion.validate import converted_text
@@ -277,9 +277,15 @@ class ProjectConversion:
         if not conversion.converted:
             return conversion, OtherFiles(notes=tuple(notes)), {}, ()
         classes = {name: converter.classes.converted[name] for name in conversion.converted}
+        partials = ModelsOnly(converter).partials()
         builders = {**{name: name for name in classes},
                     **{function: built for function, built in conversion.factories.items()},
-                    **{alias: built for alias, built in ModelsOnly(converter).partials().items() if built in classes}}
+                    **{alias: built for alias, built in partials.items() if built in classes}}
+        # what ``getattr(models, name)`` may pick -> the converted class it builds, or why it is none
+        offered = {**{name: name if name in classes else "stays Linen" for name in converter.linen_classes},
+                   **{function: "is a factory function" for function in conversion.factories},
+                   **{alias: built if built in classes else f"builds `{built}`, which stays Linen"
+                      for alias, built in partials.items()}}
         edits = []
         bridged = []  # files that keep their Linen training code on the converted classes
         stuck: dict[str, str] = {}
@@ -291,7 +297,7 @@ class ProjectConversion:
             text = trained.get(importer.path, found.text)
             try:
                 constructions = _Constructions(importer, builders, classes, converter.env,
-                                               bridge=keep_linen_training, project=self.project)
+                                               bridge=keep_linen_training, project=self.project, offered=offered)
                 try:
                     after = constructions.rewrite(text)
                 except Unconvertible:
@@ -300,7 +306,7 @@ class ProjectConversion:
                     if keep_linen_training or importer.path in trained:
                         raise
                     constructions = _Constructions(importer, builders, classes, converter.env, bridge=True,
-                                                   project=self.project)
+                                                   project=self.project, offered=offered)
                     after = constructions.rewrite(text)
             except (cst.ParserSyntaxError, Unconvertible) as error:
                 if is_test_file(importer.path):  # it tests the Linen model: no conversion keeps it passing
@@ -403,7 +409,8 @@ class _Constructions:
     arguments, or names what it cannot update."""
 
     def __init__(self, importer: Importer, builders: dict[str, str], classes: dict[str, ConvertedClass],
-                 env=None, bridge: bool = False, project=None) -> None:
+                 env=None, bridge: bool = False, project=None,
+                 offered: Optional[Mapping[str, Optional[str]]] = None) -> None:
         self.importer = importer
         self.project = project  # the run (``ProjectView``): where a model handed to a function is initialized
         self.builders = builders  # class or factory function -> the class it builds
@@ -412,6 +419,7 @@ class _Constructions:
         self.bridge = bridge  # Linen training code stays: constructions go through ``nnx.bridge.to_linen``
         self.bridged = False  # whether ``rewrite`` bridged any
         self.picks_by_name = False  # whether the file picks a class of the models file by name (``getattr``)
+        self.offered = offered or {}  # what such a pick may give -> the converted class it builds, or why none
 
     def rewrite(self, text: str) -> str:
         module = cst.parse_module(text)
@@ -462,6 +470,8 @@ class _Constructions:
         new = module.visit(_Replace(plan.calls, annotations))
         if annotations and add_linen:
             new = add_imports(new, {"flax.linen"})
+        if plan.imports:
+            new = add_imports(new, plan.imports)
         if plan.mode_helper:
             new = add_after_imports(new, to_linen.mode_helper(next(iter(plan.modes)), new))
         if plan.sized:
@@ -577,6 +587,7 @@ class _Plan(cst.CSTVisitor):
         # whether the file threads a ``cache`` collection: bridged models decode (``to_linen_decoding``)
         self.decoding = owner.bridge and to_linen_decoding.decodes(module, text)
         self.adapted_methods: set[int] = set()  # calls whose ``method=`` became ``nnx_method=``
+        self.imports: set[str] = set()  # what the new code needs imported (``functools.partial``)
         self.seen_references: set[int] = set()
         self._linen_receivers = {match.group(1) for match in re.finditer(
             r"\b([A-Za-z_][A-Za-z0-9_]*)\.(?:%s)\(" % "|".join(_LINEN_METHODS), module.code)}
@@ -585,8 +596,8 @@ class _Plan(cst.CSTVisitor):
         if isinstance(node.func, cst.Name) and node.func.value == "getattr" and node.args \
                 and self.module.code_for_node(node.args[0].value) in self.owner.module_aliases():
             self.owner.picks_by_name = True
-            self.problems.append((node, f"`{self.module.code_for_node(node)}` picks a class of the models file "
-                                        "by name: that construction must get the new arguments by hand"))
+            self._pick_by_name(node)
+            return
         built = self.owner.spelled(self.module, node.func)
         if built is None:
             if self.owner.bridge:  # a bridged model is a Linen module: Linen functions take it
@@ -635,6 +646,32 @@ class _Plan(cst.CSTVisitor):
             if args:
                 args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
             self.calls[id(node)] = node.with_changes(args=[*args, rngs])
+
+    def _pick_by_name(self, node: cst.Call) -> None:
+        """``getattr(models, config.model)``: the bridged factory (``constructs/picked_by_name.py``)
+        where the training code stays Linen; a problem otherwise."""
+        why = (f"`{self.module.code_for_node(node)}` picks a class of the models file by name: that "
+               "construction must get the new arguments by hand")
+        functools_module = self.scope.local_name("functools")
+        partial, add_partial = (f"{functools_module}.partial", False) if functools_module is not None \
+            else to_linen_sized.spelling(self.scope, "functools.partial", "partial")
+        if not self.owner.bridge or not self.owner.offered or self.decoding or partial is None:
+            self.problems.append((node, why))
+            return
+        candidates = {name: self.owner.classes.get(built, built) for name, built in self.owner.offered.items()}
+        sizes = {name: to_linen_sized.sizes_function(converted)
+                 if isinstance(converted, ConvertedClass) and (converted.size_params or converted.layer_size_params)
+                 else None for name, converted in candidates.items()}
+        bridged = picked_by_name.picked(node, self.module, candidates, sizes, partial, self.nnx)
+        if isinstance(bridged, str):
+            self.problems.append((node, f"{why} ({bridged})"))
+            return
+        self.calls[id(node)] = bridged
+        self.bridged = True
+        first = bridged.args[0].value
+        self.sized |= isinstance(first, cst.Name) and first.value == to_linen_sized.FUNCTION
+        self.imports |= {"functools.partial"} if add_partial else set()
+        self.modes.update(mode for mode in map(to_linen.moved_mode, candidates.values()) if mode is not None)
 
     def _sizes_function(self, built: str, converted: ConvertedClass) -> Union[cst.Lambda, str, None]:
         """For a bridged construction: the function reading its input sizes off the inputs

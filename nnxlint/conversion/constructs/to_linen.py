@@ -30,7 +30,12 @@ it builds)::
     ->
     model.apply({'params': p}, x, nnx_method=call_in_mode(True), rngs={'dropout': key})
 
-A call that leaves the argument out passes its default.
+A call that leaves the argument out passes its default.  ``init`` runs the model in eval
+mode whatever it is given: ``ToLinen`` keeps the variables built before the call and drops
+its output, and Linen's ``BatchNorm`` skips its mean over devices (``axis_name``) while
+initializing, where the NNX one skips it only in eval mode (``init`` runs outside ``pmap``).
+A class picked by name (``getattr(models, config.model)``) is bridged where it is picked
+(``constructs/picked_by_name.py``).
 
 A class that takes input sizes the construction does not know is built through
 ``to_linen_sized`` instead (``constructs/to_linen_sized.py``), which reads them off
@@ -84,19 +89,16 @@ def bridged(call: cst.Call, nnx: str, converted: ConvertedClass,
     reads off its inputs (``constructs/to_linen_sized.py``); ``to_linen_decoding(Class, *args,
     **kwargs)`` in a file that decodes through a ``cache`` collection
     (``constructs/to_linen_decoding.py``)."""
-    if moved_mode(converted) is not None and converted.constant_flags:
-        return (f"`{converted.name}` keeps a layer in a constant train/eval mode, which "
-                "`model.train()`/`eval()` would change: the construction is not bridged")
-    if converted.bridged:
-        return (f"`{converted.name}` holds Linen layers through `nnx.bridge.ToNNX`, which need "
-                "`nnx.bridge.lazy_init`: the construction is not bridged back to Linen")
+    problem = bridge_problem(converted)
+    if problem is not None:
+        return problem
     clash = next((arg.keyword.value for arg in call.args
                   if arg.keyword is not None and arg.keyword.value in _OWN_KEYWORDS), None)
     if clash is not None:
         return f"`{clash}=` is an argument of `nnx.bridge.to_linen` itself: the construction is not bridged"
     if any(arg.star for arg in call.args):
         return "a construction with starred arguments is not bridged"
-    options = [] if converted.uses_rngs else [_keyword("skip_rng", "True")]
+    options = [] if converted.uses_rngs else [keyword_argument("skip_rng", "True")]
     if decoding and sizes is not None:
         return (f"`{converted.name}` takes input sizes that its inputs give, in a file that decodes through a "
                 "`cache` collection: the construction is not bridged")
@@ -104,7 +106,7 @@ def bridged(call: cst.Call, nnx: str, converted: ConvertedClass,
         args = [cst.Arg(call.func), *call.args, *options]
         function = to_linen_decoding.FUNCTION
     elif sizes is None:
-        args = [cst.Arg(call.func), *call.args, *options, _keyword("metadata_fn", "None")]
+        args = [cst.Arg(call.func), *call.args, *options, keyword_argument("metadata_fn", "None")]
         function = f"{nnx}.bridge.to_linen"
     else:  # its helper passes ``metadata_fn=None``
         args = [cst.Arg(call.func), cst.Arg(sizes), *call.args, *options]
@@ -123,6 +125,17 @@ def bridged(call: cst.Call, nnx: str, converted: ConvertedClass,
     trailing = call.args[-1].comma if call.args else cst.MaybeSentinel.DEFAULT
     args = [arg.with_changes(comma=between) for arg in args[:-1]] + [args[-1].with_changes(comma=trailing)]
     return call.with_changes(func=cst.parse_expression(function), args=args)
+
+
+def bridge_problem(converted: ConvertedClass) -> Optional[str]:
+    """Why ``nnx.bridge.to_linen`` cannot hold the converted class, if it cannot."""
+    if moved_mode(converted) is not None and converted.constant_flags:
+        return (f"`{converted.name}` keeps a layer in a constant train/eval mode, which "
+                "`model.train()`/`eval()` would change: the construction is not bridged")
+    if converted.bridged:
+        return (f"`{converted.name}` holds Linen layers through `nnx.bridge.ToNNX`, which need "
+                "`nnx.bridge.lazy_init`: the construction is not bridged back to Linen")
+    return None
 
 
 def moved_mode(converted: ConvertedClass) -> Optional[Mode]:
@@ -158,26 +171,37 @@ def mode_helper(mode: Mode, module: cst.Module) -> cst.SimpleStatementLine:
 
 def in_mode(call: cst.Call, mode: Mode) -> Union[cst.Call, str, None]:
     """``model.apply(v, x, train=E)`` -> ``model.apply(v, x, nnx_method=call_in_mode(E))`` (the
-    argument's default when the call leaves it out); None for a call that is no ``apply`` or
-    ``init``, or that leaves out an argument without a default; why not, when it is positional."""
+    argument's default when the call leaves it out; for ``init``, eval mode); None for a call
+    that is no ``apply`` or ``init``, or that leaves out an argument without a default; why
+    not, when it is positional."""
     if not (isinstance(call.func, cst.Attribute) and call.func.attr.value in LINEN_CALLS):
         return None
     if any(arg.keyword is not None and arg.keyword.value == "nnx_method" for arg in call.args):
         return None
     given = next((arg for arg in call.args if arg.keyword is not None and arg.keyword.value == mode.name), None)
     positional = [arg for arg in call.args if arg.keyword is None]
-    if given is None and (len(positional) > mode.index + 1 or any(arg.star for arg in call.args)):
+    # (a flag inside ``*args`` reaches the NNX ``__call__``, which does not take it, and fails there)
+    if given is None and len(positional) > mode.index + 1:
         return f"`{mode.name}` is passed by position: the call is not given the NNX model's mode"
     if given is None and mode.default is None:
         return None
     value = given.value if given is not None else cst.Name(str(mode.default))
+    if call.func.attr.value == "init":
+        # ``init`` keeps the variables built before the call and drops its output, so the mode
+        # changes nothing but this: Linen's ``BatchNorm`` skips its mean over devices
+        # (``axis_name``) while initializing, the NNX one only in eval mode
+        value = cst.Name(str(mode.eval_value))
     method = cst.Arg(cst.Call(cst.Name(MODE_HELPER), [cst.Arg(value)]), keyword=cst.Name("nnx_method"),
                      equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))
     if given is not None:
         return call.with_changes(args=[method.with_changes(comma=given.comma) if arg is given else arg
                                        for arg in call.args])
+    # the new argument goes last, laid out as the call's last one was (its line and trailing comma)
     args = list(call.args)
-    args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+    between = next((arg.comma for arg in reversed(args[:-1]) if isinstance(arg.comma, cst.Comma)),
+                   cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+    method = method.with_changes(comma=args[-1].comma)
+    args[-1] = args[-1].with_changes(comma=between)
     return call.with_changes(args=[*args, method])
 
 
@@ -316,6 +340,6 @@ def _string(node: Optional[cst.BaseExpression]) -> Optional[str]:
     return node.evaluated_value if isinstance(node, cst.SimpleString) else None
 
 
-def _keyword(name: str, value: str) -> cst.Arg:
+def keyword_argument(name: str, value: str) -> cst.Arg:
     return cst.Arg(cst.parse_expression(value), keyword=cst.Name(name),
                    equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")))

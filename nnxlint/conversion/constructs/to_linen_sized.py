@@ -17,7 +17,8 @@ a Linen module written once after the file's imports::
 with the NNX ``__call__``'s leading parameters) and calls an ``nnx.bridge.ToLinen``
 built with them in front of the other arguments, sharing its scope
 (``linen.share_scope``): the variables are laid out exactly as
-``nnx.bridge.to_linen`` lays them out.
+``nnx.bridge.to_linen`` lays them out.  Its keyword arguments read as attributes
+(``model.dtype``), as the Linen module's fields did.
 
 Refused (the file is then left as it is): a class with input sizes that only its
 layers know (``hidden_in_features`` after a flatten: no input gives them), a size
@@ -88,6 +89,11 @@ def helper(module: cst.Module, linen: str, nnx: str, callable_name: str) -> list
              "    args: tuple",
              "    kwargs: tuple  # (name, value) pairs: a module must hash (a static argument of `jax.jit`)",
              "    skip_rng: bool = False",
+             "",
+             "    def __getattr__(self, name):",
+             "        # the keyword arguments read as the Linen module's fields did (`model.dtype`)",
+             '        kwargs = dict(self.__dict__.get("kwargs", ()))',
+             "        return kwargs[name] if name in kwargs else super().__getattr__(name)",
              "",
              f"    @{linen}.compact",
              "    def __call__(self, *args, **kwargs):",

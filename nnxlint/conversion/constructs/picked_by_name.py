@@ -1,0 +1,72 @@
+"""A class of the models file picked by name, in Linen training code that stays Linen.
+
+flax's imagenet example builds its model from the config's name::
+
+    model_cls = getattr(models, config.model)  # 'ResNet50': partial(ResNet, stage_sizes=..., ...)
+    model = create_model(model_cls=model_cls, ...)  # model_cls(num_classes=..., dtype=...)
+
+No construction of the converted class is written out, so none can be given the new
+arguments.  When the training code stays Linen (``constructs/to_linen.py``), the pick
+becomes the bridged factory instead, and whatever calls it later gets a Linen module
+holding the NNX class::
+
+    model_cls = functools.partial(to_linen_sized, getattr(models, config.model),
+                                  lambda x, *_, **__: (x.shape[-1],))
+
+(``functools.partial(nnx.bridge.to_linen, getattr(...), metadata_fn=None)`` for classes
+that take no input sizes).  A train/eval argument the conversion moved to
+``train()``/``eval()`` is handled by the file's ``apply``/``init`` calls, as for any bridged
+model; ``to_linen_sized`` models answer ``model.dtype`` with the keyword argument, as
+the Linen module's field did.
+
+The name may pick any class or ``partial`` of the models file, so all of them must be
+bridged alike.  Refused, with the reason: a class of the file that stays Linen, a
+factory function (its arguments are not the class's), classes that read different input
+sizes or differ in taking ``rngs``, a class that ``nnx.bridge.to_linen`` cannot hold
+(``to_linen.bridge_problem``), and a file that decodes through a ``cache`` collection.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import libcst as cst
+
+from nnxlint.conversion.base import ConvertedClass
+from nnxlint.conversion.constructs import to_linen, to_linen_sized
+
+
+def picked(call: cst.Call, module: cst.Module, candidates: dict[str, Union[ConvertedClass, str]],
+           sizes: dict[str, Union[cst.Lambda, str, None]], partial: str, nnx: str) -> Union[cst.Call, str]:
+    """The bridged factory for ``call`` (``getattr(models, name)``), or why not.
+
+    ``candidates``: what the name may pick, each class, ``partial`` and factory function of
+    the models file -> the converted class it builds, or why it builds none to bridge;
+    ``sizes``: the same names -> their sizes function (``to_linen_sized.sizes_function``;
+    None when the class takes no input sizes); ``partial``: how the file spells
+    ``functools.partial``."""
+    picked_code = module.code_for_node(call)
+    for name, converted in sorted(candidates.items()):
+        if isinstance(converted, str):
+            return f"`{picked_code}` may pick `{name}`, which {converted}"
+        problem = to_linen.bridge_problem(converted)
+        if problem is not None:
+            return problem
+        if isinstance(sizes[name], str):
+            return f"`{picked_code}` may pick `{name}`: {sizes[name]}"
+    functions = {None if function is None else module.code_for_node(function) for function in sizes.values()}
+    if len(functions) > 1:
+        return f"the classes `{picked_code}` may pick read different input sizes off their inputs"
+    classes = [converted for converted in candidates.values() if isinstance(converted, ConvertedClass)]
+    if len({converted.uses_rngs for converted in classes}) > 1:
+        return f"some classes `{picked_code}` may pick take `rngs` and some do not"
+    any_class = classes[0]
+    options = [] if any_class.uses_rngs else [to_linen.keyword_argument("skip_rng", "True")]
+    function = next(iter(sizes.values()))
+    if function is None:
+        args = [cst.Arg(cst.parse_expression(f"{nnx}.bridge.to_linen")), cst.Arg(call), *options,
+                to_linen.keyword_argument("metadata_fn", "None")]
+    else:
+        args = [cst.Arg(cst.Name(to_linen_sized.FUNCTION)), cst.Arg(call), cst.Arg(function), *options]
+    comma = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+    return cst.Call(cst.parse_expression(partial), [arg.with_changes(comma=comma) for arg in args[:-1]] + args[-1:])

@@ -1,0 +1,188 @@
+"""Linen training code that picks its model class by name (``getattr(models, config["model"])``)
+and stays Linen: the pick becomes the bridged factory (``constructs/picked_by_name.py``)."""
+
+import pytest
+
+from conversion_helpers import compared_runs, write_project
+
+MODELS = '''\
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+ModuleDef = Any
+
+
+class Unit(nn.Module):
+    width: int
+    conv: ModuleDef
+    norm: ModuleDef
+
+    @nn.compact
+    def __call__(self, x):
+        y = self.conv(self.width, (3, 3))(x)
+        y = self.norm()(y)
+        if x.shape != y.shape:
+            x = self.conv(self.width, (1, 1), name="shortcut")(x)
+        return nn.relu(x + y)
+
+
+class Tower(nn.Module):
+    depths: Any
+    unit_cls: ModuleDef
+    classes: int
+    width: int = 4
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype)
+        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, axis_name="batch",
+                       dtype=self.dtype)
+        x = conv(self.width, (3, 3), name="stem")(x)
+        for i, depth in enumerate(self.depths):
+            for _ in range(depth):
+                x = self.unit_cls(self.width * 2**i, conv=conv, norm=norm)(x)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.classes, dtype=self.dtype)(x)
+
+
+SmallTower = partial(Tower, depths=[1, 1], unit_cls=Unit)
+TinyTower = partial(Tower, depths=[1], unit_cls=Unit, width=2)
+'''
+
+TRAIN = '''\
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+import models
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any
+
+
+def create(model_cls, **kwargs):
+    return model_cls(classes=3, dtype=jnp.float32, **kwargs)
+
+
+def initial_variables(key, model):
+    @jax.jit
+    def init(*args):
+        return model.init(*args)
+
+    variables = init({"params": key}, jnp.ones((1, 8, 8, 3), model.dtype))
+    return {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+
+
+def step(state, images, labels):
+    def loss_fn(params):
+        logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, images,
+                                         mutable=["batch_stats"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
+
+    (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = jax.lax.pmean(grads, "batch")
+    stats = jax.lax.pmean(updates["batch_stats"], "batch")
+    return state.apply_gradients(grads=grads, batch_stats=stats), loss
+
+
+def evaluate(state, images, labels):
+    logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, images, train=False)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def learn(steps, variables=None, config=None):
+    """The losses of ``steps`` training steps and an evaluation, and the initial variables."""
+    config = config or {"model": "SmallTower"}
+    model_cls = getattr(models, config["model"])
+    model = create(model_cls)
+    initial = initial_variables(jax.random.key(0), model) if variables is None else variables
+    state = TrainState.create(apply_fn=model.apply, params=initial["params"], tx=optax.sgd(0.1),
+                              batch_stats=initial["batch_stats"])
+    state = jax.tree.map(lambda leaf: jnp.asarray(leaf)[None], state)  # one device
+    images = jax.random.normal(jax.random.key(1), (1, 4, 8, 8, 3))
+    labels = jnp.array([[0, 1, 2, 1]])
+    train_step = jax.pmap(step, axis_name="batch")
+    losses = []
+    for _ in range(steps):
+        state, loss = train_step(state, images, labels)
+        losses.append(float(loss[0]))
+    losses.append(float(jax.pmap(evaluate, axis_name="batch")(state, images, labels)[0]))
+    return losses, initial
+'''
+
+COMPARE = """\
+import json, sys
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from nnxlint.transplant import load_linen_variables
+
+sys.path.insert(0, sys.argv[1])
+import train
+linen_losses, linen_variables = train.learn(3)
+for name in ("train", "models"):
+    del sys.modules[name]
+sys.path[0] = sys.argv[2]
+import train, models
+model = models.SmallTower(3, classes=3, dtype=jnp.float32, rngs=nnx.Rngs(0))
+load_linen_variables(model, linen_variables)
+variables = {"params": nnx.state(model, nnx.Param).to_pure_dict(),
+             "batch_stats": nnx.state(model, nnx.BatchStat).to_pure_dict()}
+_, bridged = train.learn(0)
+assert jax.tree.structure(bridged) == jax.tree.structure(variables), (bridged, variables)
+bridged_model = train.create(train.functools.partial(train.to_linen_sized, models.SmallTower, lambda x: (3,)))
+print(json.dumps([linen_losses, train.learn(3, variables)[0], str(bridged_model.dtype)]))
+"""
+
+
+def test_a_class_picked_by_name_is_bridged_and_trains_as_the_linen_original(run_cli, tmp_path):
+    pytest.importorskip("optax")
+    before, after = (write_project(tmp_path / name, {"models.py": MODELS, "train.py": TRAIN})
+                     for name in ("before", "after"))
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", after)
+    train = (after / "train.py").read_text()
+    assert "class Tower(nnx.Module):" in (after / "models.py").read_text()
+    assert ('    model_cls = functools.partial(to_linen_sized, getattr(models, config["model"]), '
+            'lambda x, *_, **__: (x.shape[-1],))') in train
+    # ``init`` in eval mode (it keeps the variables built before the call), ``apply`` in the
+    # Linen call's mode (left out: its default)
+    assert "return model.init(*args, nnx_method=call_in_mode(False))" in train
+    assert 'mutable=["batch_stats"],\n' + " " * 41 + "nnx_method=call_in_mode(True))" in train
+    assert "images, nnx_method=call_in_mode(False))" in train
+    assert "builds the converted models through `nnx.bridge.to_linen`" in result.stderr
+    assert run_cli("check", "--no-cache", "--select", "NNX1", after).returncode == 0
+    linen, bridged, dtype = compared_runs(COMPARE, before, after)
+    assert len(linen) == 4 and linen[2] < linen[0]
+    assert bridged == linen
+    assert dtype == "<class 'jax.numpy.float32'>"  # ``model.dtype``: the keyword argument
+
+
+def test_a_pick_that_may_give_a_class_staying_linen_is_refused(run_cli, tmp_path):
+    # ``Probe`` sows into a collection of its own, read back by the training code: it stays Linen
+    models = MODELS + '''
+
+class Probe(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        self.sow("probes", "mean", x.mean())
+        return x
+'''
+    train = TRAIN + '''
+
+def probe(x):
+    return models.Probe().apply({}, x, mutable=["probes"])[1]["probes"]
+'''
+    project = write_project(tmp_path / "project", {"models.py": models, "train.py": train})
+    result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
+    assert (project / "train.py").read_text() == train
+    assert "picks a class of the models file by name" in result.stdout
+    assert "may pick `Probe`, which stays Linen" in result.stdout
