@@ -410,7 +410,7 @@ class _Constructions:
 
     def __init__(self, importer: Importer, builders: dict[str, str], classes: dict[str, ConvertedClass],
                  env=None, bridge: bool = False, project=None,
-                 offered: Optional[Mapping[str, Optional[str]]] = None) -> None:
+                 offered: Optional[Mapping[str, str]] = None) -> None:
         self.importer = importer
         self.project = project  # the run (``ProjectView``): where a model handed to a function is initialized
         self.builders = builders  # class or factory function -> the class it builds
