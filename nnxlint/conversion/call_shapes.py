@@ -182,10 +182,14 @@ class ShapeFollowing:
     @staticmethod
     def _reduce_shape(shape: Shape, axis: Optional[cst.BaseExpression],
                       keepdims: Optional[cst.BaseExpression]) -> Shape:
-        if not shape or is_open(shape) or axis is None or not (keepdims is None or is_false(keepdims)):
+        if not shape or axis is None:
             return None
         axes = int_tuple(axis, 1) if int_literal(axis) is not None else int_tuple(axis, 0)
         if axes is None:
+            return None
+        if is_open(shape):  # rank unknown: only axes counted from the end before the last one keep it
+            return shape if all(a < -1 for a in axes) else None
+        if not (keepdims is None or is_false(keepdims)):
             return None
         dropped = {a % len(shape) for a in axes}
         return tuple(size for index, size in enumerate(shape) if index not in dropped)
