@@ -140,7 +140,8 @@ variables = {"params": nnx.state(model, nnx.Param).to_pure_dict(),
 _, bridged = train.learn(0)
 assert jax.tree.structure(bridged) == jax.tree.structure(variables), (bridged, variables)
 bridged_model = train.create(train.functools.partial(train.to_linen_sized, models.SmallTower, lambda x: (3,)))
-print(json.dumps([linen_losses, train.learn(3, variables)[0], str(bridged_model.dtype)]))
+print(json.dumps([linen_losses, train.learn(3, variables)[0],
+                  [str(bridged_model.dtype), bridged_model.depths, bridged_model.width]]))
 """
 
 
@@ -160,10 +161,11 @@ def test_a_class_picked_by_name_is_bridged_and_trains_as_the_linen_original(run_
     assert "images, nnx_method=call_in_mode(False))" in train
     assert "builds the converted models through `nnx.bridge.to_linen`" in result.stderr
     assert run_cli("check", "--no-cache", "--select", "NNX1", after).returncode == 0
-    linen, bridged, dtype = compared_runs(COMPARE, before, after)
+    linen, bridged, fields = compared_runs(COMPARE, before, after)
     assert len(linen) == 4 and linen[2] < linen[0]
     assert bridged == linen
-    assert dtype == "<class 'jax.numpy.float32'>"  # ``model.dtype``: the keyword argument
+    # the Linen fields, read off the bridged model: given by keyword, to the ``partial``, by default
+    assert fields == ["<class 'jax.numpy.float32'>", [1, 1], 4]
 
 
 def test_a_pick_that_may_give_a_class_staying_linen_is_refused(run_cli, tmp_path):
@@ -186,3 +188,73 @@ def probe(x):
     assert (project / "train.py").read_text() == train
     assert "picks a class of the models file by name" in result.stdout
     assert "may pick `Probe`, which stays Linen" in result.stdout
+
+
+BAG_MODELS = '''\
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+class Bag(nn.Module):
+    vocab: int
+    dim: int
+    classes: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens):
+        x = nn.Embed(self.vocab, self.dim, dtype=self.dtype)(tokens)
+        x = jnp.mean(x, axis=-2)
+        return nn.Dense(self.classes, dtype=self.dtype)(x)
+'''
+
+BAG_TRAIN = '''\
+import jax
+import jax.numpy as jnp
+import optax
+
+import models
+
+
+def learn(steps, params=None, name="Bag"):
+    model = getattr(models, name)(vocab=11, dim=6, classes=3)
+    tokens = jnp.arange(12, dtype=jnp.int32).reshape(3, 4) % 11
+    labels = jnp.array([0, 2, 1])
+    if params is None:
+        params = model.init(jax.random.key(0), tokens.astype(jnp.int32))["params"]
+    assert model.dtype == jnp.float32
+    tx = optax.sgd(0.3)
+    opt_state = tx.init(params)
+
+    def loss_fn(p):
+        logits = model.apply({"params": p}, tokens)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    losses = []
+    for _ in range(steps):
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state)
+        params = optax.apply_updates(params, updates)
+        losses.append(float(loss))
+    return losses, params
+'''
+
+
+def test_a_picked_class_without_input_sizes_is_bridged_with_no_sizes(run_cli, tmp_path):
+    pytest.importorskip("optax")
+    from conversion_helpers import bridged_training_script
+
+    before, after = (write_project(tmp_path / name, {"models.py": BAG_MODELS, "train.py": BAG_TRAIN})
+                     for name in ("before", "after"))
+    run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", after)
+    train = (after / "train.py").read_text()
+    # the file imports no ``functools``: ``partial`` is imported
+    assert "from functools import partial\n" in train
+    assert "model = partial(to_linen_sized, getattr(models, name), lambda *_, **__: ())(vocab=11" in train
+    assert run_cli("check", "--no-cache", "--select", "NNX1", after).returncode == 0
+    linen, bridged = compared_runs(bridged_training_script(
+        "train", "models.Bag(vocab=11, dim=6, classes=3, rngs=nnx.Rngs(0))"), before, after)
+    assert len(linen) == 4 and linen[-1] < linen[0]
+    assert bridged == linen

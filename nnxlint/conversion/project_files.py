@@ -662,14 +662,13 @@ class _Plan(cst.CSTVisitor):
         sizes = {name: to_linen_sized.sizes_function(converted)
                  if isinstance(converted, ConvertedClass) and (converted.size_params or converted.layer_size_params)
                  else None for name, converted in candidates.items()}
-        bridged = picked_by_name.picked(node, self.module, candidates, sizes, partial, self.nnx)
+        bridged = picked_by_name.picked(node, self.module, candidates, sizes, partial)
         if isinstance(bridged, str):
             self.problems.append((node, f"{why} ({bridged})"))
             return
         self.calls[id(node)] = bridged
         self.bridged = True
-        first = bridged.args[0].value
-        self.sized |= isinstance(first, cst.Name) and first.value == to_linen_sized.FUNCTION
+        self.sized = True
         self.imports |= {"functools.partial"} if add_partial else set()
         self.modes.update(mode for mode in map(to_linen.moved_mode, candidates.values()) if mode is not None)
 

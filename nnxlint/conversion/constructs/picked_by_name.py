@@ -13,8 +13,7 @@ holding the NNX class::
     model_cls = functools.partial(to_linen_sized, getattr(models, config.model),
                                   lambda x, *_, **__: (x.shape[-1],))
 
-(``functools.partial(nnx.bridge.to_linen, getattr(...), metadata_fn=None)`` for classes
-that take no input sizes).  A train/eval argument the conversion moved to
+(``lambda *_, **__: ()`` for classes that take no input sizes).  A train/eval argument the conversion moved to
 ``train()``/``eval()`` is handled by the file's ``apply``/``init`` calls, as for any bridged
 model; ``to_linen_sized`` models answer ``model.dtype`` with the keyword argument, as
 the Linen module's field did.
@@ -37,7 +36,7 @@ from nnxlint.conversion.constructs import to_linen, to_linen_sized
 
 
 def picked(call: cst.Call, module: cst.Module, candidates: dict[str, Union[ConvertedClass, str]],
-           sizes: dict[str, Union[cst.Lambda, str, None]], partial: str, nnx: str) -> Union[cst.Call, str]:
+           sizes: dict[str, Union[cst.Lambda, str, None]], partial: str) -> Union[cst.Call, str]:
     """The bridged factory for ``call`` (``getattr(models, name)``), or why not.
 
     ``candidates``: what the name may pick, each class, ``partial`` and factory function of
@@ -62,11 +61,8 @@ def picked(call: cst.Call, module: cst.Module, candidates: dict[str, Union[Conve
         return f"some classes `{picked_code}` may pick take `rngs` and some do not"
     any_class = classes[0]
     options = [] if any_class.uses_rngs else [to_linen.keyword_argument("skip_rng", "True")]
-    function = next(iter(sizes.values()))
-    if function is None:
-        args = [cst.Arg(cst.parse_expression(f"{nnx}.bridge.to_linen")), cst.Arg(call), *options,
-                to_linen.keyword_argument("metadata_fn", "None")]
-    else:
-        args = [cst.Arg(cst.Name(to_linen_sized.FUNCTION)), cst.Arg(call), cst.Arg(function), *options]
+    # (``to_linen_sized`` with no sizes rather than ``nnx.bridge.to_linen``: its model answers ``model.dtype``)
+    function = next(iter(sizes.values())) or cst.parse_expression("lambda *_, **__: ()")
+    args = [cst.Arg(cst.Name(to_linen_sized.FUNCTION)), cst.Arg(call), cst.Arg(function), *options]
     comma = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
     return cst.Call(cst.parse_expression(partial), [arg.with_changes(comma=comma) for arg in args[:-1]] + args[-1:])

@@ -17,8 +17,9 @@ a Linen module written once after the file's imports::
 with the NNX ``__call__``'s leading parameters) and calls an ``nnx.bridge.ToLinen``
 built with them in front of the other arguments, sharing its scope
 (``linen.share_scope``): the variables are laid out exactly as
-``nnx.bridge.to_linen`` lays them out.  Its keyword arguments read as attributes
-(``model.dtype``), as the Linen module's fields did.
+``nnx.bridge.to_linen`` lays them out.  The NNX class's arguments read as attributes
+(``model.dtype``), as the Linen module's fields did: those given by keyword (also to a
+``partial`` of it), and the defaults of its ``__init__`` where none is given by position.
 
 Refused (the file is then left as it is): a class with input sizes that only its
 layers know (``hidden_in_features`` after a flatten: no input gives them), a size
@@ -91,9 +92,19 @@ def helper(module: cst.Module, linen: str, nnx: str, callable_name: str) -> list
              "    skip_rng: bool = False",
              "",
              "    def __getattr__(self, name):",
-             "        # the keyword arguments read as the Linen module's fields did (`model.dtype`)",
-             '        kwargs = dict(self.__dict__.get("kwargs", ()))',
-             "        return kwargs[name] if name in kwargs else super().__getattr__(name)",
+             "        # the NNX class's arguments read as the Linen module's fields were (`model.dtype`): those",
+             "        # given by keyword (here or to a `partial` of it), and the defaults of its `__init__` where",
+             "        # none is given by position (they follow the input sizes)",
+             '        nnx_class = self.__dict__.get("nnx_class")',
+             '        given = {**getattr(nnx_class, "keywords", {}), **dict(self.__dict__.get("kwargs", ()))}',
+             "        if name in given:",
+             "            return given[name]",
+             '        if nnx_class is not None and not self.__dict__.get("args") and not getattr(nnx_class, "args", ()):',
+             '            init = getattr(nnx_class, "func", nnx_class).__init__',
+             "            parameter = inspect.signature(init).parameters.get(name)",
+             "            if parameter is not None and parameter.default is not parameter.empty:",
+             "                return parameter.default",
+             "        return super().__getattr__(name)",
              "",
              f"    @{linen}.compact",
              "    def __call__(self, *args, **kwargs):",
@@ -142,6 +153,8 @@ def problems(module: cst.Module, scope: names.Scope, nnx: str,
     found += helper_problems(module, scope, (CLASS, FUNCTION), _helper_for(module, scope, nnx))
     if _callable_spelling(scope)[0] is None:
         found.append((module, "the file binds `Callable` to something other than `collections.abc.Callable`"))
+    if "inspect" in scope.bindings and scope.local_name("inspect") != "inspect":
+        found.append((module, "the file binds `inspect` to something other than the module"))
     return found
 
 
@@ -163,6 +176,7 @@ def with_helper(module: cst.Module, scope: names.Scope, nnx: str) -> cst.Module:
     """``module`` with ``ToLinenSized`` and ``to_linen_sized`` after its imports, and the
     imports they need (once: another models file's fix may have written them)."""
     needed = {"flax.linen"} if spelling(scope, "flax.linen", "linen")[1] else set()
+    needed |= {"inspect"} if scope.local_name("inspect") != "inspect" else set()
     callable_import = _callable_spelling(scope)[1]
     needed |= {callable_import} if callable_import else set()
     return with_statements(module, _helper_for(module, scope, nnx), needed)
