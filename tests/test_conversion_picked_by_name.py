@@ -35,10 +35,11 @@ class Tower(nn.Module):
     classes: int
     width: int = 4
     dtype: Any = jnp.float32
+    conv: ModuleDef = nn.Conv
 
     @nn.compact
     def __call__(self, x, train: bool = True):
-        conv = partial(nn.Conv, use_bias=False, dtype=self.dtype)
+        conv = partial(self.conv, use_bias=False, dtype=self.dtype)
         norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, axis_name="batch",
                        dtype=self.dtype)
         x = conv(self.width, (3, 3), name="stem")(x)
@@ -51,6 +52,7 @@ class Tower(nn.Module):
 
 SmallTower = partial(Tower, depths=[1, 1], unit_cls=Unit)
 TinyTower = partial(Tower, depths=[1], unit_cls=Unit, width=2)
+LocalTower = partial(Tower, depths=[1], unit_cls=Unit, conv=nn.ConvLocal)  # no NNX twin: kept in ToNNX
 '''
 
 TRAIN = '''\
@@ -128,19 +130,25 @@ from nnxlint.transplant import load_linen_variables
 
 sys.path.insert(0, sys.argv[1])
 import train
-linen_losses, linen_variables = train.learn(3)
+names = ("SmallTower", "LocalTower")
+linen = {name: train.learn(3, config={"model": name}) for name in names}
 for name in ("train", "models"):
     del sys.modules[name]
 sys.path[0] = sys.argv[2]
 import train, models
-model = models.SmallTower(3, classes=3, dtype=jnp.float32, rngs=nnx.Rngs(0))
-load_linen_variables(model, linen_variables)
-variables = {"params": nnx.state(model, nnx.Param).to_pure_dict(),
-             "batch_stats": nnx.state(model, nnx.BatchStat).to_pure_dict()}
-_, bridged = train.learn(0)
-assert jax.tree.structure(bridged) == jax.tree.structure(variables), (bridged, variables)
+bridged_losses = []
+for name in names:
+    model = getattr(models, name)(3, classes=3, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    model.eval()
+    nnx.bridge.lazy_init(model, jnp.ones((1, 8, 8, 3)))  # LocalTower's ToNNX layer
+    load_linen_variables(model, linen[name][1])
+    variables = {"params": nnx.state(model, nnx.Param).to_pure_dict(),
+                 "batch_stats": nnx.state(model, nnx.BatchStat).to_pure_dict()}
+    _, bridged = train.learn(0, config={"model": name})
+    assert jax.tree.structure(bridged) == jax.tree.structure(variables), (bridged, variables)
+    bridged_losses.append(train.learn(3, variables, config={"model": name})[0])
 bridged_model = train.create(train.functools.partial(train.to_linen_sized, models.SmallTower, lambda x: (3,)))
-print(json.dumps([linen_losses, train.learn(3, variables)[0],
+print(json.dumps([[linen[name][0] for name in names], bridged_losses,
                   [str(bridged_model.dtype), bridged_model.depths, bridged_model.width]]))
 """
 
@@ -152,8 +160,9 @@ def test_a_class_picked_by_name_is_bridged_and_trains_as_the_linen_original(run_
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", after)
     train = (after / "train.py").read_text()
     assert "class Tower(nnx.Module):" in (after / "models.py").read_text()
+    # ``LocalTower`` may be picked: every model is built under ``nnx.bridge.lazy_init``
     assert ('    model_cls = functools.partial(to_linen_sized, getattr(models, config["model"]), '
-            'lambda x, *_, **__: (x.shape[-1],))') in train
+            'lambda x, *_, **__: (x.shape[-1],), lazy_init=True)') in train
     # ``init`` in eval mode (it keeps the variables built before the call), ``apply`` in the
     # Linen call's mode (left out: its default)
     assert "return model.init(*args, nnx_method=call_in_mode(False))" in train
@@ -162,7 +171,7 @@ def test_a_class_picked_by_name_is_bridged_and_trains_as_the_linen_original(run_
     assert "builds the converted models through `nnx.bridge.to_linen`" in result.stderr
     assert run_cli("check", "--no-cache", "--select", "NNX1", after).returncode == 0
     linen, bridged, fields = compared_runs(COMPARE, before, after)
-    assert len(linen) == 4 and linen[2] < linen[0]
+    assert all(len(losses) == 4 and losses[2] < losses[0] for losses in linen)
     assert bridged == linen
     # the Linen fields, read off the bridged model: given by keyword, to the ``partial``, by default
     assert fields == ["<class 'jax.numpy.float32'>", [1, 1], 4]

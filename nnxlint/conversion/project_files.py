@@ -297,7 +297,8 @@ class ProjectConversion:
             text = trained.get(importer.path, found.text)
             try:
                 constructions = _Constructions(importer, builders, classes, converter.env,
-                                               bridge=keep_linen_training, project=self.project, offered=offered)
+                                               bridge=keep_linen_training, project=self.project, offered=offered,
+                                               holding_linen=set(converter.bridged_passed))
                 try:
                     after = constructions.rewrite(text)
                 except Unconvertible:
@@ -306,7 +307,8 @@ class ProjectConversion:
                     if keep_linen_training or importer.path in trained:
                         raise
                     constructions = _Constructions(importer, builders, classes, converter.env, bridge=True,
-                                                   project=self.project, offered=offered)
+                                                   project=self.project, offered=offered,
+                                                   holding_linen=set(converter.bridged_passed))
                     after = constructions.rewrite(text)
             except (cst.ParserSyntaxError, Unconvertible) as error:
                 if is_test_file(importer.path):  # it tests the Linen model: no conversion keeps it passing
@@ -410,7 +412,7 @@ class _Constructions:
 
     def __init__(self, importer: Importer, builders: dict[str, str], classes: dict[str, ConvertedClass],
                  env=None, bridge: bool = False, project=None,
-                 offered: Optional[Mapping[str, str]] = None) -> None:
+                 offered: Optional[Mapping[str, str]] = None, holding_linen: frozenset[str] = frozenset()) -> None:
         self.importer = importer
         self.project = project  # the run (``ProjectView``): where a model handed to a function is initialized
         self.builders = builders  # class or factory function -> the class it builds
@@ -420,6 +422,7 @@ class _Constructions:
         self.bridged = False  # whether ``rewrite`` bridged any
         self.picks_by_name = False  # whether the file picks a class of the models file by name (``getattr``)
         self.offered = offered or {}  # what such a pick may give -> the converted class it builds, or why none
+        self.holding_linen = holding_linen  # the partials of those that pass a layer kept in ``nnx.bridge.ToNNX``
 
     def rewrite(self, text: str) -> str:
         module = cst.parse_module(text)
@@ -444,7 +447,8 @@ class _Constructions:
             plan.problems.extend(_bridged_attributes(module, {name for name, assign in plan.bridged_names
                                                               if id(assign) not in moved}))
         if plan.sized:
-            plan.problems.extend(to_linen_sized.problems(module, scope, plan.nnx, bool(plan.adapted_methods)))
+            plan.problems.extend(to_linen_sized.problems(module, scope, plan.nnx, bool(plan.adapted_methods),
+                                                         plan.lazy))
         elif plan.bridged and plan.annotations and to_linen_sized.spelling(scope, "flax.linen", "linen")[0] is None:
             plan.problems.append((module, "the file binds `linen` to something other than `flax.linen`, which the "
                                           "annotations of bridged models would name"))
@@ -475,7 +479,7 @@ class _Constructions:
         if plan.mode_helper:
             new = add_after_imports(new, to_linen.mode_helper(next(iter(plan.modes)), new))
         if plan.sized:
-            new = to_linen_sized.with_helper(new, scope, nnx or "nnx")
+            new = to_linen_sized.with_helper(new, scope, nnx or "nnx", plan.lazy)
         if plan.bridged and plan.decoding:
             new = to_linen_decoding.with_helper(new, scope, nnx or "nnx")
         if nnx is None:
@@ -584,6 +588,7 @@ class _Plan(cst.CSTVisitor):
         self.bridged_names: list[tuple[str, cst.Assign]] = []  # bridged: ``model = ...``
         self.bridged_constructions: set[int] = set()  # id of each construction made a bridged model
         self.sized = False  # whether a construction reads its input sizes off the inputs (``to_linen_sized``)
+        self.lazy = False  # whether one holds Linen layers in ``nnx.bridge.ToNNX`` (``to_linen_sized(lazy_init=)``)
         # whether the file threads a ``cache`` collection: bridged models decode (``to_linen_decoding``)
         self.decoding = owner.bridge and to_linen_decoding.decodes(module, text)
         self.adapted_methods: set[int] = set()  # calls whose ``method=`` became ``nnx_method=``
@@ -662,11 +667,12 @@ class _Plan(cst.CSTVisitor):
         sizes = {name: to_linen_sized.sizes_function(converted)
                  if isinstance(converted, ConvertedClass) and (converted.size_params or converted.layer_size_params)
                  else None for name, converted in candidates.items()}
-        bridged = picked_by_name.picked(node, self.module, candidates, sizes, partial)
+        bridged = picked_by_name.picked(node, self.module, candidates, sizes, partial, self.owner.holding_linen)
         if isinstance(bridged, str):
             self.problems.append((node, f"{why} ({bridged})"))
             return
-        self.calls[id(node)] = bridged
+        self.calls[id(node)], lazy = bridged
+        self.lazy |= lazy
         self.bridged = True
         self.sized = True
         self.imports |= {"functools.partial"} if add_partial else set()

@@ -19,15 +19,22 @@ model; ``to_linen_sized`` models answer ``model.dtype`` with the keyword argumen
 the Linen module's field did.
 
 The name may pick any class or ``partial`` of the models file, so all of them must be
-bridged alike.  Refused, with the reason: a class of the file that stays Linen, a
-factory function (its arguments are not the class's), classes that read different input
-sizes or differ in taking ``rngs``, a class that ``nnx.bridge.to_linen`` cannot hold
-(``to_linen.bridge_problem``), and a file that decodes through a ``cache`` collection.
+bridged alike.  One that holds a Linen layer kept in ``nnx.bridge.ToNNX``
+(``ResNet18Local = partial(ResNet, conv=conv_local)``) has no variables until a first
+call, which ``nnx.bridge.to_linen``'s ``init`` would not keep: the pick then passes
+``lazy_init=True``, and each model is built under ``nnx.bridge.lazy_init`` on the inputs
+of the call, in eval mode (its train/eval argument, which the conversion moved to
+``train()``/``eval()``, is set by each call after).  Refused, with the reason: a class of
+the file that stays Linen, a factory function (its arguments are not the class's),
+classes that read different input sizes or differ in taking ``rngs``, a class that
+``nnx.bridge.to_linen`` cannot hold (``to_linen.bridge_problem``), one holding ``ToNNX``
+layers without a moved train/eval argument, and a file that decodes through a ``cache``
+collection.
 """
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Collection, Union
 
 import libcst as cst
 
@@ -36,21 +43,30 @@ from nnxlint.conversion.constructs import to_linen, to_linen_sized
 
 
 def picked(call: cst.Call, module: cst.Module, candidates: dict[str, Union[ConvertedClass, str]],
-           sizes: dict[str, Union[cst.Lambda, str, None]], partial: str) -> Union[cst.Call, str]:
-    """The bridged factory for ``call`` (``getattr(models, name)``), or why not.
+           sizes: dict[str, Union[cst.Lambda, str, None]], partial: str,
+           holding_linen: Collection[str] = ()) -> Union[tuple[cst.Call, bool], str]:
+    """The bridged factory for ``call`` (``getattr(models, name)``) and whether it builds the
+    models lazily (``lazy_init=True``), or why not.
 
     ``candidates``: what the name may pick, each class, ``partial`` and factory function of
     the models file -> the converted class it builds, or why it builds none to bridge;
     ``sizes``: the same names -> their sizes function (``to_linen_sized.sizes_function``;
     None when the class takes no input sizes); ``partial``: how the file spells
-    ``functools.partial``."""
+    ``functools.partial``; ``holding_linen``: the partials that pass a layer kept Linen in
+    ``nnx.bridge.ToNNX`` (``ResNet18Local = partial(ResNet, conv=conv_local)``)."""
     picked_code = module.code_for_node(call)
+    lazy = False
     for name, converted in sorted(candidates.items()):
         if isinstance(converted, str):
             return f"`{picked_code}` may pick `{name}`, which {converted}"
-        problem = to_linen.bridge_problem(converted)
+        lazily = name in holding_linen or bool(converted.bridged)
+        problem = to_linen.bridge_problem(converted, lazily)
         if problem is not None:
             return problem
+        if lazily and to_linen.moved_mode(converted) is None:
+            return (f"`{picked_code}` may pick `{name}`, which holds Linen layers in `nnx.bridge.ToNNX` and takes "
+                    "no train/eval argument for its calls to set after their first run in eval mode")
+        lazy |= lazily
         if isinstance(sizes[name], str):
             return f"`{picked_code}` may pick `{name}`: {sizes[name]}"
     functions = {None if function is None else module.code_for_node(function) for function in sizes.values()}
@@ -63,6 +79,7 @@ def picked(call: cst.Call, module: cst.Module, candidates: dict[str, Union[Conve
     options = [] if any_class.uses_rngs else [to_linen.keyword_argument("skip_rng", "True")]
     # (``to_linen_sized`` with no sizes rather than ``nnx.bridge.to_linen``: its model answers ``model.dtype``)
     function = next(iter(sizes.values())) or cst.parse_expression("lambda *_, **__: ()")
+    options += [to_linen.keyword_argument("lazy_init", "True")] if lazy else []
     args = [cst.Arg(cst.Name(to_linen_sized.FUNCTION)), cst.Arg(call), cst.Arg(function), *options]
     comma = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-    return cst.Call(cst.parse_expression(partial), [arg.with_changes(comma=comma) for arg in args[:-1]] + args[-1:])
+    return cst.Call(cst.parse_expression(partial), [arg.with_changes(comma=comma) for arg in args[:-1]] + args[-1:]), lazy

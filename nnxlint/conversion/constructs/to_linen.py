@@ -127,12 +127,13 @@ def bridged(call: cst.Call, nnx: str, converted: ConvertedClass,
     return call.with_changes(func=cst.parse_expression(function), args=args)
 
 
-def bridge_problem(converted: ConvertedClass) -> Optional[str]:
-    """Why ``nnx.bridge.to_linen`` cannot hold the converted class, if it cannot."""
+def bridge_problem(converted: ConvertedClass, lazily: bool = False) -> Optional[str]:
+    """Why ``nnx.bridge.to_linen`` cannot hold the converted class, if it cannot (``lazily``:
+    it is built under ``nnx.bridge.lazy_init``, ``to_linen_sized(lazy_init=True)``)."""
     if moved_mode(converted) is not None and converted.constant_flags:
         return (f"`{converted.name}` keeps a layer in a constant train/eval mode, which "
                 "`model.train()`/`eval()` would change: the construction is not bridged")
-    if converted.bridged:
+    if converted.bridged and not lazily:
         return (f"`{converted.name}` holds Linen layers through `nnx.bridge.ToNNX`, which need "
                 "`nnx.bridge.lazy_init`: the construction is not bridged back to Linen")
     return None

@@ -19,7 +19,10 @@ built with them in front of the other arguments, sharing its scope
 (``linen.share_scope``): the variables are laid out exactly as
 ``nnx.bridge.to_linen`` lays them out.  The NNX class's arguments read as attributes
 (``model.dtype``), as the Linen module's fields did: those given by keyword (also to a
-``partial`` of it), and the defaults of its ``__init__`` where none is given by position.
+``partial`` of it), and the defaults of its ``__init__`` where none is given by position.  With ``lazy_init=True``
+(``constructs/picked_by_name.py``), the helper's variant for models holding Linen layers in
+``nnx.bridge.ToNNX``, each model is built under ``nnx.bridge.lazy_init`` on the call's
+inputs (``built_lazily``), so that ``init`` keeps those layers' variables too.
 
 Refused (the file is then left as it is): a class with input sizes that only its
 layers know (``hidden_in_features`` after a flatten: no input gives them), a size
@@ -42,6 +45,7 @@ from nnxlint.imports import add_after_imports, add_imports
 
 FUNCTION = "to_linen_sized"
 CLASS = "ToLinenSized"
+LAZY = "built_lazily"  # (``lazy`` helpers only) builds a model holding ``nnx.bridge.ToNNX`` layers
 _REST = ("_", "__")  # the sizes function's catch-alls for the other inputs
 
 
@@ -77,9 +81,11 @@ def sizes_function(converted: ConvertedClass, graph_size=None) -> Union[str, cst
     return cst.parse_expression(f"lambda {', '.join(used)}, *_, **__: ({values})")  # type: ignore[return-value]
 
 
-def helper(module: cst.Module, linen: str, nnx: str, callable_name: str) -> list[cst.BaseStatement]:
+def helper(module: cst.Module, linen: str, nnx: str, callable_name: str, lazy: bool = False
+           ) -> list[cst.BaseStatement]:
     """The Linen module and the function that ``to_linen_sized`` constructions call,
-    in the module's indentation and newlines."""
+    in the module's indentation and newlines (``lazy``: with ``lazy_init=``, for models
+    holding Linen layers in ``nnx.bridge.ToNNX``)."""
     lines = [f"class {CLASS}({linen}.Module):",
              f'    """`{nnx}.bridge.ToLinen` of an NNX class that takes its input sizes first: `sizes`',
              "    reads them off the inputs of each call, where Linen inferred them; the variables",
@@ -90,6 +96,7 @@ def helper(module: cst.Module, linen: str, nnx: str, callable_name: str) -> list
              "    args: tuple",
              "    kwargs: tuple  # (name, value) pairs: a module must hash (a static argument of `jax.jit`)",
              "    skip_rng: bool = False",
+             *(["    lazy_init: bool = False  # it holds Linen layers in `nnx.bridge.ToNNX`"] if lazy else []),
              "",
              "    def __getattr__(self, name):",
              "        # the NNX class's arguments read as the Linen module's fields were (`model.dtype`): those",
@@ -109,14 +116,31 @@ def helper(module: cst.Module, linen: str, nnx: str, callable_name: str) -> list
              f"    @{linen}.compact",
              "    def __call__(self, *args, **kwargs):",
              "        sizes = self.sizes(*args, **kwargs)",
-             f"        model = {nnx}.bridge.ToLinen(self.nnx_class, (*sizes, *self.args), dict(self.kwargs), self.skip_rng, None)",
+             *(["        nnx_class = self.nnx_class",
+                "        if self.lazy_init:  # the `ToNNX` layers get their variables from a first call",
+                f"            nnx_class = functools.partial({LAZY}, self.nnx_class, args)",
+                f"        model = {nnx}.bridge.ToLinen(nnx_class, (*sizes, *self.args), dict(self.kwargs), self.skip_rng, None)"]
+               if lazy else
+               [f"        model = {nnx}.bridge.ToLinen(self.nnx_class, (*sizes, *self.args), dict(self.kwargs), self.skip_rng, None)"]),
              f"        {linen}.share_scope(self, model)",
              "        return model(*args, **kwargs)",
              "",
              "",
-             f"def {FUNCTION}(nnx_class, sizes, /, *args, skip_rng=False, **kwargs):",
-             f'    """`{nnx}.bridge.to_linen` for a class whose input sizes `sizes` reads off its inputs."""',
-             f"    return {CLASS}(nnx_class, sizes, args, tuple(kwargs.items()), skip_rng)",
+             *([f"def {LAZY}(nnx_class, inputs, *args, **kwargs):",
+                f'    """The NNX model, run once on `inputs` under `{nnx}.bridge.lazy_init` in eval mode (no batch',
+                '    statistic moves; each call of the bridged model sets its mode)."""',
+                "    model = nnx_class(*args, **kwargs)",
+                "    model.eval()",
+                f"    {nnx}.bridge.lazy_init(model, *inputs)",
+                "    return model",
+                "",
+                "",
+                f"def {FUNCTION}(nnx_class, sizes, /, *args, skip_rng=False, lazy_init=False, **kwargs):",
+                f'    """`{nnx}.bridge.to_linen` for a class whose input sizes `sizes` reads off its inputs."""',
+                f"    return {CLASS}(nnx_class, sizes, args, tuple(kwargs.items()), skip_rng, lazy_init)"] if lazy else
+               [f"def {FUNCTION}(nnx_class, sizes, /, *args, skip_rng=False, **kwargs):",
+                f'    """`{nnx}.bridge.to_linen` for a class whose input sizes `sizes` reads off its inputs."""',
+                f"    return {CLASS}(nnx_class, sizes, args, tuple(kwargs.items()), skip_rng)"]),
              ""]
     return statements(module, lines)
 
@@ -142,15 +166,18 @@ _CALLABLE = ("typing.Callable", "collections.abc.Callable")
 
 
 def problems(module: cst.Module, scope: names.Scope, nnx: str,
-             other_methods: bool) -> list[tuple[cst.CSTNode, str]]:
+             other_methods: bool, lazy: bool = False) -> list[tuple[cst.CSTNode, str]]:
     """What stops ``to_linen_sized`` constructions in the file (``other_methods``: a call's
-    ``method=`` was made ``nnx_method=``)."""
+    ``method=`` was made ``nnx_method=``; ``lazy``: the helper's ``lazy_init`` variant)."""
     found: list[tuple[cst.CSTNode, str]] = []
     if other_methods or any(isinstance(node, cst.Arg) and node.keyword is not None
                             and node.keyword.value == "method" for node in walk(module)):
         found.append((module, "a model whose input sizes are read off `__call__`'s inputs is run through another "
                               "method (`method=`): the construction is not bridged"))
-    found += helper_problems(module, scope, (CLASS, FUNCTION), _helper_for(module, scope, nnx))
+    found += helper_problems(module, scope, (CLASS, FUNCTION, *([LAZY] if lazy else [])),
+                             _helper_for(module, scope, nnx, lazy))
+    if lazy and "functools" in scope.bindings and scope.local_name("functools") != "functools":
+        found.append((module, "the file binds `functools` to something other than the module"))
     if _callable_spelling(scope)[0] is None:
         found.append((module, "the file binds `Callable` to something other than `collections.abc.Callable`"))
     if "inspect" in scope.bindings and scope.local_name("inspect") != "inspect":
@@ -172,14 +199,15 @@ def helper_problems(module: cst.Module, scope: names.Scope, helper_names: tuple[
     return found
 
 
-def with_helper(module: cst.Module, scope: names.Scope, nnx: str) -> cst.Module:
+def with_helper(module: cst.Module, scope: names.Scope, nnx: str, lazy: bool = False) -> cst.Module:
     """``module`` with ``ToLinenSized`` and ``to_linen_sized`` after its imports, and the
     imports they need (once: another models file's fix may have written them)."""
     needed = {"flax.linen"} if spelling(scope, "flax.linen", "linen")[1] else set()
-    needed |= {"inspect"} if scope.local_name("inspect") != "inspect" else set()
+    modules = ("inspect", "functools") if lazy else ("inspect",)
+    needed |= {name for name in modules if scope.local_name(name) != name}
     callable_import = _callable_spelling(scope)[1]
     needed |= {callable_import} if callable_import else set()
-    return with_statements(module, _helper_for(module, scope, nnx), needed)
+    return with_statements(module, _helper_for(module, scope, nnx, lazy), needed)
 
 
 def with_statements(module: cst.Module, written: list[cst.BaseStatement], needed: set[str]) -> cst.Module:
@@ -192,9 +220,9 @@ def with_statements(module: cst.Module, written: list[cst.BaseStatement], needed
     return add_imports(module, needed) if needed else module
 
 
-def _helper_for(module: cst.Module, scope: names.Scope, nnx: str) -> list[cst.BaseStatement]:
+def _helper_for(module: cst.Module, scope: names.Scope, nnx: str, lazy: bool = False) -> list[cst.BaseStatement]:
     linen = spelling(scope, "flax.linen", "linen")[0]
-    return helper(module, linen or "linen", nnx, _callable_spelling(scope)[0] or "Callable")
+    return helper(module, linen or "linen", nnx, _callable_spelling(scope)[0] or "Callable", lazy)
 
 
 def is_written(module: cst.Module, statements: list[cst.BaseStatement]) -> bool:
