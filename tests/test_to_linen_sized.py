@@ -169,7 +169,7 @@ def test_models_built_without_their_input_sizes_train_through_the_sized_bridge(r
     assert "to_linen_sized(actors.Actor, lambda observations, *_, **__: (observations.shape[-1],), (8,), 2)" in learner
     assert learner.count("class ToLinenSized(linen.Module):") == 1
     assert '"""Fits an actor and a critic by regression (one step each)."""\n\nfrom collections.abc import ' \
-           'Callable\n\nimport jax\n' in learner  # a standard-library import goes with the others, on top
+           'Callable\nimport inspect\n\nimport jax\n' in learner  # standard-library imports go with the others
     assert "to_linen_sized(actors.Actor" in (after / "other.py").read_text()
     assert "builds the converted models through `nnx.bridge.to_linen`" in result.stderr
     clean = run_cli("check", "--no-cache", "--select", "NNX1", after)
