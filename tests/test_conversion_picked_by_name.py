@@ -121,6 +121,21 @@ def learn(steps, variables=None, config=None):
     return losses, initial
 '''
 
+# hands a class to ``train.create``, which builds it
+PROBE = '''\
+import jax
+import jax.numpy as jnp
+
+import models
+import train
+
+
+def logits():
+    model = train.create(models.LocalTower)
+    variables = train.initial_variables(jax.random.key(0), model)
+    return model.apply(variables, jnp.ones((2, 8, 8, 3)), train=False)
+'''
+
 COMPARE = """\
 import json, sys
 import jax
@@ -148,6 +163,8 @@ for name in names:
     assert jax.tree.structure(bridged) == jax.tree.structure(variables), (bridged, variables)
     bridged_losses.append(train.learn(3, variables, config={"model": name})[0])
 bridged_model = train.create(train.functools.partial(train.to_linen_sized, models.SmallTower, lambda x: (3,)))
+import probe
+assert probe.logits().shape == (2, 3)
 print(json.dumps([[linen[name][0] for name in names], bridged_losses,
                   [str(bridged_model.dtype), bridged_model.depths, bridged_model.width]]))
 """
@@ -155,11 +172,16 @@ print(json.dumps([[linen[name][0] for name in names], bridged_losses,
 
 def test_a_class_picked_by_name_is_bridged_and_trains_as_the_linen_original(run_cli, tmp_path):
     pytest.importorskip("optax")
-    before, after = (write_project(tmp_path / name, {"models.py": MODELS, "train.py": TRAIN})
+    before, after = (write_project(tmp_path / name, {"models.py": MODELS, "train.py": TRAIN, "probe.py": PROBE})
                      for name in ("before", "after"))
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", after)
     train = (after / "train.py").read_text()
     assert "class Tower(nnx.Module):" in (after / "models.py").read_text()
+    # a class handed to a function that builds it is handed over bridged
+    probe = (after / "probe.py").read_text()
+    assert ("model = train.create(functools.partial(to_linen_sized, models.LocalTower, "
+            "lambda x, *_, **__: (x.shape[-1],), lazy_init=True))") in probe
+    assert "nnx_method=call_in_mode(False))" in probe
     # ``LocalTower`` may be picked: every model is built under ``nnx.bridge.lazy_init``
     assert ('    model_cls = functools.partial(to_linen_sized, getattr(models, config["model"]), '
             'lambda x, *_, **__: (x.shape[-1],), lazy_init=True)') in train
@@ -259,9 +281,9 @@ def test_a_picked_class_without_input_sizes_is_bridged_with_no_sizes(run_cli, tm
                      for name in ("before", "after"))
     run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", after)
     train = (after / "train.py").read_text()
-    # the file imports no ``functools``: ``partial`` is imported
-    assert "from functools import partial\n" in train
-    assert "model = partial(to_linen_sized, getattr(models, name), lambda *_, **__: ())(vocab=11" in train
+    # the file imports no ``functools``: it is imported
+    assert "import functools\n" in train
+    assert "model = functools.partial(to_linen_sized, getattr(models, name), lambda *_, **__: ())(vocab=11" in train
     assert run_cli("check", "--no-cache", "--select", "NNX1", after).returncode == 0
     linen, bridged = compared_runs(bridged_training_script(
         "train", "models.Bag(vocab=11, dim=6, classes=3, rngs=nnx.Rngs(0))"), before, after)

@@ -465,13 +465,13 @@ class _Constructions:
             module = cst.parse_module(code)
             plan = _Plan(self, module, code, names.collect_scope(module, None), nnx or "nnx")
             module.visit(plan)
-        if not plan.calls and not built:
+        if not plan.calls and not plan.expressions and not built:
             return text
         self.bridged = plan.bridged
         # ``model: models.CNN`` holds a Linen module now (and NNX115 would take it for the NNX class)
         linen, add_linen = to_linen_sized.spelling(scope, "flax.linen", "linen")
         annotations = {id(node): f"{linen}.Module" for node in plan.annotations} if plan.bridged else {}
-        new = module.visit(_Replace(plan.calls, annotations))
+        new = module.visit(_Replace(plan.calls, annotations, plan.expressions))
         if annotations and add_linen:
             new = add_imports(new, {"flax.linen"})
         if plan.imports:
@@ -528,23 +528,9 @@ def _keys_streams(path: str, function: str, parameter: Union[str, int], streams:
     """Whether the top-level ``function`` of ``path`` calls ``init`` (or ``init_with_output``)
     on its ``parameter`` (a name or a position) and names all of ``streams`` in the key
     dict of each such call."""
-    try:
-        tree = ast.parse(read_source(path).text)
-    except (SourceError, SyntaxError, ValueError):
-        return False
-    definition = next((node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == function),
-                      None)
-    if definition is None:
-        return False
-    params = [*definition.args.posonlyargs, *definition.args.args, *definition.args.kwonlyargs]
-    if isinstance(parameter, int):
-        positional = [*definition.args.posonlyargs, *definition.args.args]
-        if parameter >= len(positional):
-            return False
-        name = positional[parameter].arg
-    elif any(param.arg == parameter for param in params):
-        name = parameter
-    else:
+    definition = _top_level_function(path, function)
+    name = None if definition is None else _parameter_name(definition, parameter)
+    if name is None:
         return False
     inits = [node for node in ast.walk(definition) if isinstance(node, ast.Attribute)
              and isinstance(node.value, ast.Name) and node.value.id == name
@@ -557,6 +543,32 @@ def _keys_streams(path: str, function: str, parameter: Union[str, int], streams:
                                                               if isinstance(key, ast.Constant)}:
             return False
     return bool(inits)
+
+
+def _calls_parameter(path: str, function: str, parameter: Union[str, int]) -> bool:
+    """Whether the top-level ``function`` of ``path`` calls its ``parameter`` (a name or a
+    position): ``def create_model(*, model_cls, ...): return model_cls(num_classes=...)``."""
+    definition = _top_level_function(path, function)
+    name = None if definition is None else _parameter_name(definition, parameter)
+    return name is not None and any(isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                                    and node.func.id == name for node in ast.walk(definition))
+
+
+def _top_level_function(path: str, function: str) -> Optional[ast.FunctionDef]:
+    try:
+        tree = ast.parse(read_source(path).text)
+    except (SourceError, SyntaxError, ValueError):
+        return None
+    return next((node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == function), None)
+
+
+def _parameter_name(definition: ast.FunctionDef, parameter: Union[str, int]) -> Optional[str]:
+    """The name of ``definition``'s parameter given by name or position, if it has one."""
+    if isinstance(parameter, int):
+        positional = [*definition.args.posonlyargs, *definition.args.args]
+        return positional[parameter].arg if parameter < len(positional) else None
+    params = [*definition.args.posonlyargs, *definition.args.args, *definition.args.kwonlyargs]
+    return parameter if any(param.arg == parameter for param in params) else None
 
 
 def _bridged_attributes(module: cst.Module, bridged: set[str]) -> list[tuple[cst.CSTNode, str]]:
@@ -592,7 +604,8 @@ class _Plan(cst.CSTVisitor):
         # whether the file threads a ``cache`` collection: bridged models decode (``to_linen_decoding``)
         self.decoding = owner.bridge and to_linen_decoding.decodes(module, text)
         self.adapted_methods: set[int] = set()  # calls whose ``method=`` became ``nnx_method=``
-        self.imports: set[str] = set()  # what the new code needs imported (``functools.partial``)
+        self.imports: set[str] = set()  # what the new code needs imported (``functools``)
+        self.expressions: dict[int, cst.BaseExpression] = {}  # id(class handed to a function) -> its factory
         self.seen_references: set[int] = set()
         self._linen_receivers = {match.group(1) for match in re.finditer(
             r"\b([A-Za-z_][A-Za-z0-9_]*)\.(?:%s)\(" % "|".join(_LINEN_METHODS), module.code)}
@@ -606,6 +619,7 @@ class _Plan(cst.CSTVisitor):
         built = self.owner.spelled(self.module, node.func)
         if built is None:
             if self.owner.bridge:  # a bridged model is a Linen module: Linen functions take it
+                self._handed_classes(node)
                 keyed = to_linen.with_default_key(node)
                 if keyed is not None:
                     self.init_keys[id(node)] = keyed
@@ -657,26 +671,54 @@ class _Plan(cst.CSTVisitor):
         where the training code stays Linen; a problem otherwise."""
         why = (f"`{self.module.code_for_node(node)}` picks a class of the models file by name: that "
                "construction must get the new arguments by hand")
-        functools_module = self.scope.local_name("functools")
-        partial, add_partial = (f"{functools_module}.partial", False) if functools_module is not None \
-            else to_linen_sized.spelling(self.scope, "functools.partial", "partial")
-        if not self.owner.bridge or not self.owner.offered or self.decoding or partial is None:
-            self.problems.append((node, why))
-            return
-        candidates = {name: self.owner.classes.get(built, built) for name, built in self.owner.offered.items()}
+        bridged = self._bridged_factory(node, self.owner.offered) if self.owner.bridge and self.owner.offered \
+            else "the training code does not stay Linen"
+        if isinstance(bridged, str):
+            self.problems.append((node, f"{why} ({bridged})"))
+        else:
+            self.calls[id(node)] = bridged
+
+    def _handed_classes(self, call: cst.Call) -> None:
+        """``train.create_model(model_cls=models._ResNet1)``: a converted class handed to a
+        function of the run that builds it, in a file whose training code stays Linen, is
+        handed over as the bridged factory, as a pick by name is."""
+        for arg in call.args:
+            built = None if arg.star else self.owner.spelled(self.module, arg.value)
+            if built is None or self.owner.offered.get(built) not in self.owner.classes:
+                continue
+            found = self.owner.project.lookup(names.resolve(self.scope, call.func) or "") \
+                if self.owner.project is not None else None
+            if found is None or found[0] != "function" or not _calls_parameter(
+                    found[1][0], found[1][2], arg.keyword.value if arg.keyword else call.args.index(arg)):
+                continue
+            bridged = self._bridged_factory(arg.value, {built: self.owner.offered[built]})
+            if not isinstance(bridged, str):
+                self.expressions[id(arg.value)] = bridged
+                self.seen_references.add(id(arg.value))
+
+    def _bridged_factory(self, picked: cst.BaseExpression, offered: Mapping[str, str]) -> Union[cst.Call, str]:
+        """``functools.partial(to_linen_sized, picked, sizes)`` for an expression that gives
+        one of ``offered`` (name -> the converted class it builds, or why none), or why not;
+        what the new code needs (the helper, the mode, imports) is noted for ``rewrite``."""
+        if self.decoding:
+            return "the file decodes through a `cache` collection"
+        functools_module, partial = self.scope.local_name("functools"), self.scope.local_name("functools.partial")
+        if functools_module is None and partial is None and "functools" in self.scope.bindings:
+            return "the file binds `functools` to something other than the module"
+        partial = f"{functools_module or 'functools'}.partial" if functools_module or not partial else partial
+        candidates = {name: self.owner.classes.get(built, built) for name, built in offered.items()}
         sizes = {name: to_linen_sized.sizes_function(converted)
                  if isinstance(converted, ConvertedClass) and (converted.size_params or converted.layer_size_params)
                  else None for name, converted in candidates.items()}
-        bridged = picked_by_name.picked(node, self.module, candidates, sizes, partial, self.owner.holding_linen)
+        bridged = picked_by_name.picked(picked, self.module, candidates, sizes, partial, self.owner.holding_linen)
         if isinstance(bridged, str):
-            self.problems.append((node, f"{why} ({bridged})"))
-            return
-        self.calls[id(node)], lazy = bridged
+            return bridged
+        factory, lazy = bridged
+        self.bridged = self.sized = True
         self.lazy |= lazy
-        self.bridged = True
-        self.sized = True
-        self.imports |= {"functools.partial"} if add_partial else set()
+        self.imports |= {"functools"} if partial == "functools.partial" and functools_module is None else set()
         self.modes.update(mode for mode in map(to_linen.moved_mode, candidates.values()) if mode is not None)
+        return factory
 
     def _sizes_function(self, built: str, converted: ConvertedClass) -> Union[cst.Lambda, str, None]:
         """For a bridged construction: the function reading its input sizes off the inputs
@@ -763,10 +805,18 @@ def _references(module: cst.Module) -> list[cst.BaseExpression]:
 
 
 class _Replace(cst.CSTTransformer):
-    def __init__(self, calls: dict[int, cst.Call], annotations: Optional[dict[int, str]] = None) -> None:
+    def __init__(self, calls: dict[int, cst.Call], annotations: Optional[dict[int, str]] = None,
+                 expressions: Optional[dict[int, cst.BaseExpression]] = None) -> None:
         super().__init__()
         self.calls = calls
         self.annotations = annotations or {}  # id(annotation) -> its new expression
+        self.expressions = expressions or {}  # id(a class handed to a function) -> its bridged factory
+
+    def leave_Attribute(self, original_node: cst.Attribute, updated_node: cst.Attribute) -> cst.BaseExpression:
+        return self.expressions.get(id(original_node), updated_node)
+
+    def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.BaseExpression:
+        return self.expressions.get(id(original_node), updated_node)
 
     def leave_Annotation(self, original_node: cst.Annotation, updated_node: cst.Annotation) -> cst.Annotation:
         new = self.annotations.get(id(original_node))
