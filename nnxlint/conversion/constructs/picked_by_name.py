@@ -13,10 +13,12 @@ holding the NNX class::
     model_cls = functools.partial(to_linen_sized, getattr(models, config.model),
                                   lambda x, *_, **__: (x.shape[-1],))
 
-(``lambda *_, **__: ()`` for classes that take no input sizes).  A train/eval argument the conversion moved to
-``train()``/``eval()`` is handled by the file's ``apply``/``init`` calls, as for any bridged
-model; ``to_linen_sized`` models answer ``model.dtype`` with the keyword argument, as
-the Linen module's field did.
+(``lambda *_, **__: ()`` for classes that take no input sizes).  A train/eval argument
+the conversion moved to ``train()``/``eval()`` is handled by the file's ``apply``/``init``
+calls, as for any bridged model; ``to_linen_sized`` models answer the NNX class's
+arguments as attributes (``model.dtype``), as the Linen module's fields did.  A class
+handed to a function of the run that builds it (``train.create_model(model_cls=
+models._ResNet1)``) is handed over as the same factory, a pick of one class.
 
 The name may pick any class or ``partial`` of the models file, so all of them must be
 bridged alike.  One that holds a Linen layer kept in ``nnx.bridge.ToNNX``
@@ -42,19 +44,20 @@ from nnxlint.conversion.base import ConvertedClass
 from nnxlint.conversion.constructs import to_linen, to_linen_sized
 
 
-def picked(call: cst.Call, module: cst.Module, candidates: dict[str, Union[ConvertedClass, str]],
+def picked(expression: cst.BaseExpression, module: cst.Module, candidates: dict[str, Union[ConvertedClass, str]],
            sizes: dict[str, Union[cst.Lambda, str, None]], partial: str,
            holding_linen: Collection[str] = ()) -> Union[tuple[cst.Call, bool], str]:
-    """The bridged factory for ``call`` (``getattr(models, name)``) and whether it builds the
-    models lazily (``lazy_init=True``), or why not.
+    """The bridged factory for ``expression`` (``getattr(models, name)``, ``models._ResNet1``)
+    and whether it builds the models lazily (``lazy_init=True``), or why not.
 
-    ``candidates``: what the name may pick, each class, ``partial`` and factory function of
-    the models file -> the converted class it builds, or why it builds none to bridge;
+    ``candidates``: what the expression may give (for ``getattr``: each class, ``partial``
+    and factory function of the models file) -> the converted class it builds, or why it
+    builds none to bridge;
     ``sizes``: the same names -> their sizes function (``to_linen_sized.sizes_function``;
     None when the class takes no input sizes); ``partial``: how the file spells
     ``functools.partial``; ``holding_linen``: the partials that pass a layer kept Linen in
     ``nnx.bridge.ToNNX`` (``ResNet18Local = partial(ResNet, conv=conv_local)``)."""
-    picked_code = module.code_for_node(call)
+    picked_code = module.code_for_node(expression)
     lazy = False
     for name, converted in sorted(candidates.items()):
         if isinstance(converted, str):
@@ -80,6 +83,6 @@ def picked(call: cst.Call, module: cst.Module, candidates: dict[str, Union[Conve
     # (``to_linen_sized`` with no sizes rather than ``nnx.bridge.to_linen``: its model answers ``model.dtype``)
     function = next(iter(sizes.values())) or cst.parse_expression("lambda *_, **__: ()")
     options += [to_linen.keyword_argument("lazy_init", "True")] if lazy else []
-    args = [cst.Arg(cst.Name(to_linen_sized.FUNCTION)), cst.Arg(call), cst.Arg(function), *options]
+    args = [cst.Arg(cst.Name(to_linen_sized.FUNCTION)), cst.Arg(expression), cst.Arg(function), *options]
     comma = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
     return cst.Call(cst.parse_expression(partial), [arg.with_changes(comma=comma) for arg in args[:-1]] + args[-1:]), lazy
