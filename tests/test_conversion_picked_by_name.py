@@ -199,26 +199,35 @@ def test_a_class_picked_by_name_is_bridged_and_trains_as_the_linen_original(run_
     assert fields == ["<class 'jax.numpy.float32'>", [1, 1], 4]
 
 
-def test_a_pick_that_may_give_a_class_staying_linen_is_refused(run_cli, tmp_path):
-    # ``Probe`` sows into a collection of its own, read back by the training code: it stays Linen
-    models = MODELS + '''
+# ``Probe`` sows into a collection of its own, read back by the training code: it stays Linen
+PROBE_STAYING_LINEN = ("""
 
 class Probe(nn.Module):
     @nn.compact
     def __call__(self, x):
         self.sow("probes", "mean", x.mean())
         return x
-'''
-    train = TRAIN + '''
+""", """
 
 def probe(x):
     return models.Probe().apply({}, x, mutable=["probes"])[1]["probes"]
-'''
-    project = write_project(tmp_path / "project", {"models.py": models, "train.py": train})
+""", "may pick `Probe`, which stays Linen")
+# a factory function takes arguments of its own, not the class's
+FACTORY = ("""
+
+def small_tower(classes):
+    return Tower(depths=[1], unit_cls=Unit, classes=classes)
+""", "", "may pick `small_tower`, which is a factory function")
+
+
+@pytest.mark.parametrize("models_tail, train_tail, why", [PROBE_STAYING_LINEN, FACTORY])
+def test_a_pick_that_may_give_what_cannot_be_bridged_is_refused(run_cli, tmp_path, models_tail, train_tail, why):
+    train = TRAIN + train_tail
+    project = write_project(tmp_path / "project", {"models.py": MODELS + models_tail, "train.py": train})
     result = run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", project)
     assert (project / "train.py").read_text() == train
     assert "picks a class of the models file by name" in result.stdout
-    assert "may pick `Probe`, which stays Linen" in result.stdout
+    assert why in result.stdout
 
 
 BAG_MODELS = '''\
