@@ -86,7 +86,9 @@ def helper(module: cst.Module, linen: str, nnx: str, callable_name: str, lazy: b
     """The Linen module and the function that ``to_linen_sized`` constructions call,
     in the module's indentation and newlines (``lazy``: with ``lazy_init=``, for models
     holding Linen layers in ``nnx.bridge.ToNNX``)."""
-    lines = [f"class {CLASS}({linen}.Module):",
+    # (``noqa``: nnxlint's own rules would tell the user to migrate the bridge, which goes
+    # when the training code converts)
+    lines = [f"class {CLASS}({linen}.Module):  # noqa: NNX002 (a bridge for the Linen training code)",
              f'    """`{nnx}.bridge.ToLinen` of an NNX class that takes its input sizes first: `sizes`',
              "    reads them off the inputs of each call, where Linen inferred them; the variables",
              f'    are laid out as `{nnx}.bridge.to_linen` lays them out."""',
@@ -122,7 +124,7 @@ def helper(module: cst.Module, linen: str, nnx: str, callable_name: str, lazy: b
                 f"        model = {nnx}.bridge.ToLinen(nnx_class, (*sizes, *self.args), dict(self.kwargs), self.skip_rng, None)"]
                if lazy else
                [f"        model = {nnx}.bridge.ToLinen(self.nnx_class, (*sizes, *self.args), dict(self.kwargs), self.skip_rng, None)"]),
-             f"        {linen}.share_scope(self, model)",
+             f"        {linen}.share_scope(self, model)  # noqa: NNX006",
              "        return model(*args, **kwargs)",
              "",
              "",
