@@ -301,3 +301,38 @@ def test_a_picked_class_without_input_sizes_is_bridged_with_no_sizes(run_cli, tm
         "train", "models.Bag(vocab=11, dim=6, classes=3, rngs=nnx.Rngs(0))"), before, after)
     assert len(linen) == 4 and linen[-1] < linen[0]
     assert bridged == linen
+
+
+HANDED_HERE = TRAIN.replace('    model_cls = getattr(models, config["model"])\n', '') \
+    .replace("    model = create(model_cls)", "    model = create(models.TinyTower)")
+
+COMPARE_HANDED_HERE = """\
+import json, sys
+import jax.numpy as jnp
+from flax import nnx
+from nnxlint.transplant import load_linen_variables
+
+sys.path.insert(0, sys.argv[1])
+import train
+linen_losses, linen_variables = train.learn(3)
+for name in ("train", "models"):
+    del sys.modules[name]
+sys.path[0] = sys.argv[2]
+import train, models
+model = models.TinyTower(3, classes=3, dtype=jnp.float32, rngs=nnx.Rngs(0))
+load_linen_variables(model, linen_variables)
+variables = {"params": nnx.state(model, nnx.Param).to_pure_dict(),
+             "batch_stats": nnx.state(model, nnx.BatchStat).to_pure_dict()}
+print(json.dumps([linen_losses, train.learn(3, variables)[0]]))
+"""
+
+
+def test_a_class_handed_to_a_function_of_the_same_file_is_handed_over_bridged(run_cli, tmp_path):
+    pytest.importorskip("optax")
+    before, after = (write_project(tmp_path / name, {"models.py": MODELS, "train.py": HANDED_HERE})
+                     for name in ("before", "after"))
+    run_cli("check", "--no-cache", "--fix", "--unsafe-fixes", after)
+    assert ("model = create(functools.partial(to_linen_sized, models.TinyTower, "
+            "lambda x, *_, **__: (x.shape[-1],)))") in (after / "train.py").read_text()
+    linen, bridged = compared_runs(COMPARE_HANDED_HERE, before, after)
+    assert len(linen) == 4 and bridged == linen

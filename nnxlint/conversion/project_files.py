@@ -686,15 +686,25 @@ class _Plan(cst.CSTVisitor):
             built = None if arg.star else self.owner.spelled(self.module, arg.value)
             if built is None or self.owner.offered.get(built) not in self.owner.classes:
                 continue
-            found = self.owner.project.lookup(names.resolve(self.scope, call.func) or "") \
-                if self.owner.project is not None else None
-            if found is None or found[0] != "function" or not _calls_parameter(
-                    found[1][0], found[1][2], arg.keyword.value if arg.keyword else call.args.index(arg)):
+            function = self._function_of_run(call.func)
+            if function is None or not _calls_parameter(
+                    *function, arg.keyword.value if arg.keyword else call.args.index(arg)):
                 continue
             bridged = self._bridged_factory(arg.value, {built: self.owner.offered[built]})
             if not isinstance(bridged, str):
                 self.expressions[id(arg.value)] = bridged
                 self.seen_references.add(id(arg.value))
+
+    def _function_of_run(self, func: cst.BaseExpression) -> Optional[tuple[str, str]]:
+        """(path, name) of the top-level function that ``func`` names: of this file, or of
+        another file of the run; None for anything else."""
+        if isinstance(func, cst.Name) and any(isinstance(statement, cst.FunctionDef)
+                                              and statement.name.value == func.value
+                                              for statement in self.module.body):
+            return self.owner.importer.path, func.value
+        found = self.owner.project.lookup(names.resolve(self.scope, func) or "") \
+            if self.owner.project is not None else None
+        return (found[1][0], found[1][2]) if found is not None and found[0] == "function" else None
 
     def _bridged_factory(self, picked: cst.BaseExpression, offered: Mapping[str, str]) -> Union[cst.Call, str]:
         """``functools.partial(to_linen_sized, picked, sizes)`` for an expression that gives
