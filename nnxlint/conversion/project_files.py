@@ -545,6 +545,19 @@ def _keys_streams(path: str, function: str, parameter: Union[str, int], streams:
     return bool(inits)
 
 
+def _partial_spelling(scope: names.Scope) -> tuple[Optional[str], bool]:
+    """How the file spells ``functools.partial`` (``functools.partial``, ``ft.partial``,
+    ``partial``), and whether ``import functools`` must be added for it; (None, False)
+    when the name ``functools`` is taken."""
+    module = scope.local_name("functools")
+    if module is not None:
+        return f"{module}.partial", False
+    imported = scope.local_name("functools.partial")
+    if imported is not None:
+        return imported, False
+    return (None, False) if "functools" in scope.bindings else ("functools.partial", True)
+
+
 def _calls_parameter(path: str, function: str, parameter: Union[str, int]) -> bool:
     """Whether the top-level ``function`` of ``path`` calls its ``parameter`` (a name or a
     position): ``def create_model(*, model_cls, ...): return model_cls(num_classes=...)``."""
@@ -712,10 +725,9 @@ class _Plan(cst.CSTVisitor):
         what the new code needs (the helper, the mode, imports) is noted for ``rewrite``."""
         if self.decoding:
             return "the file decodes through a `cache` collection"
-        functools_module, partial = self.scope.local_name("functools"), self.scope.local_name("functools.partial")
-        if functools_module is None and partial is None and "functools" in self.scope.bindings:
+        partial, import_functools = _partial_spelling(self.scope)
+        if partial is None:
             return "the file binds `functools` to something other than the module"
-        partial = f"{functools_module or 'functools'}.partial" if functools_module or not partial else partial
         candidates = {name: self.owner.classes.get(built, built) for name, built in offered.items()}
         sizes = {name: to_linen_sized.sizes_function(converted)
                  if isinstance(converted, ConvertedClass) and (converted.size_params or converted.layer_size_params)
@@ -726,7 +738,7 @@ class _Plan(cst.CSTVisitor):
         factory, lazy = bridged
         self.bridged = self.sized = True
         self.lazy |= lazy
-        self.imports |= {"functools"} if partial == "functools.partial" and functools_module is None else set()
+        self.imports |= {"functools"} if import_functools else set()
         self.modes.update(mode for mode in map(to_linen.moved_mode, candidates.values()) if mode is not None)
         return factory
 
