@@ -66,3 +66,41 @@ def test_a_name_the_class_already_uses_is_refused():
     assert fixed is None
     assert ("`self.param('kernel', ...)` stored as `self.scale`: the class already has a `kernel`"
             in messages["ScaledNorm"]), messages
+
+
+# Gemma's ``Einsum``: the parameter's name is a field, so each instance may name it otherwise
+FIELD_NAMED = '''
+import jax.numpy as jnp
+from flax import linen as nn
+
+
+class Einsum(nn.Module):
+    shape: tuple
+    weight_name: str = "w"
+
+    @nn.compact
+    def __call__(self, eqn, x):
+        w = self.param(self.weight_name, nn.initializers.normal(), self.shape)
+        return jnp.einsum(eqn, x, w)
+
+
+class TwoHeads(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        q = Einsum((4, 3), weight_name="q_proj")("bd,dk->bk", x)
+        k = Einsum((4, 3))("bd,dk->bk", x)
+        return q * k
+'''
+
+
+def test_a_parameter_named_by_a_field_is_set_under_that_name():
+    jax = pytest.importorskip("jax")
+    fixed, messages = convert(FIELD_NAMED)
+    assert fixed is not None, messages
+    assert "setattr(self, weight_name, nnx.Param(nnx.initializers.normal()(rngs.params(), shape)))" in fixed
+    assert "w = getattr(self, self.weight_name)[...]" in fixed
+    difference = max_relative_difference(
+        FIELD_NAMED, fixed, lambda linen: linen["TwoHeads"](),
+        lambda converted, nnx: converted["TwoHeads"](rngs=nnx.Rngs(0)),
+        jax.random.normal(jax.random.key(1), (2, 4)), [({}, "eval")])
+    assert difference == 0.0

@@ -2,14 +2,17 @@
 read as ``self.w[...]``.  In ``setup`` under another attribute (``self.weight =
 self.param('kernel', ...)``, as Hugging Face-style models write it) the NNX attribute
 takes the parameter's name, Linen's variable path, so the transplant loads it by
-rule, and every ``self.weight`` of the class reads ``self.kernel``."""
+rule, and every ``self.weight`` of the class reads ``self.kernel``.  A parameter named
+by a string field (Gemma's ``Einsum``: ``self.param(self.weight_name, init, shape)``)
+is set under that name, ``setattr(self, weight_name, nnx.Param(...))``, and read as
+``getattr(self, self.weight_name)[...]``."""
 
 from __future__ import annotations
 
 import libcst as cst
 
 from nnxlint.conversion.axis_shapes import explicit_shape
-from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword
+from nnxlint.conversion.base import IDENTIFIER, Unconvertible, arg_keyword, self_attribute
 from nnxlint.conversion.constructs import SelfCall, self_call
 from nnxlint.conversion.shapes import Shape, string_literal
 
@@ -21,11 +24,17 @@ class Param(SelfCall):
 
     def in_call(self, rewriter, call: cst.Call) -> cst.BaseExpression:
         # assigned (``w = self.param(...)``) or read in place (``x + self.param('pos', ...)``): the same read
-        name = string_literal(call.args[0].value) if call.args else None
-        if name is None:
-            raise Unconvertible("`self.param` needs a literal name")
         converter = rewriter.converter
-        self._add(converter, name, call, rewriter.shapes)
+        name = string_literal(call.args[0].value) if call.args else None
+        field = self_attribute(call.args[0].value) if call.args and call.args[0].keyword is None else None
+        if name is None and field in converter.field_names:  # named by a field: ``self.param(self.weight_name, ...)``
+            name, read = f"{field} (a field)", f"getattr(self, self.{field})"
+            self._add(converter, name, call, rewriter.shapes, named_by=field)
+        elif name is None:
+            raise Unconvertible("`self.param` needs a literal name, or a field's")
+        else:
+            read = f"self.{name}"
+            self._add(converter, name, call, rewriter.shapes)
         if len(call.args) > 2 and isinstance(call.args[2].value, (cst.Tuple, cst.List)):  # ``(1, 1, c)``
             written = [element.value for element in call.args[2].value.elements]
             rewriter.call_shapes[id(call)] = explicit_shape(rewriter, written)
@@ -36,13 +45,15 @@ class Param(SelfCall):
             guard = " and ".join(rewriter.conditions)
             indent = converter.env.module.default_indent
             converter.params[name] = f"if {guard}:\n{indent}{converter.params[name]}"
-        return cst.parse_expression(f"self.{name}[...]")
+        return cst.parse_expression(f"{read}[...]")
 
     @staticmethod
-    def _add(converter, attribute: str, call: cst.Call, shapes: dict[str, Shape]) -> None:
+    def _add(converter, attribute: str, call: cst.Call, shapes: dict[str, Shape], named_by: str = "") -> None:
+        """``named_by``: the string field that names the parameter (its attribute is set by
+        that name, ``setattr(self, weight_name, ...)``, Linen's variable name)."""
         args, keywords = _arguments(call)
-        name = string_literal(args[0].value)
-        if name is None or not IDENTIFIER.fullmatch(name):
+        name = attribute if named_by else string_literal(args[0].value)
+        if name is None or not (named_by or IDENTIFIER.fullmatch(name)):
             raise Unconvertible("`self.param` needs a literal name that is an identifier")
         if name in converter.params or name in converter.slots or name in converter.variables:
             raise Unconvertible(f"`{name}` is created twice")
@@ -60,8 +71,8 @@ class Param(SelfCall):
         table = args[2].value if len(args) > 2 else None
         if isinstance(table, cst.Tuple) and len(table.elements) == 2:  # ``(vocab, width)``: rows of a lookup table
             converter.table_widths[name] = converter.size_of(table.elements[1].value, shapes)
-        converter.params[name] = (f"self.{name} = {converter.env.nnx}.Param("
-                                  f"{init}({', '.join(['rngs.params()'] + rest)}))")
+        created = f"{converter.env.nnx}.Param({init}({', '.join(['rngs.params()'] + rest)}))"
+        converter.params[name] = f"setattr(self, {named_by}, {created})" if named_by else f"self.{name} = {created}"
         converter.uses_rngs = True
 
 
