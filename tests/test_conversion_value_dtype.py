@@ -114,3 +114,11 @@ def test_a_dtype_that_follows_the_input_is_refused(change):
     fixed, messages = convert(PATCH_MODEL.replace(*change))
     assert fixed is None
     assert "a layer argument depends on `x`, a value computed in `__call__`" in messages["Patches"]
+
+
+def test_float32_is_spelled_by_numpy_in_a_file_without_jax_numpy():
+    # big_vision's text transformer imports NumPy, not jax.numpy
+    source = TOKEN_CLASSIFIER.replace("import jax.numpy as jnp\n", "import numpy as np\n")
+    fixed, messages = convert(source)
+    assert fixed is not None, messages
+    assert "(rngs.params(), (1, in_features, width), np.float32))" in fixed

@@ -118,11 +118,14 @@ def _init_code(rewriter: "CallRewriter", node: cst.BaseExpression) -> Optional[s
 
 
 def _float32(rewriter: "CallRewriter") -> Optional[str]:
-    """``jnp.float32`` as the file spells jax.numpy (None if it imports neither it nor jax)."""
+    """``jnp.float32`` as the file spells jax.numpy, else NumPy's (``np.float32``, the same
+    dtype to JAX); None if it imports none of jax.numpy, jax and numpy."""
     spellings = {binding.qualified_name: name for name, bindings in rewriter.converter.env.scope.bindings.items()
-                 for binding in bindings if binding.qualified_name in ("jax.numpy", "jax")}
+                 for binding in bindings if binding.qualified_name in ("jax.numpy", "jax", "numpy")}
     if "jax.numpy" in spellings:
         return f"{spellings['jax.numpy']}.float32"
     if "jax" in spellings:
         return f"{spellings['jax']}.numpy.float32"
+    if "numpy" in spellings:
+        return f"{spellings['numpy']}.float32"
     return None
