@@ -90,6 +90,36 @@ def test_a_factory_function_passes_the_new_parameters_on():
     assert "`model()` takes `in_features` and `rngs` keyword-only" in findings["Net"].fix.description
 
 
+def test_a_factory_that_decodes_a_variant_before_building_passes_the_new_parameters_on():
+    # big_vision's style: statements before the one ``return``, ``**kw`` taken and passed on
+    source = '''\
+        import flax.linen as nn
+
+        class Net(nn.Module):
+            classes: int
+            width: int = 4
+
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(self.classes)(nn.Dense(self.width)(x))
+
+        def Model(classes=None, *, variant=None, **kw):
+            """Builds a named size."""
+            if variant is not None:
+                kw.setdefault("width", {"S": 4, "B": 8}[variant])
+            return Net(classes, **kw)
+        '''
+    fixed, findings = convert(source)
+    assert fixed is not None, findings
+    assert "def Model(classes=None, *, variant=None, in_features: int, rngs: nnx.Rngs, **kw):" in fixed
+    assert "return Net(in_features, classes, **kw, rngs=rngs)" in fixed
+    namespace = {}
+    exec(fixed, namespace)
+    from flax import nnx
+    model = namespace["Model"](3, variant="B", in_features=5, rngs=nnx.Rngs(0))
+    assert model.dense_0.kernel.shape == (8, 3) and model.dense_1.kernel.shape == (5, 8)  # Linen's naming order
+
+
 def test_other_code_that_uses_a_class_keeps_it_linen_and_says_where():
     _, findings = convert('''\
         import flax.linen as nn

@@ -135,22 +135,24 @@ class ModelsOnly:
                         "" if member in LAYERS else f" (`nn.{member}` has no NNX equivalent)"))
 
     def _factory_class(self, function: cst.FunctionDef) -> Optional[str]:
-        """``def model(latents): return VAE(latents=latents)``: the class a factory builds."""
-        body = function.body.body if isinstance(function.body, cst.IndentedBlock) else ()
-        statements = [statement for statement in body if not is_docstring(statement)]
+        """``def model(latents): return VAE(latents=latents)``: the class a factory builds.
+        Statements may come before its one ``return`` (big_vision's ``def Model(num_classes=None,
+        *, variant=None, **kw)`` decodes the variant into ``kw``), and the construction may
+        pass starred arguments (``return _Model(num_classes, **kw)``)."""
+        line = _last_statement(function)
         params = function.params
-        if len(statements) != 1 or function.decorators or params.star_arg not in (None, cst.MaybeSentinel.DEFAULT) \
-                or params.star_kwarg or params.kwonly_params or params.posonly_params:
+        if line is None or function.decorators or params.posonly_params:
             return None
-        line = statements[0]
         if not (isinstance(line, cst.SimpleStatementLine) and len(line.body) == 1
                 and isinstance(line.body[0], cst.Return) and isinstance(line.body[0].value, cst.Call)):
             return None
-        call = line.body[0].value
-        if not (isinstance(call.func, cst.Name) and call.func.value in self.converter.linen_classes) \
-                or any(arg.star for arg in call.args):
+        if sum(isinstance(node, cst.Return) for node in walk(function)) != 1:
             return None
-        if any(param.name.value == "rngs" or param.name.value.endswith("features") for param in params.params):
+        call = line.body[0].value
+        if not (isinstance(call.func, cst.Name) and call.func.value in self.converter.linen_classes):
+            return None
+        if any(param.name.value == "rngs" or param.name.value.endswith("features")
+               for param in (*params.params, *params.kwonly_params)):
             return None
         return call.func.value
 
@@ -166,8 +168,13 @@ class ModelsOnly:
             return function
         new_params = [cst.Param(cst.Name(text.partition(":")[0]), cst.Annotation(
             cst.parse_expression(text.partition(": ")[2]))) for text in added]
-        params = function.params.with_changes(star_arg=cst.ParamStar(), kwonly_params=new_params)
-        statement = [s for s in function.body.body if not is_docstring(s)][0]  # type: ignore[union-attr]
+        params = function.params
+        star = params.star_arg if isinstance(params.star_arg, cst.Param) else cst.ParamStar()  # ``*args`` stays
+        kwonly = list(params.kwonly_params)
+        if kwonly:  # the new ones after those the factory has, before its ``**kw``
+            kwonly[-1] = kwonly[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+        params = params.with_changes(star_arg=star, kwonly_params=[*kwonly, *new_params])
+        statement = _last_statement(function)
         call = statement.body[0].value  # type: ignore[attr-defined]
         args = [cst.Arg(cst.Name(name)) for name in passed] + list(call.args)
         if converted.uses_rngs:
@@ -192,6 +199,12 @@ class ModelsOnly:
 
     def _is_partial(self, statement: cst.CSTNode) -> bool:
         return partial_assignment(statement, self.converter.env.resolve) is not None
+
+
+def _last_statement(function: cst.FunctionDef) -> Optional[cst.BaseStatement]:
+    body = function.body.body if isinstance(function.body, cst.IndentedBlock) else ()
+    statements = [statement for statement in body if not is_docstring(statement)]
+    return statements[-1] if statements else None
 
 
 def partial_assignment(statement: cst.CSTNode, resolve: Callable[[cst.BaseExpression], Optional[str]]
