@@ -317,3 +317,26 @@ class Agent(nn.Module):
     def __call__(self, x):
         return Policy()(x)
 '''
+
+
+def test_a_function_whose_other_statements_use_a_class_is_no_factory():
+    _, findings = convert('''\
+        import flax.linen as nn
+
+        class Block(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return nn.Dense(2)(x)
+
+        class Net(nn.Module):
+            block: nn.Module
+
+            @nn.compact
+            def __call__(self, x):
+                return self.block(x)
+
+        def model():
+            block = Block()
+            return Net(block)
+        ''')
+    assert "the code at line 15 uses it" in findings["Block"].message

@@ -151,6 +151,10 @@ class ModelsOnly:
         call = line.body[0].value
         if not (isinstance(call.func, cst.Name) and call.func.value in self.converter.linen_classes):
             return None
+        before = [node for statement in function.body.body if statement is not line  # type: ignore[union-attr]
+                  for node in walk(statement)]
+        if any(isinstance(node, cst.Name) and node.value in self.converter.linen_classes for node in before):
+            return None  # its other statements use the file's classes too: no plain factory
         if any(param.name.value == "rngs" or param.name.value.endswith("features")
                for param in (*params.params, *params.kwonly_params)):
             return None
