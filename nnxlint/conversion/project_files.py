@@ -34,7 +34,7 @@ import ast
 import re
 import weakref
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence, Union
 
 import libcst as cst
@@ -569,10 +569,17 @@ def _calls_parameter(path: str, function: str, parameter: Union[str, int]) -> bo
 
 def _top_level_function(path: str, function: str) -> Optional[ast.FunctionDef]:
     try:
-        tree = ast.parse(read_source(path).text)
+        tree = _parsed(read_source(path).text)
     except (SourceError, SyntaxError, ValueError):
         return None
     return next((node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == function), None)
+
+
+@lru_cache(maxsize=16)
+def _parsed(text: str) -> ast.Module:
+    """A file's ``ast``, parsed once however many of its functions a run looks up (keyed by
+    the text, so a file rewritten since is parsed again)."""
+    return ast.parse(text)
 
 
 def _parameter_name(definition: ast.FunctionDef, parameter: Union[str, int]) -> Optional[str]:

@@ -48,8 +48,9 @@ COLLECTION = "cache"
 def decodes(module: cst.Module, text: str) -> bool:
     """Whether the file (``module``, of ``text``) threads Linen's ``cache`` collection
     (``mutable=['cache']``); its text is searched first, so most files are not walked."""
-    return "mutable" in text and COLLECTION in text and any(isinstance(node, cst.Arg) and node.keyword is not None and node.keyword.value == "mutable"
-               and COLLECTION in module.code_for_node(node.value) for node in walk(module))
+    return "mutable" in text and COLLECTION in text and any(
+        isinstance(node, cst.Arg) and node.keyword is not None and node.keyword.value == "mutable"
+        and COLLECTION in module.code_for_node(node.value) for node in walk(module))
 
 
 def helper(module: cst.Module, linen: str, nnx: str) -> list[cst.BaseStatement]:

@@ -120,10 +120,9 @@ def helper(module: cst.Module, linen: str, nnx: str, callable_name: str, lazy: b
              "        sizes = self.sizes(*args, **kwargs)",
              *(["        nnx_class = self.nnx_class",
                 "        if self.lazy_init:  # the `ToNNX` layers get their variables from a first call",
-                f"            nnx_class = functools.partial({LAZY}, self.nnx_class, args, kwargs)",
-                f"        model = {nnx}.bridge.ToLinen(nnx_class, (*sizes, *self.args), dict(self.kwargs), self.skip_rng, None)"]
-               if lazy else
-               [f"        model = {nnx}.bridge.ToLinen(self.nnx_class, (*sizes, *self.args), dict(self.kwargs), self.skip_rng, None)"]),
+                f"            nnx_class = functools.partial({LAZY}, self.nnx_class, args, kwargs)"] if lazy else []),
+             f"        model = {nnx}.bridge.ToLinen({'nnx_class' if lazy else 'self.nnx_class'}, (*sizes, *self.args), "
+             "dict(self.kwargs), self.skip_rng, None)",
              f"        {linen}.share_scope(self, model)  # noqa: NNX006",
              "        return model(*args, **kwargs)",
              "",
@@ -137,13 +136,10 @@ def helper(module: cst.Module, linen: str, nnx: str, callable_name: str, lazy: b
                 f"    {nnx}.bridge.lazy_init(model, *inputs, **keywords)",
                 "    return model",
                 "",
-                "",
-                f"def {FUNCTION}(nnx_class, sizes, /, *args, skip_rng=False, lazy_init=False, **kwargs):",
-                f'    """`{nnx}.bridge.to_linen` for a class whose input sizes `sizes` reads off its inputs."""',
-                f"    return {CLASS}(nnx_class, sizes, args, tuple(kwargs.items()), skip_rng, lazy_init)"] if lazy else
-               [f"def {FUNCTION}(nnx_class, sizes, /, *args, skip_rng=False, **kwargs):",
-                f'    """`{nnx}.bridge.to_linen` for a class whose input sizes `sizes` reads off its inputs."""',
-                f"    return {CLASS}(nnx_class, sizes, args, tuple(kwargs.items()), skip_rng)"]),
+                ""] if lazy else []),
+             f"def {FUNCTION}(nnx_class, sizes, /, *args, skip_rng=False{', lazy_init=False' if lazy else ''}, **kwargs):",
+             f'    """`{nnx}.bridge.to_linen` for a class whose input sizes `sizes` reads off its inputs."""',
+             f"    return {CLASS}(nnx_class, sizes, args, tuple(kwargs.items()), skip_rng{', lazy_init' if lazy else ''})",
              ""]
     return statements(module, lines)
 
@@ -179,13 +175,16 @@ def problems(module: cst.Module, scope: names.Scope, nnx: str,
                               "method (`method=`): the construction is not bridged"))
     found += helper_problems(module, scope, (CLASS, FUNCTION, *([LAZY] if lazy else [])),
                              _helper_for(module, scope, nnx, lazy))
-    if lazy and "functools" in scope.bindings and scope.local_name("functools") != "functools":
-        found.append((module, "the file binds `functools` to something other than the module"))
+    found += [(module, f"the file binds `{name}` to something other than the module")
+              for name in _modules_needed(lazy) if name in scope.bindings and scope.local_name(name) != name]
     if _callable_spelling(scope)[0] is None:
         found.append((module, "the file binds `Callable` to something other than `collections.abc.Callable`"))
-    if "inspect" in scope.bindings and scope.local_name("inspect") != "inspect":
-        found.append((module, "the file binds `inspect` to something other than the module"))
     return found
+
+
+def _modules_needed(lazy: bool) -> tuple[str, ...]:
+    """The modules the helper names (``inspect.signature``; ``functools.partial`` when lazy)."""
+    return ("inspect", "functools") if lazy else ("inspect",)
 
 
 def helper_problems(module: cst.Module, scope: names.Scope, helper_names: tuple[str, ...],
@@ -206,8 +205,7 @@ def with_helper(module: cst.Module, scope: names.Scope, nnx: str, lazy: bool = F
     """``module`` with ``ToLinenSized`` and ``to_linen_sized`` after its imports, and the
     imports they need (once: another models file's fix may have written them)."""
     needed = {"flax.linen"} if spelling(scope, "flax.linen", "linen")[1] else set()
-    modules = ("inspect", "functools") if lazy else ("inspect",)
-    needed |= {name for name in modules if scope.local_name(name) != name}
+    needed |= {name for name in _modules_needed(lazy) if scope.local_name(name) != name}
     callable_import = _callable_spelling(scope)[1]
     needed |= {callable_import} if callable_import else set()
     return with_statements(module, _helper_for(module, scope, nnx, lazy), needed)
