@@ -54,7 +54,7 @@ from nnxlint.flax_api import (
     EXTERNAL_PACKAGES, LINEN_CELL_BASE, LINEN_MODULE, SUBMODULE_CONTAINERS, VARIABLE_TYPES, canonical_name, nnx_member,
 )
 from nnxlint.textio import read_regular
-from nnxlint.workers import die_with_parent
+from nnxlint.workers import collecting_once, die_with_parent
 
 TRAIN_STATE = "flax.training.train_state.TrainState"
 MODULE, PYTREE, LINEN, VARIABLE, OPTIMIZER, MODEL_AND_OPTIMIZER, TRAIN_STATE_KIND = (
@@ -857,7 +857,8 @@ def _agreed_or_none(classes: list[Optional[str]]) -> Optional[str]:
 
 def _facts_job(path: str) -> tuple[str, Optional[dict[str, Any]]]:
     try:
-        return path, facts_of_file(path)
+        with collecting_once():
+            return path, facts_of_file(path)
     except RecursionError:  # nested beyond what the walks allow: the file's own check reports it
         return path, None
 

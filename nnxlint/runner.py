@@ -168,8 +168,8 @@ def load_document(path: str, max_size: Optional[int] = None) -> tuple[Union[_Pyt
 
 
 def check_file(path: str, job: Job) -> FileOutcome:
-    with timings.stage("fixes and the rest"):  # what the inner stages leave: fixes, notebooks, noqa codes
-        outcome = _check_file(path, job)
+    with workers.collecting_once(), timings.stage("fixes and the rest"):
+        outcome = _check_file(path, job)  # "the rest": what the inner stages leave (fixes, notebooks, noqa)
     outcome.timings = timings.take()  # back to the main process with the outcome
     return outcome
 

@@ -18,7 +18,8 @@ from typing import Iterable, Iterator
 
 # in the order of a run
 STAGES = ("discovery", "cache", "ast index", "importing LibCST", "reading", "cheap tier", "LibCST parse", "rules",
-          "NNX002 conversion", "positions and findings", "fixes and the rest", "output")
+          "NNX002 conversion", "positions and findings", "fixes and the rest", "garbage collection",
+          "output")
 
 _spent: dict[str, float] = {}
 _open: list[float] = []  # CPU time already counted by inner stages, one entry per open stage

@@ -41,3 +41,27 @@ def test_inner_stages_are_not_counted_twice():
     spent = timings.take()
     assert spent["inner"] >= 0.05 and spent["outer"] < 0.02
     assert timings.take() == {}
+
+
+def test_a_files_work_runs_without_the_cycle_collector_and_its_cycles_are_freed_after():
+    import gc
+    import weakref
+
+    from nnxlint.workers import collecting_once
+
+    class Node:
+        pass
+
+    assert gc.isenabled()
+    with collecting_once():
+        assert not gc.isenabled()
+        with collecting_once():  # nested: the outer block keeps it off
+            pass
+        assert not gc.isenabled()
+        first, second = Node(), Node()
+        first.other, second.other = second, first  # a reference cycle, garbage once the names go
+        watched = weakref.ref(first)
+        del first, second
+        assert watched() is not None  # refcounting cannot free a cycle, and the collector is off
+    assert gc.isenabled()
+    assert watched() is None
