@@ -261,8 +261,8 @@ def children(node: cst.CSTNode) -> list[cst.CSTNode]:
         kind = type(value)
         if kind in _NODE_TYPES:
             found.append(value)
-        elif kind is list or kind is tuple:
-            found += [item for item in value if type(item) in _NODE_TYPES]
+        elif kind is list or kind is tuple:  # LibCST's sequence fields hold nodes only
+            found += value
     return found
 
 
@@ -309,32 +309,38 @@ class Traversal:
 
     def run(self, module: cst.Module) -> None:
         # a leave is queued only where it does something (a handler, a scope to close):
-        # most of the ~700k nodes of a large tree have neither
+        # most of the ~700k nodes of a large tree have neither; it is queued as a 1-tuple,
+        # so the nodes themselves go on the stack bare
         leaves = {kind for kind in _NODE_TYPES if kind in _SCOPE_TYPES or kind.__name__ in self._leave}
-        pending: list[tuple[cst.CSTNode, bool]] = [(module, False)]
+        visits = {kind: self._visit.get(kind.__name__) for kind in _NODE_TYPES}
+        scopes = self.context.scopes
+        pending: list = [module]
         pop, push, extend = pending.pop, pending.append, pending.extend
         while pending:
-            node, leaving = pop()
-            if leaving:
-                self.on_leave(node)
+            node = pop()
+            kind = type(node)
+            if kind is tuple:
+                self.on_leave(node[0])
                 continue
-            self.on_visit(node)
-            if type(node) in leaves:
-                push((node, True))
-            extend([(child, False) for child in reversed(children(node))])
+            if scopes:
+                index = scopes[-1].statement_index.get(id(node))
+                if index is not None:
+                    scopes[-1].current_index = index
+            if kind in _SCOPE_TYPES:
+                self._open_scope(node)
+            handlers = visits[kind]
+            if handlers:
+                self._call(handlers, node)
+            if kind in leaves:
+                push((node,))
+            found = children(node)
+            found.reverse()
+            extend(found)
 
-    def on_visit(self, node: cst.CSTNode) -> None:
+    def _open_scope(self, node: cst.CSTNode) -> None:
         scopes = self.context.scopes
-        if scopes:
-            index = scopes[-1].statement_index.get(id(node))
-            if index is not None:
-                scopes[-1].current_index = index
-        if type(node) in _SCOPE_TYPES:
-            scopes.append(names.collect_scope(node, scopes[-1] if scopes else None))  # type: ignore[arg-type]
-            self.context._resolved.clear()
-        handlers = self._visit.get(type(node).__name__)
-        if handlers:
-            self._call(handlers, node)
+        scopes.append(names.collect_scope(node, scopes[-1] if scopes else None))  # type: ignore[arg-type]
+        self.context._resolved.clear()
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
         handlers = self._leave.get(type(original_node).__name__)

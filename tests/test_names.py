@@ -83,3 +83,31 @@ def test_rebinding_after_use_does_not_reach_back():
 def test_function_sees_final_module_binding():
     source = "def f():\n    return nnx.Linear(1, 2)\nfrom flax import nnx\nf()\n"
     assert resolved_calls(source)[0] == "flax.nnx.Linear"
+
+
+def test_the_traversal_reaches_every_node_because_sequence_fields_hold_only_nodes():
+    """``context.children`` adds a sequence field's items without testing each one:
+    LibCST's own annotations must say that every item is a node."""
+    import typing
+
+    import libcst as cst
+
+    from nnxlint.context import _NODE_TYPES, child_fields, walk
+
+    def nodes_only(annotation) -> bool:
+        if typing.get_origin(annotation) is typing.Union:
+            return all(nodes_only(argument) for argument in typing.get_args(annotation))
+        return isinstance(annotation, type) and issubclass(annotation, cst.CSTNode)
+
+    for kind in _NODE_TYPES:
+        hints = typing.get_type_hints(kind)
+        for field in child_fields(kind):
+            hint = hints[field]
+            options = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else (hint,)
+            for option in options:
+                if str(typing.get_origin(option)).endswith("Sequence") or typing.get_origin(option) in (list, tuple):
+                    items = [item for item in typing.get_args(option) if item is not Ellipsis]
+                    assert all(nodes_only(item) for item in items), (kind.__name__, field, option)
+    module = cst.parse_module("import a.b as c\nf(x, *y, k=1)[1:2, ::3]\n@d\ndef g(p, /, q=2, *, r): pass\n")
+    names = [node.value for node in walk(module) if isinstance(node, cst.Name)]
+    assert sorted(names) == ["a", "b", "c", "d", "f", "g", "k", "p", "q", "r", "x", "y"]
