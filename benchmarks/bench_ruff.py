@@ -19,11 +19,15 @@ tier, LibCST parsing, the rules, NNX002's conversion, positions, output.
 same alternation, so that its ratio to ruff is taken in the same rounds.
 ``--check-exact`` also compares the JSON findings on each tree with the cheap tier
 and with every rule on every file (``NNXLINT_NO_TIER=1``): they must be the same.
+``--perfect-tier`` also times nnxlint on only the files that have a finding (named on
+its command line, so that nothing else is parsed or indexed), against ruff on the
+whole tree: what a first tier that never kept a file without findings would cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shlex
@@ -53,33 +57,46 @@ def nnxlint_command(program: list[str]) -> list[str]:
     return [*program, "check", "--no-cache", "--exit-zero", "--quiet"]
 
 
-def timed(command: list[str], cwd: Path, env: Optional[dict[str, str]]) -> tuple[float, float]:
+def timed(command: list[str], cwd: Path, env: Optional[dict[str, str]],
+          targets: tuple[str, ...] = (".",)) -> tuple[float, float]:
     """Wall-clock seconds, and CPU seconds (user + system, the process and its workers)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([*command, "."], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    subprocess.run([*command, *targets], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def files_with_findings(tree: Path, program: list[str]) -> tuple[str, ...]:
+    """The files of ``tree`` where ``nnxlint check`` reports something, relative to it."""
+    command = [*program, "check", "--no-cache", "--exit-zero", "--output-format", "json", "."]
+    done = subprocess.run(command, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          check=False)
+    return tuple(sorted({finding["path"] for finding in json.loads(done.stdout)}))
+
+
 def compare(tree: Path, repeat: int, without_tier: bool, program: list[str],
-            other: Optional[list[str]] = None) -> dict[str, dict[str, float]]:
+            other: Optional[list[str]] = None, perfect_tier: bool = False) -> dict[str, dict[str, float]]:
     """For each command and for wall and CPU time: the median of its alternating
     whole-process runs and the median of its per-round ratios to ruff."""
-    commands: dict[str, tuple[list[str], Optional[dict[str, str]]]] = {
-        "ruff": (ruff_command(), None), "nnxlint": (nnxlint_command(program), None)}
+    Command = tuple[list[str], Optional[dict[str, str]], tuple[str, ...]]
+    commands: dict[str, Command] = {
+        "ruff": (ruff_command(), None, (".",)), "nnxlint": (nnxlint_command(program), None, (".",))}
     if other:
-        commands["nnxlint, compared"] = (nnxlint_command(other), None)
+        commands["nnxlint, compared"] = (nnxlint_command(other), None, (".",))
     if without_tier:  # every rule on every file: what the cheap tier saves
-        commands["nnxlint, tier off"] = (nnxlint_command(program), {**os.environ, FULL_ENVIRONMENT: "1"})
+        commands["nnxlint, tier off"] = (nnxlint_command(program), {**os.environ, FULL_ENVIRONMENT: "1"}, (".",))
+    if perfect_tier:
+        found = files_with_findings(tree, program)
+        commands[f"nnxlint, {len(found)} files"] = (nnxlint_command(program), None, found)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for round_number in range(repeat):
         order = list(commands) if round_number % 2 == 0 else list(reversed(commands))
         for name in order:
-            command, env = commands[name]
-            times[name].append(timed(command, tree, env))
+            command, env, targets = commands[name]
+            times[name].append(timed(command, tree, env, targets))
     result = {}
     for name, values in times.items():
         result[name] = {}
@@ -132,6 +149,8 @@ def main() -> None:
     parser.add_argument("--compare-with", metavar="COMMAND",
                         help="another nnxlint to time in the same rounds (env PYTHONPATH=/old/checkout python -m "
                              "nnxlint, say)")
+    parser.add_argument("--perfect-tier", action="store_true",
+                        help="also time nnxlint on only the files that have a finding (the bound of a perfect tier)")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         corpus = Path(directory) / "corpus"
@@ -141,12 +160,13 @@ def main() -> None:
             files = [p for p in tree.rglob("*") if p.suffix in (".py", ".ipynb") and ".git" not in p.parts]
             name = "generated corpus" if tree == corpus else str(tree)
             other = shlex.split(options.compare_with) if options.compare_with else None
-            result = compare(tree, options.repeat, options.without_tier, shlex.split(options.nnxlint), other)
+            result = compare(tree, options.repeat, options.without_tier, shlex.split(options.nnxlint), other,
+                             options.perfect_tier)
             print(f"{name}: {len(files)} files; {options.repeat} alternating rounds, medians of whole processes "
                   "(ratios: medians of the per-round ratios to ruff)")
-            print(f"  {'':<18} {'wall':>8} {'':>11} {'CPU':>8}")
+            print(f"  {'':<20} {'wall':>8} {'':>11} {'CPU':>8}")
             for command, row in result.items():
-                print(f"  {command:<18} {row['wall']:7.2f}s {row['wall ratio']:6.1f}x ruff "
+                print(f"  {command:<20} {row['wall']:7.2f}s {row['wall ratio']:6.1f}x ruff "
                       f"{row['cpu']:7.2f}s {row['cpu ratio']:6.1f}x ruff")
             if options.stages:
                 print(stages(tree, shlex.split(options.nnxlint)))
