@@ -104,7 +104,7 @@ def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], proje
     reports = [report for rule in instances for report in rule.reports]
     # positions cost code generation: only for files with findings, and given the text
     # the module was parsed from, only of the top-level statements that hold them
-    positions = Positions(module, text) if reports else None
+    positions = Positions(module, text, [report.node for report in reports]) if reports else None
     return _Pass(module, reports, traversal.crashes, positions)
 
 

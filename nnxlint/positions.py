@@ -13,6 +13,10 @@ indentation, the module's newline and indent), so its code is a piece of the
 source; where that piece occurs exactly once in the source its offset is
 certain.  Anything else (the module node itself, a piece that occurs twice, the
 last line of a file without a final newline) takes the whole-module pass.
+
+Told which nodes will be asked about (``wanted``: the reported ones), the generator
+records the spans of those alone (and of the children their spans are measured
+from); a question about any other node starts over without the restriction.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import bisect
 import re
 from itertools import accumulate
-from typing import Optional
+from typing import Iterable, Optional, Union
 
 import libcst as cst
 from libcst._nodes.internal import CodegenState
@@ -31,24 +35,48 @@ from nnxlint.context import walk
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # what LibCST counts as a line break
 
 
+class _Unrecorded:
+    """The span of a node nobody will ask about: nothing to note."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exception: object) -> None:
+        pass
+
+
+_UNRECORDED = _Unrecorded()
+
+
 class _TokenSpans(CodegenState):
-    def __init__(self, module: cst.Module) -> None:
+    def __init__(self, module: cst.Module, wanted: Optional[frozenset[int]] = None) -> None:
         super().__init__(default_indent=module.default_indent, default_newline=module.default_newline)
         # keyed by id(): a CSTNode's __hash__ is a Python-level call, in the hottest loop here
         self.spans: dict[int, tuple[int, int]] = {}
         self._starts: list[int] = []
+        self._wanted = set(wanted) if wanted is not None else None
 
-    # whitespace-inclusive spans for every node; the syntactic ones, recorded
-    # inside, take precedence (PositionProvider's rule)
+    # whitespace-inclusive spans (of every node, or of the wanted ones); the syntactic
+    # ones, recorded inside, take precedence (PositionProvider's rule)
     def before_codegen(self, node: cst.CSTNode) -> None:
-        self._starts.append(len(self.tokens))
+        if self._wanted is None or id(node) in self._wanted:
+            self._starts.append(len(self.tokens))
 
     def after_codegen(self, node: cst.CSTNode) -> None:
-        start = self._starts.pop()
-        self.spans.setdefault(id(node), (start, len(self.tokens)))
+        if self._wanted is None or id(node) in self._wanted:
+            start = self._starts.pop()
+            self.spans.setdefault(id(node), (start, len(self.tokens)))
 
     def record_syntactic_position(self, node: cst.CSTNode, *, start_node: Optional[cst.CSTNode] = None,
-                                  end_node: Optional[cst.CSTNode] = None) -> "_Syntactic":
+                                  end_node: Optional[cst.CSTNode] = None) -> "Union[_Syntactic, _Unrecorded]":
+        wanted = self._wanted
+        if wanted is not None:
+            if id(node) not in wanted:
+                return _UNRECORDED
+            # measured from these children (generated inside): their own syntactic spans
+            wanted.update(id(child) for child in (start_node, end_node) if child is not None)
         return _Syntactic(self, node, start_node, end_node)
 
 
@@ -75,8 +103,8 @@ class _Generated:
     """The tokens generated for one node (a statement or the module), where they begin
     in the source, and the token spans of every node in it."""
 
-    def __init__(self, module: cst.Module, node: cst.CSTNode) -> None:
-        state = _TokenSpans(module)
+    def __init__(self, module: cst.Module, node: cst.CSTNode, wanted: Optional[frozenset[int]] = None) -> None:
+        state = _TokenSpans(module, wanted)
         node._codegen(state)
         self.spans = state.spans
         self.offsets = [0, *accumulate(len(token) for token in state.tokens)]
@@ -88,11 +116,16 @@ class Positions:
     """``positions[node]`` -> CodeRange (1-based lines, 0-based columns), like PositionProvider.
 
     ``text``: the source ``module`` was parsed from; without it the whole module is
-    generated on the first question."""
+    generated on the first question.  ``wanted``: the nodes that will be asked about,
+    when known (others cost a second generation)."""
 
-    def __init__(self, module: cst.Module, text: Optional[str] = None) -> None:
+    def __init__(self, module: cst.Module, text: Optional[str] = None,
+                 wanted: Optional[Iterable[cst.CSTNode]] = None) -> None:
         self._module = module
         self._text = text
+        # kept alive here with their ids, so that no other node can take one of them
+        self._wanted_nodes = list(wanted) if wanted is not None else None
+        self._wanted = frozenset(map(id, self._wanted_nodes)) if self._wanted_nodes is not None else None
         self._whole: Optional[_Generated] = None
         self._line_starts: Optional[list[int]] = None
         self._owner: dict[int, int] = {}  # id(node) -> index of its top-level statement
@@ -101,7 +134,7 @@ class Positions:
 
     def _whole_module(self) -> _Generated:
         if self._whole is None:
-            self._whole = _Generated(self._module, self._module)
+            self._whole = _Generated(self._module, self._module, self._wanted)
             if self._text is None:
                 self._text = self._whole.code
         return self._whole
@@ -120,7 +153,7 @@ class Positions:
         if index not in self._statements:
             assert self._text is not None
             module = self._module
-            generated = _Generated(module, module.body[index])
+            generated = _Generated(module, module.body[index], self._wanted)
             start = self._text.find(generated.code)
             # the module pass drops the final newline of a file without one: not this statement's code there
             last = index == len(module.body) - 1 and not module.footer and not module.has_trailing_newline
@@ -148,6 +181,9 @@ class Positions:
         return CodePosition(line + 1, offset - self._line_starts[line])
 
     def get(self, node: cst.CSTNode) -> Optional[CodeRange]:
+        if self._wanted is not None and id(node) not in self._wanted:  # not foreseen: no restriction from now on
+            self._wanted = self._wanted_nodes = self._whole = None
+            self._statements.clear()
         generated = self._generated_for(node)
         span = generated.spans.get(id(node))
         if span is None:

@@ -53,6 +53,9 @@ def test_partial_positions_on_the_fixtures():
             assert partial.get(node) == whole.get(node), path.name
             if number % 97 == 0:  # asked first of a fresh partial pass
                 assert Positions(module, text).get(node) == whole.get(node), path.name
+        wanted = nodes[::5]
+        told = Positions(module, text, wanted)
+        assert [told.get(node) for node in wanted] == [whole.get(node) for node in wanted], path.name
 
 
 def test_only_the_statements_asked_about_are_generated():
@@ -62,3 +65,19 @@ def test_only_the_statements_asked_about_are_generated():
     positions = Positions(module, text)
     assert positions[last].start.line == text.count("\n")
     assert positions._whole is None and list(positions._statements) == [len(module.body) - 1]
+
+
+@pytest.mark.parametrize("name", sorted(TEXTS))
+def test_positions_told_the_wanted_nodes_equal_the_whole_module_pass(name):
+    """Only the wanted nodes' spans are recorded (with the children they are measured
+    from: a class ends where its body does); any other node still gets its own."""
+    text = TEXTS[name]
+    module, nodes = _all_nodes(text)
+    whole = Positions(module)
+    for step in (1, 3, 7):
+        wanted = nodes[::step]
+        told = Positions(module, text, wanted)
+        for node in wanted:
+            assert told.get(node) == whole.get(node), (type(node).__name__, name)
+        for node in nodes:  # the others: after the first, without the restriction
+            assert told.get(node) == whole.get(node), (type(node).__name__, name)
