@@ -131,6 +131,9 @@ class Needs:
     ``missing_keywords``: only calls without these keywords and without starred
     arguments count.  ``stores_containers``: the rule reports only where the file
     assigns an attribute a container (see ``nnxlint.tier.ImportSummary.containers``).
+    ``imports``: the rule reports only in a file with an import statement (at any
+    depth) that names one of these exactly, or, for one ending in ``.``, a name under
+    it (``"flax.nnx."``: ``from flax.nnx import jit``); ``import a.b`` names ``a`` too.
     All are answered from the ``ast`` walk of the project index.
     """
 
@@ -144,6 +147,7 @@ class Needs:
     constructs: tuple[str, ...] = ()
     missing_keywords: tuple[str, ...] = ()
     stores_containers: bool = False
+    imports: tuple[str, ...] = ()
 
 
 @dataclass

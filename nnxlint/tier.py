@@ -407,6 +407,12 @@ def _needs_met(needs: "Needs", file: _File) -> Optional[bool]:
     if needs.names and not _names_met(needs.names, file):
         return False
     linked = file.imported if needs.imports_only and file.imported is not None else file.linked
+    if needs.imports:
+        summary = file.imports()
+        if summary is None:
+            return None
+        if not summary.relative and not any(_imports_one_of(name, needs.imports) for name in summary.names):
+            return False
     if needs.attributes or needs.refers:
         summary = file.imports()
         if summary is None:
@@ -438,6 +444,11 @@ def _needs_met(needs: "Needs", file: _File) -> Optional[bool]:
         return None
     return summary.relative or any(_reaches(prefix, name, file.text)
                                    for prefix in needs.uses for name in summary.names)
+
+
+def _imports_one_of(name: str, wanted: tuple[str, ...]) -> bool:
+    """Whether an imported ``name`` is one of ``wanted`` (``"a.b."``: or under ``a.b``)."""
+    return name in wanted or any(entry.endswith(".") and name.startswith(entry) for entry in wanted)
 
 
 def _refers(prefixes: tuple[str, ...], summary: ImportSummary, linked: Linked) -> bool:

@@ -12,7 +12,7 @@ from nnxlint.analysis import (
     function_body_nodes, function_of, function_transforms, imports_nnx, in_place_updates, kind_of,
     WatchesMutableVariables, nnx_transform_fix, returned_names, transform_of,
 )
-from nnxlint.flax_api import STATEFUL_LAYERS
+from nnxlint.flax_api import FLAX_NNX, STATEFUL_LAYERS
 from nnxlint.objects import all_params, assigned_value
 from nnxlint.rule import Invalid, Needs, Rule, Valid
 
@@ -85,7 +85,9 @@ class JaxJitDropsUpdates(WatchesMutableVariables, Rule):
     name = "jax-jit-drops-updates"
     summary = "`jax.jit`/`jax.pmap` function updates an NNX module or optimizer in place: updates are dropped"
     fixable = "safe"
-    triggers = (Needs(names=("jit", "pmap"), refers=("jax.jit", "jax.pmap"), imports_only=True),)
+    # ``leave_Module`` checks nothing unless the file imports flax or flax.nnx (``imports_nnx``)
+    triggers = (Needs(names=("jit", "pmap"), refers=("jax.jit", "jax.pmap"), imports_only=True,
+                      imports=("flax", FLAX_NNX, f"{FLAX_NNX}.")),)
     valid = (
         Valid("import jax\nfrom flax import nnx\n\n@nnx.jit\ndef train_step(model, optimizer, x):\n"
               "    grads = nnx.grad(loss_fn)(model, x)\n    optimizer.update(model, grads)\n"),

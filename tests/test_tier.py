@@ -364,3 +364,18 @@ def test_constructs_open_every_call_in_a_file_linked_to_others():
 ])
 def test_stores_containers_asks_for_a_container_assigned_to_an_attribute(text, met):
     assert tier._needs_met(Needs(stores_containers=True), tier._File(text, None, False)) is met
+
+
+@pytest.mark.parametrize("text, met", [
+    ("import flax\n", True),
+    ("from flax import nnx\n", True),
+    ("from flax.nnx import jit\n", True),
+    ("def f():\n    from flax.nnx.nn.linear import Linear\n", True),  # at any depth
+    ("import flax.linen as nn\n", True),  # ``import a.b`` names ``a``: the tier cannot tell the binding
+    ("from flax import traverse_util\nimport jax\n", False),
+    ("from flax.nnxlike import x\nimport flaxen\n", False),
+    ("from . import nnx\n", True),  # relative, the package unknown: cannot be told
+])
+def test_imports_ask_for_an_import_statement_naming_the_module(text, met):
+    needs = Needs(imports=("flax", "flax.nnx", "flax.nnx."))
+    assert tier._needs_met(needs, tier._File(text, None, False)) is met
