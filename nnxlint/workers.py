@@ -87,7 +87,7 @@ def writing() -> Iterator[None]:
 def collecting_once() -> Iterator[None]:
     """The block without the cyclic garbage collector, then one collection.  A file's
     parse and rules make hundreds of thousands of objects, and the collector's passes
-    over them while they are all alive cost about a fifth of a cold run; the few
+    over them while they are all alive cost about a tenth of a cold run; the few
     reference cycles they leave (rule and context objects) are freed here instead."""
     if not gc.isenabled():  # nested, or turned off by the caller
         yield
