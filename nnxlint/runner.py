@@ -189,7 +189,7 @@ def _check_file(path: str, job: Job) -> FileOutcome:
     rules = [known[code] for code in sorted(job.codes_for(path))]
     index = _project()
     view = ProjectView(index, path) if index is not None else None
-    imports, linked = _tier_inputs(path, document.python, outcome.digest)
+    imports, linked = _tier_inputs(path, document.python, outcome.digest, view)
     result = check_source(document.python, path, rules, job.fix_level, view, imports=imports, linked=linked,
                           full=os.environ.get(tier.FULL_ENVIRONMENT) == "1", describe_fixes=job.describe_fixes)
     outcome.depends = view.dependencies() if view is not None else None
@@ -229,9 +229,11 @@ def _check_file(path: str, job: Job) -> FileOutcome:
     return outcome
 
 
-def _tier_inputs(path: str, text: str, digest: str) -> tuple[Optional[tier.ImportSummary], bool]:
+def _tier_inputs(path: str, text: str, digest: str,
+                 view: Optional[ProjectView]) -> tuple[Optional[tier.ImportSummary], Union[bool, tier.Links]]:
     """What the cheap tier can take from the project index: the file's import summary
-    (so it is not parsed twice) and whether other files can tell its rules about names."""
+    (so it is not parsed twice) and whether other files can tell its rules about names
+    (asked through the file's ``view``, which records what the answers read)."""
     index = _project()
     if index is None:
         return None, False
@@ -241,7 +243,7 @@ def _tier_inputs(path: str, text: str, digest: str) -> tuple[Optional[tier.Impor
         imports = tier.ImportSummary.from_data(facts["imports"])
     elif path.endswith(NOTEBOOK_SUFFIX):  # not in the index: its imports decide whether it is linked
         imports = tier.parse_summary(text)
-    return imports, tier.is_linked(path, imports, index)
+    return imports, tier.is_linked(path, imports, index, view)
 
 
 def _unfixed(outcome: FileOutcome, document, path: str, rules) -> FileOutcome:
@@ -250,7 +252,7 @@ def _unfixed(outcome: FileOutcome, document, path: str, rules) -> FileOutcome:
 
     index = _project()
     view = ProjectView(index, path) if index is not None else None
-    imports, linked = _tier_inputs(path, document.python, outcome.digest)
+    imports, linked = _tier_inputs(path, document.python, outcome.digest, view)
     result = check_source(document.python, path, rules, project=view, imports=imports, linked=linked,
                           full=os.environ.get(tier.FULL_ENVIRONMENT) == "1")
     outcome.findings = [document.locate(finding) for finding in result.findings]

@@ -21,6 +21,7 @@ import ast
 import functools
 import re
 import warnings
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
@@ -29,7 +30,7 @@ from nnxlint.flax_api import (
 )
 
 if TYPE_CHECKING:  # not at run time: the project index imports this module, never LibCST
-    from nnxlint.project import ProjectIndex
+    from nnxlint.project import ProjectIndex, ProjectView
     from nnxlint.rule import Needs, Rule
 
 # Set to 1: every selected rule runs on every file (the reference the tier is tested
@@ -350,6 +351,10 @@ class Links:
 
     connected: Linked
     imported: Linked
+    # the file's view of the project index (``nnxlint.project.ProjectView``): what a callee
+    # its imports reach in other files is, asked as the rules ask it (and recorded with the
+    # file's result, for the cache); None when there is none
+    view: Optional["ProjectView"] = dataclasses.field(default=None, compare=False)
 
 
 _LINKED_REACHES: dict[tuple[str, frozenset], bool] = {}
@@ -373,6 +378,7 @@ class _File:
     # files import (only these can reach it through them), or True (anything can)
     linked: Linked
     imported: Optional[Linked] = None  # the same for the files it imports (``Links.imported``); None: ``linked``
+    view: Optional["ProjectView"] = None  # ``Links.view``
 
     def imports(self) -> Optional[ImportSummary]:
         if self.summary is None:
@@ -431,7 +437,7 @@ def _needs_met(needs: "Needs", file: _File) -> Optional[bool]:
         summary = file.imports()
         if summary is None:
             return None
-        if not _calls_met(needs, summary, linked):
+        if not _calls_met(needs, summary, linked, file.view):
             return False
     if not needs.uses or linked is True:
         return True
@@ -463,26 +469,40 @@ def _refers(prefixes: tuple[str, ...], summary: ImportSummary, linked: Linked) -
     return bool(linked) and any(_linked_reaches(prefix, linked) for prefix in prefixes)
 
 
-def _calls_met(needs: "Needs", summary: ImportSummary, linked: Linked) -> bool:
+def _calls_met(needs: "Needs", summary: ImportSummary, linked: Linked, view: Optional["ProjectView"] = None) -> bool:
     """Whether the file has a call (without ``needs.missing_keywords`` nor starred
-    arguments, when asked) of one of ``needs.calls``, or of a class of the file whose
-    ``__init__`` takes one of ``needs.constructs``; through a file linked to it, the
-    callee can be a re-export, or a class of another file: then the tier does not follow."""
+    arguments, when asked) of one of ``needs.calls``, or of a class whose ``__init__``
+    takes one of ``needs.constructs``: a class of the file, called by its name, or, in a
+    file linked to others, a class of another file its imports reach.  Through a linked
+    file the callee can also be a re-export of one of ``needs.calls``.  Those two are
+    asked of the file's ``view`` of the project, as the rules ask them; without one, any
+    call of a linked file counts for ``constructs``, and any link that can reach a name
+    of ``needs.calls``."""
     if summary.calls is None or summary.inits is None or summary.relative or linked is True:
         return True
     missing = frozenset(needs.missing_keywords)
+    imported_calls = []  # callees resolved through the file's imports
     for entry in summary.calls:
         callee, _, keywords = entry[:-1].partition("(")
         if missing and keywords and (missing | {"*", "**"}).intersection(keywords.split(",")):
             continue
         if callee in needs.calls:
             return True
-        if callee.startswith(":") and any(f"{callee[1:]}.{parameter}" in summary.inits
-                                          for parameter in needs.constructs):
-            return True
+        if callee.startswith(":"):
+            if any(f"{callee[1:]}.{parameter}" in summary.inits for parameter in needs.constructs):
+                return True
+        else:
+            imported_calls.append(callee)
     if not linked:
         return False
-    return bool(needs.constructs) or any(_linked_reaches(name, linked) for name in needs.calls)
+    if view is None:
+        return bool(needs.constructs) or any(_linked_reaches(name, linked) for name in needs.calls)
+    for callee in imported_calls:
+        if needs.calls and view.external(callee) in needs.calls:
+            return True
+        if needs.constructs and not _init_parameters_of(view, callee).isdisjoint(needs.constructs):
+            return True
+    return False
 
 
 def _needs_met_by_trigger(trigger: Union[str, "Needs"], file: _File) -> Optional[bool]:
@@ -499,8 +519,8 @@ def rules_for(text: str, rules: Sequence[type["Rule"]], summary: Optional[Import
     ``summary``: the file's import summary when already known (the project index);
     ``linked``: the project index says names of other files reach this one: the names
     those files import (``is_linked``), or True for any name."""
-    file = _File(text, summary, linked.connected, linked.imported) if isinstance(linked, Links) else \
-        _File(text, summary, linked)
+    file = _File(text, summary, linked.connected, linked.imported, linked.view) \
+        if isinstance(linked, Links) else _File(text, summary, linked)
     selected = []
     for rule in rules:
         for trigger in rule.triggers:
@@ -570,16 +590,20 @@ def _linked_imports(index: "ProjectIndex") -> dict[str, Linked]:
     return result
 
 
-def is_linked(path: str, summary: Optional[ImportSummary], index: Optional["ProjectIndex"]) -> Union[bool, Links]:
+def is_linked(path: str, summary: Optional[ImportSummary], index: Optional["ProjectIndex"],
+              view: Optional["ProjectView"] = None) -> Union[bool, Links]:
     """Whether other files of the project can tell the rules about names in ``path``:
     what the files linked to it import (see ``_linked_imports``), empty when none is;
-    also for a file outside the index (a notebook) through the files it imports."""
+    also for a file outside the index (a notebook) through the files it imports.  With
+    the file's ``view`` of the index, the tier can also ask what a callee of another file
+    is (``Links.view``), and the view records what the answers read, as it does for the
+    rules (the file's cached result depends on it)."""
     if index is None:
         return False
     linked = _linked_imports(index)
     if path in index.by_path:
         connected = linked.get(path, frozenset())
-        return Links(connected, _imported_links(path, index, connected))
+        return Links(connected, _imported_links(path, index, connected), view)
     facts = index.by_path.get(path)
     found: set[str] = set()
     for name in summary.names if summary is not None else ():
@@ -591,6 +615,14 @@ def is_linked(path: str, summary: Optional[ImportSummary], index: Optional["Proj
                 return True
             found.update(reached)
     return frozenset(found)
+
+
+def _init_parameters_of(view: "ProjectView", name: str) -> frozenset[str]:
+    """The parameters of the own ``__init__`` of the project class ``name`` names (looked
+    up as a rule's ``context.project_class`` does); none when it is no class."""
+    info = view.class_info(name)
+    init = info.init if info is not None else None
+    return frozenset((*init["params"], *init["kwonly"])) if init else frozenset()
 
 
 def _imported_links(path: str, index: "ProjectIndex", connected: Linked) -> Linked:

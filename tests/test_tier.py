@@ -379,3 +379,73 @@ def test_stores_containers_asks_for_a_container_assigned_to_an_attribute(text, m
 def test_imports_ask_for_an_import_statement_naming_the_module(text, met):
     needs = Needs(imports=("flax", "flax.nnx", "flax.nnx."))
     assert tier._needs_met(needs, tier._File(text, None, False)) is met
+
+
+def test_constructs_in_a_linked_file_ask_the_project_which_classes_take_the_parameter(tmp_path, monkeypatch):
+    """A linked file keeps NNX101 only when it calls (without ``rngs``) a class of another
+    file whose ``__init__`` takes ``rngs``; what the answer read goes into the file's
+    cached result, so adding ``rngs`` to that class later brings the finding back."""
+    from nnxlint import project
+    from nnxlint.config import load_settings
+    from nnxlint.project import ProjectView
+    from nnxlint.runner import find_files
+
+    shop = ("from flax import nnx\n\n\nclass Block(nnx.Module):\n    def __init__(self, n, *, rngs):\n"
+            "        self.linear = nnx.Linear(n, n, rngs=rngs)\n\n\nclass Plain(nnx.Module):\n    def __init__(self, n):\n"
+            "        self.n = n\n")
+    (tmp_path / "shop.py").write_text(shop)
+    (tmp_path / "pipeline.py").write_text("import shop\n\n\ndef make():\n    return shop.Plain(2)\n")
+    (tmp_path / "train.py").write_text("from shop import Block\n\n\ndef make():\n    return Block(2)\n")
+    paths = find_files(load_settings(None, tmp_path), [str(tmp_path)])
+    index = project.build(paths, jobs=1)
+    nnx101 = [all_rules()["NNX101"]]
+
+    def selected(name):
+        path = str(tmp_path / name)
+        summary = tier.ImportSummary.from_data(index.by_path[path]["imports"])
+        links = tier.is_linked(path, summary, index, ProjectView(index, path))
+        return tier.rules_for((tmp_path / name).read_text(), nnx101, summary, links)
+
+    assert selected("pipeline.py") == []  # Plain takes no rngs
+    assert selected("train.py") == nnx101
+
+    settings = load_settings(None, tmp_path)
+    job = job_for(settings, {"NNX101"})  # with the result cache
+
+    def run():
+        return sorted((Path(f.path).name, f.code) for outcome in check_files(paths, job, jobs=1)
+                      for f in outcome.findings)
+
+    assert run() == [("train.py", "NNX101")]
+    assert run() == [("train.py", "NNX101")]  # served from the cache
+    (tmp_path / "shop.py").write_text(shop.replace("def __init__(self, n):", "def __init__(self, n, *, rngs):"))
+    assert run() == [("pipeline.py", "NNX101"), ("train.py", "NNX101")]
+    monkeypatch.setenv(tier.FULL_ENVIRONMENT, "1")
+    assert run() == [("pipeline.py", "NNX101"), ("train.py", "NNX101")]
+
+
+def test_a_layer_re_exported_by_another_file_keeps_nnx101_only_where_it_is_called(tmp_path):
+    from nnxlint import project
+    from nnxlint.config import load_settings
+    from nnxlint.project import ProjectView
+    from nnxlint.runner import find_files
+
+    (tmp_path / "compat.py").write_text("from flax.nnx import Linear as Dense\n\n\ndef helper():\n    return 1\n")
+    (tmp_path / "use.py").write_text("from compat import Dense\n\nlayer = Dense(2, 3)\n")
+    (tmp_path / "other.py").write_text("import compat\n\nvalue = compat.helper()\n")
+    paths = find_files(load_settings(None, tmp_path), [str(tmp_path)])
+    index = project.build(paths, jobs=1)
+    nnx101 = [all_rules()["NNX101"]]
+
+    def selected(name, view=True):
+        path = str(tmp_path / name)
+        summary = tier.ImportSummary.from_data(index.by_path[path]["imports"])
+        links = tier.is_linked(path, summary, index, ProjectView(index, path) if view else None)
+        return tier.rules_for((tmp_path / name).read_text(), nnx101, summary, links)
+
+    assert selected("use.py") == nnx101
+    assert selected("other.py") == []
+    assert selected("other.py", view=False) == nnx101  # without the index's answers: any link may re-export
+    found = [(Path(finding.path).name, finding.code) for outcome in check_files(paths, job_for_codes(tmp_path), jobs=1)
+             for finding in outcome.findings if finding.code == "NNX101"]
+    assert found == [("use.py", "NNX101")]
