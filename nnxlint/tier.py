@@ -18,10 +18,10 @@ in the same pass and hand it over instead of a second parse.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import re
 import warnings
-import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Union
 
