@@ -22,6 +22,7 @@ from); a question about any other node starts over without the restriction.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import re
 from itertools import accumulate
 from typing import Iterable, Optional, Union
@@ -35,19 +36,7 @@ from nnxlint.context import walk
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # what LibCST counts as a line break
 
 
-class _Unrecorded:
-    """The span of a node nobody will ask about: nothing to note."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(self, *exception: object) -> None:
-        pass
-
-
-_UNRECORDED = _Unrecorded()
+_UNRECORDED = contextlib.nullcontext()  # the span of a node nobody will ask about: nothing to note
 
 
 class _TokenSpans(CodegenState):
@@ -70,7 +59,7 @@ class _TokenSpans(CodegenState):
             self.spans.setdefault(id(node), (start, len(self.tokens)))
 
     def record_syntactic_position(self, node: cst.CSTNode, *, start_node: Optional[cst.CSTNode] = None,
-                                  end_node: Optional[cst.CSTNode] = None) -> "Union[_Syntactic, _Unrecorded]":
+                                  end_node: Optional[cst.CSTNode] = None) -> "Union[_Syntactic, contextlib.nullcontext]":
         wanted = self._wanted
         if wanted is not None:
             if id(node) not in wanted:
